@@ -1,0 +1,277 @@
+//! The commands, as plain requests: load the policy, build the plan, run it, print the
+//! result. `cli.rs` lowers clap's types into these; `main.rs` maps the outcome to an exit code.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::http::RetryPolicy;
+use crate::image::{Image, Transport};
+use crate::plan::{self, Plan};
+use crate::policy::{self, Diagnostic, Diagnostics, GitContext, Resolved, TemplateContext};
+use crate::push::{self, Destination};
+use crate::reference::Reference;
+use crate::registry::{Credential, Endpoint, auth};
+use crate::report::{self, ImageOutcome, RunReport};
+use crate::types::Secret;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Output {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct PolicyArgs {
+    pub policy: PathBuf,
+    pub output: Output,
+}
+
+#[derive(Debug, Clone)]
+pub struct PushArgs {
+    pub source: String,
+    pub destination: String,
+    pub ca_file: Option<PathBuf>,
+    pub insecure: bool,
+    pub username: Option<String>,
+    pub password_env: Option<String>,
+    pub output: Output,
+}
+
+#[derive(Debug, Clone)]
+pub enum Request {
+    Check(PolicyArgs),
+    Plan(PolicyArgs),
+    Run(PolicyArgs),
+    Push(PushArgs),
+    Schema,
+}
+
+/// Exit codes, as documented in the README.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Success = 0,
+    Failure = 1,
+    Usage = 2,
+    Partial = 3,
+}
+
+/// A mistake in how the tool was called (exit 2): nothing was contacted.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// The exit code for an error that ended a command.
+pub fn exit_for(err: &anyhow::Error) -> Exit {
+    if err.downcast_ref::<Diagnostics>().is_some() || err.downcast_ref::<UsageError>().is_some() {
+        Exit::Usage
+    } else {
+        Exit::Failure
+    }
+}
+
+pub async fn execute(request: Request) -> anyhow::Result<Exit> {
+    match request {
+        Request::Schema => {
+            println!("{}", report::json(&policy::schema()));
+            Ok(Exit::Success)
+        }
+        Request::Check(args) => {
+            let (resolved, images) = load(&args.policy)?;
+            plan::build(&resolved, &images)?;
+            if args.output == Output::Json {
+                println!("{}", report::json(&serde_json::json!({"status": "ok", "policy": resolved.file})));
+            } else {
+                println!("{}: ok ({} images)", resolved.file, resolved.images.len());
+            }
+            Ok(Exit::Success)
+        }
+        Request::Plan(args) => {
+            let (resolved, images) = load(&args.policy)?;
+            let plan = plan::build(&resolved, &images)?;
+            print_plan(&plan, args.output);
+            Ok(Exit::Success)
+        }
+        Request::Run(args) => {
+            let (resolved, images) = load(&args.policy)?;
+            let plan = plan::build(&resolved, &images)?;
+            let credentials = preflight_credentials(&plan, &resolved)?;
+            let report = run_plan(&plan, &images, credentials).await;
+            print_report(&report, args.output);
+            Ok(exit_for_report(&report))
+        }
+        Request::Push(args) => push_one(args).await,
+    }
+}
+
+fn print_plan(plan: &Plan, output: Output) {
+    match output {
+        Output::Json => println!("{}", report::json(plan)),
+        Output::Text => print!("{}", report::plan_text(plan)),
+    }
+}
+
+fn print_report(report: &RunReport, output: Output) {
+    match output {
+        Output::Json => println!("{}", report::json(report)),
+        Output::Text => print!("{}", report::run_text(report)),
+    }
+}
+
+fn exit_for_report(report: &RunReport) -> Exit {
+    match report.status {
+        "success" => Exit::Success,
+        "partial" => Exit::Partial,
+        _ => Exit::Failure,
+    }
+}
+
+/// Loads, resolves and opens everything the policy names; all offline.
+pub fn load(path: &Path) -> anyhow::Result<(Resolved, Vec<Image>)> {
+    let (policy, file) = policy::load(path)?;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let ctx = template_context(dir);
+    let resolved = policy::resolve(&policy, &file, dir, &ctx)?;
+    let images = plan::open_sources(&resolved)?;
+    Ok((resolved, images))
+}
+
+/// `git` facts for tag templates: from GitHub Actions' variables, else from `git` itself.
+fn template_context(dir: &Path) -> TemplateContext {
+    let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+    let git_out = |args: &[&str]| -> Option<String> {
+        let out = Command::new("git").arg("-C").arg(dir).args(args).stderr(std::process::Stdio::null()).output().ok()?;
+        let s = String::from_utf8(out.stdout).ok()?.trim().to_string();
+        (out.status.success() && !s.is_empty()).then_some(s)
+    };
+    let sha = env.get("GITHUB_SHA").cloned().or_else(|| git_out(&["rev-parse", "HEAD"]));
+    let ref_type = env.get("GITHUB_REF_TYPE").map(String::as_str);
+    let ref_name = env.get("GITHUB_REF_NAME").cloned();
+    let branch = match ref_type {
+        Some("branch") => ref_name.clone(),
+        Some(_) => None,
+        None => git_out(&["symbolic-ref", "--short", "-q", "HEAD"]),
+    };
+    let tag = match ref_type {
+        Some("tag") => ref_name,
+        Some(_) => None,
+        None => git_out(&["describe", "--tags", "--exact-match"]),
+    };
+    let short_sha = sha.as_ref().map(|s| s.chars().take(7).collect());
+    TemplateContext { git: GitContext { sha, short_sha, branch, tag }, env }
+}
+
+/// Reads every credential the plan needs from the environment before anything is contacted;
+/// a variable that is not set is a policy error (exit 2).
+fn preflight_credentials(plan: &Plan, resolved: &Resolved) -> Result<Vec<Vec<Option<Credential>>>, Diagnostics> {
+    let mut errors = Vec::new();
+    let creds = plan
+        .images
+        .iter()
+        .map(|img| {
+            img.targets
+                .iter()
+                .map(|t| {
+                    let cr = t.endpoint.credentials.as_ref()?;
+                    match std::env::var(&cr.password_env) {
+                        Ok(v) if !v.is_empty() => Some(Credential { username: cr.username.clone(), password: Secret::new(v) }),
+                        _ => {
+                            errors.push(Diagnostic {
+                                file: resolved.file.clone(),
+                                line: cr.at.0.max(1),
+                                col: cr.at.1.max(1),
+                                field: cr.field.clone(),
+                                message: format!("environment variable {} is not set (registry {})", cr.password_env, t.registry),
+                                hint: Some(format!("export {} with the password or token for {}", cr.password_env, cr.username)),
+                            });
+                            None
+                        }
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(creds)
+    } else {
+        errors.dedup_by(|a, b| a.field == b.field);
+        Err(Diagnostics(errors))
+    }
+}
+
+fn docker_config_credential(host: &str) -> Option<Credential> {
+    match auth::from_docker_config(host) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!("ignoring Docker credentials for {host}: {e:#}");
+            None
+        }
+    }
+}
+
+async fn run_plan(plan: &Plan, images: &[Image], credentials: Vec<Vec<Option<Credential>>>) -> RunReport {
+    let retry = RetryPolicy::default();
+    let mut outcomes = Vec::new();
+    for ((img, image), creds) in plan.images.iter().zip(images).zip(credentials) {
+        let mut targets = Vec::new();
+        for (t, cred) in img.targets.iter().zip(creds) {
+            let e = &t.endpoint;
+            let dest = Destination {
+                registry_id: t.registry.clone(),
+                endpoint: Endpoint { host: e.host.clone(), insecure: e.insecure },
+                ca_file: e.ca_file.clone(),
+                path: t.path().to_string(),
+                tags: t.tags.clone(),
+                credential: cred.or_else(|| docker_config_credential(&e.host)),
+            };
+            tracing::info!(image = %img.name, registry = %t.registry, "pushing to {}", t.repository);
+            targets.push(push::push(image, &dest, retry).await);
+        }
+        outcomes.push(ImageOutcome { name: img.name.clone(), digest: img.manifest_digest.clone(), targets });
+    }
+    RunReport::new(outcomes)
+}
+
+async fn push_one(args: PushArgs) -> anyhow::Result<Exit> {
+    let dst = args
+        .destination
+        .strip_prefix("docker://")
+        .ok_or_else(|| UsageError(format!("destination {:?} must be docker://HOST/REPOSITORY[:TAG]", args.destination)))?;
+    let reference = Reference::parse(dst).map_err(|e| UsageError(format!("destination {dst:?}: {e}")))?;
+    if args.insecure && !reference.is_loopback() {
+        return Err(UsageError(format!("--insecure is only allowed for loopback registries, not {}", reference.host)).into());
+    }
+    let transport = Transport::parse(&args.source, Path::new(".")).map_err(|e| UsageError(e.to_string()))?;
+    let image = Image::open(&transport).map_err(|e| UsageError(format!("source {}: {e}", args.source)))?;
+    if let Some(d) = &reference.digest
+        && d != &image.root.digest
+    {
+        return Err(UsageError(format!("destination digest {d} differs from the source's manifest {}", image.root.digest)).into());
+    }
+    let credential = match (&args.username, &args.password_env) {
+        (Some(u), Some(var)) => {
+            let v = std::env::var(var).map_err(|_| UsageError(format!("environment variable {var} (--password-env) is not set")))?;
+            Some(Credential { username: u.clone(), password: Secret::new(v) })
+        }
+        (None, None) => docker_config_credential(&reference.host),
+        _ => return Err(UsageError("--username and --password-env go together".into()).into()),
+    };
+    let tags = match (&reference.tag, &reference.digest) {
+        (Some(t), _) => vec![t.clone()],
+        (None, Some(d)) => vec![d.to_string()],
+        (None, None) => vec!["latest".to_string()],
+    };
+    let dest = Destination {
+        registry_id: reference.host.clone(),
+        endpoint: Endpoint { host: reference.host.clone(), insecure: args.insecure },
+        ca_file: args.ca_file.clone(),
+        path: reference.repository.clone(),
+        tags,
+        credential,
+    };
+    let name = reference.repository.rsplit('/').next().unwrap_or(&reference.repository).to_string();
+    let outcome = push::push(&image, &dest, RetryPolicy::default()).await;
+    let report = RunReport::new(vec![ImageOutcome { name, digest: image.root.digest.clone(), targets: vec![outcome] }]);
+    print_report(&report, args.output);
+    Ok(exit_for_report(&report))
+}

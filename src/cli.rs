@@ -1,0 +1,101 @@
+//! Command-line syntax (clap only), lowered into `app::Request`. Nothing else knows clap.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::app::{Output, PolicyArgs, PushArgs, Request};
+
+/// Publish container images, signed, to the registry that fits, and point RunPod at them.
+#[derive(Debug, Parser)]
+#[command(name = "publish", version, about, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Print the plan and stop (same as `publish plan`).
+    #[arg(long, global = true)]
+    pub dry_run: bool,
+    /// Debug logs on stderr (RUST_LOG overrides). Secrets are never logged.
+    #[arg(long, global = true)]
+    pub debug: bool,
+    #[command(flatten)]
+    pub policy: PolicyOpts,
+    #[command(subcommand)]
+    pub command: Option<Cmd>,
+}
+
+const EXIT_CODES: &str = "Exit codes: 0 success; 1 runtime failure (network, auth, registry); \
+2 usage or policy error (nothing contacted, nothing written); 3 partial (some targets failed)";
+
+#[derive(Debug, Args, Clone)]
+pub struct PolicyOpts {
+    /// The policy file.
+    #[arg(long, global = true, default_value = "publish.yaml", env = "PUBLISH_POLICY")]
+    pub policy: PathBuf,
+    /// Output format on stdout.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Validate the policy and open the image sources, offline.
+    Check,
+    /// Print what would be pushed where, writing nothing.
+    Plan,
+    /// Execute the plan (the default command).
+    Run,
+    /// Copy one image to a registry, like `skopeo copy`: publish push oci:DIR docker://HOST/REPO:TAG
+    Push(PushCmd),
+    /// Print the policy file's JSON Schema.
+    Schema,
+}
+
+#[derive(Debug, Args)]
+pub struct PushCmd {
+    /// Source image: oci:DIR[:REF] or oci-archive:FILE[:REF].
+    pub source: String,
+    /// Destination: docker://HOST/REPOSITORY[:TAG].
+    pub destination: String,
+    /// Extra CA certificate (PEM) to trust for the destination.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// Plain HTTP (loopback registries only).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Username for the destination (with --password-env; default: Docker's config.json).
+    #[arg(long, requires = "password_env")]
+    pub username: Option<String>,
+    /// Environment variable holding the password or token.
+    #[arg(long, requires = "username")]
+    pub password_env: Option<String>,
+}
+
+impl Cli {
+    pub fn into_request(self) -> Request {
+        let output = match self.policy.output {
+            Format::Text => Output::Text,
+            Format::Json => Output::Json,
+        };
+        let policy = PolicyArgs { policy: self.policy.policy, output };
+        match (self.command, self.dry_run) {
+            (Some(Cmd::Check), _) => Request::Check(policy),
+            (Some(Cmd::Plan), _) | (None | Some(Cmd::Run), true) => Request::Plan(policy),
+            (Some(Cmd::Run), false) | (None, false) => Request::Run(policy),
+            (Some(Cmd::Schema), _) => Request::Schema,
+            (Some(Cmd::Push(p)), _) => Request::Push(PushArgs {
+                source: p.source,
+                destination: p.destination,
+                ca_file: p.ca_file,
+                insecure: p.insecure,
+                username: p.username,
+                password_env: p.password_env,
+                output,
+            }),
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! Image sources: open an image where CI left it (skopeo's `oci:DIR[:REF]` and
+//! `oci-archive:FILE[:REF]`), read and verify its manifests and configs, and stream its
+//! blobs. Layers are never held in memory; only manifests and configs (bounded) are read
+//! whole. Knows nothing of registries or policies.
+
+mod store;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::{ByteSize, Digest, Platform};
+pub use store::BlobReader;
+use store::Store;
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// Manifests are limited to 4 MiB by registries; configs get the same bound here.
+const MAX_METADATA: u64 = 4 * 1024 * 1024;
+
+/// Where an image is read from, in skopeo's transport syntax.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    OciDir { path: PathBuf, reference: Option<String> },
+    OciArchive { path: PathBuf, reference: Option<String> },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("unknown transport in {0:?}: expected oci:DIR[:REF] or oci-archive:FILE[:REF]")]
+    Transport(String),
+    #[error("{path}: {what}")]
+    Layout { path: String, what: String },
+    #[error("{path}: cannot read: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{path}: blob {digest} is corrupt: its content hashes to {actual}")]
+    Corrupt { path: String, digest: Digest, actual: Digest },
+}
+
+impl Transport {
+    /// Parses `oci:DIR[:REF]` / `oci-archive:FILE[:REF]`; relative paths are taken from `base`.
+    pub fn parse(s: &str, base: &Path) -> Result<Self, ImageError> {
+        let (kind, rest) = s.split_once(':').ok_or_else(|| ImageError::Transport(s.to_string()))?;
+        // As in skopeo: the path ends at the first ':'.
+        let (path, reference) = match rest.split_once(':') {
+            Some((p, r)) if !r.is_empty() => (p, Some(r.to_string())),
+            Some((p, _)) => (p, None),
+            None => (rest, None),
+        };
+        if path.is_empty() {
+            return Err(ImageError::Transport(s.to_string()));
+        }
+        let path = base.join(path);
+        match kind {
+            "oci" => Ok(Transport::OciDir { path, reference }),
+            "oci-archive" => Ok(Transport::OciArchive { path, reference }),
+            _ => Err(ImageError::Transport(s.to_string())),
+        }
+    }
+}
+
+/// An OCI descriptor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Descriptor {
+    pub media_type: String,
+    pub digest: Digest,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<OciPlatform>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OciPlatform {
+    pub os: String,
+    pub architecture: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+}
+
+impl From<&OciPlatform> for Platform {
+    fn from(p: &OciPlatform) -> Platform {
+        Platform { os: p.os.clone(), architecture: p.architecture.clone(), variant: p.variant.clone() }
+    }
+}
+
+/// The fields of an image manifest or index that `publish` uses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ManifestDoc {
+    #[serde(default)]
+    media_type: Option<String>,
+    #[serde(default)]
+    config: Option<Descriptor>,
+    #[serde(default)]
+    layers: Vec<Descriptor>,
+    #[serde(default)]
+    manifests: Vec<Descriptor>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ConfigDoc {
+    #[serde(default)]
+    os: String,
+    #[serde(default)]
+    architecture: String,
+    #[serde(default)]
+    variant: Option<String>,
+}
+
+/// A manifest, exactly as its bytes were read (pushing re-serialised JSON would change the digest).
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub bytes: Vec<u8>,
+    /// For an image manifest: its platform, from the index entry or the config.
+    pub platform: Option<Platform>,
+    pub config: Option<Descriptor>,
+    pub layers: Vec<Descriptor>,
+}
+
+impl Manifest {
+    pub fn is_index(&self) -> bool {
+        self.media_type == OCI_INDEX || self.media_type == DOCKER_LIST
+    }
+}
+
+/// An opened image: its root manifest (image or index), the image manifests under an index,
+/// and every blob they reference.
+#[derive(Debug)]
+pub struct Image {
+    pub source: String,
+    store: Store,
+    pub root: Manifest,
+    /// Image manifests of an index, in index order (empty for a single image).
+    pub children: Vec<Manifest>,
+}
+
+impl Image {
+    pub fn open(transport: &Transport) -> Result<Image, ImageError> {
+        let (store, reference, source) = match transport {
+            Transport::OciDir { path, reference } => (Store::dir(path)?, reference, format!("oci:{}", path.display())),
+            Transport::OciArchive { path, reference } => {
+                (Store::archive(path)?, reference, format!("oci-archive:{}", path.display()))
+            }
+        };
+        let layout: serde_json::Value = serde_json::from_slice(&store.read_path("oci-layout", 64 * 1024)?)
+            .map_err(|e| store.layout_error(format!("oci-layout is not JSON: {e}")))?;
+        if layout.get("imageLayoutVersion").and_then(|v| v.as_str()).is_none() {
+            return Err(store.layout_error("oci-layout has no imageLayoutVersion: not an OCI image layout".into()));
+        }
+        let index: ManifestDoc = serde_json::from_slice(&store.read_path("index.json", MAX_METADATA)?)
+            .map_err(|e| store.layout_error(format!("index.json is not an OCI index: {e}")))?;
+        let entry = select_entry(&index.manifests, reference.as_deref()).map_err(|what| store.layout_error(what))?;
+        let mut root = read_manifest(&store, entry)?;
+        let mut children = Vec::new();
+        if root.is_index() {
+            let doc: ManifestDoc = parse_doc(&store, &root)?;
+            for d in &doc.manifests {
+                let child = read_manifest(&store, d)?;
+                if child.is_index() {
+                    return Err(store.layout_error(format!("{} is an index nested in an index, which publish does not read", d.digest)));
+                }
+                children.push(child);
+            }
+        } else if root.platform.is_none() {
+            root.platform = config_platform(&store, &root)?;
+        }
+        for child in children.iter_mut().filter(|c| c.platform.is_none()) {
+            child.platform = config_platform(&store, child)?;
+        }
+        Ok(Image { source, store, root, children })
+    }
+
+    /// Every image manifest: the children of an index, or the root itself.
+    pub fn image_manifests(&self) -> Vec<&Manifest> {
+        if self.root.is_index() { self.children.iter().collect() } else { vec![&self.root] }
+    }
+
+    /// Unique blobs (configs and layers) in push order: each manifest's config, then its layers.
+    pub fn blobs(&self) -> Vec<&Descriptor> {
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for m in self.image_manifests() {
+            for d in m.config.iter().chain(m.layers.iter()) {
+                if seen.insert(&d.digest) {
+                    out.push(d);
+                }
+            }
+        }
+        out
+    }
+
+    /// Platforms the image provides (attestation manifests, `unknown/unknown`, are left out).
+    pub fn platforms(&self) -> Vec<Platform> {
+        let mut ps: Vec<Platform> =
+            self.image_manifests().iter().filter_map(|m| m.platform.clone()).filter(|p| p.os != "unknown").collect();
+        ps.dedup();
+        ps
+    }
+
+    pub fn total_size(&self) -> ByteSize {
+        ByteSize(self.blobs().iter().map(|d| d.size).sum())
+    }
+
+    pub fn largest_layer(&self) -> ByteSize {
+        ByteSize(self.image_manifests().iter().flat_map(|m| m.layers.iter()).map(|d| d.size).max().unwrap_or(0))
+    }
+
+    /// A streaming reader over a blob's bytes. The caller hashes what it reads.
+    pub async fn blob(&self, d: &Descriptor) -> Result<BlobReader, ImageError> {
+        self.store.open_blob(&d.digest, d.size).await
+    }
+}
+
+fn select_entry<'a>(entries: &'a [Descriptor], reference: Option<&str>) -> Result<&'a Descriptor, String> {
+    let name = |d: &Descriptor| d.annotations.as_ref().and_then(|a| a.get("org.opencontainers.image.ref.name")).cloned();
+    match reference {
+        Some(r) => entries.iter().find(|d| name(d).as_deref() == Some(r)).ok_or_else(|| {
+            let names: Vec<String> = entries.iter().filter_map(name).collect();
+            format!("no image named {r:?} in index.json (names there: {})", if names.is_empty() { "none".into() } else { names.join(", ") })
+        }),
+        None => match entries {
+            [one] => Ok(one),
+            [] => Err("index.json lists no image".to_string()),
+            many => {
+                let names: Vec<String> = many.iter().filter_map(name).collect();
+                Err(format!("index.json lists {} images: name one as DIR:REF (names: {})", many.len(), names.join(", ")))
+            }
+        },
+    }
+}
+
+fn read_manifest(store: &Store, d: &Descriptor) -> Result<Manifest, ImageError> {
+    let bytes = store.read_blob(&d.digest, d.size.min(MAX_METADATA))?;
+    let doc: ManifestDoc = serde_json::from_slice(&bytes)
+        .map_err(|e| store.layout_error(format!("manifest {} is not valid JSON: {e}", d.digest)))?;
+    let media_type = doc.media_type.clone().unwrap_or_else(|| d.media_type.clone());
+    if ![OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST].contains(&media_type.as_str()) {
+        return Err(store.layout_error(format!("manifest {} has media type {media_type:?}, not an image manifest or index", d.digest)));
+    }
+    if media_type == OCI_MANIFEST || media_type == DOCKER_MANIFEST {
+        if doc.config.is_none() {
+            return Err(store.layout_error(format!("manifest {} has no config", d.digest)));
+        }
+    }
+    Ok(Manifest {
+        digest: d.digest.clone(),
+        media_type,
+        bytes,
+        platform: d.platform.as_ref().map(Platform::from),
+        config: doc.config,
+        layers: doc.layers,
+    })
+}
+
+fn parse_doc(store: &Store, m: &Manifest) -> Result<ManifestDoc, ImageError> {
+    serde_json::from_slice(&m.bytes).map_err(|e| store.layout_error(format!("manifest {} is not valid JSON: {e}", m.digest)))
+}
+
+fn config_platform(store: &Store, m: &Manifest) -> Result<Option<Platform>, ImageError> {
+    let Some(config) = &m.config else { return Ok(None) };
+    let bytes = store.read_blob(&config.digest, config.size.min(MAX_METADATA))?;
+    let doc: ConfigDoc = serde_json::from_slice(&bytes)
+        .map_err(|e| store.layout_error(format!("config {} is not valid JSON: {e}", config.digest)))?;
+    if doc.os.is_empty() || doc.architecture.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Platform { os: doc.os, architecture: doc.architecture, variant: doc.variant }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transport_syntax_is_skopeos() {
+        let base = Path::new("/p");
+        assert_eq!(
+            Transport::parse("oci:build/img:v1", base).unwrap(),
+            Transport::OciDir { path: "/p/build/img".into(), reference: Some("v1".into()) }
+        );
+        assert_eq!(
+            Transport::parse("oci-archive:/abs/x.tar", base).unwrap(),
+            Transport::OciArchive { path: "/abs/x.tar".into(), reference: None }
+        );
+        assert!(Transport::parse("docker-daemon:x", base).is_err());
+        assert!(Transport::parse("build/img", base).is_err());
+    }
+}

@@ -1,0 +1,366 @@
+//! The policy file: parse `publish.yaml`, check everything that can be checked offline, and
+//! lower it into plain values (`Resolved`) the later stages use. Every mistake is a located
+//! `Diagnostic`. No network here; the only disk reads are the policy and its `ca_file`s.
+
+pub mod diag;
+pub mod located;
+pub mod model;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use minijinja::{Environment, UndefinedBehavior};
+use serde::Serialize;
+
+pub use diag::{Diagnostic, Diagnostics};
+pub use located::Located;
+pub use model::{Policy, RegistryKind, Visibility};
+
+use crate::reference::{self, is_loopback_host};
+use crate::types::Platform;
+
+/// The values tag templates see: `git.*` and `env.*`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TemplateContext {
+    pub git: GitContext,
+    pub env: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GitContext {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub short_sha: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+}
+
+/// A policy that passed every offline check, lowered to plain values.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub file: String,
+    pub images: Vec<ResolvedImage>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ResolvedImage {
+    pub name: String,
+    /// The transport string as written, and where, so the image stage's errors can be located.
+    pub source: Located<String>,
+    /// Directory relative sources are resolved against (the policy file's).
+    pub base_dir: PathBuf,
+    pub tags: Vec<String>,
+    pub visibility: Visibility,
+    pub platforms: Vec<Platform>,
+    pub platforms_at: (u64, u64),
+    /// Candidate registries in order of preference.
+    pub candidates: Vec<ResolvedRegistry>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ResolvedRegistry {
+    pub id: String,
+    pub kind: RegistryKind,
+    /// `host[:port]`.
+    pub host: String,
+    /// Namespace inside the registry (may be empty): images go to `<namespace>/<image name>`.
+    pub namespace: String,
+    pub insecure: bool,
+    pub ca_file: Option<PathBuf>,
+    pub credentials: Option<CredentialRef>,
+}
+
+impl ResolvedRegistry {
+    /// The repository an image named `image` goes to.
+    pub fn repository_for(&self, image: &str) -> String {
+        if self.namespace.is_empty() { image.to_string() } else { format!("{}/{}", self.namespace, image) }
+    }
+}
+
+/// Where a password lives: never the password itself.
+#[derive(Debug, Clone)]
+pub struct CredentialRef {
+    pub username: String,
+    pub password_env: String,
+    /// Where `password_env` was written, for errors found at run time.
+    pub at: (u64, u64),
+    pub field: String,
+}
+
+/// Parses `text` (named `file` in messages) into a policy, or located diagnostics.
+pub fn parse(file: &str, text: &str) -> Result<Policy, Diagnostics> {
+    let mut path = None;
+    let result = serde_saphyr::with_deserializer_from_str(text, |de| {
+        serde_path_to_error::deserialize::<_, Policy>(de).map_err(|e| {
+            path = Some(e.path().to_string());
+            e.into_inner()
+        })
+    });
+    result.map_err(|err| {
+        let (line, col) = err.location().map_or((1, 1), |l| (l.line(), l.column()));
+        let field = path.map(|p| clean_path(&p)).unwrap_or_else(|| ".".to_string());
+        let (message, hint) = explain(&err.to_string());
+        Diagnostics(vec![Diagnostic { file: file.to_string(), line, col, field, message, hint }])
+    })
+}
+
+/// Reads and parses the policy at `path`.
+pub fn load(path: &Path) -> Result<(Policy, String), Diagnostics> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Diagnostics(vec![Diagnostic {
+            file: file.clone(),
+            line: 1,
+            col: 1,
+            field: ".".into(),
+            message: format!("cannot read the policy file: {e}"),
+            hint: Some("pass --policy FILE, or run from the directory holding publish.yaml".into()),
+        }])
+    })?;
+    Ok((parse(&file, &text)?, file))
+}
+
+/// `serde_path_to_error` sees through `Located`, which adds a `.value` step; users never wrote it.
+fn clean_path(p: &str) -> String {
+    p.replace(".value", "")
+}
+
+/// Turns a deserializer message into one line for users, plus a hint.
+fn explain(rendered: &str) -> (String, Option<String>) {
+    let first = rendered.lines().next().unwrap_or(rendered);
+    // "error: line 5 column 5: unknown field `tgas`, expected one of a, b"
+    let msg = first.strip_prefix("error: ").unwrap_or(first);
+    let msg = match msg.split_once(": ") {
+        Some((loc, rest)) if loc.starts_with("line ") => rest,
+        _ => msg,
+    };
+    for (kind, noun) in [("unknown field `", "field"), ("unknown variant `", "value")] {
+        if let Some(rest) = msg.strip_prefix(kind) {
+            let (word, tail) = rest.split_once('`').unwrap_or((rest, ""));
+            let expected: Vec<&str> = tail
+                .split_once("expected one of ")
+                .or_else(|| tail.split_once("expected "))
+                .map(|(_, list)| list.split(", ").map(|s| s.trim_matches('`')).collect())
+                .unwrap_or_default();
+            let hint = match diag::closest(word, expected.iter().copied()) {
+                Some(best) => format!("did you mean `{best}`? valid {noun}s here: {}", expected.join(", ")),
+                None if !expected.is_empty() => format!("valid {noun}s here: {}", expected.join(", ")),
+                None => "remove it".to_string(),
+            };
+            return (format!("unknown {noun} `{word}`"), Some(hint));
+        }
+    }
+    let friendly = match msg {
+        "expected sequence start" => "expected a list".to_string(),
+        "expected mapping start" => "expected a mapping (key: value pairs)".to_string(),
+        "expected string scalar" => "expected a string".to_string(),
+        "invalid boolean" => "expected true or false".to_string(),
+        m if m.starts_with("invalid u") || m.starts_with("invalid i") => "expected a whole number".to_string(),
+        m => m.to_string(),
+    };
+    (friendly, None)
+}
+
+struct Checker<'a> {
+    file: &'a str,
+    out: Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    fn err<T>(&mut self, at: &Located<T>, field: impl Into<String>, message: impl Into<String>, hint: Option<String>) {
+        self.out.push(Diagnostic {
+            file: self.file.to_string(),
+            line: at.line.max(1),
+            col: at.col.max(1),
+            field: field.into(),
+            message: message.into(),
+            hint,
+        });
+    }
+}
+
+/// Checks everything about the policy that needs neither the images nor the network, and
+/// lowers it. `base_dir` is the policy file's directory.
+pub fn resolve(policy: &Policy, file: &str, base_dir: &Path, ctx: &TemplateContext) -> Result<Resolved, Diagnostics> {
+    let mut c = Checker { file, out: Vec::new() };
+    if *policy.version != 1 {
+        c.err(&policy.version, "version", format!("unsupported version {}", *policy.version), Some("this publish understands version: 1".into()));
+    }
+
+    let mut registries = Vec::new();
+    for (id, r) in &policy.registries {
+        let field = format!("registries.{id}");
+        match resolve_registry(&mut c, id, r, &field, base_dir) {
+            Some(rr) => registries.push(rr),
+            None => continue,
+        }
+    }
+
+    let env = Environment::new();
+    let mut env = env;
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    let mut names = HashSet::new();
+    let mut images = Vec::new();
+    for (i, img) in policy.images.iter().enumerate() {
+        let field = format!("images[{i}]");
+        if let Err(e) = reference::validate_repository(&img.name) {
+            c.err(&img.name, format!("{field}.name"), e.to_string(), Some("use lowercase letters, digits and '-', e.g. comfyui".into()));
+        }
+        if !names.insert(img.name.value.clone()) {
+            c.err(&img.name, format!("{field}.name"), format!("image {:?} is listed twice", *img.name), None);
+        }
+        if img.source.trim().is_empty() {
+            c.err(&img.source, format!("{field}.source"), "the source is empty", Some("e.g. oci:build/comfyui or oci-archive:comfyui.tar".into()));
+        }
+        let mut tags = Vec::new();
+        if img.tags.is_empty() {
+            c.err(&img.name, format!("{field}.tags"), "no tags: the image would be unreachable", Some("add tags: [latest]".into()));
+        }
+        for (j, t) in img.tags.iter().enumerate() {
+            let tf = format!("{field}.tags[{j}]");
+            match env.render_str(t, minijinja::value::Serde(ctx)) {
+                Ok(rendered) => match reference::validate_tag(&rendered) {
+                    Ok(()) => {
+                        if !tags.contains(&rendered) {
+                            tags.push(rendered)
+                        }
+                    }
+                    Err(e) => c.err(t, tf, e.to_string(), None),
+                },
+                Err(e) => c.err(t, tf, format!("cannot render {:?}: {}", t.value, template_error(&e)), Some("available: git.sha, git.short_sha, git.branch, git.tag (when known) and env.NAME".into())),
+            }
+        }
+        let mut platforms = Vec::new();
+        if img.platforms.is_empty() {
+            c.err(&img.name, format!("{field}.platforms"), "no platforms required", Some("RunPod runs linux/amd64: platforms: [linux/amd64]".into()));
+        }
+        for (j, p) in img.platforms.iter().enumerate() {
+            match p.parse::<Platform>() {
+                Ok(p) => platforms.push(p),
+                Err(e) => c.err(p, format!("{field}.platforms[{j}]"), e, None),
+            }
+        }
+        let mut candidates = Vec::new();
+        match &img.registries {
+            Some(ids) => {
+                if ids.is_empty() {
+                    c.err(&img.name, format!("{field}.registries"), "no candidate registries", None);
+                }
+                for (j, id) in ids.iter().enumerate() {
+                    match registries.iter().find(|r: &&ResolvedRegistry| r.id == **id) {
+                        Some(r) => candidates.push(r.clone()),
+                        None if policy.registries.contains_key(&id.value) => {} // already reported
+                        None => {
+                            let known: Vec<&str> = policy.registries.keys().map(String::as_str).collect();
+                            let hint = match diag::closest(id, known.iter().copied()) {
+                                Some(best) => Some(format!("did you mean `{best}`? registries defined: {}", known.join(", "))),
+                                None if known.is_empty() => Some("define it under registries:".into()),
+                                None => Some(format!("registries defined: {}", known.join(", "))),
+                            };
+                            c.err(id, format!("{field}.registries[{j}]"), format!("no registry with id `{}`", id.value), hint);
+                        }
+                    }
+                }
+            }
+            None => {
+                candidates = registries.clone();
+                if policy.registries.is_empty() {
+                    c.err(&img.name, "registries", "no registries are defined", Some("add a registries: section, e.g. home: {kind: registry, repository: 127.0.0.1:5000/ml}".into()));
+                }
+            }
+        }
+        let platforms_at = img.platforms.first().map_or((img.name.line, img.name.col), |p| (p.line, p.col));
+        images.push(ResolvedImage {
+            name: img.name.value.clone(),
+            source: img.source.clone(),
+            base_dir: base_dir.to_path_buf(),
+            tags,
+            visibility: *img.visibility,
+            platforms,
+            platforms_at,
+            candidates,
+        });
+    }
+    if c.out.is_empty() { Ok(Resolved { file: file.to_string(), images }) } else { Err(Diagnostics(c.out)) }
+}
+
+fn template_error(e: &minijinja::Error) -> String {
+    let mut s = e.kind().to_string();
+    if let Some(detail) = e.detail() {
+        s = format!("{s}: {detail}");
+    }
+    s
+}
+
+fn resolve_registry(c: &mut Checker, id: &str, r: &model::Registry, field: &str, base_dir: &Path) -> Option<ResolvedRegistry> {
+    let before = c.out.len();
+    let repo = r.repository.trim_end_matches('/');
+    let (host, namespace) = match repo.split_once('/') {
+        Some((h, ns)) => (h.to_string(), ns.to_string()),
+        None => (repo.to_string(), String::new()),
+    };
+    let looks_like_host = host.contains('.') || host.contains(':') || host == "localhost";
+    if !looks_like_host {
+        c.err(&r.repository, format!("{field}.repository"), format!("{:?} does not start with a registry host", *r.repository), Some("write <host>[:port]/<namespace>, e.g. ghcr.io/my-org or 127.0.0.1:5000/ml".into()));
+    } else if !namespace.is_empty() && reference::validate_repository(&namespace).is_err() {
+        c.err(&r.repository, format!("{field}.repository"), format!("namespace {namespace:?} is invalid: lowercase letters, digits, '.', '_' and '-' only"), None);
+    }
+    let expected_host = match *r.kind {
+        RegistryKind::Ghcr => Some("ghcr.io"),
+        RegistryKind::Dockerhub => Some("docker.io"),
+        RegistryKind::EcrPublic => Some("public.ecr.aws"),
+        RegistryKind::Registry => None,
+    };
+    if let Some(h) = expected_host
+        && looks_like_host
+        && host != h
+        && !is_loopback_host(&host)
+    {
+        c.err(&r.repository, format!("{field}.repository"), format!("a {} registry lives at {h}, not {host}", r.kind.as_str()), Some(format!("write {h}/<namespace>, or use kind: registry for another host")));
+    }
+    if matches!(*r.kind, RegistryKind::Ghcr | RegistryKind::Dockerhub | RegistryKind::EcrPublic) && namespace.is_empty() && looks_like_host {
+        c.err(&r.repository, format!("{field}.repository"), format!("{} needs a namespace (user, organisation or alias) after the host", r.kind.as_str()), None);
+    }
+    if *r.insecure && !is_loopback_host(&host) {
+        c.err(&r.insecure, format!("{field}.insecure"), format!("plain HTTP is refused for {host}: only loopback registries may be insecure"), Some("serve the registry over TLS and give its CA with ca_file:".into()));
+    }
+    let ca_file = r.ca_file.as_ref().and_then(|ca| {
+        let path = base_dir.join(&ca.value);
+        if path.is_file() {
+            Some(path)
+        } else {
+            c.err(ca, format!("{field}.ca_file"), format!("{} does not exist", path.display()), Some("paths are relative to the policy file".into()));
+            None
+        }
+    });
+    let credentials = r.credentials.as_ref().map(|cr| {
+        let name = &cr.password_env;
+        let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') && !name.as_bytes()[0].is_ascii_digit();
+        if !valid {
+            c.err(name, format!("{field}.credentials.password_env"), format!("{:?} is not an environment variable name", name.value), Some("give the variable's name, never the secret itself".into()));
+        }
+        CredentialRef {
+            username: cr.username.value.clone(),
+            password_env: cr.password_env.value.clone(),
+            at: (name.line, name.col),
+            field: format!("{field}.credentials.password_env"),
+        }
+    });
+    (c.out.len() == before).then(|| ResolvedRegistry {
+        id: id.to_string(),
+        kind: *r.kind,
+        host,
+        namespace,
+        insecure: *r.insecure,
+        ca_file,
+        credentials,
+    })
+}
+
+/// The JSON Schema of the policy file.
+pub fn schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(Policy)).unwrap_or_default()
+}

@@ -1,0 +1,117 @@
+//! Executes one image's push to one target: authenticate, skip blobs the repository has,
+//! stream the rest, then manifests (children before the index, and only once every blob is
+//! in place). Returns an outcome; it never prints.
+
+use futures_util::{StreamExt, TryStreamExt};
+use serde::Serialize;
+
+use crate::http::RetryPolicy;
+use crate::image::{Descriptor, Image};
+use crate::registry::{Client, Credential, Endpoint, RegistryError};
+use crate::types::{ByteSize, Digest};
+
+/// Blobs uploaded at once to one registry.
+const CONCURRENCY: usize = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    Pushed,
+    Failed,
+}
+
+/// What happened to one image on one registry.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub registry: String,
+    pub repository: String,
+    /// Every `repository:tag` written.
+    pub references: Vec<String>,
+    pub digest: Digest,
+    pub bytes_sent: u64,
+    pub blobs_sent: usize,
+    pub blobs_skipped: usize,
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Where to push: the registry's address and the repository path inside it.
+#[derive(Debug, Clone)]
+pub struct Destination {
+    pub registry_id: String,
+    pub endpoint: Endpoint,
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Repository path inside the registry: `ml/comfyui`.
+    pub path: String,
+    pub tags: Vec<String>,
+    pub credential: Option<Credential>,
+}
+
+pub async fn push(image: &Image, dest: &Destination, retry: RetryPolicy) -> Outcome {
+    let mut outcome = Outcome {
+        registry: dest.registry_id.clone(),
+        repository: format!("{}/{}", dest.endpoint.host, dest.path),
+        references: Vec::new(),
+        digest: image.root.digest.clone(),
+        bytes_sent: 0,
+        blobs_sent: 0,
+        blobs_skipped: 0,
+        status: Status::Failed,
+        error: None,
+    };
+    match push_inner(image, dest, retry, &mut outcome).await {
+        Ok(()) => outcome.status = Status::Pushed,
+        Err(e) => outcome.error = Some(e.to_string()),
+    }
+    outcome
+}
+
+async fn push_inner(image: &Image, dest: &Destination, retry: RetryPolicy, out: &mut Outcome) -> Result<(), RegistryError> {
+    let client = Client::new(&dest.endpoint, &dest.path, dest.ca_file.as_deref(), dest.credential.clone(), retry)?;
+    client.authenticate().await?;
+
+    let blobs = image.blobs();
+    let results: Vec<(bool, u64)> = futures_util::stream::iter(blobs.into_iter().map(|d| send_blob(&client, image, d)))
+        .buffer_unordered(CONCURRENCY)
+        .try_collect()
+        .await?;
+    for (sent, bytes) in results {
+        if sent {
+            out.blobs_sent += 1;
+        } else {
+            out.blobs_skipped += 1;
+        }
+        out.bytes_sent += bytes;
+    }
+
+    // Every blob is in place: manifests now, children before the index that lists them.
+    for child in &image.children {
+        client.put_manifest(child.digest.as_str(), &child.media_type, &child.bytes).await?;
+    }
+    for tag in &dest.tags {
+        client.put_manifest(tag, &image.root.media_type, &image.root.bytes).await?;
+        let sep = if tag.starts_with("sha256:") { '@' } else { ':' };
+        out.references.push(format!("{}{sep}{tag}", out.repository));
+    }
+    Ok(())
+}
+
+/// Returns whether the blob was sent (false: it existed) and how many bytes went out.
+async fn send_blob(client: &Client, image: &Image, d: &Descriptor) -> Result<(bool, u64), RegistryError> {
+    if client.blob_exists(&d.digest).await? {
+        tracing::info!(registry = client.registry(), digest = d.digest.short(), size = %ByteSize(d.size), "blob exists, skipped");
+        return Ok((false, 0));
+    }
+    let stats = client
+        .upload_blob(&d.digest, d.size, || async { image.blob(d).await.map_err(|e| e.to_string()) })
+        .await?;
+    tracing::info!(
+        registry = client.registry(),
+        digest = d.digest.short(),
+        size = %ByteSize(d.size),
+        attempts = stats.attempts,
+        "blob sent"
+    );
+    Ok((true, stats.bytes_sent))
+}

@@ -1,0 +1,476 @@
+//! OCI distribution client over reqwest: `/v2/` ping, Basic and Bearer challenges, blob
+//! existence, streaming monolithic uploads (POST, then PUT with the digest), and manifest
+//! PUT. It never holds a layer in memory and never logs a header.
+
+pub mod auth;
+
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::task::{Context, Poll};
+
+use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
+use reqwest::{Method, StatusCode};
+use sha2::{Digest as _, Sha256};
+use tokio::io::{AsyncRead, ReadBuf};
+use url::Url;
+
+use crate::http::RetryPolicy;
+use crate::reference::is_loopback_host;
+use crate::types::{Digest, Secret};
+pub use auth::Credential;
+use auth::{Challenge, parse_challenge};
+
+/// Errors a caller may act on. Messages name the registry, never a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{registry}: authentication failed{detail}: check the username and password or token for this registry")]
+    Unauthorized { registry: String, detail: String },
+    #[error("{registry}: {status} {code}: {message}")]
+    Api { registry: String, status: u16, code: String, message: String },
+    #[error("{registry}: {message}")]
+    Transport { registry: String, message: String },
+    #[error("{registry}: {message}")]
+    Refused { registry: String, message: String },
+    #[error("source blob {digest} does not match its digest (read {actual}): the image on disk is corrupt")]
+    CorruptSource { digest: Digest, actual: Digest },
+    #[error("reading the source: {0}")]
+    Source(String),
+}
+
+impl RegistryError {
+    fn retryable(&self) -> bool {
+        match self {
+            RegistryError::Transport { .. } => true,
+            RegistryError::Api { status, code, .. } => {
+                *status >= 500 || *status == 408 || *status == 429 || code == "BLOB_UPLOAD_UNKNOWN"
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Where a registry is and how to reach it.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// `host[:port]`; `docker.io` is reached at `registry-1.docker.io`.
+    pub host: String,
+    /// Plain HTTP; only ever allowed for loopback hosts.
+    pub insecure: bool,
+}
+
+impl Endpoint {
+    fn base_url(&self) -> Result<Url, RegistryError> {
+        if self.insecure && !is_loopback_host(&self.host) {
+            return Err(RegistryError::Refused {
+                registry: self.host.clone(),
+                message: "plain HTTP is only allowed for loopback registries".into(),
+            });
+        }
+        let host = if self.host == crate::reference::DOCKER_HUB { "registry-1.docker.io" } else { &self.host };
+        let scheme = if self.insecure { "http" } else { "https" };
+        Url::parse(&format!("{scheme}://{host}/")).map_err(|e| RegistryError::Refused {
+            registry: self.host.clone(),
+            message: format!("not a valid registry address: {e}"),
+        })
+    }
+}
+
+/// A client for one repository on one registry.
+pub struct Client {
+    http: reqwest::Client,
+    base: Url,
+    registry: String,
+    repository: String,
+    credential: Option<Credential>,
+    /// The `Authorization` value in use (Basic or Bearer), once the challenge is known.
+    authorization: Mutex<Option<Secret>>,
+    retry: RetryPolicy,
+}
+
+/// What one blob upload did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UploadStats {
+    pub bytes_sent: u64,
+    pub attempts: u32,
+}
+
+impl Client {
+    pub fn new(
+        endpoint: &Endpoint,
+        repository: &str,
+        ca_file: Option<&Path>,
+        credential: Option<Credential>,
+        retry: RetryPolicy,
+    ) -> Result<Client, RegistryError> {
+        let base = endpoint.base_url()?;
+        let http = crate::http::client(ca_file)
+            .map_err(|e| RegistryError::Refused { registry: endpoint.host.clone(), message: e.to_string() })?;
+        Ok(Client {
+            http,
+            base,
+            registry: endpoint.host.clone(),
+            repository: repository.to_string(),
+            credential,
+            authorization: Mutex::new(None),
+            retry,
+        })
+    }
+
+    pub fn registry(&self) -> &str {
+        &self.registry
+    }
+
+    fn url(&self, path: &str) -> Url {
+        // Paths are built from validated repository names and digests only.
+        self.base.join(path).unwrap_or_else(|_| self.base.clone())
+    }
+
+    fn transport_error(&self, e: reqwest::Error) -> RegistryError {
+        // reqwest's message carries the URL but never headers.
+        let mut message = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            message = format!("{message}: {s}");
+            source = s.source();
+        }
+        RegistryError::Transport { registry: self.registry.clone(), message }
+    }
+
+    async fn api_error(&self, resp: reqwest::Response) -> RegistryError {
+        let status = resp.status();
+        if status == StatusCode::UNAUTHORIZED {
+            return RegistryError::Unauthorized { registry: self.registry.clone(), detail: String::new() };
+        }
+        let body = resp.text().await.unwrap_or_default();
+        #[derive(serde::Deserialize)]
+        struct Errors {
+            errors: Vec<ApiError>,
+        }
+        #[derive(serde::Deserialize)]
+        struct ApiError {
+            code: String,
+            #[serde(default)]
+            message: String,
+        }
+        let (code, message) = match serde_json::from_str::<Errors>(&body) {
+            Ok(e) if !e.errors.is_empty() => (e.errors[0].code.clone(), e.errors[0].message.clone()),
+            _ => (
+                status.canonical_reason().unwrap_or("error").to_uppercase().replace(' ', "_"),
+                body.chars().take(200).collect::<String>().trim().to_string(),
+            ),
+        };
+        RegistryError::Api { registry: self.registry.clone(), status: status.as_u16(), code, message }
+    }
+
+    /// Pings `/v2/` and, on a challenge, obtains authorization for pull and push on the
+    /// repository. Fails with `Unauthorized` when the credentials are refused.
+    pub async fn authenticate(&self) -> Result<(), RegistryError> {
+        let resp = self.http.get(self.url("v2/")).send().await.map_err(|e| self.transport_error(e))?;
+        if resp.status().is_success() {
+            return Ok(());
+        }
+        if resp.status() != StatusCode::UNAUTHORIZED {
+            return Err(self.api_error(resp).await);
+        }
+        let challenge = resp.headers().get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).and_then(parse_challenge);
+        match challenge {
+            Some(Challenge::Basic) | None => {
+                let Some(cred) = &self.credential else {
+                    return Err(RegistryError::Unauthorized {
+                        registry: self.registry.clone(),
+                        detail: " (the registry wants credentials and none were found)".into(),
+                    });
+                };
+                let header = cred.basic_header();
+                let resp = self
+                    .http
+                    .get(self.url("v2/"))
+                    .header(AUTHORIZATION, header.expose())
+                    .send()
+                    .await
+                    .map_err(|e| self.transport_error(e))?;
+                if !resp.status().is_success() {
+                    return Err(match self.api_error(resp).await {
+                        RegistryError::Unauthorized { registry, .. } => RegistryError::Unauthorized {
+                            registry,
+                            detail: format!(" for user {:?}", cred.username),
+                        },
+                        e => e,
+                    });
+                }
+                self.set_authorization(header);
+            }
+            Some(Challenge::Bearer { realm, service, .. }) => {
+                let token = self.fetch_token(&realm, service.as_deref()).await?;
+                self.set_authorization(Secret::new(format!("Bearer {}", token.expose())));
+            }
+        }
+        Ok(())
+    }
+
+    fn set_authorization(&self, value: Secret) {
+        if let Ok(mut a) = self.authorization.lock() {
+            *a = Some(value);
+        }
+    }
+
+    fn authorization(&self) -> Option<Secret> {
+        self.authorization.lock().ok().and_then(|a| a.clone())
+    }
+
+    async fn fetch_token(&self, realm: &str, service: Option<&str>) -> Result<Secret, RegistryError> {
+        let mut url = Url::parse(realm).map_err(|e| RegistryError::Refused {
+            registry: self.registry.clone(),
+            message: format!("the token realm {realm:?} is not a URL: {e}"),
+        })?;
+        let realm_host = url.host_str().unwrap_or_default().to_string();
+        if url.scheme() != "https" && !is_loopback_host(&realm_host) {
+            return Err(RegistryError::Refused {
+                registry: self.registry.clone(),
+                message: format!("refusing to request a token over plain HTTP from {realm_host}"),
+            });
+        }
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(s) = service {
+                q.append_pair("service", s);
+            }
+            q.append_pair("scope", &format!("repository:{}:pull,push", self.repository));
+        }
+        let mut req = self.http.get(url);
+        if let Some(cred) = &self.credential {
+            req = req.header(AUTHORIZATION, cred.basic_header().expose());
+        }
+        let resp = req.send().await.map_err(|e| self.transport_error(e))?;
+        if resp.status() == StatusCode::UNAUTHORIZED || resp.status() == StatusCode::FORBIDDEN {
+            let who = self.credential.as_ref().map(|c| format!(" for user {:?}", c.username)).unwrap_or_default();
+            return Err(RegistryError::Unauthorized {
+                registry: self.registry.clone(),
+                detail: format!(" at the token service {realm_host}{who}"),
+            });
+        }
+        if !resp.status().is_success() {
+            return Err(self.api_error(resp).await);
+        }
+        #[derive(serde::Deserialize)]
+        struct TokenReply {
+            #[serde(default)]
+            token: Option<String>,
+            #[serde(default)]
+            access_token: Option<String>,
+        }
+        let reply: TokenReply = resp.json().await.map_err(|e| self.transport_error(e))?;
+        reply.token.or(reply.access_token).map(Secret::new).ok_or_else(|| RegistryError::Refused {
+            registry: self.registry.clone(),
+            message: format!("the token service {realm_host} answered without a token"),
+        })
+    }
+
+    /// Sends a request built by `build`, with authorization, retrying transient failures and
+    /// re-authenticating once on 401. Only for requests whose body can be built again.
+    async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        build: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let mut reauthed = false;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut req = build(self.http.request(method.clone(), url.clone()));
+            if let Some(a) = self.authorization() {
+                req = req.header(AUTHORIZATION, a.expose());
+            }
+            tracing::debug!(%method, %url, attempt, "registry request");
+            let error = match req.send().await {
+                Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && !reauthed => {
+                    reauthed = true;
+                    self.authenticate().await?;
+                    attempt -= 1;
+                    continue;
+                }
+                Ok(resp) if resp.status().is_server_error() || resp.status() == StatusCode::TOO_MANY_REQUESTS => {
+                    self.api_error(resp).await
+                }
+                Ok(resp) => return Ok(resp),
+                Err(e) => self.transport_error(e),
+            };
+            if !(error.retryable() && attempt < self.retry.attempts) {
+                return Err(error);
+            }
+            let wait = self.retry.delay(attempt);
+            tracing::warn!(registry = %self.registry, %error, ?wait, "retrying");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Whether the repository already has the blob.
+    pub async fn blob_exists(&self, digest: &Digest) -> Result<bool, RegistryError> {
+        let url = self.url(&format!("v2/{}/blobs/{digest}", self.repository));
+        let resp = self.send(Method::HEAD, url, |r| r).await?;
+        match resp.status() {
+            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(self.api_error(resp).await),
+        }
+    }
+
+    /// Uploads one blob, streaming it from `open()`, hashing while sending. A failure part
+    /// way restarts this blob only (registry 2.8 drops a session cut mid-stream).
+    pub async fn upload_blob<F, Fut, R>(&self, digest: &Digest, size: u64, open: F) -> Result<UploadStats, RegistryError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<R, String>>,
+        R: AsyncRead + Send + Unpin + 'static,
+    {
+        let mut stats = UploadStats::default();
+        loop {
+            stats.attempts += 1;
+            match self.upload_once(digest, size, &open, &mut stats).await {
+                Ok(()) => return Ok(stats),
+                Err(e) if e.retryable() && stats.attempts < self.retry.attempts => {
+                    let wait = self.retry.delay(stats.attempts);
+                    tracing::warn!(registry = %self.registry, %digest, error = %e, ?wait, "restarting blob upload");
+                    tokio::time::sleep(wait).await;
+                }
+                Err(RegistryError::Unauthorized { .. }) if stats.attempts == 1 => {
+                    self.authenticate().await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn upload_once<F, Fut, R>(&self, digest: &Digest, size: u64, open: &F, stats: &mut UploadStats) -> Result<(), RegistryError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<R, String>>,
+        R: AsyncRead + Send + Unpin + 'static,
+    {
+        let start = self.url(&format!("v2/{}/blobs/uploads/", self.repository));
+        let resp = self.send(Method::POST, start.clone(), |r| r.header(CONTENT_LENGTH, "0")).await?;
+        if resp.status() != StatusCode::ACCEPTED && resp.status() != StatusCode::CREATED {
+            return Err(self.api_error(resp).await);
+        }
+        let mut location = self.location(&start, &resp)?;
+        location.query_pairs_mut().append_pair("digest", digest.as_str());
+
+        let reader = open().await.map_err(RegistryError::Source)?;
+        let (hashing, progress) = HashingReader::new(reader, digest.clone());
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(hashing, 256 * 1024));
+        let mut req = self
+            .http
+            .put(location.clone())
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(CONTENT_LENGTH, size)
+            .body(body);
+        if let Some(a) = self.authorization() {
+            req = req.header(AUTHORIZATION, a.expose());
+        }
+        tracing::debug!(url = %location.path(), %digest, size, "uploading blob");
+        let result = req.send().await;
+        let (read, mismatch) = progress.snapshot();
+        stats.bytes_sent += read;
+        if let Some(actual) = mismatch {
+            return Err(RegistryError::CorruptSource { digest: digest.clone(), actual });
+        }
+        let resp = result.map_err(|e| self.transport_error(e))?;
+        if resp.status() != StatusCode::CREATED && !resp.status().is_success() {
+            return Err(self.api_error(resp).await);
+        }
+        Ok(())
+    }
+
+    fn location(&self, request: &Url, resp: &reqwest::Response) -> Result<Url, RegistryError> {
+        let value = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()).ok_or_else(|| RegistryError::Refused {
+            registry: self.registry.clone(),
+            message: "upload started without a Location header".into(),
+        })?;
+        // Location may be relative; resolve it against the request (OCI distribution spec).
+        request.join(value).map_err(|e| RegistryError::Refused {
+            registry: self.registry.clone(),
+            message: format!("upload Location {value:?} is not a URL: {e}"),
+        })
+    }
+
+    /// Puts a manifest under `reference` (a tag or its digest) and checks the digest the
+    /// registry computed, when it says.
+    pub async fn put_manifest(&self, reference: &str, media_type: &str, bytes: &[u8]) -> Result<Digest, RegistryError> {
+        let digest = Digest::of(bytes);
+        let url = self.url(&format!("v2/{}/manifests/{reference}", self.repository));
+        let body = bytes.to_vec();
+        let resp = self
+            .send(Method::PUT, url, |r| r.header(CONTENT_TYPE, media_type).body(body.clone()))
+            .await?;
+        if !resp.status().is_success() {
+            return Err(self.api_error(resp).await);
+        }
+        if let Some(theirs) = resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok())
+            && theirs != digest.as_str()
+        {
+            return Err(RegistryError::Refused {
+                registry: self.registry.clone(),
+                message: format!("stored manifest {reference} as {theirs}, but it hashes to {digest}"),
+            });
+        }
+        Ok(digest)
+    }
+}
+
+/// Progress shared between the body stream (which reqwest owns) and the uploader.
+#[derive(Clone, Default)]
+struct Progress(std::sync::Arc<Mutex<(u64, Option<Digest>)>>);
+
+impl Progress {
+    fn snapshot(&self) -> (u64, Option<Digest>) {
+        self.0.lock().map(|g| g.clone()).unwrap_or_default()
+    }
+}
+
+/// Hashes bytes as they are read; at the end, fails the stream if the digest differs, so the
+/// registry never receives a complete, wrong blob.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    expected: Digest,
+    read: u64,
+    progress: Progress,
+}
+
+impl<R> HashingReader<R> {
+    fn new(inner: R, expected: Digest) -> (Self, Progress) {
+        let progress = Progress::default();
+        (HashingReader { inner, hasher: Sha256::new(), expected, read: 0, progress: progress.clone() }, progress)
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let new = &buf.filled()[before..];
+                this.read += new.len() as u64;
+                if new.is_empty() {
+                    let actual = Digest::from_sha256(&this.hasher.clone().finalize());
+                    if actual != this.expected {
+                        if let Ok(mut p) = this.progress.0.lock() {
+                            *p = (this.read, Some(actual));
+                        }
+                        return Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "source digest mismatch")));
+                    }
+                } else {
+                    this.hasher.update(new);
+                }
+                if let Ok(mut p) = this.progress.0.lock() {
+                    p.0 = this.read;
+                }
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! Small typed values that cross module boundaries: digests, byte sizes and secrets.
+//! Parse at the edge, never pass the raw strings around. No I/O here.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+/// A content digest such as `sha256:0123…`. Only sha256 is verified, as every registry
+/// our users push to uses it.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Digest(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid digest {0:?}: expected sha256:<64 lowercase hex digits>")]
+pub struct DigestError(String);
+
+impl Digest {
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        Digest(format!("sha256:{}", hex::encode(Sha256::digest(bytes))))
+    }
+    pub fn from_sha256(hash: &[u8]) -> Self {
+        Digest(format!("sha256:{}", hex::encode(hash)))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    /// The hex part, without the algorithm.
+    pub fn hex(&self) -> &str {
+        &self.0["sha256:".len()..]
+    }
+    /// Short form for humans: `sha256:0123456789ab`.
+    pub fn short(&self) -> &str {
+        &self.0[..self.0.len().min(19)]
+    }
+}
+
+impl FromStr for Digest {
+    type Err = DigestError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let ok = s.strip_prefix("sha256:").is_some_and(|hex| {
+            hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        });
+        if ok { Ok(Digest(s.to_string())) } else { Err(DigestError(s.to_string())) }
+    }
+}
+
+impl TryFrom<String> for Digest {
+    type Error = DigestError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<Digest> for String {
+    fn from(d: Digest) -> String {
+        d.0
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A size in bytes. Displayed in decimal units (kB, MB, GB), as registries state their limits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ByteSize(pub u64);
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+        let mut value = self.0 as f64;
+        let mut unit = 0;
+        while value >= 1000.0 && unit < UNITS.len() - 1 {
+            value /= 1000.0;
+            unit += 1;
+        }
+        if unit == 0 { write!(f, "{} B", self.0) } else { write!(f, "{value:.1} {}", UNITS[unit]) }
+    }
+}
+
+/// A secret string (password, token). `Debug` and `Display` print `***`; only
+/// [`Secret::expose`] reveals it, and only code that puts it on the wire calls that.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_rejects_uppercase_and_short() {
+        assert!("sha256:ABCD".parse::<Digest>().is_err());
+        assert!(format!("sha256:{}", "A".repeat(64)).parse::<Digest>().is_err());
+        let d = Digest::of(b"hello");
+        assert_eq!(d.as_str().parse::<Digest>().unwrap(), d);
+        assert_eq!(d.hex().len(), 64);
+    }
+
+    #[test]
+    fn byte_size_is_decimal() {
+        assert_eq!(ByteSize(999).to_string(), "999 B");
+        assert_eq!(ByteSize(12_400_000_000).to_string(), "12.4 GB");
+        assert_eq!(ByteSize(1_500).to_string(), "1.5 kB");
+    }
+
+    #[test]
+    fn secret_never_formats() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s} {s:?}"), "*** ***");
+        assert_eq!(s.expose(), "hunter2");
+    }
+}
+
+/// An OCI platform, `os/arch[/variant]`, as in `linux/amd64` or `linux/arm64/v8`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    /// Whether an image built for `self` satisfies a requirement for `wanted`. A requirement
+    /// without a variant accepts any variant (`linux/arm64` accepts `linux/arm64/v8`).
+    pub fn satisfies(&self, wanted: &Platform) -> bool {
+        self.os == wanted.os
+            && self.architecture == wanted.architecture
+            && (wanted.variant.is_none() || wanted.variant == self.variant)
+    }
+}
+
+impl FromStr for Platform {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parts: Vec<&str> = s.split('/').collect();
+        let ok = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        match parts.as_slice() {
+            [os, arch] if ok(os) && ok(arch) => Ok(Platform { os: os.to_string(), architecture: arch.to_string(), variant: None }),
+            [os, arch, v] if ok(os) && ok(arch) && ok(v) => Ok(Platform {
+                os: os.to_string(),
+                architecture: arch.to_string(),
+                variant: Some(v.to_string()),
+            }),
+            _ => Err(format!("{s:?} is not a platform: expected os/arch[/variant], such as linux/amd64")),
+        }
+    }
+}
+
+impl TryFrom<String> for Platform {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<Platform> for String {
+    fn from(p: Platform) -> String {
+        p.to_string()
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
