@@ -125,7 +125,7 @@ fn image_plan(spec: &ResolvedImage, image: &Image, platforms: Vec<Platform>) -> 
         .collect();
     ImagePlan {
         name: spec.name.clone(),
-        source: image.source.clone(),
+        source: spec.source.value.clone(),
         manifest_digest: image.root.digest.clone(),
         media_type: image.root.media_type.clone(),
         platforms,

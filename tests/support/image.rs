@@ -1,0 +1,91 @@
+//! Test images: OCI layouts (and archives of them) with layers of pseudo-random bytes, for
+//! any platform, written the way `skopeo copy … oci:` and buildx write them.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+use sha2::{Digest as _, Sha256};
+
+pub struct TestImage {
+    pub dir: PathBuf,
+    pub manifest_digest: String,
+    pub config_digest: String,
+    pub layer_digests: Vec<String>,
+    pub total_bytes: u64,
+}
+
+fn sha(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+/// Deterministic bytes from a seed (xorshift), so tests can make layers of any size.
+pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn put(dir: &Path, data: &[u8]) -> String {
+    let d = sha(data);
+    let p = dir.join("blobs/sha256").join(&d["sha256:".len()..]);
+    std::fs::write(p, data).unwrap();
+    d
+}
+
+/// Writes an OCI layout at `dir` with one image whose layers have `layer_sizes` bytes
+/// (seeded by `seed`), for `os/arch`, named `ref_name` in index.json.
+pub fn write_layout(dir: &Path, seed: u64, layer_sizes: &[usize], os: &str, arch: &str, ref_name: &str) -> TestImage {
+    std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let mut layers = Vec::new();
+    let mut layer_digests = Vec::new();
+    let mut total = 0u64;
+    for (i, size) in layer_sizes.iter().enumerate() {
+        let data = bytes(seed * 1000 + i as u64, *size);
+        let d = put(dir, &data);
+        total += data.len() as u64;
+        layers.push(json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": data.len()}));
+        layer_digests.push(d);
+    }
+    let diff_ids: Vec<_> = layer_digests.clone();
+    let config = serde_json::to_vec(&json!({
+        "architecture": arch, "os": os,
+        "config": {"Env": ["SEED=".to_string() + &seed.to_string()]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids}
+    }))
+    .unwrap();
+    let config_digest = put(dir, &config);
+    total += config.len() as u64;
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": layers
+    }))
+    .unwrap();
+    let manifest_digest = put(dir, &manifest);
+    let index = json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest, "size": manifest.len(),
+            "annotations": {"org.opencontainers.image.ref.name": ref_name}
+        }]
+    });
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    TestImage { dir: dir.to_path_buf(), manifest_digest, config_digest, layer_digests, total_bytes: total }
+}
+
+/// Packs an OCI layout directory into an `oci-archive` tar.
+pub fn write_archive(layout: &Path, archive: &Path) {
+    let file = std::fs::File::create(archive).unwrap();
+    let mut tar = tar::Builder::new(file);
+    tar.append_dir_all(".", layout).unwrap();
+    tar.finish().unwrap();
+}

@@ -1,0 +1,245 @@
+//! Shared test harness: a real CNCF distribution registry (Debian's `docker-registry`) on
+//! 127.0.0.1 on a free port, optionally with htpasswd auth and behind nginx with TLS and a
+//! private CA; OCI test images; and helpers to run the `publish` binary and `skopeo`.
+//! Servers are polled for readiness with a deadline and killed on drop.
+#![allow(dead_code)]
+
+pub mod image;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+pub const USER: &str = "ci-user";
+pub const PASSWORD: &str = "pw-9f8e7d6c5b4a-secret";
+
+pub fn require(tool: &str) -> PathBuf {
+    for dir in ["/usr/bin", "/usr/sbin", "/usr/local/bin"] {
+        let p = Path::new(dir).join(tool);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{tool} is not installed: run scripts/test, which installs what the tests need");
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// Polls `check` until it is true or the deadline passes.
+pub fn wait_until(what: &str, deadline: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("{what} was not ready within {deadline:?}");
+}
+
+/// Sends a plain HTTP GET to 127.0.0.1:port and returns the status line, if any.
+pub fn http_status(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n").ok()?;
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).ok()?;
+    String::from_utf8_lossy(&buf[..n]).lines().next().map(str::to_string)
+}
+
+#[derive(Default, Clone)]
+pub struct RegistryOptions {
+    /// htpasswd auth with `USER`/`PASSWORD`.
+    pub htpasswd: bool,
+    /// Serve through nginx with TLS from a private CA.
+    pub tls: bool,
+    /// Use this `auth:` YAML block instead (token auth).
+    pub auth_yaml: Option<String>,
+}
+
+pub struct Registry {
+    pub dir: TempDir,
+    /// `127.0.0.1:PORT` that clients use (nginx's when TLS is on).
+    pub host: String,
+    /// The registry's own port (plain HTTP).
+    pub backend_port: u16,
+    /// The CA certificate clients must trust, when TLS is on.
+    pub ca: Option<PathBuf>,
+    children: Vec<Child>,
+}
+
+impl Registry {
+    pub fn start(opts: RegistryOptions) -> Registry {
+        let bin = require("docker-registry");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let auth = if let Some(a) = &opts.auth_yaml {
+            a.clone()
+        } else if opts.htpasswd {
+            let out = Command::new(require("htpasswd")).args(["-Bbn", USER, PASSWORD]).output().expect("htpasswd");
+            assert!(out.status.success(), "htpasswd failed");
+            std::fs::write(dir.path().join("htpasswd"), &out.stdout).unwrap();
+            format!("auth:\n  htpasswd:\n    realm: test\n    path: {}\n", dir.path().join("htpasswd").display())
+        } else {
+            String::new()
+        };
+        let config = format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: test-http-secret\n{auth}",
+            dir.path().join("data").display()
+        );
+        std::fs::write(dir.path().join("config.yml"), config).unwrap();
+        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+        let child = Command::new(bin)
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start docker-registry");
+        let mut reg = Registry { host: format!("127.0.0.1:{port}"), backend_port: port, ca: None, children: vec![child], dir };
+        wait_until("docker-registry", Duration::from_secs(20), || http_status(port, "/v2/").is_some());
+        if opts.tls {
+            reg.start_nginx();
+        }
+        reg
+    }
+
+    fn start_nginx(&mut self) {
+        let d = self.dir.path();
+        let openssl = require("openssl");
+        let run = |args: &[&str]| {
+            let out = Command::new(&openssl).args(args).current_dir(d).output().expect("openssl");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        run(&[
+            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "ca.key", "-out",
+            "ca.pem", "-days", "2", "-subj", "/CN=publish test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        run(&[
+            "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "server.key", "-out",
+            "server.csr", "-subj", "/CN=127.0.0.1",
+        ]);
+        std::fs::write(
+            d.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        run(&[
+            "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem",
+            "-days", "2", "-extfile", "server.ext",
+        ]);
+        let port = free_port();
+        std::fs::create_dir_all(d.join("nginx")).unwrap();
+        // As shared/reference/004 describes: TLS at nginx, proxy to the registry, Host kept,
+        // big bodies allowed; plus streaming of request bodies.
+        let conf = format!(
+            r#"worker_processes 1;
+daemon off;
+pid {d}/nginx/nginx.pid;
+error_log {d}/nginx/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/nginx/body;
+    proxy_temp_path {d}/nginx/proxy;
+    fastcgi_temp_path {d}/nginx/fastcgi;
+    uwsgi_temp_path {d}/nginx/uwsgi;
+    scgi_temp_path {d}/nginx/scgi;
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {d}/server.pem;
+        ssl_certificate_key {d}/server.key;
+        location / {{
+            client_max_body_size 0;
+            proxy_request_buffering off;
+            proxy_http_version 1.1;
+            proxy_pass http://127.0.0.1:{backend};
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Real-IP $remote_addr;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_read_timeout 900;
+        }}
+    }}
+}}
+"#,
+            d = d.display(),
+            backend = self.backend_port
+        );
+        std::fs::write(d.join("nginx/nginx.conf"), conf).unwrap();
+        let child = Command::new(require("nginx"))
+            .args(["-c", &d.join("nginx/nginx.conf").display().to_string(), "-p", &d.join("nginx").display().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        self.children.push(child);
+        wait_until("nginx", Duration::from_secs(20), || TcpStream::connect(("127.0.0.1", port)).is_ok());
+        self.host = format!("127.0.0.1:{port}");
+        self.ca = Some(d.join("ca.pem"));
+    }
+
+    /// A directory for `skopeo --cert-dir` holding the CA as `ca.crt`.
+    pub fn skopeo_cert_dir(&self) -> Option<PathBuf> {
+        let ca = self.ca.as_ref()?;
+        let dir = self.dir.path().join("skopeo-certs");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(ca, dir.join("ca.crt")).unwrap();
+        Some(dir)
+    }
+
+    /// skopeo's transport flags for this registry (TLS or not, credentials).
+    pub fn skopeo_flags(&self, creds: bool) -> Vec<String> {
+        let mut f = match self.skopeo_cert_dir() {
+            Some(d) => vec![format!("--cert-dir={}", d.display())],
+            None => vec!["--tls-verify=false".to_string()],
+        };
+        if creds {
+            f.push(format!("--creds={USER}:{PASSWORD}"));
+        }
+        f
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A `Command` for the `publish` binary built for these tests, with a clean environment
+/// (no Docker config of the developer's, no RUST_LOG) and fast retries.
+pub fn publish(dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_publish"));
+    cmd.current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env_remove("GITHUB_ACTIONS")
+        .env("DOCKER_CONFIG", dir.join(".docker-config-none"))
+        .env("PUBLISH_RETRY_BASE_MS", "10")
+        .stdin(Stdio::null());
+    cmd
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("run command")
+}
+
+pub fn text(out: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+pub fn skopeo(args: &[String]) -> Output {
+    let out = Command::new(require("skopeo")).args(args).output().expect("run skopeo");
+    assert!(out.status.success(), "skopeo {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
