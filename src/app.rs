@@ -80,7 +80,10 @@ pub async fn execute(request: Request) -> anyhow::Result<Exit> {
             let (resolved, images) = load(&args.policy)?;
             plan::build(&resolved, &images)?;
             if args.output == Output::Json {
-                println!("{}", report::json(&serde_json::json!({"status": "ok", "policy": resolved.file})));
+                println!(
+                    "{}",
+                    report::json(&serde_json::json!({"status": "ok", "policy": resolved.file}))
+                );
             } else {
                 println!("{}: ok ({} images)", resolved.file, resolved.images.len());
             }
@@ -129,7 +132,10 @@ fn exit_for_report(report: &RunReport) -> Exit {
 /// Loads, resolves and opens everything the policy names; all offline.
 pub fn load(path: &Path) -> anyhow::Result<(Resolved, Vec<Image>)> {
     let (policy, file) = policy::load(path)?;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let ctx = template_context(dir);
     let resolved = policy::resolve(&policy, &file, dir, &ctx)?;
     let images = plan::open_sources(&resolved)?;
@@ -140,11 +146,20 @@ pub fn load(path: &Path) -> anyhow::Result<(Resolved, Vec<Image>)> {
 fn template_context(dir: &Path) -> TemplateContext {
     let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
     let git_out = |args: &[&str]| -> Option<String> {
-        let out = Command::new("git").arg("-C").arg(dir).args(args).stderr(std::process::Stdio::null()).output().ok()?;
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()?;
         let s = String::from_utf8(out.stdout).ok()?.trim().to_string();
         (out.status.success() && !s.is_empty()).then_some(s)
     };
-    let sha = env.get("GITHUB_SHA").cloned().or_else(|| git_out(&["rev-parse", "HEAD"]));
+    let sha = env
+        .get("GITHUB_SHA")
+        .cloned()
+        .or_else(|| git_out(&["rev-parse", "HEAD"]));
     let ref_type = env.get("GITHUB_REF_TYPE").map(String::as_str);
     let ref_name = env.get("GITHUB_REF_NAME").cloned();
     let branch = match ref_type {
@@ -158,12 +173,23 @@ fn template_context(dir: &Path) -> TemplateContext {
         None => git_out(&["describe", "--tags", "--exact-match"]),
     };
     let short_sha = sha.as_ref().map(|s| s.chars().take(7).collect());
-    TemplateContext { git: GitContext { sha, short_sha, branch, tag }, env }
+    TemplateContext {
+        git: GitContext {
+            sha,
+            short_sha,
+            branch,
+            tag,
+        },
+        env,
+    }
 }
 
 /// Reads every credential the plan needs from the environment before anything is contacted;
 /// a variable that is not set is a policy error (exit 2).
-fn preflight_credentials(plan: &Plan, resolved: &Resolved) -> Result<Vec<Vec<Option<Credential>>>, Diagnostics> {
+fn preflight_credentials(
+    plan: &Plan,
+    resolved: &Resolved,
+) -> Result<Vec<Vec<Option<Credential>>>, Diagnostics> {
     let mut errors = Vec::new();
     let creds = plan
         .images
@@ -174,15 +200,24 @@ fn preflight_credentials(plan: &Plan, resolved: &Resolved) -> Result<Vec<Vec<Opt
                 .map(|t| {
                     let cr = t.endpoint.credentials.as_ref()?;
                     match std::env::var(&cr.password_env) {
-                        Ok(v) if !v.is_empty() => Some(Credential { username: cr.username.clone(), password: Secret::new(v) }),
+                        Ok(v) if !v.is_empty() => Some(Credential {
+                            username: cr.username.clone(),
+                            password: Secret::new(v),
+                        }),
                         _ => {
                             errors.push(Diagnostic {
                                 file: resolved.file.clone(),
                                 line: cr.at.0.max(1),
                                 col: cr.at.1.max(1),
                                 field: cr.field.clone(),
-                                message: format!("environment variable {} is not set (registry {})", cr.password_env, t.registry),
-                                hint: Some(format!("export {} with the password or token for {}", cr.password_env, cr.username)),
+                                message: format!(
+                                    "environment variable {} is not set (registry {})",
+                                    cr.password_env, t.registry
+                                ),
+                                hint: Some(format!(
+                                    "export {} with the password or token for {}",
+                                    cr.password_env, cr.username
+                                )),
                             });
                             None
                         }
@@ -209,7 +244,11 @@ fn docker_config_credential(host: &str) -> Option<Credential> {
     }
 }
 
-async fn run_plan(plan: &Plan, images: &[Image], credentials: Vec<Vec<Option<Credential>>>) -> RunReport {
+async fn run_plan(
+    plan: &Plan,
+    images: &[Image],
+    credentials: Vec<Vec<Option<Credential>>>,
+) -> RunReport {
     let retry = RetryPolicy::default();
     let mut outcomes = Vec::new();
     for ((img, image), creds) in plan.images.iter().zip(images).zip(credentials) {
@@ -218,7 +257,10 @@ async fn run_plan(plan: &Plan, images: &[Image], credentials: Vec<Vec<Option<Cre
             let e = &t.endpoint;
             let dest = Destination {
                 registry_id: t.registry.clone(),
-                endpoint: Endpoint { host: e.host.clone(), insecure: e.insecure },
+                endpoint: Endpoint {
+                    host: e.host.clone(),
+                    insecure: e.insecure,
+                },
                 ca_file: e.ca_file.clone(),
                 path: t.path().to_string(),
                 tags: t.tags.clone(),
@@ -227,31 +269,55 @@ async fn run_plan(plan: &Plan, images: &[Image], credentials: Vec<Vec<Option<Cre
             tracing::info!(image = %img.name, registry = %t.registry, "pushing to {}", t.repository);
             targets.push(push::push(image, &dest, retry).await);
         }
-        outcomes.push(ImageOutcome { name: img.name.clone(), digest: img.manifest_digest.clone(), targets });
+        outcomes.push(ImageOutcome {
+            name: img.name.clone(),
+            digest: img.manifest_digest.clone(),
+            targets,
+        });
     }
     RunReport::new(outcomes)
 }
 
 async fn push_one(args: PushArgs) -> anyhow::Result<Exit> {
-    let dst = args
-        .destination
-        .strip_prefix("docker://")
-        .ok_or_else(|| UsageError(format!("destination {:?} must be docker://HOST/REPOSITORY[:TAG]", args.destination)))?;
-    let reference = Reference::parse(dst).map_err(|e| UsageError(format!("destination {dst:?}: {e}")))?;
+    let dst = args.destination.strip_prefix("docker://").ok_or_else(|| {
+        UsageError(format!(
+            "destination {:?} must be docker://HOST/REPOSITORY[:TAG]",
+            args.destination
+        ))
+    })?;
+    let reference =
+        Reference::parse(dst).map_err(|e| UsageError(format!("destination {dst:?}: {e}")))?;
     if args.insecure && !reference.is_loopback() {
-        return Err(UsageError(format!("--insecure is only allowed for loopback registries, not {}", reference.host)).into());
+        return Err(UsageError(format!(
+            "--insecure is only allowed for loopback registries, not {}",
+            reference.host
+        ))
+        .into());
     }
-    let transport = Transport::parse(&args.source, Path::new(".")).map_err(|e| UsageError(e.to_string()))?;
-    let image = Image::open(&transport).map_err(|e| UsageError(format!("source {}: {e}", args.source)))?;
+    let transport =
+        Transport::parse(&args.source, Path::new(".")).map_err(|e| UsageError(e.to_string()))?;
+    let image =
+        Image::open(&transport).map_err(|e| UsageError(format!("source {}: {e}", args.source)))?;
     if let Some(d) = &reference.digest
         && d != &image.root.digest
     {
-        return Err(UsageError(format!("destination digest {d} differs from the source's manifest {}", image.root.digest)).into());
+        return Err(UsageError(format!(
+            "destination digest {d} differs from the source's manifest {}",
+            image.root.digest
+        ))
+        .into());
     }
     let credential = match (&args.username, &args.password_env) {
         (Some(u), Some(var)) => {
-            let v = std::env::var(var).map_err(|_| UsageError(format!("environment variable {var} (--password-env) is not set")))?;
-            Some(Credential { username: u.clone(), password: Secret::new(v) })
+            let v = std::env::var(var).map_err(|_| {
+                UsageError(format!(
+                    "environment variable {var} (--password-env) is not set"
+                ))
+            })?;
+            Some(Credential {
+                username: u.clone(),
+                password: Secret::new(v),
+            })
         }
         (None, None) => docker_config_credential(&reference.host),
         _ => return Err(UsageError("--username and --password-env go together".into()).into()),
@@ -263,15 +329,27 @@ async fn push_one(args: PushArgs) -> anyhow::Result<Exit> {
     };
     let dest = Destination {
         registry_id: reference.host.clone(),
-        endpoint: Endpoint { host: reference.host.clone(), insecure: args.insecure },
+        endpoint: Endpoint {
+            host: reference.host.clone(),
+            insecure: args.insecure,
+        },
         ca_file: args.ca_file.clone(),
         path: reference.repository.clone(),
         tags,
         credential,
     };
-    let name = reference.repository.rsplit('/').next().unwrap_or(&reference.repository).to_string();
+    let name = reference
+        .repository
+        .rsplit('/')
+        .next()
+        .unwrap_or(&reference.repository)
+        .to_string();
     let outcome = push::push(&image, &dest, RetryPolicy::default()).await;
-    let report = RunReport::new(vec![ImageOutcome { name, digest: image.root.digest.clone(), targets: vec![outcome] }]);
+    let report = RunReport::new(vec![ImageOutcome {
+        name,
+        digest: image.root.digest.clone(),
+        targets: vec![outcome],
+    }]);
     print_report(&report, args.output);
     Ok(exit_for_report(&report))
 }

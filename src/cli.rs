@@ -28,7 +28,12 @@ const EXIT_CODES: &str = "Exit codes: 0 success; 1 runtime failure (network, aut
 #[derive(Debug, Args, Clone)]
 pub struct PolicyOpts {
     /// The policy file.
-    #[arg(long, global = true, default_value = "publish.yaml", env = "PUBLISH_POLICY")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "publish.yaml",
+        env = "PUBLISH_POLICY"
+    )]
     pub policy: PathBuf,
     /// Output format on stdout.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Text)]
@@ -81,7 +86,10 @@ impl Cli {
             Format::Text => Output::Text,
             Format::Json => Output::Json,
         };
-        let policy = PolicyArgs { policy: self.policy.policy, output };
+        let policy = PolicyArgs {
+            policy: self.policy.policy,
+            output,
+        };
         match (self.command, self.dry_run) {
             (Some(Cmd::Check), _) => Request::Check(policy),
             (Some(Cmd::Plan), _) | (None | Some(Cmd::Run), true) => Request::Plan(policy),

@@ -10,6 +10,6 @@ pub mod plan;
 pub mod policy;
 pub mod push;
 pub mod reference;
-pub mod report;
 pub mod registry;
+pub mod report;
 pub mod types;

@@ -5,7 +5,9 @@
 use serde::Serialize;
 
 use crate::image::{Image, Transport};
-use crate::policy::{Diagnostic, Diagnostics, RegistryKind, Resolved, ResolvedImage, ResolvedRegistry, Visibility};
+use crate::policy::{
+    Diagnostic, Diagnostics, RegistryKind, Resolved, ResolvedImage, ResolvedRegistry, Visibility,
+};
 use crate::types::{ByteSize, Digest, Platform};
 
 #[derive(Debug, Clone, Serialize)]
@@ -51,7 +53,9 @@ pub struct TargetPlan {
 impl TargetPlan {
     /// The repository path inside the registry (without the host).
     pub fn path(&self) -> &str {
-        self.repository.split_once('/').map_or(self.repository.as_str(), |(_, p)| p)
+        self.repository
+            .split_once('/')
+            .map_or(self.repository.as_str(), |(_, p)| p)
     }
 }
 
@@ -73,7 +77,11 @@ pub fn open_sources(resolved: &Resolved) -> Result<Vec<Image>, Diagnostics> {
             }),
         }
     }
-    if errors.is_empty() { Ok(images) } else { Err(Diagnostics(errors)) }
+    if errors.is_empty() {
+        Ok(images)
+    } else {
+        Err(Diagnostics(errors))
+    }
 }
 
 fn hint_for_source(source: &str) -> String {
@@ -90,10 +98,18 @@ pub fn build(resolved: &Resolved, images: &[Image]) -> Result<Plan, Diagnostics>
     let mut plans = Vec::new();
     for (i, (spec, image)) in resolved.images.iter().zip(images).enumerate() {
         let provided = image.platforms();
-        let missing: Vec<String> =
-            spec.platforms.iter().filter(|w| !provided.iter().any(|p| p.satisfies(w))).map(ToString::to_string).collect();
+        let missing: Vec<String> = spec
+            .platforms
+            .iter()
+            .filter(|w| !provided.iter().any(|p| p.satisfies(w)))
+            .map(ToString::to_string)
+            .collect();
         if !missing.is_empty() {
-            let have = if provided.is_empty() { "no platform".to_string() } else { join(&provided) };
+            let have = if provided.is_empty() {
+                "no platform".to_string()
+            } else {
+                join(&provided)
+            };
             errors.push(Diagnostic {
                 file: resolved.file.clone(),
                 line: spec.platforms_at.0.max(1),
@@ -106,7 +122,14 @@ pub fn build(resolved: &Resolved, images: &[Image]) -> Result<Plan, Diagnostics>
         }
         plans.push(image_plan(spec, image, provided));
     }
-    if errors.is_empty() { Ok(Plan { policy: resolved.file.clone(), images: plans }) } else { Err(Diagnostics(errors)) }
+    if errors.is_empty() {
+        Ok(Plan {
+            policy: resolved.file.clone(),
+            images: plans,
+        })
+    } else {
+        Err(Diagnostics(errors))
+    }
 }
 
 fn image_plan(spec: &ResolvedImage, image: &Image, platforms: Vec<Platform>) -> ImagePlan {
@@ -135,12 +158,19 @@ fn image_plan(spec: &ResolvedImage, image: &Image, platforms: Vec<Platform>) -> 
         blobs: image
             .blobs()
             .into_iter()
-            .map(|d| BlobPlan { digest: d.digest.clone(), size: ByteSize(d.size), media_type: d.media_type.clone() })
+            .map(|d| BlobPlan {
+                digest: d.digest.clone(),
+                size: ByteSize(d.size),
+                media_type: d.media_type.clone(),
+            })
             .collect(),
         targets,
     }
 }
 
 fn join(ps: &[Platform]) -> String {
-    ps.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    ps.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }

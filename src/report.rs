@@ -40,7 +40,8 @@ impl RunReport {
 }
 
 pub fn json<T: Serialize>(value: &T) -> String {
-    serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\":\"cannot serialise: {e}\"}}"))
+    serde_json::to_string_pretty(value)
+        .unwrap_or_else(|e| format!("{{\"error\":\"cannot serialise: {e}\"}}"))
 }
 
 pub fn plan_text(plan: &Plan) -> String {
@@ -53,12 +54,34 @@ pub fn plan_text(plan: &Plan) -> String {
         let _ = writeln!(s);
         let _ = writeln!(s, "image {}", img.name);
         let _ = writeln!(s, "  source     {}", img.source);
-        let _ = writeln!(s, "  manifest   {} ({})", img.manifest_digest, img.media_type);
+        let _ = writeln!(
+            s,
+            "  manifest   {} ({})",
+            img.manifest_digest, img.media_type
+        );
         let _ = writeln!(s, "  platforms  {}", platforms.join(", "));
-        let _ = writeln!(s, "  size       {} in {layers} blobs, largest layer {}", img.total_size, img.largest_layer);
-        let _ = writeln!(s, "  visibility {}", if img.visibility == crate::policy::Visibility::Public { "public" } else { "private" });
+        let _ = writeln!(
+            s,
+            "  size       {} in {layers} blobs, largest layer {}",
+            img.total_size, img.largest_layer
+        );
+        let _ = writeln!(
+            s,
+            "  visibility {}",
+            if img.visibility == crate::policy::Visibility::Public {
+                "public"
+            } else {
+                "private"
+            }
+        );
         for t in &img.targets {
-            let _ = writeln!(s, "  target     {} ({}) → {}", t.registry, t.kind.as_str(), t.repository);
+            let _ = writeln!(
+                s,
+                "  target     {} ({}) → {}",
+                t.registry,
+                t.kind.as_str(),
+                t.repository
+            );
             let _ = writeln!(s, "    tags     {}", t.tags.join(", "));
             let _ = writeln!(s, "    why      {}", t.reason);
             let _ = writeln!(
@@ -88,7 +111,11 @@ pub fn run_text(report: &RunReport) -> String {
                         ByteSize(t.bytes_sent)
                     );
                     if t.bytes_sent == 0 {
-                        let _ = writeln!(s, "  every blob was already on {}: no blob bytes sent", t.registry);
+                        let _ = writeln!(
+                            s,
+                            "  every blob was already on {}: no blob bytes sent",
+                            t.registry
+                        );
                     }
                 }
                 Status::Failed => {

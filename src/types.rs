@@ -42,9 +42,16 @@ impl FromStr for Digest {
     type Err = DigestError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let ok = s.strip_prefix("sha256:").is_some_and(|hex| {
-            hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            hex.len() == 64
+                && hex
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         });
-        if ok { Ok(Digest(s.to_string())) } else { Err(DigestError(s.to_string())) }
+        if ok {
+            Ok(Digest(s.to_string()))
+        } else {
+            Err(DigestError(s.to_string()))
+        }
     }
 }
 
@@ -87,7 +94,11 @@ impl fmt::Display for ByteSize {
             value /= 1000.0;
             unit += 1;
         }
-        if unit == 0 { write!(f, "{} B", self.0) } else { write!(f, "{value:.1} {}", UNITS[unit]) }
+        if unit == 0 {
+            write!(f, "{} B", self.0)
+        } else {
+            write!(f, "{value:.1} {}", UNITS[unit])
+        }
     }
 }
 
@@ -124,7 +135,11 @@ mod tests {
     #[test]
     fn digest_rejects_uppercase_and_short() {
         assert!("sha256:ABCD".parse::<Digest>().is_err());
-        assert!(format!("sha256:{}", "A".repeat(64)).parse::<Digest>().is_err());
+        assert!(
+            format!("sha256:{}", "A".repeat(64))
+                .parse::<Digest>()
+                .is_err()
+        );
         let d = Digest::of(b"hello");
         assert_eq!(d.as_str().parse::<Digest>().unwrap(), d);
         assert_eq!(d.hex().len(), 64);
@@ -168,15 +183,22 @@ impl FromStr for Platform {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let parts: Vec<&str> = s.split('/').collect();
-        let ok = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        let ok =
+            |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
         match parts.as_slice() {
-            [os, arch] if ok(os) && ok(arch) => Ok(Platform { os: os.to_string(), architecture: arch.to_string(), variant: None }),
+            [os, arch] if ok(os) && ok(arch) => Ok(Platform {
+                os: os.to_string(),
+                architecture: arch.to_string(),
+                variant: None,
+            }),
             [os, arch, v] if ok(os) && ok(arch) && ok(v) => Ok(Platform {
                 os: os.to_string(),
                 architecture: arch.to_string(),
                 variant: Some(v.to_string()),
             }),
-            _ => Err(format!("{s:?} is not a platform: expected os/arch[/variant], such as linux/amd64")),
+            _ => Err(format!(
+                "{s:?} is not a platform: expected os/arch[/variant], such as linux/amd64"
+            )),
         }
     }
 }

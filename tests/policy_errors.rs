@@ -18,25 +18,46 @@ fn check(yaml: &str) -> (Option<i32>, String) {
     std::fs::write(dir.path().join("publish.yaml"), yaml).unwrap();
     let out = run(publish(dir.path()).arg("check"));
     let (stdout, stderr) = text(&out);
-    assert!(stdout.is_empty(), "errors go to stderr, not stdout: {stdout}");
+    assert!(
+        stdout.is_empty(),
+        "errors go to stderr, not stdout: {stdout}"
+    );
     (out.status.code(), stderr)
 }
 
 fn prepare(dir: &Path) {
-    write_layout(&dir.join("build/app"), 1, &[100], "linux", "amd64", "latest");
-    write_layout(&dir.join("build/arm"), 2, &[100], "linux", "arm64", "latest");
+    write_layout(
+        &dir.join("build/app"),
+        1,
+        &[100],
+        "linux",
+        "amd64",
+        "latest",
+    );
+    write_layout(
+        &dir.join("build/arm"),
+        2,
+        &[100],
+        "linux",
+        "arm64",
+        "latest",
+    );
 }
 
 #[test]
 fn typo_in_a_key_suggests_the_closest_one() {
-    let (code, stderr) = check(&format!("{REGISTRIES}images:\n  - name: app\n    source: oci:build/app\n    tgas: [v1]\n"));
+    let (code, stderr) = check(&format!(
+        "{REGISTRIES}images:\n  - name: app\n    source: oci:build/app\n    tgas: [v1]\n"
+    ));
     assert_eq!(code, Some(2));
     insta::assert_snapshot!(stderr);
 }
 
 #[test]
 fn wrong_type_names_the_field_and_what_was_expected() {
-    let (code, stderr) = check(&format!("{REGISTRIES}images:\n  - name: app\n    source: oci:build/app\n    tags: 5\n"));
+    let (code, stderr) = check(&format!(
+        "{REGISTRIES}images:\n  - name: app\n    source: oci:build/app\n    tags: 5\n"
+    ));
     assert_eq!(code, Some(2));
     insta::assert_snapshot!(stderr);
 }
@@ -51,28 +72,36 @@ fn wrong_boolean_is_located() {
 
 #[test]
 fn unknown_registry_kind_lists_the_kinds() {
-    let (code, stderr) = check("version: 1\nregistries:\n  home:\n    kind: gchr\n    repository: ghcr.io/o\nimages: []\n");
+    let (code, stderr) = check(
+        "version: 1\nregistries:\n  home:\n    kind: gchr\n    repository: ghcr.io/o\nimages: []\n",
+    );
     assert_eq!(code, Some(2));
     insta::assert_snapshot!(stderr);
 }
 
 #[test]
 fn missing_image_source_points_at_the_source_field() {
-    let (code, stderr) = check(&format!("{REGISTRIES}images:\n  - name: app\n    source: oci:build/missing\n"));
+    let (code, stderr) = check(&format!(
+        "{REGISTRIES}images:\n  - name: app\n    source: oci:build/missing\n"
+    ));
     assert_eq!(code, Some(2));
     insta::assert_snapshot!(stderr);
 }
 
 #[test]
 fn arm64_only_image_fails_when_amd64_is_required() {
-    let (code, stderr) = check(&format!("{REGISTRIES}images:\n  - name: app\n    source: oci:build/arm\n    platforms: [linux/amd64]\n"));
+    let (code, stderr) = check(&format!(
+        "{REGISTRIES}images:\n  - name: app\n    source: oci:build/arm\n    platforms: [linux/amd64]\n"
+    ));
     assert_eq!(code, Some(2));
     insta::assert_snapshot!(stderr);
 }
 
 #[test]
 fn unknown_registry_id_suggests_a_defined_one() {
-    let (code, stderr) = check(&format!("{REGISTRIES}images:\n  - name: app\n    source: oci:build/app\n    registries: [hom]\n"));
+    let (code, stderr) = check(&format!(
+        "{REGISTRIES}images:\n  - name: app\n    source: oci:build/app\n    registries: [hom]\n"
+    ));
     assert_eq!(code, Some(2));
     insta::assert_snapshot!(stderr);
 }
@@ -98,7 +127,11 @@ fn several_mistakes_are_all_reported() {
 fn a_valid_policy_checks_clean() {
     let dir = tempfile::tempdir().unwrap();
     prepare(dir.path());
-    std::fs::write(dir.path().join("publish.yaml"), format!("{REGISTRIES}images:\n  - name: app\n    source: oci:build/app\n")).unwrap();
+    std::fs::write(
+        dir.path().join("publish.yaml"),
+        format!("{REGISTRIES}images:\n  - name: app\n    source: oci:build/app\n"),
+    )
+    .unwrap();
     let out = run(publish(dir.path()).arg("check"));
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
@@ -111,5 +144,8 @@ fn missing_policy_file_is_a_usage_error() {
     let out = run(publish(dir.path()).args(["plan", "--policy", "nope.yaml"]));
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr.starts_with("nope.yaml:1:1: .: cannot read the policy file"), "{stderr}");
+    assert!(
+        stderr.starts_with("nope.yaml:1:1: .: cannot read the policy file"),
+        "{stderr}"
+    );
 }

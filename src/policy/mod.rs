@@ -76,7 +76,11 @@ pub struct ResolvedRegistry {
 impl ResolvedRegistry {
     /// The repository an image named `image` goes to.
     pub fn repository_for(&self, image: &str) -> String {
-        if self.namespace.is_empty() { image.to_string() } else { format!("{}/{}", self.namespace, image) }
+        if self.namespace.is_empty() {
+            image.to_string()
+        } else {
+            format!("{}/{}", self.namespace, image)
+        }
     }
 }
 
@@ -101,9 +105,18 @@ pub fn parse(file: &str, text: &str) -> Result<Policy, Diagnostics> {
     });
     result.map_err(|err| {
         let (line, col) = err.location().map_or((1, 1), |l| (l.line(), l.column()));
-        let field = path.map(|p| clean_path(&p)).unwrap_or_else(|| ".".to_string());
+        let field = path
+            .map(|p| clean_path(&p))
+            .unwrap_or_else(|| ".".to_string());
         let (message, hint) = explain(&err.to_string());
-        Diagnostics(vec![Diagnostic { file: file.to_string(), line, col, field, message, hint }])
+        Diagnostics(vec![Diagnostic {
+            file: file.to_string(),
+            line,
+            col,
+            field,
+            message,
+            hint,
+        }])
     })
 }
 
@@ -146,8 +159,13 @@ fn explain(rendered: &str) -> (String, Option<String>) {
                 .map(|(_, list)| list.split(", ").map(|s| s.trim_matches('`')).collect())
                 .unwrap_or_default();
             let hint = match diag::closest(word, expected.iter().copied()) {
-                Some(best) => format!("did you mean `{best}`? valid {noun}s here: {}", expected.join(", ")),
-                None if !expected.is_empty() => format!("valid {noun}s here: {}", expected.join(", ")),
+                Some(best) => format!(
+                    "did you mean `{best}`? valid {noun}s here: {}",
+                    expected.join(", ")
+                ),
+                None if !expected.is_empty() => {
+                    format!("valid {noun}s here: {}", expected.join(", "))
+                }
                 None => "remove it".to_string(),
             };
             return (format!("unknown {noun} `{word}`"), Some(hint));
@@ -158,7 +176,9 @@ fn explain(rendered: &str) -> (String, Option<String>) {
         "expected mapping start" => "expected a mapping (key: value pairs)".to_string(),
         "expected string scalar" => "expected a string".to_string(),
         "invalid boolean" => "expected true or false".to_string(),
-        m if m.starts_with("invalid u") || m.starts_with("invalid i") => "expected a whole number".to_string(),
+        m if m.starts_with("invalid u") || m.starts_with("invalid i") => {
+            "expected a whole number".to_string()
+        }
         m => m.to_string(),
     };
     (friendly, None)
@@ -170,7 +190,13 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
-    fn err<T>(&mut self, at: &Located<T>, field: impl Into<String>, message: impl Into<String>, hint: Option<String>) {
+    fn err<T>(
+        &mut self,
+        at: &Located<T>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+        hint: Option<String>,
+    ) {
         self.out.push(Diagnostic {
             file: self.file.to_string(),
             line: at.line.max(1),
@@ -184,10 +210,23 @@ impl Checker<'_> {
 
 /// Checks everything about the policy that needs neither the images nor the network, and
 /// lowers it. `base_dir` is the policy file's directory.
-pub fn resolve(policy: &Policy, file: &str, base_dir: &Path, ctx: &TemplateContext) -> Result<Resolved, Diagnostics> {
-    let mut c = Checker { file, out: Vec::new() };
+pub fn resolve(
+    policy: &Policy,
+    file: &str,
+    base_dir: &Path,
+    ctx: &TemplateContext,
+) -> Result<Resolved, Diagnostics> {
+    let mut c = Checker {
+        file,
+        out: Vec::new(),
+    };
     if *policy.version != 1 {
-        c.err(&policy.version, "version", format!("unsupported version {}", *policy.version), Some("this publish understands version: 1".into()));
+        c.err(
+            &policy.version,
+            "version",
+            format!("unsupported version {}", *policy.version),
+            Some("this publish understands version: 1".into()),
+        );
     }
 
     let mut registries = Vec::new();
@@ -207,17 +246,37 @@ pub fn resolve(policy: &Policy, file: &str, base_dir: &Path, ctx: &TemplateConte
     for (i, img) in policy.images.iter().enumerate() {
         let field = format!("images[{i}]");
         if let Err(e) = reference::validate_repository(&img.name) {
-            c.err(&img.name, format!("{field}.name"), e.to_string(), Some("use lowercase letters, digits and '-', e.g. comfyui".into()));
+            c.err(
+                &img.name,
+                format!("{field}.name"),
+                e.to_string(),
+                Some("use lowercase letters, digits and '-', e.g. comfyui".into()),
+            );
         }
         if !names.insert(img.name.value.clone()) {
-            c.err(&img.name, format!("{field}.name"), format!("image {:?} is listed twice", *img.name), None);
+            c.err(
+                &img.name,
+                format!("{field}.name"),
+                format!("image {:?} is listed twice", *img.name),
+                None,
+            );
         }
         if img.source.trim().is_empty() {
-            c.err(&img.source, format!("{field}.source"), "the source is empty", Some("e.g. oci:build/comfyui or oci-archive:comfyui.tar".into()));
+            c.err(
+                &img.source,
+                format!("{field}.source"),
+                "the source is empty",
+                Some("e.g. oci:build/comfyui or oci-archive:comfyui.tar".into()),
+            );
         }
         let mut tags = Vec::new();
         if img.tags.is_empty() {
-            c.err(&img.name, format!("{field}.tags"), "no tags: the image would be unreachable", Some("add tags: [latest]".into()));
+            c.err(
+                &img.name,
+                format!("{field}.tags"),
+                "no tags: the image would be unreachable",
+                Some("add tags: [latest]".into()),
+            );
         }
         for (j, t) in img.tags.iter().enumerate() {
             let tf = format!("{field}.tags[{j}]");
@@ -235,7 +294,12 @@ pub fn resolve(policy: &Policy, file: &str, base_dir: &Path, ctx: &TemplateConte
         }
         let mut platforms = Vec::new();
         if img.platforms.is_empty() {
-            c.err(&img.name, format!("{field}.platforms"), "no platforms required", Some("RunPod runs linux/amd64: platforms: [linux/amd64]".into()));
+            c.err(
+                &img.name,
+                format!("{field}.platforms"),
+                "no platforms required",
+                Some("RunPod runs linux/amd64: platforms: [linux/amd64]".into()),
+            );
         }
         for (j, p) in img.platforms.iter().enumerate() {
             match p.parse::<Platform>() {
@@ -247,20 +311,36 @@ pub fn resolve(policy: &Policy, file: &str, base_dir: &Path, ctx: &TemplateConte
         match &img.registries {
             Some(ids) => {
                 if ids.is_empty() {
-                    c.err(&img.name, format!("{field}.registries"), "no candidate registries", None);
+                    c.err(
+                        &img.name,
+                        format!("{field}.registries"),
+                        "no candidate registries",
+                        None,
+                    );
                 }
                 for (j, id) in ids.iter().enumerate() {
                     match registries.iter().find(|r: &&ResolvedRegistry| r.id == **id) {
                         Some(r) => candidates.push(r.clone()),
                         None if policy.registries.contains_key(&id.value) => {} // already reported
                         None => {
-                            let known: Vec<&str> = policy.registries.keys().map(String::as_str).collect();
+                            let known: Vec<&str> =
+                                policy.registries.keys().map(String::as_str).collect();
                             let hint = match diag::closest(id, known.iter().copied()) {
-                                Some(best) => Some(format!("did you mean `{best}`? registries defined: {}", known.join(", "))),
-                                None if known.is_empty() => Some("define it under registries:".into()),
+                                Some(best) => Some(format!(
+                                    "did you mean `{best}`? registries defined: {}",
+                                    known.join(", ")
+                                )),
+                                None if known.is_empty() => {
+                                    Some("define it under registries:".into())
+                                }
                                 None => Some(format!("registries defined: {}", known.join(", "))),
                             };
-                            c.err(id, format!("{field}.registries[{j}]"), format!("no registry with id `{}`", id.value), hint);
+                            c.err(
+                                id,
+                                format!("{field}.registries[{j}]"),
+                                format!("no registry with id `{}`", id.value),
+                                hint,
+                            );
                         }
                     }
                 }
@@ -272,7 +352,10 @@ pub fn resolve(policy: &Policy, file: &str, base_dir: &Path, ctx: &TemplateConte
                 }
             }
         }
-        let platforms_at = img.platforms.first().map_or((img.name.line, img.name.col), |p| (p.line, p.col));
+        let platforms_at = img
+            .platforms
+            .first()
+            .map_or((img.name.line, img.name.col), |p| (p.line, p.col));
         images.push(ResolvedImage {
             name: img.name.value.clone(),
             source: img.source.clone(),
@@ -284,7 +367,14 @@ pub fn resolve(policy: &Policy, file: &str, base_dir: &Path, ctx: &TemplateConte
             candidates,
         });
     }
-    if c.out.is_empty() { Ok(Resolved { file: file.to_string(), images }) } else { Err(Diagnostics(c.out)) }
+    if c.out.is_empty() {
+        Ok(Resolved {
+            file: file.to_string(),
+            images,
+        })
+    } else {
+        Err(Diagnostics(c.out))
+    }
 }
 
 fn template_error(e: &minijinja::Error) -> String {
@@ -295,7 +385,13 @@ fn template_error(e: &minijinja::Error) -> String {
     s
 }
 
-fn resolve_registry(c: &mut Checker, id: &str, r: &model::Registry, field: &str, base_dir: &Path) -> Option<ResolvedRegistry> {
+fn resolve_registry(
+    c: &mut Checker,
+    id: &str,
+    r: &model::Registry,
+    field: &str,
+    base_dir: &Path,
+) -> Option<ResolvedRegistry> {
     let before = c.out.len();
     let repo = r.repository.trim_end_matches('/');
     let (host, namespace) = match repo.split_once('/') {
@@ -304,7 +400,14 @@ fn resolve_registry(c: &mut Checker, id: &str, r: &model::Registry, field: &str,
     };
     let looks_like_host = host.contains('.') || host.contains(':') || host == "localhost";
     if !looks_like_host {
-        c.err(&r.repository, format!("{field}.repository"), format!("{:?} does not start with a registry host", *r.repository), Some("write <host>[:port]/<namespace>, e.g. ghcr.io/my-org or 127.0.0.1:5000/ml".into()));
+        c.err(
+            &r.repository,
+            format!("{field}.repository"),
+            format!("{:?} does not start with a registry host", *r.repository),
+            Some(
+                "write <host>[:port]/<namespace>, e.g. ghcr.io/my-org or 127.0.0.1:5000/ml".into(),
+            ),
+        );
     } else if !namespace.is_empty() && reference::validate_repository(&namespace).is_err() {
         c.err(&r.repository, format!("{field}.repository"), format!("namespace {namespace:?} is invalid: lowercase letters, digits, '.', '_' and '-' only"), None);
     }
@@ -319,28 +422,65 @@ fn resolve_registry(c: &mut Checker, id: &str, r: &model::Registry, field: &str,
         && host != h
         && !is_loopback_host(&host)
     {
-        c.err(&r.repository, format!("{field}.repository"), format!("a {} registry lives at {h}, not {host}", r.kind.as_str()), Some(format!("write {h}/<namespace>, or use kind: registry for another host")));
+        c.err(
+            &r.repository,
+            format!("{field}.repository"),
+            format!("a {} registry lives at {h}, not {host}", r.kind.as_str()),
+            Some(format!(
+                "write {h}/<namespace>, or use kind: registry for another host"
+            )),
+        );
     }
-    if matches!(*r.kind, RegistryKind::Ghcr | RegistryKind::Dockerhub | RegistryKind::EcrPublic) && namespace.is_empty() && looks_like_host {
-        c.err(&r.repository, format!("{field}.repository"), format!("{} needs a namespace (user, organisation or alias) after the host", r.kind.as_str()), None);
+    if matches!(
+        *r.kind,
+        RegistryKind::Ghcr | RegistryKind::Dockerhub | RegistryKind::EcrPublic
+    ) && namespace.is_empty()
+        && looks_like_host
+    {
+        c.err(
+            &r.repository,
+            format!("{field}.repository"),
+            format!(
+                "{} needs a namespace (user, organisation or alias) after the host",
+                r.kind.as_str()
+            ),
+            None,
+        );
     }
     if *r.insecure && !is_loopback_host(&host) {
-        c.err(&r.insecure, format!("{field}.insecure"), format!("plain HTTP is refused for {host}: only loopback registries may be insecure"), Some("serve the registry over TLS and give its CA with ca_file:".into()));
+        c.err(
+            &r.insecure,
+            format!("{field}.insecure"),
+            format!("plain HTTP is refused for {host}: only loopback registries may be insecure"),
+            Some("serve the registry over TLS and give its CA with ca_file:".into()),
+        );
     }
     let ca_file = r.ca_file.as_ref().and_then(|ca| {
         let path = base_dir.join(&ca.value);
         if path.is_file() {
             Some(path)
         } else {
-            c.err(ca, format!("{field}.ca_file"), format!("{} does not exist", path.display()), Some("paths are relative to the policy file".into()));
+            c.err(
+                ca,
+                format!("{field}.ca_file"),
+                format!("{} does not exist", path.display()),
+                Some("paths are relative to the policy file".into()),
+            );
             None
         }
     });
     let credentials = r.credentials.as_ref().map(|cr| {
         let name = &cr.password_env;
-        let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') && !name.as_bytes()[0].is_ascii_digit();
+        let valid = !name.is_empty()
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && !name.as_bytes()[0].is_ascii_digit();
         if !valid {
-            c.err(name, format!("{field}.credentials.password_env"), format!("{:?} is not an environment variable name", name.value), Some("give the variable's name, never the secret itself".into()));
+            c.err(
+                name,
+                format!("{field}.credentials.password_env"),
+                format!("{:?} is not an environment variable name", name.value),
+                Some("give the variable's name, never the secret itself".into()),
+            );
         }
         CredentialRef {
             username: cr.username.value.clone(),

@@ -13,7 +13,7 @@ use super::located::Located;
 /// A `publish.yaml` policy: which images to publish, to which registries.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(title = "publish policy", extend("$id" = "https://github.com/publish-action/publish/docs/policy.schema.json"))]
+#[schemars(title = "publish policy")]
 pub struct Policy {
     /// Format version of this file. Only `1` exists.
     pub version: Located<u32>,

@@ -24,15 +24,24 @@ use auth::{Challenge, parse_challenge};
 /// Errors a caller may act on. Messages name the registry, never a secret.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("{registry}: authentication failed{detail}: check the username and password or token for this registry")]
+    #[error(
+        "{registry}: authentication failed{detail}: check the username and password or token for this registry"
+    )]
     Unauthorized { registry: String, detail: String },
     #[error("{registry}: {status} {code}: {message}")]
-    Api { registry: String, status: u16, code: String, message: String },
+    Api {
+        registry: String,
+        status: u16,
+        code: String,
+        message: String,
+    },
     #[error("{registry}: {message}")]
     Transport { registry: String, message: String },
     #[error("{registry}: {message}")]
     Refused { registry: String, message: String },
-    #[error("source blob {digest} does not match its digest (read {actual}): the image on disk is corrupt")]
+    #[error(
+        "source blob {digest} does not match its digest (read {actual}): the image on disk is corrupt"
+    )]
     CorruptSource { digest: Digest, actual: Digest },
     #[error("reading the source: {0}")]
     Source(String),
@@ -67,7 +76,11 @@ impl Endpoint {
                 message: "plain HTTP is only allowed for loopback registries".into(),
             });
         }
-        let host = if self.host == crate::reference::DOCKER_HUB { "registry-1.docker.io" } else { &self.host };
+        let host = if self.host == crate::reference::DOCKER_HUB {
+            "registry-1.docker.io"
+        } else {
+            &self.host
+        };
         let scheme = if self.insecure { "http" } else { "https" };
         Url::parse(&format!("{scheme}://{host}/")).map_err(|e| RegistryError::Refused {
             registry: self.host.clone(),
@@ -104,8 +117,10 @@ impl Client {
         retry: RetryPolicy,
     ) -> Result<Client, RegistryError> {
         let base = endpoint.base_url()?;
-        let http = crate::http::client(ca_file)
-            .map_err(|e| RegistryError::Refused { registry: endpoint.host.clone(), message: e.to_string() })?;
+        let http = crate::http::client(ca_file).map_err(|e| RegistryError::Refused {
+            registry: endpoint.host.clone(),
+            message: e.to_string(),
+        })?;
         Ok(Client {
             http,
             base,
@@ -134,13 +149,19 @@ impl Client {
             message = format!("{message}: {s}");
             source = s.source();
         }
-        RegistryError::Transport { registry: self.registry.clone(), message }
+        RegistryError::Transport {
+            registry: self.registry.clone(),
+            message,
+        }
     }
 
     async fn api_error(&self, resp: reqwest::Response) -> RegistryError {
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED {
-            return RegistryError::Unauthorized { registry: self.registry.clone(), detail: String::new() };
+            return RegistryError::Unauthorized {
+                registry: self.registry.clone(),
+                detail: String::new(),
+            };
         }
         let body = resp.text().await.unwrap_or_default();
         #[derive(serde::Deserialize)]
@@ -154,26 +175,50 @@ impl Client {
             message: String,
         }
         let (code, message) = match serde_json::from_str::<Errors>(&body) {
-            Ok(e) if !e.errors.is_empty() => (e.errors[0].code.clone(), e.errors[0].message.clone()),
+            Ok(e) if !e.errors.is_empty() => {
+                (e.errors[0].code.clone(), e.errors[0].message.clone())
+            }
             _ => (
-                status.canonical_reason().unwrap_or("error").to_uppercase().replace(' ', "_"),
-                body.chars().take(200).collect::<String>().trim().to_string(),
+                status
+                    .canonical_reason()
+                    .unwrap_or("error")
+                    .to_uppercase()
+                    .replace(' ', "_"),
+                body.chars()
+                    .take(200)
+                    .collect::<String>()
+                    .trim()
+                    .to_string(),
             ),
         };
-        RegistryError::Api { registry: self.registry.clone(), status: status.as_u16(), code, message }
+        RegistryError::Api {
+            registry: self.registry.clone(),
+            status: status.as_u16(),
+            code,
+            message,
+        }
     }
 
     /// Pings `/v2/` and, on a challenge, obtains authorization for pull and push on the
     /// repository. Fails with `Unauthorized` when the credentials are refused.
     pub async fn authenticate(&self) -> Result<(), RegistryError> {
-        let resp = self.http.get(self.url("v2/")).send().await.map_err(|e| self.transport_error(e))?;
+        let resp = self
+            .http
+            .get(self.url("v2/"))
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e))?;
         if resp.status().is_success() {
             return Ok(());
         }
         if resp.status() != StatusCode::UNAUTHORIZED {
             return Err(self.api_error(resp).await);
         }
-        let challenge = resp.headers().get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).and_then(parse_challenge);
+        let challenge = resp
+            .headers()
+            .get(WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_challenge);
         match challenge {
             Some(Challenge::Basic) | None => {
                 let Some(cred) = &self.credential else {
@@ -192,10 +237,12 @@ impl Client {
                     .map_err(|e| self.transport_error(e))?;
                 if !resp.status().is_success() {
                     return Err(match self.api_error(resp).await {
-                        RegistryError::Unauthorized { registry, .. } => RegistryError::Unauthorized {
-                            registry,
-                            detail: format!(" for user {:?}", cred.username),
-                        },
+                        RegistryError::Unauthorized { registry, .. } => {
+                            RegistryError::Unauthorized {
+                                registry,
+                                detail: format!(" for user {:?}", cred.username),
+                            }
+                        }
                         e => e,
                     });
                 }
@@ -219,7 +266,11 @@ impl Client {
         self.authorization.lock().ok().and_then(|a| a.clone())
     }
 
-    async fn fetch_token(&self, realm: &str, service: Option<&str>) -> Result<Secret, RegistryError> {
+    async fn fetch_token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+    ) -> Result<Secret, RegistryError> {
         let mut url = Url::parse(realm).map_err(|e| RegistryError::Refused {
             registry: self.registry.clone(),
             message: format!("the token realm {realm:?} is not a URL: {e}"),
@@ -236,7 +287,10 @@ impl Client {
             if let Some(s) = service {
                 q.append_pair("service", s);
             }
-            q.append_pair("scope", &format!("repository:{}:pull,push", self.repository));
+            q.append_pair(
+                "scope",
+                &format!("repository:{}:pull,push", self.repository),
+            );
         }
         let mut req = self.http.get(url);
         if let Some(cred) = &self.credential {
@@ -244,7 +298,11 @@ impl Client {
         }
         let resp = req.send().await.map_err(|e| self.transport_error(e))?;
         if resp.status() == StatusCode::UNAUTHORIZED || resp.status() == StatusCode::FORBIDDEN {
-            let who = self.credential.as_ref().map(|c| format!(" for user {:?}", c.username)).unwrap_or_default();
+            let who = self
+                .credential
+                .as_ref()
+                .map(|c| format!(" for user {:?}", c.username))
+                .unwrap_or_default();
             return Err(RegistryError::Unauthorized {
                 registry: self.registry.clone(),
                 detail: format!(" at the token service {realm_host}{who}"),
@@ -261,10 +319,14 @@ impl Client {
             access_token: Option<String>,
         }
         let reply: TokenReply = resp.json().await.map_err(|e| self.transport_error(e))?;
-        reply.token.or(reply.access_token).map(Secret::new).ok_or_else(|| RegistryError::Refused {
-            registry: self.registry.clone(),
-            message: format!("the token service {realm_host} answered without a token"),
-        })
+        reply
+            .token
+            .or(reply.access_token)
+            .map(Secret::new)
+            .ok_or_else(|| RegistryError::Refused {
+                registry: self.registry.clone(),
+                message: format!("the token service {realm_host} answered without a token"),
+            })
     }
 
     /// Sends a request built by `build`, with authorization, retrying transient failures and
@@ -291,7 +353,10 @@ impl Client {
                     attempt -= 1;
                     continue;
                 }
-                Ok(resp) if resp.status().is_server_error() || resp.status() == StatusCode::TOO_MANY_REQUESTS => {
+                Ok(resp)
+                    if resp.status().is_server_error()
+                        || resp.status() == StatusCode::TOO_MANY_REQUESTS =>
+                {
                     self.api_error(resp).await
                 }
                 Ok(resp) => return Ok(resp),
@@ -319,7 +384,12 @@ impl Client {
 
     /// Uploads one blob, streaming it from `open()`, hashing while sending. A failure part
     /// way restarts this blob only (registry 2.8 drops a session cut mid-stream).
-    pub async fn upload_blob<F, Fut, R>(&self, digest: &Digest, size: u64, open: F) -> Result<UploadStats, RegistryError>
+    pub async fn upload_blob<F, Fut, R>(
+        &self,
+        digest: &Digest,
+        size: u64,
+        open: F,
+    ) -> Result<UploadStats, RegistryError>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<R, String>>,
@@ -343,23 +413,38 @@ impl Client {
         }
     }
 
-    async fn upload_once<F, Fut, R>(&self, digest: &Digest, size: u64, open: &F, stats: &mut UploadStats) -> Result<(), RegistryError>
+    async fn upload_once<F, Fut, R>(
+        &self,
+        digest: &Digest,
+        size: u64,
+        open: &F,
+        stats: &mut UploadStats,
+    ) -> Result<(), RegistryError>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<R, String>>,
         R: AsyncRead + Send + Unpin + 'static,
     {
         let start = self.url(&format!("v2/{}/blobs/uploads/", self.repository));
-        let resp = self.send(Method::POST, start.clone(), |r| r.header(CONTENT_LENGTH, "0")).await?;
+        let resp = self
+            .send(Method::POST, start.clone(), |r| {
+                r.header(CONTENT_LENGTH, "0")
+            })
+            .await?;
         if resp.status() != StatusCode::ACCEPTED && resp.status() != StatusCode::CREATED {
             return Err(self.api_error(resp).await);
         }
         let mut location = self.location(&start, &resp)?;
-        location.query_pairs_mut().append_pair("digest", digest.as_str());
+        location
+            .query_pairs_mut()
+            .append_pair("digest", digest.as_str());
 
         let reader = open().await.map_err(RegistryError::Source)?;
         let (hashing, progress) = HashingReader::new(reader, digest.clone());
-        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(hashing, 256 * 1024));
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
+            hashing,
+            256 * 1024,
+        ));
         let mut req = self
             .http
             .put(location.clone())
@@ -374,7 +459,10 @@ impl Client {
         let (read, mismatch) = progress.snapshot();
         stats.bytes_sent += read;
         if let Some(actual) = mismatch {
-            return Err(RegistryError::CorruptSource { digest: digest.clone(), actual });
+            return Err(RegistryError::CorruptSource {
+                digest: digest.clone(),
+                actual,
+            });
         }
         let resp = result.map_err(|e| self.transport_error(e))?;
         if resp.status() != StatusCode::CREATED && !resp.status().is_success() {
@@ -384,10 +472,14 @@ impl Client {
     }
 
     fn location(&self, request: &Url, resp: &reqwest::Response) -> Result<Url, RegistryError> {
-        let value = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()).ok_or_else(|| RegistryError::Refused {
-            registry: self.registry.clone(),
-            message: "upload started without a Location header".into(),
-        })?;
+        let value = resp
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| RegistryError::Refused {
+                registry: self.registry.clone(),
+                message: "upload started without a Location header".into(),
+            })?;
         // Location may be relative; resolve it against the request (OCI distribution spec).
         request.join(value).map_err(|e| RegistryError::Refused {
             registry: self.registry.clone(),
@@ -397,22 +489,34 @@ impl Client {
 
     /// Puts a manifest under `reference` (a tag or its digest) and checks the digest the
     /// registry computed, when it says.
-    pub async fn put_manifest(&self, reference: &str, media_type: &str, bytes: &[u8]) -> Result<Digest, RegistryError> {
+    pub async fn put_manifest(
+        &self,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<Digest, RegistryError> {
         let digest = Digest::of(bytes);
         let url = self.url(&format!("v2/{}/manifests/{reference}", self.repository));
         let body = bytes.to_vec();
         let resp = self
-            .send(Method::PUT, url, |r| r.header(CONTENT_TYPE, media_type).body(body.clone()))
+            .send(Method::PUT, url, |r| {
+                r.header(CONTENT_TYPE, media_type).body(body.clone())
+            })
             .await?;
         if !resp.status().is_success() {
             return Err(self.api_error(resp).await);
         }
-        if let Some(theirs) = resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok())
+        if let Some(theirs) = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
             && theirs != digest.as_str()
         {
             return Err(RegistryError::Refused {
                 registry: self.registry.clone(),
-                message: format!("stored manifest {reference} as {theirs}, but it hashes to {digest}"),
+                message: format!(
+                    "stored manifest {reference} as {theirs}, but it hashes to {digest}"
+                ),
             });
         }
         Ok(digest)
@@ -442,12 +546,25 @@ struct HashingReader<R> {
 impl<R> HashingReader<R> {
     fn new(inner: R, expected: Digest) -> (Self, Progress) {
         let progress = Progress::default();
-        (HashingReader { inner, hasher: Sha256::new(), expected, read: 0, progress: progress.clone() }, progress)
+        (
+            HashingReader {
+                inner,
+                hasher: Sha256::new(),
+                expected,
+                read: 0,
+                progress: progress.clone(),
+            },
+            progress,
+        )
     }
 }
 
 impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
@@ -460,7 +577,10 @@ impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
                         if let Ok(mut p) = this.progress.0.lock() {
                             *p = (this.read, Some(actual));
                         }
-                        return Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "source digest mismatch")));
+                        return Poll::Ready(Err(std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            "source digest mismatch",
+                        )));
                     }
                 } else {
                     this.hasher.update(new);

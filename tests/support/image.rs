@@ -40,7 +40,14 @@ fn put(dir: &Path, data: &[u8]) -> String {
 
 /// Writes an OCI layout at `dir` with one image whose layers have `layer_sizes` bytes
 /// (seeded by `seed`), for `os/arch`, named `ref_name` in index.json.
-pub fn write_layout(dir: &Path, seed: u64, layer_sizes: &[usize], os: &str, arch: &str, ref_name: &str) -> TestImage {
+pub fn write_layout(
+    dir: &Path,
+    seed: u64,
+    layer_sizes: &[usize],
+    os: &str,
+    arch: &str,
+    ref_name: &str,
+) -> TestImage {
     std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
     std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
     let mut layers = Vec::new();
@@ -79,7 +86,13 @@ pub fn write_layout(dir: &Path, seed: u64, layer_sizes: &[usize], os: &str, arch
         }]
     });
     std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
-    TestImage { dir: dir.to_path_buf(), manifest_digest, config_digest, layer_digests, total_bytes: total }
+    TestImage {
+        dir: dir.to_path_buf(),
+        manifest_digest,
+        config_digest,
+        layer_digests,
+        total_bytes: total,
+    }
 }
 
 /// Packs an OCI layout directory into an `oci-archive` tar.

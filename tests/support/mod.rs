@@ -29,7 +29,10 @@ pub fn require(tool: &str) -> PathBuf {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 /// Polls `check` until it is true or the deadline passes.
@@ -51,7 +54,10 @@ pub fn http_status(port: u16, path: &str) -> Option<String> {
     write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n").ok()?;
     let mut buf = [0u8; 64];
     let n = s.read(&mut buf).ok()?;
-    String::from_utf8_lossy(&buf[..n]).lines().next().map(str::to_string)
+    String::from_utf8_lossy(&buf[..n])
+        .lines()
+        .next()
+        .map(str::to_string)
 }
 
 #[derive(Default, Clone)]
@@ -83,10 +89,16 @@ impl Registry {
         let auth = if let Some(a) = &opts.auth_yaml {
             a.clone()
         } else if opts.htpasswd {
-            let out = Command::new(require("htpasswd")).args(["-Bbn", USER, PASSWORD]).output().expect("htpasswd");
+            let out = Command::new(require("htpasswd"))
+                .args(["-Bbn", USER, PASSWORD])
+                .output()
+                .expect("htpasswd");
             assert!(out.status.success(), "htpasswd failed");
             std::fs::write(dir.path().join("htpasswd"), &out.stdout).unwrap();
-            format!("auth:\n  htpasswd:\n    realm: test\n    path: {}\n", dir.path().join("htpasswd").display())
+            format!(
+                "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+                dir.path().join("htpasswd").display()
+            )
         } else {
             String::new()
         };
@@ -103,8 +115,16 @@ impl Registry {
             .stderr(log)
             .spawn()
             .expect("start docker-registry");
-        let mut reg = Registry { host: format!("127.0.0.1:{port}"), backend_port: port, ca: None, children: vec![child], dir };
-        wait_until("docker-registry", Duration::from_secs(20), || http_status(port, "/v2/").is_some());
+        let mut reg = Registry {
+            host: format!("127.0.0.1:{port}"),
+            backend_port: port,
+            ca: None,
+            children: vec![child],
+            dir,
+        };
+        wait_until("docker-registry", Duration::from_secs(20), || {
+            http_status(port, "/v2/").is_some()
+        });
         if opts.tls {
             reg.start_nginx();
         }
@@ -115,17 +135,51 @@ impl Registry {
         let d = self.dir.path();
         let openssl = require("openssl");
         let run = |args: &[&str]| {
-            let out = Command::new(&openssl).args(args).current_dir(d).output().expect("openssl");
-            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            let out = Command::new(&openssl)
+                .args(args)
+                .current_dir(d)
+                .output()
+                .expect("openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         };
         run(&[
-            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "ca.key", "-out",
-            "ca.pem", "-days", "2", "-subj", "/CN=publish test CA", "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=publish test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
         ]);
         run(&[
-            "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "server.key", "-out",
-            "server.csr", "-subj", "/CN=127.0.0.1",
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
         ]);
         std::fs::write(
             d.join("server.ext"),
@@ -133,8 +187,21 @@ impl Registry {
         )
         .unwrap();
         run(&[
-            "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem",
-            "-days", "2", "-extfile", "server.ext",
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
         ]);
         let port = free_port();
         std::fs::create_dir_all(d.join("nginx")).unwrap();
@@ -176,13 +243,20 @@ http {{
         );
         std::fs::write(d.join("nginx/nginx.conf"), conf).unwrap();
         let child = Command::new(require("nginx"))
-            .args(["-c", &d.join("nginx/nginx.conf").display().to_string(), "-p", &d.join("nginx").display().to_string()])
+            .args([
+                "-c",
+                &d.join("nginx/nginx.conf").display().to_string(),
+                "-p",
+                &d.join("nginx").display().to_string(),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start nginx");
         self.children.push(child);
-        wait_until("nginx", Duration::from_secs(20), || TcpStream::connect(("127.0.0.1", port)).is_ok());
+        wait_until("nginx", Duration::from_secs(20), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
         self.host = format!("127.0.0.1:{port}");
         self.ca = Some(d.join("ca.pem"));
     }
@@ -236,11 +310,21 @@ pub fn run(cmd: &mut Command) -> Output {
 }
 
 pub fn text(out: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 pub fn skopeo(args: &[String]) -> Output {
-    let out = Command::new(require("skopeo")).args(args).output().expect("run skopeo");
-    assert!(out.status.success(), "skopeo {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(require("skopeo"))
+        .args(args)
+        .output()
+        .expect("run skopeo");
+    assert!(
+        out.status.success(),
+        "skopeo {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
