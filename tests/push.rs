@@ -276,3 +276,224 @@ fn base64_encode(data: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(data)
 }
+
+#[test]
+fn pushes_a_multi_platform_index_children_first() {
+    let reg = Registry::start(RegistryOptions::default());
+    let work = tempfile::tempdir().unwrap();
+    let (index_digest, children) = support::image::write_index_layout(
+        &work.path().join("multi"),
+        12,
+        &[("linux", "amd64"), ("linux", "arm64")],
+        "latest",
+    );
+    let out = run(publish(work.path()).args([
+        "push",
+        "oci:multi",
+        &format!("docker://{}/ml/multi:v1", reg.host),
+        "--insecure",
+        "-o",
+        "json",
+    ]));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let json: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["images"][0]["targets"][0]["digest"], index_digest);
+    let mut args = vec!["inspect".to_string(), "--raw".to_string()];
+    args.extend(reg.skopeo_flags(false));
+    args.push(format!("docker://{}/ml/multi:v1", reg.host));
+    let raw = skopeo(&args).stdout;
+    assert_eq!(
+        format!(
+            "sha256:{}",
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&raw))
+        ),
+        index_digest
+    );
+    for (child, arch) in children.iter().zip(["amd64", "arm64"]) {
+        let mut args = vec!["inspect".to_string()];
+        args.extend(reg.skopeo_flags(false));
+        args.push(format!(
+            "docker://{}/ml/multi@{}",
+            reg.host, child.manifest_digest
+        ));
+        let info: Value = serde_json::from_slice(&skopeo(&args).stdout).unwrap();
+        assert_eq!(
+            info["Architecture"], arch,
+            "the {arch} child is pushed by digest"
+        );
+        assert_eq!(
+            info["Layers"].as_array().unwrap().len(),
+            child.layer_digests.len()
+        );
+    }
+}
+
+#[test]
+fn corrupt_source_blob_fails_and_writes_no_manifest() {
+    let reg = Registry::start(RegistryOptions::default());
+    let work = tempfile::tempdir().unwrap();
+    let image = write_layout(
+        &work.path().join("img"),
+        13,
+        &[50_000, 60_000],
+        "linux",
+        "amd64",
+        "latest",
+    );
+    support::image::corrupt_blob(&image.dir, &image.layer_digests[1]);
+    let out = run(publish(work.path()).args([
+        "push",
+        "oci:img",
+        &format!("docker://{}/ml/bad:v1", reg.host),
+        "--insecure",
+    ]));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&image.layer_digests[1]) && stdout.contains("corrupt"),
+        "{stdout}"
+    );
+    let mut args = vec!["inspect".to_string(), "--raw".to_string()];
+    args.extend(reg.skopeo_flags(false));
+    args.push(format!("docker://{}/ml/bad:v1", reg.host));
+    let probe = std::process::Command::new(support::require("skopeo"))
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(
+        !probe.status.success(),
+        "a manifest was written although a blob failed"
+    );
+}
+
+#[test]
+fn credential_helper_from_docker_config_is_used() {
+    let reg = Registry::start(RegistryOptions {
+        htpasswd: true,
+        ..Default::default()
+    });
+    let work = tempfile::tempdir().unwrap();
+    write_layout(
+        &work.path().join("img"),
+        14,
+        &[3_000],
+        "linux",
+        "amd64",
+        "latest",
+    );
+    // A credential helper speaking Docker's protocol: host on stdin, JSON on stdout.
+    let bin = work.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-publishtest");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\nread host\n[ \"$1\" = get ] && [ \"$host\" = \"{}\" ] || exit 1\necho '{{\"ServerURL\":\"'$host'\",\"Username\":\"{USER}\",\"Secret\":\"{PASSWORD}\"}}'\n",
+            reg.host
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = work.path().join("docker");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(
+        config.join("config.json"),
+        format!(r#"{{"credHelpers":{{"{}":"publishtest"}}}}"#, reg.host),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = run(publish(work.path())
+        .args([
+            "push",
+            "oci:img",
+            &format!("docker://{}/ml/helper:v1", reg.host),
+            "--insecure",
+        ])
+        .env("DOCKER_CONFIG", &config)
+        .env("PATH", path));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(!stdout.contains(PASSWORD) && !stderr.contains(PASSWORD));
+}
+
+#[test]
+fn insecure_push_to_a_remote_host_is_a_usage_error() {
+    let work = tempfile::tempdir().unwrap();
+    write_layout(
+        &work.path().join("img"),
+        15,
+        &[100],
+        "linux",
+        "amd64",
+        "latest",
+    );
+    let out = run(publish(work.path()).args([
+        "push",
+        "oci:img",
+        "docker://registry.example.com/ml/x:v1",
+        "--insecure",
+    ]));
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr.contains("--insecure is only allowed for loopback registries"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn transient_server_errors_are_retried() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use support::http::{Response, Server};
+    // A registry stand-in whose first answer to each kind of request is a 503.
+    let failures = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    let f = failures.clone();
+    let server = Server::start(move |req| {
+        let kind = format!(
+            "{} {}",
+            req.method,
+            req.target.split('?').next().unwrap_or_default()
+        );
+        if seen.lock().unwrap().insert(kind) && req.method != "PUT" {
+            f.fetch_add(1, Ordering::SeqCst);
+            return Response::new(503).json(
+                &serde_json::json!({"errors": [{"code": "UNAVAILABLE", "message": "try again"}]}),
+            );
+        }
+        match req.method.as_str() {
+            "HEAD" => Response::new(404),
+            "POST" => Response::new(202).header("Location", "/v2/ml/r/blobs/uploads/u1?_state=x"),
+            "PUT" => Response::new(201),
+            _ => Response::new(200),
+        }
+    });
+    let work = tempfile::tempdir().unwrap();
+    write_layout(
+        &work.path().join("img"),
+        16,
+        &[1_000],
+        "linux",
+        "amd64",
+        "latest",
+    );
+    let out = run(publish(work.path()).args([
+        "push",
+        "oci:img",
+        &format!("docker://127.0.0.1:{}/ml/r:v1", server.port),
+        "--insecure",
+    ]));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        failures.load(Ordering::SeqCst) >= 3,
+        "the stand-in did not fail anything"
+    );
+    assert!(stderr.contains("retrying"), "retries are logged: {stderr}");
+}

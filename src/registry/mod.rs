@@ -203,11 +203,8 @@ impl Client {
     /// repository. Fails with `Unauthorized` when the credentials are refused.
     pub async fn authenticate(&self) -> Result<(), RegistryError> {
         let resp = self
-            .http
-            .get(self.url("v2/"))
-            .send()
-            .await
-            .map_err(|e| self.transport_error(e))?;
+            .with_retries(Method::GET, self.url("v2/"), |r| r, false)
+            .await?;
         if resp.status().is_success() {
             return Ok(());
         }
@@ -229,12 +226,13 @@ impl Client {
                 };
                 let header = cred.basic_header();
                 let resp = self
-                    .http
-                    .get(self.url("v2/"))
-                    .header(AUTHORIZATION, header.expose())
-                    .send()
-                    .await
-                    .map_err(|e| self.transport_error(e))?;
+                    .with_retries(
+                        Method::GET,
+                        self.url("v2/"),
+                        |r| r.header(AUTHORIZATION, header.expose()),
+                        false,
+                    )
+                    .await?;
                 if !resp.status().is_success() {
                     return Err(match self.api_error(resp).await {
                         RegistryError::Unauthorized { registry, .. } => {
@@ -292,11 +290,18 @@ impl Client {
                 &format!("repository:{}:pull,push", self.repository),
             );
         }
-        let mut req = self.http.get(url);
-        if let Some(cred) = &self.credential {
-            req = req.header(AUTHORIZATION, cred.basic_header().expose());
-        }
-        let resp = req.send().await.map_err(|e| self.transport_error(e))?;
+        let basic = self.credential.as_ref().map(Credential::basic_header);
+        let resp = self
+            .with_retries(
+                Method::GET,
+                url,
+                |r| match &basic {
+                    Some(b) => r.header(AUTHORIZATION, b.expose()),
+                    None => r,
+                },
+                false,
+            )
+            .await?;
         if resp.status() == StatusCode::UNAUTHORIZED || resp.status() == StatusCode::FORBIDDEN {
             let who = self
                 .credential
@@ -329,46 +334,71 @@ impl Client {
             })
     }
 
-    /// Sends a request built by `build`, with authorization, retrying transient failures and
-    /// re-authenticating once on 401. Only for requests whose body can be built again.
+    /// One try: builds the request, adds the current authorization when `auth`, and turns
+    /// 5xx and 429 answers into errors so they can be retried.
+    async fn attempt(
+        &self,
+        method: &Method,
+        url: &Url,
+        build: &impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+        auth: bool,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let mut req = build(self.http.request(method.clone(), url.clone()));
+        if auth && let Some(a) = self.authorization() {
+            req = req.header(AUTHORIZATION, a.expose());
+        }
+        tracing::debug!(%method, url = %url.path(), "registry request");
+        match req.send().await {
+            Ok(resp)
+                if resp.status().is_server_error()
+                    || resp.status() == StatusCode::TOO_MANY_REQUESTS =>
+            {
+                Err(self.api_error(resp).await)
+            }
+            Ok(resp) => Ok(resp),
+            Err(e) => Err(self.transport_error(e)),
+        }
+    }
+
+    /// Retries transient failures (5xx, 429, connection errors) with backoff. Only for
+    /// requests whose body can be built again.
+    async fn with_retries(
+        &self,
+        method: Method,
+        url: Url,
+        build: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+        auth: bool,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.attempt(&method, &url, &build, auth).await {
+                Err(error) if error.retryable() && attempt < self.retry.attempts => {
+                    let wait = self.retry.delay(attempt);
+                    tracing::warn!(registry = %self.registry, %error, ?wait, "retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Sends an authorized request, retrying transient failures and re-authenticating once
+    /// on 401 (tokens expire during long pushes).
     async fn send(
         &self,
         method: Method,
         url: Url,
         build: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, RegistryError> {
-        let mut reauthed = false;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let mut req = build(self.http.request(method.clone(), url.clone()));
-            if let Some(a) = self.authorization() {
-                req = req.header(AUTHORIZATION, a.expose());
-            }
-            tracing::debug!(%method, %url, attempt, "registry request");
-            let error = match req.send().await {
-                Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && !reauthed => {
-                    reauthed = true;
-                    self.authenticate().await?;
-                    attempt -= 1;
-                    continue;
-                }
-                Ok(resp)
-                    if resp.status().is_server_error()
-                        || resp.status() == StatusCode::TOO_MANY_REQUESTS =>
-                {
-                    self.api_error(resp).await
-                }
-                Ok(resp) => return Ok(resp),
-                Err(e) => self.transport_error(e),
-            };
-            if !(error.retryable() && attempt < self.retry.attempts) {
-                return Err(error);
-            }
-            let wait = self.retry.delay(attempt);
-            tracing::warn!(registry = %self.registry, %error, ?wait, "retrying");
-            tokio::time::sleep(wait).await;
+        let resp = self
+            .with_retries(method.clone(), url.clone(), &build, true)
+            .await?;
+        if resp.status() != StatusCode::UNAUTHORIZED {
+            return Ok(resp);
         }
+        self.authenticate().await?;
+        self.with_retries(method, url, &build, true).await
     }
 
     /// Whether the repository already has the blob.
@@ -440,7 +470,7 @@ impl Client {
             .append_pair("digest", digest.as_str());
 
         let reader = open().await.map_err(RegistryError::Source)?;
-        let (hashing, progress) = HashingReader::new(reader, digest.clone());
+        let (hashing, progress) = HashingReader::new(reader, digest.clone(), size);
         let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
             hashing,
             256 * 1024,
@@ -533,29 +563,31 @@ impl Progress {
     }
 }
 
-/// Hashes bytes as they are read; at the end, fails the stream if the digest differs, so the
-/// registry never receives a complete, wrong blob.
+/// Hashes bytes as they are read and fails the stream, before its last bytes go out, when
+/// the content does not match the digest; so the registry never completes a wrong blob.
+/// The check runs on reaching the expected size, because the HTTP client stops reading the
+/// body at `Content-Length` and may never see the end of the stream.
 struct HashingReader<R> {
     inner: R,
     hasher: Sha256,
     expected: Digest,
+    size: u64,
     read: u64,
     progress: Progress,
 }
 
 impl<R> HashingReader<R> {
-    fn new(inner: R, expected: Digest) -> (Self, Progress) {
+    fn new(inner: R, expected: Digest, size: u64) -> (Self, Progress) {
         let progress = Progress::default();
-        (
-            HashingReader {
-                inner,
-                hasher: Sha256::new(),
-                expected,
-                read: 0,
-                progress: progress.clone(),
-            },
-            progress,
-        )
+        let reader = HashingReader {
+            inner,
+            hasher: Sha256::new(),
+            expected,
+            size,
+            read: 0,
+            progress: progress.clone(),
+        };
+        (reader, progress)
     }
 }
 
@@ -567,30 +599,29 @@ impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                let new = &buf.filled()[before..];
-                this.read += new.len() as u64;
-                if new.is_empty() {
-                    let actual = Digest::from_sha256(&this.hasher.clone().finalize());
-                    if actual != this.expected {
-                        if let Ok(mut p) = this.progress.0.lock() {
-                            *p = (this.read, Some(actual));
-                        }
-                        return Poll::Ready(Err(std::io::Error::new(
-                            std::io::ErrorKind::InvalidData,
-                            "source digest mismatch",
-                        )));
-                    }
-                } else {
-                    this.hasher.update(new);
-                }
-                if let Ok(mut p) = this.progress.0.lock() {
-                    p.0 = this.read;
-                }
-                Poll::Ready(Ok(()))
-            }
-            other => other,
+        let Poll::Ready(result) = Pin::new(&mut this.inner).poll_read(cx, buf) else {
+            return Poll::Pending;
+        };
+        result?;
+        let new = &buf.filled()[before..];
+        this.read += new.len() as u64;
+        this.hasher.update(new);
+        let mismatch = if this.read >= this.size || new.is_empty() {
+            let actual = Digest::from_sha256(&this.hasher.clone().finalize());
+            (actual != this.expected || this.read != this.size).then_some(actual)
+        } else {
+            None
+        };
+        if let Ok(mut p) = this.progress.0.lock() {
+            *p = (this.read, mismatch.clone());
         }
+        if mismatch.is_some() {
+            buf.set_filled(before);
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "source digest mismatch",
+            )));
+        }
+        Poll::Ready(Ok(()))
     }
 }

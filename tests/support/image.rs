@@ -102,3 +102,60 @@ pub fn write_archive(layout: &Path, archive: &Path) {
     tar.append_dir_all(".", layout).unwrap();
     tar.finish().unwrap();
 }
+
+/// Writes an OCI layout whose one entry is an image index over one image per `(os, arch)`.
+/// Returns the index digest and the child images.
+pub fn write_index_layout(
+    dir: &Path,
+    seed: u64,
+    platforms: &[(&str, &str)],
+    ref_name: &str,
+) -> (String, Vec<TestImage>) {
+    let mut children = Vec::new();
+    let mut entries = Vec::new();
+    for (i, (os, arch)) in platforms.iter().enumerate() {
+        let child = write_layout(
+            dir,
+            seed * 10 + i as u64,
+            &[20_000 + i * 1000, 4_000],
+            os,
+            arch,
+            "unused",
+        );
+        let size = std::fs::metadata(
+            dir.join("blobs/sha256")
+                .join(&child.manifest_digest["sha256:".len()..]),
+        )
+        .unwrap()
+        .len();
+        entries.push(json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": child.manifest_digest, "size": size,
+            "platform": {"os": os, "architecture": arch}
+        }));
+        children.push(child);
+    }
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries
+    }))
+    .unwrap();
+    let index_digest = put(dir, &index);
+    let top = json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.index.v1+json", "digest": index_digest, "size": index.len(),
+            "annotations": {"org.opencontainers.image.ref.name": ref_name}
+        }]
+    });
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+    (index_digest, children)
+}
+
+/// Flips one byte of a blob, keeping its size: a corrupt source.
+pub fn corrupt_blob(dir: &Path, digest: &str) {
+    let p = dir.join("blobs/sha256").join(&digest["sha256:".len()..]);
+    let mut data = std::fs::read(&p).unwrap();
+    let mid = data.len() / 2;
+    data[mid] ^= 0xff;
+    std::fs::write(p, data).unwrap();
+}
