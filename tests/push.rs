@@ -497,3 +497,26 @@ fn transient_server_errors_are_retried() {
     );
     assert!(stderr.contains("retrying"), "retries are logged: {stderr}");
 }
+
+#[test]
+fn one_target_failing_while_another_succeeds_is_partial_exit_3() {
+    let reg = Registry::start(RegistryOptions::default());
+    let dead = support::free_port(); // nothing listens there
+    let work = tempfile::tempdir().unwrap();
+    let good = write_layout(&work.path().join("good"), 17, &[2_000], "linux", "amd64", "latest");
+    write_layout(&work.path().join("bad"), 18, &[2_000], "linux", "amd64", "latest");
+    let yaml = format!(
+        "version: 1\nregistries:\n  up:\n    kind: registry\n    repository: {}/ml\n    insecure: true\n  down:\n    kind: registry\n    repository: 127.0.0.1:{dead}/ml\n    insecure: true\nimages:\n  - name: good\n    source: oci:good\n    registries: [up]\n  - name: bad\n    source: oci:bad\n    registries: [down]\n",
+        reg.host
+    );
+    std::fs::write(work.path().join("publish.yaml"), yaml).unwrap();
+    let out = run(publish(work.path()).args(["run", "-o", "json"]));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{stdout}\n{stderr}");
+    let json: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["status"], "partial");
+    assert_eq!(json["images"][0]["targets"][0]["status"], "pushed");
+    assert_eq!(json["images"][0]["targets"][0]["digest"], good.manifest_digest);
+    assert_eq!(json["images"][1]["targets"][0]["status"], "failed");
+    assert!(json["images"][1]["targets"][0]["error"].as_str().unwrap().contains(&format!("127.0.0.1:{dead}")));
+}
