@@ -5,32 +5,18 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::{Value, json};
 use support::http::{Response, Server};
 use support::image::write_layout;
-use support::{PASSWORD, Registry, RegistryOptions, USER, publish, require, run, text};
+use support::{PASSWORD, Registry, RegistryOptions, USER, publish, run, text};
 
 /// Mints a registry token (RS256 JWT with the signing certificate in `x5c`) with openssl,
 /// granting pull and push on `repository`.
 fn mint_token(dir: &Path, repository: &str) -> String {
-    let openssl = require("openssl");
-    let run_ssl = |args: &[&str]| {
-        let out = Command::new(&openssl)
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
-    };
+    let run_ssl = |args: &[&str]| support::run_ok("openssl", args, dir);
     run_ssl(&[
         "req",
         "-x509",

@@ -33,13 +33,20 @@ fn run_json(dir: &Path, password: &str) -> (i32, Value, String) {
     (out.status.code().unwrap_or(-1), json, stderr)
 }
 
+fn inspect_ok(reg: &Registry, reference: &str, raw: bool) -> Value {
+    let out = reg.inspect(reference, raw);
+    assert!(
+        out.status.success(),
+        "skopeo inspect {reference}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// skopeo (a client nobody here wrote) sees our manifest digest and every layer, and can copy
 /// the image out again blob for blob.
 fn check_with_skopeo(reg: &Registry, image: &TestImage, reference: &str) {
-    let mut args = vec!["inspect".to_string()];
-    args.extend(reg.skopeo_flags(true));
-    args.push(format!("docker://{reference}"));
-    let info: Value = serde_json::from_slice(&skopeo(&args).stdout).unwrap();
+    let info = inspect_ok(reg, reference, false);
     assert_eq!(
         info["Digest"], image.manifest_digest,
         "manifest digest seen by skopeo"
@@ -262,13 +269,7 @@ fn wrong_password_exits_1_naming_the_registry_not_the_password() {
         "the password leaked: {stdout}\n{stderr}"
     );
     // Nothing was written.
-    let mut args = vec!["inspect".to_string()];
-    args.extend(reg.skopeo_flags(true));
-    args.push(format!("docker://{}/ml/app:v1", reg.host));
-    let probe = std::process::Command::new(support::require("skopeo"))
-        .args(&args)
-        .output()
-        .unwrap();
+    let probe = reg.inspect(&format!("{}/ml/app:v1", reg.host), false);
     assert!(!probe.status.success(), "a failed login must write nothing");
 }
 
@@ -299,10 +300,9 @@ fn pushes_a_multi_platform_index_children_first() {
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     let json: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(json["images"][0]["targets"][0]["digest"], index_digest);
-    let mut args = vec!["inspect".to_string(), "--raw".to_string()];
-    args.extend(reg.skopeo_flags(false));
-    args.push(format!("docker://{}/ml/multi:v1", reg.host));
-    let raw = skopeo(&args).stdout;
+    let raw = reg
+        .inspect(&format!("{}/ml/multi:v1", reg.host), true)
+        .stdout;
     assert_eq!(
         format!(
             "sha256:{}",
@@ -311,13 +311,11 @@ fn pushes_a_multi_platform_index_children_first() {
         index_digest
     );
     for (child, arch) in children.iter().zip(["amd64", "arm64"]) {
-        let mut args = vec!["inspect".to_string()];
-        args.extend(reg.skopeo_flags(false));
-        args.push(format!(
-            "docker://{}/ml/multi@{}",
-            reg.host, child.manifest_digest
-        ));
-        let info: Value = serde_json::from_slice(&skopeo(&args).stdout).unwrap();
+        let info = inspect_ok(
+            &reg,
+            &format!("{}/ml/multi@{}", reg.host, child.manifest_digest),
+            false,
+        );
         assert_eq!(
             info["Architecture"], arch,
             "the {arch} child is pushed by digest"
@@ -354,13 +352,7 @@ fn corrupt_source_blob_fails_and_writes_no_manifest() {
         stdout.contains(&image.layer_digests[1]) && stdout.contains("corrupt"),
         "{stdout}"
     );
-    let mut args = vec!["inspect".to_string(), "--raw".to_string()];
-    args.extend(reg.skopeo_flags(false));
-    args.push(format!("docker://{}/ml/bad:v1", reg.host));
-    let probe = std::process::Command::new(support::require("skopeo"))
-        .args(&args)
-        .output()
-        .unwrap();
+    let probe = reg.inspect(&format!("{}/ml/bad:v1", reg.host), true);
     assert!(
         !probe.status.success(),
         "a manifest was written although a blob failed"
@@ -503,8 +495,22 @@ fn one_target_failing_while_another_succeeds_is_partial_exit_3() {
     let reg = Registry::start(RegistryOptions::default());
     let dead = support::free_port(); // nothing listens there
     let work = tempfile::tempdir().unwrap();
-    let good = write_layout(&work.path().join("good"), 17, &[2_000], "linux", "amd64", "latest");
-    write_layout(&work.path().join("bad"), 18, &[2_000], "linux", "amd64", "latest");
+    let good = write_layout(
+        &work.path().join("good"),
+        17,
+        &[2_000],
+        "linux",
+        "amd64",
+        "latest",
+    );
+    write_layout(
+        &work.path().join("bad"),
+        18,
+        &[2_000],
+        "linux",
+        "amd64",
+        "latest",
+    );
     let yaml = format!(
         "version: 1\nregistries:\n  up:\n    kind: registry\n    repository: {}/ml\n    insecure: true\n  down:\n    kind: registry\n    repository: 127.0.0.1:{dead}/ml\n    insecure: true\nimages:\n  - name: good\n    source: oci:good\n    registries: [up]\n  - name: bad\n    source: oci:bad\n    registries: [down]\n",
         reg.host
@@ -516,7 +522,15 @@ fn one_target_failing_while_another_succeeds_is_partial_exit_3() {
     let json: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(json["status"], "partial");
     assert_eq!(json["images"][0]["targets"][0]["status"], "pushed");
-    assert_eq!(json["images"][0]["targets"][0]["digest"], good.manifest_digest);
+    assert_eq!(
+        json["images"][0]["targets"][0]["digest"],
+        good.manifest_digest
+    );
     assert_eq!(json["images"][1]["targets"][0]["status"], "failed");
-    assert!(json["images"][1]["targets"][0]["error"].as_str().unwrap().contains(&format!("127.0.0.1:{dead}")));
+    assert!(
+        json["images"][1]["targets"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("127.0.0.1:{dead}"))
+    );
 }

@@ -78,6 +78,8 @@ pub struct Registry {
     pub backend_port: u16,
     /// The CA certificate clients must trust, when TLS is on.
     pub ca: Option<PathBuf>,
+    /// Whether clients need `USER`/`PASSWORD`.
+    pub auth: bool,
     children: Vec<Child>,
 }
 
@@ -119,6 +121,7 @@ impl Registry {
             host: format!("127.0.0.1:{port}"),
             backend_port: port,
             ca: None,
+            auth: opts.htpasswd,
             children: vec![child],
             dir,
         };
@@ -133,19 +136,7 @@ impl Registry {
 
     fn start_nginx(&mut self) {
         let d = self.dir.path();
-        let openssl = require("openssl");
-        let run = |args: &[&str]| {
-            let out = Command::new(&openssl)
-                .args(args)
-                .current_dir(d)
-                .output()
-                .expect("openssl");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
+        let run = |args: &[&str]| run_ok("openssl", args, d);
         run(&[
             "req",
             "-x509",
@@ -270,6 +261,20 @@ http {{
         Some(dir)
     }
 
+    /// `skopeo inspect [--raw] docker://REFERENCE` against this registry; success not required.
+    pub fn inspect(&self, reference: &str, raw: bool) -> Output {
+        let mut args = vec!["inspect".to_string()];
+        if raw {
+            args.push("--raw".to_string());
+        }
+        args.extend(self.skopeo_flags(self.auth));
+        args.push(format!("docker://{reference}"));
+        Command::new(require("skopeo"))
+            .args(&args)
+            .output()
+            .expect("run skopeo")
+    }
+
     /// skopeo's transport flags for this registry (TLS or not, credentials).
     pub fn skopeo_flags(&self, creds: bool) -> Vec<String> {
         let mut f = match self.skopeo_cert_dir() {
@@ -316,15 +321,22 @@ pub fn text(out: &Output) -> (String, String) {
     )
 }
 
-pub fn skopeo(args: &[String]) -> Output {
-    let out = Command::new(require("skopeo"))
+/// Runs a tool (which must succeed) in `dir` and returns its stdout.
+pub fn run_ok(tool: &str, args: &[&str], dir: &Path) -> Vec<u8> {
+    let out = Command::new(require(tool))
         .args(args)
+        .current_dir(dir)
         .output()
-        .expect("run skopeo");
+        .expect("run tool");
     assert!(
         out.status.success(),
-        "skopeo {args:?} failed: {}",
+        "{tool} {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    out
+    out.stdout
+}
+
+pub fn skopeo(args: &[String]) -> Vec<u8> {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_ok("skopeo", &args, Path::new("."))
 }
