@@ -102,6 +102,45 @@ impl fmt::Display for ByteSize {
     }
 }
 
+impl ByteSize {
+    pub fn gb(self) -> f64 {
+        self.0 as f64 / 1e9
+    }
+}
+
+impl FromStr for ByteSize {
+    type Err = String;
+    /// `1.2GB`, `500 MB`, `10GiB`, `1024`: decimal units (kB, MB, GB, TB) and binary ones
+    /// (KiB, MiB, GiB, TiB); a bare number is bytes.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let value: f64 = num
+            .parse()
+            .map_err(|_| format!("{s:?} is not a size: write e.g. 500MB, 1.2GB or 10GiB"))?;
+        let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1.0,
+            "k" | "kb" => 1e3,
+            "m" | "mb" => 1e6,
+            "g" | "gb" => 1e9,
+            "t" | "tb" => 1e12,
+            "kib" => 1024.0,
+            "mib" => 1024.0 * 1024.0,
+            "gib" => 1024.0 * 1024.0 * 1024.0,
+            "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+            other => {
+                return Err(format!(
+                    "unknown size unit {other:?} in {s:?}: use B, kB, MB, GB, TB, KiB, MiB, GiB or TiB"
+                ));
+            }
+        };
+        Ok(ByteSize((value * mult).round() as u64))
+    }
+}
+
 /// A secret string (password, token). `Debug` and `Display` print `***`; only
 /// [`Secret::expose`] reveals it, and only code that puts it on the wire calls that.
 #[derive(Clone, PartialEq, Eq)]
@@ -143,6 +182,22 @@ mod tests {
         let d = Digest::of(b"hello");
         assert_eq!(d.as_str().parse::<Digest>().unwrap(), d);
         assert_eq!(d.hex().len(), 64);
+    }
+
+    #[test]
+    fn byte_size_parses_units() {
+        assert_eq!(
+            "1.2GB".parse::<ByteSize>().unwrap(),
+            ByteSize(1_200_000_000)
+        );
+        assert_eq!("500 MB".parse::<ByteSize>().unwrap(), ByteSize(500_000_000));
+        assert_eq!(
+            "10000MiB".parse::<ByteSize>().unwrap(),
+            ByteSize(10_485_760_000)
+        );
+        assert_eq!("42".parse::<ByteSize>().unwrap(), ByteSize(42));
+        assert!("12 parsecs".parse::<ByteSize>().is_err());
+        assert!("GB".parse::<ByteSize>().is_err());
     }
 
     #[test]

@@ -14,10 +14,10 @@ use serde::Serialize;
 
 pub use diag::{Diagnostic, Diagnostics};
 pub use located::Located;
-pub use model::{Policy, RegistryKind, Visibility};
+pub use model::{Billing, Policy, PublishTo, RegistryKind, Visibility};
 
 use crate::reference::{self, is_loopback_host};
-use crate::types::Platform;
+use crate::types::{ByteSize, Platform};
 
 /// The values tag templates see: `git.*` and `env.*`.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -43,6 +43,8 @@ pub struct GitContext {
 pub struct Resolved {
     pub file: String,
     pub images: Vec<ResolvedImage>,
+    /// The CI runner's upload rate, bytes per second, when the policy gives it.
+    pub upload_rate: Option<ByteSize>,
 }
 
 #[derive(Debug, Clone)]
@@ -58,6 +60,12 @@ pub struct ResolvedImage {
     pub platforms_at: (u64, u64),
     /// Candidate registries in order of preference.
     pub candidates: Vec<ResolvedRegistry>,
+    pub publish_to: PublishTo,
+    pub pulls_per_month: Option<u64>,
+    pub region: Option<String>,
+    /// Where the image's entry starts (its `name`), for errors about the image as a whole.
+    pub at: (u64, u64),
+    pub index: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -71,6 +79,31 @@ pub struct ResolvedRegistry {
     pub insecure: bool,
     pub ca_file: Option<PathBuf>,
     pub credentials: Option<CredentialRef>,
+    /// The plan named in the policy (checked against the catalog by the selection stage).
+    pub tier: Option<Located<String>>,
+    pub billing: Billing,
+    pub limits: LimitOverrides,
+    pub used: GivenUsage,
+    pub region: Option<String>,
+}
+
+/// Catalog facts the policy overrides for one registry.
+#[derive(Debug, Clone, Default)]
+pub struct LimitOverrides {
+    pub storage: Option<ByteSize>,
+    pub transfer: Option<ByteSize>,
+    pub max_layer: Option<ByteSize>,
+    pub private_repositories: Option<u32>,
+    pub private: Option<bool>,
+    pub cost_per_month: Option<f64>,
+}
+
+/// Usage the policy states for one registry.
+#[derive(Debug, Clone, Default)]
+pub struct GivenUsage {
+    pub storage: Option<ByteSize>,
+    pub transfer: Option<ByteSize>,
+    pub private_repositories: Option<u32>,
 }
 
 impl ResolvedRegistry {
@@ -365,12 +398,29 @@ pub fn resolve(
             platforms,
             platforms_at,
             candidates,
+            publish_to: img.publish_to.as_ref().map(|p| p.value).unwrap_or_default(),
+            pulls_per_month: img.pulls_per_month.as_ref().map(|p| p.value),
+            region: img.region.as_ref().map(|r| r.value.clone()),
+            at: (img.name.line, img.name.col),
+            index: i,
         });
+    }
+    let upload_rate = policy.upload_rate.as_ref().map(|r| r.value.0);
+    if let Some(r) = &policy.upload_rate
+        && r.value.0 == ByteSize(0)
+    {
+        c.err(
+            r,
+            "upload_rate",
+            "an upload rate of 0 never finishes",
+            Some("write the runner's upload rate per second, e.g. 20MB".into()),
+        );
     }
     if c.out.is_empty() {
         Ok(Resolved {
             file: file.to_string(),
             images,
+            upload_rate,
         })
     } else {
         Err(Diagnostics(c.out))
@@ -489,6 +539,29 @@ fn resolve_registry(
             field: format!("{field}.credentials.password_env"),
         }
     });
+    if let Some(b) = &r.billing
+        && *r.kind != RegistryKind::Ghcr
+    {
+        c.err(
+            b,
+            format!("{field}.billing"),
+            format!("billing applies to ghcr only, not {}", r.kind.as_str()),
+            None,
+        );
+    }
+    let limits = r.limits.clone().unwrap_or_default();
+    if let Some(cost) = &limits.cost_per_month
+        && !(cost.value >= 0.0 && cost.value.is_finite())
+    {
+        c.err(
+            cost,
+            format!("{field}.limits.cost_per_month"),
+            "a monthly cost is a number of USD, 0 or more",
+            None,
+        );
+    }
+    let size = |s: &Option<Located<model::Size>>| s.as_ref().map(|s| s.value.0);
+    let used = r.used.clone().unwrap_or_default();
     (c.out.len() == before).then(|| ResolvedRegistry {
         id: id.to_string(),
         kind: *r.kind,
@@ -497,6 +570,22 @@ fn resolve_registry(
         insecure: *r.insecure,
         ca_file,
         credentials,
+        tier: r.tier.clone(),
+        billing: r.billing.as_ref().map(|b| b.value).unwrap_or_default(),
+        limits: LimitOverrides {
+            storage: size(&limits.storage),
+            transfer: size(&limits.transfer),
+            max_layer: size(&limits.max_layer),
+            private_repositories: limits.private_repositories.as_ref().map(|p| p.value),
+            private: limits.private.as_ref().map(|p| p.value),
+            cost_per_month: limits.cost_per_month.as_ref().map(|p| p.value),
+        },
+        used: GivenUsage {
+            storage: size(&used.storage),
+            transfer: size(&used.transfer),
+            private_repositories: used.private_repositories.as_ref().map(|p| p.value),
+        },
+        region: r.region.as_ref().map(|r| r.value.clone()),
     })
 }
 

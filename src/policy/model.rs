@@ -9,6 +9,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::located::Located;
+use crate::types::ByteSize;
 
 /// A `publish.yaml` policy: which images to publish, to which registries.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -23,6 +24,109 @@ pub struct Policy {
     /// The images to publish.
     #[serde(default)]
     pub images: Vec<Image>,
+    /// How fast the CI runner uploads, per second (e.g. `20MB`): checks layers against upload
+    /// time limits such as GHCR's 10 minutes. Unknown when not given.
+    #[serde(default)]
+    pub upload_rate: Option<Located<Size>>,
+}
+
+/// A size: `500MB`, `1.2GB`, `10GiB`, or a number of bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub ByteSize);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Size;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a size such as 500MB, 1.2GB or 10GiB")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Size, E> {
+                Ok(Size(ByteSize(v)))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Size, E> {
+                u64::try_from(v)
+                    .map(|v| Size(ByteSize(v)))
+                    .map_err(|_| E::custom("a size cannot be negative"))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Size, E> {
+                v.parse().map(Size).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for Size {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Size".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A size: 500MB, 1.2GB, 10GiB (decimal kB/MB/GB/TB or binary KiB/MiB/GiB/TiB), or a number of bytes.",
+            "anyOf": [
+                {"type": "string", "pattern": "^\\s*[0-9.]+\\s*([kKmMgGtT]i?[bB]?|[bB])?\\s*$"},
+                {"type": "integer", "minimum": 0}
+            ]
+        })
+    }
+}
+
+/// Facts about a registry that override the built-in catalog (paid plans, self-hosted disks).
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Storage available (free quota, or the disk of a self-hosted registry).
+    #[serde(default)]
+    pub storage: Option<Located<Size>>,
+    /// Transfer (egress) available per month.
+    #[serde(default)]
+    pub transfer: Option<Located<Size>>,
+    /// Largest layer the registry accepts.
+    #[serde(default)]
+    pub max_layer: Option<Located<Size>>,
+    /// How many private repositories the plan allows.
+    #[serde(default)]
+    pub private_repositories: Option<Located<u32>>,
+    /// Whether private images are allowed at all.
+    #[serde(default)]
+    pub private: Option<Located<bool>>,
+    /// Fixed monthly cost in USD (e.g. the VPS of a self-hosted registry); default 0.
+    #[serde(default)]
+    pub cost_per_month: Option<Located<f64>>,
+}
+
+/// Usage already spent this month on a registry, for what `publish` cannot measure.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Used {
+    #[serde(default)]
+    pub storage: Option<Located<Size>>,
+    #[serde(default)]
+    pub transfer: Option<Located<Size>>,
+    #[serde(default)]
+    pub private_repositories: Option<Located<u32>>,
+}
+
+/// How GHCR's private quota is treated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Billing {
+    /// Use the documented quota as the limit (default): no surprise bill the day billing starts.
+    #[default]
+    Documented,
+    /// Rely on GitHub not billing container storage and transfer today.
+    CurrentlyFree,
+}
+
+/// Mirror to every eligible candidate, or push to the cheapest one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PublishTo {
+    #[default]
+    Best,
+    All,
 }
 
 /// One candidate registry.
@@ -43,6 +147,22 @@ pub struct Registry {
     /// helpers) is consulted for the registry's host.
     #[serde(default)]
     pub credentials: Option<Credentials>,
+    /// The plan the account is on: ghcr free | pro | team | enterprise; dockerhub personal |
+    /// pro | team | business; ecr-public free; registry self-hosted. Decides the free-tier facts.
+    #[serde(default)]
+    pub tier: Option<Located<String>>,
+    /// GHCR: `documented` (default) or `currently-free`.
+    #[serde(default)]
+    pub billing: Option<Located<Billing>>,
+    /// Overrides of the built-in facts for this registry.
+    #[serde(default)]
+    pub limits: Option<Limits>,
+    /// Usage already spent, for what cannot be measured.
+    #[serde(default)]
+    pub used: Option<Used>,
+    /// Where the registry serves from (e.g. `eu-west`), compared with images' `region` hints.
+    #[serde(default)]
+    pub region: Option<Located<String>>,
 }
 
 impl Default for Located<bool> {
@@ -108,6 +228,15 @@ pub struct Image {
     /// Candidate registry ids, in order of preference (default: every registry, in file order).
     #[serde(default)]
     pub registries: Option<Vec<Located<String>>>,
+    /// `best`: push to the cheapest eligible candidate; `all`: mirror to every eligible one.
+    #[serde(default)]
+    pub publish_to: Option<Located<PublishTo>>,
+    /// Expected pulls a month (each pulling the whole image, the worst case): checks free transfer.
+    #[serde(default)]
+    pub pulls_per_month: Option<Located<u64>>,
+    /// Where the image runs, e.g. the RunPod data centre region (`EU-RO-1`).
+    #[serde(default)]
+    pub region: Option<Located<String>>,
 }
 
 fn default_tags() -> Vec<Located<String>> {

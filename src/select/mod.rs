@@ -1,0 +1,431 @@
+//! Registry selection: a pure function from an image's facts, its candidate registries (with
+//! the catalog's facts and the policy's overrides) and the usage already spent, to a verdict
+//! per candidate with every reason, quoting the numbers. No network, no clock.
+
+pub mod catalog;
+
+use serde::Serialize;
+
+use crate::policy::{Billing, LimitOverrides, PublishTo, RegistryKind, Visibility};
+use crate::types::ByteSize;
+use catalog::{Limit, Overage, Tier};
+
+/// What the engine knows about the image.
+#[derive(Debug, Clone)]
+pub struct ImageFacts {
+    pub total: ByteSize,
+    pub largest_layer: ByteSize,
+    pub visibility: Visibility,
+    pub pulls_per_month: Option<u64>,
+    pub region: Option<String>,
+}
+
+/// One candidate registry as the engine sees it.
+#[derive(Debug, Clone)]
+pub struct Candidate<'a> {
+    pub id: &'a str,
+    pub tier: &'a Tier,
+    pub overrides: &'a LimitOverrides,
+    pub billing: Billing,
+    pub region: Option<&'a str>,
+    pub usage: Usage,
+}
+
+/// Usage already spent on a registry; `None` is unknown, never guessed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Usage {
+    pub storage: Option<ByteSize>,
+    pub transfer: Option<ByteSize>,
+    pub private_repositories: Option<u32>,
+    /// How the numbers were obtained: `measured`, `policy`, or `unknown`.
+    pub source: &'static str,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VerdictKind {
+    Selected,
+    Eligible,
+    Rejected,
+}
+
+/// Room left on one free-tier limit after this image.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Margin {
+    pub limit: String,
+    pub free: ByteSize,
+    /// Free bytes left after this image; `None` when usage is unknown.
+    pub left: Option<ByteSize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Verdict {
+    pub registry: String,
+    pub kind: RegistryKind,
+    pub tier: &'static str,
+    pub label: &'static str,
+    pub verdict: VerdictKind,
+    pub reasons: Vec<String>,
+    /// Estimated USD a month for this image (absent when rejected).
+    pub cost: Option<f64>,
+    /// False when something unknown (usage already spent, pulls a month) could make this
+    /// candidate cost more or stop fitting; such a candidate ranks after an exact one at
+    /// equal cost.
+    pub cost_exact: bool,
+    pub margins: Vec<Margin>,
+    /// What would make a rejected candidate fit.
+    pub fixes: Vec<String>,
+}
+
+struct Eval {
+    reasons: Vec<String>,
+    fixes: Vec<String>,
+    rejected: bool,
+    cost: f64,
+    exact: bool,
+    margins: Vec<Margin>,
+}
+
+impl Eval {
+    fn reject(&mut self, reason: String, fix: String) {
+        self.rejected = true;
+        self.reasons.push(reason);
+        self.fixes.push(fix);
+    }
+}
+
+fn mb_per_s(rate: ByteSize) -> String {
+    format!("{:.1} MB/s", rate.0 as f64 / 1e6)
+}
+
+fn usd(x: f64) -> String {
+    format!("${x:.2}")
+}
+
+/// Evaluates every candidate, then marks the winner(s): the cheapest eligible one, ties broken
+/// by the order of preference (`publish_to: best`), or every eligible one (`all`).
+pub fn select(
+    image: &ImageFacts,
+    candidates: &[Candidate],
+    upload_rate: Option<ByteSize>,
+    publish_to: PublishTo,
+) -> Vec<Verdict> {
+    let mut verdicts: Vec<Verdict> = candidates
+        .iter()
+        .map(|c| evaluate(image, c, upload_rate))
+        .collect();
+    let mut order: Vec<usize> = (0..verdicts.len())
+        .filter(|&i| verdicts[i].verdict == VerdictKind::Eligible)
+        .collect();
+    order.sort_by(|&a, &b| {
+        let (va, vb) = (&verdicts[a], &verdicts[b]);
+        va.cost
+            .unwrap_or(f64::MAX)
+            .total_cmp(&vb.cost.unwrap_or(f64::MAX))
+            .then(vb.cost_exact.cmp(&va.cost_exact))
+            .then(a.cmp(&b))
+    });
+    let winners: Vec<usize> = match publish_to {
+        PublishTo::Best => order.first().copied().into_iter().collect(),
+        PublishTo::All => order.clone(),
+    };
+    for (rank, &i) in order.iter().enumerate() {
+        let v = &mut verdicts[i];
+        let cost = v.cost.map(usd).unwrap_or_default();
+        let est = if v.cost_exact { "" } else { " at least" };
+        if winners.contains(&i) {
+            v.verdict = VerdictKind::Selected;
+            let why = match publish_to {
+                PublishTo::All => format!(
+                    "selected: eligible, and publish_to: all mirrors to every eligible registry ({est}{cost}/month)"
+                ),
+                PublishTo::Best if order.len() == 1 => {
+                    format!("selected: the only eligible candidate ({est}{cost}/month)")
+                }
+                PublishTo::Best => format!(
+                    "selected: cheapest eligible ({est}{cost}/month); ties go to the earlier candidate in the order of preference"
+                ),
+            };
+            v.reasons.insert(0, why);
+        } else {
+            v.reasons.insert(
+                0,
+                format!(
+                    "eligible but not chosen: rank {} of {} ({est}{cost}/month)",
+                    rank + 1,
+                    order.len()
+                ),
+            );
+        }
+    }
+    verdicts
+}
+
+fn evaluate(image: &ImageFacts, c: &Candidate, upload_rate: Option<ByteSize>) -> Verdict {
+    let t = c.tier;
+    let o = c.overrides;
+    let name = t.label;
+    let private = image.visibility == Visibility::Private;
+    let mut e = Eval {
+        reasons: Vec::new(),
+        fixes: Vec::new(),
+        rejected: false,
+        cost: 0.0,
+        exact: true,
+        margins: Vec::new(),
+    };
+
+    // Privacy.
+    let private_allowed = o.private.unwrap_or(t.private_allowed.value);
+    if private && !private_allowed {
+        e.reject(
+            format!("{name} hosts public images only; this image is private"),
+            "make the image public (visibility: public), or list a registry that allows private images".into(),
+        );
+    }
+    if private && private_allowed {
+        let limit = o.private_repositories.or(t.private_repositories.value);
+        match (limit, c.usage.private_repositories) {
+            (Some(n), Some(used)) if used >= n => e.reject(
+                format!(
+                    "{name} allows {n} private repositor{}; {used} already in use",
+                    if n == 1 { "y" } else { "ies" }
+                ),
+                "delete a private repository there, or set tier: pro".into(),
+            ),
+            (Some(n), Some(used)) => e.reasons.push(format!(
+                "private repositories: {used} of {n} in use, this one makes {}",
+                used + 1
+            )),
+            (Some(n), None) => {
+                e.exact = false;
+                e.reasons.push(format!(
+                    "{name} allows {n} private repositor{}; how many are in use is unknown (set used.private_repositories)",
+                    if n == 1 { "y" } else { "ies" }
+                ));
+            }
+            (None, _) => {}
+        }
+    }
+
+    // Layer size.
+    if let Some(max) = o.max_layer.or(t.max_layer.value) {
+        if image.largest_layer > max {
+            e.reject(
+                format!(
+                    "largest layer {} exceeds {name}'s {max} per-layer limit",
+                    image.largest_layer
+                ),
+                format!(
+                    "split layers below {max} (model weights can live on a RunPod network volume)"
+                ),
+            );
+        } else {
+            e.reasons.push(format!(
+                "largest layer {} is within the {max} per-layer limit",
+                image.largest_layer
+            ));
+        }
+    }
+
+    // Upload time.
+    if let Some(secs) = t.upload_timeout_secs.value {
+        match upload_rate {
+            Some(rate) => {
+                let needed = image.largest_layer.0 as f64 / rate.0 as f64;
+                let max_layer = ByteSize(rate.0.saturating_mul(secs));
+                if needed > secs as f64 {
+                    e.reject(
+                        format!(
+                            "largest layer {} takes {:.0} min at {}, over {name}'s {}-minute upload limit",
+                            image.largest_layer,
+                            needed / 60.0,
+                            mb_per_s(rate),
+                            secs / 60
+                        ),
+                        format!("keep layers under {max_layer} (what uploads in {} min at {})", secs / 60, mb_per_s(rate)),
+                    );
+                } else {
+                    e.reasons.push(format!("largest layer uploads in {:.0} s at {}, within the {}-minute limit", needed, mb_per_s(rate), secs / 60));
+                }
+            }
+            None => e.reasons.push(format!("{name} ends uploads after {} minutes; upload_rate is not given, so this is not checked", secs / 60)),
+        }
+    }
+
+    // Storage and transfer quotas.
+    let ghcr_free_today = t.kind == RegistryKind::Ghcr && c.billing == Billing::CurrentlyFree;
+    let (storage_fact, transfer_fact) = if private {
+        (t.private_storage, t.private_transfer)
+    } else {
+        (t.public_storage, t.public_transfer)
+    };
+    let mut storage = o.storage.map_or(storage_fact.value, |free| Limit::Quota {
+        free,
+        over: Overage::Blocked,
+    });
+    let mut transfer = o.transfer.map_or(transfer_fact.value, |free| Limit::Quota {
+        free,
+        over: Overage::Blocked,
+    });
+    if private && let Some(note) = &t.not_billed_today {
+        if ghcr_free_today && o.storage.is_none() && o.transfer.is_none() {
+            storage = Limit::Unlimited;
+            transfer = Limit::Unlimited;
+            e.reasons.push(format!("billing: currently-free: relying on this ({}): the documented private quota is not applied", note.value));
+        } else if matches!(storage, Limit::Quota { .. }) {
+            e.reasons.push(format!(
+                "the documented private quota is applied although {} (billing: currently-free opts out)",
+                note.value.trim_start_matches("GitHub says ")
+            ));
+        }
+    }
+    let scope = if private { "private" } else { "public" };
+    quota_check(
+        &mut e,
+        name,
+        &format!("{scope} storage"),
+        storage,
+        image.total,
+        c.usage.storage,
+        "storage used",
+    );
+    let monthly = image
+        .pulls_per_month
+        .map(|p| ByteSize(image.total.0.saturating_mul(p)));
+    match (transfer, monthly) {
+        (Limit::Unlimited, _) => {}
+        (Limit::Quota { free, .. }, None) => {
+            e.exact = false;
+            e.reasons.push(format!("{scope} transfer: {free} free a month; pulls_per_month is not given, so this is not checked"));
+        }
+        (limit, Some(m)) => {
+            let pulls = image.pulls_per_month.unwrap_or(0);
+            let label = format!("{scope} transfer ({pulls} pulls × {} a month)", image.total);
+            quota_check(
+                &mut e,
+                name,
+                &label,
+                limit,
+                m,
+                c.usage.transfer,
+                "transfer used this month",
+            );
+        }
+    }
+
+    // Pull rate and region: information, not reasons to reject.
+    if let Some((n, window, per)) = t.anonymous_pull_rate.value {
+        let window = if window % 3600 == 0 {
+            format!("{} h", window / 3600)
+        } else {
+            format!("{window} s")
+        };
+        e.reasons.push(format!("anonymous pulls are limited to {n} per {window} per {per}: give RunPod credentials to pull past it"));
+    }
+    if let (Some(want), Some(have)) = (&image.region, c.region)
+        && !want.eq_ignore_ascii_case(have)
+    {
+        e.reasons
+            .push(format!("serves from {have}, the image runs in {want}"));
+    }
+    if let Some(fixed) = o.cost_per_month {
+        e.cost += fixed;
+        e.reasons.push(format!(
+            "fixed cost {}/month (limits.cost_per_month)",
+            usd(fixed)
+        ));
+    }
+
+    Verdict {
+        registry: c.id.to_string(),
+        kind: t.kind,
+        tier: t.name,
+        label: t.label,
+        verdict: if e.rejected {
+            VerdictKind::Rejected
+        } else {
+            VerdictKind::Eligible
+        },
+        cost: (!e.rejected).then_some(e.cost),
+        cost_exact: e.exact,
+        reasons: e.reasons,
+        margins: e.margins,
+        fixes: e.fixes,
+    }
+}
+
+/// Checks `need` against a quota, given what is already used (`None`: unknown).
+fn quota_check(
+    e: &mut Eval,
+    name: &str,
+    what: &str,
+    limit: Limit,
+    need: ByteSize,
+    used: Option<ByteSize>,
+    used_key: &str,
+) {
+    let Limit::Quota { free, over } = limit else {
+        return;
+    };
+    let Some(used) = used else {
+        e.exact = false;
+        e.margins.push(Margin {
+            limit: margin_label(what),
+            free,
+            left: None,
+        });
+        if need > free {
+            match over {
+                Overage::Blocked => e.reject(
+                    format!("{what}: {need} needed exceeds the {free} {name} allows, whatever is already used"),
+                    format!("make the image smaller than {free}, raise limits, or choose a paid tier"),
+                ),
+                Overage::Billed { usd_per_gb } => {
+                    e.cost += (need.gb() - free.gb()) * usd_per_gb;
+                    e.reasons.push(format!("{what}: {need} needed, over the {free} free at {}/GB; usage is unknown", usd(usd_per_gb)));
+                }
+            }
+        } else {
+            e.reasons.push(format!("{what}: {need} needed of {free} free; usage is unknown, so the margin is too (set used.{})", used_key.split(' ').next().unwrap_or("storage")));
+        }
+        return;
+    };
+    let left = ByteSize(free.0.saturating_sub(used.0));
+    if need <= left {
+        let after = ByteSize(left.0 - need.0);
+        e.margins.push(Margin {
+            limit: margin_label(what),
+            free,
+            left: Some(after),
+        });
+        e.reasons.push(format!(
+            "{what}: {need} fits the {left} left of {free} free ({after} left after)"
+        ));
+        return;
+    }
+    e.margins.push(Margin {
+        limit: margin_label(what),
+        free,
+        left: Some(ByteSize(0)),
+    });
+    let over_by = ByteSize(need.0 - left.0);
+    match over {
+        Overage::Blocked => e.reject(
+            format!("{what}: {need} needed but only {left} of {free} is left ({used} {used_key}); {name} refuses usage past it"),
+            format!("free {over_by} there, raise limits, or choose a paid tier"),
+        ),
+        Overage::Billed { usd_per_gb } => {
+            e.cost += over_by.gb() * usd_per_gb;
+            e.reasons.push(format!("{what}: {over_by} over the {free} free, billed at {}/GB", usd(usd_per_gb)));
+        }
+    }
+}
+
+/// `private transfer (3 pulls × 1 GB a month)` → `private transfer`.
+fn margin_label(what: &str) -> String {
+    what.split(" (").next().unwrap_or(what).to_string()
+}
+
+#[cfg(test)]
+mod tests;
