@@ -6,12 +6,14 @@ use std::process::Command;
 
 use crate::http::RetryPolicy;
 use crate::image::{Image, Transport};
-use crate::plan::{self, Plan};
+use crate::plan::{self, MeasuredUsage, Plan};
+use crate::policy::RegistryKind;
 use crate::policy::{self, Diagnostic, Diagnostics, GitContext, Resolved, TemplateContext};
 use crate::push::{self, Destination};
 use crate::reference::Reference;
-use crate::registry::{Credential, Endpoint, auth};
+use crate::registry::{Client, Credential, Endpoint, auth, usage};
 use crate::report::{self, ImageOutcome, RunReport};
+use crate::select::Usage;
 use crate::types::Secret;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -21,10 +23,16 @@ pub enum Output {
     Json,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct PolicyArgs {
     pub policy: PathBuf,
     pub output: Output,
+    /// Measure usage already spent on registries that allow it (read-only requests).
+    pub measure: bool,
+    /// Print a GitHub Actions matrix (one entry per image and selected registry).
+    pub matrix: bool,
+    /// Run one entry: `IMAGE` or `IMAGE@REGISTRY`.
+    pub only: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -78,12 +86,9 @@ pub async fn execute(request: Request) -> anyhow::Result<Exit> {
         }
         Request::Check(args) => {
             let (resolved, images) = load(&args.policy)?;
-            plan::build(&resolved, &images)?;
+            plan::build(&resolved, &images, &MeasuredUsage::new())?;
             if args.output == Output::Json {
-                println!(
-                    "{}",
-                    report::json(&serde_json::json!({"status": "ok", "policy": resolved.file}))
-                );
+                println!("{}", report::json(&serde_json::json!({"status": "ok", "policy": resolved.file})));
             } else {
                 println!("{}: ok ({} images)", resolved.file, resolved.images.len());
             }
@@ -91,13 +96,22 @@ pub async fn execute(request: Request) -> anyhow::Result<Exit> {
         }
         Request::Plan(args) => {
             let (resolved, images) = load(&args.policy)?;
-            let plan = plan::build(&resolved, &images)?;
-            print_plan(&plan, args.output);
+            let measured = if args.measure { measure_usage(&resolved, true).await } else { MeasuredUsage::new() };
+            let plan = plan::build(&resolved, &images, &measured)?;
+            if args.matrix {
+                println!("{}", report::json(&matrix(&plan)));
+            } else {
+                print_plan(&plan, args.output);
+            }
             Ok(Exit::Success)
         }
         Request::Run(args) => {
             let (resolved, images) = load(&args.policy)?;
-            let plan = plan::build(&resolved, &images)?;
+            let measured = measure_usage(&resolved, false).await;
+            let mut plan = plan::build(&resolved, &images, &measured)?;
+            if let Some(only) = &args.only {
+                restrict(&mut plan, only)?;
+            }
             let credentials = preflight_credentials(&plan, &resolved)?;
             let report = run_plan(&plan, &images, credentials).await;
             print_report(&report, args.output);
@@ -132,10 +146,7 @@ fn exit_for_report(report: &RunReport) -> Exit {
 /// Loads, resolves and opens everything the policy names; all offline.
 pub fn load(path: &Path) -> anyhow::Result<(Resolved, Vec<Image>)> {
     let (policy, file) = policy::load(path)?;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let ctx = template_context(dir);
     let resolved = policy::resolve(&policy, &file, dir, &ctx)?;
     let images = plan::open_sources(&resolved)?;
@@ -146,20 +157,12 @@ pub fn load(path: &Path) -> anyhow::Result<(Resolved, Vec<Image>)> {
 fn template_context(dir: &Path) -> TemplateContext {
     let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
     let git_out = |args: &[&str]| -> Option<String> {
-        let out = Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(args)
-            .stderr(std::process::Stdio::null())
-            .output()
-            .ok()?;
+        let out =
+            Command::new("git").arg("-C").arg(dir).args(args).stderr(std::process::Stdio::null()).output().ok()?;
         let s = String::from_utf8(out.stdout).ok()?.trim().to_string();
         (out.status.success() && !s.is_empty()).then_some(s)
     };
-    let sha = env
-        .get("GITHUB_SHA")
-        .cloned()
-        .or_else(|| git_out(&["rev-parse", "HEAD"]));
+    let sha = env.get("GITHUB_SHA").cloned().or_else(|| git_out(&["rev-parse", "HEAD"]));
     let ref_type = env.get("GITHUB_REF_TYPE").map(String::as_str);
     let ref_name = env.get("GITHUB_REF_NAME").cloned();
     let branch = match ref_type {
@@ -173,23 +176,12 @@ fn template_context(dir: &Path) -> TemplateContext {
         None => git_out(&["describe", "--tags", "--exact-match"]),
     };
     let short_sha = sha.as_ref().map(|s| s.chars().take(7).collect());
-    TemplateContext {
-        git: GitContext {
-            sha,
-            short_sha,
-            branch,
-            tag,
-        },
-        env,
-    }
+    TemplateContext { git: GitContext { sha, short_sha, branch, tag }, env }
 }
 
 /// Reads every credential the plan needs from the environment before anything is contacted;
 /// a variable that is not set is a policy error (exit 2).
-fn preflight_credentials(
-    plan: &Plan,
-    resolved: &Resolved,
-) -> Result<Vec<Vec<Option<Credential>>>, Diagnostics> {
+fn preflight_credentials(plan: &Plan, resolved: &Resolved) -> Result<Vec<Vec<Option<Credential>>>, Diagnostics> {
     let mut errors = Vec::new();
     let creds = plan
         .images
@@ -200,10 +192,9 @@ fn preflight_credentials(
                 .map(|t| {
                     let cr = t.endpoint.credentials.as_ref()?;
                     match std::env::var(&cr.password_env) {
-                        Ok(v) if !v.is_empty() => Some(Credential {
-                            username: cr.username.clone(),
-                            password: Secret::new(v),
-                        }),
+                        Ok(v) if !v.is_empty() => {
+                            Some(Credential { username: cr.username.clone(), password: Secret::new(v) })
+                        }
                         _ => {
                             errors.push(Diagnostic {
                                 file: resolved.file.clone(),
@@ -234,6 +225,86 @@ fn preflight_credentials(
     }
 }
 
+/// Measures what self-hosted registries already store (catalog walk, read-only), for those
+/// whose usage the policy does not state; unless `all`, only where it matters (a
+/// `limits.storage` is set). A registry that cannot be measured stays unknown.
+async fn measure_usage(resolved: &Resolved, all: bool) -> MeasuredUsage {
+    let mut measured = MeasuredUsage::new();
+    let registries = resolved.images.iter().flat_map(|i| &i.candidates);
+    for r in registries {
+        let matters = all || r.limits.storage.is_some();
+        if r.kind != RegistryKind::Registry || !matters || r.used.storage.is_some() || measured.contains_key(&r.id) {
+            continue;
+        }
+        let credential = r
+            .credentials
+            .as_ref()
+            .and_then(|c| {
+                std::env::var(&c.password_env)
+                    .ok()
+                    .map(|p| Credential { username: c.username.clone(), password: Secret::new(p) })
+            })
+            .or_else(|| docker_config_credential(&r.host));
+        let endpoint = Endpoint { host: r.host.clone(), insecure: r.insecure };
+        let result = async {
+            let client = Client::new(&endpoint, "", r.ca_file.as_deref(), credential, RetryPolicy::default())?
+                .with_scope("registry:catalog:*");
+            client.authenticate().await?;
+            usage::measure(&client).await
+        }
+        .await;
+        match result {
+            Ok(stored) => {
+                tracing::info!(registry = %r.id, stored = %stored.bytes, repositories = stored.repositories, "measured usage");
+                measured.insert(
+                    r.id.clone(),
+                    Usage {
+                        storage: Some(stored.bytes),
+                        transfer: None,
+                        private_repositories: None,
+                        source: "measured",
+                    },
+                );
+            }
+            Err(e) => tracing::warn!(registry = %r.id, "usage not measured, so it stays unknown: {e}"),
+        }
+    }
+    measured
+}
+
+/// One matrix entry per image and selected registry, for `strategy.matrix` in a workflow.
+fn matrix(plan: &Plan) -> serde_json::Value {
+    let include: Vec<serde_json::Value> = plan
+        .images
+        .iter()
+        .flat_map(|i| {
+            i.targets.iter().map(move |t| {
+                serde_json::json!({"image": i.name, "registry": t.registry, "only": format!("{}@{}", i.name, t.registry)})
+            })
+        })
+        .collect();
+    serde_json::json!({ "include": include })
+}
+
+/// Keeps only `IMAGE` or `IMAGE@REGISTRY` in the plan.
+fn restrict(plan: &mut Plan, only: &str) -> Result<(), UsageError> {
+    let (image, registry) = match only.split_once('@') {
+        Some((i, r)) => (i, Some(r)),
+        None => (only, None),
+    };
+    let names: Vec<String> =
+        plan.images.iter().flat_map(|i| i.targets.iter().map(move |t| format!("{}@{}", i.name, t.registry))).collect();
+    plan.images.retain(|i| i.name == image);
+    for i in &mut plan.images {
+        i.targets.retain(|t| registry.is_none_or(|r| t.registry == r));
+    }
+    plan.images.retain(|i| !i.targets.is_empty());
+    if plan.images.is_empty() {
+        return Err(UsageError(format!("--only {only} matches nothing in the plan; entries: {}", names.join(", "))));
+    }
+    Ok(())
+}
+
 fn docker_config_credential(host: &str) -> Option<Credential> {
     match auth::from_docker_config(host) {
         Ok(c) => c,
@@ -244,11 +315,7 @@ fn docker_config_credential(host: &str) -> Option<Credential> {
     }
 }
 
-async fn run_plan(
-    plan: &Plan,
-    images: &[Image],
-    credentials: Vec<Vec<Option<Credential>>>,
-) -> RunReport {
+async fn run_plan(plan: &Plan, images: &[Image], credentials: Vec<Vec<Option<Credential>>>) -> RunReport {
     let retry = RetryPolicy::default();
     let mut outcomes = Vec::new();
     for ((img, image), creds) in plan.images.iter().zip(images).zip(credentials) {
@@ -257,10 +324,7 @@ async fn run_plan(
             let e = &t.endpoint;
             let dest = Destination {
                 registry_id: t.registry.clone(),
-                endpoint: Endpoint {
-                    host: e.host.clone(),
-                    insecure: e.insecure,
-                },
+                endpoint: Endpoint { host: e.host.clone(), insecure: e.insecure },
                 ca_file: e.ca_file.clone(),
                 path: t.path().to_string(),
                 tags: t.tags.clone(),
@@ -269,35 +333,23 @@ async fn run_plan(
             tracing::info!(image = %img.name, registry = %t.registry, "pushing to {}", t.repository);
             targets.push(push::push(image, &dest, retry).await);
         }
-        outcomes.push(ImageOutcome {
-            name: img.name.clone(),
-            digest: img.manifest_digest.clone(),
-            targets,
-        });
+        outcomes.push(ImageOutcome { name: img.name.clone(), digest: img.manifest_digest.clone(), targets });
     }
     RunReport::new(outcomes)
 }
 
 async fn push_one(args: PushArgs) -> anyhow::Result<Exit> {
     let dst = args.destination.strip_prefix("docker://").ok_or_else(|| {
-        UsageError(format!(
-            "destination {:?} must be docker://HOST/REPOSITORY[:TAG]",
-            args.destination
-        ))
+        UsageError(format!("destination {:?} must be docker://HOST/REPOSITORY[:TAG]", args.destination))
     })?;
-    let reference =
-        Reference::parse(dst).map_err(|e| UsageError(format!("destination {dst:?}: {e}")))?;
+    let reference = Reference::parse(dst).map_err(|e| UsageError(format!("destination {dst:?}: {e}")))?;
     if args.insecure && !reference.is_loopback() {
-        return Err(UsageError(format!(
-            "--insecure is only allowed for loopback registries, not {}",
-            reference.host
-        ))
-        .into());
+        return Err(
+            UsageError(format!("--insecure is only allowed for loopback registries, not {}", reference.host)).into()
+        );
     }
-    let transport =
-        Transport::parse(&args.source, Path::new(".")).map_err(|e| UsageError(e.to_string()))?;
-    let image =
-        Image::open(&transport).map_err(|e| UsageError(format!("source {}: {e}", args.source)))?;
+    let transport = Transport::parse(&args.source, Path::new(".")).map_err(|e| UsageError(e.to_string()))?;
+    let image = Image::open(&transport).map_err(|e| UsageError(format!("source {}: {e}", args.source)))?;
     if let Some(d) = &reference.digest
         && d != &image.root.digest
     {
@@ -309,15 +361,9 @@ async fn push_one(args: PushArgs) -> anyhow::Result<Exit> {
     }
     let credential = match (&args.username, &args.password_env) {
         (Some(u), Some(var)) => {
-            let v = std::env::var(var).map_err(|_| {
-                UsageError(format!(
-                    "environment variable {var} (--password-env) is not set"
-                ))
-            })?;
-            Some(Credential {
-                username: u.clone(),
-                password: Secret::new(v),
-            })
+            let v = std::env::var(var)
+                .map_err(|_| UsageError(format!("environment variable {var} (--password-env) is not set")))?;
+            Some(Credential { username: u.clone(), password: Secret::new(v) })
         }
         (None, None) => docker_config_credential(&reference.host),
         _ => return Err(UsageError("--username and --password-env go together".into()).into()),
@@ -329,27 +375,15 @@ async fn push_one(args: PushArgs) -> anyhow::Result<Exit> {
     };
     let dest = Destination {
         registry_id: reference.host.clone(),
-        endpoint: Endpoint {
-            host: reference.host.clone(),
-            insecure: args.insecure,
-        },
+        endpoint: Endpoint { host: reference.host.clone(), insecure: args.insecure },
         ca_file: args.ca_file.clone(),
         path: reference.repository.clone(),
         tags,
         credential,
     };
-    let name = reference
-        .repository
-        .rsplit('/')
-        .next()
-        .unwrap_or(&reference.repository)
-        .to_string();
+    let name = reference.repository.rsplit('/').next().unwrap_or(&reference.repository).to_string();
     let outcome = push::push(&image, &dest, RetryPolicy::default()).await;
-    let report = RunReport::new(vec![ImageOutcome {
-        name,
-        digest: image.root.digest.clone(),
-        targets: vec![outcome],
-    }]);
+    let report = RunReport::new(vec![ImageOutcome { name, digest: image.root.digest.clone(), targets: vec![outcome] }]);
     print_report(&report, args.output);
     Ok(exit_for_report(&report))
 }

@@ -28,12 +28,7 @@ const EXIT_CODES: &str = "Exit codes: 0 success; 1 runtime failure (network, aut
 #[derive(Debug, Args, Clone)]
 pub struct PolicyOpts {
     /// The policy file.
-    #[arg(
-        long,
-        global = true,
-        default_value = "publish.yaml",
-        env = "PUBLISH_POLICY"
-    )]
+    #[arg(long, global = true, default_value = "publish.yaml", env = "PUBLISH_POLICY")]
     pub policy: PathBuf,
     /// Output format on stdout.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Text)]
@@ -50,14 +45,31 @@ pub enum Format {
 pub enum Cmd {
     /// Validate the policy and open the image sources, offline.
     Check,
-    /// Print what would be pushed where, writing nothing.
-    Plan,
+    /// Print what would be pushed where, and why, writing nothing.
+    Plan(PlanCmd),
     /// Execute the plan (the default command).
-    Run,
+    Run(RunCmd),
     /// Copy one image to a registry, like `skopeo copy`: publish push oci:DIR docker://HOST/REPO:TAG
     Push(PushCmd),
     /// Print the policy file's JSON Schema.
     Schema,
+}
+
+#[derive(Debug, Args, Default)]
+pub struct PlanCmd {
+    /// Print a GitHub Actions matrix: one entry per image and selected registry.
+    #[arg(long)]
+    pub matrix: bool,
+    /// Measure the usage already spent on self-hosted registries (read-only requests).
+    #[arg(long)]
+    pub measure: bool,
+}
+
+#[derive(Debug, Args, Default)]
+pub struct RunCmd {
+    /// Run one entry of the plan: IMAGE or IMAGE@REGISTRY (see `publish plan --matrix`).
+    #[arg(long, value_name = "IMAGE[@REGISTRY]")]
+    pub only: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -86,14 +98,13 @@ impl Cli {
             Format::Text => Output::Text,
             Format::Json => Output::Json,
         };
-        let policy = PolicyArgs {
-            policy: self.policy.policy,
-            output,
-        };
+        let policy = PolicyArgs { policy: self.policy.policy, output, ..Default::default() };
         match (self.command, self.dry_run) {
             (Some(Cmd::Check), _) => Request::Check(policy),
-            (Some(Cmd::Plan), _) | (None | Some(Cmd::Run), true) => Request::Plan(policy),
-            (Some(Cmd::Run), false) | (None, false) => Request::Run(policy),
+            (Some(Cmd::Plan(p)), _) => Request::Plan(PolicyArgs { matrix: p.matrix, measure: p.measure, ..policy }),
+            (None | Some(Cmd::Run(_)), true) => Request::Plan(policy),
+            (Some(Cmd::Run(r)), false) => Request::Run(PolicyArgs { only: r.only, ..policy }),
+            (None, false) => Request::Run(policy),
             (Some(Cmd::Schema), _) => Request::Schema,
             (Some(Cmd::Push(p)), _) => Request::Push(PushArgs {
                 source: p.source,

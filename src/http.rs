@@ -15,10 +15,7 @@ pub const USER_AGENT: &str = concat!("publish/", env!("CARGO_PKG_VERSION"));
 /// redirect from HTTPS to plain HTTP on a non-loopback host is refused outright.
 pub fn client(extra_ca: Option<&Path>) -> anyhow::Result<reqwest::Client> {
     let policy = reqwest::redirect::Policy::custom(|attempt| {
-        let downgrade = attempt
-            .previous()
-            .last()
-            .is_some_and(|p| p.scheme() == "https")
+        let downgrade = attempt.previous().last().is_some_and(|p| p.scheme() == "https")
             && attempt.url().scheme() == "http"
             && !attempt.url().host_str().is_some_and(is_loopback_host);
         if downgrade {
@@ -35,8 +32,7 @@ pub fn client(extra_ca: Option<&Path>) -> anyhow::Result<reqwest::Client> {
         .read_timeout(Duration::from_secs(300))
         .redirect(policy);
     if let Some(ca) = extra_ca {
-        let pem = std::fs::read(ca)
-            .map_err(|e| anyhow::anyhow!("cannot read CA file {}: {e}", ca.display()))?;
+        let pem = std::fs::read(ca).map_err(|e| anyhow::anyhow!("cannot read CA file {}: {e}", ca.display()))?;
         for cert in reqwest::Certificate::from_pem_bundle(&pem)
             .map_err(|e| anyhow::anyhow!("CA file {} is not PEM: {e}", ca.display()))?
         {
@@ -62,28 +58,18 @@ impl Default for RetryPolicy {
             .ok()
             .and_then(|v| v.parse().ok())
             .map_or(Duration::from_millis(500), Duration::from_millis);
-        RetryPolicy {
-            attempts: 4,
-            base,
-            max: Duration::from_secs(30),
-            jitter: true,
-        }
+        RetryPolicy { attempts: 4, base, max: Duration::from_secs(30), jitter: true }
     }
 }
 
 impl RetryPolicy {
     /// The wait before retry number `attempt` (1-based): exponential, capped, with up to 50% jitter.
     pub fn delay(&self, attempt: u32) -> Duration {
-        let exp = self
-            .base
-            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
-            .min(self.max);
+        let exp = self.base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16)).min(self.max);
         if !self.jitter {
             return exp;
         }
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
         exp.mul_f64(0.5 + f64::from(nanos % 1000) / 2000.0)
     }
 }

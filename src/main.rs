@@ -11,19 +11,12 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() {
-                Exit::Usage as u8
-            } else {
-                Exit::Success as u8
-            });
+            return ExitCode::from(if e.use_stderr() { Exit::Usage as u8 } else { Exit::Success as u8 });
         }
     };
     init_logging(cli.debug);
     let request = cli.into_request();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -44,11 +37,7 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(debug: bool) {
-    let default = if debug {
-        "publish_action=debug"
-    } else {
-        "publish_action=info"
-    };
+    let default = if debug { "publish_action=debug" } else { "publish_action=info" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());

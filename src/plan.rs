@@ -5,9 +5,8 @@
 use serde::Serialize;
 
 use crate::image::{Image, Transport};
-use crate::policy::{
-    Diagnostic, Diagnostics, RegistryKind, Resolved, ResolvedImage, ResolvedRegistry, Visibility,
-};
+use crate::policy::{Diagnostic, Diagnostics, RegistryKind, Resolved, ResolvedImage, ResolvedRegistry, Visibility};
+use crate::select::{self, Candidate, ImageFacts, Usage, Verdict, VerdictKind, catalog};
 use crate::types::{ByteSize, Digest, Platform};
 
 #[derive(Debug, Clone, Serialize)]
@@ -27,6 +26,10 @@ pub struct ImagePlan {
     pub total_size: ByteSize,
     pub largest_layer: ByteSize,
     pub blobs: Vec<BlobPlan>,
+    /// Every candidate registry's verdict, with reasons, cost and free-tier margins.
+    pub candidates: Vec<Verdict>,
+    /// Ids of the registries the image goes to.
+    pub selected: Vec<String>,
     pub targets: Vec<TargetPlan>,
 }
 
@@ -53,9 +56,7 @@ pub struct TargetPlan {
 impl TargetPlan {
     /// The repository path inside the registry (without the host).
     pub fn path(&self) -> &str {
-        self.repository
-            .split_once('/')
-            .map_or(self.repository.as_str(), |(_, p)| p)
+        self.repository.split_once('/').map_or(self.repository.as_str(), |(_, p)| p)
     }
 }
 
@@ -77,11 +78,7 @@ pub fn open_sources(resolved: &Resolved) -> Result<Vec<Image>, Diagnostics> {
             }),
         }
     }
-    if errors.is_empty() {
-        Ok(images)
-    } else {
-        Err(Diagnostics(errors))
-    }
+    if errors.is_empty() { Ok(images) } else { Err(Diagnostics(errors)) }
 }
 
 fn hint_for_source(source: &str) -> String {
@@ -92,11 +89,16 @@ fn hint_for_source(source: &str) -> String {
     }
 }
 
-/// Builds the plan from the resolved policy and the opened images (same order). Pure.
-pub fn build(resolved: &Resolved, images: &[Image]) -> Result<Plan, Diagnostics> {
+/// Usage measured on registries, by registry id (the rest comes from the policy or is unknown).
+pub type MeasuredUsage = std::collections::HashMap<String, Usage>;
+
+/// Builds the plan from the resolved policy, the opened images (same order) and any measured
+/// usage: checks platforms, selects registries. Pure.
+pub fn build(resolved: &Resolved, images: &[Image], measured: &MeasuredUsage) -> Result<Plan, Diagnostics> {
     let mut errors = Vec::new();
     let mut plans = Vec::new();
-    for (i, (spec, image)) in resolved.images.iter().zip(images).enumerate() {
+    for (spec, image) in resolved.images.iter().zip(images) {
+        let i = spec.index;
         let provided = image.platforms();
         let missing: Vec<String> = spec
             .platforms
@@ -105,11 +107,7 @@ pub fn build(resolved: &Resolved, images: &[Image]) -> Result<Plan, Diagnostics>
             .map(ToString::to_string)
             .collect();
         if !missing.is_empty() {
-            let have = if provided.is_empty() {
-                "no platform".to_string()
-            } else {
-                join(&provided)
-            };
+            let have = if provided.is_empty() { "no platform".to_string() } else { join(&provided) };
             errors.push(Diagnostic {
                 file: resolved.file.clone(),
                 line: spec.platforms_at.0.max(1),
@@ -120,57 +118,151 @@ pub fn build(resolved: &Resolved, images: &[Image]) -> Result<Plan, Diagnostics>
             });
             continue;
         }
-        plans.push(image_plan(spec, image, provided));
+        match image_plan(resolved, spec, image, provided, measured) {
+            Ok(plan) => plans.push(plan),
+            Err(mut e) => errors.append(&mut e),
+        }
     }
-    if errors.is_empty() {
-        Ok(Plan {
-            policy: resolved.file.clone(),
-            images: plans,
-        })
-    } else {
-        Err(Diagnostics(errors))
+    if errors.is_empty() { Ok(Plan { policy: resolved.file.clone(), images: plans }) } else { Err(Diagnostics(errors)) }
+}
+
+fn usage_for(r: &ResolvedRegistry, measured: &MeasuredUsage) -> Usage {
+    if let Some(m) = measured.get(&r.id) {
+        // What the policy states wins over a measurement of the same thing it cannot see.
+        return Usage {
+            storage: m.storage.or(r.used.storage),
+            transfer: m.transfer.or(r.used.transfer),
+            private_repositories: m.private_repositories.or(r.used.private_repositories),
+            source: m.source,
+        };
+    }
+    let given = r.used.storage.is_some() || r.used.transfer.is_some() || r.used.private_repositories.is_some();
+    Usage {
+        storage: r.used.storage,
+        transfer: r.used.transfer,
+        private_repositories: r.used.private_repositories,
+        source: if given { "policy" } else { "unknown" },
     }
 }
 
-fn image_plan(spec: &ResolvedImage, image: &Image, platforms: Vec<Platform>) -> ImagePlan {
-    let targets = spec
-        .candidates
-        .first()
-        .map(|r| TargetPlan {
+fn image_plan(
+    resolved: &Resolved,
+    spec: &ResolvedImage,
+    image: &Image,
+    platforms: Vec<Platform>,
+    measured: &MeasuredUsage,
+) -> Result<ImagePlan, Vec<Diagnostic>> {
+    let mut errors = Vec::new();
+    let mut candidates = Vec::new();
+    for r in &spec.candidates {
+        match catalog::tier(r.kind, r.tier.as_ref().map(|t| t.value.as_str())) {
+            Some(tier) => candidates.push(Candidate {
+                id: &r.id,
+                tier,
+                overrides: &r.limits,
+                billing: r.billing,
+                region: r.region.as_deref(),
+                usage: usage_for(r, measured),
+            }),
+            None => {
+                let at = r.tier.as_ref().map_or((1, 1), |t| (t.line, t.col));
+                let names: Vec<&str> = catalog::tiers(r.kind).map(|t| t.name).collect();
+                errors.push(Diagnostic {
+                    file: resolved.file.clone(),
+                    line: at.0.max(1),
+                    col: at.1.max(1),
+                    field: format!("registries.{}.tier", r.id),
+                    message: format!(
+                        "{} has no tier {:?}",
+                        r.kind.as_str(),
+                        r.tier.as_ref().map(|t| t.value.as_str()).unwrap_or("")
+                    ),
+                    hint: Some(format!("tiers of {}: {}", r.kind.as_str(), names.join(", "))),
+                });
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let facts = ImageFacts {
+        total: image.total_size(),
+        largest_layer: image.largest_layer(),
+        visibility: spec.visibility,
+        pulls_per_month: spec.pulls_per_month,
+        region: spec.region.clone(),
+    };
+    let verdicts = select::select(&facts, &candidates, resolved.upload_rate, spec.publish_to);
+    let selected: Vec<String> =
+        verdicts.iter().filter(|v| v.verdict == VerdictKind::Selected).map(|v| v.registry.clone()).collect();
+    if selected.is_empty() {
+        let mut message = format!(
+            "no candidate registry fits image {:?} ({}, largest layer {}, {}):",
+            spec.name,
+            facts.total,
+            facts.largest_layer,
+            visibility_word(spec.visibility)
+        );
+        for v in &verdicts {
+            message.push_str(&format!(
+                "\n    {} ({}): {}",
+                v.registry,
+                v.label,
+                v.reasons.iter().filter(|r| !r.starts_with("anonymous pulls")).cloned().collect::<Vec<_>>().join("; ")
+            ));
+            for fix in &v.fixes {
+                message.push_str(&format!("\n      to fit: {fix}"));
+            }
+        }
+        return Err(vec![Diagnostic {
+            file: resolved.file.clone(),
+            line: spec.at.0.max(1),
+            col: spec.at.1.max(1),
+            field: format!("images[{}]", spec.index),
+            message,
+            hint: Some("add a candidate under registries:, or override facts with limits:, tier: or used:".into()),
+        }]);
+    }
+    let targets = verdicts
+        .iter()
+        .filter(|v| v.verdict == VerdictKind::Selected)
+        .filter_map(|v| spec.candidates.iter().find(|r| r.id == v.registry).map(|r| (v, r)))
+        .map(|(v, r)| TargetPlan {
             registry: r.id.clone(),
             kind: r.kind,
             repository: format!("{}/{}", r.host, r.repository_for(&spec.name)),
             tags: spec.tags.clone(),
-            reason: "first candidate in the image's order of preference".into(),
+            reason: v.reasons.first().cloned().unwrap_or_default(),
             endpoint: r.clone(),
         })
-        .into_iter()
         .collect();
-    ImagePlan {
+    Ok(ImagePlan {
         name: spec.name.clone(),
         source: spec.source.value.clone(),
         manifest_digest: image.root.digest.clone(),
         media_type: image.root.media_type.clone(),
         platforms,
         visibility: spec.visibility,
-        total_size: image.total_size(),
-        largest_layer: image.largest_layer(),
+        total_size: facts.total,
+        largest_layer: facts.largest_layer,
         blobs: image
             .blobs()
             .into_iter()
-            .map(|d| BlobPlan {
-                digest: d.digest.clone(),
-                size: ByteSize(d.size),
-                media_type: d.media_type.clone(),
-            })
+            .map(|d| BlobPlan { digest: d.digest.clone(), size: ByteSize(d.size), media_type: d.media_type.clone() })
             .collect(),
+        candidates: verdicts,
+        selected,
         targets,
+    })
+}
+
+fn visibility_word(v: Visibility) -> &'static str {
+    match v {
+        Visibility::Public => "public",
+        Visibility::Private => "private",
     }
 }
 
 fn join(ps: &[Platform]) -> String {
-    ps.iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
+    ps.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }

@@ -73,21 +73,14 @@ async fn push_inner(
     retry: RetryPolicy,
     out: &mut Outcome,
 ) -> Result<(), RegistryError> {
-    let client = Client::new(
-        &dest.endpoint,
-        &dest.path,
-        dest.ca_file.as_deref(),
-        dest.credential.clone(),
-        retry,
-    )?;
+    let client = Client::new(&dest.endpoint, &dest.path, dest.ca_file.as_deref(), dest.credential.clone(), retry)?;
     client.authenticate().await?;
 
     let blobs = image.blobs();
-    let results: Vec<(bool, u64)> =
-        futures_util::stream::iter(blobs.into_iter().map(|d| send_blob(&client, image, d)))
-            .buffer_unordered(CONCURRENCY)
-            .try_collect()
-            .await?;
+    let results: Vec<(bool, u64)> = futures_util::stream::iter(blobs.into_iter().map(|d| send_blob(&client, image, d)))
+        .buffer_unordered(CONCURRENCY)
+        .try_collect()
+        .await?;
     for (sent, bytes) in results {
         if sent {
             out.blobs_sent += 1;
@@ -99,14 +92,10 @@ async fn push_inner(
 
     // Every blob is in place: manifests now, children before the index that lists them.
     for child in &image.children {
-        client
-            .put_manifest(child.digest.as_str(), &child.media_type, &child.bytes)
-            .await?;
+        client.put_manifest(child.digest.as_str(), &child.media_type, &child.bytes).await?;
     }
     for tag in &dest.tags {
-        client
-            .put_manifest(tag, &image.root.media_type, &image.root.bytes)
-            .await?;
+        client.put_manifest(tag, &image.root.media_type, &image.root.bytes).await?;
         let sep = if tag.starts_with("sha256:") { '@' } else { ':' };
         out.references.push(format!("{}{sep}{tag}", out.repository));
     }
@@ -114,20 +103,13 @@ async fn push_inner(
 }
 
 /// Returns whether the blob was sent (false: it existed) and how many bytes went out.
-async fn send_blob(
-    client: &Client,
-    image: &Image,
-    d: &Descriptor,
-) -> Result<(bool, u64), RegistryError> {
+async fn send_blob(client: &Client, image: &Image, d: &Descriptor) -> Result<(bool, u64), RegistryError> {
     if client.blob_exists(&d.digest).await? {
         tracing::info!(registry = client.registry(), digest = d.digest.short(), size = %ByteSize(d.size), "blob exists, skipped");
         return Ok((false, 0));
     }
-    let stats = client
-        .upload_blob(&d.digest, d.size, || async {
-            image.blob(d).await.map_err(|e| e.to_string())
-        })
-        .await?;
+    let stats =
+        client.upload_blob(&d.digest, d.size, || async { image.blob(d).await.map_err(|e| e.to_string()) }).await?;
     tracing::info!(
         registry = client.registry(),
         digest = d.digest.short(),

@@ -27,9 +27,7 @@ pub enum ReferenceError {
         "repository path {0:?} is invalid: components are lowercase letters and digits, separated by '.', '_', '__' or '-'"
     )]
     BadRepository(String),
-    #[error(
-        "tag {0:?} is invalid: up to 128 letters, digits, '_', '.' and '-', not starting with '.' or '-'"
-    )]
+    #[error("tag {0:?} is invalid: up to 128 letters, digits, '_', '.' and '-', not starting with '.' or '-'")]
     BadTag(String),
     #[error(transparent)]
     BadDigest(#[from] crate::types::DigestError),
@@ -55,12 +53,7 @@ impl Reference {
         if let Some(t) = &tag {
             validate_tag(t)?;
         }
-        Ok(Reference {
-            host,
-            repository,
-            tag,
-            digest,
-        })
+        Ok(Reference { host, repository, tag, digest })
     }
 
     /// `host/repository` without tag or digest.
@@ -69,11 +62,7 @@ impl Reference {
     }
 
     pub fn with_tag(&self, tag: &str) -> Reference {
-        Reference {
-            tag: Some(tag.to_string()),
-            digest: None,
-            ..self.clone()
-        }
+        Reference { tag: Some(tag.to_string()), digest: None, ..self.clone() }
     }
 
     pub fn is_loopback(&self) -> bool {
@@ -97,17 +86,11 @@ impl fmt::Display for Reference {
 /// Splits `name` into host and repository the way Docker does.
 pub fn split_host(name: &str) -> (String, String) {
     match name.split_once('/') {
-        Some((first, rest))
-            if first.contains('.') || first.contains(':') || first == "localhost" =>
-        {
+        Some((first, rest)) if first.contains('.') || first.contains(':') || first == "localhost" => {
             (first.to_string(), rest.to_string())
         }
         _ => {
-            let repo = if name.contains('/') {
-                name.to_string()
-            } else {
-                format!("library/{name}")
-            };
+            let repo = if name.contains('/') { name.to_string() } else { format!("library/{name}") };
             (DOCKER_HUB.to_string(), repo)
         }
     }
@@ -122,8 +105,7 @@ pub fn is_loopback_host(host: &str) -> bool {
     } else {
         host
     };
-    bare.eq_ignore_ascii_case("localhost")
-        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    bare.eq_ignore_ascii_case("localhost") || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 pub fn validate_repository(path: &str) -> Result<(), ReferenceError> {
@@ -132,8 +114,7 @@ pub fn validate_repository(path: &str) -> Result<(), ReferenceError> {
         !b.is_empty()
             && b[0].is_ascii_alphanumeric()
             && b[b.len() - 1].is_ascii_alphanumeric()
-            && b.iter()
-                .all(|x| x.is_ascii_lowercase() || x.is_ascii_digit() || b"._-".contains(x))
+            && b.iter().all(|x| x.is_ascii_lowercase() || x.is_ascii_digit() || b"._-".contains(x))
             && !c.contains("..")
     };
     if path.len() <= 255 && path.split('/').all(component_ok) {
@@ -148,13 +129,8 @@ pub fn validate_tag(tag: &str) -> Result<(), ReferenceError> {
     let ok = !b.is_empty()
         && b.len() <= 128
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter()
-            .all(|x| x.is_ascii_alphanumeric() || b"._-".contains(x));
-    if ok {
-        Ok(())
-    } else {
-        Err(ReferenceError::BadTag(tag.to_string()))
-    }
+        && b.iter().all(|x| x.is_ascii_alphanumeric() || b"._-".contains(x));
+    if ok { Ok(()) } else { Err(ReferenceError::BadTag(tag.to_string())) }
 }
 
 #[cfg(test)]
@@ -180,13 +156,7 @@ mod tests {
 
     #[test]
     fn loopback_detection() {
-        for h in [
-            "127.0.0.1:5000",
-            "localhost",
-            "[::1]:443",
-            "127.3.2.1",
-            "::1",
-        ] {
+        for h in ["127.0.0.1:5000", "localhost", "[::1]:443", "127.3.2.1", "::1"] {
             assert!(is_loopback_host(h), "{h}");
         }
         for h in ["10.0.0.1:5000", "ghcr.io", "example.com:5000"] {

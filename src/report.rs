@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::plan::Plan;
 use crate::push::{Outcome, Status};
+use crate::select::{Verdict, VerdictKind};
 use crate::types::{ByteSize, Digest};
 
 /// The result of `publish run` / `publish push`.
@@ -40,8 +41,7 @@ impl RunReport {
 }
 
 pub fn json<T: Serialize>(value: &T) -> String {
-    serde_json::to_string_pretty(value)
-        .unwrap_or_else(|e| format!("{{\"error\":\"cannot serialise: {e}\"}}"))
+    serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\":\"cannot serialise: {e}\"}}"))
 }
 
 pub fn plan_text(plan: &Plan) -> String {
@@ -54,36 +54,37 @@ pub fn plan_text(plan: &Plan) -> String {
         let _ = writeln!(s);
         let _ = writeln!(s, "image {}", img.name);
         let _ = writeln!(s, "  source     {}", img.source);
-        let _ = writeln!(
-            s,
-            "  manifest   {} ({})",
-            img.manifest_digest, img.media_type
-        );
+        let _ = writeln!(s, "  manifest   {} ({})", img.manifest_digest, img.media_type);
         let _ = writeln!(s, "  platforms  {}", platforms.join(", "));
-        let _ = writeln!(
-            s,
-            "  size       {} in {layers} blobs, largest layer {}",
-            img.total_size, img.largest_layer
-        );
+        let _ = writeln!(s, "  size       {} in {layers} blobs, largest layer {}", img.total_size, img.largest_layer);
         let _ = writeln!(
             s,
             "  visibility {}",
-            if img.visibility == crate::policy::Visibility::Public {
-                "public"
-            } else {
-                "private"
-            }
+            if img.visibility == crate::policy::Visibility::Public { "public" } else { "private" }
         );
-        for t in &img.targets {
+        let _ = writeln!(s, "  candidates");
+        let width = img.candidates.iter().map(|c| c.registry.len()).max().unwrap_or(0).max(8);
+        let _ = writeln!(s, "    {:<width$}  {:<9}  {:<11}  free-tier margin", "registry", "verdict", "cost/month");
+        for c in &img.candidates {
             let _ = writeln!(
                 s,
-                "  target     {} ({}) → {}",
-                t.registry,
-                t.kind.as_str(),
-                t.repository
+                "    {:<width$}  {:<9}  {:<11}  {}",
+                c.registry,
+                verdict_word(c.verdict),
+                cost(c),
+                margins(c)
             );
+            let _ = writeln!(s, "    {:<width$}  {}", "", c.label);
+            for r in &c.reasons {
+                let _ = writeln!(s, "    {:<width$}    - {r}", "");
+            }
+            for f in &c.fixes {
+                let _ = writeln!(s, "    {:<width$}    to fit: {f}", "");
+            }
+        }
+        for t in &img.targets {
+            let _ = writeln!(s, "  target     {} ({}) → {}", t.registry, t.kind.as_str(), t.repository);
             let _ = writeln!(s, "    tags     {}", t.tags.join(", "));
-            let _ = writeln!(s, "    why      {}", t.reason);
             let _ = writeln!(
                 s,
                 "    blobs    up to {layers} to send, {} (blobs the registry already has are skipped)",
@@ -92,6 +93,39 @@ pub fn plan_text(plan: &Plan) -> String {
         }
     }
     s
+}
+
+fn verdict_word(v: VerdictKind) -> &'static str {
+    match v {
+        VerdictKind::Selected => "selected",
+        VerdictKind::Eligible => "eligible",
+        VerdictKind::Rejected => "rejected",
+    }
+}
+
+fn cost(v: &Verdict) -> String {
+    match v.cost {
+        Some(c) if v.cost_exact => format!("${c:.2}"),
+        Some(c) => format!(">= ${c:.2}"),
+        None => "-".into(),
+    }
+}
+
+fn margins(v: &Verdict) -> String {
+    if v.verdict == VerdictKind::Rejected {
+        return "-".into();
+    }
+    if v.margins.is_empty() {
+        return "no free-tier limit applies".into();
+    }
+    v.margins
+        .iter()
+        .map(|m| match m.left {
+            Some(left) => format!("{}: {left} of {} left", m.limit, m.free),
+            None => format!("{}: unknown of {}", m.limit, m.free),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 pub fn run_text(report: &RunReport) -> String {
@@ -111,11 +145,7 @@ pub fn run_text(report: &RunReport) -> String {
                         ByteSize(t.bytes_sent)
                     );
                     if t.bytes_sent == 0 {
-                        let _ = writeln!(
-                            s,
-                            "  every blob was already on {}: no blob bytes sent",
-                            t.registry
-                        );
+                        let _ = writeln!(s, "  every blob was already on {}: no blob bytes sent", t.registry);
                     }
                 }
                 Status::Failed => {

@@ -42,16 +42,9 @@ impl FromStr for Digest {
     type Err = DigestError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let ok = s.strip_prefix("sha256:").is_some_and(|hex| {
-            hex.len() == 64
-                && hex
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         });
-        if ok {
-            Ok(Digest(s.to_string()))
-        } else {
-            Err(DigestError(s.to_string()))
-        }
+        if ok { Ok(Digest(s.to_string())) } else { Err(DigestError(s.to_string())) }
     }
 }
 
@@ -94,11 +87,7 @@ impl fmt::Display for ByteSize {
             value /= 1000.0;
             unit += 1;
         }
-        if unit == 0 {
-            write!(f, "{} B", self.0)
-        } else {
-            write!(f, "{value:.1} {}", UNITS[unit])
-        }
+        if unit == 0 { write!(f, "{} B", self.0) } else { write!(f, "{value:.1} {}", UNITS[unit]) }
     }
 }
 
@@ -114,13 +103,9 @@ impl FromStr for ByteSize {
     /// (KiB, MiB, GiB, TiB); a bare number is bytes.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let t = s.trim();
-        let split = t
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(t.len());
+        let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
-        let value: f64 = num
-            .parse()
-            .map_err(|_| format!("{s:?} is not a size: write e.g. 500MB, 1.2GB or 10GiB"))?;
+        let value: f64 = num.parse().map_err(|_| format!("{s:?} is not a size: write e.g. 500MB, 1.2GB or 10GiB"))?;
         let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
             "" | "b" => 1.0,
             "k" | "kb" => 1e3,
@@ -174,11 +159,7 @@ mod tests {
     #[test]
     fn digest_rejects_uppercase_and_short() {
         assert!("sha256:ABCD".parse::<Digest>().is_err());
-        assert!(
-            format!("sha256:{}", "A".repeat(64))
-                .parse::<Digest>()
-                .is_err()
-        );
+        assert!(format!("sha256:{}", "A".repeat(64)).parse::<Digest>().is_err());
         let d = Digest::of(b"hello");
         assert_eq!(d.as_str().parse::<Digest>().unwrap(), d);
         assert_eq!(d.hex().len(), 64);
@@ -186,15 +167,9 @@ mod tests {
 
     #[test]
     fn byte_size_parses_units() {
-        assert_eq!(
-            "1.2GB".parse::<ByteSize>().unwrap(),
-            ByteSize(1_200_000_000)
-        );
+        assert_eq!("1.2GB".parse::<ByteSize>().unwrap(), ByteSize(1_200_000_000));
         assert_eq!("500 MB".parse::<ByteSize>().unwrap(), ByteSize(500_000_000));
-        assert_eq!(
-            "10000MiB".parse::<ByteSize>().unwrap(),
-            ByteSize(10_485_760_000)
-        );
+        assert_eq!("10000MiB".parse::<ByteSize>().unwrap(), ByteSize(10_485_760_000));
         assert_eq!("42".parse::<ByteSize>().unwrap(), ByteSize(42));
         assert!("12 parsecs".parse::<ByteSize>().is_err());
         assert!("GB".parse::<ByteSize>().is_err());
@@ -238,22 +213,15 @@ impl FromStr for Platform {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let parts: Vec<&str> = s.split('/').collect();
-        let ok =
-            |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        let ok = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
         match parts.as_slice() {
-            [os, arch] if ok(os) && ok(arch) => Ok(Platform {
-                os: os.to_string(),
-                architecture: arch.to_string(),
-                variant: None,
-            }),
-            [os, arch, v] if ok(os) && ok(arch) && ok(v) => Ok(Platform {
-                os: os.to_string(),
-                architecture: arch.to_string(),
-                variant: Some(v.to_string()),
-            }),
-            _ => Err(format!(
-                "{s:?} is not a platform: expected os/arch[/variant], such as linux/amd64"
-            )),
+            [os, arch] if ok(os) && ok(arch) => {
+                Ok(Platform { os: os.to_string(), architecture: arch.to_string(), variant: None })
+            }
+            [os, arch, v] if ok(os) && ok(arch) && ok(v) => {
+                Ok(Platform { os: os.to_string(), architecture: arch.to_string(), variant: Some(v.to_string()) })
+            }
+            _ => Err(format!("{s:?} is not a platform: expected os/arch[/variant], such as linux/amd64")),
         }
     }
 }

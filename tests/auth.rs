@@ -34,20 +34,14 @@ fn mint_token(dir: &Path, repository: &str) -> String {
     ]);
     let der = run_ssl(&["x509", "-in", "tok.pem", "-outform", "DER"]);
     let header = json!({"alg": "RS256", "typ": "JWT", "x5c": [STANDARD.encode(der)]});
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let claims = json!({
         "iss": "test-issuer", "sub": USER, "aud": "test-registry",
         "exp": now + 3600, "nbf": now - 60, "iat": now - 60, "jti": "t1",
         "access": [{"type": "repository", "name": repository, "actions": ["pull", "push"]}]
     });
-    let input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header.to_string()),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
-    );
+    let input =
+        format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims.to_string()));
     std::fs::write(dir.join("input"), &input).unwrap();
     let sig = run_ssl(&["dgst", "-sha256", "-sign", "tok.key", "input"]);
     format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig))
@@ -77,16 +71,8 @@ fn token_registry(repository: &str) -> TokenRegistry {
         tokens.port,
         dir.path().join("tok.pem").display()
     );
-    let reg = Registry::start(RegistryOptions {
-        auth_yaml: Some(auth),
-        ..Default::default()
-    });
-    TokenRegistry {
-        reg,
-        tokens,
-        token,
-        _dir: dir,
-    }
+    let reg = Registry::start(RegistryOptions { auth_yaml: Some(auth), ..Default::default() });
+    TokenRegistry { reg, tokens, token, _dir: dir }
 }
 
 fn write_policy(dir: &Path, host: &str) {
@@ -100,35 +86,18 @@ fn write_policy(dir: &Path, host: &str) {
 fn bearer_token_flow_pushes_and_asks_for_pull_push_scope() {
     let t = token_registry("ml/tok");
     let work = tempfile::tempdir().unwrap();
-    let image = write_layout(
-        &work.path().join("img"),
-        7,
-        &[40_000, 5_000],
-        "linux",
-        "amd64",
-        "latest",
-    );
+    let image = write_layout(&work.path().join("img"), 7, &[40_000, 5_000], "linux", "amd64", "latest");
     write_policy(work.path(), &t.reg.host);
-    let out = run(publish(work.path())
-        .args(["run", "-o", "json"])
-        .env("REG_PASSWORD", PASSWORD));
+    let out = run(publish(work.path()).args(["run", "-o", "json"]).env("REG_PASSWORD", PASSWORD));
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     let json: Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(
-        json["images"][0]["targets"][0]["digest"],
-        image.manifest_digest
-    );
+    assert_eq!(json["images"][0]["targets"][0]["digest"], image.manifest_digest);
     let reqs = t.tokens.requests();
     assert!(!reqs.is_empty(), "the token service was never asked");
     for r in &reqs {
         assert!(r.target.contains("service=test-registry"), "{}", r.target);
-        assert!(
-            r.target
-                .contains("scope=repository%3Aml%2Ftok%3Apull%2Cpush"),
-            "{}",
-            r.target
-        );
+        assert!(r.target.contains("scope=repository%3Aml%2Ftok%3Apull%2Cpush"), "{}", r.target);
     }
 }
 
@@ -136,24 +105,12 @@ fn bearer_token_flow_pushes_and_asks_for_pull_push_scope() {
 fn wrong_password_at_the_token_service_exits_1() {
     let t = token_registry("ml/tok");
     let work = tempfile::tempdir().unwrap();
-    write_layout(
-        &work.path().join("img"),
-        8,
-        &[1_000],
-        "linux",
-        "amd64",
-        "latest",
-    );
+    write_layout(&work.path().join("img"), 8, &[1_000], "linux", "amd64", "latest");
     write_policy(work.path(), &t.reg.host);
-    let out = run(publish(work.path())
-        .arg("run")
-        .env("REG_PASSWORD", "wrong-pw-424242"));
+    let out = run(publish(work.path()).arg("run").env("REG_PASSWORD", "wrong-pw-424242"));
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
-    assert!(
-        stdout.contains(&t.reg.host) && stdout.contains("token service"),
-        "{stdout}"
-    );
+    assert!(stdout.contains(&t.reg.host) && stdout.contains("token service"), "{stdout}");
     assert!(!stdout.contains("wrong-pw-424242") && !stderr.contains("wrong-pw-424242"));
 }
 
@@ -161,22 +118,14 @@ fn wrong_password_at_the_token_service_exits_1() {
 fn password_and_token_never_appear_even_at_trace_level() {
     let t = token_registry("ml/tok");
     let work = tempfile::tempdir().unwrap();
-    write_layout(
-        &work.path().join("img"),
-        9,
-        &[30_000],
-        "linux",
-        "amd64",
-        "latest",
-    );
+    write_layout(&work.path().join("img"), 9, &[30_000], "linux", "amd64", "latest");
     write_policy(work.path(), &t.reg.host);
     let basic = STANDARD.encode(format!("{USER}:{PASSWORD}"));
     let token_sig = t.token.rsplit('.').next().unwrap().to_string();
     for (debug, log) in [(true, None), (false, Some("trace")), (true, Some("trace"))] {
         for output in ["text", "json"] {
             let mut cmd = publish(work.path());
-            cmd.args(["run", "-o", output])
-                .env("REG_PASSWORD", PASSWORD);
+            cmd.args(["run", "-o", output]).env("REG_PASSWORD", PASSWORD);
             if debug {
                 cmd.arg("--debug");
             }
@@ -187,17 +136,9 @@ fn password_and_token_never_appear_even_at_trace_level() {
             let (stdout, stderr) = text(&out);
             assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
             if log == Some("trace") {
-                assert!(
-                    stderr.lines().count() > 20,
-                    "trace logging was not on: {stderr}"
-                );
+                assert!(stderr.lines().count() > 20, "trace logging was not on: {stderr}");
             }
-            for secret in [
-                PASSWORD,
-                basic.as_str(),
-                t.token.as_str(),
-                token_sig.as_str(),
-            ] {
+            for secret in [PASSWORD, basic.as_str(), t.token.as_str(), token_sig.as_str()] {
                 assert!(
                     !stdout.contains(secret) && !stderr.contains(secret),
                     "a secret leaked (debug={debug}, RUST_LOG={log:?})"
@@ -219,40 +160,22 @@ fn credentials_are_not_forwarded_when_a_redirect_leaves_the_registry() {
             return Response::new(401).header("WWW-Authenticate", "Basic realm=\"test\"");
         }
         match req.method.as_str() {
-            "HEAD" if req.target.contains("/blobs/") => Response::new(307).header(
-                "Location",
-                &format!("http://localhost:{storage_port}/blob{}", req.target),
-            ),
+            "HEAD" if req.target.contains("/blobs/") => {
+                Response::new(307).header("Location", &format!("http://localhost:{storage_port}/blob{}", req.target))
+            }
             "PUT" if req.target.contains("/manifests/") => Response::new(201),
             _ => Response::new(200),
         }
     });
     let work = tempfile::tempdir().unwrap();
-    write_layout(
-        &work.path().join("img"),
-        10,
-        &[2_000],
-        "linux",
-        "amd64",
-        "latest",
-    );
+    write_layout(&work.path().join("img"), 10, &[2_000], "linux", "amd64", "latest");
     write_policy(work.path(), &format!("127.0.0.1:{}", registry.port));
-    let out = run(publish(work.path())
-        .arg("run")
-        .env("REG_PASSWORD", PASSWORD));
+    let out = run(publish(work.path()).arg("run").env("REG_PASSWORD", PASSWORD));
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     let seen = storage.requests();
-    assert_eq!(
-        seen.len(),
-        2,
-        "both blobs were checked through the redirect"
-    );
+    assert_eq!(seen.len(), 2, "both blobs were checked through the redirect");
     for r in seen {
-        assert_eq!(
-            r.header("authorization"),
-            None,
-            "credentials followed a redirect to another host"
-        );
+        assert_eq!(r.header("authorization"), None, "credentials followed a redirect to another host");
     }
 }

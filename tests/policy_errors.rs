@@ -8,7 +8,8 @@ use std::path::Path;
 use support::image::write_layout;
 use support::{publish, run, text};
 
-const REGISTRIES: &str = "version: 1\nregistries:\n  home:\n    kind: registry\n    repository: 127.0.0.1:1/ml\n    insecure: true\n";
+const REGISTRIES: &str =
+    "version: 1\nregistries:\n  home:\n    kind: registry\n    repository: 127.0.0.1:1/ml\n    insecure: true\n";
 
 /// Runs `publish check` on `yaml` in a fresh directory (with an amd64 image at build/app and an
 /// arm64-only one at build/arm) and returns the exit code and stderr.
@@ -18,46 +19,27 @@ fn check(yaml: &str) -> (Option<i32>, String) {
     std::fs::write(dir.path().join("publish.yaml"), yaml).unwrap();
     let out = run(publish(dir.path()).arg("check"));
     let (stdout, stderr) = text(&out);
-    assert!(
-        stdout.is_empty(),
-        "errors go to stderr, not stdout: {stdout}"
-    );
+    assert!(stdout.is_empty(), "errors go to stderr, not stdout: {stdout}");
     (out.status.code(), stderr)
 }
 
 fn prepare(dir: &Path) {
-    write_layout(
-        &dir.join("build/app"),
-        1,
-        &[100],
-        "linux",
-        "amd64",
-        "latest",
-    );
-    write_layout(
-        &dir.join("build/arm"),
-        2,
-        &[100],
-        "linux",
-        "arm64",
-        "latest",
-    );
+    write_layout(&dir.join("build/app"), 1, &[100], "linux", "amd64", "latest");
+    write_layout(&dir.join("build/arm"), 2, &[100], "linux", "arm64", "latest");
 }
 
 #[test]
 fn typo_in_a_key_suggests_the_closest_one() {
-    let (code, stderr) = check(&format!(
-        "{REGISTRIES}images:\n  - name: app\n    source: oci:build/app\n    tgas: [v1]\n"
-    ));
+    let (code, stderr) =
+        check(&format!("{REGISTRIES}images:\n  - name: app\n    source: oci:build/app\n    tgas: [v1]\n"));
     assert_eq!(code, Some(2));
     insta::assert_snapshot!(stderr);
 }
 
 #[test]
 fn wrong_type_names_the_field_and_what_was_expected() {
-    let (code, stderr) = check(&format!(
-        "{REGISTRIES}images:\n  - name: app\n    source: oci:build/app\n    tags: 5\n"
-    ));
+    let (code, stderr) =
+        check(&format!("{REGISTRIES}images:\n  - name: app\n    source: oci:build/app\n    tags: 5\n"));
     assert_eq!(code, Some(2));
     insta::assert_snapshot!(stderr);
 }
@@ -72,18 +54,15 @@ fn wrong_boolean_is_located() {
 
 #[test]
 fn unknown_registry_kind_lists_the_kinds() {
-    let (code, stderr) = check(
-        "version: 1\nregistries:\n  home:\n    kind: gchr\n    repository: ghcr.io/o\nimages: []\n",
-    );
+    let (code, stderr) =
+        check("version: 1\nregistries:\n  home:\n    kind: gchr\n    repository: ghcr.io/o\nimages: []\n");
     assert_eq!(code, Some(2));
     insta::assert_snapshot!(stderr);
 }
 
 #[test]
 fn missing_image_source_points_at_the_source_field() {
-    let (code, stderr) = check(&format!(
-        "{REGISTRIES}images:\n  - name: app\n    source: oci:build/missing\n"
-    ));
+    let (code, stderr) = check(&format!("{REGISTRIES}images:\n  - name: app\n    source: oci:build/missing\n"));
     assert_eq!(code, Some(2));
     insta::assert_snapshot!(stderr);
 }
@@ -99,9 +78,8 @@ fn arm64_only_image_fails_when_amd64_is_required() {
 
 #[test]
 fn unknown_registry_id_suggests_a_defined_one() {
-    let (code, stderr) = check(&format!(
-        "{REGISTRIES}images:\n  - name: app\n    source: oci:build/app\n    registries: [hom]\n"
-    ));
+    let (code, stderr) =
+        check(&format!("{REGISTRIES}images:\n  - name: app\n    source: oci:build/app\n    registries: [hom]\n"));
     assert_eq!(code, Some(2));
     insta::assert_snapshot!(stderr);
 }
@@ -144,8 +122,5 @@ fn missing_policy_file_is_a_usage_error() {
     let out = run(publish(dir.path()).args(["plan", "--policy", "nope.yaml"]));
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr.starts_with("nope.yaml:1:1: .: cannot read the policy file"),
-        "{stderr}"
-    );
+    assert!(stderr.starts_with("nope.yaml:1:1: .: cannot read the policy file"), "{stderr}");
 }

@@ -25,14 +25,8 @@ const MAX_METADATA: u64 = 4 * 1024 * 1024;
 /// Where an image is read from, in skopeo's transport syntax.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transport {
-    OciDir {
-        path: PathBuf,
-        reference: Option<String>,
-    },
-    OciArchive {
-        path: PathBuf,
-        reference: Option<String>,
-    },
+    OciDir { path: PathBuf, reference: Option<String> },
+    OciArchive { path: PathBuf, reference: Option<String> },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,24 +36,15 @@ pub enum ImageError {
     #[error("{path}: {what}")]
     Layout { path: String, what: String },
     #[error("{path}: cannot read: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
     #[error("{path}: blob {digest} is corrupt: its content hashes to {actual}")]
-    Corrupt {
-        path: String,
-        digest: Digest,
-        actual: Digest,
-    },
+    Corrupt { path: String, digest: Digest, actual: Digest },
 }
 
 impl Transport {
     /// Parses `oci:DIR[:REF]` / `oci-archive:FILE[:REF]`; relative paths are taken from `base`.
     pub fn parse(s: &str, base: &Path) -> Result<Self, ImageError> {
-        let (kind, rest) = s
-            .split_once(':')
-            .ok_or_else(|| ImageError::Transport(s.to_string()))?;
+        let (kind, rest) = s.split_once(':').ok_or_else(|| ImageError::Transport(s.to_string()))?;
         // As in skopeo: the path ends at the first ':'.
         let (path, reference) = match rest.split_once(':') {
             Some((p, r)) if !r.is_empty() => (p, Some(r.to_string())),
@@ -101,11 +86,7 @@ pub struct OciPlatform {
 
 impl From<&OciPlatform> for Platform {
     fn from(p: &OciPlatform) -> Platform {
-        Platform {
-            os: p.os.clone(),
-            architecture: p.architecture.clone(),
-            variant: p.variant.clone(),
-        }
+        Platform { os: p.os.clone(), architecture: p.architecture.clone(), variant: p.variant.clone() }
     }
 }
 
@@ -165,34 +146,19 @@ pub struct Image {
 impl Image {
     pub fn open(transport: &Transport) -> Result<Image, ImageError> {
         let (store, reference, source) = match transport {
-            Transport::OciDir { path, reference } => (
-                Store::dir(path)?,
-                reference,
-                format!("oci:{}", path.display()),
-            ),
-            Transport::OciArchive { path, reference } => (
-                Store::archive(path)?,
-                reference,
-                format!("oci-archive:{}", path.display()),
-            ),
+            Transport::OciDir { path, reference } => (Store::dir(path)?, reference, format!("oci:{}", path.display())),
+            Transport::OciArchive { path, reference } => {
+                (Store::archive(path)?, reference, format!("oci-archive:{}", path.display()))
+            }
         };
-        let layout: serde_json::Value =
-            serde_json::from_slice(&store.read_path("oci-layout", 64 * 1024)?)
-                .map_err(|e| store.layout_error(format!("oci-layout is not JSON: {e}")))?;
-        if layout
-            .get("imageLayoutVersion")
-            .and_then(|v| v.as_str())
-            .is_none()
-        {
-            return Err(store.layout_error(
-                "oci-layout has no imageLayoutVersion: not an OCI image layout".into(),
-            ));
+        let layout: serde_json::Value = serde_json::from_slice(&store.read_path("oci-layout", 64 * 1024)?)
+            .map_err(|e| store.layout_error(format!("oci-layout is not JSON: {e}")))?;
+        if layout.get("imageLayoutVersion").and_then(|v| v.as_str()).is_none() {
+            return Err(store.layout_error("oci-layout has no imageLayoutVersion: not an OCI image layout".into()));
         }
-        let index: ManifestDoc =
-            serde_json::from_slice(&store.read_path("index.json", MAX_METADATA)?)
-                .map_err(|e| store.layout_error(format!("index.json is not an OCI index: {e}")))?;
-        let entry = select_entry(&index.manifests, reference.as_deref())
-            .map_err(|what| store.layout_error(what))?;
+        let index: ManifestDoc = serde_json::from_slice(&store.read_path("index.json", MAX_METADATA)?)
+            .map_err(|e| store.layout_error(format!("index.json is not an OCI index: {e}")))?;
+        let entry = select_entry(&index.manifests, reference.as_deref()).map_err(|what| store.layout_error(what))?;
         let mut root = read_manifest(&store, entry)?;
         let mut children = Vec::new();
         if root.is_index() {
@@ -213,21 +179,12 @@ impl Image {
         for child in children.iter_mut().filter(|c| c.platform.is_none()) {
             child.platform = config_platform(&store, child)?;
         }
-        Ok(Image {
-            source,
-            store,
-            root,
-            children,
-        })
+        Ok(Image { source, store, root, children })
     }
 
     /// Every image manifest: the children of an index, or the root itself.
     pub fn image_manifests(&self) -> Vec<&Manifest> {
-        if self.root.is_index() {
-            self.children.iter().collect()
-        } else {
-            vec![&self.root]
-        }
+        if self.root.is_index() { self.children.iter().collect() } else { vec![&self.root] }
     }
 
     /// Unique blobs (configs and layers) in push order: each manifest's config, then its layers.
@@ -246,12 +203,8 @@ impl Image {
 
     /// Platforms the image provides (attestation manifests, `unknown/unknown`, are left out).
     pub fn platforms(&self) -> Vec<Platform> {
-        let mut ps: Vec<Platform> = self
-            .image_manifests()
-            .iter()
-            .filter_map(|m| m.platform.clone())
-            .filter(|p| p.os != "unknown")
-            .collect();
+        let mut ps: Vec<Platform> =
+            self.image_manifests().iter().filter_map(|m| m.platform.clone()).filter(|p| p.os != "unknown").collect();
         ps.dedup();
         ps
     }
@@ -261,14 +214,7 @@ impl Image {
     }
 
     pub fn largest_layer(&self) -> ByteSize {
-        ByteSize(
-            self.image_manifests()
-                .iter()
-                .flat_map(|m| m.layers.iter())
-                .map(|d| d.size)
-                .max()
-                .unwrap_or(0),
-        )
+        ByteSize(self.image_manifests().iter().flat_map(|m| m.layers.iter()).map(|d| d.size).max().unwrap_or(0))
     }
 
     /// A streaming reader over a blob's bytes. The caller hashes what it reads.
@@ -277,31 +223,17 @@ impl Image {
     }
 }
 
-fn select_entry<'a>(
-    entries: &'a [Descriptor],
-    reference: Option<&str>,
-) -> Result<&'a Descriptor, String> {
-    let name = |d: &Descriptor| {
-        d.annotations
-            .as_ref()
-            .and_then(|a| a.get("org.opencontainers.image.ref.name"))
-            .cloned()
-    };
+fn select_entry<'a>(entries: &'a [Descriptor], reference: Option<&str>) -> Result<&'a Descriptor, String> {
+    let name =
+        |d: &Descriptor| d.annotations.as_ref().and_then(|a| a.get("org.opencontainers.image.ref.name")).cloned();
     match reference {
-        Some(r) => entries
-            .iter()
-            .find(|d| name(d).as_deref() == Some(r))
-            .ok_or_else(|| {
-                let names: Vec<String> = entries.iter().filter_map(name).collect();
-                format!(
-                    "no image named {r:?} in index.json (names there: {})",
-                    if names.is_empty() {
-                        "none".into()
-                    } else {
-                        names.join(", ")
-                    }
-                )
-            }),
+        Some(r) => entries.iter().find(|d| name(d).as_deref() == Some(r)).ok_or_else(|| {
+            let names: Vec<String> = entries.iter().filter_map(name).collect();
+            format!(
+                "no image named {r:?} in index.json (names there: {})",
+                if names.is_empty() { "none".into() } else { names.join(", ") }
+            )
+        }),
         None => match entries {
             [one] => Ok(one),
             [] => Err("index.json lists no image".to_string()),
@@ -321,10 +253,7 @@ fn read_manifest(store: &Store, d: &Descriptor) -> Result<Manifest, ImageError> 
     let bytes = store.read_blob(&d.digest, d.size.min(MAX_METADATA))?;
     let doc: ManifestDoc = serde_json::from_slice(&bytes)
         .map_err(|e| store.layout_error(format!("manifest {} is not valid JSON: {e}", d.digest)))?;
-    let media_type = doc
-        .media_type
-        .clone()
-        .unwrap_or_else(|| d.media_type.clone());
+    let media_type = doc.media_type.clone().unwrap_or_else(|| d.media_type.clone());
     if ![OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST].contains(&media_type.as_str()) {
         return Err(store.layout_error(format!(
             "manifest {} has media type {media_type:?}, not an image manifest or index",
@@ -354,17 +283,12 @@ fn config_platform(store: &Store, m: &Manifest) -> Result<Option<Platform>, Imag
         return Ok(None);
     };
     let bytes = store.read_blob(&config.digest, config.size.min(MAX_METADATA))?;
-    let doc: ConfigDoc = serde_json::from_slice(&bytes).map_err(|e| {
-        store.layout_error(format!("config {} is not valid JSON: {e}", config.digest))
-    })?;
+    let doc: ConfigDoc = serde_json::from_slice(&bytes)
+        .map_err(|e| store.layout_error(format!("config {} is not valid JSON: {e}", config.digest)))?;
     if doc.os.is_empty() || doc.architecture.is_empty() {
         return Ok(None);
     }
-    Ok(Some(Platform {
-        os: doc.os,
-        architecture: doc.architecture,
-        variant: doc.variant,
-    }))
+    Ok(Some(Platform { os: doc.os, architecture: doc.architecture, variant: doc.variant }))
 }
 
 #[cfg(test)]
@@ -376,17 +300,11 @@ mod tests {
         let base = Path::new("/p");
         assert_eq!(
             Transport::parse("oci:build/img:v1", base).unwrap(),
-            Transport::OciDir {
-                path: "/p/build/img".into(),
-                reference: Some("v1".into())
-            }
+            Transport::OciDir { path: "/p/build/img".into(), reference: Some("v1".into()) }
         );
         assert_eq!(
             Transport::parse("oci-archive:/abs/x.tar", base).unwrap(),
-            Transport::OciArchive {
-                path: "/abs/x.tar".into(),
-                reference: None
-            }
+            Transport::OciArchive { path: "/abs/x.tar".into(), reference: None }
         );
         assert!(Transport::parse("docker-daemon:x", base).is_err());
         assert!(Transport::parse("build/img", base).is_err());

@@ -23,24 +23,14 @@ pub(super) enum Store {
 impl Store {
     pub fn dir(path: &Path) -> Result<Store, ImageError> {
         if !path.is_dir() {
-            let what = if path.exists() {
-                "is not a directory"
-            } else {
-                "does not exist"
-            };
-            return Err(ImageError::Layout {
-                path: path.display().to_string(),
-                what: what.into(),
-            });
+            let what = if path.exists() { "is not a directory" } else { "does not exist" };
+            return Err(ImageError::Layout { path: path.display().to_string(), what: what.into() });
         }
         Ok(Store::Dir(path.to_path_buf()))
     }
 
     pub fn archive(path: &Path) -> Result<Store, ImageError> {
-        let io = |source| ImageError::Io {
-            path: path.display().to_string(),
-            source,
-        };
+        let io = |source| ImageError::Io { path: path.display().to_string(), source };
         let file = std::fs::File::open(path).map_err(io)?;
         let mut archive = tar::Archive::new(std::io::BufReader::new(file));
         let mut entries = HashMap::new();
@@ -49,12 +39,7 @@ impl Store {
             if !entry.header().entry_type().is_file() {
                 continue;
             }
-            let name = entry
-                .path()
-                .map_err(io)?
-                .to_string_lossy()
-                .trim_start_matches("./")
-                .to_string();
+            let name = entry.path().map_err(io)?.to_string_lossy().trim_start_matches("./").to_string();
             entries.insert(name, (entry.raw_file_position(), entry.size()));
         }
         Ok(Store::Archive(path.to_path_buf(), entries))
@@ -67,10 +52,7 @@ impl Store {
     }
 
     pub fn layout_error(&self, what: String) -> ImageError {
-        ImageError::Layout {
-            path: self.display(),
-            what,
-        }
+        ImageError::Layout { path: self.display(), what }
     }
 
     fn blob_path(digest: &Digest) -> String {
@@ -80,20 +62,12 @@ impl Store {
     /// Reads a whole small file of the layout, refusing anything over `max` bytes.
     pub fn read_path(&self, rel: &str, max: u64) -> Result<Vec<u8>, ImageError> {
         let missing = || self.layout_error(format!("{rel} is missing: not an OCI image layout"));
-        let io = |source| ImageError::Io {
-            path: format!("{}/{rel}", self.display()),
-            source,
-        };
+        let io = |source| ImageError::Io { path: format!("{}/{rel}", self.display()), source };
         let (mut reader, size): (Box<dyn Read>, u64) = match self {
             Store::Dir(dir) => {
                 let p = dir.join(rel);
-                let f = std::fs::File::open(&p).map_err(|e| {
-                    if e.kind() == std::io::ErrorKind::NotFound {
-                        missing()
-                    } else {
-                        io(e)
-                    }
-                })?;
+                let f = std::fs::File::open(&p)
+                    .map_err(|e| if e.kind() == std::io::ErrorKind::NotFound { missing() } else { io(e) })?;
                 let size = f.metadata().map_err(io)?.len();
                 (Box::new(f), size)
             }
@@ -105,9 +79,7 @@ impl Store {
             }
         };
         if size > max {
-            return Err(self.layout_error(format!(
-                "{rel} is {size} bytes, more than the {max} allowed for metadata"
-            )));
+            return Err(self.layout_error(format!("{rel} is {size} bytes, more than the {max} allowed for metadata")));
         }
         let mut buf = Vec::with_capacity(size as usize);
         reader.read_to_end(&mut buf).map_err(io)?;
@@ -119,11 +91,7 @@ impl Store {
         let bytes = self.read_path(&Self::blob_path(digest), max)?;
         let actual = Digest::of(&bytes);
         if &actual != digest {
-            return Err(ImageError::Corrupt {
-                path: self.display(),
-                digest: digest.clone(),
-                actual,
-            });
+            return Err(ImageError::Corrupt { path: self.display(), digest: digest.clone(), actual });
         }
         Ok(bytes)
     }
@@ -131,10 +99,7 @@ impl Store {
     /// Opens a blob for streaming, checking its size against the descriptor's.
     pub async fn open_blob(&self, digest: &Digest, size: u64) -> Result<BlobReader, ImageError> {
         let rel = Self::blob_path(digest);
-        let io = |source| ImageError::Io {
-            path: format!("{}/{rel}", self.display()),
-            source,
-        };
+        let io = |source| ImageError::Io { path: format!("{}/{rel}", self.display()), source };
         let (file, offset, actual) = match self {
             Store::Dir(dir) => {
                 let f = tokio::fs::File::open(dir.join(&rel)).await.map_err(io)?;
@@ -142,16 +107,12 @@ impl Store {
                 (f, 0, len)
             }
             Store::Archive(path, entries) => {
-                let (offset, len) = *entries
-                    .get(&rel)
-                    .ok_or_else(|| self.layout_error(format!("{rel} is missing")))?;
+                let (offset, len) = *entries.get(&rel).ok_or_else(|| self.layout_error(format!("{rel} is missing")))?;
                 (tokio::fs::File::open(path).await.map_err(io)?, offset, len)
             }
         };
         if actual != size {
-            return Err(self.layout_error(format!(
-                "blob {digest} is {actual} bytes but its descriptor says {size}"
-            )));
+            return Err(self.layout_error(format!("blob {digest} is {actual} bytes but its descriptor says {size}")));
         }
         let mut file = file;
         file.seek(SeekFrom::Start(offset)).await.map_err(io)?;

@@ -16,11 +16,7 @@ pub struct Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}: {}",
-            self.file, self.line, self.col, self.field, self.message
-        )?;
+        write!(f, "{}:{}:{}: {}: {}", self.file, self.line, self.col, self.field, self.message)?;
         if let Some(hint) = &self.hint {
             write!(f, "\n  hint: {hint}")?;
         }
@@ -74,14 +70,7 @@ mod tests {
 
     #[test]
     fn suggests_near_misses_only() {
-        let keys = [
-            "name",
-            "source",
-            "tags",
-            "visibility",
-            "platforms",
-            "registries",
-        ];
+        let keys = ["name", "source", "tags", "visibility", "platforms", "registries"];
         assert_eq!(closest("tgas", keys), Some("tags"));
         assert_eq!(closest("platform", keys), Some("platforms"));
         assert_eq!(closest("zzzzzz", keys), None);

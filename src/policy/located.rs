@@ -16,11 +16,7 @@ pub struct Located<T> {
 impl<T> Located<T> {
     /// A value that did not come from the file (a default).
     pub fn unplaced(value: T) -> Self {
-        Located {
-            value,
-            line: 0,
-            col: 0,
-        }
+        Located { value, line: 0, col: 0 }
     }
 }
 
@@ -34,11 +30,7 @@ impl<T> std::ops::Deref for Located<T> {
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for Located<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = serde_saphyr::Spanned::<T>::deserialize(d)?;
-        Ok(Located {
-            value: s.value,
-            line: s.referenced.line(),
-            col: s.referenced.column(),
-        })
+        Ok(Located { value: s.value, line: s.referenced.line(), col: s.referenced.column() })
     }
 }
 

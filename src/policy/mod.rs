@@ -109,11 +109,7 @@ pub struct GivenUsage {
 impl ResolvedRegistry {
     /// The repository an image named `image` goes to.
     pub fn repository_for(&self, image: &str) -> String {
-        if self.namespace.is_empty() {
-            image.to_string()
-        } else {
-            format!("{}/{}", self.namespace, image)
-        }
+        if self.namespace.is_empty() { image.to_string() } else { format!("{}/{}", self.namespace, image) }
     }
 }
 
@@ -138,18 +134,9 @@ pub fn parse(file: &str, text: &str) -> Result<Policy, Diagnostics> {
     });
     result.map_err(|err| {
         let (line, col) = err.location().map_or((1, 1), |l| (l.line(), l.column()));
-        let field = path
-            .map(|p| clean_path(&p))
-            .unwrap_or_else(|| ".".to_string());
+        let field = path.map(|p| clean_path(&p)).unwrap_or_else(|| ".".to_string());
         let (message, hint) = explain(&err.to_string());
-        Diagnostics(vec![Diagnostic {
-            file: file.to_string(),
-            line,
-            col,
-            field,
-            message,
-            hint,
-        }])
+        Diagnostics(vec![Diagnostic { file: file.to_string(), line, col, field, message, hint }])
     })
 }
 
@@ -192,10 +179,7 @@ fn explain(rendered: &str) -> (String, Option<String>) {
                 .map(|(_, list)| list.split(", ").map(|s| s.trim_matches('`')).collect())
                 .unwrap_or_default();
             let hint = match diag::closest(word, expected.iter().copied()) {
-                Some(best) => format!(
-                    "did you mean `{best}`? valid {noun}s here: {}",
-                    expected.join(", ")
-                ),
+                Some(best) => format!("did you mean `{best}`? valid {noun}s here: {}", expected.join(", ")),
                 None if !expected.is_empty() => {
                     format!("valid {noun}s here: {}", expected.join(", "))
                 }
@@ -209,9 +193,7 @@ fn explain(rendered: &str) -> (String, Option<String>) {
         "expected mapping start" => "expected a mapping (key: value pairs)".to_string(),
         "expected string scalar" => "expected a string".to_string(),
         "invalid boolean" => "expected true or false".to_string(),
-        m if m.starts_with("invalid u") || m.starts_with("invalid i") => {
-            "expected a whole number".to_string()
-        }
+        m if m.starts_with("invalid u") || m.starts_with("invalid i") => "expected a whole number".to_string(),
         m => m.to_string(),
     };
     (friendly, None)
@@ -223,13 +205,7 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
-    fn err<T>(
-        &mut self,
-        at: &Located<T>,
-        field: impl Into<String>,
-        message: impl Into<String>,
-        hint: Option<String>,
-    ) {
+    fn err<T>(&mut self, at: &Located<T>, field: impl Into<String>, message: impl Into<String>, hint: Option<String>) {
         self.out.push(Diagnostic {
             file: self.file.to_string(),
             line: at.line.max(1),
@@ -243,16 +219,8 @@ impl Checker<'_> {
 
 /// Checks everything about the policy that needs neither the images nor the network, and
 /// lowers it. `base_dir` is the policy file's directory.
-pub fn resolve(
-    policy: &Policy,
-    file: &str,
-    base_dir: &Path,
-    ctx: &TemplateContext,
-) -> Result<Resolved, Diagnostics> {
-    let mut c = Checker {
-        file,
-        out: Vec::new(),
-    };
+pub fn resolve(policy: &Policy, file: &str, base_dir: &Path, ctx: &TemplateContext) -> Result<Resolved, Diagnostics> {
+    let mut c = Checker { file, out: Vec::new() };
     if *policy.version != 1 {
         c.err(
             &policy.version,
@@ -287,12 +255,7 @@ pub fn resolve(
             );
         }
         if !names.insert(img.name.value.clone()) {
-            c.err(
-                &img.name,
-                format!("{field}.name"),
-                format!("image {:?} is listed twice", *img.name),
-                None,
-            );
+            c.err(&img.name, format!("{field}.name"), format!("image {:?} is listed twice", *img.name), None);
         }
         if img.source.trim().is_empty() {
             c.err(
@@ -322,7 +285,12 @@ pub fn resolve(
                     }
                     Err(e) => c.err(t, tf, e.to_string(), None),
                 },
-                Err(e) => c.err(t, tf, format!("cannot render {:?}: {}", t.value, template_error(&e)), Some("available: git.sha, git.short_sha, git.branch, git.tag (when known) and env.NAME".into())),
+                Err(e) => c.err(
+                    t,
+                    tf,
+                    format!("cannot render {:?}: {}", t.value, template_error(&e)),
+                    Some("available: git.sha, git.short_sha, git.branch, git.tag (when known) and env.NAME".into()),
+                ),
             }
         }
         let mut platforms = Vec::new();
@@ -344,28 +312,19 @@ pub fn resolve(
         match &img.registries {
             Some(ids) => {
                 if ids.is_empty() {
-                    c.err(
-                        &img.name,
-                        format!("{field}.registries"),
-                        "no candidate registries",
-                        None,
-                    );
+                    c.err(&img.name, format!("{field}.registries"), "no candidate registries", None);
                 }
                 for (j, id) in ids.iter().enumerate() {
                     match registries.iter().find(|r: &&ResolvedRegistry| r.id == **id) {
                         Some(r) => candidates.push(r.clone()),
                         None if policy.registries.contains_key(&id.value) => {} // already reported
                         None => {
-                            let known: Vec<&str> =
-                                policy.registries.keys().map(String::as_str).collect();
+                            let known: Vec<&str> = policy.registries.keys().map(String::as_str).collect();
                             let hint = match diag::closest(id, known.iter().copied()) {
-                                Some(best) => Some(format!(
-                                    "did you mean `{best}`? registries defined: {}",
-                                    known.join(", ")
-                                )),
-                                None if known.is_empty() => {
-                                    Some("define it under registries:".into())
+                                Some(best) => {
+                                    Some(format!("did you mean `{best}`? registries defined: {}", known.join(", ")))
                                 }
+                                None if known.is_empty() => Some("define it under registries:".into()),
                                 None => Some(format!("registries defined: {}", known.join(", "))),
                             };
                             c.err(
@@ -381,14 +340,19 @@ pub fn resolve(
             None => {
                 candidates = registries.clone();
                 if policy.registries.is_empty() {
-                    c.err(&img.name, "registries", "no registries are defined", Some("add a registries: section, e.g. home: {kind: registry, repository: 127.0.0.1:5000/ml}".into()));
+                    c.err(
+                        &img.name,
+                        "registries",
+                        "no registries are defined",
+                        Some(
+                            "add a registries: section, e.g. home: {kind: registry, repository: 127.0.0.1:5000/ml}"
+                                .into(),
+                        ),
+                    );
                 }
             }
         }
-        let platforms_at = img
-            .platforms
-            .first()
-            .map_or((img.name.line, img.name.col), |p| (p.line, p.col));
+        let platforms_at = img.platforms.first().map_or((img.name.line, img.name.col), |p| (p.line, p.col));
         images.push(ResolvedImage {
             name: img.name.value.clone(),
             source: img.source.clone(),
@@ -417,11 +381,7 @@ pub fn resolve(
         );
     }
     if c.out.is_empty() {
-        Ok(Resolved {
-            file: file.to_string(),
-            images,
-            upload_rate,
-        })
+        Ok(Resolved { file: file.to_string(), images, upload_rate })
     } else {
         Err(Diagnostics(c.out))
     }
@@ -454,12 +414,15 @@ fn resolve_registry(
             &r.repository,
             format!("{field}.repository"),
             format!("{:?} does not start with a registry host", *r.repository),
-            Some(
-                "write <host>[:port]/<namespace>, e.g. ghcr.io/my-org or 127.0.0.1:5000/ml".into(),
-            ),
+            Some("write <host>[:port]/<namespace>, e.g. ghcr.io/my-org or 127.0.0.1:5000/ml".into()),
         );
     } else if !namespace.is_empty() && reference::validate_repository(&namespace).is_err() {
-        c.err(&r.repository, format!("{field}.repository"), format!("namespace {namespace:?} is invalid: lowercase letters, digits, '.', '_' and '-' only"), None);
+        c.err(
+            &r.repository,
+            format!("{field}.repository"),
+            format!("namespace {namespace:?} is invalid: lowercase letters, digits, '.', '_' and '-' only"),
+            None,
+        );
     }
     let expected_host = match *r.kind {
         RegistryKind::Ghcr => Some("ghcr.io"),
@@ -476,24 +439,17 @@ fn resolve_registry(
             &r.repository,
             format!("{field}.repository"),
             format!("a {} registry lives at {h}, not {host}", r.kind.as_str()),
-            Some(format!(
-                "write {h}/<namespace>, or use kind: registry for another host"
-            )),
+            Some(format!("write {h}/<namespace>, or use kind: registry for another host")),
         );
     }
-    if matches!(
-        *r.kind,
-        RegistryKind::Ghcr | RegistryKind::Dockerhub | RegistryKind::EcrPublic
-    ) && namespace.is_empty()
+    if matches!(*r.kind, RegistryKind::Ghcr | RegistryKind::Dockerhub | RegistryKind::EcrPublic)
+        && namespace.is_empty()
         && looks_like_host
     {
         c.err(
             &r.repository,
             format!("{field}.repository"),
-            format!(
-                "{} needs a namespace (user, organisation or alias) after the host",
-                r.kind.as_str()
-            ),
+            format!("{} needs a namespace (user, organisation or alias) after the host", r.kind.as_str()),
             None,
         );
     }
@@ -542,23 +498,13 @@ fn resolve_registry(
     if let Some(b) = &r.billing
         && *r.kind != RegistryKind::Ghcr
     {
-        c.err(
-            b,
-            format!("{field}.billing"),
-            format!("billing applies to ghcr only, not {}", r.kind.as_str()),
-            None,
-        );
+        c.err(b, format!("{field}.billing"), format!("billing applies to ghcr only, not {}", r.kind.as_str()), None);
     }
     let limits = r.limits.clone().unwrap_or_default();
     if let Some(cost) = &limits.cost_per_month
         && !(cost.value >= 0.0 && cost.value.is_finite())
     {
-        c.err(
-            cost,
-            format!("{field}.limits.cost_per_month"),
-            "a monthly cost is a number of USD, 0 or more",
-            None,
-        );
+        c.err(cost, format!("{field}.limits.cost_per_month"), "a monthly cost is a number of USD, 0 or more", None);
     }
     let size = |s: &Option<Located<model::Size>>| s.as_ref().map(|s| s.value.0);
     let used = r.used.clone().unwrap_or_default();

@@ -46,9 +46,7 @@ impl<'de> Deserialize<'de> for Size {
                 Ok(Size(ByteSize(v)))
             }
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Size, E> {
-                u64::try_from(v)
-                    .map(|v| Size(ByteSize(v)))
-                    .map_err(|_| E::custom("a size cannot be negative"))
+                u64::try_from(v).map(|v| Size(ByteSize(v))).map_err(|_| E::custom("a size cannot be negative"))
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Size, E> {
                 v.parse().map(Size).map_err(E::custom)

@@ -15,11 +15,7 @@ use crate::types::Secret;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Challenge {
     Basic,
-    Bearer {
-        realm: String,
-        service: Option<String>,
-        scope: Option<String>,
-    },
+    Bearer { realm: String, service: Option<String>, scope: Option<String> },
 }
 
 /// Parses a `WWW-Authenticate` header value (`Bearer realm="…",service="…"` or `Basic realm="…"`).
@@ -29,11 +25,7 @@ pub fn parse_challenge(header: &str) -> Option<Challenge> {
     let mut rest = params.trim();
     while !rest.is_empty() {
         let (key, after) = rest.split_once('=')?;
-        let key = key
-            .trim()
-            .trim_start_matches(',')
-            .trim()
-            .to_ascii_lowercase();
+        let key = key.trim().trim_start_matches(',').trim().to_ascii_lowercase();
         let after = after.trim_start();
         let (value, tail) = if let Some(quoted) = after.strip_prefix('"') {
             let end = quoted.find('"')?;
@@ -66,10 +58,7 @@ pub struct Credential {
 impl Credential {
     pub fn basic_header(&self) -> Secret {
         let raw = format!("{}:{}", self.username, self.password.expose());
-        Secret::new(format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(raw)
-        ))
+        Secret::new(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw)))
     }
 }
 
@@ -104,22 +93,14 @@ fn docker_config_path() -> Option<PathBuf> {
 /// The keys Docker may have stored credentials for `host` under.
 fn host_aliases(host: &str) -> Vec<&str> {
     if host == crate::reference::DOCKER_HUB {
-        vec![
-            "https://index.docker.io/v1/",
-            "index.docker.io",
-            "docker.io",
-            "registry-1.docker.io",
-        ]
+        vec!["https://index.docker.io/v1/", "index.docker.io", "docker.io", "registry-1.docker.io"]
     } else {
         vec![host]
     }
 }
 
 fn normalize_key(key: &str) -> &str {
-    let k = key
-        .strip_prefix("https://")
-        .or_else(|| key.strip_prefix("http://"))
-        .unwrap_or(key);
+    let k = key.strip_prefix("https://").or_else(|| key.strip_prefix("http://")).unwrap_or(key);
     k.split('/').next().unwrap_or(k)
 }
 
@@ -133,8 +114,8 @@ pub fn from_docker_config(host: &str) -> anyhow::Result<Option<Credential>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
     };
-    let config: DockerConfig = serde_json::from_str(&text)
-        .map_err(|e| anyhow::anyhow!("{} is not valid JSON: {e}", path.display()))?;
+    let config: DockerConfig =
+        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{} is not valid JSON: {e}", path.display()))?;
     let aliases = host_aliases(host);
     let matches = |key: &str| aliases.contains(&key) || aliases.contains(&normalize_key(key));
     if let Some((_, helper)) = config.cred_helpers.iter().find(|(k, _)| matches(k)) {
@@ -142,10 +123,7 @@ pub fn from_docker_config(host: &str) -> anyhow::Result<Option<Credential>> {
     }
     if let Some((_, entry)) = config.auths.iter().find(|(k, _)| matches(k)) {
         if let (Some(u), Some(p)) = (&entry.username, &entry.password) {
-            return Ok(Some(Credential {
-                username: u.clone(),
-                password: Secret::new(p.clone()),
-            }));
+            return Ok(Some(Credential { username: u.clone(), password: Secret::new(p.clone()) }));
         }
         if let Some(auth) = &entry.auth {
             let decoded = base64::engine::general_purpose::STANDARD
@@ -153,21 +131,12 @@ pub fn from_docker_config(host: &str) -> anyhow::Result<Option<Credential>> {
                 .ok()
                 .and_then(|b| String::from_utf8(b).ok())
                 .ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "{}: the auth entry for {host} is not base64 user:password",
-                        path.display()
-                    )
+                    anyhow::anyhow!("{}: the auth entry for {host} is not base64 user:password", path.display())
                 })?;
-            let (u, p) = decoded.split_once(':').ok_or_else(|| {
-                anyhow::anyhow!(
-                    "{}: the auth entry for {host} is not user:password",
-                    path.display()
-                )
-            })?;
-            return Ok(Some(Credential {
-                username: u.to_string(),
-                password: Secret::new(p),
-            }));
+            let (u, p) = decoded
+                .split_once(':')
+                .ok_or_else(|| anyhow::anyhow!("{}: the auth entry for {host} is not user:password", path.display()))?;
+            return Ok(Some(Credential { username: u.to_string(), password: Secret::new(p) }));
         }
     }
     match &config.creds_store {
@@ -186,11 +155,7 @@ struct HelperReply {
 /// Runs `docker-credential-<helper> get` with the host on stdin, as Docker does.
 fn run_helper(helper: &str, host: &str) -> anyhow::Result<Option<Credential>> {
     let program = format!("docker-credential-{helper}");
-    let server = if host == crate::reference::DOCKER_HUB {
-        "https://index.docker.io/v1/"
-    } else {
-        host
-    };
+    let server = if host == crate::reference::DOCKER_HUB { "https://index.docker.io/v1/" } else { host };
     let mut child = Command::new(&program)
         .arg("get")
         .stdin(Stdio::piped())
@@ -207,20 +172,12 @@ fn run_helper(helper: &str, host: &str) -> anyhow::Result<Option<Credential>> {
         if msg.contains("credentials not found") {
             return Ok(None);
         }
-        anyhow::bail!(
-            "credential helper {program} failed for {host} ({})",
-            out.status
-        );
+        anyhow::bail!("credential helper {program} failed for {host} ({})", out.status);
     }
     let reply: HelperReply = serde_json::from_slice(&out.stdout).map_err(|_| {
-        anyhow::anyhow!(
-            "credential helper {program} answered something other than its JSON for {host}"
-        )
+        anyhow::anyhow!("credential helper {program} answered something other than its JSON for {host}")
     })?;
-    Ok(Some(Credential {
-        username: reply.username,
-        password: Secret::new(reply.secret),
-    }))
+    Ok(Some(Credential { username: reply.username, password: Secret::new(reply.secret) }))
 }
 
 #[cfg(test)]
@@ -229,9 +186,8 @@ mod tests {
 
     #[test]
     fn parses_bearer_and_basic() {
-        let c = parse_challenge(
-            r#"Bearer realm="https://ghcr.io/token",service="ghcr.io",scope="repository:o/n:pull""#,
-        );
+        let c =
+            parse_challenge(r#"Bearer realm="https://ghcr.io/token",service="ghcr.io",scope="repository:o/n:pull""#);
         assert_eq!(
             c,
             Some(Challenge::Bearer {
@@ -240,19 +196,13 @@ mod tests {
                 scope: Some("repository:o/n:pull".into())
             })
         );
-        assert_eq!(
-            parse_challenge(r#"Basic realm="Registry Realm""#),
-            Some(Challenge::Basic)
-        );
+        assert_eq!(parse_challenge(r#"Basic realm="Registry Realm""#), Some(Challenge::Basic));
         assert_eq!(parse_challenge("Negotiate"), None);
     }
 
     #[test]
     fn normalizes_config_keys() {
-        assert_eq!(
-            normalize_key("https://127.0.0.1:5000/v2/"),
-            "127.0.0.1:5000"
-        );
+        assert_eq!(normalize_key("https://127.0.0.1:5000/v2/"), "127.0.0.1:5000");
         assert_eq!(normalize_key("ghcr.io"), "ghcr.io");
     }
 }

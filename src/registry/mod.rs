@@ -3,6 +3,7 @@
 //! PUT. It never holds a layer in memory and never logs a header.
 
 pub mod auth;
+pub mod usage;
 
 use std::path::Path;
 use std::pin::Pin;
@@ -24,24 +25,15 @@ use auth::{Challenge, parse_challenge};
 /// Errors a caller may act on. Messages name the registry, never a secret.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error(
-        "{registry}: authentication failed{detail}: check the username and password or token for this registry"
-    )]
+    #[error("{registry}: authentication failed{detail}: check the username and password or token for this registry")]
     Unauthorized { registry: String, detail: String },
     #[error("{registry}: {status} {code}: {message}")]
-    Api {
-        registry: String,
-        status: u16,
-        code: String,
-        message: String,
-    },
+    Api { registry: String, status: u16, code: String, message: String },
     #[error("{registry}: {message}")]
     Transport { registry: String, message: String },
     #[error("{registry}: {message}")]
     Refused { registry: String, message: String },
-    #[error(
-        "source blob {digest} does not match its digest (read {actual}): the image on disk is corrupt"
-    )]
+    #[error("source blob {digest} does not match its digest (read {actual}): the image on disk is corrupt")]
     CorruptSource { digest: Digest, actual: Digest },
     #[error("reading the source: {0}")]
     Source(String),
@@ -76,11 +68,7 @@ impl Endpoint {
                 message: "plain HTTP is only allowed for loopback registries".into(),
             });
         }
-        let host = if self.host == crate::reference::DOCKER_HUB {
-            "registry-1.docker.io"
-        } else {
-            &self.host
-        };
+        let host = if self.host == crate::reference::DOCKER_HUB { "registry-1.docker.io" } else { &self.host };
         let scheme = if self.insecure { "http" } else { "https" };
         Url::parse(&format!("{scheme}://{host}/")).map_err(|e| RegistryError::Refused {
             registry: self.host.clone(),
@@ -96,6 +84,8 @@ pub struct Client {
     registry: String,
     repository: String,
     credential: Option<Credential>,
+    /// The token scope asked for on a Bearer challenge.
+    scope: String,
     /// The `Authorization` value in use (Basic or Bearer), once the challenge is known.
     authorization: Mutex<Option<Secret>>,
     retry: RetryPolicy,
@@ -117,19 +107,24 @@ impl Client {
         retry: RetryPolicy,
     ) -> Result<Client, RegistryError> {
         let base = endpoint.base_url()?;
-        let http = crate::http::client(ca_file).map_err(|e| RegistryError::Refused {
-            registry: endpoint.host.clone(),
-            message: e.to_string(),
-        })?;
+        let http = crate::http::client(ca_file)
+            .map_err(|e| RegistryError::Refused { registry: endpoint.host.clone(), message: e.to_string() })?;
         Ok(Client {
             http,
             base,
             registry: endpoint.host.clone(),
             repository: repository.to_string(),
+            scope: format!("repository:{repository}:pull,push"),
             credential,
             authorization: Mutex::new(None),
             retry,
         })
+    }
+
+    /// Asks for these token scopes (space-separated) instead of pull and push on the repository.
+    pub fn with_scope(mut self, scope: &str) -> Self {
+        self.scope = scope.to_string();
+        self
     }
 
     pub fn registry(&self) -> &str {
@@ -149,19 +144,13 @@ impl Client {
             message = format!("{message}: {s}");
             source = s.source();
         }
-        RegistryError::Transport {
-            registry: self.registry.clone(),
-            message,
-        }
+        RegistryError::Transport { registry: self.registry.clone(), message }
     }
 
     async fn api_error(&self, resp: reqwest::Response) -> RegistryError {
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED {
-            return RegistryError::Unauthorized {
-                registry: self.registry.clone(),
-                detail: String::new(),
-            };
+            return RegistryError::Unauthorized { registry: self.registry.clone(), detail: String::new() };
         }
         let body = resp.text().await.unwrap_or_default();
         #[derive(serde::Deserialize)]
@@ -175,47 +164,26 @@ impl Client {
             message: String,
         }
         let (code, message) = match serde_json::from_str::<Errors>(&body) {
-            Ok(e) if !e.errors.is_empty() => {
-                (e.errors[0].code.clone(), e.errors[0].message.clone())
-            }
+            Ok(e) if !e.errors.is_empty() => (e.errors[0].code.clone(), e.errors[0].message.clone()),
             _ => (
-                status
-                    .canonical_reason()
-                    .unwrap_or("error")
-                    .to_uppercase()
-                    .replace(' ', "_"),
-                body.chars()
-                    .take(200)
-                    .collect::<String>()
-                    .trim()
-                    .to_string(),
+                status.canonical_reason().unwrap_or("error").to_uppercase().replace(' ', "_"),
+                body.chars().take(200).collect::<String>().trim().to_string(),
             ),
         };
-        RegistryError::Api {
-            registry: self.registry.clone(),
-            status: status.as_u16(),
-            code,
-            message,
-        }
+        RegistryError::Api { registry: self.registry.clone(), status: status.as_u16(), code, message }
     }
 
     /// Pings `/v2/` and, on a challenge, obtains authorization for pull and push on the
     /// repository. Fails with `Unauthorized` when the credentials are refused.
     pub async fn authenticate(&self) -> Result<(), RegistryError> {
-        let resp = self
-            .with_retries(Method::GET, self.url("v2/"), |r| r, false)
-            .await?;
+        let resp = self.with_retries(Method::GET, self.url("v2/"), |r| r, false).await?;
         if resp.status().is_success() {
             return Ok(());
         }
         if resp.status() != StatusCode::UNAUTHORIZED {
             return Err(self.api_error(resp).await);
         }
-        let challenge = resp
-            .headers()
-            .get(WWW_AUTHENTICATE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_challenge);
+        let challenge = resp.headers().get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).and_then(parse_challenge);
         match challenge {
             Some(Challenge::Basic) | None => {
                 let Some(cred) = &self.credential else {
@@ -226,20 +194,12 @@ impl Client {
                 };
                 let header = cred.basic_header();
                 let resp = self
-                    .with_retries(
-                        Method::GET,
-                        self.url("v2/"),
-                        |r| r.header(AUTHORIZATION, header.expose()),
-                        false,
-                    )
+                    .with_retries(Method::GET, self.url("v2/"), |r| r.header(AUTHORIZATION, header.expose()), false)
                     .await?;
                 if !resp.status().is_success() {
                     return Err(match self.api_error(resp).await {
                         RegistryError::Unauthorized { registry, .. } => {
-                            RegistryError::Unauthorized {
-                                registry,
-                                detail: format!(" for user {:?}", cred.username),
-                            }
+                            RegistryError::Unauthorized { registry, detail: format!(" for user {:?}", cred.username) }
                         }
                         e => e,
                     });
@@ -264,11 +224,7 @@ impl Client {
         self.authorization.lock().ok().and_then(|a| a.clone())
     }
 
-    async fn fetch_token(
-        &self,
-        realm: &str,
-        service: Option<&str>,
-    ) -> Result<Secret, RegistryError> {
+    async fn fetch_token(&self, realm: &str, service: Option<&str>) -> Result<Secret, RegistryError> {
         let mut url = Url::parse(realm).map_err(|e| RegistryError::Refused {
             registry: self.registry.clone(),
             message: format!("the token realm {realm:?} is not a URL: {e}"),
@@ -285,10 +241,9 @@ impl Client {
             if let Some(s) = service {
                 q.append_pair("service", s);
             }
-            q.append_pair(
-                "scope",
-                &format!("repository:{}:pull,push", self.repository),
-            );
+            for scope in self.scope.split(' ') {
+                q.append_pair("scope", scope);
+            }
         }
         let basic = self.credential.as_ref().map(Credential::basic_header);
         let resp = self
@@ -303,11 +258,7 @@ impl Client {
             )
             .await?;
         if resp.status() == StatusCode::UNAUTHORIZED || resp.status() == StatusCode::FORBIDDEN {
-            let who = self
-                .credential
-                .as_ref()
-                .map(|c| format!(" for user {:?}", c.username))
-                .unwrap_or_default();
+            let who = self.credential.as_ref().map(|c| format!(" for user {:?}", c.username)).unwrap_or_default();
             return Err(RegistryError::Unauthorized {
                 registry: self.registry.clone(),
                 detail: format!(" at the token service {realm_host}{who}"),
@@ -324,14 +275,10 @@ impl Client {
             access_token: Option<String>,
         }
         let reply: TokenReply = resp.json().await.map_err(|e| self.transport_error(e))?;
-        reply
-            .token
-            .or(reply.access_token)
-            .map(Secret::new)
-            .ok_or_else(|| RegistryError::Refused {
-                registry: self.registry.clone(),
-                message: format!("the token service {realm_host} answered without a token"),
-            })
+        reply.token.or(reply.access_token).map(Secret::new).ok_or_else(|| RegistryError::Refused {
+            registry: self.registry.clone(),
+            message: format!("the token service {realm_host} answered without a token"),
+        })
     }
 
     /// One try: builds the request, adds the current authorization when `auth`, and turns
@@ -349,10 +296,7 @@ impl Client {
         }
         tracing::debug!(%method, url = %url.path(), "registry request");
         match req.send().await {
-            Ok(resp)
-                if resp.status().is_server_error()
-                    || resp.status() == StatusCode::TOO_MANY_REQUESTS =>
-            {
+            Ok(resp) if resp.status().is_server_error() || resp.status() == StatusCode::TOO_MANY_REQUESTS => {
                 Err(self.api_error(resp).await)
             }
             Ok(resp) => Ok(resp),
@@ -391,9 +335,7 @@ impl Client {
         url: Url,
         build: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, RegistryError> {
-        let resp = self
-            .with_retries(method.clone(), url.clone(), &build, true)
-            .await?;
+        let resp = self.with_retries(method.clone(), url.clone(), &build, true).await?;
         if resp.status() != StatusCode::UNAUTHORIZED {
             return Ok(resp);
         }
@@ -456,25 +398,16 @@ impl Client {
         R: AsyncRead + Send + Unpin + 'static,
     {
         let start = self.url(&format!("v2/{}/blobs/uploads/", self.repository));
-        let resp = self
-            .send(Method::POST, start.clone(), |r| {
-                r.header(CONTENT_LENGTH, "0")
-            })
-            .await?;
+        let resp = self.send(Method::POST, start.clone(), |r| r.header(CONTENT_LENGTH, "0")).await?;
         if resp.status() != StatusCode::ACCEPTED && resp.status() != StatusCode::CREATED {
             return Err(self.api_error(resp).await);
         }
         let mut location = self.location(&start, &resp)?;
-        location
-            .query_pairs_mut()
-            .append_pair("digest", digest.as_str());
+        location.query_pairs_mut().append_pair("digest", digest.as_str());
 
         let reader = open().await.map_err(RegistryError::Source)?;
         let (hashing, progress) = HashingReader::new(reader, digest.clone(), size);
-        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
-            hashing,
-            256 * 1024,
-        ));
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(hashing, 256 * 1024));
         let mut req = self
             .http
             .put(location.clone())
@@ -489,10 +422,7 @@ impl Client {
         let (read, mismatch) = progress.snapshot();
         stats.bytes_sent += read;
         if let Some(actual) = mismatch {
-            return Err(RegistryError::CorruptSource {
-                digest: digest.clone(),
-                actual,
-            });
+            return Err(RegistryError::CorruptSource { digest: digest.clone(), actual });
         }
         let resp = result.map_err(|e| self.transport_error(e))?;
         if resp.status() != StatusCode::CREATED && !resp.status().is_success() {
@@ -502,11 +432,8 @@ impl Client {
     }
 
     fn location(&self, request: &Url, resp: &reqwest::Response) -> Result<Url, RegistryError> {
-        let value = resp
-            .headers()
-            .get(LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| RegistryError::Refused {
+        let value =
+            resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()).ok_or_else(|| RegistryError::Refused {
                 registry: self.registry.clone(),
                 message: "upload started without a Location header".into(),
             })?;
@@ -517,40 +444,96 @@ impl Client {
         })
     }
 
-    /// Puts a manifest under `reference` (a tag or its digest) and checks the digest the
-    /// registry computed, when it says.
-    pub async fn put_manifest(
-        &self,
-        reference: &str,
-        media_type: &str,
-        bytes: &[u8],
-    ) -> Result<Digest, RegistryError> {
-        let digest = Digest::of(bytes);
-        let url = self.url(&format!("v2/{}/manifests/{reference}", self.repository));
-        let body = bytes.to_vec();
-        let resp = self
-            .send(Method::PUT, url, |r| {
-                r.header(CONTENT_TYPE, media_type).body(body.clone())
-            })
-            .await?;
+    /// Every repository in the registry's catalog, following `Link` pagination.
+    pub async fn repositories(&self) -> Result<Vec<String>, RegistryError> {
+        #[derive(serde::Deserialize)]
+        struct Catalog {
+            #[serde(default)]
+            repositories: Vec<String>,
+        }
+        let mut out = Vec::new();
+        let mut url = self.url("v2/_catalog?n=1000");
+        loop {
+            let resp = self.send(Method::GET, url.clone(), |r| r).await?;
+            if !resp.status().is_success() {
+                return Err(self.api_error(resp).await);
+            }
+            let next = link_next(&url, &resp);
+            let page: Catalog = resp.json().await.map_err(|e| self.transport_error(e))?;
+            out.extend(page.repositories);
+            match next {
+                Some(n) => url = n,
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// The tags of `repository` (empty when it has none).
+    pub async fn tags(&self, repository: &str) -> Result<Vec<String>, RegistryError> {
+        #[derive(serde::Deserialize)]
+        struct Tags {
+            #[serde(default)]
+            tags: Option<Vec<String>>,
+        }
+        let resp = self.send(Method::GET, self.url(&format!("v2/{repository}/tags/list")), |r| r).await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(Vec::new());
+        }
         if !resp.status().is_success() {
             return Err(self.api_error(resp).await);
         }
-        if let Some(theirs) = resp
-            .headers()
-            .get("docker-content-digest")
-            .and_then(|v| v.to_str().ok())
+        let t: Tags = resp.json().await.map_err(|e| self.transport_error(e))?;
+        Ok(t.tags.unwrap_or_default())
+    }
+
+    /// A manifest's bytes, by tag or digest, in any of the image media types (`None`: absent).
+    pub async fn manifest(&self, repository: &str, reference: &str) -> Result<Option<Vec<u8>>, RegistryError> {
+        let accept = [
+            crate::image::OCI_MANIFEST,
+            crate::image::OCI_INDEX,
+            crate::image::DOCKER_MANIFEST,
+            crate::image::DOCKER_LIST,
+        ]
+        .join(", ");
+        let url = self.url(&format!("v2/{repository}/manifests/{reference}"));
+        let resp = self.send(Method::GET, url, |r| r.header(reqwest::header::ACCEPT, accept.as_str())).await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !resp.status().is_success() {
+            return Err(self.api_error(resp).await);
+        }
+        let bytes = resp.bytes().await.map_err(|e| self.transport_error(e))?;
+        Ok(Some(bytes.to_vec()))
+    }
+
+    /// Puts a manifest under `reference` (a tag or its digest) and checks the digest the
+    /// registry computed, when it says.
+    pub async fn put_manifest(&self, reference: &str, media_type: &str, bytes: &[u8]) -> Result<Digest, RegistryError> {
+        let digest = Digest::of(bytes);
+        let url = self.url(&format!("v2/{}/manifests/{reference}", self.repository));
+        let body = bytes.to_vec();
+        let resp = self.send(Method::PUT, url, |r| r.header(CONTENT_TYPE, media_type).body(body.clone())).await?;
+        if !resp.status().is_success() {
+            return Err(self.api_error(resp).await);
+        }
+        if let Some(theirs) = resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok())
             && theirs != digest.as_str()
         {
             return Err(RegistryError::Refused {
                 registry: self.registry.clone(),
-                message: format!(
-                    "stored manifest {reference} as {theirs}, but it hashes to {digest}"
-                ),
+                message: format!("stored manifest {reference} as {theirs}, but it hashes to {digest}"),
             });
         }
         Ok(digest)
     }
+}
+
+/// The `rel="next"` target of a `Link` header, resolved against the request URL.
+fn link_next(request: &Url, resp: &reqwest::Response) -> Option<Url> {
+    let link = resp.headers().get(reqwest::header::LINK)?.to_str().ok()?;
+    let target = link.split(';').next()?.trim().trim_start_matches('<').trim_end_matches('>');
+    link.contains("rel=\"next\"").then(|| request.join(target).ok()).flatten()
 }
 
 /// Progress shared between the body stream (which reqwest owns) and the uploader.
@@ -579,24 +562,14 @@ struct HashingReader<R> {
 impl<R> HashingReader<R> {
     fn new(inner: R, expected: Digest, size: u64) -> (Self, Progress) {
         let progress = Progress::default();
-        let reader = HashingReader {
-            inner,
-            hasher: Sha256::new(),
-            expected,
-            size,
-            read: 0,
-            progress: progress.clone(),
-        };
+        let reader =
+            HashingReader { inner, hasher: Sha256::new(), expected, size, read: 0, progress: progress.clone() };
         (reader, progress)
     }
 }
 
 impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let this = &mut *self;
         let Poll::Ready(result) = Pin::new(&mut this.inner).poll_read(cx, buf) else {
@@ -617,10 +590,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
         }
         if mismatch.is_some() {
             buf.set_filled(before);
-            return Poll::Ready(Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "source digest mismatch",
-            )));
+            return Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "source digest mismatch")));
         }
         Poll::Ready(Ok(()))
     }

@@ -16,21 +16,11 @@ pub struct Fact<T> {
 }
 
 const fn doc<T>(value: T, source: &'static str, checked: &'static str) -> Fact<T> {
-    Fact {
-        value,
-        source,
-        checked,
-        verified: true,
-    }
+    Fact { value, source, checked, verified: true }
 }
 
 const fn unverified<T>(value: T, source: &'static str, checked: &'static str) -> Fact<T> {
-    Fact {
-        value,
-        source,
-        checked,
-        verified: false,
-    }
+    Fact { value, source, checked, verified: false }
 }
 
 /// A quota on storage or monthly transfer.
@@ -78,22 +68,18 @@ pub struct Tier {
 }
 
 const GHCR_DOCS: &str = "docs.github.com/en/billing/concepts/product-billing/github-packages";
-const GHCR_LIMITS: &str = "docs.github.com/en/packages/working-with-a-github-packages-registry/working-with-the-container-registry";
-const GHCR_PRICES: &str =
-    "shared/reference/000 (GitHub Packages prices: $0.25/GB-month storage, $0.50/GB transfer)";
+const GHCR_LIMITS: &str =
+    "docs.github.com/en/packages/working-with-a-github-packages-registry/working-with-the-container-registry";
+const GHCR_PRICES: &str = "shared/reference/000 (GitHub Packages prices: $0.25/GB-month storage, $0.50/GB transfer)";
 const HUB_USAGE: &str = "docs.docker.com/docker-hub/usage/";
 const HUB_PULLS: &str = "docs.docker.com/docker-hub/usage/pulls/";
 const ECR_QUOTAS: &str = "docs.aws.amazon.com/AmazonECR/latest/public/public-service-quotas.html";
-const ECR_PRICING: &str =
-    "aws.amazon.com/ecr/pricing/ (quoted by third parties; page not retrieved)";
+const ECR_PRICING: &str = "aws.amazon.com/ecr/pricing/ (quoted by third parties; page not retrieved)";
 const CHECKED: &str = "2026-11-24";
 const PLATFORMS_ANY: &str = "any OCI platform; RunPod pulls linux/amd64 only";
 
 const fn quota(gb_millis: u64, over: Overage) -> Limit {
-    Limit::Quota {
-        free: ByteSize(gb_millis * 1_000_000),
-        over,
-    }
+    Limit::Quota { free: ByteSize(gb_millis * 1_000_000), over }
 }
 
 const GHCR_OVER_STORAGE: Overage = Overage::Billed { usd_per_gb: 0.25 };
@@ -143,17 +129,9 @@ const fn hub(
         label,
         private_allowed: doc(true, HUB_USAGE, CHECKED),
         // Storage and pull consumption charges were delayed indefinitely / cancelled.
-        public_storage: unverified(
-            Limit::Unlimited,
-            "shared/reference/000 (Docker's Nov 2024 plan update)",
-            CHECKED,
-        ),
+        public_storage: unverified(Limit::Unlimited, "shared/reference/000 (Docker's Nov 2024 plan update)", CHECKED),
         public_transfer: doc(Limit::Unlimited, HUB_PULLS, CHECKED),
-        private_storage: unverified(
-            Limit::Unlimited,
-            "shared/reference/000 (Docker's Nov 2024 plan update)",
-            CHECKED,
-        ),
+        private_storage: unverified(Limit::Unlimited, "shared/reference/000 (Docker's Nov 2024 plan update)", CHECKED),
         private_transfer: doc(Limit::Unlimited, HUB_PULLS, CHECKED),
         private_repositories: doc(private_repos, HUB_USAGE, CHECKED),
         max_layer: unverified(None, HUB_USAGE, CHECKED),
@@ -168,33 +146,9 @@ const fn hub(
 /// Every known (kind, tier). The first tier of a kind is its default.
 pub const TIERS: &[Tier] = &[
     // Free: spending on Packages defaults to $0, so usage past the quota is refused.
-    ghcr(
-        "free",
-        "GHCR, GitHub Free",
-        500,
-        1_000,
-        Overage::Blocked,
-        Overage::Blocked,
-        GHCR_DOCS,
-    ),
-    ghcr(
-        "pro",
-        "GHCR, GitHub Pro",
-        2_000,
-        10_000,
-        GHCR_OVER_STORAGE,
-        GHCR_OVER_TRANSFER,
-        GHCR_PRICES,
-    ),
-    ghcr(
-        "team",
-        "GHCR, GitHub Team",
-        2_000,
-        10_000,
-        GHCR_OVER_STORAGE,
-        GHCR_OVER_TRANSFER,
-        GHCR_PRICES,
-    ),
+    ghcr("free", "GHCR, GitHub Free", 500, 1_000, Overage::Blocked, Overage::Blocked, GHCR_DOCS),
+    ghcr("pro", "GHCR, GitHub Pro", 2_000, 10_000, GHCR_OVER_STORAGE, GHCR_OVER_TRANSFER, GHCR_PRICES),
+    ghcr("team", "GHCR, GitHub Team", 2_000, 10_000, GHCR_OVER_STORAGE, GHCR_OVER_TRANSFER, GHCR_PRICES),
     ghcr(
         "enterprise",
         "GHCR, GitHub Enterprise Cloud",
@@ -209,11 +163,7 @@ pub const TIERS: &[Tier] = &[
         name: "free",
         label: "ECR Public",
         private_allowed: doc(false, ECR_QUOTAS, CHECKED),
-        public_storage: unverified(
-            quota(50_000, Overage::Billed { usd_per_gb: 0.10 }),
-            ECR_PRICING,
-            CHECKED,
-        ),
+        public_storage: unverified(quota(50_000, Overage::Billed { usd_per_gb: 0.10 }), ECR_PRICING, CHECKED),
         // Anonymous egress is capped, not billed: past it, RunPod's anonymous pulls fail.
         public_transfer: doc(quota(500_000, Overage::Blocked), ECR_QUOTAS, CHECKED),
         private_storage: doc(Limit::Unlimited, ECR_QUOTAS, CHECKED),
@@ -226,12 +176,7 @@ pub const TIERS: &[Tier] = &[
         regions: doc("global (CloudFront); API in us-east-1", ECR_QUOTAS, CHECKED),
         platforms: doc(PLATFORMS_ANY, ECR_QUOTAS, CHECKED),
     },
-    hub(
-        "personal",
-        "Docker Hub, Personal (free)",
-        Some(1),
-        Some((100, 21_600, "IPv4 address or IPv6 /64")),
-    ),
+    hub("personal", "Docker Hub, Personal (free)", Some(1), Some((100, 21_600, "IPv4 address or IPv6 /64"))),
     hub("pro", "Docker Hub, Pro", None, None),
     hub("team", "Docker Hub, Team", None, None),
     hub("business", "Docker Hub, Business", None, None),
@@ -239,34 +184,14 @@ pub const TIERS: &[Tier] = &[
         kind: RegistryKind::Registry,
         name: "self-hosted",
         label: "self-hosted registry",
-        private_allowed: doc(
-            true,
-            "distribution/distribution docs/configuration.md",
-            CHECKED,
-        ),
+        private_allowed: doc(true, "distribution/distribution docs/configuration.md", CHECKED),
         public_storage: doc(Limit::Unlimited, "your disk: set limits.storage", CHECKED),
-        public_transfer: doc(
-            Limit::Unlimited,
-            "your network plan: set limits.transfer",
-            CHECKED,
-        ),
+        public_transfer: doc(Limit::Unlimited, "your network plan: set limits.transfer", CHECKED),
         private_storage: doc(Limit::Unlimited, "your disk: set limits.storage", CHECKED),
-        private_transfer: doc(
-            Limit::Unlimited,
-            "your network plan: set limits.transfer",
-            CHECKED,
-        ),
+        private_transfer: doc(Limit::Unlimited, "your network plan: set limits.transfer", CHECKED),
         private_repositories: doc(None, "distribution/distribution", CHECKED),
-        max_layer: doc(
-            None,
-            "distribution/distribution (nginx: client_max_body_size 0)",
-            CHECKED,
-        ),
-        upload_timeout_secs: doc(
-            None,
-            "shared/reference/004 (nginx proxy_read_timeout)",
-            CHECKED,
-        ),
+        max_layer: doc(None, "distribution/distribution (nginx: client_max_body_size 0)", CHECKED),
+        upload_timeout_secs: doc(None, "shared/reference/004 (nginx proxy_read_timeout)", CHECKED),
         anonymous_pull_rate: doc(None, "distribution/distribution", CHECKED),
         not_billed_today: None,
         regions: doc("where you host it: set region", CHECKED, CHECKED),

@@ -75,6 +75,8 @@ pub struct Verdict {
     pub margins: Vec<Margin>,
     /// What would make a rejected candidate fit.
     pub fixes: Vec<String>,
+    /// The usage the verdict was made with.
+    pub usage: Usage,
 }
 
 struct Eval {
@@ -110,13 +112,8 @@ pub fn select(
     upload_rate: Option<ByteSize>,
     publish_to: PublishTo,
 ) -> Vec<Verdict> {
-    let mut verdicts: Vec<Verdict> = candidates
-        .iter()
-        .map(|c| evaluate(image, c, upload_rate))
-        .collect();
-    let mut order: Vec<usize> = (0..verdicts.len())
-        .filter(|&i| verdicts[i].verdict == VerdictKind::Eligible)
-        .collect();
+    let mut verdicts: Vec<Verdict> = candidates.iter().map(|c| evaluate(image, c, upload_rate)).collect();
+    let mut order: Vec<usize> = (0..verdicts.len()).filter(|&i| verdicts[i].verdict == VerdictKind::Eligible).collect();
     order.sort_by(|&a, &b| {
         let (va, vb) = (&verdicts[a], &verdicts[b]);
         va.cost
@@ -132,7 +129,7 @@ pub fn select(
     for (rank, &i) in order.iter().enumerate() {
         let v = &mut verdicts[i];
         let cost = v.cost.map(usd).unwrap_or_default();
-        let est = if v.cost_exact { "" } else { " at least" };
+        let est = if v.cost_exact { "" } else { "at least " };
         if winners.contains(&i) {
             v.verdict = VerdictKind::Selected;
             let why = match publish_to {
@@ -150,11 +147,7 @@ pub fn select(
         } else {
             v.reasons.insert(
                 0,
-                format!(
-                    "eligible but not chosen: rank {} of {} ({est}{cost}/month)",
-                    rank + 1,
-                    order.len()
-                ),
+                format!("eligible but not chosen: rank {} of {} ({est}{cost}/month)", rank + 1, order.len()),
             );
         }
     }
@@ -166,14 +159,8 @@ fn evaluate(image: &ImageFacts, c: &Candidate, upload_rate: Option<ByteSize>) ->
     let o = c.overrides;
     let name = t.label;
     let private = image.visibility == Visibility::Private;
-    let mut e = Eval {
-        reasons: Vec::new(),
-        fixes: Vec::new(),
-        rejected: false,
-        cost: 0.0,
-        exact: true,
-        margins: Vec::new(),
-    };
+    let mut e =
+        Eval { reasons: Vec::new(), fixes: Vec::new(), rejected: false, cost: 0.0, exact: true, margins: Vec::new() };
 
     // Privacy.
     let private_allowed = o.private.unwrap_or(t.private_allowed.value);
@@ -193,10 +180,9 @@ fn evaluate(image: &ImageFacts, c: &Candidate, upload_rate: Option<ByteSize>) ->
                 ),
                 "delete a private repository there, or set tier: pro".into(),
             ),
-            (Some(n), Some(used)) => e.reasons.push(format!(
-                "private repositories: {used} of {n} in use, this one makes {}",
-                used + 1
-            )),
+            (Some(n), Some(used)) => {
+                e.reasons.push(format!("private repositories: {used} of {n} in use, this one makes {}", used + 1))
+            }
             (Some(n), None) => {
                 e.exact = false;
                 e.reasons.push(format!(
@@ -212,19 +198,11 @@ fn evaluate(image: &ImageFacts, c: &Candidate, upload_rate: Option<ByteSize>) ->
     if let Some(max) = o.max_layer.or(t.max_layer.value) {
         if image.largest_layer > max {
             e.reject(
-                format!(
-                    "largest layer {} exceeds {name}'s {max} per-layer limit",
-                    image.largest_layer
-                ),
-                format!(
-                    "split layers below {max} (model weights can live on a RunPod network volume)"
-                ),
+                format!("largest layer {} exceeds {name}'s {max} per-layer limit", image.largest_layer),
+                format!("split layers below {max} (model weights can live on a RunPod network volume)"),
             );
         } else {
-            e.reasons.push(format!(
-                "largest layer {} is within the {max} per-layer limit",
-                image.largest_layer
-            ));
+            e.reasons.push(format!("largest layer {} is within the {max} per-layer limit", image.largest_layer));
         }
     }
 
@@ -243,36 +221,42 @@ fn evaluate(image: &ImageFacts, c: &Candidate, upload_rate: Option<ByteSize>) ->
                             mb_per_s(rate),
                             secs / 60
                         ),
-                        format!("keep layers under {max_layer} (what uploads in {} min at {})", secs / 60, mb_per_s(rate)),
+                        format!(
+                            "keep layers under {max_layer} (what uploads in {} min at {})",
+                            secs / 60,
+                            mb_per_s(rate)
+                        ),
                     );
                 } else {
-                    e.reasons.push(format!("largest layer uploads in {:.0} s at {}, within the {}-minute limit", needed, mb_per_s(rate), secs / 60));
+                    e.reasons.push(format!(
+                        "largest layer uploads in {:.0} s at {}, within the {}-minute limit",
+                        needed,
+                        mb_per_s(rate),
+                        secs / 60
+                    ));
                 }
             }
-            None => e.reasons.push(format!("{name} ends uploads after {} minutes; upload_rate is not given, so this is not checked", secs / 60)),
+            None => e.reasons.push(format!(
+                "{name} ends uploads after {} minutes; upload_rate is not given, so this is not checked",
+                secs / 60
+            )),
         }
     }
 
     // Storage and transfer quotas.
     let ghcr_free_today = t.kind == RegistryKind::Ghcr && c.billing == Billing::CurrentlyFree;
-    let (storage_fact, transfer_fact) = if private {
-        (t.private_storage, t.private_transfer)
-    } else {
-        (t.public_storage, t.public_transfer)
-    };
-    let mut storage = o.storage.map_or(storage_fact.value, |free| Limit::Quota {
-        free,
-        over: Overage::Blocked,
-    });
-    let mut transfer = o.transfer.map_or(transfer_fact.value, |free| Limit::Quota {
-        free,
-        over: Overage::Blocked,
-    });
+    let (storage_fact, transfer_fact) =
+        if private { (t.private_storage, t.private_transfer) } else { (t.public_storage, t.public_transfer) };
+    let mut storage = o.storage.map_or(storage_fact.value, |free| Limit::Quota { free, over: Overage::Blocked });
+    let mut transfer = o.transfer.map_or(transfer_fact.value, |free| Limit::Quota { free, over: Overage::Blocked });
     if private && let Some(note) = &t.not_billed_today {
         if ghcr_free_today && o.storage.is_none() && o.transfer.is_none() {
             storage = Limit::Unlimited;
             transfer = Limit::Unlimited;
-            e.reasons.push(format!("billing: currently-free: relying on this ({}): the documented private quota is not applied", note.value));
+            e.reasons.push(format!(
+                "billing: currently-free: relying on this ({}): the documented private quota is not applied",
+                note.value
+            ));
         } else if matches!(storage, Limit::Quota { .. }) {
             e.reasons.push(format!(
                 "the documented private quota is applied although {} (billing: currently-free opts out)",
@@ -281,60 +265,38 @@ fn evaluate(image: &ImageFacts, c: &Candidate, upload_rate: Option<ByteSize>) ->
         }
     }
     let scope = if private { "private" } else { "public" };
-    quota_check(
-        &mut e,
-        name,
-        &format!("{scope} storage"),
-        storage,
-        image.total,
-        c.usage.storage,
-        "storage used",
-    );
-    let monthly = image
-        .pulls_per_month
-        .map(|p| ByteSize(image.total.0.saturating_mul(p)));
+    quota_check(&mut e, name, &format!("{scope} storage"), storage, image.total, c.usage.storage, "storage used");
+    let monthly = image.pulls_per_month.map(|p| ByteSize(image.total.0.saturating_mul(p)));
     match (transfer, monthly) {
         (Limit::Unlimited, _) => {}
         (Limit::Quota { free, .. }, None) => {
             e.exact = false;
-            e.reasons.push(format!("{scope} transfer: {free} free a month; pulls_per_month is not given, so this is not checked"));
+            e.reasons.push(format!(
+                "{scope} transfer: {free} free a month; pulls_per_month is not given, so this is not checked"
+            ));
         }
         (limit, Some(m)) => {
             let pulls = image.pulls_per_month.unwrap_or(0);
             let label = format!("{scope} transfer ({pulls} pulls × {} a month)", image.total);
-            quota_check(
-                &mut e,
-                name,
-                &label,
-                limit,
-                m,
-                c.usage.transfer,
-                "transfer used this month",
-            );
+            quota_check(&mut e, name, &label, limit, m, c.usage.transfer, "transfer used this month");
         }
     }
 
     // Pull rate and region: information, not reasons to reject.
     if let Some((n, window, per)) = t.anonymous_pull_rate.value {
-        let window = if window % 3600 == 0 {
-            format!("{} h", window / 3600)
-        } else {
-            format!("{window} s")
-        };
-        e.reasons.push(format!("anonymous pulls are limited to {n} per {window} per {per}: give RunPod credentials to pull past it"));
+        let window = if window % 3600 == 0 { format!("{} h", window / 3600) } else { format!("{window} s") };
+        e.reasons.push(format!(
+            "anonymous pulls are limited to {n} per {window} per {per}: give RunPod credentials to pull past it"
+        ));
     }
     if let (Some(want), Some(have)) = (&image.region, c.region)
         && !want.eq_ignore_ascii_case(have)
     {
-        e.reasons
-            .push(format!("serves from {have}, the image runs in {want}"));
+        e.reasons.push(format!("serves from {have}, the image runs in {want}"));
     }
     if let Some(fixed) = o.cost_per_month {
         e.cost += fixed;
-        e.reasons.push(format!(
-            "fixed cost {}/month (limits.cost_per_month)",
-            usd(fixed)
-        ));
+        e.reasons.push(format!("fixed cost {}/month (limits.cost_per_month)", usd(fixed)));
     }
 
     Verdict {
@@ -342,16 +304,13 @@ fn evaluate(image: &ImageFacts, c: &Candidate, upload_rate: Option<ByteSize>) ->
         kind: t.kind,
         tier: t.name,
         label: t.label,
-        verdict: if e.rejected {
-            VerdictKind::Rejected
-        } else {
-            VerdictKind::Eligible
-        },
+        verdict: if e.rejected { VerdictKind::Rejected } else { VerdictKind::Eligible },
         cost: (!e.rejected).then_some(e.cost),
         cost_exact: e.exact,
         reasons: e.reasons,
         margins: e.margins,
         fixes: e.fixes,
+        usage: c.usage.clone(),
     }
 }
 
@@ -370,11 +329,7 @@ fn quota_check(
     };
     let Some(used) = used else {
         e.exact = false;
-        e.margins.push(Margin {
-            limit: margin_label(what),
-            free,
-            left: None,
-        });
+        e.margins.push(Margin { limit: margin_label(what), free, left: None });
         if need > free {
             match over {
                 Overage::Blocked => e.reject(
@@ -383,32 +338,28 @@ fn quota_check(
                 ),
                 Overage::Billed { usd_per_gb } => {
                     e.cost += (need.gb() - free.gb()) * usd_per_gb;
-                    e.reasons.push(format!("{what}: {need} needed, over the {free} free at {}/GB; usage is unknown", usd(usd_per_gb)));
+                    e.reasons.push(format!(
+                        "{what}: {need} needed, over the {free} free at {}/GB; usage is unknown",
+                        usd(usd_per_gb)
+                    ));
                 }
             }
         } else {
-            e.reasons.push(format!("{what}: {need} needed of {free} free; usage is unknown, so the margin is too (set used.{})", used_key.split(' ').next().unwrap_or("storage")));
+            e.reasons.push(format!(
+                "{what}: {need} needed of {free} free; usage is unknown, so the margin is too (set used.{})",
+                used_key.split(' ').next().unwrap_or("storage")
+            ));
         }
         return;
     };
     let left = ByteSize(free.0.saturating_sub(used.0));
     if need <= left {
         let after = ByteSize(left.0 - need.0);
-        e.margins.push(Margin {
-            limit: margin_label(what),
-            free,
-            left: Some(after),
-        });
-        e.reasons.push(format!(
-            "{what}: {need} fits the {left} left of {free} free ({after} left after)"
-        ));
+        e.margins.push(Margin { limit: margin_label(what), free, left: Some(after) });
+        e.reasons.push(format!("{what}: {need} fits the {left} left of {free} free ({after} left after)"));
         return;
     }
-    e.margins.push(Margin {
-        limit: margin_label(what),
-        free,
-        left: Some(ByteSize(0)),
-    });
+    e.margins.push(Margin { limit: margin_label(what), free, left: Some(ByteSize(0)) });
     let over_by = ByteSize(need.0 - left.0);
     match over {
         Overage::Blocked => e.reject(

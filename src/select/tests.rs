@@ -61,12 +61,7 @@ fn image(visibility: Visibility, total: u64, largest: u64) -> ImageFacts {
     }
 }
 
-fn run(
-    img: &ImageFacts,
-    regs: &[Reg],
-    upload_rate: Option<u64>,
-    publish_to: PublishTo,
-) -> Vec<Verdict> {
+fn run(img: &ImageFacts, regs: &[Reg], upload_rate: Option<u64>, publish_to: PublishTo) -> Vec<Verdict> {
     let candidates: Vec<Candidate> = regs
         .iter()
         .map(|r| Candidate {
@@ -82,10 +77,7 @@ fn run(
 }
 
 fn selected(v: &[Verdict]) -> Vec<&str> {
-    v.iter()
-        .filter(|v| v.verdict == VerdictKind::Selected)
-        .map(|v| v.registry.as_str())
-        .collect()
+    v.iter().filter(|v| v.verdict == VerdictKind::Selected).map(|v| v.registry.as_str()).collect()
 }
 
 fn verdict<'a>(v: &'a [Verdict], id: &str) -> &'a Verdict {
@@ -103,51 +95,16 @@ const RUNNER: Option<u64> = Some(10 * MB);
 fn decision_matrix_rows_follow_from_facts() {
     use Visibility::{Private, Public};
     let rows: &[(&str, Visibility, u64, u64, u64, &str)] = &[
-        (
-            "public image under 5 GB",
-            Public,
-            3 * GB,
-            1_500 * MB,
-            10,
-            "ghcr",
-        ),
+        ("public image under 5 GB", Public, 3 * GB, 1_500 * MB, 10, "ghcr"),
         // A 5-50 GB image has layers that no longer upload within GHCR's 10 minutes.
         ("public image 5-50 GB", Public, 20 * GB, 8 * GB, 10, "ecr"),
         // The reference's "private < 1 GB → GHCR" holds below GHCR Free's documented 500 MB
         // storage and 1 GB transfer a month: here 400 MB pulled twice.
-        (
-            "private image under the GHCR Free quota",
-            Private,
-            400 * MB,
-            200 * MB,
-            2,
-            "ghcr",
-        ),
+        ("private image under the GHCR Free quota", Private, 400 * MB, 200 * MB, 2, "ghcr"),
         ("private image 1-10 GB", Private, 4 * GB, 2 * GB, 10, "home"),
-        (
-            "large AI image, models baked in, layers optimised",
-            Public,
-            22 * GB,
-            9_500 * MB,
-            10,
-            "ecr",
-        ),
-        (
-            "small image, models on a network volume",
-            Public,
-            4 * GB,
-            GB,
-            10,
-            "ghcr",
-        ),
-        (
-            "full control, no limits (private, 30 GB)",
-            Private,
-            30 * GB,
-            12 * GB,
-            10,
-            "home",
-        ),
+        ("large AI image, models baked in, layers optimised", Public, 22 * GB, 9_500 * MB, 10, "ecr"),
+        ("small image, models on a network volume", Public, 4 * GB, GB, 10, "ghcr"),
+        ("full control, no limits (private, 30 GB)", Private, 30 * GB, 12 * GB, 10, "home"),
     ];
     for (row, vis, total, largest, pulls, want) in rows {
         let mut img = image(*vis, *total, *largest);
@@ -159,53 +116,28 @@ fn decision_matrix_rows_follow_from_facts() {
 
 #[test]
 fn private_1_to_10_gb_explains_every_loser() {
-    let v = run(
-        &image(Visibility::Private, 4 * GB, 2 * GB),
-        &usual(),
-        RUNNER,
-        PublishTo::Best,
-    );
+    let v = run(&image(Visibility::Private, 4 * GB, 2 * GB), &usual(), RUNNER, PublishTo::Best);
     let ghcr = reasons(verdict(&v, "ghcr"));
-    assert!(
-        ghcr.contains("private storage: 4.0 GB needed but only 500.0 MB of 500.0 MB is left"),
-        "{ghcr}"
-    );
-    assert!(
-        ghcr.contains("documented private quota is applied"),
-        "{ghcr}"
-    );
-    assert!(
-        reasons(verdict(&v, "ecr"))
-            .contains("ECR Public hosts public images only; this image is private")
-    );
+    assert!(ghcr.contains("private storage: 4.0 GB needed but only 500.0 MB of 500.0 MB is left"), "{ghcr}");
+    assert!(ghcr.contains("documented private quota is applied"), "{ghcr}");
+    assert!(reasons(verdict(&v, "ecr")).contains("ECR Public hosts public images only; this image is private"));
     assert!(reasons(verdict(&v, "hub")).contains("allows 1 private repository; 1 already in use"));
     assert_eq!(verdict(&v, "home").cost, Some(0.0));
 }
 
 #[test]
 fn layer_just_over_ghcrs_limit_is_rejected_with_the_numbers() {
-    let v = run(
-        &image(Visibility::Public, 12 * GB, 10 * GB + 1),
-        &usual(),
-        None,
-        PublishTo::Best,
-    );
+    let v = run(&image(Visibility::Public, 12 * GB, 10 * GB + 1), &usual(), None, PublishTo::Best);
     let ghcr = verdict(&v, "ghcr");
     assert_eq!(ghcr.verdict, VerdictKind::Rejected);
     assert!(
-        reasons(ghcr)
-            .contains("largest layer 10.0 GB exceeds GHCR, GitHub Free's 10.0 GB per-layer limit"),
+        reasons(ghcr).contains("largest layer 10.0 GB exceeds GHCR, GitHub Free's 10.0 GB per-layer limit"),
         "{}",
         reasons(ghcr)
     );
     // ECR's limit is 10,000 MiB (10.49 GB): the same layer fits there.
     assert_eq!(selected(&v), vec!["ecr"]);
-    let at_limit = run(
-        &image(Visibility::Public, 12 * GB, 10 * GB),
-        &usual(),
-        None,
-        PublishTo::Best,
-    );
+    let at_limit = run(&image(Visibility::Public, 12 * GB, 10 * GB), &usual(), None, PublishTo::Best);
     assert_eq!(selected(&at_limit), vec!["ghcr"]);
 }
 
@@ -217,11 +149,7 @@ fn free_storage_exactly_used_up() {
     img.pulls_per_month = Some(1);
     let v = run(&img, &regs, None, PublishTo::Best);
     assert_eq!(v[0].verdict, VerdictKind::Rejected, "{:#?}", v);
-    assert!(
-        reasons(&v[0]).contains("only 0 B of 500.0 MB is left (500.0 MB storage used)"),
-        "{}",
-        reasons(&v[0])
-    );
+    assert!(reasons(&v[0]).contains("only 0 B of 500.0 MB is left (500.0 MB storage used)"), "{}", reasons(&v[0]));
     // An image that fills exactly what is left fits, with no margin after.
     regs[0].usage = known(300 * MB, 0, 0);
     let mut img = image(Visibility::Private, 200 * MB, 100 * MB);
@@ -235,42 +163,21 @@ fn free_storage_exactly_used_up() {
 fn docker_hub_private_repository_limit() {
     let mut hub = reg("hub", RegistryKind::Dockerhub);
     hub.usage = known(0, 0, 0);
-    let v = run(
-        &image(Visibility::Private, 2 * GB, GB),
-        std::slice::from_ref(&hub),
-        None,
-        PublishTo::Best,
-    );
+    let v = run(&image(Visibility::Private, 2 * GB, GB), std::slice::from_ref(&hub), None, PublishTo::Best);
     assert_eq!(selected(&v), vec!["hub"]);
     hub.usage = known(0, 0, 1);
-    let v = run(
-        &image(Visibility::Private, 2 * GB, GB),
-        std::slice::from_ref(&hub),
-        None,
-        PublishTo::Best,
-    );
+    let v = run(&image(Visibility::Private, 2 * GB, GB), std::slice::from_ref(&hub), None, PublishTo::Best);
     assert_eq!(v[0].verdict, VerdictKind::Rejected);
-    assert_eq!(
-        v[0].fixes,
-        vec!["delete a private repository there, or set tier: pro"]
-    );
+    assert_eq!(v[0].fixes, vec!["delete a private repository there, or set tier: pro"]);
     hub.tier = Some("pro");
-    let v = run(
-        &image(Visibility::Private, 2 * GB, GB),
-        std::slice::from_ref(&hub),
-        None,
-        PublishTo::Best,
-    );
+    let v = run(&image(Visibility::Private, 2 * GB, GB), std::slice::from_ref(&hub), None, PublishTo::Best);
     assert_eq!(selected(&v), vec!["hub"]);
 }
 
 #[test]
 fn unknown_usage_is_reported_never_guessed() {
     let mut ghcr = reg("ghcr", RegistryKind::Ghcr);
-    ghcr.usage = Usage {
-        source: "unknown",
-        ..Default::default()
-    };
+    ghcr.usage = Usage { source: "unknown", ..Default::default() };
     let home = reg("home", RegistryKind::Registry);
     let mut img = image(Visibility::Private, 300 * MB, 100 * MB);
     img.pulls_per_month = Some(1);
@@ -289,18 +196,9 @@ fn unknown_usage_is_reported_never_guessed() {
 fn ghcr_currently_free_opt_in_lifts_the_documented_quota() {
     let mut ghcr = reg("ghcr", RegistryKind::Ghcr);
     ghcr.billing = Billing::CurrentlyFree;
-    let v = run(
-        &image(Visibility::Private, 4 * GB, GB),
-        &[ghcr],
-        None,
-        PublishTo::Best,
-    );
+    let v = run(&image(Visibility::Private, 4 * GB, GB), &[ghcr], None, PublishTo::Best);
     assert_eq!(selected(&v), vec!["ghcr"]);
-    assert!(
-        reasons(&v[0]).contains("billing: currently-free"),
-        "{}",
-        reasons(&v[0])
-    );
+    assert!(reasons(&v[0]).contains("billing: currently-free"), "{}", reasons(&v[0]));
 }
 
 #[test]
@@ -319,17 +217,10 @@ fn paid_ghcr_tier_bills_the_overage() {
 fn ecr_anonymous_transfer_cap_rejects_heavy_pulls() {
     let mut img = image(Visibility::Public, 3 * GB, GB);
     img.pulls_per_month = Some(200);
-    let v = run(
-        &img,
-        &[reg("ecr", RegistryKind::EcrPublic)],
-        None,
-        PublishTo::Best,
-    );
+    let v = run(&img, &[reg("ecr", RegistryKind::EcrPublic)], None, PublishTo::Best);
     assert_eq!(v[0].verdict, VerdictKind::Rejected);
     assert!(
-        reasons(&v[0]).contains(
-            "public transfer (200 pulls × 3.0 GB a month): 600.0 GB needed but only 500.0 GB"
-        ),
+        reasons(&v[0]).contains("public transfer (200 pulls × 3.0 GB a month): 600.0 GB needed but only 500.0 GB"),
         "{}",
         reasons(&v[0])
     );
@@ -337,23 +228,13 @@ fn ecr_anonymous_transfer_cap_rejects_heavy_pulls() {
 
 #[test]
 fn publish_to_all_mirrors_to_every_eligible_candidate() {
-    let v = run(
-        &image(Visibility::Public, 3 * GB, GB),
-        &usual(),
-        RUNNER,
-        PublishTo::All,
-    );
+    let v = run(&image(Visibility::Public, 3 * GB, GB), &usual(), RUNNER, PublishTo::All);
     assert_eq!(selected(&v), vec!["ghcr", "ecr", "hub", "home"]);
 }
 
 #[test]
 fn no_eligible_candidate_leaves_every_verdict_rejected_with_fixes() {
-    let v = run(
-        &image(Visibility::Private, 20 * GB, 11 * GB),
-        &usual()[..3],
-        RUNNER,
-        PublishTo::Best,
-    );
+    let v = run(&image(Visibility::Private, 20 * GB, 11 * GB), &usual()[..3], RUNNER, PublishTo::Best);
     assert!(v.iter().all(|v| v.verdict == VerdictKind::Rejected));
     assert!(v.iter().all(|v| !v.fixes.is_empty()));
 }
@@ -362,11 +243,7 @@ fn no_eligible_candidate_leaves_every_verdict_rejected_with_fixes() {
 fn cheapest_wins_over_order_of_preference() {
     let mut vps = reg("vps", RegistryKind::Registry);
     vps.overrides.cost_per_month = Some(5.0);
-    let v = run(
-        &image(Visibility::Public, GB, GB / 2),
-        &[vps, reg("ghcr", RegistryKind::Ghcr)],
-        RUNNER,
-        PublishTo::Best,
-    );
+    let v =
+        run(&image(Visibility::Public, GB, GB / 2), &[vps, reg("ghcr", RegistryKind::Ghcr)], RUNNER, PublishTo::Best);
     assert_eq!(selected(&v), vec!["ghcr"]);
 }

@@ -40,14 +40,7 @@ fn put(dir: &Path, data: &[u8]) -> String {
 
 /// Writes an OCI layout at `dir` with one image whose layers have `layer_sizes` bytes
 /// (seeded by `seed`), for `os/arch`, named `ref_name` in index.json.
-pub fn write_layout(
-    dir: &Path,
-    seed: u64,
-    layer_sizes: &[usize],
-    os: &str,
-    arch: &str,
-    ref_name: &str,
-) -> TestImage {
+pub fn write_layout(dir: &Path, seed: u64, layer_sizes: &[usize], os: &str, arch: &str, ref_name: &str) -> TestImage {
     std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
     std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
     let mut layers = Vec::new();
@@ -86,13 +79,7 @@ pub fn write_layout(
         }]
     });
     std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
-    TestImage {
-        dir: dir.to_path_buf(),
-        manifest_digest,
-        config_digest,
-        layer_digests,
-        total_bytes: total,
-    }
+    TestImage { dir: dir.to_path_buf(), manifest_digest, config_digest, layer_digests, total_bytes: total }
 }
 
 /// Packs an OCI layout directory into an `oci-archive` tar.
@@ -114,20 +101,9 @@ pub fn write_index_layout(
     let mut children = Vec::new();
     let mut entries = Vec::new();
     for (i, (os, arch)) in platforms.iter().enumerate() {
-        let child = write_layout(
-            dir,
-            seed * 10 + i as u64,
-            &[20_000 + i * 1000, 4_000],
-            os,
-            arch,
-            "unused",
-        );
-        let size = std::fs::metadata(
-            dir.join("blobs/sha256")
-                .join(&child.manifest_digest["sha256:".len()..]),
-        )
-        .unwrap()
-        .len();
+        let child = write_layout(dir, seed * 10 + i as u64, &[20_000 + i * 1000, 4_000], os, arch, "unused");
+        let size =
+            std::fs::metadata(dir.join("blobs/sha256").join(&child.manifest_digest["sha256:".len()..])).unwrap().len();
         entries.push(json!({
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "digest": child.manifest_digest, "size": size,

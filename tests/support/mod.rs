@@ -29,10 +29,7 @@ pub fn require(tool: &str) -> PathBuf {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
 /// Polls `check` until it is true or the deadline passes.
@@ -54,10 +51,7 @@ pub fn http_status(port: u16, path: &str) -> Option<String> {
     write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n").ok()?;
     let mut buf = [0u8; 64];
     let n = s.read(&mut buf).ok()?;
-    String::from_utf8_lossy(&buf[..n])
-        .lines()
-        .next()
-        .map(str::to_string)
+    String::from_utf8_lossy(&buf[..n]).lines().next().map(str::to_string)
 }
 
 #[derive(Default, Clone)]
@@ -91,16 +85,10 @@ impl Registry {
         let auth = if let Some(a) = &opts.auth_yaml {
             a.clone()
         } else if opts.htpasswd {
-            let out = Command::new(require("htpasswd"))
-                .args(["-Bbn", USER, PASSWORD])
-                .output()
-                .expect("htpasswd");
+            let out = Command::new(require("htpasswd")).args(["-Bbn", USER, PASSWORD]).output().expect("htpasswd");
             assert!(out.status.success(), "htpasswd failed");
             std::fs::write(dir.path().join("htpasswd"), &out.stdout).unwrap();
-            format!(
-                "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
-                dir.path().join("htpasswd").display()
-            )
+            format!("auth:\n  htpasswd:\n    realm: test\n    path: {}\n", dir.path().join("htpasswd").display())
         } else {
             String::new()
         };
@@ -125,9 +113,7 @@ impl Registry {
             children: vec![child],
             dir,
         };
-        wait_until("docker-registry", Duration::from_secs(20), || {
-            http_status(port, "/v2/").is_some()
-        });
+        wait_until("docker-registry", Duration::from_secs(20), || http_status(port, "/v2/").is_some());
         if opts.tls {
             reg.start_nginx();
         }
@@ -245,9 +231,7 @@ http {{
             .spawn()
             .expect("start nginx");
         self.children.push(child);
-        wait_until("nginx", Duration::from_secs(20), || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        wait_until("nginx", Duration::from_secs(20), || TcpStream::connect(("127.0.0.1", port)).is_ok());
         self.host = format!("127.0.0.1:{port}");
         self.ca = Some(d.join("ca.pem"));
     }
@@ -269,10 +253,7 @@ http {{
         }
         args.extend(self.skopeo_flags(self.auth));
         args.push(format!("docker://{reference}"));
-        Command::new(require("skopeo"))
-            .args(&args)
-            .output()
-            .expect("run skopeo")
+        Command::new(require("skopeo")).args(&args).output().expect("run skopeo")
     }
 
     /// skopeo's transport flags for this registry (TLS or not, credentials).
@@ -315,24 +296,13 @@ pub fn run(cmd: &mut Command) -> Output {
 }
 
 pub fn text(out: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 /// Runs a tool (which must succeed) in `dir` and returns its stdout.
 pub fn run_ok(tool: &str, args: &[&str], dir: &Path) -> Vec<u8> {
-    let out = Command::new(require(tool))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run tool");
-    assert!(
-        out.status.success(),
-        "{tool} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(require(tool)).args(args).current_dir(dir).output().expect("run tool");
+    assert!(out.status.success(), "{tool} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     out.stdout
 }
 
