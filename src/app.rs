@@ -12,7 +12,12 @@ use crate::policy::{self, Diagnostic, Diagnostics, GitContext, Resolved, Templat
 use crate::push::{self, Destination};
 use crate::reference::Reference;
 use crate::registry::{Client, Credential, Endpoint, auth, usage};
-use crate::report::{self, ImageOutcome, RunReport};
+use crate::report::{self, ImageOutcome, RunReport, TemplateReport};
+use crate::runpod::{
+    self,
+    stage::{self, Rendered},
+    template::TemplateErrors,
+};
 use crate::select::Usage;
 use crate::types::Secret;
 
@@ -53,6 +58,23 @@ pub enum Request {
     Run(PolicyArgs),
     Push(PushArgs),
     Schema,
+    /// `publish runpod render|sync`.
+    RunPod(RunPodArgs),
+}
+
+#[derive(Debug, Clone)]
+pub struct RunPodArgs {
+    pub policy: PolicyArgs,
+    pub command: RunPodCommand,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum RunPodCommand {
+    /// Print the rendered template bodies (one, with a name).
+    Render { template: Option<String> },
+    /// Create or update the templates for images already published.
+    Sync,
 }
 
 /// Exit codes, as documented in the README.
@@ -71,7 +93,10 @@ pub struct UsageError(pub String);
 
 /// The exit code for an error that ended a command.
 pub fn exit_for(err: &anyhow::Error) -> Exit {
-    if err.downcast_ref::<Diagnostics>().is_some() || err.downcast_ref::<UsageError>().is_some() {
+    if err.downcast_ref::<Diagnostics>().is_some()
+        || err.downcast_ref::<UsageError>().is_some()
+        || err.downcast_ref::<TemplateErrors>().is_some()
+    {
         Exit::Usage
     } else {
         Exit::Failure
@@ -113,11 +138,21 @@ pub async fn execute(request: Request) -> anyhow::Result<Exit> {
                 restrict(&mut plan, only)?;
             }
             let credentials = preflight_credentials(&plan, &resolved)?;
+            // Templates are rendered, checked and their secrets found before anything is pushed.
+            let templates = prepare_templates(&resolved, &plan)?;
             let report = run_plan(&plan, &images, credentials).await;
+            let report = match templates {
+                Some((client, templates)) => {
+                    let results = sync_templates(&client, templates, &report).await;
+                    report.with_runpod(results)
+                }
+                None => report,
+            };
             print_report(&report, args.output);
             Ok(exit_for_report(&report))
         }
         Request::Push(args) => push_one(args).await,
+        Request::RunPod(args) => runpod_command(args).await,
     }
 }
 
@@ -270,6 +305,112 @@ async fn measure_usage(resolved: &Resolved, all: bool) -> MeasuredUsage {
         }
     }
     measured
+}
+
+type Prepared = (runpod::Client, Vec<(Rendered, runpod::Wanted)>);
+
+/// Renders and checks every template, reads its pull credential and the API key: all before
+/// any network call, so a mistake writes nothing anywhere (exit 2).
+fn prepare_templates(resolved: &Resolved, plan: &Plan) -> anyhow::Result<Option<Prepared>> {
+    let Some(rp) = &resolved.runpod else { return Ok(None) };
+    let rendered = stage::render_all(resolved, plan)?;
+    if rendered.is_empty() {
+        return Ok(None);
+    }
+    let wanted = rendered
+        .into_iter()
+        .map(|r| stage::wanted(&r).map(|w| (r, w)))
+        .collect::<Result<Vec<_>, String>>()
+        .map_err(UsageError)?;
+    let client = stage::client(rp).map_err(UsageError)?;
+    Ok(Some((client, wanted)))
+}
+
+/// Syncs each template whose image reached the registry it pins; the others are skipped: a
+/// template never points at an image that failed to publish.
+async fn sync_templates(
+    client: &runpod::Client,
+    templates: Vec<(Rendered, runpod::Wanted)>,
+    report: &RunReport,
+) -> Vec<TemplateReport> {
+    let mut out = Vec::new();
+    for (r, wanted) in templates {
+        let pushed = report
+            .images
+            .iter()
+            .filter(|i| i.name == r.image.name)
+            .flat_map(|i| &i.targets)
+            .any(|t| t.registry == r.target.registry && t.status == push::Status::Pushed);
+        let base = TemplateReport {
+            name: r.template.name.clone(),
+            image: r.image.name.clone(),
+            status: "skipped",
+            sync: None,
+            reason: None,
+        };
+        if !pushed {
+            out.push(TemplateReport {
+                reason: Some(format!(
+                    "image {} was not published to {}, so the template keeps its image",
+                    r.image.name, r.target.registry
+                )),
+                ..base
+            });
+            continue;
+        }
+        match runpod::sync(client, wanted, false).await {
+            Ok(sync) => out.push(TemplateReport { status: "synced", sync: Some(sync), ..base }),
+            Err(e) => out.push(TemplateReport { status: "failed", reason: Some(e.to_string()), ..base }),
+        }
+    }
+    out
+}
+
+async fn runpod_command(args: RunPodArgs) -> anyhow::Result<Exit> {
+    let (resolved, images) = load(&args.policy.policy)?;
+    let plan = plan::build(&resolved, &images, &MeasuredUsage::new())?;
+    if resolved.runpod.as_ref().is_none_or(|rp| rp.templates.is_empty()) {
+        return Err(UsageError(format!("{}: no runpod: templates to work on", resolved.file)).into());
+    }
+    match args.command {
+        RunPodCommand::Render { template } => {
+            let rendered = stage::render_all(&resolved, &plan)?;
+            let bodies: Vec<&serde_json::Map<String, serde_json::Value>> = rendered
+                .iter()
+                .filter(|r| template.as_ref().is_none_or(|t| &r.template.name == t))
+                .map(|r| &r.body)
+                .collect();
+            match (&template, bodies.as_slice()) {
+                (Some(t), []) => return Err(UsageError(format!("no template named {t:?}")).into()),
+                (Some(_), [one]) => println!("{}", report::json(one)),
+                _ => println!("{}", report::json(&bodies)),
+            }
+            Ok(Exit::Success)
+        }
+        RunPodCommand::Sync => {
+            let Some((client, templates)) = prepare_templates(&resolved, &plan)? else { return Ok(Exit::Success) };
+            let mut results = Vec::new();
+            let mut failed = false;
+            for (r, wanted) in templates {
+                match runpod::sync(&client, wanted, args.dry_run).await {
+                    Ok(s) => results.push(s),
+                    Err(e) => {
+                        failed = true;
+                        eprintln!("error: template {}: {e}", r.template.name);
+                    }
+                }
+            }
+            match args.policy.output {
+                Output::Json => println!("{}", report::json(&results)),
+                Output::Text => results.iter().for_each(|s| print!("{}", report::sync_text(s))),
+            }
+            Ok(match (failed, results.is_empty()) {
+                (false, _) => Exit::Success,
+                (true, true) => Exit::Failure,
+                (true, false) => Exit::Partial,
+            })
+        }
+    }
 }
 
 /// One matrix entry per image and selected registry, for `strategy.matrix` in a workflow.

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::app::{Output, PolicyArgs, PushArgs, Request};
+use crate::app::{Output, PolicyArgs, PushArgs, Request, RunPodArgs, RunPodCommand};
 
 /// Publish container images, signed, to the registry that fits, and point RunPod at them.
 #[derive(Debug, Parser)]
@@ -53,6 +53,21 @@ pub enum Cmd {
     Push(PushCmd),
     /// Print the policy file's JSON Schema.
     Schema,
+    /// RunPod templates: render them, or sync them for images already published.
+    #[command(subcommand)]
+    Runpod(RunPodCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunPodCmd {
+    /// Print the rendered template JSON.
+    Render {
+        /// Only this template (by name).
+        #[arg(long)]
+        template: Option<String>,
+    },
+    /// Create or update the templates through RunPod's API (`--dry-run`: print the diff).
+    Sync,
 }
 
 #[derive(Debug, Args, Default)]
@@ -106,6 +121,14 @@ impl Cli {
             (Some(Cmd::Run(r)), false) => Request::Run(PolicyArgs { only: r.only, ..policy }),
             (None, false) => Request::Run(policy),
             (Some(Cmd::Schema), _) => Request::Schema,
+            (Some(Cmd::Runpod(cmd)), dry_run) => Request::RunPod(RunPodArgs {
+                policy,
+                dry_run,
+                command: match cmd {
+                    RunPodCmd::Render { template } => RunPodCommand::Render { template },
+                    RunPodCmd::Sync => RunPodCommand::Sync,
+                },
+            }),
             (Some(Cmd::Push(p)), _) => Request::Push(PushArgs {
                 source: p.source,
                 destination: p.destination,

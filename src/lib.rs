@@ -12,5 +12,6 @@ pub mod push;
 pub mod reference;
 pub mod registry;
 pub mod report;
+pub mod runpod;
 pub mod select;
 pub mod types;

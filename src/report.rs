@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::plan::Plan;
 use crate::push::{Outcome, Status};
+use crate::runpod::SyncOutcome;
 use crate::select::{Verdict, VerdictKind};
 use crate::types::{ByteSize, Digest};
 
@@ -16,6 +17,21 @@ pub struct RunReport {
     /// `success`, `partial` or `failed`.
     pub status: &'static str,
     pub images: Vec<ImageOutcome>,
+    /// RunPod templates: synced, skipped (their image did not publish) or failed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub runpod: Vec<TemplateReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TemplateReport {
+    pub name: String,
+    pub image: String,
+    /// `synced`, `skipped` or `failed`.
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync: Option<SyncOutcome>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -36,7 +52,16 @@ impl RunReport {
         } else {
             "partial"
         };
-        RunReport { status, images }
+        RunReport { status, images, runpod: Vec::new() }
+    }
+
+    /// Adds the templates' results; any template not synced makes a success partial.
+    pub fn with_runpod(mut self, runpod: Vec<TemplateReport>) -> Self {
+        if self.status == "success" && runpod.iter().any(|t| t.status != "synced") {
+            self.status = "partial";
+        }
+        self.runpod = runpod;
+        self
     }
 }
 
@@ -160,6 +185,38 @@ pub fn run_text(report: &RunReport) -> String {
             }
         }
     }
+    for t in &report.runpod {
+        match &t.sync {
+            Some(sync) => s.push_str(&sync_text(sync)),
+            None => {
+                let _ = writeln!(s, "template {}: {} ({})", t.name, t.status, t.reason.as_deref().unwrap_or(""));
+            }
+        }
+    }
     let _ = writeln!(s, "{}", report.status);
+    s
+}
+
+/// One template's sync, with a field-by-field diff.
+pub fn sync_text(sync: &SyncOutcome) -> String {
+    let mut s = String::new();
+    let id = sync.id.as_deref().map(|i| format!(" ({i})")).unwrap_or_default();
+    let _ = writeln!(s, "template {}{id}: {}", sync.name, sync.action);
+    if let Some(c) = &sync.registry_credential {
+        let _ = writeln!(s, "  registry credential {c}");
+    }
+    for c in &sync.changes {
+        match &c.old {
+            Some(old) => {
+                let _ = writeln!(s, "  ~ {}: {old} -> {}", c.field, c.new);
+            }
+            None => {
+                let _ = writeln!(s, "  + {}: {}", c.field, c.new);
+            }
+        }
+    }
+    for e in &sync.endpoints {
+        let _ = writeln!(s, "  endpoint {}: {}", e.id, e.action);
+    }
     s
 }

@@ -45,6 +45,40 @@ pub struct Resolved {
     pub images: Vec<ResolvedImage>,
     /// The CI runner's upload rate, bytes per second, when the policy gives it.
     pub upload_rate: Option<ByteSize>,
+    pub runpod: Option<ResolvedRunPod>,
+    /// What templates were rendered with (git, env), for the RunPod stage.
+    pub context: TemplateContext,
+}
+
+pub const DEFAULT_RUNPOD_API: &str = "https://api.runpod.io";
+
+#[derive(Debug, Clone)]
+pub struct ResolvedRunPod {
+    pub api_key_env: String,
+    /// Base URL without a trailing slash; `/v2/...` is appended.
+    pub api_url: String,
+    pub vars: std::collections::BTreeMap<String, serde_json::Value>,
+    pub templates: Vec<ResolvedTemplate>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ResolvedTemplate {
+    pub name: String,
+    /// The image (from `images:`) the template follows.
+    pub image: String,
+    pub source: TemplateSource,
+    pub endpoints: Vec<String>,
+    /// `runpod.templates[N]`.
+    pub field: String,
+}
+
+/// Where a template body comes from.
+#[derive(Debug, Clone)]
+pub enum TemplateSource {
+    /// `body:` in the policy, and where it starts.
+    Inline { body: serde_json::Value, at: (u64, u64) },
+    /// `file:`: its name as written and its text.
+    File { display: String, text: String },
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +113,7 @@ pub struct ResolvedRegistry {
     pub insecure: bool,
     pub ca_file: Option<PathBuf>,
     pub credentials: Option<CredentialRef>,
+    pub pull_credentials: Option<CredentialRef>,
     /// The plan named in the policy (checked against the catalog by the selection stage).
     pub tier: Option<Located<String>>,
     pub billing: Billing,
@@ -380,11 +415,135 @@ pub fn resolve(policy: &Policy, file: &str, base_dir: &Path, ctx: &TemplateConte
             Some("write the runner's upload rate per second, e.g. 20MB".into()),
         );
     }
+    let runpod = policy.runpod.as_ref().map(|rp| resolve_runpod(&mut c, rp, &images, base_dir));
     if c.out.is_empty() {
-        Ok(Resolved { file: file.to_string(), images, upload_rate })
+        Ok(Resolved { file: file.to_string(), images, upload_rate, runpod, context: ctx.clone() })
     } else {
         Err(Diagnostics(c.out))
     }
+}
+
+fn valid_env_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !name.as_bytes()[0].is_ascii_digit()
+}
+
+fn credential_ref(c: &mut Checker, cr: &model::Credentials, field: &str) -> CredentialRef {
+    let name = &cr.password_env;
+    if !valid_env_name(name) {
+        c.err(
+            name,
+            format!("{field}.password_env"),
+            format!("{:?} is not an environment variable name", name.value),
+            Some("give the variable's name, never the secret itself".into()),
+        );
+    }
+    CredentialRef {
+        username: cr.username.value.clone(),
+        password_env: cr.password_env.value.clone(),
+        at: (name.line, name.col),
+        field: format!("{field}.password_env"),
+    }
+}
+
+fn resolve_runpod(c: &mut Checker, rp: &model::RunPod, images: &[ResolvedImage], base_dir: &Path) -> ResolvedRunPod {
+    let api_key_env = rp.api_key_env.as_ref().map_or_else(|| "RUNPOD_API_KEY".to_string(), |k| k.value.clone());
+    if let Some(k) = &rp.api_key_env
+        && !valid_env_name(k)
+    {
+        c.err(
+            k,
+            "runpod.api_key_env",
+            format!("{:?} is not an environment variable name", k.value),
+            Some("give the variable's name, never the key itself".into()),
+        );
+    }
+    let api_url = rp
+        .api_url
+        .as_ref()
+        .map_or_else(|| DEFAULT_RUNPOD_API.to_string(), |u| u.value.trim_end_matches('/').to_string());
+    if let Some(u) = &rp.api_url {
+        match url::Url::parse(u) {
+            Ok(parsed)
+                if parsed.scheme() == "https"
+                    || (parsed.scheme() == "http" && parsed.host_str().is_some_and(is_loopback_host)) => {}
+            Ok(_) => {
+                c.err(u, "runpod.api_url", "the RunPod API is reached over HTTPS (plain HTTP only on loopback)", None)
+            }
+            Err(e) => c.err(u, "runpod.api_url", format!("not a URL: {e}"), Some("e.g. https://api.runpod.io".into())),
+        }
+    }
+    let mut names = HashSet::new();
+    let mut templates = Vec::new();
+    for (i, t) in rp.templates.iter().enumerate() {
+        let field = format!("runpod.templates[{i}]");
+        if t.name.trim().is_empty() {
+            c.err(&t.name, format!("{field}.name"), "a template needs a name", None);
+        }
+        if !names.insert(t.name.value.clone()) {
+            c.err(
+                &t.name,
+                format!("{field}.name"),
+                format!("template {:?} is listed twice: RunPod names are unique", t.name.value),
+                None,
+            );
+        }
+        if !images.iter().any(|img| img.name == *t.image) {
+            let known: Vec<&str> = images.iter().map(|i| i.name.as_str()).collect();
+            let hint = match diag::closest(&t.image, known.iter().copied()) {
+                Some(best) => format!("did you mean `{best}`? images: {}", known.join(", ")),
+                None => format!("images: {}", known.join(", ")),
+            };
+            c.err(
+                &t.image,
+                format!("{field}.image"),
+                format!("no image named `{}` in images:", t.image.value),
+                Some(hint),
+            );
+        }
+        let source = match (&t.body, &t.file) {
+            (Some(body), None) => Some(TemplateSource::Inline { body: body.value.clone(), at: (body.line, body.col) }),
+            (None, Some(f)) => {
+                let path = base_dir.join(&f.value);
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => Some(TemplateSource::File { display: f.value.display().to_string(), text }),
+                    Err(e) => {
+                        c.err(
+                            f,
+                            format!("{field}.file"),
+                            format!("cannot read {}: {e}", path.display()),
+                            Some("paths are relative to the policy file".into()),
+                        );
+                        None
+                    }
+                }
+            }
+            (Some(body), Some(_)) => {
+                c.err(body, field.clone(), "give either body: or file:, not both", None);
+                None
+            }
+            (None, None) => {
+                c.err(
+                    &t.name,
+                    field.clone(),
+                    "the template has no body: or file:",
+                    Some("body: {disk: 20, ports: [8888/http]} or file: runpod/template.json".into()),
+                );
+                None
+            }
+        };
+        if let Some(source) = source {
+            templates.push(ResolvedTemplate {
+                name: t.name.value.clone(),
+                image: t.image.value.clone(),
+                source,
+                endpoints: t.endpoints.iter().map(|e| e.value.clone()).collect(),
+                field,
+            });
+        }
+    }
+    ResolvedRunPod { api_key_env, api_url, vars: rp.vars.clone(), templates }
 }
 
 fn template_error(e: &minijinja::Error) -> String {
@@ -475,26 +634,9 @@ fn resolve_registry(
             None
         }
     });
-    let credentials = r.credentials.as_ref().map(|cr| {
-        let name = &cr.password_env;
-        let valid = !name.is_empty()
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-            && !name.as_bytes()[0].is_ascii_digit();
-        if !valid {
-            c.err(
-                name,
-                format!("{field}.credentials.password_env"),
-                format!("{:?} is not an environment variable name", name.value),
-                Some("give the variable's name, never the secret itself".into()),
-            );
-        }
-        CredentialRef {
-            username: cr.username.value.clone(),
-            password_env: cr.password_env.value.clone(),
-            at: (name.line, name.col),
-            field: format!("{field}.credentials.password_env"),
-        }
-    });
+    let credentials = r.credentials.as_ref().map(|cr| credential_ref(c, cr, &format!("{field}.credentials")));
+    let pull_credentials =
+        r.pull_credentials.as_ref().map(|cr| credential_ref(c, cr, &format!("{field}.pull_credentials")));
     if let Some(b) = &r.billing
         && *r.kind != RegistryKind::Ghcr
     {
@@ -516,6 +658,7 @@ fn resolve_registry(
         insecure: *r.insecure,
         ca_file,
         credentials,
+        pull_credentials,
         tier: r.tier.clone(),
         billing: r.billing.as_ref().map(|b| b.value).unwrap_or_default(),
         limits: LimitOverrides {

@@ -28,6 +28,46 @@ pub struct Policy {
     /// time limits such as GHCR's 10 minutes. Unknown when not given.
     #[serde(default)]
     pub upload_rate: Option<Located<Size>>,
+    /// RunPod templates that follow the published images.
+    #[serde(default)]
+    pub runpod: Option<RunPod>,
+}
+
+/// The RunPod section: templates rendered from the policy and synced through RunPod's API.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunPod {
+    /// The environment variable holding the RunPod API key (default `RUNPOD_API_KEY`).
+    #[serde(default)]
+    pub api_key_env: Option<Located<String>>,
+    /// API base URL (default `https://api.runpod.io`; `/v2/...` is appended). The
+    /// `RUNPOD_API_URL` environment variable overrides it.
+    #[serde(default)]
+    pub api_url: Option<Located<String>>,
+    /// Values templates see as `vars.NAME`.
+    #[serde(default)]
+    pub vars: std::collections::BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    pub templates: Vec<Template>,
+}
+
+/// One RunPod template that follows an image.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Template {
+    /// The template's name on RunPod (names are unique per account).
+    pub name: Located<String>,
+    /// The image it follows: a `name` from `images:`.
+    pub image: Located<String>,
+    /// The template body, in RunPod's v2 template fields; strings may hold minijinja expressions.
+    #[serde(default)]
+    pub body: Option<Located<serde_json::Value>>,
+    /// Or a JSON file with minijinja expressions, relative to the policy file.
+    #[serde(default)]
+    pub file: Option<Located<PathBuf>>,
+    /// Serverless endpoint ids moved to the new image on every change (a rolling release).
+    #[serde(default)]
+    pub endpoints: Vec<Located<String>>,
 }
 
 /// A size: `500MB`, `1.2GB`, `10GiB`, or a number of bytes.
@@ -145,6 +185,10 @@ pub struct Registry {
     /// helpers) is consulted for the registry's host.
     #[serde(default)]
     pub credentials: Option<Credentials>,
+    /// Read-only credentials RunPod pulls private images with (default: the push credentials,
+    /// with a warning).
+    #[serde(default)]
+    pub pull_credentials: Option<Credentials>,
     /// The plan the account is on: ghcr free | pro | team | enterprise; dockerhub personal |
     /// pro | team | business; ecr-public free; registry self-hosted. Decides the free-tier facts.
     #[serde(default)]

@@ -6,6 +6,7 @@
 
 pub mod http;
 pub mod image;
+pub mod runpod;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

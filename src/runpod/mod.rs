@@ -1,0 +1,326 @@
+//! RunPod: a client for REST v2 (templates, registry credentials, serverless endpoints) that
+//! takes a base URL, and `sync`, which creates or updates a template idempotently — writing
+//! nothing when RunPod already has it — with a credential for private images.
+
+pub mod stage;
+pub mod template;
+
+use std::time::Duration;
+
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use sha2::{Digest as _, Sha256};
+use url::Url;
+
+use crate::http::RetryPolicy;
+use crate::types::Secret;
+use template::FieldChange;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunPodError {
+    /// An RFC 9457 problem document from the API.
+    #[error("RunPod API: {method} {path}: {status} {title}: {detail}{}", if .errors.is_empty() { String::new() } else { format!(" ({})", .errors.join("; ")) })]
+    Api { method: String, path: String, status: u16, title: String, detail: String, errors: Vec<String> },
+    #[error("RunPod API: {0}")]
+    Transport(String),
+    #[error("RunPod API: {0}")]
+    Unexpected(String),
+}
+
+impl RunPodError {
+    fn retryable(&self) -> bool {
+        match self {
+            RunPodError::Api { status, .. } => *status == 429 || *status >= 500,
+            RunPodError::Transport(_) => true,
+            RunPodError::Unexpected(_) => false,
+        }
+    }
+}
+
+/// A RunPod REST v2 client.
+pub struct Client {
+    http: reqwest::Client,
+    base: Url,
+    key: Secret,
+    retry: RetryPolicy,
+}
+
+impl Client {
+    /// `api_url` is the base (`https://api.runpod.io`); `/v2/...` is appended.
+    pub fn new(api_url: &str, key: Secret, retry: RetryPolicy) -> Result<Client, RunPodError> {
+        let base = Url::parse(&format!("{}/", api_url.trim_end_matches('/')))
+            .map_err(|e| RunPodError::Unexpected(format!("the API URL {api_url:?} is not a URL: {e}")))?;
+        let http = crate::http::client(None).map_err(|e| RunPodError::Transport(e.to_string()))?;
+        Ok(Client { http, base, key, retry })
+    }
+
+    /// Sends one request, retrying 429 (after `Retry-After`) and 5xx, and returns the JSON body
+    /// (`Null` for 204).
+    async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, RunPodError> {
+        let url = self.base.join(path).map_err(|e| RunPodError::Unexpected(e.to_string()))?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut req = self
+                .http
+                .request(method.clone(), url.clone())
+                .header(AUTHORIZATION, format!("Bearer {}", self.key.expose()));
+            if let Some(b) = body {
+                req = req.header(CONTENT_TYPE, "application/json").body(b.to_string());
+            }
+            tracing::debug!(%method, path, attempt, "runpod request");
+            let (error, wait) = match req.send().await {
+                Err(e) => (RunPodError::Transport(e.to_string()), None),
+                Ok(resp) if resp.status().is_success() => {
+                    if resp.status() == StatusCode::NO_CONTENT {
+                        return Ok(Value::Null);
+                    }
+                    let text = resp.text().await.map_err(|e| RunPodError::Transport(e.to_string()))?;
+                    return serde_json::from_str(&text)
+                        .map_err(|e| RunPodError::Unexpected(format!("{method} {path}: the answer is not JSON: {e}")));
+                }
+                Ok(resp) => {
+                    let status = resp.status();
+                    let wait = resp
+                        .headers()
+                        .get(RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(Duration::from_secs);
+                    let text = resp.text().await.unwrap_or_default();
+                    (problem(&method, path, status, &text), wait)
+                }
+            };
+            if !(error.retryable() && attempt < self.retry.attempts) {
+                return Err(error);
+            }
+            let wait = wait.map_or_else(|| self.retry.delay(attempt), |w| w.min(self.retry.max));
+            tracing::warn!(%error, ?wait, "retrying RunPod request");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    pub async fn list_templates(&self) -> Result<Vec<Map<String, Value>>, RunPodError> {
+        let v = self.call(Method::GET, "v2/templates", None).await?;
+        objects(&v, "templates")
+    }
+
+    pub async fn create_template(&self, body: &Map<String, Value>) -> Result<Map<String, Value>, RunPodError> {
+        let v = self.call(Method::POST, "v2/templates", Some(&Value::Object(body.clone()))).await?;
+        v.as_object()
+            .cloned()
+            .ok_or_else(|| RunPodError::Unexpected("POST /v2/templates answered without a template".into()))
+    }
+
+    pub async fn update_template(&self, id: &str, patch: &Map<String, Value>) -> Result<(), RunPodError> {
+        self.call(Method::PATCH, &format!("v2/templates/{id}"), Some(&Value::Object(patch.clone()))).await.map(drop)
+    }
+
+    pub async fn list_registries(&self) -> Result<Vec<Map<String, Value>>, RunPodError> {
+        let v = self.call(Method::GET, "v2/registries", None).await?;
+        objects(&v, "registries")
+    }
+
+    pub async fn create_registry(&self, name: &str, username: &str, password: &Secret) -> Result<String, RunPodError> {
+        let body = json!({"name": name, "username": username, "password": password.expose()});
+        let v = self.call(Method::POST, "v2/registries", Some(&body)).await?;
+        v.get("id")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| RunPodError::Unexpected("POST /v2/registries answered without an id".into()))
+    }
+
+    pub async fn delete_registry(&self, id: &str) -> Result<(), RunPodError> {
+        self.call(Method::DELETE, &format!("v2/registries/{id}"), None).await.map(drop)
+    }
+
+    pub async fn get_endpoint(&self, id: &str) -> Result<Map<String, Value>, RunPodError> {
+        let v = self.call(Method::GET, &format!("v2/serverless/{id}"), None).await?;
+        v.as_object()
+            .cloned()
+            .ok_or_else(|| RunPodError::Unexpected(format!("GET /v2/serverless/{id} answered no object")))
+    }
+
+    pub async fn update_endpoint(&self, id: &str, patch: &Map<String, Value>) -> Result<(), RunPodError> {
+        self.call(Method::PATCH, &format!("v2/serverless/{id}"), Some(&Value::Object(patch.clone()))).await.map(drop)
+    }
+}
+
+fn objects(v: &Value, key: &str) -> Result<Vec<Map<String, Value>>, RunPodError> {
+    v.get(key)
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|x| x.as_object().cloned()).collect())
+        .ok_or_else(|| RunPodError::Unexpected(format!("the list has no `{key}` array")))
+}
+
+fn problem(method: &Method, path: &str, status: StatusCode, body: &str) -> RunPodError {
+    #[derive(serde::Deserialize, Default)]
+    struct Problem {
+        #[serde(default)]
+        title: String,
+        #[serde(default)]
+        detail: String,
+        #[serde(default)]
+        errors: Vec<String>,
+    }
+    let p: Problem = serde_json::from_str(body).unwrap_or_else(|_| Problem {
+        detail: body.chars().take(300).collect::<String>().trim().to_string(),
+        ..Default::default()
+    });
+    RunPodError::Api {
+        method: method.to_string(),
+        path: format!("/{path}"),
+        status: status.as_u16(),
+        title: if p.title.is_empty() { status.canonical_reason().unwrap_or("error").to_string() } else { p.title },
+        detail: p.detail,
+        errors: p.errors,
+    }
+}
+
+/// Credentials RunPod pulls a private image with.
+#[derive(Debug, Clone)]
+pub struct PullCredential {
+    /// Deterministic: `publish-<registry>-<repository>-<12 hex of a hash of the secret>`, so a
+    /// changed secret gets a new credential (the API has no update).
+    pub name: String,
+    /// What every credential for this registry and repository starts with.
+    pub prefix: String,
+    pub username: String,
+    pub password: Secret,
+}
+
+impl PullCredential {
+    pub fn new(registry_id: &str, repository: &str, username: &str, password: Secret) -> Self {
+        let clean: String =
+            repository.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+        let prefix = format!("publish-{registry_id}-{clean}-");
+        let hash = hex::encode(Sha256::digest(format!("{username}:{}", password.expose())));
+        PullCredential { name: format!("{prefix}{}", &hash[..12]), prefix, username: username.to_string(), password }
+    }
+}
+
+/// What `sync` wants on RunPod for one template.
+#[derive(Debug, Clone)]
+pub struct Wanted {
+    pub body: Map<String, Value>,
+    pub credential: Option<PullCredential>,
+    pub endpoints: Vec<String>,
+}
+
+/// What happened (or, in a dry run, would happen) to one template.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncOutcome {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `created`, `updated`, `unchanged`, or in a dry run `would-create`, `would-update`.
+    pub action: &'static str,
+    pub changes: Vec<FieldChange>,
+    /// The registry credential's name, for private images (never its secret).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry_credential: Option<String>,
+    pub endpoints: Vec<EndpointOutcome>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointOutcome {
+    pub id: String,
+    /// `updated`, `unchanged`, or `would-update`.
+    pub action: &'static str,
+}
+
+/// Creates or updates the template so RunPod has `wanted`, idempotently.
+pub async fn sync(client: &Client, wanted: Wanted, dry_run: bool) -> Result<SyncOutcome, RunPodError> {
+    let Wanted { mut body, credential, endpoints } = wanted;
+    let name = body.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+    let templates = client.list_templates().await?;
+    let current = templates.iter().find(|t| t.get("name").and_then(Value::as_str) == Some(name.as_str()));
+
+    // Registry credential: reuse the one for this secret, or create it.
+    let mut stale = Vec::new();
+    let mut registry_credential = None;
+    match &credential {
+        Some(cred) => {
+            let registries = client.list_registries().await?;
+            let id_of = |r: &Map<String, Value>| r.get("id").and_then(Value::as_str).map(str::to_string);
+            let existing =
+                registries.iter().find(|r| r.get("name").and_then(Value::as_str) == Some(cred.name.as_str()));
+            let id = match existing.and_then(id_of) {
+                Some(id) => id,
+                None if dry_run => "(new credential)".to_string(),
+                None => {
+                    tracing::info!(credential = %cred.name, "creating the RunPod registry credential");
+                    client.create_registry(&cred.name, &cred.username, &cred.password).await?
+                }
+            };
+            stale = registries
+                .iter()
+                .filter(|r| {
+                    let n = r.get("name").and_then(Value::as_str).unwrap_or_default();
+                    n.starts_with(&cred.prefix) && n != cred.name
+                })
+                .filter_map(id_of)
+                .collect();
+            body.insert("registry".into(), Value::String(id));
+            registry_credential = Some(cred.name.clone());
+        }
+        // A public image needs no credential: clear one left from when it was private.
+        None => {
+            if current.is_some_and(|c| c.get("registry").is_some_and(|r| r.as_str().is_some_and(|s| !s.is_empty()))) {
+                body.insert("registry".into(), Value::String(String::new()));
+            }
+        }
+    }
+
+    let changes = template::diff(current, &body);
+    let id = current.and_then(|c| c.get("id")).and_then(Value::as_str).map(str::to_string);
+    let (action, id) = match (id, changes.is_empty(), dry_run) {
+        (Some(id), true, _) => ("unchanged", Some(id)),
+        (Some(id), false, true) => ("would-update", Some(id)),
+        (None, _, true) => ("would-create", None),
+        (Some(id), false, false) => {
+            let patch: Map<String, Value> = changes.iter().map(|c| (c.field.clone(), c.new.clone())).collect();
+            client.update_template(&id, &patch).await?;
+            ("updated", Some(id))
+        }
+        (None, _, false) => {
+            let created = client.create_template(&body).await?;
+            ("created", created.get("id").and_then(Value::as_str).map(str::to_string))
+        }
+    };
+
+    let mut endpoint_outcomes = Vec::new();
+    for e in &endpoints {
+        let current = client.get_endpoint(e).await?;
+        let mut patch = Map::new();
+        for key in ["image", "registry"] {
+            if let Some(want) = body.get(key)
+                && current.get(key) != Some(want)
+                && !(key == "registry" && want.as_str() == Some("") && current.get(key).is_none_or(Value::is_null))
+            {
+                patch.insert(key.into(), want.clone());
+            }
+        }
+        let action = match (patch.is_empty(), dry_run) {
+            (true, _) => "unchanged",
+            (false, true) => "would-update",
+            (false, false) => {
+                client.update_endpoint(e, &patch).await?;
+                "updated"
+            }
+        };
+        endpoint_outcomes.push(EndpointOutcome { id: e.clone(), action });
+    }
+
+    // Old credentials for this repository, replaced above, go once nothing points at them.
+    if !dry_run {
+        for id in stale {
+            if let Err(e) = client.delete_registry(&id).await {
+                tracing::warn!("could not delete the replaced RunPod credential {id}: {e}");
+            }
+        }
+    }
+    Ok(SyncOutcome { name, id, action, changes, registry_credential, endpoints: endpoint_outcomes })
+}

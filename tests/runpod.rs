@@ -1,0 +1,223 @@
+//! RunPod templates against a local stand-in of RunPod's v2 API (tests/support/runpod.rs) and
+//! a real registry: create, then a no-op, then one update when the image changes; credentials
+//! for private images; the dry-run diff; rendering and its errors.
+
+mod support;
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+use support::image::write_layout;
+use support::runpod::{API_KEY, FakeRunPod};
+use support::{Registry, RegistryOptions, publish, run, text};
+
+const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
+const PULL_PASSWORD: &str = "pull-token-77aa88bb99cc";
+
+fn write_policy(dir: &Path, host: &str, visibility: &str, template: &str) {
+    let yaml = format!(
+        "version: 1
+registries:
+  home:
+    kind: registry
+    repository: {host}/ml
+    insecure: true
+    pull_credentials: {{username: puller, password_env: PULL_PASSWORD}}
+images:
+  - name: app
+    source: oci:img
+    tags: [main]
+    visibility: {visibility}
+runpod:
+  vars: {{model: llama-3-8b}}
+  templates:
+{template}"
+    );
+    std::fs::write(dir.join("publish.yaml"), yaml).unwrap();
+}
+
+const INLINE: &str = "    - name: app-main
+      image: app
+      endpoints: [ep1]
+      body:
+        disk: 20
+        ports: [8888/http, 22/tcp]
+        serverless: true
+        env: {MODEL: \"{{ vars.model }}\", COMMIT: \"{{ git.short_sha }}\", IMAGE: \"{{ image.ref }}\"}
+";
+
+fn publish_with(dir: &Path, rp: &FakeRunPod) -> std::process::Command {
+    let mut cmd = publish(dir);
+    cmd.env("RUNPOD_API_KEY", API_KEY)
+        .env("RUNPOD_API_URL", rp.url())
+        .env("GITHUB_SHA", SHA)
+        .env("PULL_PASSWORD", PULL_PASSWORD);
+    cmd
+}
+
+fn run_json(cmd: &mut std::process::Command) -> (Option<i32>, Value, String) {
+    let out = run(cmd);
+    let (stdout, stderr) = text(&out);
+    let json = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}\n{stderr}"));
+    (out.status.code(), json, stderr)
+}
+
+#[test]
+fn creates_then_does_nothing_then_updates_only_the_image() {
+    let reg = Registry::start(RegistryOptions::default());
+    let rp = support::runpod::start();
+    rp.add_endpoint("ep1", "old/image:1");
+    let work = tempfile::tempdir().unwrap();
+    let first = write_layout(&work.path().join("img"), 40, &[5_000], "linux", "amd64", "latest");
+    write_policy(work.path(), &reg.host, "public", INLINE);
+
+    let (code, json, stderr) = run_json(publish_with(work.path(), &rp).args(["run", "-o", "json"]));
+    assert_eq!(code, Some(0), "{json}\n{stderr}");
+    assert_eq!(json["runpod"][0]["sync"]["action"], "created");
+    let pinned = format!("{}/ml/app:main@{}", reg.host, first.manifest_digest);
+    {
+        let s = rp.state.lock().unwrap();
+        let t = &s.templates[0];
+        assert_eq!(t["name"], "app-main");
+        assert_eq!(t["image"], pinned);
+        assert_eq!(
+            t["env"],
+            json!({"MODEL": "llama-3-8b", "COMMIT": "0123456", "IMAGE": format!("{}/ml/app:main", reg.host)})
+        );
+        assert_eq!(t["registry"], Value::Null, "a public image needs no credential");
+        assert_eq!(s.endpoints["ep1"]["image"], pinned, "the endpoint follows the image");
+    }
+    let writes = rp.writes().len();
+    assert_eq!(writes, 2, "one template created, one endpoint moved: {:?}", rp.writes());
+
+    let (code, json, _) = run_json(publish_with(work.path(), &rp).args(["run", "-o", "json"]));
+    assert_eq!(code, Some(0));
+    assert_eq!(json["runpod"][0]["sync"]["action"], "unchanged");
+    assert_eq!(rp.writes().len(), writes, "a second run must not write to RunPod");
+
+    let second = write_layout(&work.path().join("img"), 41, &[6_000], "linux", "amd64", "latest");
+    let (code, json, _) = run_json(publish_with(work.path(), &rp).args(["run", "-o", "json"]));
+    assert_eq!(code, Some(0));
+    assert_eq!(json["runpod"][0]["sync"]["action"], "updated");
+    let new_writes: Vec<_> = rp.writes().into_iter().skip(writes).collect();
+    let patches: Vec<_> = new_writes.iter().filter(|r| r.target.starts_with("/v2/templates/")).collect();
+    assert_eq!(patches.len(), 1, "{new_writes:?}");
+    assert_eq!(patches[0].method, "PATCH");
+    let body: Value = serde_json::from_slice(&patches[0].body).unwrap();
+    assert_eq!(body, json!({"image": format!("{}/ml/app:main@{}", reg.host, second.manifest_digest)}));
+}
+
+#[test]
+fn private_image_gets_one_credential_referenced_by_the_template() {
+    let reg = Registry::start(RegistryOptions::default());
+    let rp = support::runpod::start();
+    let work = tempfile::tempdir().unwrap();
+    write_layout(&work.path().join("img"), 42, &[5_000], "linux", "amd64", "latest");
+    write_policy(work.path(), &reg.host, "private", &INLINE.replace("      endpoints: [ep1]\n", ""));
+    for _ in 0..2 {
+        let mut cmd = publish_with(work.path(), &rp);
+        cmd.args(["run", "--debug"]).env("RUST_LOG", "trace");
+        let out = run(&mut cmd);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+        for secret in [PULL_PASSWORD, API_KEY] {
+            assert!(!stdout.contains(secret) && !stderr.contains(secret), "a secret leaked");
+        }
+    }
+    let s = rp.state.lock().unwrap();
+    assert_eq!(s.registries.len(), 1, "the credential is created once");
+    let (id, name, user, password) = &s.registries[0];
+    assert_eq!((user.as_str(), password.as_str()), ("puller", PULL_PASSWORD));
+    assert!(name.starts_with("publish-home-ml-app-"), "{name}");
+    assert_eq!(s.templates[0]["registry"], json!(id));
+    let posts = rp.writes().into_iter().filter(|r| r.target == "/v2/registries").count();
+    assert_eq!(posts, 1);
+}
+
+#[test]
+fn template_is_skipped_when_its_image_failed_to_publish() {
+    let rp = support::runpod::start();
+    let work = tempfile::tempdir().unwrap();
+    write_layout(&work.path().join("img"), 43, &[5_000], "linux", "amd64", "latest");
+    write_policy(work.path(), &format!("127.0.0.1:{}", support::free_port()), "public", INLINE);
+    let (code, json, _) = run_json(publish_with(work.path(), &rp).args(["run", "-o", "json"]));
+    assert_eq!(code, Some(1));
+    assert_eq!(json["runpod"][0]["status"], "skipped");
+    assert!(rp.writes().is_empty() && rp.server.requests().is_empty(), "RunPod must not be touched");
+}
+
+#[test]
+fn dry_run_sync_prints_a_field_by_field_diff_and_writes_nothing() {
+    let rp = support::runpod::start();
+    let work = tempfile::tempdir().unwrap();
+    write_layout(&work.path().join("img"), 44, &[5_000], "linux", "amd64", "latest");
+    write_policy(work.path(), "127.0.0.1:5999", "public", &INLINE.replace("      endpoints: [ep1]\n", ""));
+    rp.state.lock().unwrap().templates.push(
+        json!({"id": "tpl9", "name": "app-main", "image": "127.0.0.1:5999/ml/app:main@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+               "disk": 10, "ports": ["8888/http", "22/tcp"], "env": {"MODEL": "old"}, "serverless": true, "registry": null,
+               "args": "", "mounts": {}, "public": false, "category": "NVIDIA", "startSsh": true, "startJupyter": true, "allowedCudaVersions": []})
+        .as_object()
+        .cloned()
+        .unwrap(),
+    );
+    let out = run(publish_with(work.path(), &rp).args(["runpod", "sync", "--dry-run"]));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(rp.writes().is_empty());
+    insta::assert_snapshot!(stdout);
+}
+
+#[test]
+fn render_prints_the_template_runpod_will_get() {
+    let work = tempfile::tempdir().unwrap();
+    write_layout(&work.path().join("img"), 45, &[5_000], "linux", "amd64", "latest");
+    std::fs::create_dir_all(work.path().join("runpod")).unwrap();
+    std::fs::write(
+        work.path().join("runpod/app.json"),
+        "{\n  \"disk\": 20,\n  \"args\": \"python -m serve --model {{ vars.model }}\",\n  \"env\": {\"IMAGE_DIGEST\": \"{{ image.digest }}\", \"BRANCH\": \"{{ git.sha[:7] }}\"},\n  \"mounts\": {\"persistent\": {\"size\": 50, \"path\": \"/workspace\"}},\n  \"allowedCudaVersions\": [\"12.4\"]\n}\n",
+    )
+    .unwrap();
+    write_policy(
+        work.path(),
+        "127.0.0.1:5999",
+        "public",
+        "    - name: app-file\n      image: app\n      file: runpod/app.json\n",
+    );
+    let out = run(publish(work.path()).args(["runpod", "render"]).env("GITHUB_SHA", SHA));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    insta::assert_snapshot!(stdout);
+}
+
+#[test]
+fn undefined_variable_in_a_template_file_names_file_line_and_variable() {
+    let work = tempfile::tempdir().unwrap();
+    write_layout(&work.path().join("img"), 46, &[5_000], "linux", "amd64", "latest");
+    std::fs::create_dir_all(work.path().join("runpod")).unwrap();
+    std::fs::write(work.path().join("runpod/app.json"), "{\n  \"disk\": 20,\n  \"args\": \"{{ vars.nope }}\"\n}\n")
+        .unwrap();
+    write_policy(
+        work.path(),
+        "127.0.0.1:5999",
+        "public",
+        "    - name: app-file\n      image: app\n      file: runpod/app.json\n",
+    );
+    let out = run(publish(work.path()).args(["runpod", "render"]).env("GITHUB_SHA", SHA));
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2));
+    insta::assert_snapshot!(stderr);
+}
+
+#[test]
+fn invalid_fields_are_refused_before_any_call() {
+    let rp = support::runpod::start();
+    let work = tempfile::tempdir().unwrap();
+    write_layout(&work.path().join("img"), 47, &[5_000], "linux", "amd64", "latest");
+    let template = "    - name: app-main\n      image: app\n      body: {dsik: 20, ports: [\"8888\"], category: TPU, env: {N: 1}}\n";
+    write_policy(work.path(), &format!("127.0.0.1:{}", support::free_port()), "public", template);
+    let out = run(publish_with(work.path(), &rp).arg("run"));
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(rp.server.requests().is_empty());
+    insta::assert_snapshot!(stderr);
+}
