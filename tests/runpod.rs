@@ -221,3 +221,20 @@ fn invalid_fields_are_refused_before_any_call() {
     assert!(rp.server.requests().is_empty());
     insta::assert_snapshot!(stderr);
 }
+
+#[test]
+fn throttling_is_retried_and_problem_details_are_shown() {
+    let reg = Registry::start(RegistryOptions::default());
+    let rp = support::runpod::start();
+    rp.state.lock().unwrap().throttle = 2;
+    let work = tempfile::tempdir().unwrap();
+    write_layout(&work.path().join("img"), 48, &[5_000], "linux", "amd64", "latest");
+    // ep1 does not exist on RunPod: its 404 problem document must reach the user.
+    write_policy(work.path(), &reg.host, "public", INLINE);
+    let (code, json, stderr) = run_json(publish_with(work.path(), &rp).args(["run", "-o", "json"]));
+    assert_eq!(code, Some(3), "pushed, but the template's endpoint failed: {json}\n{stderr}");
+    assert!(stderr.contains("retrying RunPod request"), "{stderr}");
+    assert_eq!(json["runpod"][0]["status"], "failed");
+    assert_eq!(json["runpod"][0]["reason"], "RunPod API: GET /v2/serverless/ep1: 404 Not Found: no such endpoint");
+    assert_eq!(rp.state.lock().unwrap().templates.len(), 1, "the template itself was created after the retries");
+}

@@ -18,6 +18,8 @@ pub struct State {
     /// id → (name, username, password)
     pub registries: Vec<(String, String, String, String)>,
     pub endpoints: HashMap<String, Map<String, Value>>,
+    /// Answer this many next requests with 429 and `Retry-After: 0`.
+    pub throttle: u32,
     next: u32,
 }
 
@@ -153,6 +155,10 @@ fn handle(state: &Arc<Mutex<State>>, req: &Request) -> Response {
     }
     let path: Vec<&str> = req.target.split('?').next().unwrap_or("").trim_start_matches('/').split('/').collect();
     let mut s = state.lock().unwrap();
+    if s.throttle > 0 {
+        s.throttle -= 1;
+        return problem(429, "Too Many Requests", "rate limit exceeded", &[]).header("Retry-After", "0");
+    }
     match (req.method.as_str(), path.as_slice(), body) {
         ("GET", ["v2", "templates"], None) => Response::new(200).json(&json!({"templates": s.templates})),
         ("POST", ["v2", "templates"], Some(b)) => {
