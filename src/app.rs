@@ -4,10 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::github;
 use crate::http::RetryPolicy;
 use crate::image::{Image, Transport};
 use crate::plan::{self, MeasuredUsage, Plan};
 use crate::policy::RegistryKind;
+use crate::policy::Visibility;
 use crate::policy::{self, Diagnostic, Diagnostics, GitContext, Resolved, TemplateContext};
 use crate::push::{self, Destination};
 use crate::reference::Reference;
@@ -104,6 +106,10 @@ pub fn exit_for(err: &anyhow::Error) -> Exit {
 }
 
 pub async fn execute(request: Request) -> anyhow::Result<Exit> {
+    let actions = github::Actions::detect();
+    if actions.is_some() {
+        github::mask_secrets_from_now_on();
+    }
     match request {
         Request::Schema => {
             println!("{}", report::json(&policy::schema()));
@@ -112,8 +118,12 @@ pub async fn execute(request: Request) -> anyhow::Result<Exit> {
         Request::Check(args) => {
             let (resolved, images) = load(&args.policy)?;
             plan::build(&resolved, &images, &MeasuredUsage::new())?;
+            let result = serde_json::json!({"status": "ok", "policy": resolved.file});
+            if let Some(a) = &actions {
+                a.set_outputs(&[("result", result.to_string())])?;
+            }
             if args.output == Output::Json {
-                println!("{}", report::json(&serde_json::json!({"status": "ok", "policy": resolved.file})));
+                println!("{}", report::json(&result));
             } else {
                 println!("{}: ok ({} images)", resolved.file, resolved.images.len());
             }
@@ -128,6 +138,9 @@ pub async fn execute(request: Request) -> anyhow::Result<Exit> {
             } else {
                 print_plan(&plan, args.output);
             }
+            if let Some(a) = &actions {
+                plan_to_actions(a, &plan, args.matrix).await?;
+            }
             Ok(Exit::Success)
         }
         Request::Run(args) => {
@@ -140,7 +153,7 @@ pub async fn execute(request: Request) -> anyhow::Result<Exit> {
             let credentials = preflight_credentials(&plan, &resolved)?;
             // Templates are rendered, checked and their secrets found before anything is pushed.
             let templates = prepare_templates(&resolved, &plan)?;
-            let report = run_plan(&plan, &images, credentials).await;
+            let report = run_plan(&plan, &images, credentials, actions.is_some()).await;
             let report = match templates {
                 Some((client, templates)) => {
                     let results = sync_templates(&client, templates, &report).await;
@@ -149,6 +162,20 @@ pub async fn execute(request: Request) -> anyhow::Result<Exit> {
                 None => report,
             };
             print_report(&report, args.output);
+            if let Some(a) = &actions {
+                let images = report
+                    .images
+                    .iter()
+                    .map(|i| (i.name.clone(), i.targets.iter().flat_map(|t| t.references.clone()).collect()))
+                    .collect();
+                let digest = report.images.first().map(|i| i.digest.to_string()).unwrap_or_default();
+                a.set_outputs(&outputs(&report, digest, images))?;
+                a.append_summary(&format!(
+                    "{}\n{}",
+                    github::summary::plan_markdown(&plan),
+                    github::summary::run_markdown(&report)
+                ))?;
+            }
             Ok(exit_for_report(&report))
         }
         Request::Push(args) => push_one(args).await,
@@ -456,7 +483,12 @@ fn docker_config_credential(host: &str) -> Option<Credential> {
     }
 }
 
-async fn run_plan(plan: &Plan, images: &[Image], credentials: Vec<Vec<Option<Credential>>>) -> RunReport {
+async fn run_plan(
+    plan: &Plan,
+    images: &[Image],
+    credentials: Vec<Vec<Option<Credential>>>,
+    in_actions: bool,
+) -> RunReport {
     let retry = RetryPolicy::default();
     let mut outcomes = Vec::new();
     for ((img, image), creds) in plan.images.iter().zip(images).zip(credentials) {
@@ -469,14 +501,134 @@ async fn run_plan(plan: &Plan, images: &[Image], credentials: Vec<Vec<Option<Cre
                 ca_file: e.ca_file.clone(),
                 path: t.path().to_string(),
                 tags: t.tags.clone(),
-                credential: cred.or_else(|| docker_config_credential(&e.host)),
+                credential: cred.or_else(|| docker_config_credential(&e.host)).or_else(|| github_token_for(e.kind)),
             };
+            let _group = github::Group::start(in_actions, &format!("Pushing {} to {}", img.name, t.repository));
             tracing::info!(image = %img.name, registry = %t.registry, "pushing to {}", t.repository);
-            targets.push(push::push(image, &dest, retry).await);
+            let mut outcome = push::push(image, &dest, retry).await;
+            if outcome.status == push::Status::Pushed && img.visibility == Visibility::Public {
+                outcome.anonymous_pull = push::probe_anonymous(&dest, retry).await;
+                if outcome.anonymous_pull == Some(false) {
+                    let message = not_public_message(&img.name, t, e.kind);
+                    tracing::warn!("{message}");
+                    if in_actions {
+                        github::warning(&message);
+                    }
+                }
+            }
+            targets.push(outcome);
         }
         outcomes.push(ImageOutcome { name: img.name.clone(), digest: img.manifest_digest.clone(), targets });
     }
     RunReport::new(outcomes)
+}
+
+/// `GITHUB_TOKEN` (user `GITHUB_ACTOR`) for GHCR when no other credential is given.
+fn github_token_for(kind: RegistryKind) -> Option<Credential> {
+    if kind != RegistryKind::Ghcr {
+        return None;
+    }
+    let token = std::env::var("GITHUB_TOKEN").ok().filter(|t| !t.is_empty())?;
+    let user = std::env::var("GITHUB_ACTOR").ok().filter(|a| !a.is_empty()).unwrap_or_else(|| "github-actions".into());
+    Some(Credential { username: user, password: Secret::new(token) })
+}
+
+/// The warning for a public image that cannot be pulled anonymously, with the fix.
+fn not_public_message(image: &str, t: &plan::TargetPlan, kind: RegistryKind) -> String {
+    let mut m = format!(
+        "image {image} is public in the policy, but {} cannot be pulled without credentials: RunPod will fail to pull it unless the template has a registry credential.",
+        t.repository
+    );
+    if kind == RegistryKind::Ghcr {
+        let (owner, package) = t.path().split_once('/').unwrap_or((t.path(), image));
+        let package = package.replace('/', "%2F");
+        m.push_str(&format!(
+            " New GHCR packages start private: make it public in the package's settings (Danger Zone → Change visibility): https://github.com/orgs/{owner}/packages/container/{package}/settings (for a user: https://github.com/users/{owner}/packages/container/{package}/settings)."
+        ));
+    } else {
+        m.push_str(" Allow anonymous pulls on the registry, or set visibility: private so RunPod gets credentials.");
+    }
+    m
+}
+
+/// The action's outputs: `result` (the JSON document), `digest` (the first image's manifest
+/// digest) and `images` (a JSON map image → references).
+fn outputs<T: serde::Serialize>(
+    result: &T,
+    digest: String,
+    images: std::collections::BTreeMap<String, Vec<String>>,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("result", serde_json::to_string(result).unwrap_or_default()),
+        ("digest", digest),
+        ("images", serde_json::to_string(&images).unwrap_or_default()),
+    ]
+}
+
+/// Outputs, job summary and, on a pull request, the plan as one upserted comment.
+async fn plan_to_actions(a: &github::Actions, plan: &Plan, matrix_only: bool) -> anyhow::Result<()> {
+    let images = plan
+        .images
+        .iter()
+        .map(|i| {
+            (
+                i.name.clone(),
+                i.targets
+                    .iter()
+                    .flat_map(|t| t.tags.iter().map(move |tag| format!("{}:{tag}", t.repository)))
+                    .collect(),
+            )
+        })
+        .collect();
+    let digest = plan.images.first().map(|i| i.manifest_digest.to_string()).unwrap_or_default();
+    let mut outs = outputs(plan, digest, images);
+    if matrix_only {
+        outs.push(("matrix", matrix(plan).to_string()));
+    }
+    a.set_outputs(&outs)?;
+    let markdown = github::summary::plan_markdown(plan);
+    a.append_summary(&markdown)?;
+    if let (Some(number), Some(repository)) = (a.pull_request(), &a.repository) {
+        match std::env::var("GITHUB_TOKEN").ok().filter(|t| !t.is_empty()) {
+            Some(token) => {
+                match github::comment::upsert(&a.api_url, &Secret::new(token), repository, number, &markdown).await {
+                    Ok(done) => tracing::info!("plan comment on pull request #{number}: {done:?}"),
+                    // A fork's read-only token cannot comment: the plan is still in the summary.
+                    Err(e) => github::warning(&format!("could not comment the plan on pull request #{number}: {e}")),
+                }
+            }
+            None => github::warning(
+                "GITHUB_TOKEN is not set: the plan is in the job summary but not commented on the pull request",
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// Prints a command's error; in GitHub Actions, policy mistakes also become annotations on
+/// the policy file (at most 10, GitHub's limit per step).
+pub fn report_error(err: &anyhow::Error) {
+    let in_actions = github::Actions::detect().is_some();
+    if let Some(d) = err.downcast_ref::<Diagnostics>() {
+        // Already `file:line:col: field: message`, the shape editors and Actions parse.
+        eprintln!("{d}");
+        if in_actions {
+            for x in d.0.iter().take(github::MAX_ERROR_ANNOTATIONS) {
+                let message = match &x.hint {
+                    Some(h) => format!("{}\nhint: {h}", x.message),
+                    None => x.message.clone(),
+                };
+                github::error_annotation(&x.file, x.line, x.col, &x.field, &message);
+            }
+        }
+    } else if let Some(t) = err.downcast_ref::<TemplateErrors>() {
+        eprintln!("{t}");
+    } else {
+        eprintln!("error: {err:#}");
+        if in_actions {
+            eprintln!("::error::{}", format!("{err:#}").replace('%', "%25").replace('\n', "%0A"));
+        }
+    }
 }
 
 async fn push_one(args: PushArgs) -> anyhow::Result<Exit> {

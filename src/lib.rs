@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod github;
 pub mod http;
 pub mod image;
 pub mod plan;

@@ -26,15 +26,7 @@ fn main() -> ExitCode {
     match runtime.block_on(app::execute(request)) {
         Ok(exit) => ExitCode::from(exit as u8),
         Err(err) => {
-            let located =
-                err.downcast_ref::<publish_action::policy::Diagnostics>().map(ToString::to_string).or_else(|| {
-                    err.downcast_ref::<publish_action::runpod::template::TemplateErrors>().map(ToString::to_string)
-                });
-            match located {
-                // Already `file:line:col: field: message`, the shape editors and Actions parse.
-                Some(text) => eprintln!("{text}"),
-                None => eprintln!("error: {err:#}"),
-            }
+            app::report_error(&err);
             ExitCode::from(app::exit_for(&err) as u8)
         }
     }

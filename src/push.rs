@@ -34,6 +34,9 @@ pub struct Outcome {
     pub status: Status,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// For public images: whether the pushed image can be pulled without credentials.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anonymous_pull: Option<bool>,
 }
 
 /// Where to push: the registry's address and the repository path inside it.
@@ -59,12 +62,28 @@ pub async fn push(image: &Image, dest: &Destination, retry: RetryPolicy) -> Outc
         blobs_skipped: 0,
         status: Status::Failed,
         error: None,
+        anonymous_pull: None,
     };
     match push_inner(image, dest, retry, &mut outcome).await {
         Ok(()) => outcome.status = Status::Pushed,
         Err(e) => outcome.error = Some(e.to_string()),
     }
     outcome
+}
+
+/// Checks that a pushed image can be pulled anonymously, as RunPod does without credentials.
+/// `None` when the check itself could not be made.
+pub async fn probe_anonymous(dest: &Destination, retry: RetryPolicy) -> Option<bool> {
+    let tag = dest.tags.first()?;
+    let scope = format!("repository:{}:pull", dest.path);
+    let client = Client::new(&dest.endpoint, &dest.path, dest.ca_file.as_deref(), None, retry).ok()?.with_scope(&scope);
+    match client.pullable_anonymously(tag).await {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::warn!("could not check anonymous pulls on {}: {e}", dest.endpoint.host);
+            None
+        }
+    }
 }
 
 async fn push_inner(

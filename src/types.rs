@@ -131,9 +131,21 @@ impl FromStr for ByteSize {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
+/// Called with every secret as it is read (GitHub Actions masks it in the log).
+static SECRET_HOOK: std::sync::OnceLock<fn(&str)> = std::sync::OnceLock::new();
+
+/// Registers what to do with each secret read from now on; the first registration wins.
+pub fn on_secret_read(hook: fn(&str)) {
+    let _ = SECRET_HOOK.set(hook);
+}
+
 impl Secret {
     pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
+        let s = s.into();
+        if let Some(hook) = SECRET_HOOK.get() {
+            hook(&s);
+        }
+        Secret(s)
     }
     pub fn expose(&self) -> &str {
         &self.0

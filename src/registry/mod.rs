@@ -507,6 +507,32 @@ impl Client {
         Ok(Some(bytes.to_vec()))
     }
 
+    /// Whether `reference` can be pulled with no credentials at all: an anonymous token (when
+    /// the registry uses them), then a HEAD of the manifest. Works on every registry and needs
+    /// no API permission. The client must have been made without credentials.
+    pub async fn pullable_anonymously(&self, reference: &str) -> Result<bool, RegistryError> {
+        match self.authenticate().await {
+            Ok(()) => {}
+            Err(RegistryError::Unauthorized { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        let accept = [
+            crate::image::OCI_MANIFEST,
+            crate::image::OCI_INDEX,
+            crate::image::DOCKER_MANIFEST,
+            crate::image::DOCKER_LIST,
+        ]
+        .join(", ");
+        let url = self.url(&format!("v2/{}/manifests/{reference}", self.repository));
+        match self.send(Method::HEAD, url, |r| r.header(reqwest::header::ACCEPT, accept.as_str())).await {
+            Ok(resp) if resp.status().is_success() => Ok(true),
+            Ok(resp) if matches!(resp.status().as_u16(), 401 | 403 | 404) => Ok(false),
+            Ok(resp) => Err(self.api_error(resp).await),
+            Err(RegistryError::Unauthorized { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Puts a manifest under `reference` (a tag or its digest) and checks the digest the
     /// registry computed, when it says.
     pub async fn put_manifest(&self, reference: &str, media_type: &str, bytes: &[u8]) -> Result<Digest, RegistryError> {
