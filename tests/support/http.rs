@@ -58,6 +58,15 @@ impl Server {
                     continue;
                 };
                 let resp = handler(&req);
+                if std::env::var_os("FAKE_HTTP_DEBUG").is_some() {
+                    eprintln!(
+                        "fake {} {} -> {} {}",
+                        req.method,
+                        req.target,
+                        resp.status,
+                        String::from_utf8_lossy(&resp.body)
+                    );
+                }
                 log.lock().unwrap().push(req);
                 let mut head = format!(
                     "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n",

@@ -4,6 +4,7 @@
 //! Servers are polled for readiness with a deadline and killed on drop.
 #![allow(dead_code)]
 
+pub mod github;
 pub mod http;
 pub mod image;
 pub mod runpod;

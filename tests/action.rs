@@ -1,0 +1,248 @@
+//! The binary in GitHub Actions (`GITHUB_ACTIONS=true`): step outputs, job summary,
+//! annotations, masks; the plan comment upserted through a local GitHub API; the anonymous
+//! pull probe; and the action's install step against a local release download.
+
+mod support;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+use support::image::write_layout;
+use support::{PASSWORD, Registry, RegistryOptions, USER, publish, run, text};
+
+/// Parses `$GITHUB_OUTPUT` (`name=value` and `name<<DELIMITER` blocks) as the runner does.
+fn parse_outputs(text: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        if let Some((name, delim)) = line.split_once("<<") {
+            let mut value = Vec::new();
+            for l in lines.by_ref() {
+                if l == delim {
+                    break;
+                }
+                value.push(l);
+            }
+            out.insert(name.to_string(), value.join("\n"));
+        } else if let Some((name, value)) = line.split_once('=') {
+            out.insert(name.to_string(), value.to_string());
+        }
+    }
+    out
+}
+
+fn actions_env(cmd: &mut Command, dir: &Path) {
+    cmd.env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_OUTPUT", dir.join("output.txt"))
+        .env("GITHUB_STEP_SUMMARY", dir.join("summary.md"))
+        .env("GITHUB_SHA", "0123456789abcdef0123456789abcdef01234567");
+}
+
+fn policy(dir: &Path, host: &str, visibility: &str) {
+    let yaml = format!(
+        "version: 1\nregistries:\n  home:\n    kind: registry\n    repository: {host}/ml\n    insecure: true\n    credentials: {{username: {USER}, password_env: REG_PASSWORD}}\nimages:\n  - name: app\n    source: oci:img\n    tags: [main, \"sha-{{{{ git.short_sha }}}}\"]\n    visibility: {visibility}\n"
+    );
+    std::fs::write(dir.join("publish.yaml"), yaml).unwrap();
+}
+
+#[test]
+fn run_writes_outputs_summary_and_masks_secrets_before_use() {
+    let reg = Registry::start(RegistryOptions { htpasswd: true, ..Default::default() });
+    let work = tempfile::tempdir().unwrap();
+    let image = write_layout(&work.path().join("img"), 60, &[20_000], "linux", "amd64", "latest");
+    policy(work.path(), &reg.host, "private");
+    let mut cmd = publish(work.path());
+    actions_env(&mut cmd, work.path());
+    let out = run(cmd.args(["run", "-o", "json"]).env("REG_PASSWORD", PASSWORD));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    serde_json::from_str::<Value>(&stdout).expect("stdout stays one JSON document in Actions");
+
+    let outputs = parse_outputs(&std::fs::read_to_string(work.path().join("output.txt")).unwrap());
+    let result: Value = serde_json::from_str(&outputs["result"]).unwrap();
+    assert_eq!(result["status"], "success");
+    assert_eq!(outputs["digest"], image.manifest_digest);
+    let images: Value = serde_json::from_str(&outputs["images"]).unwrap();
+    assert_eq!(
+        images["app"],
+        serde_json::json!([format!("{}/ml/app:main", reg.host), format!("{}/ml/app:sha-0123456", reg.host)])
+    );
+
+    let summary = std::fs::read_to_string(work.path().join("summary.md")).unwrap();
+    assert!(summary.contains("| registry | verdict | cost/month | why |"), "{summary}");
+    assert!(summary.contains("| image | registry | references | digest |"), "{summary}");
+    assert!(summary.contains("✅ pushed"), "{summary}");
+
+    // The password is masked before anything could print it, and printed nowhere else.
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains(PASSWORD)).collect();
+    assert_eq!(lines, vec![format!("::add-mask::{PASSWORD}")], "{stderr}");
+    let first_mask = stderr.find(&format!("::add-mask::{PASSWORD}")).unwrap();
+    let first_group = stderr.find("::group::Pushing app").expect("the push is grouped");
+    assert!(first_mask < first_group);
+    assert!(stderr.contains("::endgroup::"));
+}
+
+#[test]
+fn policy_errors_become_annotations_on_the_policy_file() {
+    let work = tempfile::tempdir().unwrap();
+    write_layout(&work.path().join("img"), 61, &[1_000], "linux", "amd64", "latest");
+    std::fs::write(
+        work.path().join("publish.yaml"),
+        "version: 1\nregistries:\n  home:\n    kind: registry\n    repository: 127.0.0.1:1/ml\n    insecure: true\nimages:\n  - name: app\n    source: oci:img\n    tgas: [v1]\n",
+    )
+    .unwrap();
+    let mut cmd = publish(work.path());
+    actions_env(&mut cmd, work.path());
+    let out = run(cmd.arg("check"));
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr.contains("::error file=publish.yaml,line=10,col=5,title=images[0].tgas::unknown field `tgas`%0Ahint: did you mean `tags`?"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn plan_comment_is_created_once_then_updated_in_place() {
+    let gh = support::github::start("octo/repo", 7, 120);
+    let work = tempfile::tempdir().unwrap();
+    write_layout(&work.path().join("img"), 62, &[1_000], "linux", "amd64", "latest");
+    policy(work.path(), "127.0.0.1:1", "public");
+    std::fs::write(work.path().join("event.json"), r#"{"pull_request": {"number": 7}}"#).unwrap();
+    for round in 0..2 {
+        let mut cmd = publish(work.path());
+        actions_env(&mut cmd, work.path());
+        cmd.args(["plan"])
+            .env("GITHUB_EVENT_NAME", "pull_request")
+            .env("GITHUB_EVENT_PATH", work.path().join("event.json"))
+            .env("GITHUB_REPOSITORY", "octo/repo")
+            .env("GITHUB_API_URL", gh.url())
+            .env("GITHUB_TOKEN", support::github::TOKEN);
+        if round == 1 {
+            // A different plan: the same comment must change.
+            cmd.env("GITHUB_SHA", "fedcba9876543210fedcba9876543210fedcba98");
+        }
+        let out = run(&mut cmd);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+        assert!(!stderr.contains("::warning"), "{stderr}");
+    }
+    let comments = gh.comments.lock().unwrap();
+    let ours: Vec<&(u64, String)> = comments.iter().filter(|c| c.1.contains("<!-- publish-action:plan -->")).collect();
+    assert_eq!(ours.len(), 1, "one comment, never duplicated");
+    assert!(ours[0].1.contains("sha-fedcba9") && ours[0].1.contains("| registry | verdict |"), "{}", ours[0].1);
+    let writes: Vec<String> =
+        gh.server.requests().iter().filter(|r| r.method != "GET").map(|r| r.target.clone()).collect();
+    assert_eq!(
+        writes,
+        vec![
+            "/repos/octo/repo/issues/7/comments".to_string(),
+            format!("/repos/octo/repo/issues/comments/{}", ours[0].0)
+        ]
+    );
+    assert!(!gh.server.requests().iter().any(|r| r.header("authorization").is_none()));
+}
+
+#[test]
+fn public_image_that_needs_credentials_is_flagged() {
+    let reg = Registry::start(RegistryOptions { htpasswd: true, ..Default::default() });
+    let work = tempfile::tempdir().unwrap();
+    write_layout(&work.path().join("img"), 63, &[1_000], "linux", "amd64", "latest");
+    policy(work.path(), &reg.host, "public");
+    let mut cmd = publish(work.path());
+    actions_env(&mut cmd, work.path());
+    let out = run(cmd.args(["run", "-o", "json"]).env("REG_PASSWORD", PASSWORD));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let json: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["images"][0]["targets"][0]["anonymous_pull"], false);
+    assert!(stderr.contains("::warning::image app is public in the policy, but"), "{stderr}");
+
+    // On a registry that serves anonymous pulls, the probe says so and nothing is flagged.
+    let open = Registry::start(RegistryOptions::default());
+    let work = tempfile::tempdir().unwrap();
+    write_layout(&work.path().join("img"), 64, &[1_000], "linux", "amd64", "latest");
+    std::fs::write(
+        work.path().join("publish.yaml"),
+        format!("version: 1\nregistries:\n  home:\n    kind: registry\n    repository: {}/ml\n    insecure: true\nimages:\n  - name: app\n    source: oci:img\n    visibility: public\n", open.host),
+    )
+    .unwrap();
+    let out = run(publish(work.path()).args(["run", "-o", "json"]));
+    let json: Value = serde_json::from_str(&text(&out).0).unwrap();
+    assert_eq!(json["images"][0]["targets"][0]["anonymous_pull"], true);
+}
+
+/// Runs the action's install script against a local stand-in for the release download.
+fn install(files: HashMap<String, Vec<u8>>, dir: &Path) -> std::process::Output {
+    let server = support::http::Server::start(move |req| {
+        let name = req.target.rsplit('/').next().unwrap_or_default();
+        match files.get(name) {
+            Some(body) if req.target.starts_with("/publish-action/publish/releases/download/v1.2.3/") => {
+                let mut r = support::http::Response::new(200);
+                r.body = body.clone();
+                r
+            }
+            _ => support::http::Response::new(404),
+        }
+    });
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install-action.sh");
+    Command::new("bash")
+        .arg(script)
+        .env("PUBLISH_DOWNLOAD_BASE", format!("http://127.0.0.1:{}", server.port))
+        .env("PUBLISH_ACTION_REF", "v1.2.3")
+        .env("PUBLISH_ACTION_REPOSITORY", "publish-action/publish")
+        .env("PUBLISH_OS", "Linux")
+        .env("PUBLISH_ARCH", "X64")
+        .env("RUNNER_TEMP", dir)
+        .env("GITHUB_PATH", dir.join("path.txt"))
+        .output()
+        .unwrap()
+}
+
+fn release_asset(dir: &Path) -> Vec<u8> {
+    let stage = dir.join("stage");
+    std::fs::create_dir_all(&stage).unwrap();
+    std::fs::write(stage.join("publish"), "#!/bin/sh\necho publish 1.2.3\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(stage.join("publish"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let tarball = dir.join("asset.tar.gz");
+    let ok = Command::new("tar").arg("-czf").arg(&tarball).arg("-C").arg(&stage).arg("publish").status().unwrap();
+    assert!(ok.success());
+    std::fs::read(tarball).unwrap()
+}
+
+#[test]
+fn install_step_checks_the_release_checksum() {
+    let dir = tempfile::tempdir().unwrap();
+    let asset = release_asset(dir.path());
+    let good = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&asset));
+    let name = "publish-x86_64-unknown-linux-musl.tar.gz".to_string();
+
+    let files = HashMap::from([
+        (name.clone(), asset.clone()),
+        ("checksums.txt".into(), format!("{good}  {name}\n").into_bytes()),
+    ]);
+    let out = install(files, dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let path = std::fs::read_to_string(dir.path().join("path.txt")).unwrap();
+    let bin = Path::new(path.trim()).join("publish");
+    let ran = Command::new(&bin).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&ran.stdout), "publish 1.2.3\n");
+
+    let other = tempfile::tempdir().unwrap();
+    let bad = "0".repeat(64);
+    let files =
+        HashMap::from([(name.clone(), asset), ("checksums.txt".into(), format!("{bad}  {name}\n").into_bytes())]);
+    let out = install(files, other.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout
+            .contains("::error title=publish install::checksum mismatch for publish-x86_64-unknown-linux-musl.tar.gz"),
+        "{stdout}"
+    );
+    assert!(!other.path().join("path.txt").exists(), "nothing is put on the PATH after a mismatch");
+    assert!(!other.path().join("publish-bin/publish").exists(), "nothing is unpacked after a mismatch");
+}
