@@ -21,6 +21,7 @@ use crate::runpod::{
     template::TemplateErrors,
 };
 use crate::select::Usage;
+use crate::sign::{self, KeySigner};
 use crate::types::Secret;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -62,6 +63,33 @@ pub enum Request {
     Schema,
     /// `publish runpod render|sync`.
     RunPod(RunPodArgs),
+    /// `publish sign REF@DIGEST --key K`.
+    Sign(SignArgs),
+    /// `publish verify REF[@DIGEST] --key cosign.pub`.
+    Verify(SignArgs),
+    /// `publish generate-key-pair`: cosign.key and cosign.pub in `dir`.
+    GenerateKeyPair {
+        dir: PathBuf,
+    },
+}
+
+/// A registry reference to sign or verify, and how to reach it.
+#[derive(Debug, Clone)]
+pub struct SignArgs {
+    pub reference: String,
+    pub key: String,
+    pub format: crate::sign::Format,
+    pub registry: RegistryArgs,
+    pub output: Output,
+}
+
+/// How to reach a registry from the command line (`--ca-file`, `--insecure`, credentials).
+#[derive(Debug, Clone, Default)]
+pub struct RegistryArgs {
+    pub ca_file: Option<PathBuf>,
+    pub insecure: bool,
+    pub username: Option<String>,
+    pub password_env: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -153,7 +181,8 @@ pub async fn execute(request: Request) -> anyhow::Result<Exit> {
             let credentials = preflight_credentials(&plan, &resolved)?;
             // Templates are rendered, checked and their secrets found before anything is pushed.
             let templates = prepare_templates(&resolved, &plan)?;
-            let report = run_plan(&plan, &images, credentials, actions.is_some()).await;
+            let signer = prepare_signer(&resolved)?;
+            let report = run_plan(&plan, &images, credentials, signer.as_ref(), actions.is_some()).await;
             let report = match templates {
                 Some((client, templates)) => {
                     let results = sync_templates(&client, templates, &report).await;
@@ -180,6 +209,17 @@ pub async fn execute(request: Request) -> anyhow::Result<Exit> {
         }
         Request::Push(args) => push_one(args).await,
         Request::RunPod(args) => runpod_command(args).await,
+        Request::Sign(args) => sign_command(args).await,
+        Request::Verify(args) => verify_command(args).await,
+        Request::GenerateKeyPair { dir } => {
+            let password = std::env::var("COSIGN_PASSWORD").map_err(|_| {
+                UsageError("set COSIGN_PASSWORD to the password for the new key (it may be empty)".into())
+            })?;
+            let (key, public) =
+                sign::keys::generate(&dir, &Secret::new(password)).map_err(|e| UsageError(e.to_string()))?;
+            println!("Private key written to {}\nPublic key written to {}", key.display(), public.display());
+            Ok(Exit::Success)
+        }
     }
 }
 
@@ -483,10 +523,45 @@ fn docker_config_credential(host: &str) -> Option<Credential> {
     }
 }
 
+/// Loads the signing key before anything is contacted: a missing password or key is exit 2.
+fn prepare_signer(resolved: &Resolved) -> anyhow::Result<Option<(KeySigner, sign::Format)>> {
+    let Some(s) = &resolved.signing else { return Ok(None) };
+    let password = std::env::var(&s.password_env).map_err(|_| {
+        UsageError(format!("environment variable {} (the signing key's password) is not set", s.password_env))
+    })?;
+    let signer = KeySigner::load(&s.key, &Secret::new(password)).map_err(|e| UsageError(e.to_string()))?;
+    let format = match s.format {
+        crate::policy::model::SignFormat::Legacy => sign::Format::Legacy,
+        crate::policy::model::SignFormat::Bundle => sign::Format::Bundle,
+        crate::policy::model::SignFormat::Both => sign::Format::Both,
+    };
+    Ok(Some((signer, format)))
+}
+
+/// Signs an image just pushed to `dest`.
+async fn sign_pushed(
+    dest: &Destination,
+    image: &Image,
+    signer: &KeySigner,
+    format: sign::Format,
+    retry: RetryPolicy,
+) -> Result<sign::Signed, sign::SignError> {
+    let client = Client::new(&dest.endpoint, &dest.path, dest.ca_file.as_deref(), dest.credential.clone(), retry)?;
+    client.authenticate().await?;
+    let subject = sign::Subject {
+        repository: format!("{}/{}", dest.endpoint.host, dest.path),
+        digest: image.root.digest.clone(),
+        media_type: image.root.media_type.clone(),
+        size: image.root.bytes.len() as u64,
+    };
+    sign::sign(&client, &dest.path, &subject, signer, format).await
+}
+
 async fn run_plan(
     plan: &Plan,
     images: &[Image],
     credentials: Vec<Vec<Option<Credential>>>,
+    signer: Option<&(KeySigner, sign::Format)>,
     in_actions: bool,
 ) -> RunReport {
     let retry = RetryPolicy::default();
@@ -506,6 +581,15 @@ async fn run_plan(
             let _group = github::Group::start(in_actions, &format!("Pushing {} to {}", img.name, t.repository));
             tracing::info!(image = %img.name, registry = %t.registry, "pushing to {}", t.repository);
             let mut outcome = push::push(image, &dest, retry).await;
+            if let (push::Status::Pushed, Some((signer, format))) = (outcome.status, signer) {
+                match sign_pushed(&dest, image, signer, *format, retry).await {
+                    Ok(signed) => outcome.signed = Some(signed),
+                    Err(e) => {
+                        outcome.status = push::Status::PushedUnsigned;
+                        outcome.error = Some(format!("published but not signed: {e}"));
+                    }
+                }
+            }
             if outcome.status == push::Status::Pushed && img.visibility == Visibility::Public {
                 outcome.anonymous_pull = push::probe_anonymous(&dest, retry).await;
                 if outcome.anonymous_pull == Some(false) {
@@ -629,6 +713,105 @@ pub fn report_error(err: &anyhow::Error) {
             eprintln!("::error::{}", format!("{err:#}").replace('%', "%25").replace('\n', "%0A"));
         }
     }
+}
+
+/// A client for the repository of `reference`, with credentials from the flags or Docker's config.
+fn client_for(reference: &Reference, args: &RegistryArgs) -> anyhow::Result<Client> {
+    if args.insecure && !reference.is_loopback() {
+        return Err(
+            UsageError(format!("--insecure is only allowed for loopback registries, not {}", reference.host)).into()
+        );
+    }
+    let credential = match (&args.username, &args.password_env) {
+        (Some(u), Some(var)) => {
+            let v = std::env::var(var)
+                .map_err(|_| UsageError(format!("environment variable {var} (--password-env) is not set")))?;
+            Some(Credential { username: u.clone(), password: Secret::new(v) })
+        }
+        (None, None) => docker_config_credential(&reference.host),
+        _ => return Err(UsageError("--username and --password-env go together".into()).into()),
+    };
+    let endpoint = Endpoint { host: reference.host.clone(), insecure: args.insecure };
+    Ok(Client::new(&endpoint, &reference.repository, args.ca_file.as_deref(), credential, RetryPolicy::default())?)
+}
+
+fn parse_reference(s: &str) -> Result<Reference, UsageError> {
+    let s = s.strip_prefix("docker://").unwrap_or(s);
+    Reference::parse(s).map_err(|e| UsageError(format!("{s:?}: {e}")))
+}
+
+async fn sign_command(args: SignArgs) -> anyhow::Result<Exit> {
+    let reference = parse_reference(&args.reference)?;
+    let digest = reference.digest.clone().ok_or_else(|| {
+        UsageError(format!(
+            "sign {}: name the image by digest, REF@sha256:…, so the signature covers exactly it",
+            args.reference
+        ))
+    })?;
+    let password =
+        std::env::var("COSIGN_PASSWORD").map_err(|_| UsageError("set COSIGN_PASSWORD to the key's password".into()))?;
+    let signer = KeySigner::load(&args.key, &Secret::new(password)).map_err(|e| UsageError(e.to_string()))?;
+    let client = client_for(&reference, &args.registry)?;
+    client.authenticate().await?;
+    let (found, media_type, size) = client
+        .resolve(digest.as_str())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("{}: no manifest {digest} in {}", reference.host, reference.repository))?;
+    if found != digest {
+        anyhow::bail!("{}: the registry served {found} for {digest}", reference.host);
+    }
+    let subject = sign::Subject { repository: reference.name(), digest, media_type, size };
+    let signed = sign::sign(&client, &reference.repository, &subject, &signer, args.format).await?;
+    match args.output {
+        Output::Json => println!("{}", report::json(&signed)),
+        Output::Text => {
+            if let Some(l) = &signed.legacy {
+                println!("legacy signature: {l}");
+            }
+            if let Some(b) = &signed.bundle {
+                println!("bundle referrer: {}@{b}", reference.name());
+            }
+            if !signed.already_signed.is_empty() {
+                println!("already signed with this key ({}): nothing added", signed.already_signed.join(", "));
+            }
+        }
+    }
+    Ok(Exit::Success)
+}
+
+async fn verify_command(args: SignArgs) -> anyhow::Result<Exit> {
+    let reference = parse_reference(&args.reference)?;
+    let key = sign::keys::load_public(Path::new(&args.key)).map_err(|e| UsageError(e.to_string()))?;
+    let client = client_for(&reference, &args.registry)?;
+    client.authenticate().await?;
+    let digest = match &reference.digest {
+        Some(d) => d.clone(),
+        None => {
+            let tag = reference.tag.clone().unwrap_or_else(|| "latest".into());
+            client.resolve(&tag).await?.ok_or_else(|| anyhow::anyhow!("{}: no image {reference}", reference.host))?.0
+        }
+    };
+    let verified = sign::verify(&client, &reference.repository, &digest, &key).await?;
+    let legacy_ok = !verified.legacy.is_empty();
+    let bundle_ok = !verified.bundle.is_empty();
+    let ok = match args.format {
+        sign::Format::Legacy => legacy_ok,
+        sign::Format::Bundle => bundle_ok,
+        sign::Format::Both => legacy_ok || bundle_ok,
+    };
+    match args.output {
+        Output::Json => println!("{}", report::json(&serde_json::json!({"verified": ok, "result": verified}))),
+        Output::Text => {
+            println!("{}@{digest}", reference.name());
+            println!("  legacy (.sig): {} valid", verified.legacy.len());
+            println!("  bundle (referrer): {} valid", verified.bundle.len());
+            for i in &verified.invalid {
+                println!("  invalid: {i}");
+            }
+            println!("{}", if ok { "verified" } else { "NOT verified" });
+        }
+    }
+    Ok(if ok { Exit::Success } else { Exit::Failure })
 }
 
 async fn push_one(args: PushArgs) -> anyhow::Result<Exit> {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::app::{Output, PolicyArgs, PushArgs, Request, RunPodArgs, RunPodCommand};
+use crate::app::{Output, PolicyArgs, PushArgs, RegistryArgs, Request, RunPodArgs, RunPodCommand, SignArgs};
 
 /// Publish container images, signed, to the registry that fits, and point RunPod at them.
 #[derive(Debug, Parser)]
@@ -53,9 +53,56 @@ pub enum Cmd {
     Push(PushCmd),
     /// Print the policy file's JSON Schema.
     Schema,
+    /// Sign an image in cosign's formats: publish sign HOST/REPO@sha256:… --key cosign.key
+    Sign(SignCmd),
+    /// Verify an image's cosign signatures: publish verify HOST/REPO[:TAG|@DIGEST] --key cosign.pub
+    Verify(SignCmd),
+    /// Write a new cosign key pair, cosign.key (encrypted with COSIGN_PASSWORD) and cosign.pub.
+    GenerateKeyPair {
+        /// Where to write them.
+        #[arg(long, default_value = ".")]
+        output_dir: PathBuf,
+    },
     /// RunPod templates: render them, or sync them for images already published.
     #[command(subcommand)]
     Runpod(RunPodCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct SignCmd {
+    /// The image: [docker://]HOST/REPOSITORY[:TAG][@DIGEST] (sign needs the digest).
+    pub reference: String,
+    /// sign: the private key (path or env://VAR); verify: the public key (cosign.pub).
+    #[arg(long)]
+    pub key: String,
+    /// legacy, bundle or both.
+    #[arg(long, value_enum, default_value_t = SignFormatArg::Both)]
+    pub format: SignFormatArg,
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SignFormatArg {
+    Legacy,
+    Bundle,
+    Both,
+}
+
+#[derive(Debug, Args)]
+pub struct RegistryFlags {
+    /// Extra CA certificate (PEM) to trust for the registry.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// Plain HTTP (loopback registries only).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Username (with --password-env; default: Docker's config.json).
+    #[arg(long, requires = "password_env")]
+    pub username: Option<String>,
+    /// Environment variable holding the password or token.
+    #[arg(long, requires = "username")]
+    pub password_env: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -121,6 +168,9 @@ impl Cli {
             (Some(Cmd::Run(r)), false) => Request::Run(PolicyArgs { only: r.only, ..policy }),
             (None, false) => Request::Run(policy),
             (Some(Cmd::Schema), _) => Request::Schema,
+            (Some(Cmd::Sign(s)), _) => Request::Sign(sign_args(s, output)),
+            (Some(Cmd::Verify(s)), _) => Request::Verify(sign_args(s, output)),
+            (Some(Cmd::GenerateKeyPair { output_dir }), _) => Request::GenerateKeyPair { dir: output_dir },
             (Some(Cmd::Runpod(cmd)), dry_run) => Request::RunPod(RunPodArgs {
                 policy,
                 dry_run,
@@ -139,5 +189,24 @@ impl Cli {
                 output,
             }),
         }
+    }
+}
+
+fn sign_args(s: SignCmd, output: Output) -> SignArgs {
+    SignArgs {
+        reference: s.reference,
+        key: s.key,
+        format: match s.format {
+            SignFormatArg::Legacy => crate::sign::Format::Legacy,
+            SignFormatArg::Bundle => crate::sign::Format::Bundle,
+            SignFormatArg::Both => crate::sign::Format::Both,
+        },
+        registry: RegistryArgs {
+            ca_file: s.registry.ca_file,
+            insecure: s.registry.insecure,
+            username: s.registry.username,
+            password_env: s.registry.password_env,
+        },
+        output,
     }
 }

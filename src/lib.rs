@@ -15,4 +15,5 @@ pub mod registry;
 pub mod report;
 pub mod runpod;
 pub mod select;
+pub mod sign;
 pub mod types;

@@ -17,6 +17,8 @@ const CONCURRENCY: usize = 3;
 #[serde(rename_all = "kebab-case")]
 pub enum Status {
     Pushed,
+    /// Pushed, but signing it failed: published and unsigned.
+    PushedUnsigned,
     Failed,
 }
 
@@ -34,6 +36,9 @@ pub struct Outcome {
     pub status: Status,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The signatures written, when signing is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signed: Option<crate::sign::Signed>,
     /// For public images: whether the pushed image can be pulled without credentials.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub anonymous_pull: Option<bool>,
@@ -62,6 +67,7 @@ pub async fn push(image: &Image, dest: &Destination, retry: RetryPolicy) -> Outc
         blobs_skipped: 0,
         status: Status::Failed,
         error: None,
+        signed: None,
         anonymous_pull: None,
     };
     match push_inner(image, dest, retry, &mut outcome).await {

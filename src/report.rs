@@ -44,10 +44,11 @@ pub struct ImageOutcome {
 impl RunReport {
     pub fn new(images: Vec<ImageOutcome>) -> Self {
         let all: Vec<&Outcome> = images.iter().flat_map(|i| &i.targets).collect();
-        let ok = all.iter().filter(|o| o.status == Status::Pushed).count();
-        let status = if ok == all.len() {
+        let done = all.iter().filter(|o| o.status == Status::Pushed).count();
+        let published = all.iter().filter(|o| o.status != Status::Failed).count();
+        let status = if done == all.len() {
             "success"
-        } else if ok == 0 {
+        } else if published == 0 {
             "failed"
         } else {
             "partial"
@@ -172,6 +173,16 @@ pub fn run_text(report: &RunReport) -> String {
                     if t.bytes_sent == 0 {
                         let _ = writeln!(s, "  every blob was already on {}: no blob bytes sent", t.registry);
                     }
+                }
+                Status::PushedUnsigned => {
+                    let _ = writeln!(
+                        s,
+                        "PUBLISHED BUT UNSIGNED {} at {}@{}: {}",
+                        img.name,
+                        t.references.join(", "),
+                        t.digest,
+                        t.error.as_deref().unwrap_or("signing failed")
+                    );
                 }
                 Status::Failed => {
                     let _ = writeln!(

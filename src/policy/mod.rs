@@ -46,8 +46,17 @@ pub struct Resolved {
     /// The CI runner's upload rate, bytes per second, when the policy gives it.
     pub upload_rate: Option<ByteSize>,
     pub runpod: Option<ResolvedRunPod>,
+    pub signing: Option<ResolvedSigning>,
     /// What templates were rendered with (git, env), for the RunPod stage.
     pub context: TemplateContext,
+}
+
+#[derive(Debug, Clone)]
+pub struct ResolvedSigning {
+    /// A path (resolved against the policy's directory) or `env://VAR`.
+    pub key: String,
+    pub password_env: String,
+    pub format: model::SignFormat,
 }
 
 pub const DEFAULT_RUNPOD_API: &str = "https://api.runpod.io";
@@ -416,8 +425,39 @@ pub fn resolve(policy: &Policy, file: &str, base_dir: &Path, ctx: &TemplateConte
         );
     }
     let runpod = policy.runpod.as_ref().map(|rp| resolve_runpod(&mut c, rp, &images, base_dir));
+    let signing = policy.signing.as_ref().map(|sg| {
+        let key = if sg.key.starts_with("env://") {
+            if !valid_env_name(&sg.key["env://".len()..]) {
+                c.err(
+                    &sg.key,
+                    "signing.key",
+                    format!("{:?} does not name an environment variable", sg.key.value),
+                    Some("write env://COSIGN_PRIVATE_KEY".into()),
+                );
+            }
+            sg.key.value.clone()
+        } else {
+            let path = base_dir.join(&sg.key.value);
+            if !path.is_file() {
+                c.err(
+                    &sg.key,
+                    "signing.key",
+                    format!("{} does not exist", path.display()),
+                    Some("make one with `publish generate-key-pair`, or give env://VAR".into()),
+                );
+            }
+            path.display().to_string()
+        };
+        let password_env = sg.password_env.as_ref().map_or_else(|| "COSIGN_PASSWORD".to_string(), |p| p.value.clone());
+        if let Some(p) = &sg.password_env
+            && !valid_env_name(p)
+        {
+            c.err(p, "signing.password_env", format!("{:?} is not an environment variable name", p.value), None);
+        }
+        ResolvedSigning { key, password_env, format: sg.format.as_ref().map(|f| f.value).unwrap_or_default() }
+    });
     if c.out.is_empty() {
-        Ok(Resolved { file: file.to_string(), images, upload_rate, runpod, context: ctx.clone() })
+        Ok(Resolved { file: file.to_string(), images, upload_rate, runpod, signing, context: ctx.clone() })
     } else {
         Err(Diagnostics(c.out))
     }

@@ -31,6 +31,34 @@ pub struct Policy {
     /// RunPod templates that follow the published images.
     #[serde(default)]
     pub runpod: Option<RunPod>,
+    /// Sign every pushed image in cosign's formats.
+    #[serde(default)]
+    pub signing: Option<Signing>,
+}
+
+/// Signing with a cosign key pair.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Signing {
+    /// The cosign private key (`ENCRYPTED SIGSTORE PRIVATE KEY`): a path relative to the
+    /// policy file, or `env://VAR` for a variable holding the PEM.
+    pub key: Located<String>,
+    /// The environment variable holding the key's password (default `COSIGN_PASSWORD`).
+    #[serde(default)]
+    pub password_env: Option<Located<String>>,
+    /// `legacy` (the `sha256-<hex>.sig` tag), `bundle` (cosign v3's Sigstore bundle as a
+    /// referrer) or `both` (default).
+    #[serde(default)]
+    pub format: Option<Located<SignFormat>>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SignFormat {
+    Legacy,
+    Bundle,
+    #[default]
+    Both,
 }
 
 /// The RunPod section: templates rendered from the policy and synced through RunPod's API.

@@ -533,6 +533,58 @@ impl Client {
         }
     }
 
+    /// A small blob's bytes (signatures, bundles), checked against its digest; `None` when
+    /// the repository does not have it.
+    pub async fn get_blob(&self, digest: &Digest, max: u64) -> Result<Option<Vec<u8>>, RegistryError> {
+        let url = self.url(&format!("v2/{}/blobs/{digest}", self.repository));
+        let resp = self.send(Method::GET, url, |r| r).await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !resp.status().is_success() {
+            return Err(self.api_error(resp).await);
+        }
+        if resp.content_length().is_some_and(|n| n > max) {
+            return Err(RegistryError::Refused {
+                registry: self.registry.clone(),
+                message: format!("blob {digest} is larger than the {max} bytes expected"),
+            });
+        }
+        let bytes = resp.bytes().await.map_err(|e| self.transport_error(e))?;
+        let actual = Digest::of(&bytes);
+        if &actual != digest {
+            return Err(RegistryError::Refused {
+                registry: self.registry.clone(),
+                message: format!("blob {digest} came back as {actual}"),
+            });
+        }
+        Ok(Some(bytes.to_vec()))
+    }
+
+    /// Uploads a small in-memory blob (skipped when the repository has it).
+    pub async fn put_blob(&self, bytes: &[u8]) -> Result<Digest, RegistryError> {
+        let digest = Digest::of(bytes);
+        if !self.blob_exists(&digest).await? {
+            let data = bytes.to_vec();
+            self.upload_blob(&digest, data.len() as u64, || {
+                let data = data.clone();
+                async move { Ok::<_, String>(std::io::Cursor::new(data)) }
+            })
+            .await?;
+        }
+        Ok(digest)
+    }
+
+    /// The digest and media type of what `reference` (a tag) points at; `None` when absent.
+    pub async fn resolve(&self, reference: &str) -> Result<Option<(Digest, String, u64)>, RegistryError> {
+        let Some(bytes) = self.manifest(&self.repository, reference).await? else { return Ok(None) };
+        let media_type = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v.get("mediaType").and_then(|m| m.as_str()).map(str::to_string))
+            .unwrap_or_else(|| crate::image::OCI_MANIFEST.to_string());
+        Ok(Some((Digest::of(&bytes), media_type, bytes.len() as u64)))
+    }
+
     /// Puts a manifest under `reference` (a tag or its digest) and checks the digest the
     /// registry computed, when it says.
     pub async fn put_manifest(&self, reference: &str, media_type: &str, bytes: &[u8]) -> Result<Digest, RegistryError> {
