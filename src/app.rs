@@ -21,7 +21,7 @@ use crate::runpod::{
     template::TemplateErrors,
 };
 use crate::select::Usage;
-use crate::sign::{self, KeySigner};
+use crate::sign::{self, KeySigner, keyless};
 use crate::types::Secret;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -77,7 +77,14 @@ pub enum Request {
 #[derive(Debug, Clone)]
 pub struct SignArgs {
     pub reference: String,
-    pub key: String,
+    /// sign: the private key; verify: the public key. `None` for keyless.
+    pub key: Option<String>,
+    /// Keyless: Fulcio and Rekor, and (verify) the identity the certificate must carry.
+    pub keyless: keyless::Endpoints,
+    pub identity: Option<String>,
+    pub issuer: Option<String>,
+    /// Trusted Fulcio roots (PEM), for keyless verification.
+    pub roots: Option<PathBuf>,
     pub format: crate::sign::Format,
     pub registry: RegistryArgs,
     pub output: Output,
@@ -524,12 +531,23 @@ fn docker_config_credential(host: &str) -> Option<Credential> {
 }
 
 /// Loads the signing key before anything is contacted: a missing password or key is exit 2.
-fn prepare_signer(resolved: &Resolved) -> anyhow::Result<Option<(KeySigner, sign::Format)>> {
+fn prepare_signer(resolved: &Resolved) -> anyhow::Result<Option<(PreparedSigner, sign::Format)>> {
     let Some(s) = &resolved.signing else { return Ok(None) };
-    let password = std::env::var(&s.password_env).map_err(|_| {
-        UsageError(format!("environment variable {} (the signing key's password) is not set", s.password_env))
-    })?;
-    let signer = KeySigner::load(&s.key, &Secret::new(password)).map_err(|e| UsageError(e.to_string()))?;
+    let signer = match &s.key {
+        Some(key) => {
+            let password = std::env::var(&s.password_env).map_err(|_| {
+                UsageError(format!("environment variable {} (the signing key's password) is not set", s.password_env))
+            })?;
+            PreparedSigner::Key(KeySigner::load(key, &Secret::new(password)).map_err(|e| UsageError(e.to_string()))?)
+        }
+        None => {
+            keyless::check_prerequisites().map_err(|e| UsageError(e.to_string()))?;
+            PreparedSigner::Keyless(
+                keyless::Endpoints { fulcio: s.fulcio_url.clone(), rekor: s.rekor_url.clone() },
+                tokio::sync::OnceCell::new(),
+            )
+        }
+    };
     let format = match s.format {
         crate::policy::model::SignFormat::Legacy => sign::Format::Legacy,
         crate::policy::model::SignFormat::Bundle => sign::Format::Bundle,
@@ -538,14 +556,27 @@ fn prepare_signer(resolved: &Resolved) -> anyhow::Result<Option<(KeySigner, sign
     Ok(Some((signer, format)))
 }
 
+/// A signer ready before the push: a loaded key, or keyless endpoints whose session (token
+/// and certificate) starts at the first signature and serves the rest of the run.
+pub enum PreparedSigner {
+    Key(KeySigner),
+    Keyless(keyless::Endpoints, tokio::sync::OnceCell<keyless::Session>),
+}
+
 /// Signs an image just pushed to `dest`.
 async fn sign_pushed(
     dest: &Destination,
     image: &Image,
-    signer: &KeySigner,
+    prepared: &PreparedSigner,
     format: sign::Format,
     retry: RetryPolicy,
 ) -> Result<sign::Signed, sign::SignError> {
+    let signer = match prepared {
+        PreparedSigner::Key(k) => sign::Signer::Key(k),
+        PreparedSigner::Keyless(endpoints, session) => {
+            sign::Signer::Keyless(session.get_or_try_init(|| keyless::Session::start(endpoints)).await?)
+        }
+    };
     let client = Client::new(&dest.endpoint, &dest.path, dest.ca_file.as_deref(), dest.credential.clone(), retry)?;
     client.authenticate().await?;
     let subject = sign::Subject {
@@ -561,7 +592,7 @@ async fn run_plan(
     plan: &Plan,
     images: &[Image],
     credentials: Vec<Vec<Option<Credential>>>,
-    signer: Option<&(KeySigner, sign::Format)>,
+    signer: Option<&(PreparedSigner, sign::Format)>,
     in_actions: bool,
 ) -> RunReport {
     let retry = RetryPolicy::default();
@@ -715,6 +746,21 @@ pub fn report_error(err: &anyhow::Error) {
     }
 }
 
+/// DER certificates from a PEM file.
+fn parse_pem_certificates(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    let text = String::from_utf8_lossy(pem);
+    let mut out = Vec::new();
+    for block in text.split("-----BEGIN CERTIFICATE-----").skip(1) {
+        let body = block.split("-----END CERTIFICATE-----").next().unwrap_or_default();
+        let b64: String = body.chars().filter(|c| !c.is_whitespace()).collect();
+        out.push(
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64)
+                .map_err(|e| format!("a certificate is not base64: {e}"))?,
+        );
+    }
+    if out.is_empty() { Err("no PEM certificate in the roots file".into()) } else { Ok(out) }
+}
+
 /// A client for the repository of `reference`, with credentials from the flags or Docker's config.
 fn client_for(reference: &Reference, args: &RegistryArgs) -> anyhow::Result<Client> {
     if args.insecure && !reference.is_loopback() {
@@ -748,9 +794,25 @@ async fn sign_command(args: SignArgs) -> anyhow::Result<Exit> {
             args.reference
         ))
     })?;
-    let password =
-        std::env::var("COSIGN_PASSWORD").map_err(|_| UsageError("set COSIGN_PASSWORD to the key's password".into()))?;
-    let signer = KeySigner::load(&args.key, &Secret::new(password)).map_err(|e| UsageError(e.to_string()))?;
+    let prepared = match &args.key {
+        Some(key) => {
+            let password = std::env::var("COSIGN_PASSWORD")
+                .map_err(|_| UsageError("set COSIGN_PASSWORD to the key's password".into()))?;
+            PreparedSigner::Key(KeySigner::load(key, &Secret::new(password)).map_err(|e| UsageError(e.to_string()))?)
+        }
+        None => {
+            keyless::check_prerequisites().map_err(|e| UsageError(e.to_string()))?;
+            PreparedSigner::Keyless(args.keyless.clone(), tokio::sync::OnceCell::new())
+        }
+    };
+    let session;
+    let signer = match &prepared {
+        PreparedSigner::Key(k) => sign::Signer::Key(k),
+        PreparedSigner::Keyless(endpoints, _) => {
+            session = keyless::Session::start(endpoints).await?;
+            sign::Signer::Keyless(&session)
+        }
+    };
     let client = client_for(&reference, &args.registry)?;
     client.authenticate().await?;
     let (found, media_type, size) = client
@@ -761,7 +823,7 @@ async fn sign_command(args: SignArgs) -> anyhow::Result<Exit> {
         anyhow::bail!("{}: the registry served {found} for {digest}", reference.host);
     }
     let subject = sign::Subject { repository: reference.name(), digest, media_type, size };
-    let signed = sign::sign(&client, &reference.repository, &subject, &signer, args.format).await?;
+    let signed = sign::sign(&client, &reference.repository, &subject, signer, args.format).await?;
     match args.output {
         Output::Json => println!("{}", report::json(&signed)),
         Output::Text => {
@@ -781,7 +843,30 @@ async fn sign_command(args: SignArgs) -> anyhow::Result<Exit> {
 
 async fn verify_command(args: SignArgs) -> anyhow::Result<Exit> {
     let reference = parse_reference(&args.reference)?;
-    let key = sign::keys::load_public(Path::new(&args.key)).map_err(|e| UsageError(e.to_string()))?;
+    let verifier = match (&args.key, &args.identity, &args.issuer) {
+        (Some(key), None, None) => {
+            sign::Verifier::Key(sign::keys::load_public(Path::new(key)).map_err(|e| UsageError(e.to_string()))?)
+        }
+        (None, Some(identity), Some(issuer)) => {
+            let roots_path = args.roots.as_ref().ok_or_else(|| {
+                UsageError(
+                    "keyless verification needs --certificate-roots FILE: the Fulcio root certificates to trust (PEM)"
+                        .into(),
+                )
+            })?;
+            let pem = std::fs::read(roots_path)
+                .map_err(|e| UsageError(format!("cannot read {}: {e}", roots_path.display())))?;
+            let roots = parse_pem_certificates(&pem).map_err(UsageError)?;
+            sign::Verifier::Keyless(keyless::Policy { identity: identity.clone(), issuer: issuer.clone(), roots })
+        }
+        _ => {
+            return Err(UsageError(
+                "verify with --key cosign.pub, or with --certificate-identity and --certificate-oidc-issuer (keyless)"
+                    .into(),
+            )
+            .into());
+        }
+    };
     let client = client_for(&reference, &args.registry)?;
     client.authenticate().await?;
     let digest = match &reference.digest {
@@ -791,7 +876,7 @@ async fn verify_command(args: SignArgs) -> anyhow::Result<Exit> {
             client.resolve(&tag).await?.ok_or_else(|| anyhow::anyhow!("{}: no image {reference}", reference.host))?.0
         }
     };
-    let verified = sign::verify(&client, &reference.repository, &digest, &key).await?;
+    let verified = sign::verify(&client, &reference.repository, &digest, &verifier).await?;
     let legacy_ok = !verified.legacy.is_empty();
     let bundle_ok = !verified.bundle.is_empty();
     let ok = match args.format {

@@ -73,8 +73,27 @@ pub struct SignCmd {
     /// The image: [docker://]HOST/REPOSITORY[:TAG][@DIGEST] (sign needs the digest).
     pub reference: String,
     /// sign: the private key (path or env://VAR); verify: the public key (cosign.pub).
+    #[arg(long, required_unless_present_any = ["keyless", "certificate_identity"])]
+    pub key: Option<String>,
+    /// sign: keyless, with GitHub Actions' OIDC token, Fulcio and Rekor.
+    #[arg(long, conflicts_with = "key")]
+    pub keyless: bool,
+    /// verify (keyless): the identity the certificate must carry, e.g.
+    /// https://github.com/OWNER/REPO/.github/workflows/publish.yml@refs/heads/main
+    #[arg(long, requires = "certificate_oidc_issuer", conflicts_with = "key")]
+    pub certificate_identity: Option<String>,
+    /// verify (keyless): the OIDC issuer, e.g. https://token.actions.githubusercontent.com
+    #[arg(long, requires = "certificate_identity")]
+    pub certificate_oidc_issuer: Option<String>,
+    /// verify (keyless): the Fulcio root certificates to trust (PEM).
     #[arg(long)]
-    pub key: String,
+    pub certificate_roots: Option<PathBuf>,
+    /// Fulcio's URL.
+    #[arg(long, default_value = "https://fulcio.sigstore.dev")]
+    pub fulcio_url: String,
+    /// Rekor's URL.
+    #[arg(long, default_value = "https://rekor.sigstore.dev")]
+    pub rekor_url: String,
     /// legacy, bundle or both.
     #[arg(long, value_enum, default_value_t = SignFormatArg::Both)]
     pub format: SignFormatArg,
@@ -196,6 +215,10 @@ fn sign_args(s: SignCmd, output: Output) -> SignArgs {
     SignArgs {
         reference: s.reference,
         key: s.key,
+        keyless: crate::sign::keyless::Endpoints { fulcio: s.fulcio_url, rekor: s.rekor_url },
+        identity: s.certificate_identity,
+        issuer: s.certificate_oidc_issuer,
+        roots: s.certificate_roots,
         format: match s.format {
             SignFormatArg::Legacy => crate::sign::Format::Legacy,
             SignFormatArg::Bundle => crate::sign::Format::Bundle,

@@ -53,8 +53,10 @@ pub struct Resolved {
 
 #[derive(Debug, Clone)]
 pub struct ResolvedSigning {
-    /// A path (resolved against the policy's directory) or `env://VAR`.
-    pub key: String,
+    /// A path (resolved against the policy's directory) or `env://VAR`; `None` for keyless.
+    pub key: Option<String>,
+    pub fulcio_url: String,
+    pub rekor_url: String,
     pub password_env: String,
     pub format: model::SignFormat,
 }
@@ -426,35 +428,81 @@ pub fn resolve(policy: &Policy, file: &str, base_dir: &Path, ctx: &TemplateConte
     }
     let runpod = policy.runpod.as_ref().map(|rp| resolve_runpod(&mut c, rp, &images, base_dir));
     let signing = policy.signing.as_ref().map(|sg| {
-        let key = if sg.key.starts_with("env://") {
-            if !valid_env_name(&sg.key["env://".len()..]) {
-                c.err(
-                    &sg.key,
-                    "signing.key",
-                    format!("{:?} does not name an environment variable", sg.key.value),
-                    Some("write env://COSIGN_PRIVATE_KEY".into()),
-                );
+        let keyless = sg.keyless.as_ref().is_some_and(|k| k.value);
+        let key = sg.key.as_ref().map(|key| {
+            if let Some(var) = key.strip_prefix("env://") {
+                if !valid_env_name(var) {
+                    c.err(
+                        key,
+                        "signing.key",
+                        format!("{:?} does not name an environment variable", key.value),
+                        Some("write env://COSIGN_PRIVATE_KEY".into()),
+                    );
+                }
+                key.value.clone()
+            } else {
+                let path = base_dir.join(&key.value);
+                if !path.is_file() {
+                    c.err(
+                        key,
+                        "signing.key",
+                        format!("{} does not exist", path.display()),
+                        Some("make one with `publish generate-key-pair`, or give env://VAR".into()),
+                    );
+                }
+                path.display().to_string()
             }
-            sg.key.value.clone()
-        } else {
-            let path = base_dir.join(&sg.key.value);
-            if !path.is_file() {
-                c.err(
-                    &sg.key,
-                    "signing.key",
-                    format!("{} does not exist", path.display()),
-                    Some("make one with `publish generate-key-pair`, or give env://VAR".into()),
-                );
+        });
+        match (&sg.key, keyless) {
+            (Some(k), true) => c.err(k, "signing", "give either key: or keyless: true, not both", None),
+            (None, false) => {
+                let at = sg.keyless.as_ref().map_or((1, 1), |k| (k.line, k.col));
+                c.out.push(Diagnostic {
+                    file: c.file.to_string(),
+                    line: at.0.max(1),
+                    col: at.1.max(1),
+                    field: "signing".into(),
+                    message: "signing needs key: (a cosign key) or keyless: true".into(),
+                    hint: Some(
+                        "make a key with `publish generate-key-pair`, or sign keyless from GitHub Actions".into(),
+                    ),
+                });
             }
-            path.display().to_string()
+            _ => {}
+        }
+        let url = |u: &Option<Located<String>>, default: &str, field: &str, c: &mut Checker| -> String {
+            match u {
+                Some(u) => {
+                    let ok = url::Url::parse(u)
+                        .is_ok_and(|p| p.scheme() == "https" || p.host_str().is_some_and(is_loopback_host));
+                    if !ok {
+                        c.err(
+                            u,
+                            field.to_string(),
+                            format!("{:?} is not an HTTPS URL (plain HTTP only on loopback)", u.value),
+                            None,
+                        );
+                    }
+                    u.value.trim_end_matches('/').to_string()
+                }
+                None => default.to_string(),
+            }
         };
+        let fulcio_url = url(&sg.fulcio_url, "https://fulcio.sigstore.dev", "signing.fulcio_url", &mut c);
+        let rekor_url = url(&sg.rekor_url, "https://rekor.sigstore.dev", "signing.rekor_url", &mut c);
         let password_env = sg.password_env.as_ref().map_or_else(|| "COSIGN_PASSWORD".to_string(), |p| p.value.clone());
         if let Some(p) = &sg.password_env
             && !valid_env_name(p)
         {
             c.err(p, "signing.password_env", format!("{:?} is not an environment variable name", p.value), None);
         }
-        ResolvedSigning { key, password_env, format: sg.format.as_ref().map(|f| f.value).unwrap_or_default() }
+        ResolvedSigning {
+            key,
+            fulcio_url,
+            rekor_url,
+            password_env,
+            format: sg.format.as_ref().map(|f| f.value).unwrap_or_default(),
+        }
     });
     if c.out.is_empty() {
         Ok(Resolved { file: file.to_string(), images, upload_rate, runpod, signing, context: ctx.clone() })

@@ -42,7 +42,18 @@ pub struct Policy {
 pub struct Signing {
     /// The cosign private key (`ENCRYPTED SIGSTORE PRIVATE KEY`): a path relative to the
     /// policy file, or `env://VAR` for a variable holding the PEM.
-    pub key: Located<String>,
+    #[serde(default)]
+    pub key: Option<Located<String>>,
+    /// Keyless: GitHub Actions' OIDC token → a Fulcio certificate → Rekor entries. Needs
+    /// `permissions: id-token: write`.
+    #[serde(default)]
+    pub keyless: Option<Located<bool>>,
+    /// Fulcio's URL (default https://fulcio.sigstore.dev).
+    #[serde(default)]
+    pub fulcio_url: Option<Located<String>>,
+    /// Rekor's URL (default https://rekor.sigstore.dev).
+    #[serde(default)]
+    pub rekor_url: Option<Located<String>>,
     /// The environment variable holding the key's password (default `COSIGN_PASSWORD`).
     #[serde(default)]
     pub password_env: Option<Located<String>>,

@@ -5,6 +5,7 @@
 //! have no referrers API. Signatures already there are kept; the same signature is not added
 //! twice. Keys and crypto come from the `sigstore` crate; the OCI attachment is ours.
 
+pub mod keyless;
 pub mod keys;
 
 use base64::Engine;
@@ -17,6 +18,99 @@ use crate::image::{OCI_INDEX, OCI_MANIFEST};
 use crate::registry::{Client, RegistryError};
 use crate::types::Digest;
 pub use keys::KeySigner;
+
+/// Who signs: a cosign key pair, or a keyless session (Fulcio certificate, Rekor entries).
+#[derive(Debug, Clone, Copy)]
+pub enum Signer<'a> {
+    Key(&'a KeySigner),
+    Keyless(&'a keyless::Session),
+}
+
+impl Signer<'_> {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, SignError> {
+        match self {
+            Signer::Key(k) => k.sign(msg),
+            Signer::Keyless(s) => s.sign(msg),
+        }
+    }
+
+    fn verifier(&self) -> Result<Verifier, SignError> {
+        match self {
+            Signer::Key(k) => Ok(Verifier::Key(k.verification_key()?)),
+            Signer::Keyless(s) => Ok(Verifier::Identity(s.identity.clone())),
+        }
+    }
+}
+
+/// What a signature must verify against.
+pub enum Verifier {
+    Key(CosignVerificationKey),
+    /// Keyless: a certificate for this identity and issuer, chaining to trusted roots.
+    Keyless(keyless::Policy),
+    /// While signing keylessly: a signature by the same identity counts as already there
+    /// (certificates are short-lived, so a key cannot be compared).
+    Identity(String),
+}
+
+impl Verifier {
+    /// Checks a signature over `msg`, given the certificate material that came with it.
+    fn check(
+        &self,
+        signature_b64: &str,
+        msg: &[u8],
+        cert: Option<&str>,
+        chain: &[String],
+        time: i64,
+    ) -> Result<(), String> {
+        match self {
+            Verifier::Key(k) => {
+                if verifies(k, signature_b64, msg) {
+                    Ok(())
+                } else {
+                    Err("the signature does not verify with the key".into())
+                }
+            }
+            Verifier::Keyless(policy) => {
+                let cert = cert.ok_or("no certificate comes with the signature")?;
+                let key = keyless::check_certificate(cert, chain, policy, time)?;
+                if verifies(&key, signature_b64, msg) {
+                    Ok(())
+                } else {
+                    Err("the signature does not verify with the certificate's key".into())
+                }
+            }
+            Verifier::Identity(id) => {
+                let cert = cert.ok_or("no certificate")?;
+                match keyless::identity(cert) {
+                    Ok((who, _)) if &who == id => Ok(()),
+                    _ => Err("another identity".into()),
+                }
+            }
+        }
+    }
+}
+
+const CERT_ANNOTATION: &str = "dev.sigstore.cosign/certificate";
+const CHAIN_ANNOTATION: &str = "dev.sigstore.cosign/chain";
+const REKOR_ANNOTATION: &str = "dev.sigstore.cosign/bundle";
+
+fn annotation<'a>(layer: &'a Value, key: &str) -> Option<&'a str> {
+    layer.get("annotations").and_then(|a| a.get(key)).and_then(Value::as_str)
+}
+
+/// Splits concatenated PEM certificates.
+fn split_pem(pem: &str) -> Vec<String> {
+    pem.split_inclusive("-----END CERTIFICATE-----")
+        .map(|c| c.trim().to_string())
+        .filter(|c| c.starts_with("-----BEGIN CERTIFICATE-----"))
+        .collect()
+}
+
+fn der_to_pem(der: &[u8]) -> String {
+    let b64 = B64.encode(der);
+    let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap_or_default()).collect();
+    format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", lines.join("\n"))
+}
 
 pub const SIMPLESIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
@@ -134,11 +228,11 @@ pub async fn sign(
     client: &Client,
     path: &str,
     subject: &Subject,
-    signer: &KeySigner,
+    signer: Signer<'_>,
     format: Format,
 ) -> Result<Signed, SignError> {
     let mut out = Signed::default();
-    let verify_key = signer.verification_key()?;
+    let verifier = signer.verifier()?;
     if format.legacy() {
         let payload = simple_signing_payload(&subject.repository, &subject.digest);
         let payload_digest = Digest::of(&payload);
@@ -148,20 +242,28 @@ pub async fn sign(
             existing.as_ref().and_then(|m| m.get("layers")).and_then(Value::as_array).cloned().unwrap_or_default();
         let already = layers.iter().any(|l| {
             l.get("digest").and_then(Value::as_str) == Some(payload_digest.as_str())
-                && l.pointer(&format!("/annotations/{}", SIGNATURE_ANNOTATION.replace('/', "~1")))
-                    .and_then(Value::as_str)
-                    .is_some_and(|sig| verifies(&verify_key, sig, &payload))
+                && annotation(l, SIGNATURE_ANNOTATION).is_some_and(|sig| {
+                    verifier.check(sig, &payload, annotation(l, CERT_ANNOTATION), &[], i64::MAX / 2).is_ok()
+                })
         });
         if already {
             out.already_signed.push("legacy");
         } else {
             client.put_blob(&payload).await?;
-            let signature = B64.encode(signer.sign(&payload)?);
+            let raw = signer.sign(&payload)?;
+            let mut annotations = serde_json::Map::new();
+            annotations.insert(SIGNATURE_ANNOTATION.into(), Value::String(B64.encode(&raw)));
+            if let Signer::Keyless(session) = signer {
+                let entry = session.log(&payload, &raw).await?;
+                annotations.insert(CERT_ANNOTATION.into(), Value::String(session.leaf_pem().to_string()));
+                annotations.insert(CHAIN_ANNOTATION.into(), Value::String(session.chain[1..].join("\n")));
+                annotations.insert(REKOR_ANNOTATION.into(), Value::String(keyless::rekor_bundle_annotation(&entry)));
+            }
             layers.push(json!({
                 "mediaType": SIMPLESIGNING,
                 "size": payload.len(),
                 "digest": payload_digest.as_str(),
-                "annotations": {SIGNATURE_ANNOTATION: signature}
+                "annotations": annotations
             }));
             let diff_ids: Vec<Value> = layers.iter().filter_map(|l| l.get("digest").cloned()).collect();
             let config = json!({
@@ -192,7 +294,7 @@ pub async fn sign(
         for e in entries.iter().filter(|e| e.get("artifactType").and_then(Value::as_str) == Some(BUNDLE_V03)) {
             let Some(digest) = e.get("digest").and_then(Value::as_str) else { continue };
             if let Some(bundle) = referrer_bundle(client, path, digest).await?
-                && bundle_verifies(&bundle, &verify_key, &subject.digest).is_ok()
+                && bundle_verifies(&bundle, &verifier, &subject.digest).is_ok()
             {
                 found = digest.parse::<Digest>().ok();
                 break;
@@ -204,10 +306,21 @@ pub async fn sign(
                 out.bundle = Some(d);
             }
             None => {
-                let sig = signer.sign(&pae(IN_TOTO, &statement))?;
+                let signed_bytes = pae(IN_TOTO, &statement);
+                let sig = signer.sign(&signed_bytes)?;
+                let material = match signer {
+                    Signer::Key(k) => json!({"publicKey": {"hint": k.hint()}, "tlogEntries": []}),
+                    Signer::Keyless(session) => {
+                        let entry = session.log(&signed_bytes, &sig).await?;
+                        json!({
+                            "certificate": {"rawBytes": B64.encode(session.leaf_der()?)},
+                            "tlogEntries": [keyless::tlog_entry(&entry)]
+                        })
+                    }
+                };
                 let bundle = json!({
                     "mediaType": BUNDLE_V03,
-                    "verificationMaterial": {"publicKey": {"hint": signer.hint()}, "tlogEntries": []},
+                    "verificationMaterial": material,
                     "dsseEnvelope": {
                         "payload": B64.encode(&statement),
                         "payloadType": IN_TOTO,
@@ -262,20 +375,34 @@ async fn referrer_bundle(client: &Client, path: &str, digest: &str) -> Result<Op
 }
 
 /// Checks a bundle's DSSE signature with `key` and that its statement names `digest`.
-pub fn bundle_verifies(bundle: &Value, key: &CosignVerificationKey, digest: &Digest) -> Result<(), String> {
+pub fn bundle_verifies(bundle: &Value, verifier: &Verifier, digest: &Digest) -> Result<(), String> {
     let env = bundle.get("dsseEnvelope").ok_or("the bundle has no DSSE envelope")?;
     let payload = env.get("payload").and_then(Value::as_str).ok_or("the envelope has no payload")?;
     let payload = B64.decode(payload).map_err(|e| format!("the payload is not base64: {e}"))?;
     let payload_type = env.get("payloadType").and_then(Value::as_str).unwrap_or_default();
-    let ok = env
-        .get("signatures")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|s| s.get("sig").and_then(Value::as_str))
-        .any(|sig| verifies(key, sig, &pae(payload_type, &payload)));
+    let material = bundle.get("verificationMaterial");
+    let cert = material
+        .and_then(|m| m.pointer("/certificate/rawBytes"))
+        .and_then(Value::as_str)
+        .and_then(|b| B64.decode(b).ok())
+        .map(|der| der_to_pem(&der));
+    let time = material
+        .and_then(|m| m.pointer("/tlogEntries/0/integratedTime"))
+        .and_then(|t| t.as_str().and_then(|s| s.parse().ok()).or_else(|| t.as_i64()))
+        .unwrap_or(0);
+    let mut last = String::from("the bundle has no signature");
+    let signatures = env.get("signatures").and_then(Value::as_array).into_iter().flatten();
+    let ok = signatures.filter_map(|s| s.get("sig").and_then(Value::as_str)).any(|sig| {
+        match verifier.check(sig, &pae(payload_type, &payload), cert.as_deref(), &[], time) {
+            Ok(()) => true,
+            Err(e) => {
+                last = e;
+                false
+            }
+        }
+    });
     if !ok {
-        return Err("no signature in the bundle verifies with the key".into());
+        return Err(last);
     }
     let statement: Value = serde_json::from_slice(&payload).map_err(|e| format!("the statement is not JSON: {e}"))?;
     if statement.get("predicateType").and_then(Value::as_str) != Some(PREDICATE_TYPE) {
@@ -303,20 +430,19 @@ pub struct Verified {
 }
 
 /// Finds and checks every signature of `digest` in both formats with `key`.
-pub async fn verify(
-    client: &Client,
-    path: &str,
-    digest: &Digest,
-    key: &CosignVerificationKey,
-) -> Result<Verified, SignError> {
+pub async fn verify(client: &Client, path: &str, digest: &Digest, verifier: &Verifier) -> Result<Verified, SignError> {
     let mut out = Verified { digest: Some(digest.clone()), ..Default::default() };
     if let Some(m) = manifest_json(client, path, &legacy_tag(digest)).await? {
         for l in m.get("layers").and_then(Value::as_array).into_iter().flatten() {
             let Some(d) = l.get("digest").and_then(Value::as_str).and_then(|d| d.parse::<Digest>().ok()) else {
                 continue;
             };
-            let sig =
-                l.pointer(&format!("/annotations/{}", SIGNATURE_ANNOTATION.replace('/', "~1"))).and_then(Value::as_str);
+            let sig = annotation(l, SIGNATURE_ANNOTATION);
+            let chain = annotation(l, CHAIN_ANNOTATION).map(split_pem).unwrap_or_default();
+            let time = annotation(l, REKOR_ANNOTATION)
+                .and_then(|b| serde_json::from_str::<Value>(b).ok())
+                .and_then(|b| b.pointer("/Payload/integratedTime").and_then(Value::as_i64))
+                .unwrap_or(0);
             let Some(payload) = client.get_blob(&d, MAX_SIGNATURE_BLOB).await? else {
                 out.invalid.push(format!("legacy {d}: the payload blob is missing"));
                 continue;
@@ -324,11 +450,16 @@ pub async fn verify(
             let claims: Value = serde_json::from_slice(&payload).unwrap_or(Value::Null);
             let named = claims.pointer("/critical/image/docker-manifest-digest").and_then(Value::as_str);
             match (sig, named) {
-                (Some(sig), Some(n)) if n == digest.as_str() && verifies(key, sig, &payload) => out.legacy.push(d),
                 (_, Some(n)) if n != digest.as_str() => {
                     out.invalid.push(format!("legacy {d}: signs {n}, not {digest}"))
                 }
-                _ => out.invalid.push(format!("legacy {d}: the signature does not verify with the key")),
+                (Some(sig), Some(_)) => {
+                    match verifier.check(sig, &payload, annotation(l, CERT_ANNOTATION), &chain, time) {
+                        Ok(()) => out.legacy.push(d),
+                        Err(why) => out.invalid.push(format!("legacy {d}: {why}")),
+                    }
+                }
+                _ => out.invalid.push(format!("legacy {d}: no signature or payload claim")),
             }
         }
     }
@@ -339,7 +470,7 @@ pub async fn verify(
             }
             let Some(d) = e.get("digest").and_then(Value::as_str) else { continue };
             match referrer_bundle(client, path, d).await? {
-                Some(bundle) => match bundle_verifies(&bundle, key, digest) {
+                Some(bundle) => match bundle_verifies(&bundle, verifier, digest) {
                     Ok(()) => out.bundle.extend(d.parse::<Digest>().ok()),
                     Err(why) => out.invalid.push(format!("bundle {d}: {why}")),
                 },

@@ -8,6 +8,7 @@ pub mod github;
 pub mod http;
 pub mod image;
 pub mod runpod;
+pub mod sigstore;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

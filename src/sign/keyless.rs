@@ -1,0 +1,341 @@
+//! Keyless signing from GitHub Actions: the job's OIDC token (audience `sigstore`) buys a
+//! short-lived certificate from Fulcio (v2 `signingCert`, proof of possession over the token's
+//! `sub`), each signature is logged in Rekor as a `hashedrekord` entry, and verification checks
+//! the certificate chain, the workflow identity and the OIDC issuer. Every URL is a setting.
+//! The token is parsed here (the sigstore crate rejects GitHub's tokens; see shared/DOMAIN.md).
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD};
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+use sigstore::crypto::signing_key::SigStoreKeyPair;
+use sigstore::crypto::signing_key::ecdsa::{ECDSAKeys, EllipticCurve};
+use sigstore::crypto::{CosignVerificationKey, SigStoreSigner, SigningScheme};
+use x509_cert::der::{Decode, DecodePem, Encode};
+
+use super::SignError;
+use crate::types::Secret;
+
+/// Fulcio's extension holding the OIDC issuer (v2, DER UTF8String) and its v1 form (raw).
+const OID_ISSUER_V2: &str = "1.3.6.1.4.1.57264.1.8";
+const OID_ISSUER_V1: &str = "1.3.6.1.4.1.57264.1.1";
+/// id-kp-codeSigning, as DER content bytes.
+const CODE_SIGNING: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x03];
+
+/// Where keyless signing talks to.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    pub fulcio: String,
+    pub rekor: String,
+}
+
+impl Default for Endpoints {
+    fn default() -> Self {
+        Endpoints { fulcio: "https://fulcio.sigstore.dev".into(), rekor: "https://rekor.sigstore.dev".into() }
+    }
+}
+
+fn err(e: impl std::fmt::Display) -> SignError {
+    SignError::Key(e.to_string())
+}
+
+/// Checks, before anything is pushed, that this job can get an OIDC token: the workflow needs
+/// `permissions: id-token: write`, and pull requests from forks never get one.
+pub fn check_prerequisites() -> Result<(), SignError> {
+    let url = std::env::var("ACTIONS_ID_TOKEN_REQUEST_URL").unwrap_or_default();
+    let token = std::env::var("ACTIONS_ID_TOKEN_REQUEST_TOKEN").unwrap_or_default();
+    if let Ok(path) = std::env::var("GITHUB_EVENT_PATH")
+        && let Ok(event) = std::fs::read(&path).map(|b| serde_json::from_slice::<Value>(&b).unwrap_or(Value::Null))
+        && let (Some(head), Some(base)) = (
+            event.pointer("/pull_request/head/repo/full_name").and_then(Value::as_str),
+            event.pointer("/pull_request/base/repo/full_name").and_then(Value::as_str),
+        )
+        && head != base
+    {
+        return Err(err(format!(
+            "keyless signing: this pull request comes from the fork {head}, which gets no OIDC token; sign on the base repository (e.g. on push to main), or use signing.key"
+        )));
+    }
+    if url.is_empty() || token.is_empty() {
+        return Err(err(
+            "keyless signing needs GitHub's OIDC token, and ACTIONS_ID_TOKEN_REQUEST_URL/ACTIONS_ID_TOKEN_REQUEST_TOKEN are not set: give the job `permissions: id-token: write` (and run in GitHub Actions)",
+        ));
+    }
+    Ok(())
+}
+
+/// The claims of a GitHub Actions token that matter here.
+#[derive(Debug, Clone)]
+pub struct Claims {
+    pub sub: String,
+    pub iss: String,
+    pub job_workflow_ref: Option<String>,
+}
+
+/// Reads a JWT's claims (URL-safe base64, no padding), without checking its signature: Fulcio does.
+pub fn claims(token: &Secret) -> Result<Claims, SignError> {
+    let payload = token.expose().split('.').nth(1).ok_or_else(|| err("the OIDC token is not a JWT"))?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .map_err(|_| err("the OIDC token's claims are not base64url"))?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|_| err("the OIDC token's claims are not JSON"))?;
+    let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+    Ok(Claims {
+        sub: s("sub").ok_or_else(|| err("the OIDC token has no sub claim"))?,
+        iss: s("iss").ok_or_else(|| err("the OIDC token has no iss claim"))?,
+        job_workflow_ref: s("job_workflow_ref"),
+    })
+}
+
+/// A keyless signing session: an ephemeral key and Fulcio's certificate for it.
+pub struct Session {
+    signer: SigStoreSigner,
+    /// PEM certificates, leaf first.
+    pub chain: Vec<String>,
+    pub identity: String,
+    http: reqwest::Client,
+    rekor: String,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Session({})", self.identity)
+    }
+}
+
+/// A Rekor entry, as the annotations and bundles carry it.
+#[derive(Debug, Clone)]
+pub struct LogEntry {
+    pub uuid: String,
+    pub body: String,
+    pub integrated_time: i64,
+    pub log_index: i64,
+    pub log_id: String,
+    pub set: Option<String>,
+}
+
+impl Session {
+    /// Gets the OIDC token, a Fulcio certificate for a fresh key, and is ready to sign.
+    pub async fn start(endpoints: &Endpoints) -> Result<Session, SignError> {
+        check_prerequisites()?;
+        let http = crate::http::client(None).map_err(err)?;
+        let url = std::env::var("ACTIONS_ID_TOKEN_REQUEST_URL").unwrap_or_default();
+        let bearer = Secret::new(std::env::var("ACTIONS_ID_TOKEN_REQUEST_TOKEN").unwrap_or_default());
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let resp = http
+            .get(format!("{url}{sep}audience=sigstore"))
+            .header(reqwest::header::AUTHORIZATION, format!("Bearer {}", bearer.expose()))
+            .send()
+            .await
+            .map_err(|e| err(format!("requesting the OIDC token: {e}")))?;
+        if !resp.status().is_success() {
+            return Err(err(format!("the OIDC token request answered {}", resp.status())));
+        }
+        let v: Value = resp.json().await.map_err(|e| err(format!("the OIDC token answer: {e}")))?;
+        let token = Secret::new(
+            v.get("value").and_then(Value::as_str).ok_or_else(|| err("the OIDC token answer has no value"))?,
+        );
+        let claims = claims(&token)?;
+
+        let pair = SigStoreKeyPair::ECDSA(ECDSAKeys::new(EllipticCurve::P256).map_err(err)?);
+        let signer = pair.to_sigstore_signer(&SigningScheme::ECDSA_P256_SHA256_ASN1).map_err(err)?;
+        let public_pem = pair.public_key_to_pem().map_err(err)?;
+        // GitHub tokens have no email: the proof of possession signs `sub`.
+        let proof = B64.encode(signer.sign(claims.sub.as_bytes()).map_err(err)?);
+        let request = json!({
+            "credentials": {"oidcIdentityToken": token.expose()},
+            "publicKeyRequest": {"publicKey": {"algorithm": "ECDSA", "content": public_pem}, "proofOfPossession": proof}
+        });
+        let resp = http
+            .post(format!("{}/api/v2/signingCert", endpoints.fulcio.trim_end_matches('/')))
+            .json(&request)
+            .send()
+            .await
+            .map_err(|e| err(format!("Fulcio: {e}")))?;
+        let status = resp.status();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            return Err(err(format!(
+                "Fulcio refused the certificate request: {status} {}",
+                v.get("message").and_then(Value::as_str).unwrap_or("")
+            )));
+        }
+        let chain: Vec<String> =
+            ["/signedCertificateEmbeddedSct/chain/certificates", "/signedCertificateDetachedSct/chain/certificates"]
+                .iter()
+                .find_map(|p| v.pointer(p).and_then(Value::as_array))
+                .map(|a| a.iter().filter_map(|c| c.as_str().map(str::to_string)).collect())
+                .unwrap_or_default();
+        let leaf = chain.first().ok_or_else(|| err("Fulcio answered without a certificate"))?;
+        let identity = identity(leaf)?.0;
+        Ok(Session { signer, chain, identity, http, rekor: endpoints.rekor.trim_end_matches('/').to_string() })
+    }
+
+    pub fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, SignError> {
+        self.signer.sign(msg).map_err(err)
+    }
+
+    pub fn leaf_pem(&self) -> &str {
+        &self.chain[0]
+    }
+
+    pub fn leaf_der(&self) -> Result<Vec<u8>, SignError> {
+        let cert = x509_cert::Certificate::from_pem(self.chain[0].as_bytes()).map_err(err)?;
+        cert.to_der().map_err(err)
+    }
+
+    /// Logs a signature over `data` in Rekor as a `hashedrekord`; an entry that already
+    /// exists (409) is fetched instead.
+    pub async fn log(&self, data: &[u8], signature: &[u8]) -> Result<LogEntry, SignError> {
+        let entry = json!({
+            "apiVersion": "0.0.1",
+            "kind": "hashedrekord",
+            "spec": {
+                "data": {"hash": {"algorithm": "sha256", "value": hex::encode(Sha256::digest(data))}},
+                "signature": {"content": B64.encode(signature), "publicKey": {"content": B64.encode(self.leaf_pem())}}
+            }
+        });
+        let resp = self
+            .http
+            .post(format!("{}/api/v1/log/entries", self.rekor))
+            .json(&entry)
+            .send()
+            .await
+            .map_err(|e| err(format!("Rekor: {e}")))?;
+        let status = resp.status();
+        let v: Value = if status == reqwest::StatusCode::CONFLICT {
+            let resp = self
+                .http
+                .post(format!("{}/api/v1/log/entries/retrieve", self.rekor))
+                .json(&json!({"entries": [entry]}))
+                .send()
+                .await
+                .map_err(|e| err(format!("Rekor: {e}")))?;
+            let found: Value = resp.json().await.map_err(|e| err(format!("Rekor: {e}")))?;
+            found.get(0).cloned().ok_or_else(|| err("Rekor said the entry exists but did not return it"))?
+        } else if status.is_success() {
+            resp.json().await.map_err(|e| err(format!("Rekor: {e}")))?
+        } else {
+            return Err(err(format!("Rekor refused the entry: {status}")));
+        };
+        let (uuid, e) = v.as_object().and_then(|m| m.iter().next()).ok_or_else(|| err("Rekor answered no entry"))?;
+        Ok(LogEntry {
+            uuid: uuid.clone(),
+            body: e.get("body").and_then(Value::as_str).unwrap_or_default().to_string(),
+            integrated_time: e.get("integratedTime").and_then(Value::as_i64).unwrap_or_default(),
+            log_index: e.get("logIndex").and_then(Value::as_i64).unwrap_or_default(),
+            log_id: e.get("logID").and_then(Value::as_str).unwrap_or_default().to_string(),
+            set: e.pointer("/verification/signedEntryTimestamp").and_then(Value::as_str).map(str::to_string),
+        })
+    }
+}
+
+/// The identity (SAN URI or email) and the OIDC issuer of a Fulcio certificate.
+pub fn identity(pem: &str) -> Result<(String, Option<String>), SignError> {
+    let cert = x509_cert::Certificate::from_pem(pem.as_bytes()).map_err(err)?;
+    identity_of(&cert)
+}
+
+fn identity_of(cert: &x509_cert::Certificate) -> Result<(String, Option<String>), SignError> {
+    use x509_cert::ext::pkix::SubjectAltName;
+    use x509_cert::ext::pkix::name::GeneralName;
+    let mut san = None;
+    let mut issuer = None;
+    for ext in cert.tbs_certificate().extensions().into_iter().flatten() {
+        let oid = ext.extn_id.to_string();
+        let bytes = ext.extn_value.as_bytes();
+        if oid == "2.5.29.17" {
+            let names = SubjectAltName::from_der(bytes).map_err(err)?;
+            san = names.0.iter().find_map(|n| match n {
+                GeneralName::UniformResourceIdentifier(u) => Some(u.to_string()),
+                GeneralName::Rfc822Name(e) => Some(e.to_string()),
+                _ => None,
+            });
+        } else if oid == OID_ISSUER_V2 {
+            issuer = x509_cert::der::asn1::Utf8StringRef::from_der(bytes).ok().map(|s| s.as_str().to_string());
+        } else if oid == OID_ISSUER_V1 && issuer.is_none() {
+            issuer = std::str::from_utf8(bytes).ok().map(str::to_string);
+        }
+    }
+    Ok((san.ok_or_else(|| err("the certificate has no identity (SAN)"))?, issuer))
+}
+
+/// What a keyless verification requires.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub identity: String,
+    pub issuer: String,
+    /// Trusted Fulcio roots (PEM, DER-encoded).
+    pub roots: Vec<Vec<u8>>,
+}
+
+/// Checks a certificate (PEM, with optional intermediates) against the policy at `time`
+/// (the Rekor entry's integrated time) and returns its public key.
+pub fn check_certificate(
+    leaf_pem: &str,
+    chain_pem: &[String],
+    policy: &Policy,
+    time: i64,
+) -> Result<CosignVerificationKey, String> {
+    let leaf = x509_cert::Certificate::from_pem(leaf_pem.as_bytes())
+        .map_err(|e| format!("the certificate is not PEM: {e}"))?;
+    let leaf_der = leaf.to_der().map_err(|e| e.to_string())?;
+    let intermediates: Vec<Vec<u8>> = chain_pem
+        .iter()
+        .filter_map(|p| x509_cert::Certificate::from_pem(p.as_bytes()).ok())
+        .filter_map(|c| c.to_der().ok())
+        .collect();
+    let anchors_der: Vec<rustls_pki_types::CertificateDer> =
+        policy.roots.iter().map(|r| rustls_pki_types::CertificateDer::from(r.clone())).collect();
+    let anchors: Vec<_> = anchors_der.iter().filter_map(|c| webpki::anchor_from_trusted_cert(c).ok()).collect();
+    let inter: Vec<rustls_pki_types::CertificateDer> =
+        intermediates.into_iter().map(rustls_pki_types::CertificateDer::from).collect();
+    let leaf_cert = rustls_pki_types::CertificateDer::from(leaf_der.clone());
+    let ee = webpki::EndEntityCert::try_from(&leaf_cert).map_err(|e| format!("the certificate: {e}"))?;
+    let when = rustls_pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(time.max(0) as u64));
+    ee.verify_for_usage(
+        &[
+            webpki::ring::ECDSA_P256_SHA256,
+            webpki::ring::ECDSA_P384_SHA384,
+            webpki::ring::ECDSA_P384_SHA256,
+            webpki::ring::ECDSA_P256_SHA384,
+        ],
+        &anchors,
+        &inter,
+        when,
+        webpki::KeyUsage::required(CODE_SIGNING),
+        None,
+        None,
+    )
+    .map_err(|e| format!("the certificate does not chain to a trusted Fulcio root at the logged time: {e}"))?;
+    let (identity, issuer) = identity_of(&leaf).map_err(|e| e.to_string())?;
+    if identity != policy.identity {
+        return Err(format!("signed by {identity}, not {}", policy.identity));
+    }
+    if issuer.as_deref() != Some(policy.issuer.as_str()) {
+        return Err(format!("issued for {}, not {}", issuer.as_deref().unwrap_or("an unknown issuer"), policy.issuer));
+    }
+    let spki = leaf.tbs_certificate().subject_public_key_info().to_der().map_err(|e| e.to_string())?;
+    CosignVerificationKey::from_der(&spki, &SigningScheme::ECDSA_P256_SHA256_ASN1).map_err(|e| e.to_string())
+}
+
+/// The `dev.sigstore.cosign/bundle` annotation cosign writes for a Rekor entry.
+pub fn rekor_bundle_annotation(e: &LogEntry) -> String {
+    json!({
+        "SignedEntryTimestamp": e.set.clone().unwrap_or_default(),
+        "Payload": {"body": e.body, "integratedTime": e.integrated_time, "logIndex": e.log_index, "logID": e.log_id}
+    })
+    .to_string()
+}
+
+/// A bundle v0.3 `tlogEntries` item for a Rekor entry.
+pub fn tlog_entry(e: &LogEntry) -> Value {
+    json!({
+        "logIndex": e.log_index.to_string(),
+        "logId": {"keyId": B64.encode(hex::decode(&e.log_id).unwrap_or_default())},
+        "kindVersion": {"kind": "hashedrekord", "version": "0.0.1"},
+        "integratedTime": e.integrated_time.to_string(),
+        "inclusionPromise": {"signedEntryTimestamp": e.set.clone().unwrap_or_default()},
+        "canonicalizedBody": e.body
+    })
+}
