@@ -47,10 +47,7 @@ pub struct PolicyArgs {
 pub struct PushArgs {
     pub source: String,
     pub destination: String,
-    pub ca_file: Option<PathBuf>,
-    pub insecure: bool,
-    pub username: Option<String>,
-    pub password_env: Option<String>,
+    pub registry: RegistryArgs,
     pub output: Output,
 }
 
@@ -761,22 +758,26 @@ fn parse_pem_certificates(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
     if out.is_empty() { Err("no PEM certificate in the roots file".into()) } else { Ok(out) }
 }
 
-/// A client for the repository of `reference`, with credentials from the flags or Docker's config.
-fn client_for(reference: &Reference, args: &RegistryArgs) -> anyhow::Result<Client> {
+/// The credential the command-line flags give for `reference` (`--username` with
+/// `--password-env`), else Docker's config; refuses `--insecure` for a remote host.
+fn cli_credential(reference: &Reference, args: &RegistryArgs) -> Result<Option<Credential>, UsageError> {
     if args.insecure && !reference.is_loopback() {
-        return Err(
-            UsageError(format!("--insecure is only allowed for loopback registries, not {}", reference.host)).into()
-        );
+        return Err(UsageError(format!("--insecure is only allowed for loopback registries, not {}", reference.host)));
     }
-    let credential = match (&args.username, &args.password_env) {
+    match (&args.username, &args.password_env) {
         (Some(u), Some(var)) => {
             let v = std::env::var(var)
                 .map_err(|_| UsageError(format!("environment variable {var} (--password-env) is not set")))?;
-            Some(Credential { username: u.clone(), password: Secret::new(v) })
+            Ok(Some(Credential { username: u.clone(), password: Secret::new(v) }))
         }
-        (None, None) => docker_config_credential(&reference.host),
-        _ => return Err(UsageError("--username and --password-env go together".into()).into()),
-    };
+        (None, None) => Ok(docker_config_credential(&reference.host)),
+        _ => Err(UsageError("--username and --password-env go together".into())),
+    }
+}
+
+/// A client for the repository of `reference`, with credentials from the flags or Docker's config.
+fn client_for(reference: &Reference, args: &RegistryArgs) -> anyhow::Result<Client> {
+    let credential = cli_credential(reference, args)?;
     let endpoint = Endpoint { host: reference.host.clone(), insecure: args.insecure };
     Ok(Client::new(&endpoint, &reference.repository, args.ca_file.as_deref(), credential, RetryPolicy::default())?)
 }
@@ -904,11 +905,7 @@ async fn push_one(args: PushArgs) -> anyhow::Result<Exit> {
         UsageError(format!("destination {:?} must be docker://HOST/REPOSITORY[:TAG]", args.destination))
     })?;
     let reference = Reference::parse(dst).map_err(|e| UsageError(format!("destination {dst:?}: {e}")))?;
-    if args.insecure && !reference.is_loopback() {
-        return Err(
-            UsageError(format!("--insecure is only allowed for loopback registries, not {}", reference.host)).into()
-        );
-    }
+    let credential = cli_credential(&reference, &args.registry)?;
     let transport = Transport::parse(&args.source, Path::new(".")).map_err(|e| UsageError(e.to_string()))?;
     let image = Image::open(&transport).map_err(|e| UsageError(format!("source {}: {e}", args.source)))?;
     if let Some(d) = &reference.digest
@@ -920,15 +917,6 @@ async fn push_one(args: PushArgs) -> anyhow::Result<Exit> {
         ))
         .into());
     }
-    let credential = match (&args.username, &args.password_env) {
-        (Some(u), Some(var)) => {
-            let v = std::env::var(var)
-                .map_err(|_| UsageError(format!("environment variable {var} (--password-env) is not set")))?;
-            Some(Credential { username: u.clone(), password: Secret::new(v) })
-        }
-        (None, None) => docker_config_credential(&reference.host),
-        _ => return Err(UsageError("--username and --password-env go together".into()).into()),
-    };
     let tags = match (&reference.tag, &reference.digest) {
         (Some(t), _) => vec![t.clone()],
         (None, Some(d)) => vec![d.to_string()],
@@ -936,8 +924,8 @@ async fn push_one(args: PushArgs) -> anyhow::Result<Exit> {
     };
     let dest = Destination {
         registry_id: reference.host.clone(),
-        endpoint: Endpoint { host: reference.host.clone(), insecure: args.insecure },
-        ca_file: args.ca_file.clone(),
+        endpoint: Endpoint { host: reference.host.clone(), insecure: args.registry.insecure },
+        ca_file: args.registry.ca_file.clone(),
         path: reference.repository.clone(),
         tags,
         credential,

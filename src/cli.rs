@@ -159,18 +159,8 @@ pub struct PushCmd {
     pub source: String,
     /// Destination: docker://HOST/REPOSITORY[:TAG].
     pub destination: String,
-    /// Extra CA certificate (PEM) to trust for the destination.
-    #[arg(long)]
-    pub ca_file: Option<PathBuf>,
-    /// Plain HTTP (loopback registries only).
-    #[arg(long)]
-    pub insecure: bool,
-    /// Username for the destination (with --password-env; default: Docker's config.json).
-    #[arg(long, requires = "password_env")]
-    pub username: Option<String>,
-    /// Environment variable holding the password or token.
-    #[arg(long, requires = "username")]
-    pub password_env: Option<String>,
+    #[command(flatten)]
+    pub registry: RegistryFlags,
 }
 
 impl Cli {
@@ -201,10 +191,7 @@ impl Cli {
             (Some(Cmd::Push(p)), _) => Request::Push(PushArgs {
                 source: p.source,
                 destination: p.destination,
-                ca_file: p.ca_file,
-                insecure: p.insecure,
-                username: p.username,
-                password_env: p.password_env,
+                registry: p.registry.into(),
                 output,
             }),
         }
@@ -224,12 +211,13 @@ fn sign_args(s: SignCmd, output: Output) -> SignArgs {
             SignFormatArg::Bundle => crate::sign::Format::Bundle,
             SignFormatArg::Both => crate::sign::Format::Both,
         },
-        registry: RegistryArgs {
-            ca_file: s.registry.ca_file,
-            insecure: s.registry.insecure,
-            username: s.registry.username,
-            password_env: s.registry.password_env,
-        },
+        registry: s.registry.into(),
         output,
+    }
+}
+
+impl From<RegistryFlags> for RegistryArgs {
+    fn from(f: RegistryFlags) -> Self {
+        RegistryArgs { ca_file: f.ca_file, insecure: f.insecure, username: f.username, password_env: f.password_env }
     }
 }

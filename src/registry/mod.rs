@@ -20,6 +20,10 @@ use crate::http::RetryPolicy;
 use crate::reference::is_loopback_host;
 use crate::types::{Digest, Secret};
 pub use auth::Credential;
+
+/// Every manifest media type `publish` reads, for `Accept` (distribution serves OCI manifests
+/// only when asked for them).
+const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
 use auth::{Challenge, parse_challenge};
 
 /// Errors a caller may act on. Messages name the registry, never a secret.
@@ -488,15 +492,8 @@ impl Client {
 
     /// A manifest's bytes, by tag or digest, in any of the image media types (`None`: absent).
     pub async fn manifest(&self, repository: &str, reference: &str) -> Result<Option<Vec<u8>>, RegistryError> {
-        let accept = [
-            crate::image::OCI_MANIFEST,
-            crate::image::OCI_INDEX,
-            crate::image::DOCKER_MANIFEST,
-            crate::image::DOCKER_LIST,
-        ]
-        .join(", ");
         let url = self.url(&format!("v2/{repository}/manifests/{reference}"));
-        let resp = self.send(Method::GET, url, |r| r.header(reqwest::header::ACCEPT, accept.as_str())).await?;
+        let resp = self.send(Method::GET, url, |r| r.header(reqwest::header::ACCEPT, MANIFEST_ACCEPT)).await?;
         if resp.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -516,15 +513,8 @@ impl Client {
             Err(RegistryError::Unauthorized { .. }) => return Ok(false),
             Err(e) => return Err(e),
         }
-        let accept = [
-            crate::image::OCI_MANIFEST,
-            crate::image::OCI_INDEX,
-            crate::image::DOCKER_MANIFEST,
-            crate::image::DOCKER_LIST,
-        ]
-        .join(", ");
         let url = self.url(&format!("v2/{}/manifests/{reference}", self.repository));
-        match self.send(Method::HEAD, url, |r| r.header(reqwest::header::ACCEPT, accept.as_str())).await {
+        match self.send(Method::HEAD, url, |r| r.header(reqwest::header::ACCEPT, MANIFEST_ACCEPT)).await {
             Ok(resp) if resp.status().is_success() => Ok(true),
             Ok(resp) if matches!(resp.status().as_u16(), 401 | 403 | 404) => Ok(false),
             Ok(resp) => Err(self.api_error(resp).await),
