@@ -257,3 +257,33 @@ fn a_signature_that_fails_after_the_push_is_partial_and_says_what_is_unsigned() 
     assert!(stdout.contains(&format!("PUBLISHED BUT UNSIGNED app at 127.0.0.1:{}/ml/app:v1", server.port)), "{stdout}");
     assert!(stdout.contains("DENIED: signatures are not allowed here"), "{stdout}");
 }
+
+#[test]
+fn a_key_made_by_cosign_signs_and_verifies() {
+    let reg = Registry::start(RegistryOptions { htpasswd: true, ..Default::default() });
+    let work = tempfile::tempdir().unwrap();
+    let image = write_layout(&work.path().join("img"), 75, &[10_000], "linux", "amd64", "latest");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cosign-generated.key");
+    std::fs::create_dir_all(work.path().join("keys")).unwrap();
+    std::fs::copy(&fixture, work.path().join("keys/cosign.key")).unwrap();
+    // cosign's key, empty password, read by the loader publish uses; its public half for verify.
+    let signer =
+        publish_action::sign::KeySigner::load(fixture.to_str().unwrap(), &publish_action::types::Secret::new(""))
+            .unwrap();
+    let public = work.path().join("keys/cosign.pub");
+    std::fs::write(&public, signer.public_pem()).unwrap();
+
+    let yaml = format!(
+        "version: 1\nregistries:\n  home:\n    kind: registry\n    repository: {}/ml\n    insecure: true\n    credentials: {{username: {USER}, password_env: REG_PASSWORD}}\nimages:\n  - name: app\n    source: oci:img\n    tags: [v1]\nsigning:\n  key: keys/cosign.key\n",
+        reg.host
+    );
+    std::fs::write(work.path().join("publish.yaml"), yaml).unwrap();
+    let out = run(publish(work.path()).args(["run"]).env("REG_PASSWORD", PASSWORD).env("COSIGN_PASSWORD", ""));
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    let (code, stdout) = verify(work.path(), &reg, public.to_str().unwrap(), "both");
+    assert_eq!(code, Some(0), "{stdout}");
+    let layers = legacy_layers(&reg, &image);
+    let payload = curl(&reg, &format!("blobs/{}", layers[0]["digest"].as_str().unwrap()), None);
+    let sig = B64.decode(layers[0]["annotations"]["dev.cosignproject.cosign/signature"].as_str().unwrap()).unwrap();
+    assert!(openssl_verifies(&public, &payload, &sig));
+}

@@ -66,6 +66,13 @@ impl KeySigner {
             .map_err(|e| SignError::Key(e.to_string()))
     }
 
+    /// The public key, PEM (what `cosign public-key` prints).
+    pub fn public_pem(&self) -> String {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&self.public_der);
+        let lines: Vec<&str> = b64.as_bytes().chunks(64).filter_map(|c| std::str::from_utf8(c).ok()).collect();
+        format!("-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n", lines.join("\n"))
+    }
+
     /// The bundle's key hint: base64 of SHA-256 of the DER public key.
     pub fn hint(&self) -> String {
         base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&self.public_der))
