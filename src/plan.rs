@@ -13,6 +13,27 @@ use crate::types::{ByteSize, Digest, Platform};
 pub struct Plan {
     pub policy: String,
     pub images: Vec<ImagePlan>,
+    /// How pushed images are signed, when they are.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing: Option<SigningPlan>,
+    /// RunPod templates that follow the images, once published (and signed).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub templates: Vec<TemplatePlan>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SigningPlan {
+    /// `key` or `keyless`.
+    pub method: &'static str,
+    /// `legacy`, `bundle` or `both`.
+    pub format: crate::policy::model::SignFormat,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TemplatePlan {
+    pub name: String,
+    pub image: String,
+    pub endpoints: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -123,7 +144,20 @@ pub fn build(resolved: &Resolved, images: &[Image], measured: &MeasuredUsage) ->
             Err(mut e) => errors.append(&mut e),
         }
     }
-    if errors.is_empty() { Ok(Plan { policy: resolved.file.clone(), images: plans }) } else { Err(Diagnostics(errors)) }
+    if !errors.is_empty() {
+        return Err(Diagnostics(errors));
+    }
+    let signing = resolved
+        .signing
+        .as_ref()
+        .map(|s| SigningPlan { method: if s.key.is_some() { "key" } else { "keyless" }, format: s.format });
+    let templates = resolved
+        .runpod
+        .iter()
+        .flat_map(|rp| &rp.templates)
+        .map(|t| TemplatePlan { name: t.name.clone(), image: t.image.clone(), endpoints: t.endpoints.clone() })
+        .collect();
+    Ok(Plan { policy: resolved.file.clone(), images: plans, signing, templates })
 }
 
 fn usage_for(r: &ResolvedRegistry, measured: &MeasuredUsage) -> Usage {

@@ -71,6 +71,28 @@ pub fn json<T: Serialize>(value: &T) -> String {
 }
 
 pub fn plan_text(plan: &Plan) -> String {
+    let mut s = plan_images_text(plan);
+    if let Some(sg) = &plan.signing {
+        let format = match sg.format {
+            crate::policy::model::SignFormat::Legacy => "legacy (.sig tag)",
+            crate::policy::model::SignFormat::Bundle => "bundle (referrer)",
+            crate::policy::model::SignFormat::Both => "legacy (.sig tag) and bundle (referrer)",
+        };
+        let _ = writeln!(
+            s,
+            "\nsigning    every pushed image, {} ({format})",
+            if sg.method == "key" { "with the cosign key" } else { "keyless (GitHub OIDC, Fulcio, Rekor)" }
+        );
+    }
+    for t in &plan.templates {
+        let endpoints =
+            if t.endpoints.is_empty() { String::new() } else { format!(", then endpoints {}", t.endpoints.join(", ")) };
+        let _ = writeln!(s, "runpod     template {} follows image {} once it is published{endpoints}", t.name, t.image);
+    }
+    s
+}
+
+fn plan_images_text(plan: &Plan) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "Plan for {} (dry run: nothing is written)", plan.policy);
     for img in &plan.images {
