@@ -47,6 +47,8 @@ pub struct PolicyArgs {
 pub struct PushArgs {
     pub source: String,
     pub destination: String,
+    /// PATCH chunks of this size instead of one streaming PUT.
+    pub chunk_size: Option<crate::types::ByteSize>,
     pub registry: RegistryArgs,
     pub output: Output,
 }
@@ -605,6 +607,7 @@ async fn run_plan(
                 path: t.path().to_string(),
                 tags: t.tags.clone(),
                 credential: cred.or_else(|| docker_config_credential(&e.host)).or_else(|| github_token_for(e.kind)),
+                upload: upload_mode(e.chunk_size),
             };
             let _group = github::Group::start(in_actions, &format!("Pushing {} to {}", img.name, t.repository));
             tracing::info!(image = %img.name, registry = %t.registry, "pushing to {}", t.repository);
@@ -633,6 +636,13 @@ async fn run_plan(
         outcomes.push(ImageOutcome { name: img.name.clone(), digest: img.manifest_digest.clone(), targets });
     }
     RunReport::new(outcomes)
+}
+
+fn upload_mode(chunk: Option<crate::types::ByteSize>) -> crate::registry::UploadMode {
+    match chunk {
+        Some(c) => crate::registry::UploadMode::Chunked { chunk: c.0 },
+        None => crate::registry::UploadMode::Monolithic,
+    }
 }
 
 /// `GITHUB_TOKEN` (user `GITHUB_ACTOR`) for GHCR when no other credential is given.
@@ -929,6 +939,7 @@ async fn push_one(args: PushArgs) -> anyhow::Result<Exit> {
         path: reference.repository.clone(),
         tags,
         credential,
+        upload: upload_mode(args.chunk_size),
     };
     let name = reference.repository.rsplit('/').next().unwrap_or(&reference.repository).to_string();
     let outcome = push::push(&image, &dest, RetryPolicy::default()).await;

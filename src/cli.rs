@@ -159,8 +159,16 @@ pub struct PushCmd {
     pub source: String,
     /// Destination: docker://HOST/REPOSITORY[:TAG].
     pub destination: String,
+    /// Upload in PATCH chunks of this size (e.g. 8MiB), resumable where the registry allows.
+    #[arg(long, value_parser = parse_size)]
+    pub chunk_size: Option<crate::types::ByteSize>,
     #[command(flatten)]
     pub registry: RegistryFlags,
+}
+
+fn parse_size(s: &str) -> Result<crate::types::ByteSize, String> {
+    let size: crate::types::ByteSize = s.parse()?;
+    if size.0 == 0 { Err("a chunk of 0 bytes never finishes".into()) } else { Ok(size) }
 }
 
 impl Cli {
@@ -191,6 +199,7 @@ impl Cli {
             (Some(Cmd::Push(p)), _) => Request::Push(PushArgs {
                 source: p.source,
                 destination: p.destination,
+                chunk_size: p.chunk_size,
                 registry: p.registry.into(),
                 output,
             }),

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::http::RetryPolicy;
 use crate::image::{Descriptor, Image};
-use crate::registry::{Client, Credential, Endpoint, RegistryError};
+use crate::registry::{Client, Credential, Endpoint, RegistryError, UploadMode};
 use crate::types::{ByteSize, Digest};
 
 /// Blobs uploaded at once to one registry.
@@ -31,6 +31,8 @@ pub struct Outcome {
     pub references: Vec<String>,
     pub digest: Digest,
     pub bytes_sent: u64,
+    /// Bytes sent more than once (after dropped connections or failed chunks).
+    pub bytes_resent: u64,
     pub blobs_sent: usize,
     pub blobs_skipped: usize,
     pub status: Status,
@@ -54,6 +56,7 @@ pub struct Destination {
     pub path: String,
     pub tags: Vec<String>,
     pub credential: Option<Credential>,
+    pub upload: UploadMode,
 }
 
 pub async fn push(image: &Image, dest: &Destination, retry: RetryPolicy) -> Outcome {
@@ -63,6 +66,7 @@ pub async fn push(image: &Image, dest: &Destination, retry: RetryPolicy) -> Outc
         references: Vec::new(),
         digest: image.root.digest.clone(),
         bytes_sent: 0,
+        bytes_resent: 0,
         blobs_sent: 0,
         blobs_skipped: 0,
         status: Status::Failed,
@@ -98,21 +102,24 @@ async fn push_inner(
     retry: RetryPolicy,
     out: &mut Outcome,
 ) -> Result<(), RegistryError> {
-    let client = Client::new(&dest.endpoint, &dest.path, dest.ca_file.as_deref(), dest.credential.clone(), retry)?;
+    let client = Client::new(&dest.endpoint, &dest.path, dest.ca_file.as_deref(), dest.credential.clone(), retry)?
+        .with_upload_mode(dest.upload);
     client.authenticate().await?;
 
     let blobs = image.blobs();
-    let results: Vec<(bool, u64)> = futures_util::stream::iter(blobs.into_iter().map(|d| send_blob(&client, image, d)))
-        .buffer_unordered(CONCURRENCY)
-        .try_collect()
-        .await?;
-    for (sent, bytes) in results {
+    let results: Vec<(bool, u64, u64)> =
+        futures_util::stream::iter(blobs.into_iter().map(|d| send_blob(&client, image, d)))
+            .buffer_unordered(CONCURRENCY)
+            .try_collect()
+            .await?;
+    for (sent, bytes, resent) in results {
         if sent {
             out.blobs_sent += 1;
         } else {
             out.blobs_skipped += 1;
         }
         out.bytes_sent += bytes;
+        out.bytes_resent += resent;
     }
 
     // Every blob is in place: manifests now, children before the index that lists them.
@@ -127,20 +134,24 @@ async fn push_inner(
     Ok(())
 }
 
-/// Returns whether the blob was sent (false: it existed) and how many bytes went out.
-async fn send_blob(client: &Client, image: &Image, d: &Descriptor) -> Result<(bool, u64), RegistryError> {
+/// Returns whether the blob was sent (false: it existed), the bytes that went out, and how
+/// many of them were sent twice.
+async fn send_blob(client: &Client, image: &Image, d: &Descriptor) -> Result<(bool, u64, u64), RegistryError> {
     if client.blob_exists(&d.digest).await? {
         tracing::info!(registry = client.registry(), digest = d.digest.short(), size = %ByteSize(d.size), "blob exists, skipped");
-        return Ok((false, 0));
+        return Ok((false, 0, 0));
     }
-    let stats =
-        client.upload_blob(&d.digest, d.size, || async { image.blob(d).await.map_err(|e| e.to_string()) }).await?;
+    let stats = client
+        .upload_blob(&d.digest, d.size, |offset| async move { image.blob(d, offset).await.map_err(|e| e.to_string()) })
+        .await?;
     tracing::info!(
         registry = client.registry(),
         digest = d.digest.short(),
         size = %ByteSize(d.size),
-        attempts = stats.attempts,
+                attempts = stats.attempts,
+        resumes = stats.resumes,
+        resent = %ByteSize(stats.bytes_resent(d.size)),
         "blob sent"
     );
-    Ok((true, stats.bytes_sent))
+    Ok((true, stats.bytes_sent, stats.bytes_resent(d.size)))
 }

@@ -217,9 +217,9 @@ impl Image {
         ByteSize(self.image_manifests().iter().flat_map(|m| m.layers.iter()).map(|d| d.size).max().unwrap_or(0))
     }
 
-    /// A streaming reader over a blob's bytes. The caller hashes what it reads.
-    pub async fn blob(&self, d: &Descriptor) -> Result<BlobReader, ImageError> {
-        self.store.open_blob(&d.digest, d.size).await
+    /// A streaming reader over a blob's bytes from `offset`. The caller hashes what it reads.
+    pub async fn blob(&self, d: &Descriptor, offset: u64) -> Result<BlobReader, ImageError> {
+        self.store.open_blob(&d.digest, d.size, offset).await
     }
 }
 

@@ -96,11 +96,11 @@ impl Store {
         Ok(bytes)
     }
 
-    /// Opens a blob for streaming, checking its size against the descriptor's.
-    pub async fn open_blob(&self, digest: &Digest, size: u64) -> Result<BlobReader, ImageError> {
+    /// Opens a blob for streaming from `offset`, checking its size against the descriptor's.
+    pub async fn open_blob(&self, digest: &Digest, size: u64, offset: u64) -> Result<BlobReader, ImageError> {
         let rel = Self::blob_path(digest);
         let io = |source| ImageError::Io { path: format!("{}/{rel}", self.display()), source };
-        let (file, offset, actual) = match self {
+        let (file, start, actual) = match self {
             Store::Dir(dir) => {
                 let f = tokio::fs::File::open(dir.join(&rel)).await.map_err(io)?;
                 let len = f.metadata().await.map_err(io)?.len();
@@ -114,8 +114,9 @@ impl Store {
         if actual != size {
             return Err(self.layout_error(format!("blob {digest} is {actual} bytes but its descriptor says {size}")));
         }
+        let offset = offset.min(size);
         let mut file = file;
-        file.seek(SeekFrom::Start(offset)).await.map_err(io)?;
-        Ok(file.take(size))
+        file.seek(SeekFrom::Start(start + offset)).await.map_err(io)?;
+        Ok(file.take(size - offset))
     }
 }

@@ -125,6 +125,8 @@ pub struct ResolvedRegistry {
     pub ca_file: Option<PathBuf>,
     pub credentials: Option<CredentialRef>,
     pub pull_credentials: Option<CredentialRef>,
+    /// PATCH chunk size, when blobs go up in chunks.
+    pub chunk_size: Option<ByteSize>,
     /// The plan named in the policy (checked against the catalog by the selection stage).
     pub tier: Option<Located<String>>,
     pub billing: Billing,
@@ -725,6 +727,16 @@ fn resolve_registry(
     let credentials = r.credentials.as_ref().map(|cr| credential_ref(c, cr, &format!("{field}.credentials")));
     let pull_credentials =
         r.pull_credentials.as_ref().map(|cr| credential_ref(c, cr, &format!("{field}.pull_credentials")));
+    if let Some(chunk) = &r.chunk_size
+        && chunk.value.0.0 == 0
+    {
+        c.err(
+            chunk,
+            format!("{field}.chunk_size"),
+            "a chunk of 0 bytes never finishes",
+            Some("e.g. chunk_size: 8MiB".into()),
+        );
+    }
     if let Some(b) = &r.billing
         && *r.kind != RegistryKind::Ghcr
     {
@@ -747,6 +759,11 @@ fn resolve_registry(
         ca_file,
         credentials,
         pull_credentials,
+        chunk_size: r
+            .chunk_size
+            .as_ref()
+            .map(|c| c.value.0)
+            .or((*r.kind == RegistryKind::EcrPublic).then_some(ByteSize(8 * 1024 * 1024))),
         tier: r.tier.clone(),
         billing: r.billing.as_ref().map(|b| b.value).unwrap_or_default(),
         limits: LimitOverrides {

@@ -224,6 +224,10 @@ pub struct Registry {
     /// helpers) is consulted for the registry's host.
     #[serde(default)]
     pub credentials: Option<Credentials>,
+    /// Upload blobs in PATCH chunks of this size (resumable where the registry reports how
+    /// much it kept). Default: one streaming PUT, except ECR Public (8MiB: it takes 5–10 MiB parts).
+    #[serde(default)]
+    pub chunk_size: Option<Located<Size>>,
     /// Read-only credentials RunPod pulls private images with (default: the push credentials,
     /// with a warning).
     #[serde(default)]

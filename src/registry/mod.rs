@@ -90,6 +90,7 @@ pub struct Client {
     credential: Option<Credential>,
     /// The token scope asked for on a Bearer challenge.
     scope: String,
+    mode: UploadMode,
     /// The `Authorization` value in use (Basic or Bearer), once the challenge is known.
     authorization: Mutex<Option<Secret>>,
     retry: RetryPolicy,
@@ -98,8 +99,29 @@ pub struct Client {
 /// What one blob upload did.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct UploadStats {
+    /// Every byte put on the wire, including bytes sent again after a failure.
     pub bytes_sent: u64,
     pub attempts: u32,
+    /// Times a chunked upload continued where the registry said it stood.
+    pub resumes: u32,
+}
+
+impl UploadStats {
+    /// Bytes sent more than once, for an upload of `size` bytes that succeeded.
+    pub fn bytes_resent(&self, size: u64) -> u64 {
+        self.bytes_sent.saturating_sub(size)
+    }
+}
+
+/// How blobs go up: one streaming PUT, or PATCH chunks (resumable where the registry reports
+/// how much it kept, as the OCI spec's upload status does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UploadMode {
+    #[default]
+    Monolithic,
+    Chunked {
+        chunk: u64,
+    },
 }
 
 impl Client {
@@ -119,10 +141,17 @@ impl Client {
             registry: endpoint.host.clone(),
             repository: repository.to_string(),
             scope: format!("repository:{repository}:pull,push"),
+            mode: UploadMode::Monolithic,
             credential,
             authorization: Mutex::new(None),
             retry,
         })
+    }
+
+    /// Uploads blobs this way.
+    pub fn with_upload_mode(mut self, mode: UploadMode) -> Self {
+        self.mode = mode;
+        self
     }
 
     /// Asks for these token scopes (space-separated) instead of pull and push on the repository.
@@ -358,8 +387,10 @@ impl Client {
         }
     }
 
-    /// Uploads one blob, streaming it from `open()`, hashing while sending. A failure part
-    /// way restarts this blob only (registry 2.8 drops a session cut mid-stream).
+    /// Uploads one blob, read from `open(offset)`, hashing every byte. A chunked upload that
+    /// fails part way asks the registry where it stands and continues from there; where the
+    /// registry keeps nothing (2.8 drops a session cut mid-stream), this blob restarts, never
+    /// the image.
     pub async fn upload_blob<F, Fut, R>(
         &self,
         digest: &Digest,
@@ -367,14 +398,20 @@ impl Client {
         open: F,
     ) -> Result<UploadStats, RegistryError>
     where
-        F: Fn() -> Fut,
+        F: Fn(u64) -> Fut,
         Fut: std::future::Future<Output = Result<R, String>>,
         R: AsyncRead + Send + Unpin + 'static,
     {
         let mut stats = UploadStats::default();
         loop {
             stats.attempts += 1;
-            match self.upload_once(digest, size, &open, &mut stats).await {
+            let result = match self.mode {
+                UploadMode::Monolithic => self.upload_once(digest, size, &open, &mut stats).await,
+                UploadMode::Chunked { chunk } => {
+                    self.upload_chunked(digest, size, chunk.max(1), &open, &mut stats).await
+                }
+            };
+            match result {
                 Ok(()) => return Ok(stats),
                 Err(e) if e.retryable() && stats.attempts < self.retry.attempts => {
                     let wait = self.retry.delay(stats.attempts);
@@ -397,7 +434,7 @@ impl Client {
         stats: &mut UploadStats,
     ) -> Result<(), RegistryError>
     where
-        F: Fn() -> Fut,
+        F: Fn(u64) -> Fut,
         Fut: std::future::Future<Output = Result<R, String>>,
         R: AsyncRead + Send + Unpin + 'static,
     {
@@ -409,7 +446,7 @@ impl Client {
         let mut location = self.location(&start, &resp)?;
         location.query_pairs_mut().append_pair("digest", digest.as_str());
 
-        let reader = open().await.map_err(RegistryError::Source)?;
+        let reader = open(0).await.map_err(RegistryError::Source)?;
         let (hashing, progress) = HashingReader::new(reader, digest.clone(), size);
         let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(hashing, 256 * 1024));
         let mut req = self
@@ -433,6 +470,127 @@ impl Client {
             return Err(self.api_error(resp).await);
         }
         Ok(())
+    }
+
+    /// PATCH chunks, continuing after a failure from the offset the upload status reports.
+    async fn upload_chunked<F, Fut, R>(
+        &self,
+        digest: &Digest,
+        size: u64,
+        chunk: u64,
+        open: &F,
+        stats: &mut UploadStats,
+    ) -> Result<(), RegistryError>
+    where
+        F: Fn(u64) -> Fut,
+        Fut: std::future::Future<Output = Result<R, String>>,
+        R: AsyncRead + Send + Unpin + 'static,
+    {
+        let start = self.url(&format!("v2/{}/blobs/uploads/", self.repository));
+        let resp = self.send(Method::POST, start.clone(), |r| r.header(CONTENT_LENGTH, "0")).await?;
+        if resp.status() != StatusCode::ACCEPTED && resp.status() != StatusCode::CREATED {
+            return Err(self.api_error(resp).await);
+        }
+        let mut location = self.location(&start, &resp)?;
+        let mut hasher = Sha256::new();
+        let mut offset = 0u64;
+        let mut failures = 0u32;
+        while offset < size {
+            let len = chunk.min(size - offset);
+            let bytes = read_range(open, offset, len).await?;
+            let range = format!("{}-{}", offset, offset + len - 1);
+            let url = location.clone();
+            let build = |r: reqwest::RequestBuilder| {
+                r.header(CONTENT_TYPE, "application/octet-stream")
+                    .header(CONTENT_LENGTH, len)
+                    .header("Content-Range", range.as_str())
+                    .body(bytes.clone())
+            };
+            tracing::debug!(url = %url.path(), range, "uploading chunk");
+            stats.bytes_sent += len;
+            let outcome = match self.attempt(&Method::PATCH, &url, &build, true).await {
+                Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED => {
+                    // The token expired mid-upload: a fresh one, and the same chunk again.
+                    self.authenticate().await?;
+                    stats.bytes_sent += len;
+                    self.attempt(&Method::PATCH, &url, &build, true).await
+                }
+                other => other,
+            };
+            let error = match outcome {
+                Ok(resp) if resp.status().is_success() => {
+                    // ECR answers 201 and a stuck Range: the offset is ours to track.
+                    if resp.headers().contains_key(LOCATION) {
+                        location = self.location(&url, &resp)?;
+                    }
+                    hasher.update(&bytes);
+                    offset += len;
+                    continue;
+                }
+                Ok(resp) => self.api_error(resp).await,
+                Err(e) => e,
+            };
+            failures += 1;
+            let resumable = matches!(&error, RegistryError::Transport { .. })
+                || matches!(&error, RegistryError::Api { status, .. } if *status >= 500 || *status == 416 || *status == 429);
+            if !resumable || failures >= self.retry.attempts {
+                return Err(error);
+            }
+            tokio::time::sleep(self.retry.delay(failures)).await;
+            // Where does the session stand? (OCI spec: GET on the upload URL, 204 and Range.)
+            let (kept, next) = self.upload_status(&location).await?;
+            if kept < offset || kept > offset + len {
+                // The registry lost data it had acknowledged: start this blob again.
+                return Err(RegistryError::Api {
+                    registry: self.registry.clone(),
+                    status: 400,
+                    code: "BLOB_UPLOAD_UNKNOWN".into(),
+                    message: format!("the upload session kept {kept} bytes, expected {offset} to {}", offset + len),
+                });
+            }
+            tracing::warn!(registry = %self.registry, %digest, offset = kept, %error, "resuming the upload where the registry stands");
+            hasher.update(&bytes[..(kept - offset) as usize]);
+            offset = kept;
+            location = next;
+            stats.resumes += 1;
+        }
+        let actual = Digest::from_sha256(&hasher.finalize());
+        if &actual != digest {
+            return Err(RegistryError::CorruptSource { digest: digest.clone(), actual });
+        }
+        let mut done = location.clone();
+        done.query_pairs_mut().append_pair("digest", digest.as_str());
+        let resp = self.send(Method::PUT, done, |r| r.header(CONTENT_LENGTH, "0")).await?;
+        if !resp.status().is_success() {
+            return Err(self.api_error(resp).await);
+        }
+        Ok(())
+    }
+
+    /// The bytes an upload session holds and the URL to continue at. A session the registry
+    /// no longer knows (2.8 after a cut, ECR's 404) is `BLOB_UPLOAD_UNKNOWN`: restart the blob.
+    async fn upload_status(&self, location: &Url) -> Result<(u64, Url), RegistryError> {
+        let resp = self.attempt(&Method::GET, location, &|r| r, true).await?;
+        if resp.status() != StatusCode::NO_CONTENT && !resp.status().is_success() {
+            let status = resp.status().as_u16();
+            tracing::warn!(registry = %self.registry, status, "the upload session is gone: restarting this blob");
+            return Err(RegistryError::Api {
+                registry: self.registry.clone(),
+                status: 404,
+                code: "BLOB_UPLOAD_UNKNOWN".into(),
+                message: format!("upload status answered {status}"),
+            });
+        }
+        let kept = resp
+            .headers()
+            .get(reqwest::header::RANGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|r| r.trim_start_matches("bytes=").split_once('-'))
+            .and_then(|(_, end)| end.parse::<u64>().ok())
+            .map_or(0, |end| end + 1);
+        let next =
+            if resp.headers().contains_key(LOCATION) { self.location(location, &resp)? } else { location.clone() };
+        Ok((kept, next))
     }
 
     fn location(&self, request: &Url, resp: &reqwest::Response) -> Result<Url, RegistryError> {
@@ -556,9 +714,10 @@ impl Client {
         let digest = Digest::of(bytes);
         if !self.blob_exists(&digest).await? {
             let data = bytes.to_vec();
-            self.upload_blob(&digest, data.len() as u64, || {
-                let data = data.clone();
-                async move { Ok::<_, String>(std::io::Cursor::new(data)) }
+            self.upload_blob(&digest, data.len() as u64, |offset| {
+                let mut cursor = std::io::Cursor::new(data.clone());
+                cursor.set_position(offset);
+                async move { Ok::<_, String>(cursor) }
             })
             .await?;
         }
@@ -595,6 +754,26 @@ impl Client {
         }
         Ok(digest)
     }
+}
+
+/// Reads `len` bytes of the source from `offset` (one chunk: bounded by the chunk size).
+async fn read_range<F, Fut, R>(open: &F, offset: u64, len: u64) -> Result<Vec<u8>, RegistryError>
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = Result<R, String>>,
+    R: AsyncRead + Send + Unpin + 'static,
+{
+    use tokio::io::AsyncReadExt;
+    let reader = open(offset).await.map_err(RegistryError::Source)?;
+    let mut buf = Vec::with_capacity(len as usize);
+    reader.take(len).read_to_end(&mut buf).await.map_err(|e| RegistryError::Source(e.to_string()))?;
+    if buf.len() as u64 != len {
+        return Err(RegistryError::Source(format!(
+            "the source ended at {} bytes, {len} were expected",
+            offset + buf.len() as u64
+        )));
+    }
+    Ok(buf)
 }
 
 /// The `rel="next"` target of a `Link` header, resolved against the request URL.

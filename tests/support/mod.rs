@@ -4,11 +4,13 @@
 //! Servers are polled for readiness with a deadline and killed on drop.
 #![allow(dead_code)]
 
+pub mod fault_proxy;
 pub mod github;
 pub mod http;
 pub mod image;
 pub mod runpod;
 pub mod sigstore;
+pub mod spec_registry;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

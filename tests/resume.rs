@@ -1,0 +1,138 @@
+//! Resumable uploads: against a registry that follows the spec's chunked-upload rules
+//! strictly, a connection cut half way through a large blob resends at most one chunk; chunk
+//! limits like GHCR's and ECR's are respected with the right chunk size.
+
+mod support;
+
+use serde_json::Value;
+use support::image::write_layout;
+use support::{publish, run, spec_registry, text};
+
+const MIB: u64 = 1024 * 1024;
+
+fn push(work: &std::path::Path, port: u16, chunk: &str) -> (Option<i32>, Value, String) {
+    let out = run(publish(work).args([
+        "push",
+        "oci:img",
+        &format!("docker://127.0.0.1:{port}/ml/big:v1"),
+        "--insecure",
+        "--chunk-size",
+        chunk,
+        "-o",
+        "json",
+    ]));
+    let (stdout, stderr) = text(&out);
+    let json = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    (out.status.code(), json, stderr)
+}
+
+#[test]
+fn a_cut_at_half_a_large_blob_resends_at_most_one_chunk() {
+    let reg = spec_registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let size = 40 * MIB as usize;
+    let image = write_layout(&work.path().join("img"), 90, &[size], "linux", "amd64", "latest");
+    reg.state.lock().unwrap().cut_at = Some(size as u64 / 2 + 12345);
+    let (code, json, stderr) = push(work.path(), reg.port, "8MiB");
+    assert_eq!(code, Some(0), "{json}\n{stderr}");
+    let t = &json["images"][0]["targets"][0];
+    let resent = t["bytes_resent"].as_u64().unwrap();
+    println!("40 MiB blob cut at 50 %: {resent} bytes resent");
+    assert!(resent <= 8 * MIB, "resent {resent} bytes, more than one 8 MiB chunk");
+    assert!(stderr.contains("resuming the upload where the registry stands"), "{stderr}");
+    let s = reg.state.lock().unwrap();
+    assert!(s.log.iter().any(|l| l.starts_with("cut at")), "the cut happened");
+    assert_eq!(s.blobs[&image.layer_digests[0]].len(), size, "the registry has the whole blob");
+    assert!(s.manifests.contains_key("v1"));
+    // What the registry received beyond the blob itself is bounded by one chunk too.
+    let extra = s.received.saturating_sub(size as u64);
+    println!("the registry received {extra} bytes more than the blob");
+    assert!(extra <= 8 * MIB, "received {} bytes", s.received);
+}
+
+#[test]
+fn chunk_limits_like_ghcr_and_ecr_are_kept_with_the_right_size() {
+    let work = tempfile::tempdir().unwrap();
+    write_layout(&work.path().join("img"), 91, &[23 * MIB as usize], "linux", "amd64", "latest");
+
+    // GHCR: chunks over 4 MiB are refused.
+    let ghcr = spec_registry::start();
+    ghcr.state.lock().unwrap().max_chunk = Some(4 * MIB);
+    let (code, _, _) = push(work.path(), ghcr.port, "8MiB");
+    assert_eq!(code, Some(1), "8 MiB chunks must be refused");
+    assert!(!ghcr.state.lock().unwrap().manifests.contains_key("v1"), "no manifest without its blobs");
+    let (code, json, stderr) = push(work.path(), ghcr.port, "4MiB");
+    assert_eq!(code, Some(0), "{json}\n{stderr}");
+
+    // ECR: every part but the last is 5 MiB or more.
+    let ecr = spec_registry::start();
+    ecr.state.lock().unwrap().min_chunk = Some(5 * MIB);
+    let (code, _, _) = push(work.path(), ecr.port, "4MiB");
+    assert_eq!(code, Some(1), "4 MiB parts must be refused");
+    let (code, json, stderr) = push(work.path(), ecr.port, "8MiB");
+    assert_eq!(code, Some(0), "{json}\n{stderr}");
+}
+
+/// Pushes `img` through the proxy to the real registry, streaming or in chunks.
+fn push_via(work: &std::path::Path, port: u16, tag: &str, chunk: Option<&str>) -> (Option<i32>, Value, String) {
+    let mut cmd = publish(work);
+    cmd.args([
+        "push",
+        &format!("oci:img-{tag}"),
+        &format!("docker://127.0.0.1:{port}/ml/cut:{tag}"),
+        "--insecure",
+        "-o",
+        "json",
+    ]);
+    if let Some(c) = chunk {
+        cmd.args(["--chunk-size", c]);
+    }
+    let out = run(&mut cmd);
+    let (stdout, stderr) = text(&out);
+    let json = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    (out.status.code(), json, stderr)
+}
+
+#[test]
+fn registry_2_8_restarts_only_the_cut_blob() {
+    let reg = support::Registry::start(support::RegistryOptions::default());
+    let proxy = support::fault_proxy::start(reg.backend_port);
+    let work = tempfile::tempdir().unwrap();
+    let size = 12 * MIB as usize;
+    for (seed, tag, chunk) in [(92, "streamed", None), (94, "chunked", Some("4MiB"))] {
+        write_layout(&work.path().join(format!("img-{tag}")), seed, &[size, 4096], "linux", "amd64", "latest");
+        let cuts_before = {
+            let mut f = proxy.faults.lock().unwrap();
+            f.cut_at = Some(f.forwarded + size as u64 / 2);
+            f.cuts
+        };
+        let (code, json, stderr) = push_via(work.path(), proxy.port, tag, chunk);
+        assert_eq!(code, Some(0), "{tag}: {json}\n{stderr}");
+        assert_eq!(proxy.faults.lock().unwrap().cuts, cuts_before + 1, "{tag}: the proxy cut nothing");
+        let t = &json["images"][0]["targets"][0];
+        let resent = t["bytes_resent"].as_u64().unwrap();
+        println!("{tag}: 12 MiB blob cut at 50 % on registry 2.8: {resent} bytes resent");
+        assert!(resent > 0 && resent <= size as u64, "{tag}: resent {resent}");
+        let probe = reg.inspect(&format!("{}/ml/cut:{tag}", reg.host), true);
+        assert!(probe.status.success(), "{tag}: skopeo cannot read what was pushed");
+        proxy.faults.lock().unwrap().cut_at = None;
+    }
+}
+
+#[test]
+fn a_blob_that_keeps_failing_leaves_no_manifest() {
+    let reg = support::Registry::start(support::RegistryOptions::default());
+    let proxy = support::fault_proxy::start(reg.backend_port);
+    let work = tempfile::tempdir().unwrap();
+    write_layout(&work.path().join("img-never"), 93, &[3 * MIB as usize], "linux", "amd64", "latest");
+    {
+        let mut f = proxy.faults.lock().unwrap();
+        f.cut_at = Some(f.forwarded + MIB);
+        f.cut_every = Some(MIB);
+    }
+    let (code, json, _) = push_via(work.path(), proxy.port, "never", None);
+    assert_eq!(code, Some(1), "{json}");
+    assert_eq!(json["images"][0]["targets"][0]["status"], "failed");
+    let probe = reg.inspect(&format!("{}/ml/cut:never", reg.host), true);
+    assert!(!probe.status.success(), "a manifest was written although its blob never arrived");
+}
