@@ -299,3 +299,35 @@ fn one_target_failing_while_another_succeeds_is_partial_exit_3() {
     assert_eq!(json["images"][1]["targets"][0]["status"], "failed");
     assert!(json["images"][1]["targets"][0]["error"].as_str().unwrap().contains(&format!("127.0.0.1:{dead}")));
 }
+
+#[test]
+fn too_many_requests_waits_as_retry_after_says() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use support::http::{Response, Server};
+    let throttled = std::sync::Arc::new(AtomicBool::new(false));
+    let t = throttled.clone();
+    let server = Server::start(move |req| {
+        if req.method == "HEAD" && !t.swap(true, Ordering::SeqCst) {
+            return Response::new(429)
+                .header("Retry-After", "1")
+                .json(&serde_json::json!({"errors": [{"code": "TOOMANYREQUESTS", "message": "slow down"}]}));
+        }
+        match req.method.as_str() {
+            "HEAD" => Response::new(404),
+            "POST" => Response::new(202).header("Location", "/v2/ml/r/blobs/uploads/u1"),
+            "PUT" => Response::new(201),
+            _ => Response::new(200),
+        }
+    });
+    let work = tempfile::tempdir().unwrap();
+    write_layout(&work.path().join("img"), 19, &[1_000], "linux", "amd64", "latest");
+    let out = run(publish(work.path()).args([
+        "push",
+        "oci:img",
+        &format!("docker://127.0.0.1:{}/ml/r:v1", server.port),
+        "--insecure",
+    ]));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stderr.contains("asked to wait 1s") && stderr.contains("wait=1s"), "{stderr}");
+}

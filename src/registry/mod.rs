@@ -37,6 +37,9 @@ pub enum RegistryError {
     Transport { registry: String, message: String },
     #[error("{registry}: {message}")]
     Refused { registry: String, message: String },
+    /// 429 (or 503) with `Retry-After`: wait that long before trying again.
+    #[error("{registry}: {status} {message} (asked to wait {wait:?})")]
+    Throttled { registry: String, status: u16, message: String, wait: std::time::Duration },
     #[error("source blob {digest} does not match its digest (read {actual}): the image on disk is corrupt")]
     CorruptSource { digest: Digest, actual: Digest },
     #[error("reading the source: {0}")]
@@ -46,7 +49,7 @@ pub enum RegistryError {
 impl RegistryError {
     fn retryable(&self) -> bool {
         match self {
-            RegistryError::Transport { .. } => true,
+            RegistryError::Transport { .. } | RegistryError::Throttled { .. } => true,
             RegistryError::Api { status, code, .. } => {
                 *status >= 500 || *status == 408 || *status == 429 || code == "BLOB_UPLOAD_UNKNOWN"
             }
@@ -185,7 +188,25 @@ impl Client {
         if status == StatusCode::UNAUTHORIZED {
             return RegistryError::Unauthorized { registry: self.registry.clone(), detail: String::new() };
         }
+        // Retry-After (seconds) is only in the spec's draft: honoured when present, never required.
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(std::time::Duration::from_secs);
         let body = resp.text().await.unwrap_or_default();
+        if let Some(wait) = retry_after
+            && (status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE)
+        {
+            let message = body.chars().take(200).collect::<String>().trim().to_string();
+            return RegistryError::Throttled {
+                registry: self.registry.clone(),
+                status: status.as_u16(),
+                message,
+                wait,
+            };
+        }
         #[derive(serde::Deserialize)]
         struct Errors {
             errors: Vec<ApiError>,
@@ -351,7 +372,10 @@ impl Client {
             attempt += 1;
             match self.attempt(&method, &url, &build, auth).await {
                 Err(error) if error.retryable() && attempt < self.retry.attempts => {
-                    let wait = self.retry.delay(attempt);
+                    let wait = match &error {
+                        RegistryError::Throttled { wait, .. } => (*wait).min(self.retry.max),
+                        _ => self.retry.delay(attempt),
+                    };
                     tracing::warn!(registry = %self.registry, %error, ?wait, "retrying");
                     tokio::time::sleep(wait).await;
                 }
@@ -414,7 +438,10 @@ impl Client {
             match result {
                 Ok(()) => return Ok(stats),
                 Err(e) if e.retryable() && stats.attempts < self.retry.attempts => {
-                    let wait = self.retry.delay(stats.attempts);
+                    let wait = match &e {
+                        RegistryError::Throttled { wait, .. } => (*wait).min(self.retry.max),
+                        _ => self.retry.delay(stats.attempts),
+                    };
                     tracing::warn!(registry = %self.registry, %digest, error = %e, ?wait, "restarting blob upload");
                     tokio::time::sleep(wait).await;
                 }
@@ -465,7 +492,15 @@ impl Client {
         if let Some(actual) = mismatch {
             return Err(RegistryError::CorruptSource { digest: digest.clone(), actual });
         }
-        let resp = result.map_err(|e| self.transport_error(e))?;
+        let resp = match result {
+            Ok(resp) => resp,
+            // The answer was lost: the blob may be complete anyway, so look before sending again.
+            Err(e) if read == size && self.blob_exists(digest).await.unwrap_or(false) => {
+                tracing::warn!(registry = %self.registry, %digest, "the upload's answer was lost ({e}), but the blob is there");
+                return Ok(());
+            }
+            Err(e) => return Err(self.transport_error(e)),
+        };
         if resp.status() != StatusCode::CREATED && !resp.status().is_success() {
             return Err(self.api_error(resp).await);
         }
