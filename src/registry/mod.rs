@@ -465,12 +465,7 @@ impl Client {
         Fut: std::future::Future<Output = Result<R, String>>,
         R: AsyncRead + Send + Unpin + 'static,
     {
-        let start = self.url(&format!("v2/{}/blobs/uploads/", self.repository));
-        let resp = self.send(Method::POST, start.clone(), |r| r.header(CONTENT_LENGTH, "0")).await?;
-        if resp.status() != StatusCode::ACCEPTED && resp.status() != StatusCode::CREATED {
-            return Err(self.api_error(resp).await);
-        }
-        let mut location = self.location(&start, &resp)?;
+        let mut location = self.start_upload().await?;
         location.query_pairs_mut().append_pair("digest", digest.as_str());
 
         let reader = open(0).await.map_err(RegistryError::Source)?;
@@ -507,6 +502,16 @@ impl Client {
         Ok(())
     }
 
+    /// Opens an upload session and returns its URL.
+    async fn start_upload(&self) -> Result<Url, RegistryError> {
+        let start = self.url(&format!("v2/{}/blobs/uploads/", self.repository));
+        let resp = self.send(Method::POST, start.clone(), |r| r.header(CONTENT_LENGTH, "0")).await?;
+        if resp.status() != StatusCode::ACCEPTED && resp.status() != StatusCode::CREATED {
+            return Err(self.api_error(resp).await);
+        }
+        self.location(&start, &resp)
+    }
+
     /// PATCH chunks, continuing after a failure from the offset the upload status reports.
     async fn upload_chunked<F, Fut, R>(
         &self,
@@ -521,12 +526,7 @@ impl Client {
         Fut: std::future::Future<Output = Result<R, String>>,
         R: AsyncRead + Send + Unpin + 'static,
     {
-        let start = self.url(&format!("v2/{}/blobs/uploads/", self.repository));
-        let resp = self.send(Method::POST, start.clone(), |r| r.header(CONTENT_LENGTH, "0")).await?;
-        if resp.status() != StatusCode::ACCEPTED && resp.status() != StatusCode::CREATED {
-            return Err(self.api_error(resp).await);
-        }
-        let mut location = self.location(&start, &resp)?;
+        let mut location = self.start_upload().await?;
         let mut hasher = Sha256::new();
         let mut offset = 0u64;
         let mut failures = 0u32;
