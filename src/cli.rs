@@ -155,7 +155,7 @@ pub struct RunCmd {
 
 #[derive(Debug, Args)]
 pub struct PushCmd {
-    /// Source image: oci:DIR[:REF] or oci-archive:FILE[:REF].
+    /// Source image: oci:DIR[:REF], oci-archive:FILE[:REF] or docker-archive:FILE[:REF].
     pub source: String,
     /// Destination: docker://HOST/REPOSITORY[:TAG].
     pub destination: String,

@@ -86,7 +86,7 @@ pub fn open_sources(resolved: &Resolved) -> Result<Vec<Image>, Diagnostics> {
     let mut images = Vec::new();
     let mut errors = Vec::new();
     for (i, img) in resolved.images.iter().enumerate() {
-        let opened = Transport::parse(&img.source, &img.base_dir).and_then(|t| Image::open(&t));
+        let opened = Transport::parse(&img.source, &img.base_dir).and_then(|t| Image::open_with(&t, img.compression));
         match opened {
             Ok(image) => images.push(image),
             Err(e) => errors.push(Diagnostic {
@@ -103,10 +103,10 @@ pub fn open_sources(resolved: &Resolved) -> Result<Vec<Image>, Diagnostics> {
 }
 
 fn hint_for_source(source: &str) -> String {
-    if source.starts_with("oci:") || source.starts_with("oci-archive:") {
+    if source.starts_with("oci:") || source.starts_with("oci-archive:") || source.starts_with("docker-archive:") {
         "paths are relative to the policy file; `skopeo copy docker-daemon:IMG oci:DIR` or `docker buildx build --output type=oci,dest=FILE` make one".into()
     } else {
-        "write oci:DIR[:REF] or oci-archive:FILE[:REF]".into()
+        "write oci:DIR[:REF], oci-archive:FILE[:REF] or docker-archive:FILE[:REF]".into()
     }
 }
 

@@ -202,6 +202,17 @@ mod tests {
     }
 }
 
+/// How uncompressed layers are pushed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum LayerCompression {
+    /// gzip, what every client pulls (default).
+    #[default]
+    Gzip,
+    /// As they are: larger transfers, no compression time.
+    None,
+}
+
 /// An OCI platform, `os/arch[/variant]`, as in `linux/amd64` or `linux/arm64/v8`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]

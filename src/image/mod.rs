@@ -3,6 +3,7 @@
 //! blobs. Layers are never held in memory; only manifests and configs (bounded) are read
 //! whole. Knows nothing of registries or policies.
 
+pub mod docker;
 mod store;
 
 use std::collections::HashSet;
@@ -25,13 +26,24 @@ const MAX_METADATA: u64 = 4 * 1024 * 1024;
 /// Where an image is read from, in skopeo's transport syntax.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transport {
-    OciDir { path: PathBuf, reference: Option<String> },
-    OciArchive { path: PathBuf, reference: Option<String> },
+    OciDir {
+        path: PathBuf,
+        reference: Option<String>,
+    },
+    OciArchive {
+        path: PathBuf,
+        reference: Option<String>,
+    },
+    /// What `docker save` writes (legacy or Docker 25+'s OCI layout inside).
+    DockerArchive {
+        path: PathBuf,
+        reference: Option<String>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    #[error("unknown transport in {0:?}: expected oci:DIR[:REF] or oci-archive:FILE[:REF]")]
+    #[error("unknown transport in {0:?}: expected oci:DIR[:REF], oci-archive:FILE[:REF] or docker-archive:FILE[:REF]")]
     Transport(String),
     #[error("{path}: {what}")]
     Layout { path: String, what: String },
@@ -58,6 +70,7 @@ impl Transport {
         match kind {
             "oci" => Ok(Transport::OciDir { path, reference }),
             "oci-archive" => Ok(Transport::OciArchive { path, reference }),
+            "docker-archive" => Ok(Transport::DockerArchive { path, reference }),
             _ => Err(ImageError::Transport(s.to_string())),
         }
     }
@@ -145,12 +158,27 @@ pub struct Image {
 
 impl Image {
     pub fn open(transport: &Transport) -> Result<Image, ImageError> {
-        let (store, reference, source) = match transport {
-            Transport::OciDir { path, reference } => (Store::dir(path)?, reference, format!("oci:{}", path.display())),
+        Self::open_with(transport, crate::types::LayerCompression::default())
+    }
+
+    /// Opens an image; `compression` applies to the uncompressed layers of a legacy
+    /// `docker save` archive.
+    pub fn open_with(transport: &Transport, compression: crate::types::LayerCompression) -> Result<Image, ImageError> {
+        let (mut store, reference, source, docker) = match transport {
+            Transport::OciDir { path, reference } => {
+                (Store::dir(path)?, reference, format!("oci:{}", path.display()), false)
+            }
             Transport::OciArchive { path, reference } => {
-                (Store::archive(path)?, reference, format!("oci-archive:{}", path.display()))
+                (Store::archive(path)?, reference, format!("oci-archive:{}", path.display()), false)
+            }
+            Transport::DockerArchive { path, reference } => {
+                (Store::archive(path)?, reference, format!("docker-archive:{}", path.display()), true)
             }
         };
+        if docker && !store.has("oci-layout") {
+            let root = docker::open_legacy(&mut store, reference.as_deref(), compression)?;
+            return Ok(Image { source, store, root, children: Vec::new() });
+        }
         let layout: serde_json::Value = serde_json::from_slice(&store.read_path("oci-layout", 64 * 1024)?)
             .map_err(|e| store.layout_error(format!("oci-layout is not JSON: {e}")))?;
         if layout.get("imageLayoutVersion").and_then(|v| v.as_str()).is_none() {
@@ -226,14 +254,19 @@ impl Image {
 fn select_entry<'a>(entries: &'a [Descriptor], reference: Option<&str>) -> Result<&'a Descriptor, String> {
     let name =
         |d: &Descriptor| d.annotations.as_ref().and_then(|a| a.get("org.opencontainers.image.ref.name")).cloned();
+    // Docker 25+'s `docker save` names images with containerd's annotation.
+    let image_name = |d: &Descriptor| d.annotations.as_ref().and_then(|a| a.get("io.containerd.image.name")).cloned();
     match reference {
-        Some(r) => entries.iter().find(|d| name(d).as_deref() == Some(r)).ok_or_else(|| {
-            let names: Vec<String> = entries.iter().filter_map(name).collect();
-            format!(
-                "no image named {r:?} in index.json (names there: {})",
-                if names.is_empty() { "none".into() } else { names.join(", ") }
-            )
-        }),
+        Some(r) => entries
+            .iter()
+            .find(|d| name(d).as_deref() == Some(r) || image_name(d).is_some_and(|n| docker::same_name(&n, r)))
+            .ok_or_else(|| {
+                let names: Vec<String> = entries.iter().filter_map(name).collect();
+                format!(
+                    "no image named {r:?} in index.json (names there: {})",
+                    if names.is_empty() { "none".into() } else { names.join(", ") }
+                )
+            }),
         None => match entries {
             [one] => Ok(one),
             [] => Err("index.json lists no image".to_string()),

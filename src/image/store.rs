@@ -1,5 +1,6 @@
-//! Where an OCI layout's files live: a directory, or a tar archive indexed once by entry
-//! offset so blobs are streamed straight from the file without unpacking it.
+//! Where an image's files live: a directory, or a tar archive indexed once by entry offset so
+//! blobs stream straight from the file without unpacking it. Blobs can also live elsewhere
+//! (`docker save`'s layer paths, layers compressed into the cache), found by digest.
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
@@ -14,10 +15,19 @@ use crate::types::Digest;
 pub type BlobReader = tokio::io::Take<tokio::fs::File>;
 
 #[derive(Debug)]
-pub(super) enum Store {
+enum Kind {
     Dir(PathBuf),
     /// Archive path and, per entry path, its data offset and size.
     Archive(PathBuf, HashMap<String, (u64, u64)>),
+}
+
+#[derive(Debug)]
+pub(super) struct Store {
+    kind: Kind,
+    /// Blobs at another path inside the layout (legacy `docker save`: `<id>/layer.tar`).
+    aliases: HashMap<Digest, String>,
+    /// Blobs in files of their own (layers compressed into the cache).
+    files: HashMap<Digest, PathBuf>,
 }
 
 impl Store {
@@ -26,7 +36,7 @@ impl Store {
             let what = if path.exists() { "is not a directory" } else { "does not exist" };
             return Err(ImageError::Layout { path: path.display().to_string(), what: what.into() });
         }
-        Ok(Store::Dir(path.to_path_buf()))
+        Ok(Store { kind: Kind::Dir(path.to_path_buf()), aliases: HashMap::new(), files: HashMap::new() })
     }
 
     pub fn archive(path: &Path) -> Result<Store, ImageError> {
@@ -42,12 +52,30 @@ impl Store {
             let name = entry.path().map_err(io)?.to_string_lossy().trim_start_matches("./").to_string();
             entries.insert(name, (entry.raw_file_position(), entry.size()));
         }
-        Ok(Store::Archive(path.to_path_buf(), entries))
+        Ok(Store { kind: Kind::Archive(path.to_path_buf(), entries), aliases: HashMap::new(), files: HashMap::new() })
     }
 
-    fn display(&self) -> String {
-        match self {
-            Store::Dir(p) | Store::Archive(p, _) => p.display().to_string(),
+    /// Whether the layout has this file.
+    pub fn has(&self, rel: &str) -> bool {
+        match &self.kind {
+            Kind::Dir(dir) => dir.join(rel).is_file(),
+            Kind::Archive(_, entries) => entries.contains_key(rel),
+        }
+    }
+
+    /// Finds the blob `digest` at `rel` instead of `blobs/sha256/<hex>`.
+    pub fn alias(&mut self, digest: Digest, rel: String) {
+        self.aliases.insert(digest, rel);
+    }
+
+    /// Finds the blob `digest` in a file of its own.
+    pub fn add_file(&mut self, digest: Digest, path: PathBuf) {
+        self.files.insert(digest, path);
+    }
+
+    pub fn display(&self) -> String {
+        match &self.kind {
+            Kind::Dir(p) | Kind::Archive(p, _) => p.display().to_string(),
         }
     }
 
@@ -55,40 +83,58 @@ impl Store {
         ImageError::Layout { path: self.display(), what }
     }
 
-    fn blob_path(digest: &Digest) -> String {
-        format!("blobs/sha256/{}", digest.hex())
+    fn blob_path(&self, digest: &Digest) -> String {
+        self.aliases.get(digest).cloned().unwrap_or_else(|| format!("blobs/sha256/{}", digest.hex()))
+    }
+
+    /// A reader over a file of the layout and its size.
+    fn open_rel(&self, rel: &str) -> Result<(Box<dyn Read>, u64), ImageError> {
+        let missing = || self.layout_error(format!("{rel} is missing"));
+        let io = |source| ImageError::Io { path: format!("{}/{rel}", self.display()), source };
+        match &self.kind {
+            Kind::Dir(dir) => {
+                let f = std::fs::File::open(dir.join(rel))
+                    .map_err(|e| if e.kind() == std::io::ErrorKind::NotFound { missing() } else { io(e) })?;
+                let size = f.metadata().map_err(io)?.len();
+                Ok((Box::new(f), size))
+            }
+            Kind::Archive(path, entries) => {
+                let (offset, size) = *entries.get(rel).ok_or_else(missing)?;
+                let mut f = std::fs::File::open(path).map_err(io)?;
+                f.seek(SeekFrom::Start(offset)).map_err(io)?;
+                Ok((Box::new(f.take(size)), size))
+            }
+        }
     }
 
     /// Reads a whole small file of the layout, refusing anything over `max` bytes.
     pub fn read_path(&self, rel: &str, max: u64) -> Result<Vec<u8>, ImageError> {
-        let missing = || self.layout_error(format!("{rel} is missing: not an OCI image layout"));
-        let io = |source| ImageError::Io { path: format!("{}/{rel}", self.display()), source };
-        let (mut reader, size): (Box<dyn Read>, u64) = match self {
-            Store::Dir(dir) => {
-                let p = dir.join(rel);
-                let f = std::fs::File::open(&p)
-                    .map_err(|e| if e.kind() == std::io::ErrorKind::NotFound { missing() } else { io(e) })?;
-                let size = f.metadata().map_err(io)?.len();
-                (Box::new(f), size)
-            }
-            Store::Archive(path, entries) => {
-                let (offset, size) = *entries.get(rel).ok_or_else(missing)?;
-                let mut f = std::fs::File::open(path).map_err(io)?;
-                f.seek(SeekFrom::Start(offset)).map_err(io)?;
-                (Box::new(f.take(size)), size)
-            }
-        };
+        let (mut reader, size) = self.open_rel(rel)?;
         if size > max {
             return Err(self.layout_error(format!("{rel} is {size} bytes, more than the {max} allowed for metadata")));
         }
         let mut buf = Vec::with_capacity(size as usize);
-        reader.read_to_end(&mut buf).map_err(io)?;
+        reader
+            .read_to_end(&mut buf)
+            .map_err(|source| ImageError::Io { path: format!("{}/{rel}", self.display()), source })?;
         Ok(buf)
+    }
+
+    /// A synchronous reader over a whole blob (for compressing it), and its size.
+    pub fn blob_reader(&self, digest: &Digest) -> Result<(Box<dyn Read>, u64), ImageError> {
+        if let Some(p) = self.files.get(digest) {
+            let io = |source| ImageError::Io { path: p.display().to_string(), source };
+            let f = std::fs::File::open(p).map_err(io)?;
+            let size = f.metadata().map_err(io)?.len();
+            return Ok((Box::new(f), size));
+        }
+        self.open_rel(&self.blob_path(digest))
     }
 
     /// Reads a small blob whole and checks its digest.
     pub fn read_blob(&self, digest: &Digest, max: u64) -> Result<Vec<u8>, ImageError> {
-        let bytes = self.read_path(&Self::blob_path(digest), max)?;
+        let rel = self.blob_path(digest);
+        let bytes = self.read_path(&rel, max)?;
         let actual = Digest::of(&bytes);
         if &actual != digest {
             return Err(ImageError::Corrupt { path: self.display(), digest: digest.clone(), actual });
@@ -98,17 +144,23 @@ impl Store {
 
     /// Opens a blob for streaming from `offset`, checking its size against the descriptor's.
     pub async fn open_blob(&self, digest: &Digest, size: u64, offset: u64) -> Result<BlobReader, ImageError> {
-        let rel = Self::blob_path(digest);
+        let rel = self.blob_path(digest);
         let io = |source| ImageError::Io { path: format!("{}/{rel}", self.display()), source };
-        let (file, start, actual) = match self {
-            Store::Dir(dir) => {
-                let f = tokio::fs::File::open(dir.join(&rel)).await.map_err(io)?;
-                let len = f.metadata().await.map_err(io)?.len();
-                (f, 0, len)
-            }
-            Store::Archive(path, entries) => {
-                let (offset, len) = *entries.get(&rel).ok_or_else(|| self.layout_error(format!("{rel} is missing")))?;
-                (tokio::fs::File::open(path).await.map_err(io)?, offset, len)
+        let (file, start, actual) = if let Some(p) = self.files.get(digest) {
+            let f = tokio::fs::File::open(p).await.map_err(io)?;
+            let len = f.metadata().await.map_err(io)?.len();
+            (f, 0, len)
+        } else {
+            match &self.kind {
+                Kind::Dir(dir) => {
+                    let f = tokio::fs::File::open(dir.join(&rel)).await.map_err(io)?;
+                    let len = f.metadata().await.map_err(io)?.len();
+                    (f, 0, len)
+                }
+                Kind::Archive(path, entries) => {
+                    let (at, len) = *entries.get(&rel).ok_or_else(|| self.layout_error(format!("{rel} is missing")))?;
+                    (tokio::fs::File::open(path).await.map_err(io)?, at, len)
+                }
             }
         };
         if actual != size {

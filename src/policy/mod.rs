@@ -106,6 +106,7 @@ pub struct ResolvedImage {
     /// Candidate registries in order of preference.
     pub candidates: Vec<ResolvedRegistry>,
     pub publish_to: PublishTo,
+    pub compression: crate::types::LayerCompression,
     pub pulls_per_month: Option<u64>,
     pub region: Option<String>,
     /// Where the image's entry starts (its `name`), for errors about the image as a whole.
@@ -411,6 +412,7 @@ pub fn resolve(policy: &Policy, file: &str, base_dir: &Path, ctx: &TemplateConte
             platforms_at,
             candidates,
             publish_to: img.publish_to.as_ref().map(|p| p.value).unwrap_or_default(),
+            compression: img.compression.as_ref().map(|c| c.value).unwrap_or_default(),
             pulls_per_month: img.pulls_per_month.as_ref().map(|p| p.value),
             region: img.region.as_ref().map(|r| r.value.clone()),
             at: (img.name.line, img.name.col),

@@ -297,8 +297,8 @@ impl RegistryKind {
 pub struct Image {
     /// The image's name: it is appended to the registry's repository.
     pub name: Located<String>,
-    /// Where CI left the image, in skopeo's transport syntax: `oci:DIR[:REF]` or
-    /// `oci-archive:FILE[:REF]`, relative to the policy file.
+    /// Where CI left the image, in skopeo's transport syntax: `oci:DIR[:REF]`,
+    /// `oci-archive:FILE[:REF]` or `docker-archive:FILE[:REF]`, relative to the policy file.
     pub source: Located<String>,
     /// Tags to push; each is a minijinja expression over `git` (`sha`, `short_sha`,
     /// `branch`, `tag`) and `env`.
@@ -319,6 +319,10 @@ pub struct Image {
     /// Expected pulls a month (each pulling the whole image, the worst case): checks free transfer.
     #[serde(default)]
     pub pulls_per_month: Option<Located<u64>>,
+    /// How the uncompressed layers of a legacy `docker save` archive are pushed: `gzip`
+    /// (default) or `none`.
+    #[serde(default)]
+    pub compression: Option<Located<crate::types::LayerCompression>>,
     /// Where the image runs, e.g. the RunPod data centre region (`EU-RO-1`).
     #[serde(default)]
     pub region: Option<Located<String>>,

@@ -291,6 +291,7 @@ pub fn publish(dir: &Path) -> Command {
         .env_remove("RUST_LOG")
         .env_remove("GITHUB_ACTIONS")
         .env("DOCKER_CONFIG", dir.join(".docker-config-none"))
+        .env("PUBLISH_CACHE_DIR", dir.join(".publish-cache"))
         .env("PUBLISH_RETRY_BASE_MS", "10")
         .stdin(Stdio::null());
     cmd

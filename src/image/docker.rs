@@ -1,0 +1,208 @@
+//! `docker-archive:FILE[:REF]`, what `docker save` writes: Docker 25+'s OCI layout inside the
+//! tar, or the legacy layout (`manifest.json`, a config file, `<id>/layer.tar` uncompressed).
+//! Legacy layers are compressed once, streaming, into a cache keyed by their uncompressed
+//! digest (diff_id), so a later push finds the compressed digest without compressing again.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest as _, Sha256};
+
+use super::store::Store;
+use super::{DOCKER_MANIFEST, ImageError, Manifest, config_platform};
+use crate::types::{Digest, LayerCompression};
+
+pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
+pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Entry {
+    config: String,
+    #[serde(default)]
+    repo_tags: Option<Vec<String>>,
+    layers: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Rootfs {
+    #[serde(default)]
+    diff_ids: Vec<Digest>,
+}
+
+#[derive(Deserialize)]
+struct ConfigDoc {
+    rootfs: Rootfs,
+}
+
+/// Whether `tag` (from RepoTags, or an OCI name annotation) names `reference` (`app:v1`,
+/// `library/app:v1` or `docker.io/library/app:v1` all name the same image).
+pub fn same_name(tag: &str, reference: &str) -> bool {
+    let norm = |s: &str| {
+        let (host, path) = crate::reference::split_host(s);
+        format!("{host}/{path}")
+    };
+    tag == reference || norm(tag) == norm(reference)
+}
+
+fn cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("PUBLISH_CACHE_DIR") {
+        return PathBuf::from(d);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("publish")
+}
+
+/// Reads a legacy `docker save` archive into a Docker v2 manifest, compressing its layers
+/// (or not) as asked.
+pub(super) fn open_legacy(
+    store: &mut Store,
+    reference: Option<&str>,
+    compression: LayerCompression,
+) -> Result<Manifest, ImageError> {
+    let entries: Vec<Entry> = serde_json::from_slice(&store.read_path("manifest.json", super::MAX_METADATA)?)
+        .map_err(|e| store.layout_error(format!("manifest.json is not docker save's manifest: {e}")))?;
+    let tags = |e: &Entry| e.repo_tags.clone().unwrap_or_default();
+    let entry = match reference {
+        Some(r) => entries.iter().find(|e| tags(e).iter().any(|t| same_name(t, r))).ok_or_else(|| {
+            let all: Vec<String> = entries.iter().flat_map(tags).collect();
+            store.layout_error(format!("no image tagged {r:?} in the archive (tags there: {})", all.join(", ")))
+        })?,
+        None => match entries.as_slice() {
+            [one] => one,
+            [] => return Err(store.layout_error("manifest.json lists no image".into())),
+            many => {
+                let all: Vec<String> = many.iter().flat_map(tags).collect();
+                return Err(store.layout_error(format!(
+                    "the archive holds {} images: name one as FILE:REF (tags: {})",
+                    many.len(),
+                    all.join(", ")
+                )));
+            }
+        },
+    };
+    let config = store.read_path(&entry.config, super::MAX_METADATA)?;
+    let config_digest = Digest::of(&config);
+    store.alias(config_digest.clone(), entry.config.clone());
+    let doc: ConfigDoc = serde_json::from_slice(&config)
+        .map_err(|e| store.layout_error(format!("{} is not an image config: {e}", entry.config)))?;
+    if doc.rootfs.diff_ids.len() != entry.layers.len() {
+        return Err(store.layout_error(format!(
+            "the config lists {} layers, manifest.json {}",
+            doc.rootfs.diff_ids.len(),
+            entry.layers.len()
+        )));
+    }
+    let mut layers = Vec::new();
+    for (path, diff_id) in entry.layers.iter().zip(&doc.rootfs.diff_ids) {
+        store.alias(diff_id.clone(), path.clone());
+        let (media_type, digest, size) = match compression {
+            LayerCompression::None => {
+                let (_, size) = store.blob_reader(diff_id)?;
+                (DOCKER_LAYER, diff_id.clone(), size)
+            }
+            LayerCompression::Gzip => {
+                let (digest, size, file) = compressed(store, diff_id, path)?;
+                store.add_file(digest.clone(), file);
+                (DOCKER_LAYER_GZIP, digest, size)
+            }
+        };
+        layers.push(json!({"mediaType": media_type, "size": size, "digest": digest.as_str()}));
+    }
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": DOCKER_MANIFEST,
+        "config": {"mediaType": DOCKER_CONFIG, "size": config.len(), "digest": config_digest.as_str()},
+        "layers": layers
+    })
+    .to_string()
+    .into_bytes();
+    let doc: super::ManifestDoc = serde_json::from_slice(&manifest).map_err(|e| store.layout_error(e.to_string()))?;
+    let mut m = Manifest {
+        digest: Digest::of(&manifest),
+        media_type: DOCKER_MANIFEST.into(),
+        bytes: manifest,
+        platform: None,
+        config: doc.config,
+        layers: doc.layers,
+    };
+    m.platform = config_platform(store, &m)?;
+    Ok(m)
+}
+
+/// The gzip of a layer, from the cache or made now (streaming: uncompressed bytes are hashed
+/// against the diff_id as they are compressed).
+fn compressed(store: &Store, diff_id: &Digest, path: &str) -> Result<(Digest, u64, PathBuf), ImageError> {
+    let dir = cache_dir();
+    let io = |source| ImageError::Io { path: dir.display().to_string(), source };
+    let map = dir.join("gzip").join(diff_id.hex());
+    if let Ok(line) = std::fs::read_to_string(&map)
+        && let Some((d, s)) = line.trim().split_once(' ')
+        && let (Ok(digest), Ok(size)) = (d.parse::<Digest>(), s.parse::<u64>())
+    {
+        let file = dir.join("blobs").join(digest.hex());
+        if std::fs::metadata(&file).is_ok_and(|m| m.len() == size) {
+            tracing::debug!(layer = path, %digest, "compressed layer found in the cache");
+            return Ok((digest, size, file));
+        }
+    }
+    std::fs::create_dir_all(dir.join("gzip")).map_err(io)?;
+    std::fs::create_dir_all(dir.join("blobs")).map_err(io)?;
+    tracing::info!(layer = path, "compressing (gzip)");
+    let tmp = dir.join("blobs").join(format!(".tmp-{}-{}", diff_id.hex(), std::process::id()));
+    let out = std::fs::File::create(&tmp).map_err(io)?;
+    let mut encoder =
+        GzEncoder::new(HashingWriter { inner: out, hasher: Sha256::new(), written: 0 }, Compression::default());
+    let (mut reader, _) = store.blob_reader(diff_id)?;
+    let mut uncompressed = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = reader.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        uncompressed.update(&buf[..n]);
+        encoder.write_all(&buf[..n]).map_err(io)?;
+    }
+    let actual = Digest::from_sha256(&uncompressed.finalize());
+    if &actual != diff_id {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(ImageError::Corrupt {
+            path: format!("{}:{path}", store.display()),
+            digest: diff_id.clone(),
+            actual,
+        });
+    }
+    let w = encoder.finish().map_err(io)?;
+    let digest = Digest::from_sha256(&w.hasher.finalize());
+    let file = dir.join("blobs").join(digest.hex());
+    std::fs::rename(&tmp, &file).map_err(io)?;
+    std::fs::write(&map, format!("{digest} {}\n", w.written)).map_err(io)?;
+    Ok((digest, w.written, file))
+}
+
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    written: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}

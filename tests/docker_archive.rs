@@ -1,0 +1,157 @@
+//! `docker-archive:` sources, as `docker save` writes them: the legacy layout (uncompressed
+//! layers, gzip-compressed on the way through a cache) and Docker 25+'s OCI layout inside the
+//! tar; checked with skopeo and by decompressing what the registry holds.
+
+mod support;
+
+use std::io::Read;
+use std::path::Path;
+
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+use support::image::{bytes, write_archive, write_layout};
+use support::{Registry, RegistryOptions, publish, run, text};
+
+fn sha(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+/// Writes what `docker save app:v1` writes in the legacy layout; returns the layers' diff_ids.
+fn docker_save_legacy(path: &Path, seed: u64, sizes: &[usize]) -> Vec<String> {
+    let mut tar = tar::Builder::new(std::fs::File::create(path).unwrap());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, name, data).unwrap();
+    };
+    let layers: Vec<Vec<u8>> = sizes.iter().enumerate().map(|(i, n)| bytes(seed * 100 + i as u64, *n)).collect();
+    let diff_ids: Vec<String> = layers.iter().map(|l| sha(l)).collect();
+    let config = json!({"architecture": "amd64", "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": diff_ids}}).to_string();
+    let config_name = format!("{}.json", &sha(config.as_bytes())[7..]);
+    add(&config_name, config.as_bytes());
+    let mut paths = Vec::new();
+    for (i, l) in layers.iter().enumerate() {
+        let p = format!("layer{i:02}/layer.tar");
+        add(&p, l);
+        paths.push(p);
+    }
+    let manifest = json!([{"Config": config_name, "RepoTags": ["app:v1"], "Layers": paths}]).to_string();
+    add("manifest.json", manifest.as_bytes());
+    diff_ids
+}
+
+fn curl_blob(reg: &Registry, repo: &str, digest: &str) -> Vec<u8> {
+    let out = std::process::Command::new("curl")
+        .arg("-sSf")
+        .arg(format!("http://{}/v2/{repo}/blobs/{digest}", reg.host))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
+
+#[test]
+fn legacy_docker_save_is_pushed_with_gzip_layers_and_the_cache_spares_a_second_compression() {
+    let reg = Registry::start(RegistryOptions::default());
+    let work = tempfile::tempdir().unwrap();
+    let diff_ids = docker_save_legacy(&work.path().join("app.tar"), 1, &[300_000, 1_000_000]);
+    let cache = work.path().join("cache");
+    let push = |tag: &str| {
+        let out = run(publish(work.path())
+            .args([
+                "push",
+                "docker-archive:app.tar:app:v1",
+                &format!("docker://{}/ml/app:{tag}", reg.host),
+                "--insecure",
+                "-o",
+                "json",
+            ])
+            .env("PUBLISH_CACHE_DIR", &cache));
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+        (serde_json::from_str::<Value>(&stdout).unwrap(), stderr)
+    };
+    let (json, stderr) = push("v1");
+    assert_eq!(stderr.matches("compressing (gzip)").count(), 2, "{stderr}");
+    let digest = json["images"][0]["targets"][0]["digest"].as_str().unwrap().to_string();
+
+    // skopeo reads back exactly the manifest we pushed, with gzip layers.
+    let raw = reg.inspect(&format!("{}/ml/app:v1", reg.host), true).stdout;
+    assert_eq!(sha(&raw), digest);
+    let manifest: Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(manifest["mediaType"], "application/vnd.docker.distribution.manifest.v2+json");
+    for (layer, diff_id) in manifest["layers"].as_array().unwrap().iter().zip(&diff_ids) {
+        assert_eq!(layer["mediaType"], "application/vnd.docker.image.rootfs.diff.tar.gzip");
+        let blob = curl_blob(&reg, "ml/app", layer["digest"].as_str().unwrap());
+        let mut plain = Vec::new();
+        flate2::read::GzDecoder::new(&blob[..]).read_to_end(&mut plain).unwrap();
+        assert_eq!(&sha(&plain), diff_id, "the layer decompresses to what docker saved");
+    }
+    let info: Value = serde_json::from_slice(&reg.inspect(&format!("{}/ml/app:v1", reg.host), false).stdout).unwrap();
+    assert_eq!(info["Architecture"], "amd64");
+
+    // Again, to a new tag: the cache gives the compressed digests, nothing is compressed or sent.
+    let (json, stderr) = push("v2");
+    assert!(!stderr.contains("compressing"), "{stderr}");
+    assert_eq!(json["images"][0]["targets"][0]["digest"], digest.as_str());
+    assert_eq!(json["images"][0]["targets"][0]["bytes_sent"], 0);
+}
+
+#[test]
+fn legacy_layers_can_go_uncompressed_and_a_wrong_tag_is_named() {
+    let reg = Registry::start(RegistryOptions::default());
+    let work = tempfile::tempdir().unwrap();
+    let diff_ids = docker_save_legacy(&work.path().join("app.tar"), 2, &[50_000]);
+    std::fs::write(
+        work.path().join("publish.yaml"),
+        format!(
+            "version: 1\nregistries:\n  home:\n    kind: registry\n    repository: {}/ml\n    insecure: true\nimages:\n  - name: app\n    source: docker-archive:app.tar:app:v1\n    compression: none\n",
+            reg.host
+        ),
+    )
+    .unwrap();
+    let out = run(publish(work.path()).arg("run").env("PUBLISH_CACHE_DIR", work.path().join("cache")));
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    let manifest: Value =
+        serde_json::from_slice(&reg.inspect(&format!("{}/ml/app:latest", reg.host), true).stdout).unwrap();
+    assert_eq!(manifest["layers"][0]["mediaType"], "application/vnd.docker.image.rootfs.diff.tar");
+    assert_eq!(manifest["layers"][0]["digest"], diff_ids[0].as_str());
+
+    let out = run(publish(work.path()).args([
+        "push",
+        "docker-archive:app.tar:other:v9",
+        &format!("docker://{}/ml/x:v1", reg.host),
+        "--insecure",
+    ]));
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr.contains("no image tagged \"other:v9\" in the archive (tags there: app:v1)"), "{stderr}");
+}
+
+#[test]
+fn docker_25_oci_layout_inside_the_tar_is_found_by_its_name() {
+    let reg = Registry::start(RegistryOptions::default());
+    let work = tempfile::tempdir().unwrap();
+    let image = write_layout(&work.path().join("layout"), 3, &[20_000, 7_000], "linux", "amd64", "v2");
+    // docker save (25+) names the image with containerd's annotation too.
+    let index_path = image.dir.join("index.json");
+    let mut index: Value = serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    index["manifests"][0]["annotations"]["io.containerd.image.name"] = json!("docker.io/library/app:v2");
+    std::fs::write(&index_path, index.to_string()).unwrap();
+    std::fs::write(image.dir.join("manifest.json"), "[]").unwrap();
+    write_archive(&image.dir, &work.path().join("app.tar"));
+    let out = run(publish(work.path()).args([
+        "push",
+        "docker-archive:app.tar:app:v2",
+        &format!("docker://{}/ml/app:v2", reg.host),
+        "--insecure",
+        "-o",
+        "json",
+    ]));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let raw = reg.inspect(&format!("{}/ml/app:v2", reg.host), true).stdout;
+    assert_eq!(sha(&raw), image.manifest_digest, "pushed byte for byte as saved");
+}
