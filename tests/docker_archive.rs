@@ -155,3 +155,90 @@ fn docker_25_oci_layout_inside_the_tar_is_found_by_its_name() {
     let raw = reg.inspect(&format!("{}/ml/app:v2", reg.host), true).stdout;
     assert_eq!(sha(&raw), image.manifest_digest, "pushed byte for byte as saved");
 }
+
+/// A Docker Engine stand-in on a unix socket: answers the image-export call with a real
+/// `docker save` archive (chunked, as the daemon streams it) and 404 for other images.
+fn fake_daemon(dir: &Path, archive: Vec<u8>) -> std::path::PathBuf {
+    use std::io::{BufRead, BufReader, Write};
+    let socket = dir.join("docker.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut out = stream.try_clone().unwrap();
+            let mut reader = BufReader::new(stream);
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            loop {
+                let mut h = String::new();
+                reader.read_line(&mut h).unwrap();
+                if h.trim().is_empty() {
+                    break;
+                }
+            }
+            if line.starts_with("GET /images/app:v1/get ") {
+                write!(out, "HTTP/1.1 200 OK\r\nContent-Type: application/x-tar\r\nTransfer-Encoding: chunked\r\n\r\n")
+                    .unwrap();
+                for chunk in archive.chunks(100_000) {
+                    write!(out, "{:x}\r\n", chunk.len()).unwrap();
+                    out.write_all(chunk).unwrap();
+                    write!(out, "\r\n").unwrap();
+                }
+                write!(out, "0\r\n\r\n").unwrap();
+            } else {
+                let body = r#"{"message":"reference does not exist"}"#;
+                write!(
+                    out,
+                    "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .unwrap();
+            }
+        }
+    });
+    socket
+}
+
+#[test]
+fn docker_daemon_images_are_exported_through_the_engine_api() {
+    let reg = Registry::start(RegistryOptions::default());
+    let work = tempfile::tempdir().unwrap();
+    docker_save_legacy(&work.path().join("app.tar"), 4, &[80_000, 20_000]);
+    let socket = fake_daemon(work.path(), std::fs::read(work.path().join("app.tar")).unwrap());
+    let host = format!("unix://{}", socket.display());
+    let out = run(publish(work.path())
+        .args([
+            "push",
+            "docker-daemon:app:v1",
+            &format!("docker://{}/ml/app:daemon", reg.host),
+            "--insecure",
+            "-o",
+            "json",
+        ])
+        .env("DOCKER_HOST", &host));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let from_daemon = serde_json::from_str::<Value>(&stdout).unwrap()["images"][0]["digest"].clone();
+    // The same image as pushing the archive docker saved.
+    let out = run(publish(work.path()).args([
+        "push",
+        "docker-archive:app.tar",
+        &format!("docker://{}/ml/app:file", reg.host),
+        "--insecure",
+        "-o",
+        "json",
+    ]));
+    let from_file = serde_json::from_str::<Value>(&text(&out).0).unwrap()["images"][0]["digest"].clone();
+    assert_eq!(from_daemon, from_file);
+    assert_eq!(sha(&reg.inspect(&format!("{}/ml/app:daemon", reg.host), true).stdout), from_daemon.as_str().unwrap());
+    assert!(
+        std::fs::read_dir(work.path().join(".publish-cache/exports")).map(|d| d.count()).unwrap_or(0) == 0,
+        "the export is removed"
+    );
+
+    let out = run(publish(work.path())
+        .args(["push", "docker-daemon:missing", &format!("docker://{}/ml/x:v1", reg.host), "--insecure"])
+        .env("DOCKER_HOST", &host));
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr.contains("the Docker daemon answered 404: reference does not exist"), "{stderr}");
+}

@@ -50,7 +50,8 @@ pub fn same_name(tag: &str, reference: &str) -> bool {
     tag == reference || norm(tag) == norm(reference)
 }
 
-fn cache_dir() -> PathBuf {
+/// Where compressed layers and daemon exports are kept.
+pub fn cache_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("PUBLISH_CACHE_DIR") {
         return PathBuf::from(d);
     }

@@ -3,6 +3,7 @@
 //! blobs. Layers are never held in memory; only manifests and configs (bounded) are read
 //! whole. Knows nothing of registries or policies.
 
+pub mod daemon;
 pub mod docker;
 mod store;
 
@@ -39,11 +40,17 @@ pub enum Transport {
         path: PathBuf,
         reference: Option<String>,
     },
+    /// An image in the local Docker daemon, exported through its API.
+    DockerDaemon {
+        name: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    #[error("unknown transport in {0:?}: expected oci:DIR[:REF], oci-archive:FILE[:REF] or docker-archive:FILE[:REF]")]
+    #[error(
+        "unknown transport in {0:?}: expected oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF] or docker-daemon:NAME[:TAG]"
+    )]
     Transport(String),
     #[error("{path}: {what}")]
     Layout { path: String, what: String },
@@ -57,6 +64,13 @@ impl Transport {
     /// Parses `oci:DIR[:REF]` / `oci-archive:FILE[:REF]`; relative paths are taken from `base`.
     pub fn parse(s: &str, base: &Path) -> Result<Self, ImageError> {
         let (kind, rest) = s.split_once(':').ok_or_else(|| ImageError::Transport(s.to_string()))?;
+        if kind == "docker-daemon" {
+            return if rest.is_empty() {
+                Err(ImageError::Transport(s.to_string()))
+            } else {
+                Ok(Transport::DockerDaemon { name: rest.to_string() })
+            };
+        }
         // As in skopeo: the path ends at the first ':'.
         let (path, reference) = match rest.split_once(':') {
             Some((p, r)) if !r.is_empty() => (p, Some(r.to_string())),
@@ -154,6 +168,8 @@ pub struct Image {
     pub root: Manifest,
     /// Image manifests of an index, in index order (empty for a single image).
     pub children: Vec<Manifest>,
+    /// The daemon's export this image reads from, removed with the image.
+    _export: Option<daemon::TempFile>,
 }
 
 impl Image {
@@ -174,10 +190,23 @@ impl Image {
             Transport::DockerArchive { path, reference } => {
                 (Store::archive(path)?, reference, format!("docker-archive:{}", path.display()), true)
             }
+            Transport::DockerDaemon { name } => {
+                let tagged = if name.rsplit('/').next().is_some_and(|last| last.contains(':') || last.contains('@')) {
+                    name.clone()
+                } else {
+                    format!("{name}:latest")
+                };
+                let file = daemon::export(&tagged, &docker::cache_dir().join("exports"))?;
+                let archive = Transport::DockerArchive { path: file.0.clone(), reference: Some(tagged) };
+                let mut image = Self::open_with(&archive, compression)?;
+                image.source = format!("docker-daemon:{name}");
+                image._export = Some(file);
+                return Ok(image);
+            }
         };
         if docker && !store.has("oci-layout") {
             let root = docker::open_legacy(&mut store, reference.as_deref(), compression)?;
-            return Ok(Image { source, store, root, children: Vec::new() });
+            return Ok(Image { source, store, root, children: Vec::new(), _export: None });
         }
         let layout: serde_json::Value = serde_json::from_slice(&store.read_path("oci-layout", 64 * 1024)?)
             .map_err(|e| store.layout_error(format!("oci-layout is not JSON: {e}")))?;
@@ -207,7 +236,7 @@ impl Image {
         for child in children.iter_mut().filter(|c| c.platform.is_none()) {
             child.platform = config_platform(&store, child)?;
         }
-        Ok(Image { source, store, root, children })
+        Ok(Image { source, store, root, children, _export: None })
     }
 
     /// Every image manifest: the children of an index, or the root itself.

@@ -1,0 +1,130 @@
+//! `docker-daemon:NAME[:TAG]`: the Docker Engine API's image export (`GET /images/NAME/get`)
+//! over its unix socket (`DOCKER_HOST=unix://…`, default `/var/run/docker.sock`), streamed to
+//! a temporary docker-archive on disk, never into memory, then read as one.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use super::ImageError;
+
+/// A file removed when dropped.
+#[derive(Debug)]
+pub struct TempFile(pub PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn socket_path() -> Result<PathBuf, String> {
+    match std::env::var("DOCKER_HOST") {
+        Ok(h) if !h.is_empty() => h
+            .strip_prefix("unix://")
+            .map(PathBuf::from)
+            .ok_or_else(|| format!("DOCKER_HOST={h}: only unix:// sockets are supported for docker-daemon:")),
+        _ => Ok(PathBuf::from("/var/run/docker.sock")),
+    }
+}
+
+/// Exports `name` from the daemon into a temporary file in `dir`.
+pub fn export(name: &str, dir: &Path) -> Result<TempFile, ImageError> {
+    let err = |what: String| ImageError::Layout { path: format!("docker-daemon:{name}"), what };
+    let socket = socket_path().map_err(err)?;
+    let mut stream = UnixStream::connect(&socket)
+        .map_err(|e| err(format!("cannot reach the Docker daemon at {}: {e}", socket.display())))?;
+    let escaped: String = name.chars().map(|c| if c == '/' { "%2F".to_string() } else { c.to_string() }).collect();
+    write!(
+        stream,
+        "GET /images/{escaped}/get HTTP/1.1\r\nHost: docker\r\nUser-Agent: {}\r\nConnection: close\r\n\r\n",
+        crate::http::USER_AGENT
+    )
+    .map_err(|e| err(format!("writing to the Docker daemon: {e}")))?;
+    let mut reader = BufReader::new(stream);
+    let mut status = String::new();
+    reader.read_line(&mut status).map_err(|e| err(format!("reading the Docker daemon's answer: {e}")))?;
+    let code: u16 = status.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let mut chunked = false;
+    let mut length = None;
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h).map_err(|e| err(e.to_string()))?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            match k.trim().to_ascii_lowercase().as_str() {
+                "transfer-encoding" => chunked = v.trim().eq_ignore_ascii_case("chunked"),
+                "content-length" => length = v.trim().parse::<u64>().ok(),
+                _ => {}
+            }
+        }
+    }
+    let mut body: Box<dyn Read> = if chunked {
+        Box::new(Chunked { inner: reader, left: 0, done: false })
+    } else {
+        match length {
+            Some(n) => Box::new(reader.take(n)),
+            None => Box::new(reader),
+        }
+    };
+    if code != 200 {
+        let mut text = String::new();
+        let _ = body.take(2000).read_to_string(&mut text);
+        let message = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
+            .unwrap_or(text);
+        return Err(err(format!("the Docker daemon answered {code}: {}", message.trim())));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
+    let path = dir.join(format!("export-{}-{}.tar", std::process::id(), name.replace(['/', ':'], "_")));
+    let file = TempFile(path);
+    let mut out = std::fs::File::create(&file.0).map_err(|e| err(format!("cannot write {}: {e}", file.0.display())))?;
+    std::io::copy(&mut body, &mut out).map_err(|e| err(format!("exporting from the Docker daemon: {e}")))?;
+    Ok(file)
+}
+
+/// HTTP/1.1 chunked transfer decoding.
+struct Chunked<R> {
+    inner: R,
+    left: u64,
+    done: bool,
+}
+
+impl<R: BufRead> Read for Chunked<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.done {
+            return Ok(0);
+        }
+        if self.left == 0 {
+            let mut line = String::new();
+            self.inner.read_line(&mut line)?;
+            if line.trim().is_empty() {
+                // The CRLF after the previous chunk.
+                line.clear();
+                self.inner.read_line(&mut line)?;
+            }
+            let size = u64::from_str_radix(line.trim().split(';').next().unwrap_or("0"), 16).map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, "bad chunk size from the Docker daemon")
+            })?;
+            if size == 0 {
+                self.done = true;
+                return Ok(0);
+            }
+            self.left = size;
+        }
+        let want = buf.len().min(self.left as usize);
+        let n = self.inner.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the Docker daemon's export ended early",
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
