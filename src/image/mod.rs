@@ -368,7 +368,16 @@ mod tests {
             Transport::parse("oci-archive:/abs/x.tar", base).unwrap(),
             Transport::OciArchive { path: "/abs/x.tar".into(), reference: None }
         );
-        assert!(Transport::parse("docker-daemon:x", base).is_err());
+        assert_eq!(
+            Transport::parse("docker-daemon:ghcr.io/o/app:v1", base).unwrap(),
+            Transport::DockerDaemon { name: "ghcr.io/o/app:v1".into() }
+        );
+        assert_eq!(
+            Transport::parse("docker-archive:app.tar:app:v1", base).unwrap(),
+            Transport::DockerArchive { path: "/p/app.tar".into(), reference: Some("app:v1".into()) }
+        );
+        assert!(Transport::parse("dir:x", base).is_err());
+        assert!(Transport::parse("docker-daemon:", base).is_err());
         assert!(Transport::parse("build/img", base).is_err());
     }
 }
