@@ -47,6 +47,8 @@ pub struct PolicyArgs {
 pub struct PushArgs {
     pub source: String,
     pub destination: String,
+    /// Read a `docker://` source over plain HTTP (loopback only).
+    pub src_insecure: bool,
     /// PATCH chunks of this size instead of one streaming PUT.
     pub chunk_size: Option<crate::types::ByteSize>,
     pub registry: RegistryArgs,
@@ -150,7 +152,7 @@ pub async fn execute(request: Request) -> anyhow::Result<Exit> {
             Ok(Exit::Success)
         }
         Request::Check(args) => {
-            let (resolved, images) = load(&args.policy)?;
+            let (resolved, images) = load(&args.policy).await?;
             plan::build(&resolved, &images, &MeasuredUsage::new())?;
             let result = serde_json::json!({"status": "ok", "policy": resolved.file});
             if let Some(a) = &actions {
@@ -164,7 +166,7 @@ pub async fn execute(request: Request) -> anyhow::Result<Exit> {
             Ok(Exit::Success)
         }
         Request::Plan(args) => {
-            let (resolved, images) = load(&args.policy)?;
+            let (resolved, images) = load(&args.policy).await?;
             let measured = if args.measure { measure_usage(&resolved, true).await } else { MeasuredUsage::new() };
             let plan = plan::build(&resolved, &images, &measured)?;
             if args.matrix {
@@ -178,7 +180,7 @@ pub async fn execute(request: Request) -> anyhow::Result<Exit> {
             Ok(Exit::Success)
         }
         Request::Run(args) => {
-            let (resolved, images) = load(&args.policy)?;
+            let (resolved, images) = load(&args.policy).await?;
             let measured = measure_usage(&resolved, false).await;
             let mut plan = plan::build(&resolved, &images, &measured)?;
             if let Some(only) = &args.only {
@@ -251,14 +253,75 @@ fn exit_for_report(report: &RunReport) -> Exit {
     }
 }
 
-/// Loads, resolves and opens everything the policy names; all offline.
-pub fn load(path: &Path) -> anyhow::Result<(Resolved, Vec<Image>)> {
+/// Loads, resolves and opens everything the policy names: offline, but for `docker://`
+/// sources, whose manifests are read from their registry.
+pub async fn load(path: &Path) -> anyhow::Result<(Resolved, Vec<Image>)> {
     let (policy, file) = policy::load(path)?;
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let ctx = template_context(dir);
     let resolved = policy::resolve(&policy, &file, dir, &ctx)?;
-    let images = plan::open_sources(&resolved)?;
+    let mut images = Vec::new();
+    let mut errors = Vec::new();
+    for (i, img) in resolved.images.iter().enumerate() {
+        let access = |host: &str| source_access(&resolved, host);
+        match open_image(&img.source, &img.base_dir, img.compression, &access).await {
+            Ok(image) => images.push(image),
+            Err(message) => errors.push(plan::source_diagnostic(&resolved, i, message)),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Diagnostics(errors).into());
+    }
     Ok((resolved, images))
+}
+
+/// How to reach a source registry: plain HTTP or not, an extra CA, credentials.
+#[derive(Debug, Clone, Default)]
+struct SourceAccess {
+    insecure: bool,
+    ca_file: Option<PathBuf>,
+    credential: Option<Credential>,
+}
+
+/// A source registry that is also one of the policy's registries is reached the same way;
+/// otherwise over HTTPS with Docker's credentials.
+fn source_access(resolved: &Resolved, host: &str) -> SourceAccess {
+    let known = resolved.images.iter().flat_map(|i| &i.candidates).find(|r| r.host == host);
+    let credential = known
+        .and_then(|r| r.credentials.as_ref())
+        .and_then(|c| {
+            std::env::var(&c.password_env)
+                .ok()
+                .map(|p| Credential { username: c.username.clone(), password: Secret::new(p) })
+        })
+        .or_else(|| docker_config_credential(host));
+    SourceAccess {
+        insecure: known.is_some_and(|r| r.insecure),
+        ca_file: known.and_then(|r| r.ca_file.clone()),
+        credential,
+    }
+}
+
+/// Opens a source in skopeo's transport syntax; `docker://` through the registry client.
+async fn open_image(
+    source: &str,
+    base: &Path,
+    compression: crate::types::LayerCompression,
+    access: &dyn Fn(&str) -> SourceAccess,
+) -> Result<Image, String> {
+    let transport = Transport::parse(source, base).map_err(|e| e.to_string())?;
+    match &transport {
+        Transport::Registry { reference } => {
+            let r = Reference::parse(reference).map_err(|e| format!("{reference:?}: {e}"))?;
+            let a = access(&r.host);
+            let endpoint = Endpoint { host: r.host.clone(), insecure: a.insecure };
+            let client =
+                Client::new(&endpoint, &r.repository, a.ca_file.as_deref(), a.credential, RetryPolicy::default())
+                    .map_err(|e| e.to_string())?;
+            crate::registry::remote::open(&r, client).await.map_err(|e| e.to_string())
+        }
+        _ => Image::open_with(&transport, compression).map_err(|e| e.to_string()),
+    }
 }
 
 /// `git` facts for tag templates: from GitHub Actions' variables, else from `git` itself.
@@ -440,7 +503,7 @@ async fn sync_templates(
 }
 
 async fn runpod_command(args: RunPodArgs) -> anyhow::Result<Exit> {
-    let (resolved, images) = load(&args.policy.policy)?;
+    let (resolved, images) = load(&args.policy.policy).await?;
     let plan = plan::build(&resolved, &images, &MeasuredUsage::new())?;
     if resolved.runpod.as_ref().is_none_or(|rp| rp.templates.is_empty()) {
         return Err(UsageError(format!("{}: no runpod: templates to work on", resolved.file)).into());
@@ -916,8 +979,15 @@ async fn push_one(args: PushArgs) -> anyhow::Result<Exit> {
     })?;
     let reference = Reference::parse(dst).map_err(|e| UsageError(format!("destination {dst:?}: {e}")))?;
     let credential = cli_credential(&reference, &args.registry)?;
-    let transport = Transport::parse(&args.source, Path::new(".")).map_err(|e| UsageError(e.to_string()))?;
-    let image = Image::open(&transport).map_err(|e| UsageError(format!("source {}: {e}", args.source)))?;
+    let src_insecure = args.src_insecure;
+    let access = move |host: &str| SourceAccess {
+        insecure: src_insecure && crate::reference::is_loopback_host(host),
+        ca_file: None,
+        credential: docker_config_credential(host),
+    };
+    let image = open_image(&args.source, Path::new("."), crate::types::LayerCompression::default(), &access)
+        .await
+        .map_err(|e| UsageError(format!("source {}: {e}", args.source)))?;
     if let Some(d) = &reference.digest
         && d != &image.root.digest
     {

@@ -155,10 +155,14 @@ pub struct RunCmd {
 
 #[derive(Debug, Args)]
 pub struct PushCmd {
-    /// Source image: oci:DIR[:REF], oci-archive:FILE[:REF] or docker-archive:FILE[:REF].
+    /// Source image: oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF],
+    /// docker-daemon:NAME[:TAG] or docker://HOST/REPO[:TAG|@DIGEST].
     pub source: String,
     /// Destination: docker://HOST/REPOSITORY[:TAG].
     pub destination: String,
+    /// Read a docker:// source over plain HTTP (loopback registries only).
+    #[arg(long)]
+    pub src_insecure: bool,
     /// Upload in PATCH chunks of this size (e.g. 8MiB), resumable where the registry allows.
     #[arg(long, value_parser = parse_size)]
     pub chunk_size: Option<crate::types::ByteSize>,
@@ -199,6 +203,7 @@ impl Cli {
             (Some(Cmd::Push(p)), _) => Request::Push(PushArgs {
                 source: p.source,
                 destination: p.destination,
+                src_insecure: p.src_insecure,
                 chunk_size: p.chunk_size,
                 registry: p.registry.into(),
                 output,

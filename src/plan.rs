@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::image::{Image, Transport};
+use crate::image::Image;
 use crate::policy::{Diagnostic, Diagnostics, RegistryKind, Resolved, ResolvedImage, ResolvedRegistry, Visibility};
 use crate::select::{self, Candidate, ImageFacts, Usage, Verdict, VerdictKind, catalog};
 use crate::types::{ByteSize, Digest, Platform};
@@ -81,32 +81,27 @@ impl TargetPlan {
     }
 }
 
-/// Opens every image's source, turning failures into diagnostics at the `source` field.
-pub fn open_sources(resolved: &Resolved) -> Result<Vec<Image>, Diagnostics> {
-    let mut images = Vec::new();
-    let mut errors = Vec::new();
-    for (i, img) in resolved.images.iter().enumerate() {
-        let opened = Transport::parse(&img.source, &img.base_dir).and_then(|t| Image::open_with(&t, img.compression));
-        match opened {
-            Ok(image) => images.push(image),
-            Err(e) => errors.push(Diagnostic {
-                file: resolved.file.clone(),
-                line: img.source.line.max(1),
-                col: img.source.col.max(1),
-                field: format!("images[{i}].source"),
-                message: e.to_string(),
-                hint: Some(hint_for_source(&img.source)),
-            }),
-        }
+/// A source that could not be opened, as a diagnostic at image `i`'s `source` field.
+pub fn source_diagnostic(resolved: &Resolved, i: usize, message: String) -> Diagnostic {
+    let img = &resolved.images[i];
+    Diagnostic {
+        file: resolved.file.clone(),
+        line: img.source.line.max(1),
+        col: img.source.col.max(1),
+        field: format!("images[{i}].source"),
+        message,
+        hint: Some(hint_for_source(&img.source)),
     }
-    if errors.is_empty() { Ok(images) } else { Err(Diagnostics(errors)) }
 }
 
 fn hint_for_source(source: &str) -> String {
-    if source.starts_with("oci:") || source.starts_with("oci-archive:") || source.starts_with("docker-archive:") {
+    if source.starts_with("docker://") {
+        "the registry must serve the image: check the reference and its credentials (Docker's config.json, or the policy's registry for that host)".into()
+    } else if source.starts_with("oci:") || source.starts_with("oci-archive:") || source.starts_with("docker-archive:")
+    {
         "paths are relative to the policy file; `skopeo copy docker-daemon:IMG oci:DIR` or `docker buildx build --output type=oci,dest=FILE` make one".into()
     } else {
-        "write oci:DIR[:REF], oci-archive:FILE[:REF] or docker-archive:FILE[:REF]".into()
+        "write oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF], docker-daemon:NAME[:TAG] or docker://HOST/REPO[:TAG]".into()
     }
 }
 

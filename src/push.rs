@@ -102,13 +102,22 @@ async fn push_inner(
     retry: RetryPolicy,
     out: &mut Outcome,
 ) -> Result<(), RegistryError> {
-    let client = Client::new(&dest.endpoint, &dest.path, dest.ca_file.as_deref(), dest.credential.clone(), retry)?
+    let mut client = Client::new(&dest.endpoint, &dest.path, dest.ca_file.as_deref(), dest.credential.clone(), retry)?
         .with_upload_mode(dest.upload);
+    // A source in another repository of the same registry: mount its blobs instead of copying.
+    let mount_from = image
+        .origin
+        .as_ref()
+        .filter(|(host, repo)| *host == dest.endpoint.host && *repo != dest.path)
+        .map(|(_, repo)| repo.clone());
+    if let Some(from) = &mount_from {
+        client = client.with_scope(&format!("repository:{}:pull,push repository:{from}:pull", dest.path));
+    }
     client.authenticate().await?;
 
     let blobs = image.blobs();
     let results: Vec<(bool, u64, u64)> =
-        futures_util::stream::iter(blobs.into_iter().map(|d| send_blob(&client, image, d)))
+        futures_util::stream::iter(blobs.into_iter().map(|d| send_blob(&client, image, d, mount_from.as_deref())))
             .buffer_unordered(CONCURRENCY)
             .try_collect()
             .await?;
@@ -136,14 +145,34 @@ async fn push_inner(
 
 /// Returns whether the blob was sent (false: it existed), the bytes that went out, and how
 /// many of them were sent twice.
-async fn send_blob(client: &Client, image: &Image, d: &Descriptor) -> Result<(bool, u64, u64), RegistryError> {
+async fn send_blob(
+    client: &Client,
+    image: &Image,
+    d: &Descriptor,
+    mount_from: Option<&str>,
+) -> Result<(bool, u64, u64), RegistryError> {
     if client.blob_exists(&d.digest).await? {
         tracing::info!(registry = client.registry(), digest = d.digest.short(), size = %ByteSize(d.size), "blob exists, skipped");
         return Ok((false, 0, 0));
     }
-    let stats = client
-        .upload_blob(&d.digest, d.size, |offset| async move { image.blob(d, offset).await.map_err(|e| e.to_string()) })
-        .await?;
+    if let Some(from) = mount_from {
+        // Registries that refuse (or do not know the repository) answer 202 or an error:
+        // the blob is then copied as usual.
+        match client.mount(&d.digest, from).await {
+            Ok(true) => {
+                tracing::info!(
+                    registry = client.registry(),
+                    digest = d.digest.short(),
+                    from,
+                    "blob mounted, not copied"
+                );
+                return Ok((false, 0, 0));
+            }
+            Ok(false) => tracing::debug!(digest = d.digest.short(), "mount refused: copying"),
+            Err(e) => tracing::debug!(digest = d.digest.short(), "mount failed ({e}): copying"),
+        }
+    }
+    let stats = client.upload_blob(&d.digest, d.size, |offset| image.blob(d, offset)).await?;
     tracing::info!(
         registry = client.registry(),
         digest = d.digest.short(),

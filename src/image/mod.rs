@@ -44,6 +44,10 @@ pub enum Transport {
     DockerDaemon {
         name: String,
     },
+    /// An image in a registry (`docker://HOST/REPO[:TAG|@DIGEST]`), copied blob by blob.
+    Registry {
+        reference: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +68,12 @@ impl Transport {
     /// Parses `oci:DIR[:REF]` / `oci-archive:FILE[:REF]`; relative paths are taken from `base`.
     pub fn parse(s: &str, base: &Path) -> Result<Self, ImageError> {
         let (kind, rest) = s.split_once(':').ok_or_else(|| ImageError::Transport(s.to_string()))?;
+        if kind == "docker" {
+            return match rest.strip_prefix("//") {
+                Some(r) if !r.is_empty() => Ok(Transport::Registry { reference: r.to_string() }),
+                _ => Err(ImageError::Transport(s.to_string())),
+            };
+        }
         if kind == "docker-daemon" {
             return if rest.is_empty() {
                 Err(ImageError::Transport(s.to_string()))
@@ -170,6 +180,22 @@ pub struct Image {
     pub children: Vec<Manifest>,
     /// The daemon's export this image reads from, removed with the image.
     _export: Option<daemon::TempFile>,
+    /// For an image read from a registry: where its blobs come from, and `(host, repository)`
+    /// so a push to the same registry can mount them instead of copying.
+    remote: Option<std::sync::Arc<dyn RemoteBlobs>>,
+    pub origin: Option<(String, String)>,
+}
+
+/// A stream of a blob's bytes.
+pub type BlobStream = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
+
+/// Where a remote image's blobs are read from (implemented by the registry client).
+pub trait RemoteBlobs: Send + Sync + std::fmt::Debug {
+    fn open<'a>(
+        &'a self,
+        digest: &'a Digest,
+        offset: u64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<BlobStream, String>> + Send + 'a>>;
 }
 
 impl Image {
@@ -190,6 +216,12 @@ impl Image {
             Transport::DockerArchive { path, reference } => {
                 (Store::archive(path)?, reference, format!("docker-archive:{}", path.display()), true)
             }
+            Transport::Registry { reference } => {
+                return Err(ImageError::Layout {
+                    path: format!("docker://{reference}"),
+                    what: "a registry source is opened through the registry client".into(),
+                });
+            }
             Transport::DockerDaemon { name } => {
                 let tagged = if name.rsplit('/').next().is_some_and(|last| last.contains(':') || last.contains('@')) {
                     name.clone()
@@ -206,7 +238,7 @@ impl Image {
         };
         if docker && !store.has("oci-layout") {
             let root = docker::open_legacy(&mut store, reference.as_deref(), compression)?;
-            return Ok(Image { source, store, root, children: Vec::new(), _export: None });
+            return Ok(Image { source, store, root, children: Vec::new(), _export: None, remote: None, origin: None });
         }
         let layout: serde_json::Value = serde_json::from_slice(&store.read_path("oci-layout", 64 * 1024)?)
             .map_err(|e| store.layout_error(format!("oci-layout is not JSON: {e}")))?;
@@ -236,7 +268,7 @@ impl Image {
         for child in children.iter_mut().filter(|c| c.platform.is_none()) {
             child.platform = config_platform(&store, child)?;
         }
-        Ok(Image { source, store, root, children, _export: None })
+        Ok(Image { source, store, root, children, _export: None, remote: None, origin: None })
     }
 
     /// Every image manifest: the children of an index, or the root itself.
@@ -274,9 +306,36 @@ impl Image {
         ByteSize(self.image_manifests().iter().flat_map(|m| m.layers.iter()).map(|d| d.size).max().unwrap_or(0))
     }
 
+    /// An image read from a registry: its manifests, and where its blobs come from.
+    pub fn from_remote(
+        source: String,
+        root: Manifest,
+        children: Vec<Manifest>,
+        remote: std::sync::Arc<dyn RemoteBlobs>,
+        origin: (String, String),
+    ) -> Image {
+        Image {
+            source,
+            store: Store::none(),
+            root,
+            children,
+            _export: None,
+            remote: Some(remote),
+            origin: Some(origin),
+        }
+    }
+
     /// A streaming reader over a blob's bytes from `offset`. The caller hashes what it reads.
-    pub async fn blob(&self, d: &Descriptor, offset: u64) -> Result<BlobReader, ImageError> {
-        self.store.open_blob(&d.digest, d.size, offset).await
+    pub async fn blob(&self, d: &Descriptor, offset: u64) -> Result<BlobStream, String> {
+        match &self.remote {
+            Some(remote) => remote.open(&d.digest, offset).await,
+            None => self
+                .store
+                .open_blob(&d.digest, d.size, offset)
+                .await
+                .map(|r| Box::new(r) as BlobStream)
+                .map_err(|e| e.to_string()),
+        }
     }
 }
 
@@ -308,6 +367,26 @@ fn select_entry<'a>(entries: &'a [Descriptor], reference: Option<&str>) -> Resul
                 ))
             }
         },
+    }
+}
+
+impl Manifest {
+    /// A manifest from its bytes (fetched from a registry), checked to be an image manifest
+    /// or index; `media_type` when the document does not say.
+    pub fn from_bytes(bytes: Vec<u8>, media_type: &str, platform: Option<Platform>) -> Result<Manifest, String> {
+        let digest = Digest::of(&bytes);
+        let doc: ManifestDoc =
+            serde_json::from_slice(&bytes).map_err(|e| format!("manifest {digest} is not valid JSON: {e}"))?;
+        let media_type = doc.media_type.clone().unwrap_or_else(|| media_type.to_string());
+        if ![OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST].contains(&media_type.as_str()) {
+            return Err(format!("manifest {digest} has media type {media_type:?}, not an image manifest or index"));
+        }
+        Ok(Manifest { digest, media_type, bytes, platform, config: doc.config, layers: doc.layers })
+    }
+
+    /// The manifests an index lists (empty for an image manifest).
+    pub fn entries(&self) -> Vec<Descriptor> {
+        serde_json::from_slice::<ManifestDoc>(&self.bytes).map(|d| d.manifests).unwrap_or_default()
     }
 }
 

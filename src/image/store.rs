@@ -39,6 +39,11 @@ impl Store {
         Ok(Store { kind: Kind::Dir(path.to_path_buf()), aliases: HashMap::new(), files: HashMap::new() })
     }
 
+    /// No files: an image whose blobs come from elsewhere (a registry).
+    pub fn none() -> Store {
+        Store { kind: Kind::Dir(PathBuf::new()), aliases: HashMap::new(), files: HashMap::new() }
+    }
+
     pub fn archive(path: &Path) -> Result<Store, ImageError> {
         let io = |source| ImageError::Io { path: path.display().to_string(), source };
         let file = std::fs::File::open(path).map_err(io)?;
