@@ -136,3 +136,46 @@ fn a_blob_that_keeps_failing_leaves_no_manifest() {
     let probe = reg.inspect(&format!("{}/ml/cut:never", reg.host), true);
     assert!(!probe.status.success(), "a manifest was written although its blob never arrived");
 }
+
+#[test]
+fn bad_gateways_throttling_and_an_expired_token_are_survived() {
+    use support::http_faults::{self, Rule};
+    let reg = support::Registry::start(support::RegistryOptions { htpasswd: true, ..Default::default() });
+    let proxy = http_faults::start(reg.backend_port);
+    let work = tempfile::tempdir().unwrap();
+    write_layout(&work.path().join("img-faults"), 97, &[6 * MIB as usize, 100_000], "linux", "amd64", "latest");
+    *proxy.rules.lock().unwrap() = vec![
+        Rule { method: "HEAD", path: "/blobs/", status: 429, headers: vec![("Retry-After", "1")], times: 1 },
+        Rule { method: "POST", path: "/blobs/uploads/", status: 502, headers: vec![], times: 2 },
+        // The credentials are refused once mid-upload, as when a token expires.
+        Rule {
+            method: "PUT",
+            path: "/blobs/uploads/",
+            status: 401,
+            headers: vec![("WWW-Authenticate", "Basic realm=\"test\"")],
+            times: 1,
+        },
+        Rule { method: "PUT", path: "/blobs/uploads/", status: 502, headers: vec![], times: 1 },
+    ];
+    let out = run(publish(work.path())
+        .args([
+            "push",
+            "oci:img-faults",
+            &format!("docker://127.0.0.1:{}/ml/faults:v1", proxy.port),
+            "--insecure",
+            "-o",
+            "json",
+        ])
+        .args(["--username", support::USER, "--password-env", "REG_PASSWORD"])
+        .env("REG_PASSWORD", support::PASSWORD));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let served = proxy.served.lock().unwrap().clone();
+    assert_eq!(served.len(), 5, "every fault was served: {served:?}");
+    let json: Value = serde_json::from_str(&stdout).unwrap();
+    let resent = json["images"][0]["targets"][0]["bytes_resent"].as_u64().unwrap();
+    println!("faults served: {}; bytes resent: {resent}", served.len());
+    assert!(resent <= 2 * 6 * MIB, "resent {resent}");
+    let probe = reg.inspect(&format!("{}/ml/faults:v1", reg.host), true);
+    assert!(probe.status.success(), "skopeo cannot read what was pushed through the faults");
+}

@@ -7,6 +7,7 @@
 pub mod fault_proxy;
 pub mod github;
 pub mod http;
+pub mod http_faults;
 pub mod image;
 pub mod runpod;
 pub mod sigstore;
