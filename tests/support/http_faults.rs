@@ -42,7 +42,10 @@ pub fn start(upstream: u16) -> HttpFaults {
     HttpFaults { port, rules, served }
 }
 
-fn read_head<R: BufRead>(r: &mut R) -> std::io::Result<Option<(String, Vec<(String, String)>)>> {
+/// A request or status line and its headers.
+type Head = (String, Vec<(String, String)>);
+
+fn read_head<R: BufRead>(r: &mut R) -> std::io::Result<Option<Head>> {
     let mut first = String::new();
     if r.read_line(&mut first)? == 0 {
         return Ok(None);
