@@ -260,6 +260,7 @@ pub async fn load(path: &Path) -> anyhow::Result<(Resolved, Vec<Image>)> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let ctx = template_context(dir);
     let resolved = policy::resolve(&policy, &file, dir, &ctx)?;
+    crate::http::configure(resolved.transfer);
     let mut images = Vec::new();
     let mut errors = Vec::new();
     for (i, img) in resolved.images.iter().enumerate() {

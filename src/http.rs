@@ -28,8 +28,8 @@ pub fn client(extra_ca: Option<&Path>) -> anyhow::Result<reqwest::Client> {
     });
     let mut builder = reqwest::Client::builder()
         .user_agent(USER_AGENT)
-        .connect_timeout(Duration::from_secs(30))
-        .read_timeout(Duration::from_secs(300))
+        .connect_timeout(settings().connect_timeout)
+        .read_timeout(settings().read_timeout)
         .redirect(policy);
     if let Some(ca) = extra_ca {
         let pem = std::fs::read(ca).map_err(|e| anyhow::anyhow!("cannot read CA file {}: {e}", ca.display()))?;
@@ -52,13 +52,48 @@ pub struct RetryPolicy {
     pub jitter: bool,
 }
 
+/// Transfer settings for the whole run (the policy's `transfer:`), set once at start.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    pub attempts: u32,
+    pub max_delay: Duration,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    /// Blobs uploaded at once to one registry.
+    pub concurrency: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            attempts: 4,
+            max_delay: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(300),
+            concurrency: 4,
+        }
+    }
+}
+
+static SETTINGS: std::sync::OnceLock<Settings> = std::sync::OnceLock::new();
+
+/// Sets the run's transfer settings; the first call wins.
+pub fn configure(settings: Settings) {
+    let _ = SETTINGS.set(settings);
+}
+
+pub fn settings() -> Settings {
+    SETTINGS.get().copied().unwrap_or_default()
+}
+
 impl Default for RetryPolicy {
     fn default() -> Self {
         let base = std::env::var("PUBLISH_RETRY_BASE_MS")
             .ok()
             .and_then(|v| v.parse().ok())
             .map_or(Duration::from_millis(500), Duration::from_millis);
-        RetryPolicy { attempts: 4, base, max: Duration::from_secs(30), jitter: true }
+        let s = settings();
+        RetryPolicy { attempts: s.attempts.max(1), base, max: s.max_delay, jitter: true }
     }
 }
 

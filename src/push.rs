@@ -11,7 +11,6 @@ use crate::registry::{Client, Credential, Endpoint, RegistryError, UploadMode};
 use crate::types::{ByteSize, Digest};
 
 /// Blobs uploaded at once to one registry.
-const CONCURRENCY: usize = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -118,7 +117,7 @@ async fn push_inner(
     let blobs = image.blobs();
     let results: Vec<(bool, u64, u64)> =
         futures_util::stream::iter(blobs.into_iter().map(|d| send_blob(&client, image, d, mount_from.as_deref())))
-            .buffer_unordered(CONCURRENCY)
+            .buffer_unordered(crate::http::settings().concurrency.max(1))
             .try_collect()
             .await?;
     for (sent, bytes, resent) in results {

@@ -124,3 +124,14 @@ fn missing_policy_file_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr.starts_with("nope.yaml:1:1: .: cannot read the policy file"), "{stderr}");
 }
+
+#[test]
+fn transfer_settings_are_checked() {
+    let (code, stderr) =
+        check(&format!("{REGISTRIES}transfer:\n  attempts: 0\n  concurrency: 2\n  read_timeout: 60\nimages: []\n"));
+    assert_eq!(code, Some(2));
+    assert_eq!(stderr.trim(), "publish.yaml:8:13: transfer.attempts: must be 1 or more");
+    let (code, stderr) = check(&format!("{REGISTRIES}transfer:\n  concurency: 2\nimages: []\n"));
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("did you mean `concurrency`?"), "{stderr}");
+}

@@ -47,6 +47,7 @@ pub struct Resolved {
     pub upload_rate: Option<ByteSize>,
     pub runpod: Option<ResolvedRunPod>,
     pub signing: Option<ResolvedSigning>,
+    pub transfer: crate::http::Settings,
     /// What templates were rendered with (git, env), for the RunPod stage.
     pub context: TemplateContext,
 }
@@ -431,6 +432,7 @@ pub fn resolve(policy: &Policy, file: &str, base_dir: &Path, ctx: &TemplateConte
         );
     }
     let runpod = policy.runpod.as_ref().map(|rp| resolve_runpod(&mut c, rp, &images, base_dir));
+    let transfer = resolve_transfer(&mut c, policy.transfer.as_ref());
     let signing = policy.signing.as_ref().map(|sg| {
         let keyless = sg.keyless.as_ref().is_some_and(|k| k.value);
         let key = sg.key.as_ref().map(|key| {
@@ -509,10 +511,45 @@ pub fn resolve(policy: &Policy, file: &str, base_dir: &Path, ctx: &TemplateConte
         }
     });
     if c.out.is_empty() {
-        Ok(Resolved { file: file.to_string(), images, upload_rate, runpod, signing, context: ctx.clone() })
+        Ok(Resolved { file: file.to_string(), images, upload_rate, runpod, signing, transfer, context: ctx.clone() })
     } else {
         Err(Diagnostics(c.out))
     }
+}
+
+fn resolve_transfer(c: &mut Checker, t: Option<&model::Transfer>) -> crate::http::Settings {
+    let mut s = crate::http::Settings::default();
+    let Some(t) = t else { return s };
+    let mut positive = |v: &Option<Located<u64>>, field: &str| -> Option<u64> {
+        let v = v.as_ref()?;
+        if v.value == 0 {
+            c.err(v, format!("transfer.{field}"), "must be 1 or more", None);
+        }
+        Some(v.value)
+    };
+    if let Some(d) = positive(&t.max_delay, "max_delay") {
+        s.max_delay = std::time::Duration::from_secs(d);
+    }
+    if let Some(d) = positive(&t.connect_timeout, "connect_timeout") {
+        s.connect_timeout = std::time::Duration::from_secs(d);
+    }
+    if let Some(d) = positive(&t.read_timeout, "read_timeout") {
+        s.read_timeout = std::time::Duration::from_secs(d);
+    }
+    for (v, field) in [(&t.attempts, "attempts"), (&t.concurrency, "concurrency")] {
+        if let Some(v) = v
+            && v.value == 0
+        {
+            c.err(v, format!("transfer.{field}"), "must be 1 or more", None);
+        }
+    }
+    if let Some(a) = &t.attempts {
+        s.attempts = a.value.max(1);
+    }
+    if let Some(n) = &t.concurrency {
+        s.concurrency = n.value.max(1) as usize;
+    }
+    s
 }
 
 fn valid_env_name(name: &str) -> bool {

@@ -31,9 +31,33 @@ pub struct Policy {
     /// RunPod templates that follow the published images.
     #[serde(default)]
     pub runpod: Option<RunPod>,
+    /// How transfers behave: retries, timeouts, concurrency.
+    #[serde(default)]
+    pub transfer: Option<Transfer>,
     /// Sign every pushed image in cosign's formats.
     #[serde(default)]
     pub signing: Option<Signing>,
+}
+
+/// Transfer settings; every field has a default.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Transfer {
+    /// Attempts per request and per blob (default 4).
+    #[serde(default)]
+    pub attempts: Option<Located<u32>>,
+    /// Longest wait between attempts, seconds (default 30; also caps `Retry-After`).
+    #[serde(default)]
+    pub max_delay: Option<Located<u64>>,
+    /// Seconds to connect (default 30).
+    #[serde(default)]
+    pub connect_timeout: Option<Located<u64>>,
+    /// Seconds without a byte before a transfer is dropped and retried (default 300).
+    #[serde(default)]
+    pub read_timeout: Option<Located<u64>>,
+    /// Blobs uploaded at once to one registry (default 4).
+    #[serde(default)]
+    pub concurrency: Option<Located<u32>>,
 }
 
 /// Signing with a cosign key pair.
