@@ -674,6 +674,16 @@ async fn run_plan(
                 upload: upload_mode(e.chunk_size),
             };
             let _group = github::Group::start(in_actions, &format!("Pushing {} to {}", img.name, t.repository));
+            let mut dest = dest;
+            if e.kind == RegistryKind::EcrPublic && dest.credential.is_none() {
+                match ecr_prepare(&dest.path).await {
+                    Ok(cred) => dest.credential = Some(cred),
+                    Err(err) => {
+                        targets.push(push::failed(image, &dest, err.to_string()));
+                        continue;
+                    }
+                }
+            }
             tracing::info!(image = %img.name, registry = %t.registry, "pushing to {}", t.repository);
             let mut outcome = push::push(image, &dest, retry).await;
             if let (push::Status::Pushed, Some((signer, format))) = (outcome.status, signer) {
@@ -707,6 +717,17 @@ fn upload_mode(chunk: Option<crate::types::ByteSize>) -> crate::registry::Upload
         Some(c) => crate::registry::UploadMode::Chunked { chunk: c.0 },
         None => crate::registry::UploadMode::Monolithic,
     }
+}
+
+/// ECR Public: a registry token from the AWS credentials, and the repository created when it
+/// does not exist yet (`path` is `ALIAS/REPOSITORY`).
+async fn ecr_prepare(path: &str) -> Result<Credential, crate::registry::ecr::EcrError> {
+    let api = crate::registry::ecr::Api::from_environment().await?;
+    let repository = path.split_once('/').map_or(path, |(_, r)| r);
+    if api.ensure_repository(repository).await? {
+        tracing::info!("created the ECR Public repository {repository}");
+    }
+    api.registry_credential().await
 }
 
 /// `GITHUB_TOKEN` (user `GITHUB_ACTOR`) for GHCR when no other credential is given.

@@ -58,8 +58,15 @@ pub struct Destination {
     pub upload: UploadMode,
 }
 
-pub async fn push(image: &Image, dest: &Destination, retry: RetryPolicy) -> Outcome {
-    let mut outcome = Outcome {
+/// The outcome of a push that could not start.
+pub fn failed(image: &Image, dest: &Destination, error: String) -> Outcome {
+    let mut o = blank(image, dest);
+    o.error = Some(error);
+    o
+}
+
+fn blank(image: &Image, dest: &Destination) -> Outcome {
+    Outcome {
         registry: dest.registry_id.clone(),
         repository: format!("{}/{}", dest.endpoint.host, dest.path),
         references: Vec::new(),
@@ -72,7 +79,11 @@ pub async fn push(image: &Image, dest: &Destination, retry: RetryPolicy) -> Outc
         error: None,
         signed: None,
         anonymous_pull: None,
-    };
+    }
+}
+
+pub async fn push(image: &Image, dest: &Destination, retry: RetryPolicy) -> Outcome {
+    let mut outcome = blank(image, dest);
     match push_inner(image, dest, retry, &mut outcome).await {
         Ok(()) => outcome.status = Status::Pushed,
         Err(e) => outcome.error = Some(e.to_string()),

@@ -3,6 +3,7 @@
 //! PUT. It never holds a layer in memory and never logs a header.
 
 pub mod auth;
+pub mod ecr;
 pub mod remote;
 pub mod usage;
 
