@@ -9,6 +9,7 @@ pub mod http;
 pub mod image;
 pub mod plan;
 pub mod policy;
+pub mod progress;
 pub mod push;
 pub mod reference;
 pub mod registry;

@@ -126,11 +126,15 @@ async fn push_inner(
     client.authenticate().await?;
 
     let blobs = image.blobs();
-    let results: Vec<(bool, u64, u64)> =
-        futures_util::stream::iter(blobs.into_iter().map(|d| send_blob(&client, image, d, mount_from.as_deref())))
-            .buffer_unordered(crate::http::settings().concurrency.max(1))
-            .try_collect()
-            .await?;
+    let total: u64 = blobs.iter().map(|d| d.size).sum();
+    let reporter = crate::progress::Reporter::new(&out.repository, total);
+    let results: Vec<(bool, u64, u64)> = futures_util::stream::iter(
+        blobs.into_iter().map(|d| send_blob(&client, image, d, mount_from.as_deref(), &reporter)),
+    )
+    .buffer_unordered(crate::http::settings().concurrency.max(1))
+    .try_collect()
+    .await?;
+    reporter.finish();
     for (sent, bytes, resent) in results {
         if sent {
             out.blobs_sent += 1;
@@ -160,6 +164,7 @@ async fn send_blob(
     image: &Image,
     d: &Descriptor,
     mount_from: Option<&str>,
+    reporter: &crate::progress::Reporter,
 ) -> Result<(bool, u64, u64), RegistryError> {
     if client.blob_exists(&d.digest).await? {
         tracing::info!(registry = client.registry(), digest = d.digest.short(), size = %ByteSize(d.size), "blob exists, skipped");
@@ -182,7 +187,14 @@ async fn send_blob(
             Err(e) => tracing::debug!(digest = d.digest.short(), "mount failed ({e}): copying"),
         }
     }
-    let stats = client.upload_blob(&d.digest, d.size, |offset| image.blob(d, offset)).await?;
+    let progress = reporter.blob(d.digest.short(), d.size);
+    let stats = client
+        .upload_blob(&d.digest, d.size, |offset| {
+            let progress = progress.clone();
+            async move { image.blob(d, offset).await.map(|r| Box::new(progress.wrap(r)) as crate::image::BlobStream) }
+        })
+        .await?;
+    progress.done();
     tracing::info!(
         registry = client.registry(),
         digest = d.digest.short(),

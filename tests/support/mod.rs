@@ -4,6 +4,7 @@
 //! Servers are polled for readiness with a deadline and killed on drop.
 #![allow(dead_code)]
 
+pub mod docker;
 pub mod fault_proxy;
 pub mod github;
 pub mod http;

@@ -1,0 +1,80 @@
+//! `docker save` archives in the legacy layout, and a Docker Engine stand-in on a unix socket.
+
+use std::path::Path;
+
+use serde_json::json;
+use sha2::{Digest as _, Sha256};
+
+use super::image::bytes;
+
+fn sha(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+/// Writes what `docker save app:v1` writes in the legacy layout; returns the layers' diff_ids.
+pub fn save_legacy(path: &Path, seed: u64, sizes: &[usize]) -> Vec<String> {
+    let mut tar = tar::Builder::new(std::fs::File::create(path).unwrap());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, name, data).unwrap();
+    };
+    let layers: Vec<Vec<u8>> = sizes.iter().enumerate().map(|(i, n)| bytes(seed * 100 + i as u64, *n)).collect();
+    let diff_ids: Vec<String> = layers.iter().map(|l| sha(l)).collect();
+    let config = json!({"architecture": "amd64", "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": diff_ids}}).to_string();
+    let config_name = format!("{}.json", &sha(config.as_bytes())[7..]);
+    add(&config_name, config.as_bytes());
+    let mut paths = Vec::new();
+    for (i, l) in layers.iter().enumerate() {
+        let p = format!("layer{i:02}/layer.tar");
+        add(&p, l);
+        paths.push(p);
+    }
+    let manifest = json!([{"Config": config_name, "RepoTags": ["app:v1"], "Layers": paths}]).to_string();
+    add("manifest.json", manifest.as_bytes());
+    diff_ids
+}
+
+/// A Docker Engine stand-in on a unix socket: answers the image-export call with a real
+/// `docker save` archive (chunked, as the daemon streams it) and 404 for other images.
+pub fn fake_daemon(dir: &Path, archive: Vec<u8>) -> std::path::PathBuf {
+    use std::io::{BufRead, BufReader, Write};
+    let socket = dir.join("docker.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut out = stream.try_clone().unwrap();
+            let mut reader = BufReader::new(stream);
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            loop {
+                let mut h = String::new();
+                reader.read_line(&mut h).unwrap();
+                if h.trim().is_empty() {
+                    break;
+                }
+            }
+            if line.starts_with("GET /images/app:v1/get ") {
+                write!(out, "HTTP/1.1 200 OK\r\nContent-Type: application/x-tar\r\nTransfer-Encoding: chunked\r\n\r\n")
+                    .unwrap();
+                for chunk in archive.chunks(100_000) {
+                    write!(out, "{:x}\r\n", chunk.len()).unwrap();
+                    out.write_all(chunk).unwrap();
+                    write!(out, "\r\n").unwrap();
+                }
+                write!(out, "0\r\n\r\n").unwrap();
+            } else {
+                let body = r#"{"message":"reference does not exist"}"#;
+                write!(
+                    out,
+                    "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .unwrap();
+            }
+        }
+    });
+    socket
+}
