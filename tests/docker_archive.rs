@@ -5,7 +5,6 @@
 mod support;
 
 use std::io::Read;
-use std::path::Path;
 
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
