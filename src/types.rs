@@ -209,6 +209,8 @@ pub enum LayerCompression {
     /// gzip, what every client pulls (default).
     #[default]
     Gzip,
+    /// zstd: smaller and faster to unpack; needs an OCI manifest and a recent runtime.
+    Zstd,
     /// As they are: larger transfers, no compression time.
     None,
 }

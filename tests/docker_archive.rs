@@ -173,3 +173,27 @@ fn docker_daemon_images_are_exported_through_the_engine_api() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr.contains("the Docker daemon answered 404: reference does not exist"), "{stderr}");
 }
+
+#[test]
+fn legacy_layers_can_be_zstd_in_an_oci_manifest() {
+    let reg = Registry::start(RegistryOptions::default());
+    let work = tempfile::tempdir().unwrap();
+    let diff_ids = support::docker::save_legacy(&work.path().join("app.tar"), 5, &[200_000]);
+    std::fs::write(
+        work.path().join("publish.yaml"),
+        format!(
+            "version: 1\nregistries:\n  home:\n    kind: registry\n    repository: {}/ml\n    insecure: true\nimages:\n  - name: app\n    source: docker-archive:app.tar\n    compression: zstd\n",
+            reg.host
+        ),
+    )
+    .unwrap();
+    let out = run(publish(work.path()).arg("run"));
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    let manifest: Value =
+        serde_json::from_slice(&reg.inspect(&format!("{}/ml/app:latest", reg.host), true).stdout).unwrap();
+    assert_eq!(manifest["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+    assert_eq!(manifest["layers"][0]["mediaType"], "application/vnd.oci.image.layer.v1.tar+zstd");
+    let blob = curl_blob(&reg, "ml/app", manifest["layers"][0]["digest"].as_str().unwrap());
+    let plain = zstd::stream::decode_all(&blob[..]).unwrap();
+    assert_eq!(sha(&plain), diff_ids[0], "the layer decompresses to what docker saved");
+}

@@ -19,6 +19,7 @@ use crate::types::{Digest, LayerCompression};
 pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
 pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -110,18 +111,25 @@ pub(super) fn open_legacy(
                 let (_, size) = store.blob_reader(diff_id)?;
                 (DOCKER_LAYER, diff_id.clone(), size)
             }
-            LayerCompression::Gzip => {
-                let (digest, size, file) = compressed(store, diff_id, path)?;
+            LayerCompression::Gzip | LayerCompression::Zstd => {
+                let (digest, size, file) = compressed(store, diff_id, path, compression)?;
                 store.add_file(digest.clone(), file);
-                (DOCKER_LAYER_GZIP, digest, size)
+                let media_type = if compression == LayerCompression::Zstd { OCI_LAYER_ZSTD } else { DOCKER_LAYER_GZIP };
+                (media_type, digest, size)
             }
         };
         layers.push(json!({"mediaType": media_type, "size": size, "digest": digest.as_str()}));
     }
+    // zstd layers exist only in OCI manifests; Docker's config JSON is a valid OCI config.
+    let (manifest_type, config_type) = if compression == LayerCompression::Zstd {
+        (super::OCI_MANIFEST, "application/vnd.oci.image.config.v1+json")
+    } else {
+        (DOCKER_MANIFEST, DOCKER_CONFIG)
+    };
     let manifest = json!({
         "schemaVersion": 2,
-        "mediaType": DOCKER_MANIFEST,
-        "config": {"mediaType": DOCKER_CONFIG, "size": config.len(), "digest": config_digest.as_str()},
+        "mediaType": manifest_type,
+        "config": {"mediaType": config_type, "size": config.len(), "digest": config_digest.as_str()},
         "layers": layers
     })
     .to_string()
@@ -129,7 +137,7 @@ pub(super) fn open_legacy(
     let doc: super::ManifestDoc = serde_json::from_slice(&manifest).map_err(|e| store.layout_error(e.to_string()))?;
     let mut m = Manifest {
         digest: Digest::of(&manifest),
-        media_type: DOCKER_MANIFEST.into(),
+        media_type: manifest_type.into(),
         bytes: manifest,
         platform: None,
         config: doc.config,
@@ -139,12 +147,18 @@ pub(super) fn open_legacy(
     Ok(m)
 }
 
-/// The gzip of a layer, from the cache or made now (streaming: uncompressed bytes are hashed
+/// The compressed layer, from the cache or made now (streaming: uncompressed bytes are hashed
 /// against the diff_id as they are compressed).
-fn compressed(store: &Store, diff_id: &Digest, path: &str) -> Result<(Digest, u64, PathBuf), ImageError> {
+fn compressed(
+    store: &Store,
+    diff_id: &Digest,
+    path: &str,
+    compression: LayerCompression,
+) -> Result<(Digest, u64, PathBuf), ImageError> {
     let dir = cache_dir();
     let io = |source| ImageError::Io { path: dir.display().to_string(), source };
-    let map = dir.join("gzip").join(diff_id.hex());
+    let algo = if compression == LayerCompression::Zstd { "zstd" } else { "gzip" };
+    let map = dir.join(algo).join(diff_id.hex());
     if let Ok(line) = std::fs::read_to_string(&map)
         && let Some((d, s)) = line.trim().split_once(' ')
         && let (Ok(digest), Ok(size)) = (d.parse::<Digest>(), s.parse::<u64>())
@@ -155,13 +169,17 @@ fn compressed(store: &Store, diff_id: &Digest, path: &str) -> Result<(Digest, u6
             return Ok((digest, size, file));
         }
     }
-    std::fs::create_dir_all(dir.join("gzip")).map_err(io)?;
+    std::fs::create_dir_all(dir.join(algo)).map_err(io)?;
     std::fs::create_dir_all(dir.join("blobs")).map_err(io)?;
-    tracing::info!(layer = path, "compressing (gzip)");
+    tracing::info!(layer = path, "compressing ({algo})");
     let tmp = dir.join("blobs").join(format!(".tmp-{}-{}", diff_id.hex(), std::process::id()));
     let out = std::fs::File::create(&tmp).map_err(io)?;
-    let mut encoder =
-        GzEncoder::new(HashingWriter { inner: out, hasher: Sha256::new(), written: 0 }, Compression::default());
+    let sink = HashingWriter { inner: out, hasher: Sha256::new(), written: 0 };
+    let mut encoder: Encoder = if compression == LayerCompression::Zstd {
+        Encoder::Zstd(zstd::stream::write::Encoder::new(sink, 3).map_err(io)?)
+    } else {
+        Encoder::Gzip(GzEncoder::new(sink, Compression::default()))
+    };
     let (mut reader, _) = store.blob_reader(diff_id)?;
     let mut uncompressed = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
@@ -188,6 +206,28 @@ fn compressed(store: &Store, diff_id: &Digest, path: &str) -> Result<(Digest, u6
     std::fs::rename(&tmp, &file).map_err(io)?;
     std::fs::write(&map, format!("{digest} {}\n", w.written)).map_err(io)?;
     Ok((digest, w.written, file))
+}
+
+/// gzip or zstd, writing into a hashing file writer.
+enum Encoder {
+    Gzip(GzEncoder<HashingWriter<std::fs::File>>),
+    Zstd(zstd::stream::write::Encoder<'static, HashingWriter<std::fs::File>>),
+}
+
+impl Encoder {
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match self {
+            Encoder::Gzip(e) => e.write_all(buf),
+            Encoder::Zstd(e) => e.write_all(buf),
+        }
+    }
+
+    fn finish(self) -> std::io::Result<HashingWriter<std::fs::File>> {
+        match self {
+            Encoder::Gzip(e) => e.finish(),
+            Encoder::Zstd(e) => e.finish(),
+        }
+    }
 }
 
 struct HashingWriter<W> {
