@@ -404,8 +404,36 @@ async fn measure_usage(resolved: &Resolved, all: bool) -> MeasuredUsage {
     let mut measured = MeasuredUsage::new();
     let registries = resolved.images.iter().flat_map(|i| &i.candidates);
     for r in registries {
+        if measured.contains_key(&r.id) {
+            continue;
+        }
+        // Docker Hub: the private repositories in use, for the free plan's limit.
+        let private_here = resolved
+            .images
+            .iter()
+            .any(|i| i.visibility == Visibility::Private && i.candidates.iter().any(|c| c.id == r.id));
+        if r.kind == RegistryKind::Dockerhub && r.used.private_repositories.is_none() && (all || private_here) {
+            let cred = r.credentials.as_ref().and_then(|c| {
+                std::env::var(&c.password_env)
+                    .ok()
+                    .map(|p| Credential { username: c.username.clone(), password: Secret::new(p) })
+            });
+            if let Some(cred) = cred.or_else(|| docker_config_credential(&r.host)) {
+                match crate::registry::hub::private_repositories(&r.namespace, &cred).await {
+                    Ok(n) => {
+                        tracing::info!(registry = %r.id, private_repositories = n, "measured usage");
+                        measured.insert(
+                            r.id.clone(),
+                            Usage { storage: None, transfer: None, private_repositories: Some(n), source: "measured" },
+                        );
+                    }
+                    Err(e) => tracing::warn!(registry = %r.id, "usage not measured, so it stays unknown: {e}"),
+                }
+            }
+            continue;
+        }
         let matters = all || r.limits.storage.is_some();
-        if r.kind != RegistryKind::Registry || !matters || r.used.storage.is_some() || measured.contains_key(&r.id) {
+        if r.kind != RegistryKind::Registry || !matters || r.used.storage.is_some() {
             continue;
         }
         let credential = r

@@ -141,3 +141,44 @@ fn self_hosted_usage_is_measured_with_shared_layers_counted_once() {
     let margin = &json["images"][0]["candidates"][0]["margins"][0];
     assert_eq!(margin["left"], 10_000_000 - unique - a.total_bytes);
 }
+
+#[test]
+fn docker_hub_private_repositories_are_counted_through_the_hub_api() {
+    use support::http::{Response, Server};
+    let hub = Server::start(|req| match (req.method.as_str(), req.target.split('?').next().unwrap_or_default()) {
+        ("POST", "/v2/auth/token") => {
+            let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+            if body["identifier"] == "me" && body["secret"] == "dckr_pat_test" {
+                Response::new(200).json(&serde_json::json!({"access_token": "hub-jwt"}))
+            } else {
+                Response::new(401).json(&serde_json::json!({"message": "incorrect"}))
+            }
+        }
+        ("GET", "/v2/namespaces/me/repositories") if req.header("authorization") == Some("Bearer hub-jwt") => {
+            Response::new(200).json(&serde_json::json!({"count": 2, "next": null, "results": [
+                {"name": "secret-model", "is_private": true}, {"name": "public-demo", "is_private": false}
+            ]}))
+        }
+        _ => Response::new(404),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    write_layout(&dir.path().join("build/app"), 22, &[1_000], "linux", "amd64", "latest");
+    std::fs::write(
+        dir.path().join("publish.yaml"),
+        "version: 1\nregistries:\n  hub:\n    kind: dockerhub\n    repository: docker.io/me\n    credentials: {username: me, password_env: HUB_TOKEN}\n  home:\n    kind: registry\n    repository: 127.0.0.1:1/ml\n    insecure: true\nimages:\n  - name: app\n    source: oci:build/app\n    visibility: private\n",
+    )
+    .unwrap();
+    let out = run(publish(dir.path())
+        .args(["plan", "--measure", "-o", "json"])
+        .env("HUB_TOKEN", "dckr_pat_test")
+        .env("DOCKERHUB_API_URL", format!("http://127.0.0.1:{}", hub.port)));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stdout.contains("dckr_pat_test") && !stderr.contains("dckr_pat_test"));
+    let json: Value = serde_json::from_str(&stdout).unwrap();
+    let hub_verdict = &json["images"][0]["candidates"][0];
+    assert_eq!(hub_verdict["usage"]["private_repositories"], 1);
+    assert_eq!(hub_verdict["usage"]["source"], "measured");
+    assert_eq!(hub_verdict["verdict"], "rejected");
+    assert_eq!(json["images"][0]["selected"], serde_json::json!(["home"]));
+}

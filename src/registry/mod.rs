@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod ecr;
+pub mod hub;
 pub mod remote;
 pub mod usage;
 
