@@ -130,27 +130,7 @@ impl Registry {
     fn start_nginx(&mut self) {
         let d = self.dir.path();
         let run = |args: &[&str]| run_ok("openssl", args, d);
-        run(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=publish test CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ]);
+        make_ca(d, "/CN=publish test CA");
         run(&[
             "req",
             "-newkey",
@@ -305,6 +285,35 @@ pub fn run(cmd: &mut Command) -> Output {
 
 pub fn text(out: &Output) -> (String, String) {
     (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Makes a P-256 CA in `dir`: `ca.key` and `ca.pem`, for a day or two.
+pub fn make_ca(dir: &Path, subject: &str) {
+    run_ok(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            subject,
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+        dir,
+    );
 }
 
 /// Runs a tool (which must succeed) in `dir` and returns its stdout.

@@ -12,7 +12,6 @@ use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD};
 use serde_json::{Value, json};
 
 use super::http::{Response, Server};
-use super::run_ok;
 
 pub const REQUEST_TOKEN: &str = "actions-request-token-9a8b7c";
 pub const ISSUER: &str = "https://token.actions.githubusercontent.com";
@@ -67,31 +66,7 @@ fn openssl_ok(args: &[&str], dir: &Path) -> bool {
 pub fn start() -> Sigstore {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_path_buf();
-    run_ok(
-        "openssl",
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/O=test fulcio/CN=test fulcio root",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
-        &d,
-    );
+    super::make_ca(&d, "/O=test fulcio/CN=test fulcio root");
 
     let oidc = Server::start(|req| {
         let ok = req.header("authorization") == Some(&format!("Bearer {REQUEST_TOKEN}"))
