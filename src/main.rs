@@ -39,7 +39,7 @@ fn init_logging(debug: bool) {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(publish_action::progress::LogLine::new)
         .with_ansi(ansi)
         .with_target(false)
         .without_time()

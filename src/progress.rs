@@ -8,6 +8,47 @@ use std::task::{Context, Poll};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::io::{AsyncRead, ReadBuf};
 
+/// The bars on screen, shared so log lines can be printed above them.
+static MULTI: std::sync::OnceLock<MultiProgress> = std::sync::OnceLock::new();
+
+/// A log line written to stderr above the progress bars (they are redrawn below it).
+pub struct LogLine(Vec<u8>);
+
+impl LogLine {
+    pub fn new() -> LogLine {
+        LogLine(Vec::new())
+    }
+}
+
+impl Default for LogLine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::io::Write for LogLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LogLine {
+    fn drop(&mut self) {
+        let line = std::mem::take(&mut self.0);
+        let write = || {
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), &line);
+        };
+        match MULTI.get() {
+            Some(multi) => multi.suspend(write),
+            None => write(),
+        }
+    }
+}
+
 /// Bars for one push, or nothing when stderr is not a terminal.
 #[derive(Clone)]
 pub struct Reporter {
@@ -20,7 +61,7 @@ impl Reporter {
         if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
             return Reporter { bars: None };
         }
-        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        let multi = MULTI.get_or_init(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())).clone();
         let bar = multi.add(ProgressBar::new(total));
         bar.set_style(
             ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
