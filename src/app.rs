@@ -288,14 +288,7 @@ struct SourceAccess {
 /// otherwise over HTTPS with Docker's credentials.
 fn source_access(resolved: &Resolved, host: &str) -> SourceAccess {
     let known = resolved.images.iter().flat_map(|i| &i.candidates).find(|r| r.host == host);
-    let credential = known
-        .and_then(|r| r.credentials.as_ref())
-        .and_then(|c| {
-            std::env::var(&c.password_env)
-                .ok()
-                .map(|p| Credential { username: c.username.clone(), password: Secret::new(p) })
-        })
-        .or_else(|| docker_config_credential(host));
+    let credential = known.map_or_else(|| docker_config_credential(host), registry_credential);
     SourceAccess {
         insecure: known.is_some_and(|r| r.insecure),
         ca_file: known.and_then(|r| r.ca_file.clone()),
@@ -413,12 +406,7 @@ async fn measure_usage(resolved: &Resolved, all: bool) -> MeasuredUsage {
             .iter()
             .any(|i| i.visibility == Visibility::Private && i.candidates.iter().any(|c| c.id == r.id));
         if r.kind == RegistryKind::Dockerhub && r.used.private_repositories.is_none() && (all || private_here) {
-            let cred = r.credentials.as_ref().and_then(|c| {
-                std::env::var(&c.password_env)
-                    .ok()
-                    .map(|p| Credential { username: c.username.clone(), password: Secret::new(p) })
-            });
-            if let Some(cred) = cred.or_else(|| docker_config_credential(&r.host)) {
+            if let Some(cred) = registry_credential(r) {
                 match crate::registry::hub::private_repositories(&r.namespace, &cred).await {
                     Ok(n) => {
                         tracing::info!(registry = %r.id, private_repositories = n, "measured usage");
@@ -436,15 +424,7 @@ async fn measure_usage(resolved: &Resolved, all: bool) -> MeasuredUsage {
         if r.kind != RegistryKind::Registry || !matters || r.used.storage.is_some() {
             continue;
         }
-        let credential = r
-            .credentials
-            .as_ref()
-            .and_then(|c| {
-                std::env::var(&c.password_env)
-                    .ok()
-                    .map(|p| Credential { username: c.username.clone(), password: Secret::new(p) })
-            })
-            .or_else(|| docker_config_credential(&r.host));
+        let credential = registry_credential(r);
         let endpoint = Endpoint { host: r.host.clone(), insecure: r.insecure };
         let result = async {
             let client = Client::new(&endpoint, "", r.ca_file.as_deref(), credential, RetryPolicy::default())?
@@ -609,6 +589,18 @@ fn restrict(plan: &mut Plan, only: &str) -> Result<(), UsageError> {
         return Err(UsageError(format!("--only {only} matches nothing in the plan; entries: {}", names.join(", "))));
     }
     Ok(())
+}
+
+/// A policy registry's credentials (its `password_env` read now), else Docker's config.
+fn registry_credential(r: &crate::policy::ResolvedRegistry) -> Option<Credential> {
+    r.credentials
+        .as_ref()
+        .and_then(|c| {
+            std::env::var(&c.password_env)
+                .ok()
+                .map(|p| Credential { username: c.username.clone(), password: Secret::new(p) })
+        })
+        .or_else(|| docker_config_credential(&r.host))
 }
 
 fn docker_config_credential(host: &str) -> Option<Credential> {
@@ -861,7 +853,7 @@ pub fn report_error(err: &anyhow::Error) {
     } else {
         eprintln!("error: {err:#}");
         if in_actions {
-            eprintln!("::error::{}", format!("{err:#}").replace('%', "%25").replace('\n', "%0A"));
+            github::error(&format!("{err:#}"));
         }
     }
 }

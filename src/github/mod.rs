@@ -128,6 +128,10 @@ pub fn error_annotation(file: &str, line: u64, col: u64, title: &str, message: &
     );
 }
 
+pub fn error(message: &str) {
+    eprintln!("::error::{}", escape_data(message));
+}
+
 pub fn warning(message: &str) {
     eprintln!("::warning::{}", escape_data(message));
 }

@@ -533,9 +533,12 @@ impl Client {
         let mut hasher = Sha256::new();
         let mut offset = 0u64;
         let mut failures = 0u32;
+        // One reader for the whole blob, reopened only where a resume moves the offset (for a
+        // `docker://` source, each open is a request to the source registry).
+        let mut reader: Option<(u64, R)> = None;
         while offset < size {
             let len = chunk.min(size - offset);
-            let bytes = read_range(open, offset, len).await?;
+            let bytes = read_chunk(open, &mut reader, offset, len).await?;
             let range = format!("{}-{}", offset, offset + len - 1);
             let url = location.clone();
             let build = |r: reqwest::RequestBuilder| {
@@ -794,17 +797,28 @@ impl Client {
     }
 }
 
-/// Reads `len` bytes of the source from `offset` (one chunk: bounded by the chunk size).
-async fn read_range<F, Fut, R>(open: &F, offset: u64, len: u64) -> Result<Vec<u8>, RegistryError>
+/// Reads `len` bytes of the source from `offset` (one chunk: bounded by the chunk size),
+/// continuing with `reader` when it stands at `offset`, else opening the source there.
+async fn read_chunk<F, Fut, R>(
+    open: &F,
+    reader: &mut Option<(u64, R)>,
+    offset: u64,
+    len: u64,
+) -> Result<Vec<u8>, RegistryError>
 where
     F: Fn(u64) -> Fut,
     Fut: std::future::Future<Output = Result<R, String>>,
     R: AsyncRead + Send + Unpin + 'static,
 {
     use tokio::io::AsyncReadExt;
-    let reader = open(offset).await.map_err(RegistryError::Source)?;
+    // A failed read leaves no reader: the next chunk opens the source afresh.
+    let mut source = match reader.take() {
+        Some((at, source)) if at == offset => source,
+        _ => open(offset).await.map_err(RegistryError::Source)?,
+    };
     let mut buf = Vec::with_capacity(len as usize);
-    reader.take(len).read_to_end(&mut buf).await.map_err(|e| RegistryError::Source(e.to_string()))?;
+    (&mut source).take(len).read_to_end(&mut buf).await.map_err(|e| RegistryError::Source(e.to_string()))?;
+    *reader = Some((offset + buf.len() as u64, source));
     if buf.len() as u64 != len {
         return Err(RegistryError::Source(format!(
             "the source ended at {} bytes, {len} were expected",
