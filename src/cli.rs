@@ -1,17 +1,22 @@
-//! Command-line syntax (clap only), lowered into `app::Request`. Nothing else knows clap.
+//! Command-line syntax (clap only), lowered into `commands::Request`. Each subcommand takes
+//! only the flags that mean something to it. Nothing else knows clap.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::app::{Output, PolicyArgs, PushArgs, RegistryArgs, Request, RunPodArgs, RunPodCommand, SignArgs};
+use crate::commands::{
+    KeyPairArgs, Output, PlanArgs, PolicyArgs, PushArgs, Request, RunArgs, RunPodArgs, RunPodCommand, SignArgs,
+    VerifyArgs,
+};
+use crate::commands::{push::RegistryArgs, sign_endpoints};
 
 /// Publish container images, signed, to the registry that fits, and point RunPod at them.
 #[derive(Debug, Parser)]
 #[command(name = "publish", version, about, after_help = EXIT_CODES)]
 pub struct Cli {
-    /// Print the plan and stop (same as `publish plan`).
-    #[arg(long, global = true)]
+    /// Without a command: print the plan and stop (same as `publish plan`).
+    #[arg(long)]
     pub dry_run: bool,
     /// Debug logs on stderr (RUST_LOG overrides). Secrets are never logged.
     #[arg(long, global = true)]
@@ -23,16 +28,24 @@ pub struct Cli {
 }
 
 const EXIT_CODES: &str = "Exit codes: 0 success; 1 runtime failure (network, auth, registry); \
-2 usage or policy error (nothing contacted, nothing written); 3 partial (some targets failed)";
+2 usage or policy error (nothing written); 3 partial (some targets failed)";
 
-#[derive(Debug, Args, Clone)]
+const DEFAULT_POLICY: &str = "publish.yaml";
+
+#[derive(Debug, Args, Clone, Default)]
 pub struct PolicyOpts {
-    /// The policy file.
-    #[arg(long, global = true, default_value = "publish.yaml", env = "PUBLISH_POLICY")]
-    pub policy: PathBuf,
+    /// The policy file [default: publish.yaml].
+    #[arg(long, env = "PUBLISH_POLICY")]
+    pub policy: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: OutputOpt,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct OutputOpt {
     /// Output format on stdout.
-    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Text)]
-    pub output: Format,
+    #[arg(long, short = 'o', value_enum)]
+    pub output: Option<Format>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -44,10 +57,10 @@ pub enum Format {
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Validate the policy and open the image sources, offline.
-    Check,
+    Check(PolicyOpts),
     /// Print what would be pushed where, and why, writing nothing.
     Plan(PlanCmd),
-    /// Execute the plan (the default command).
+    /// Execute the plan (the default command), or a plan saved by `plan --output json`.
     Run(RunCmd),
     /// Copy one image to a registry, like `skopeo copy`: publish push oci:DIR docker://HOST/REPO:TAG
     Push(PushCmd),
@@ -56,12 +69,15 @@ pub enum Cmd {
     /// Sign an image in cosign's formats: publish sign HOST/REPO@sha256:… --key cosign.key
     Sign(SignCmd),
     /// Verify an image's cosign signatures: publish verify HOST/REPO[:TAG|@DIGEST] --key cosign.pub
-    Verify(SignCmd),
+    Verify(VerifyCmd),
     /// Write a new cosign key pair, cosign.key (encrypted with COSIGN_PASSWORD) and cosign.pub.
     GenerateKeyPair {
         /// Where to write them.
         #[arg(long, default_value = ".")]
         output_dir: PathBuf,
+        /// Replace an existing cosign.key and cosign.pub.
+        #[arg(long)]
+        force: bool,
     },
     /// RunPod templates: render them, or sync them for images already published.
     #[command(subcommand)]
@@ -70,35 +86,56 @@ pub enum Cmd {
 
 #[derive(Debug, Args)]
 pub struct SignCmd {
-    /// The image: [docker://]HOST/REPOSITORY[:TAG][@DIGEST] (sign needs the digest).
+    /// The image: [docker://]HOST/REPOSITORY@sha256:… (the digest is required).
     pub reference: String,
-    /// sign: the private key (path or env://VAR); verify: the public key (cosign.pub).
-    #[arg(long, required_unless_present_any = ["keyless", "certificate_identity"])]
+    /// The private key: a path, or env://VAR holding it.
+    #[arg(long, required_unless_present = "keyless")]
     pub key: Option<String>,
-    /// sign: keyless, with GitHub Actions' OIDC token, Fulcio and Rekor.
+    /// Keyless, with GitHub Actions' OIDC token, Fulcio and Rekor.
     #[arg(long, conflicts_with = "key")]
     pub keyless: bool,
-    /// verify (keyless): the identity the certificate must carry, e.g.
-    /// https://github.com/OWNER/REPO/.github/workflows/publish.yml@refs/heads/main
-    #[arg(long, requires = "certificate_oidc_issuer", conflicts_with = "key")]
-    pub certificate_identity: Option<String>,
-    /// verify (keyless): the OIDC issuer, e.g. https://token.actions.githubusercontent.com
-    #[arg(long, requires = "certificate_identity")]
-    pub certificate_oidc_issuer: Option<String>,
-    /// verify (keyless): the Fulcio root certificates to trust (PEM).
-    #[arg(long)]
-    pub certificate_roots: Option<PathBuf>,
-    /// Fulcio's URL.
-    #[arg(long, default_value = "https://fulcio.sigstore.dev")]
+    /// Fulcio's URL (keyless).
+    #[arg(long, default_value = crate::sign::keyless::FULCIO_URL, requires = "keyless")]
     pub fulcio_url: String,
-    /// Rekor's URL.
-    #[arg(long, default_value = "https://rekor.sigstore.dev")]
+    /// Rekor's URL (keyless).
+    #[arg(long, default_value = crate::sign::keyless::REKOR_URL, requires = "keyless")]
     pub rekor_url: String,
     /// legacy, bundle or both.
     #[arg(long, value_enum, default_value_t = SignFormatArg::Both)]
     pub format: SignFormatArg,
+    /// Print what would be written, write nothing, contact only read-only endpoints.
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub registry: RegistryFlags,
+    #[command(flatten)]
+    pub output: OutputOpt,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyCmd {
+    /// The image: [docker://]HOST/REPOSITORY[:TAG|@DIGEST].
+    pub reference: String,
+    /// The public key (cosign.pub).
+    #[arg(long, required_unless_present = "certificate_identity")]
+    pub key: Option<PathBuf>,
+    /// Keyless: the identity the certificate must carry, e.g.
+    /// https://github.com/OWNER/REPO/.github/workflows/publish.yml@refs/heads/main
+    #[arg(long, requires = "certificate_oidc_issuer", conflicts_with = "key")]
+    pub certificate_identity: Option<String>,
+    /// Keyless: the OIDC issuer, e.g. https://token.actions.githubusercontent.com
+    #[arg(long, requires = "certificate_identity")]
+    pub certificate_oidc_issuer: Option<String>,
+    /// Keyless: the Fulcio root certificates to trust (PEM).
+    #[arg(long, requires = "certificate_identity")]
+    pub certificate_roots: Option<PathBuf>,
+    /// The format that must verify: legacy, bundle, or both (either one).
+    #[arg(long, value_enum, default_value_t = SignFormatArg::Both)]
+    pub format: SignFormatArg,
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+    #[command(flatten)]
+    pub output: OutputOpt,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -106,6 +143,16 @@ pub enum SignFormatArg {
     Legacy,
     Bundle,
     Both,
+}
+
+impl From<SignFormatArg> for crate::sign::Format {
+    fn from(f: SignFormatArg) -> Self {
+        match f {
+            SignFormatArg::Legacy => crate::sign::Format::Legacy,
+            SignFormatArg::Bundle => crate::sign::Format::Bundle,
+            SignFormatArg::Both => crate::sign::Format::Both,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -131,26 +178,44 @@ pub enum RunPodCmd {
         /// Only this template (by name).
         #[arg(long)]
         template: Option<String>,
+        #[command(flatten)]
+        policy: PolicyOpts,
     },
-    /// Create or update the templates through RunPod's API (`--dry-run`: print the diff).
-    Sync,
+    /// Create or update the templates through RunPod's API.
+    Sync {
+        /// Print the diff, write nothing (read-only requests only).
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        policy: PolicyOpts,
+    },
 }
 
 #[derive(Debug, Args, Default)]
 pub struct PlanCmd {
-    /// Print a GitHub Actions matrix: one entry per image and selected registry.
+    /// Print a GitHub Actions matrix: one entry per target (`only` is the target's id).
     #[arg(long)]
     pub matrix: bool,
-    /// Measure the usage already spent on self-hosted registries (read-only requests).
+    /// Measure the usage already spent on registries (read-only requests).
     #[arg(long)]
     pub measure: bool,
+    #[command(flatten)]
+    pub policy: PolicyOpts,
 }
 
 #[derive(Debug, Args, Default)]
 pub struct RunCmd {
-    /// Run one entry of the plan: IMAGE or IMAGE@REGISTRY (see `publish plan --matrix`).
+    /// Execute this plan (saved by `publish plan --output json`) instead of planning again.
+    #[arg(long, value_name = "FILE")]
+    pub plan: Option<PathBuf>,
+    /// Run one entry: an image id, or a target id IMAGE@REGISTRY (see `publish plan --matrix`).
     #[arg(long, value_name = "IMAGE[@REGISTRY]")]
     pub only: Option<String>,
+    /// Print the plan, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub policy: PolicyOpts,
 }
 
 #[derive(Debug, Args)]
@@ -166,8 +231,13 @@ pub struct PushCmd {
     /// Upload in PATCH chunks of this size (e.g. 8MiB), resumable where the registry allows.
     #[arg(long, value_parser = parse_size)]
     pub chunk_size: Option<crate::types::ByteSize>,
+    /// Print what would be written (blobs missing, manifests, tags), write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub registry: RegistryFlags,
+    #[command(flatten)]
+    pub output: OutputOpt,
 }
 
 fn parse_size(s: &str) -> Result<crate::types::ByteSize, String> {
@@ -175,63 +245,140 @@ fn parse_size(s: &str) -> Result<crate::types::ByteSize, String> {
     if size.0 == 0 { Err("a chunk of 0 bytes never finishes".into()) } else { Ok(size) }
 }
 
+impl OutputOpt {
+    fn or(&self, outer: &OutputOpt) -> Output {
+        match self.output.or(outer.output) {
+            Some(Format::Json) => Output::Json,
+            Some(Format::Text) | None => Output::Text,
+        }
+    }
+}
+
+impl PolicyOpts {
+    /// This command's policy options, falling back to those written before the command.
+    fn lower(&self, outer: &PolicyOpts) -> PolicyArgs {
+        let policy = self.policy.clone().or_else(|| outer.policy.clone()).unwrap_or_else(|| DEFAULT_POLICY.into());
+        PolicyArgs { policy, output: self.output.or(&outer.output) }
+    }
+}
+
 impl Cli {
     pub fn into_request(self) -> Request {
-        let output = match self.policy.output {
-            Format::Text => Output::Text,
-            Format::Json => Output::Json,
-        };
-        let policy = PolicyArgs { policy: self.policy.policy, output, ..Default::default() };
-        match (self.command, self.dry_run) {
-            (Some(Cmd::Check), _) => Request::Check(policy),
-            (Some(Cmd::Plan(p)), _) => Request::Plan(PolicyArgs { matrix: p.matrix, measure: p.measure, ..policy }),
-            (None | Some(Cmd::Run(_)), true) => Request::Plan(policy),
-            (Some(Cmd::Run(r)), false) => Request::Run(PolicyArgs { only: r.only, ..policy }),
-            (None, false) => Request::Run(policy),
-            (Some(Cmd::Schema), _) => Request::Schema,
-            (Some(Cmd::Sign(s)), _) => Request::Sign(sign_args(s, output)),
-            (Some(Cmd::Verify(s)), _) => Request::Verify(sign_args(s, output)),
-            (Some(Cmd::GenerateKeyPair { output_dir }), _) => Request::GenerateKeyPair { dir: output_dir },
-            (Some(Cmd::Runpod(cmd)), dry_run) => Request::RunPod(RunPodArgs {
-                policy,
-                dry_run,
-                command: match cmd {
-                    RunPodCmd::Render { template } => RunPodCommand::Render { template },
-                    RunPodCmd::Sync => RunPodCommand::Sync,
-                },
+        let top = self.policy;
+        let none = OutputOpt::default();
+        match self.command {
+            None => {
+                let policy = top.lower(&PolicyOpts::default());
+                if self.dry_run {
+                    Request::Plan(PlanArgs { policy, ..Default::default() })
+                } else {
+                    Request::Run(RunArgs { policy, ..Default::default() })
+                }
+            }
+            Some(Cmd::Check(p)) => Request::Check(p.lower(&top)),
+            Some(Cmd::Plan(p)) => {
+                Request::Plan(PlanArgs { policy: p.policy.lower(&top), matrix: p.matrix, measure: p.measure })
+            }
+            Some(Cmd::Run(r)) => Request::Run(RunArgs {
+                policy: r.policy.lower(&top),
+                plan: r.plan,
+                only: r.only,
+                dry_run: r.dry_run || self.dry_run,
             }),
-            (Some(Cmd::Push(p)), _) => Request::Push(PushArgs {
+            Some(Cmd::Schema) => Request::Schema,
+            Some(Cmd::Sign(s)) => Request::Sign(SignArgs {
+                reference: s.reference,
+                key: s.key,
+                keyless: sign_endpoints(s.fulcio_url, s.rekor_url),
+                format: s.format.into(),
+                registry: s.registry.into(),
+                output: s.output.or(&top.output),
+                dry_run: s.dry_run,
+            }),
+            Some(Cmd::Verify(v)) => Request::Verify(VerifyArgs {
+                reference: v.reference,
+                key: v.key,
+                identity: v.certificate_identity,
+                issuer: v.certificate_oidc_issuer,
+                roots: v.certificate_roots,
+                format: v.format.into(),
+                registry: v.registry.into(),
+                output: v.output.or(&top.output),
+            }),
+            Some(Cmd::GenerateKeyPair { output_dir, force }) => {
+                Request::GenerateKeyPair(KeyPairArgs { dir: output_dir, force })
+            }
+            Some(Cmd::Runpod(cmd)) => Request::RunPod(match cmd {
+                RunPodCmd::Render { template, policy } => {
+                    RunPodArgs { policy: policy.lower(&top), command: RunPodCommand::Render { template } }
+                }
+                RunPodCmd::Sync { dry_run, policy } => {
+                    RunPodArgs { policy: policy.lower(&top), command: RunPodCommand::Sync { dry_run } }
+                }
+            }),
+            Some(Cmd::Push(p)) => Request::Push(PushArgs {
                 source: p.source,
                 destination: p.destination,
                 src_insecure: p.src_insecure,
                 chunk_size: p.chunk_size,
                 registry: p.registry.into(),
-                output,
+                output: p.output.or(&none),
+                dry_run: p.dry_run,
             }),
         }
-    }
-}
-
-fn sign_args(s: SignCmd, output: Output) -> SignArgs {
-    SignArgs {
-        reference: s.reference,
-        key: s.key,
-        keyless: crate::sign::keyless::Endpoints { fulcio: s.fulcio_url, rekor: s.rekor_url },
-        identity: s.certificate_identity,
-        issuer: s.certificate_oidc_issuer,
-        roots: s.certificate_roots,
-        format: match s.format {
-            SignFormatArg::Legacy => crate::sign::Format::Legacy,
-            SignFormatArg::Bundle => crate::sign::Format::Bundle,
-            SignFormatArg::Both => crate::sign::Format::Both,
-        },
-        registry: s.registry.into(),
-        output,
     }
 }
 
 impl From<RegistryFlags> for RegistryArgs {
     fn from(f: RegistryFlags) -> Self {
         RegistryArgs { ca_file: f.ca_file, insecure: f.insecure, username: f.username, password_env: f.password_env }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lower(args: &[&str]) -> Result<Request, clap::Error> {
+        Cli::try_parse_from(std::iter::once("publish").chain(args.iter().copied())).map(Cli::into_request)
+    }
+
+    #[test]
+    fn bare_dry_run_is_the_plan_and_bare_is_run() {
+        assert!(matches!(lower(&["--dry-run"]).unwrap(), Request::Plan(_)));
+        assert!(matches!(lower(&[]).unwrap(), Request::Run(RunArgs { dry_run: false, .. })));
+    }
+
+    #[test]
+    fn every_writing_command_takes_dry_run() {
+        assert!(matches!(lower(&["run", "--dry-run"]).unwrap(), Request::Run(RunArgs { dry_run: true, .. })));
+        assert!(
+            matches!(lower(&["push", "oci:x", "docker://h/r", "--dry-run"]).unwrap(), Request::Push(p) if p.dry_run)
+        );
+        assert!(
+            matches!(lower(&["sign", "h/r@sha256:00", "--key", "k", "--dry-run"]).unwrap(), Request::Sign(s) if s.dry_run)
+        );
+        assert!(matches!(
+            lower(&["runpod", "sync", "--dry-run"]).unwrap(),
+            Request::RunPod(RunPodArgs { command: RunPodCommand::Sync { dry_run: true }, .. })
+        ));
+    }
+
+    #[test]
+    fn flags_that_mean_nothing_to_a_command_are_refused() {
+        assert!(lower(&["verify", "h/r:v1", "--key", "k", "--dry-run"]).is_err());
+        assert!(lower(&["verify", "h/r:v1", "--key", "k", "--fulcio-url", "https://f"]).is_err());
+        assert!(lower(&["sign", "h/r@sha256:00", "--key", "k", "--certificate-identity", "x"]).is_err());
+        assert!(lower(&["generate-key-pair", "--policy", "p.yaml"]).is_err());
+        assert!(lower(&["schema", "--dry-run"]).is_err());
+    }
+
+    #[test]
+    fn policy_and_output_may_come_before_or_after_the_command() {
+        let Request::Plan(p) = lower(&["--policy", "a.yaml", "plan", "-o", "json"]).unwrap() else { panic!() };
+        assert_eq!((p.policy.policy, p.policy.output), (PathBuf::from("a.yaml"), Output::Json));
+        let Request::Run(r) = lower(&["run", "--plan", "plan.json", "--only", "app@home"]).unwrap() else { panic!() };
+        assert_eq!((r.plan, r.only.as_deref()), (Some(PathBuf::from("plan.json")), Some("app@home")));
+        assert_eq!(r.policy.policy, PathBuf::from(DEFAULT_POLICY));
     }
 }

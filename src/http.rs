@@ -1,12 +1,23 @@
-//! The one HTTP client builder for the program (user agent, timeouts, CA, redirect rules)
-//! and the retry policy value every remote client uses.
+//! The one HTTP client builder for the program (user agent, timeouts, CA, redirect rules),
+//! the run's transfer settings, and bounded body reads: nothing read from the network is
+//! unbounded in bytes.
 
 use std::path::Path;
 use std::time::Duration;
 
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+
 use crate::reference::is_loopback_host;
 
 pub const USER_AGENT: &str = concat!("publish/", env!("CARGO_PKG_VERSION"));
+
+/// Token answers, error bodies and API documents: a ceiling well above any real one.
+pub const MAX_SMALL_BODY: u64 = 1024 * 1024;
+/// Manifests and indexes: distribution's own limit.
+pub const MAX_MANIFEST: u64 = 4 * 1024 * 1024;
+/// A CA bundle file.
+pub const MAX_CA_FILE: u64 = 1024 * 1024;
 
 /// Builds an HTTP client. `extra_ca` adds a PEM CA (or bundle) to the system's roots.
 ///
@@ -32,35 +43,79 @@ pub fn client(extra_ca: Option<&Path>) -> anyhow::Result<reqwest::Client> {
         .read_timeout(settings().read_timeout)
         .redirect(policy);
     if let Some(ca) = extra_ca {
-        let pem = std::fs::read(ca).map_err(|e| anyhow::anyhow!("cannot read CA file {}: {e}", ca.display()))?;
-        for cert in reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| anyhow::anyhow!("CA file {} is not PEM: {e}", ca.display()))?
-        {
+        let pem = read_file_limited(ca, MAX_CA_FILE).map_err(|e| anyhow::anyhow!("CA file {e}"))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| anyhow::anyhow!("CA file {} is not PEM: {e}", ca.display()))?;
+        if certs.is_empty() {
+            anyhow::bail!("CA file {} holds no PEM certificate", ca.display());
+        }
+        for cert in certs {
             builder = builder.add_root_certificate(cert);
         }
     }
     Ok(builder.build()?)
 }
 
-/// How often and how patiently to retry. Tests shrink the delays with
-/// `PUBLISH_RETRY_BASE_MS` (the one setting that does so).
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    pub attempts: u32,
-    pub base: Duration,
-    pub max: Duration,
-    pub jitter: bool,
+/// Reads a small file whole, refusing what is not a regular file (a FIFO or `/dev/zero`) and
+/// anything over `max` bytes, whatever `stat` says. The error names the file, never its bytes.
+pub fn read_file_limited(path: &Path, max: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{}: not a regular file", path.display()));
+    }
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    let mut out = Vec::new();
+    file.take(max + 1).read_to_end(&mut out).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    if out.len() as u64 > max {
+        return Err(format!("{}: larger than {max} bytes", path.display()));
+    }
+    Ok(out)
 }
 
-/// Transfer settings for the whole run (the policy's `transfer:`), set once at start.
-#[derive(Debug, Clone, Copy)]
+/// A response body of at most `max` bytes; more is an error, and the rest is not read.
+pub async fn body_limited(resp: reqwest::Response, max: u64) -> Result<Vec<u8>, String> {
+    if resp.content_length().is_some_and(|n| n > max) {
+        return Err(format!("the answer is larger than {max} bytes"));
+    }
+    let mut out = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| e.to_string())?;
+        if (out.len() + chunk.len()) as u64 > max {
+            return Err(format!("the answer is larger than {max} bytes"));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// A JSON answer of at most `max` bytes.
+pub async fn json_limited<T: serde::de::DeserializeOwned>(resp: reqwest::Response, max: u64) -> Result<T, String> {
+    let bytes = body_limited(resp, max).await?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("the answer is not the JSON expected: {e}"))
+}
+
+/// Transfer settings for the whole run (the policy's `transfer:`), set once at start and
+/// recorded in the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Settings {
     pub attempts: u32,
+    #[serde(with = "seconds")]
     pub max_delay: Duration,
+    #[serde(with = "seconds")]
     pub connect_timeout: Duration,
+    #[serde(with = "seconds")]
     pub read_timeout: Duration,
     /// Blobs uploaded at once to one registry.
     pub concurrency: usize,
+    /// The first retry's wait (the command layer shrinks it from `PUBLISH_RETRY_BASE_MS` for tests).
+    #[serde(skip, default = "default_retry_base")]
+    pub retry_base: Duration,
+}
+
+fn default_retry_base() -> Duration {
+    Duration::from_millis(500)
 }
 
 impl Default for Settings {
@@ -71,7 +126,22 @@ impl Default for Settings {
             connect_timeout: Duration::from_secs(30),
             read_timeout: Duration::from_secs(300),
             concurrency: 4,
+            retry_base: default_retry_base(),
         }
+    }
+}
+
+mod seconds {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_secs)
     }
 }
 
@@ -84,44 +154,4 @@ pub fn configure(settings: Settings) {
 
 pub fn settings() -> Settings {
     SETTINGS.get().copied().unwrap_or_default()
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        let base = std::env::var("PUBLISH_RETRY_BASE_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .map_or(Duration::from_millis(500), Duration::from_millis);
-        let s = settings();
-        RetryPolicy { attempts: s.attempts.max(1), base, max: s.max_delay, jitter: true }
-    }
-}
-
-impl RetryPolicy {
-    /// The wait before retry number `attempt` (1-based): exponential, capped, with up to 50% jitter.
-    pub fn delay(&self, attempt: u32) -> Duration {
-        let exp = self.base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16)).min(self.max);
-        if !self.jitter {
-            return exp;
-        }
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-        exp.mul_f64(0.5 + f64::from(nanos % 1000) / 2000.0)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn delays_grow_and_cap() {
-        let p = RetryPolicy {
-            attempts: 5,
-            base: Duration::from_millis(100),
-            max: Duration::from_millis(350),
-            jitter: false,
-        };
-        let d: Vec<u128> = (1..=4).map(|a| p.delay(a).as_millis()).collect();
-        assert_eq!(d, vec![100, 200, 350, 350]);
-    }
 }

@@ -1,9 +1,12 @@
 //! `publish`: get a CI-built container image, signed, onto the registry that fits, then
 //! point a RunPod template at it. Stages, in the order data flows through them:
-//! `policy` → `image` → `plan` → `registry`/`push` → `report`.
+//! `policy` → `image` → `select` → `plan` → `registry`/`push` → `sign` → `runpod` →
+//! `github`/`report`; `execute` runs a plan through them, `commands` is the command layer.
 
-pub mod app;
 pub mod cli;
+pub mod commands;
+pub mod credentials;
+pub mod execute;
 pub mod github;
 pub mod http;
 pub mod image;
@@ -14,6 +17,7 @@ pub mod push;
 pub mod reference;
 pub mod registry;
 pub mod report;
+pub mod retry;
 pub mod runpod;
 pub mod select;
 pub mod sign;

@@ -1,17 +1,17 @@
-//! `publish`: parse the command line, run the library, map the outcome to an exit code.
+//! `publish`: parse the command line, run the command, map the outcome to an exit code.
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use publish_action::app::{self, Exit};
 use publish_action::cli::Cli;
+use publish_action::commands::{self, ExitStatus};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { Exit::Usage as u8 } else { Exit::Success as u8 });
+            return if e.use_stderr() { ExitStatus::Usage } else { ExitStatus::Success }.into();
         }
     };
     init_logging(cli.debug);
@@ -20,14 +20,14 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(Exit::Failure as u8);
+            return ExitStatus::Failure.into();
         }
     };
-    match runtime.block_on(app::execute(request)) {
-        Ok(exit) => ExitCode::from(exit as u8),
+    match runtime.block_on(commands::execute(request)) {
+        Ok(exit) => exit.into(),
         Err(err) => {
-            app::report_error(&err);
-            ExitCode::from(app::exit_for(&err) as u8)
+            commands::report_error(&err);
+            commands::exit_for(&err).into()
         }
     }
 }

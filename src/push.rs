@@ -5,12 +5,11 @@
 use futures_util::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
-use crate::http::RetryPolicy;
 use crate::image::{Descriptor, Image};
 use crate::registry::{Client, Credential, Endpoint, RegistryError, UploadMode};
+use crate::retry::RetryPolicy;
+use crate::types::ByteSize as Size;
 use crate::types::{ByteSize, Digest};
-
-/// Blobs uploaded at once to one registry.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -56,6 +55,8 @@ pub struct Destination {
     pub tags: Vec<String>,
     pub credential: Option<Credential>,
     pub upload: UploadMode,
+    /// A repository on the same registry to mount blobs from instead of copying them.
+    pub mount_from: Option<String>,
 }
 
 /// The outcome of a push that could not start.
@@ -114,12 +115,7 @@ async fn push_inner(
 ) -> Result<(), RegistryError> {
     let mut client = Client::new(&dest.endpoint, &dest.path, dest.ca_file.as_deref(), dest.credential.clone(), retry)?
         .with_upload_mode(dest.upload);
-    // A source in another repository of the same registry: mount its blobs instead of copying.
-    let mount_from = image
-        .origin
-        .as_ref()
-        .filter(|(host, repo)| *host == dest.endpoint.host && *repo != dest.path)
-        .map(|(_, repo)| repo.clone());
+    let mount_from = dest.mount_from.clone();
     if let Some(from) = &mount_from {
         client = client.with_scope(&format!("repository:{}:pull,push repository:{from}:pull", dest.path));
     }
@@ -155,6 +151,56 @@ async fn push_inner(
         out.references.push(format!("{}{sep}{tag}", out.repository));
     }
     Ok(())
+}
+
+/// What a push would write, found with read-only requests (`--dry-run`).
+#[derive(Debug, Clone, Serialize)]
+pub struct WouldWrite {
+    pub registry: String,
+    pub repository: String,
+    pub digest: Digest,
+    /// Blobs the repository lacks: they would be uploaded.
+    pub blobs_to_send: Vec<Digest>,
+    pub bytes_to_send: Size,
+    pub blobs_present: usize,
+    /// Manifests put by digest (an index's children), then every `repository:tag`.
+    pub manifests: Vec<String>,
+    pub references: Vec<String>,
+}
+
+/// Authenticates and asks, blob by blob (HEAD), what the repository already has. Writes nothing.
+pub async fn would_write(image: &Image, dest: &Destination, retry: RetryPolicy) -> Result<WouldWrite, RegistryError> {
+    let client = Client::new(&dest.endpoint, &dest.path, dest.ca_file.as_deref(), dest.credential.clone(), retry)?;
+    client.authenticate().await?;
+    let repository = format!("{}/{}", dest.endpoint.host, dest.path);
+    let mut out = WouldWrite {
+        registry: dest.registry_id.clone(),
+        digest: image.root.digest.clone(),
+        blobs_to_send: Vec::new(),
+        bytes_to_send: Size(0),
+        blobs_present: 0,
+        manifests: image.children.iter().map(|c| c.digest.to_string()).collect(),
+        references: dest
+            .tags
+            .iter()
+            .map(|t| format!("{repository}{}{t}", if t.starts_with("sha256:") { '@' } else { ':' }))
+            .collect(),
+        repository,
+    };
+    let present: Vec<bool> =
+        futures_util::stream::iter(image.blobs().into_iter().map(|d| client.blob_exists(&d.digest)))
+            .buffered(crate::http::settings().concurrency.max(1))
+            .try_collect()
+            .await?;
+    for (d, here) in image.blobs().into_iter().zip(present) {
+        if here {
+            out.blobs_present += 1;
+        } else {
+            out.blobs_to_send.push(d.digest.clone());
+            out.bytes_to_send.0 += d.size;
+        }
+    }
+    Ok(out)
 }
 
 /// Returns whether the blob was sent (false: it existed), the bytes that went out, and how
@@ -199,7 +245,7 @@ async fn send_blob(
         registry = client.registry(),
         digest = d.digest.short(),
         size = %ByteSize(d.size),
-                attempts = stats.attempts,
+        attempts = stats.attempts,
         resumes = stats.resumes,
         resent = %ByteSize(stats.bytes_resent(d.size)),
         "blob sent"

@@ -8,6 +8,8 @@ use std::net::IpAddr;
 use crate::types::Digest;
 
 pub const DOCKER_HUB: &str = "docker.io";
+/// The tag a reference without one means, as in Docker.
+pub const DEFAULT_TAG: &str = "latest";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reference {

@@ -74,14 +74,18 @@ pub fn plan_text(plan: &Plan) -> String {
     let mut s = plan_images_text(plan);
     if let Some(sg) = &plan.signing {
         let format = match sg.format {
-            crate::policy::model::SignFormat::Legacy => "legacy (.sig tag)",
-            crate::policy::model::SignFormat::Bundle => "bundle (referrer)",
-            crate::policy::model::SignFormat::Both => "legacy (.sig tag) and bundle (referrer)",
+            crate::sign::Format::Legacy => "legacy (.sig tag)",
+            crate::sign::Format::Bundle => "bundle (referrer)",
+            crate::sign::Format::Both => "legacy (.sig tag) and bundle (referrer)",
         };
         let _ = writeln!(
             s,
             "\nsigning    every pushed image, {} ({format})",
-            if sg.method == "key" { "with the cosign key" } else { "keyless (GitHub OIDC, Fulcio, Rekor)" }
+            if sg.method == crate::plan::SignMethod::Key {
+                "with the cosign key"
+            } else {
+                "keyless (GitHub OIDC, Fulcio, Rekor)"
+            }
         );
     }
     for t in &plan.templates {

@@ -267,9 +267,12 @@ fn a_key_made_by_cosign_signs_and_verifies() {
     std::fs::create_dir_all(work.path().join("keys")).unwrap();
     std::fs::copy(&fixture, work.path().join("keys/cosign.key")).unwrap();
     // cosign's key, empty password, read by the loader publish uses; its public half for verify.
-    let signer =
-        publish_action::sign::KeySigner::load(fixture.to_str().unwrap(), &publish_action::types::Secret::new(""))
-            .unwrap();
+    let signer = publish_action::sign::KeySigner::load(
+        fixture.to_str().unwrap(),
+        &publish_action::types::Secret::new(""),
+        &Default::default(),
+    )
+    .unwrap();
     let public = work.path().join("keys/cosign.pub");
     std::fs::write(&public, signer.public_pem()).unwrap();
 

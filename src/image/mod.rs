@@ -5,21 +5,36 @@
 
 pub mod daemon;
 pub mod docker;
+pub mod oci;
+pub mod remote;
 mod store;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use oci::{ConfigDoc, ManifestDoc};
+pub use oci::{DOCKER_LIST, DOCKER_MANIFEST, Descriptor, Manifest, OCI_INDEX, OCI_MANIFEST, OciPlatform};
 
 use crate::types::{ByteSize, Digest, Platform};
 pub use store::BlobReader;
 use store::Store;
 
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+impl std::fmt::Display for Transport {
+    /// skopeo's syntax, which `Transport::parse` reads back.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let with_ref = |f: &mut std::fmt::Formatter<'_>, kind: &str, path: &Path, r: &Option<String>| match r {
+            Some(r) => write!(f, "{kind}:{}:{r}", path.display()),
+            None => write!(f, "{kind}:{}", path.display()),
+        };
+        match self {
+            Transport::OciDir { path, reference } => with_ref(f, "oci", path, reference),
+            Transport::OciArchive { path, reference } => with_ref(f, "oci-archive", path, reference),
+            Transport::DockerArchive { path, reference } => with_ref(f, "docker-archive", path, reference),
+            Transport::DockerDaemon { name } => write!(f, "docker-daemon:{name}"),
+            Transport::Registry { reference } => write!(f, "docker://{reference}"),
+        }
+    }
+}
 
 /// Manifests are limited to 4 MiB by registries; configs get the same bound here.
 const MAX_METADATA: u64 = 4 * 1024 * 1024;
@@ -97,75 +112,6 @@ impl Transport {
             "docker-archive" => Ok(Transport::DockerArchive { path, reference }),
             _ => Err(ImageError::Transport(s.to_string())),
         }
-    }
-}
-
-/// An OCI descriptor.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Descriptor {
-    pub media_type: String,
-    pub digest: Digest,
-    pub size: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub annotations: Option<std::collections::BTreeMap<String, String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub platform: Option<OciPlatform>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OciPlatform {
-    pub os: String,
-    pub architecture: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub variant: Option<String>,
-}
-
-impl From<&OciPlatform> for Platform {
-    fn from(p: &OciPlatform) -> Platform {
-        Platform { os: p.os.clone(), architecture: p.architecture.clone(), variant: p.variant.clone() }
-    }
-}
-
-/// The fields of an image manifest or index that `publish` uses.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ManifestDoc {
-    #[serde(default)]
-    media_type: Option<String>,
-    #[serde(default)]
-    config: Option<Descriptor>,
-    #[serde(default)]
-    layers: Vec<Descriptor>,
-    #[serde(default)]
-    manifests: Vec<Descriptor>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ConfigDoc {
-    #[serde(default)]
-    os: String,
-    #[serde(default)]
-    architecture: String,
-    #[serde(default)]
-    variant: Option<String>,
-}
-
-/// A manifest, exactly as its bytes were read (pushing re-serialised JSON would change the digest).
-#[derive(Debug, Clone)]
-pub struct Manifest {
-    pub digest: Digest,
-    pub media_type: String,
-    pub bytes: Vec<u8>,
-    /// For an image manifest: its platform, from the index entry or the config.
-    pub platform: Option<Platform>,
-    pub config: Option<Descriptor>,
-    pub layers: Vec<Descriptor>,
-}
-
-impl Manifest {
-    pub fn is_index(&self) -> bool {
-        self.media_type == OCI_INDEX || self.media_type == DOCKER_LIST
     }
 }
 
@@ -367,26 +313,6 @@ fn select_entry<'a>(entries: &'a [Descriptor], reference: Option<&str>) -> Resul
                 ))
             }
         },
-    }
-}
-
-impl Manifest {
-    /// A manifest from its bytes (fetched from a registry), checked to be an image manifest
-    /// or index; `media_type` when the document does not say.
-    pub fn from_bytes(bytes: Vec<u8>, media_type: &str, platform: Option<Platform>) -> Result<Manifest, String> {
-        let digest = Digest::of(&bytes);
-        let doc: ManifestDoc =
-            serde_json::from_slice(&bytes).map_err(|e| format!("manifest {digest} is not valid JSON: {e}"))?;
-        let media_type = doc.media_type.clone().unwrap_or_else(|| media_type.to_string());
-        if ![OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST].contains(&media_type.as_str()) {
-            return Err(format!("manifest {digest} has media type {media_type:?}, not an image manifest or index"));
-        }
-        Ok(Manifest { digest, media_type, bytes, platform, config: doc.config, layers: doc.layers })
-    }
-
-    /// The manifests an index lists (empty for an image manifest).
-    pub fn entries(&self) -> Vec<Descriptor> {
-        serde_json::from_slice::<ManifestDoc>(&self.bytes).map(|d| d.manifests).unwrap_or_default()
     }
 }
 

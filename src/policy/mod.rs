@@ -494,9 +494,12 @@ pub fn resolve(policy: &Policy, file: &str, base_dir: &Path, ctx: &TemplateConte
                 None => default.to_string(),
             }
         };
-        let fulcio_url = url(&sg.fulcio_url, "https://fulcio.sigstore.dev", "signing.fulcio_url", &mut c);
-        let rekor_url = url(&sg.rekor_url, "https://rekor.sigstore.dev", "signing.rekor_url", &mut c);
-        let password_env = sg.password_env.as_ref().map_or_else(|| "COSIGN_PASSWORD".to_string(), |p| p.value.clone());
+        let fulcio_url = url(&sg.fulcio_url, crate::sign::keyless::FULCIO_URL, "signing.fulcio_url", &mut c);
+        let rekor_url = url(&sg.rekor_url, crate::sign::keyless::REKOR_URL, "signing.rekor_url", &mut c);
+        let password_env = sg
+            .password_env
+            .as_ref()
+            .map_or_else(|| crate::sign::keys::COSIGN_PASSWORD.to_string(), |p| p.value.clone());
         if let Some(p) = &sg.password_env
             && !valid_env_name(p)
         {

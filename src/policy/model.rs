@@ -87,14 +87,8 @@ pub struct Signing {
     pub format: Option<Located<SignFormat>>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SignFormat {
-    Legacy,
-    Bundle,
-    #[default]
-    Both,
-}
+/// One signing format type for the policy, the plan and the signer.
+pub use crate::sign::Format as SignFormat;
 
 /// The RunPod section: templates rendered from the policy and synced through RunPod's API.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]

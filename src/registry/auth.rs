@@ -1,16 +1,143 @@
-//! Registry authentication inputs: parsing `WWW-Authenticate` challenges and finding
-//! credentials in Docker's `config.json` (inline `auths`, `credHelpers`, `credsStore`).
-//! Secrets are wrapped in `Secret` as soon as they are read.
+//! Registry authentication: parsing `WWW-Authenticate` challenges, the ping and token
+//! exchange (the token cached on the client for every later request), and credentials in
+//! Docker's `config.json` (inline `auths`, `credHelpers`, `credsStore`). Secrets are wrapped
+//! in `Secret` as soon as they are read.
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use base64::Engine;
+use reqwest::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use reqwest::{Method, StatusCode};
 use serde::Deserialize;
+use url::Url;
 
+use super::{Client, RegistryError};
+use crate::reference::is_loopback_host;
 use crate::types::Secret;
+
+impl Client {
+    /// Pings `/v2/` and, on a challenge, obtains authorization for the client's scope.
+    /// Fails with `Unauthorized` when the credentials are refused.
+    pub async fn authenticate(&self) -> Result<(), RegistryError> {
+        let resp = self.with_retries(Method::GET, self.url("v2/"), |r| r, false).await?;
+        if resp.status().is_success() {
+            return Ok(());
+        }
+        if resp.status() != StatusCode::UNAUTHORIZED {
+            return Err(self.api_error(resp).await);
+        }
+        let challenge = resp.headers().get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).and_then(parse_challenge);
+        match challenge {
+            Some(Challenge::Basic) | None => {
+                let Some(cred) = &self.credential else {
+                    return Err(RegistryError::Unauthorized {
+                        registry: self.registry.clone(),
+                        detail: " (the registry wants credentials and none were found)".into(),
+                    });
+                };
+                if self.base.scheme() == "http" && !self.base.host_str().is_some_and(is_loopback_host) {
+                    return Err(RegistryError::Refused {
+                        registry: self.registry.clone(),
+                        message: "refusing to send credentials over plain HTTP".into(),
+                    });
+                }
+                let header = cred.basic_header();
+                let resp = self
+                    .with_retries(Method::GET, self.url("v2/"), |r| r.header(AUTHORIZATION, header.expose()), false)
+                    .await?;
+                if !resp.status().is_success() {
+                    return Err(match self.api_error(resp).await {
+                        RegistryError::Unauthorized { registry, .. } => {
+                            RegistryError::Unauthorized { registry, detail: format!(" for user {:?}", cred.username) }
+                        }
+                        e => e,
+                    });
+                }
+                self.set_authorization(header);
+            }
+            Some(Challenge::Bearer { realm, service, .. }) => {
+                let token = self.fetch_token(&realm, service.as_deref()).await?;
+                self.set_authorization(Secret::new(format!("Bearer {}", token.expose())));
+            }
+        }
+        Ok(())
+    }
+
+    fn set_authorization(&self, value: Secret) {
+        if let Ok(mut a) = self.authorization.lock() {
+            *a = Some(value);
+        }
+    }
+
+    pub(super) fn authorization(&self) -> Option<Secret> {
+        self.authorization.lock().ok().and_then(|a| a.clone())
+    }
+
+    /// A token from the realm the challenge names (the one other origin the credentials go to).
+    async fn fetch_token(&self, realm: &str, service: Option<&str>) -> Result<Secret, RegistryError> {
+        let mut url = Url::parse(realm).map_err(|e| RegistryError::Refused {
+            registry: self.registry.clone(),
+            message: format!("the token realm {realm:?} is not a URL: {e}"),
+        })?;
+        let realm_host = url.host_str().unwrap_or_default().to_string();
+        if url.scheme() != "https" && !is_loopback_host(&realm_host) {
+            return Err(RegistryError::Refused {
+                registry: self.registry.clone(),
+                message: format!("refusing to request a token over plain HTTP from {realm_host}"),
+            });
+        }
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(s) = service {
+                q.append_pair("service", s);
+            }
+            for scope in self.scope.split(' ') {
+                q.append_pair("scope", scope);
+            }
+        }
+        let basic = self.credential.as_ref().map(Credential::basic_header);
+        let resp = self
+            .with_retries(
+                Method::GET,
+                url,
+                |r| match &basic {
+                    Some(b) => r.header(AUTHORIZATION, b.expose()),
+                    None => r,
+                },
+                false,
+            )
+            .await?;
+        if resp.status() == StatusCode::UNAUTHORIZED || resp.status() == StatusCode::FORBIDDEN {
+            let who = self.credential.as_ref().map(|c| format!(" for user {:?}", c.username)).unwrap_or_default();
+            return Err(RegistryError::Unauthorized {
+                registry: self.registry.clone(),
+                detail: format!(" at the token service {realm_host}{who}"),
+            });
+        }
+        if !resp.status().is_success() {
+            return Err(self.api_error(resp).await);
+        }
+        #[derive(serde::Deserialize)]
+        struct TokenReply {
+            #[serde(default)]
+            token: Option<String>,
+            #[serde(default)]
+            access_token: Option<String>,
+        }
+        let reply: TokenReply =
+            crate::http::json_limited(resp, crate::http::MAX_SMALL_BODY).await.map_err(|e| RegistryError::Refused {
+                registry: self.registry.clone(),
+                message: format!("token service {realm_host}: {e}"),
+            })?;
+        reply.token.or(reply.access_token).map(Secret::new).ok_or_else(|| RegistryError::Refused {
+            registry: self.registry.clone(),
+            message: format!("the token service {realm_host} answered without a token"),
+        })
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Challenge {
@@ -83,13 +210,6 @@ struct AuthEntry {
     password: Option<String>,
 }
 
-fn docker_config_path() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("DOCKER_CONFIG") {
-        return Some(PathBuf::from(dir).join("config.json"));
-    }
-    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker/config.json"))
-}
-
 /// The keys Docker may have stored credentials for `host` under.
 fn host_aliases(host: &str) -> Vec<&str> {
     if host == crate::reference::DOCKER_HUB {
@@ -104,18 +224,19 @@ fn normalize_key(key: &str) -> &str {
     k.split('/').next().unwrap_or(k)
 }
 
-/// Looks up credentials for `host` in Docker's config. `Ok(None)` when there are none.
-pub fn from_docker_config(host: &str) -> anyhow::Result<Option<Credential>> {
-    let Some(path) = docker_config_path() else {
+/// Looks up credentials for `host` in Docker's config at `path`. `Ok(None)` when there are none.
+pub fn from_docker_config(path: &Option<std::path::PathBuf>, host: &str) -> anyhow::Result<Option<Credential>> {
+    let Some(path) = path.as_deref() else {
         return Ok(None);
     };
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
-    };
-    let config: DockerConfig =
-        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{} is not valid JSON: {e}", path.display()))?;
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = crate::http::read_file_limited(path, crate::http::MAX_SMALL_BODY).map_err(|e| anyhow::anyhow!(e))?;
+    let config: DockerConfig = serde_json::from_slice(&text).map_err(|e| {
+        anyhow::anyhow!("{} is not valid JSON (line {}, column {})", path.display(), e.line(), e.column())
+    })?;
+    let path: &Path = path;
     let aliases = host_aliases(host);
     let matches = |key: &str| aliases.contains(&key) || aliases.contains(&normalize_key(key));
     if let Some((_, helper)) = config.cred_helpers.iter().find(|(k, _)| matches(k)) {

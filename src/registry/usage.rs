@@ -4,26 +4,9 @@
 
 use std::collections::HashSet;
 
-use serde::Deserialize;
-
 use super::{Client, RegistryError};
+use crate::image::oci::ManifestDoc;
 use crate::types::{ByteSize, Digest};
-
-#[derive(Deserialize)]
-struct Doc {
-    #[serde(default)]
-    config: Option<Desc>,
-    #[serde(default)]
-    layers: Vec<Desc>,
-    #[serde(default)]
-    manifests: Vec<Desc>,
-}
-
-#[derive(Deserialize)]
-struct Desc {
-    digest: Digest,
-    size: u64,
-}
 
 /// What the registry stores, and in how many repositories.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +28,7 @@ pub async fn measure(client: &Client) -> Result<Stored, RegistryError> {
             if !manifests.insert(Digest::of(&bytes)) {
                 continue;
             }
-            let Ok(doc) = serde_json::from_slice::<Doc>(&bytes) else { continue };
+            let Ok(doc) = serde_json::from_slice::<ManifestDoc>(&bytes) else { continue };
             for d in doc.config.iter().chain(doc.layers.iter()) {
                 if blobs.insert(d.digest.clone()) {
                     total += d.size;

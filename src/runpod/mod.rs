@@ -5,16 +5,14 @@
 pub mod stage;
 pub mod template;
 
-use std::time::Duration;
-
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use sha2::{Digest as _, Sha256};
 use url::Url;
 
-use crate::http::RetryPolicy;
+use crate::retry::RetryPolicy;
 use crate::types::Secret;
 use template::FieldChange;
 
@@ -27,16 +25,6 @@ pub enum RunPodError {
     Transport(String),
     #[error("RunPod API: {0}")]
     Unexpected(String),
-}
-
-impl RunPodError {
-    fn retryable(&self) -> bool {
-        match self {
-            RunPodError::Api { status, .. } => *status == 429 || *status >= 500,
-            RunPodError::Transport(_) => true,
-            RunPodError::Unexpected(_) => false,
-        }
-    }
 }
 
 /// A RunPod REST v2 client.
@@ -56,50 +44,36 @@ impl Client {
         Ok(Client { http, base, key, retry })
     }
 
-    /// Sends one request, retrying 429 (after `Retry-After`) and 5xx, and returns the JSON body
-    /// (`Null` for 204).
+    /// Sends one request, retried by `crate::retry` (429 after `Retry-After`, 5xx, transport
+    /// errors), and returns the JSON body (`Null` for 204), bounded in bytes.
     async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, RunPodError> {
         let url = self.base.join(path).map_err(|e| RunPodError::Unexpected(e.to_string()))?;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let mut req = self
+        let what = format!("RunPod {method} {path}");
+        let resp = crate::retry::send(&self.retry, &what, || {
+            let req = self
                 .http
                 .request(method.clone(), url.clone())
                 .header(AUTHORIZATION, format!("Bearer {}", self.key.expose()));
-            if let Some(b) = body {
-                req = req.header(CONTENT_TYPE, "application/json").body(b.to_string());
+            match body {
+                Some(b) => req.header(CONTENT_TYPE, "application/json").body(b.to_string()),
+                None => req,
             }
-            tracing::debug!(%method, path, attempt, "runpod request");
-            let (error, wait) = match req.send().await {
-                Err(e) => (RunPodError::Transport(e.to_string()), None),
-                Ok(resp) if resp.status().is_success() => {
-                    if resp.status() == StatusCode::NO_CONTENT {
-                        return Ok(Value::Null);
-                    }
-                    let text = resp.text().await.map_err(|e| RunPodError::Transport(e.to_string()))?;
-                    return serde_json::from_str(&text)
-                        .map_err(|e| RunPodError::Unexpected(format!("{method} {path}: the answer is not JSON: {e}")));
-                }
-                Ok(resp) => {
-                    let status = resp.status();
-                    let wait = resp
-                        .headers()
-                        .get(RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                        .map(Duration::from_secs);
-                    let text = resp.text().await.unwrap_or_default();
-                    (problem(&method, path, status, &text), wait)
-                }
-            };
-            if !(error.retryable() && attempt < self.retry.attempts) {
-                return Err(error);
-            }
-            let wait = wait.map_or_else(|| self.retry.delay(attempt), |w| w.min(self.retry.max));
-            tracing::warn!(%error, ?wait, "retrying RunPod request");
-            tokio::time::sleep(wait).await;
+        })
+        .await
+        .map_err(|e| RunPodError::Transport(e.to_string()))?;
+        let status = resp.status();
+        if status == StatusCode::NO_CONTENT {
+            return Ok(Value::Null);
         }
+        let bytes = crate::http::body_limited(resp, 8 * crate::http::MAX_SMALL_BODY)
+            .await
+            .map_err(|e| RunPodError::Transport(format!("{method} {path}: {e}")))?;
+        let text = String::from_utf8_lossy(&bytes);
+        if !status.is_success() {
+            return Err(problem(&method, path, status, &text));
+        }
+        serde_json::from_str(&text)
+            .map_err(|e| RunPodError::Unexpected(format!("{method} {path}: the answer is not JSON: {e}")))
     }
 
     pub async fn list_templates(&self) -> Result<Vec<Map<String, Value>>, RunPodError> {

@@ -1,14 +1,16 @@
 //! Glue between the plan and RunPod: the context each template renders with (the image as it
 //! is published), the credentials RunPod pulls private images with, and the API client from
-//! the policy and environment. Reads the environment; makes no request.
+//! the policy and the environment the command layer passes in. Makes no request.
 
 use serde_json::{Map, Value};
 
 use super::template::{self, ImageContext, RenderContext, TemplateErrors};
 use super::{Client, PullCredential, Wanted};
-use crate::http::RetryPolicy;
+use crate::credentials::{CredentialSource, Env};
 use crate::plan::{ImagePlan, Plan, TargetPlan};
 use crate::policy::{Resolved, ResolvedRunPod, ResolvedTemplate, Visibility};
+use crate::retry::RetryPolicy;
+use crate::types::Digest;
 use crate::types::Secret;
 
 /// A template rendered for the image it follows.
@@ -28,7 +30,7 @@ pub fn context(
     target: &TargetPlan,
     vars: &std::collections::BTreeMap<String, Value>,
 ) -> RenderContext {
-    let tag = target.tags.first().cloned().unwrap_or_else(|| "latest".into());
+    let tag = target.tags.first().cloned().unwrap_or_else(|| crate::reference::DEFAULT_TAG.into());
     let reference = format!("{}:{tag}", target.repository);
     RenderContext {
         image: ImageContext {
@@ -66,47 +68,53 @@ pub fn render_all(resolved: &Resolved, plan: &Plan) -> Result<Vec<Rendered>, Tem
 }
 
 /// What RunPod should have for a rendered template, with the pull credential of a private
-/// image read from the environment: the registry's `pull_credentials`, else (with a warning)
-/// its push credentials.
-pub fn wanted(r: &Rendered) -> Result<Wanted, String> {
+/// image read from `env`: the registry's `pull_credentials`, else (with a warning) its push
+/// credentials from the policy.
+pub fn wanted(r: &Rendered, env: &Env) -> Result<Wanted, String> {
     let credential = if r.image.visibility == Visibility::Private {
-        let reg = &r.target.endpoint;
-        let source = match (&reg.pull_credentials, &reg.credentials) {
+        let source = match (&r.target.pull_credentials, &r.target.credentials) {
             (Some(pull), _) => pull,
-            (None, Some(push)) => {
+            (None, push @ CredentialSource::Env { .. }) => {
                 tracing::warn!(
-                    registry = %reg.id,
+                    registry = %r.target.registry,
                     "RunPod gets the push credentials for the private image {}: give it read-only ones with pull_credentials:",
                     r.image.name
                 );
                 push
             }
-            (None, None) => {
+            (None, _) => {
                 return Err(format!(
                     "template {:?}: image {} is private, so RunPod needs credentials to pull it: set pull_credentials: on registry {}",
-                    r.template.name, r.image.name, reg.id
+                    r.template.name, r.image.name, r.target.registry
                 ));
             }
         };
-        let password = std::env::var(&source.password_env).ok().filter(|v| !v.is_empty()).ok_or_else(|| {
+        let CredentialSource::Env { username, password_env } = source else {
+            return Err(format!("template {:?}: pull credentials must come from the policy", r.template.name));
+        };
+        let password = env.get(password_env).filter(|v| !v.is_empty()).ok_or_else(|| {
             format!(
-                "template {:?}: environment variable {} ({}) is not set",
-                r.template.name, source.password_env, source.field
+                "template {:?}: environment variable {password_env} (registries.{}.pull_credentials) is not set",
+                r.template.name, r.target.registry
             )
         })?;
-        let repository = r.target.path().to_string();
-        Some(PullCredential::new(&reg.id, &repository, &source.username, Secret::new(password)))
+        Some(PullCredential::new(&r.target.registry, r.target.path(), username, Secret::new(password.clone())))
     } else {
         None
     };
     Ok(Wanted { body: r.body.clone(), credential, endpoints: r.template.endpoints.clone() })
 }
 
+/// The digest of a rendered body, as the plan records it.
+pub fn body_digest(body: &Map<String, Value>) -> Digest {
+    Digest::of(Value::Object(body.clone()).to_string().as_bytes())
+}
+
 /// The API client: key from `api_key_env`, base URL from `RUNPOD_API_URL` or the policy.
-pub fn client(rp: &ResolvedRunPod) -> Result<Client, String> {
-    let key = std::env::var(&rp.api_key_env).ok().filter(|v| !v.is_empty()).ok_or_else(|| {
+pub fn client(rp: &ResolvedRunPod, env: &Env) -> Result<Client, String> {
+    let key = env.get(&rp.api_key_env).filter(|v| !v.is_empty()).ok_or_else(|| {
         format!("environment variable {} (runpod.api_key_env) is not set: RunPod's API needs a key", rp.api_key_env)
     })?;
-    let url = std::env::var("RUNPOD_API_URL").ok().filter(|v| !v.is_empty()).unwrap_or_else(|| rp.api_url.clone());
-    Client::new(&url, Secret::new(key), RetryPolicy::default()).map_err(|e| e.to_string())
+    let url = env.get("RUNPOD_API_URL").filter(|v| !v.is_empty()).unwrap_or(&rp.api_url);
+    Client::new(url, Secret::new(key.clone()), RetryPolicy::default()).map_err(|e| e.to_string())
 }

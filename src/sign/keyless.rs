@@ -29,9 +29,13 @@ pub struct Endpoints {
     pub rekor: String,
 }
 
+/// Sigstore's public-good instances.
+pub const FULCIO_URL: &str = "https://fulcio.sigstore.dev";
+pub const REKOR_URL: &str = "https://rekor.sigstore.dev";
+
 impl Default for Endpoints {
     fn default() -> Self {
-        Endpoints { fulcio: "https://fulcio.sigstore.dev".into(), rekor: "https://rekor.sigstore.dev".into() }
+        Endpoints { fulcio: FULCIO_URL.into(), rekor: REKOR_URL.into() }
     }
 }
 

@@ -25,19 +25,25 @@ impl std::fmt::Debug for KeySigner {
     }
 }
 
+/// The variable cosign reads a key's password from, and `publish`'s default too.
+pub const COSIGN_PASSWORD: &str = "COSIGN_PASSWORD";
+
 impl KeySigner {
-    /// Loads `key_ref`: a path, or `env://VAR` holding the PEM.
-    pub fn load(key_ref: &str, password: &Secret) -> Result<KeySigner, SignError> {
-        let pem = match key_ref.strip_prefix("env://") {
-            Some(var) => Secret::new(
-                std::env::var(var)
-                    .map_err(|_| SignError::Key(format!("environment variable {var} (the signing key) is not set")))?,
-            ),
-            None => Secret::new(
-                std::fs::read_to_string(key_ref)
-                    .map_err(|e| SignError::Key(format!("cannot read the signing key {key_ref}: {e}")))?,
-            ),
-        };
+    /// Loads `key_ref`: a path, or `env://VAR` holding the PEM (looked up in `env`).
+    pub fn load(key_ref: &str, password: &Secret, env: &crate::credentials::Env) -> Result<KeySigner, SignError> {
+        let pem =
+            match key_ref.strip_prefix("env://") {
+                Some(var) => Secret::new(env.get(var).cloned().ok_or_else(|| {
+                    SignError::Key(format!("environment variable {var} (the signing key) is not set"))
+                })?),
+                None => Secret::new(
+                    String::from_utf8(
+                        crate::http::read_file_limited(std::path::Path::new(key_ref), 64 * 1024)
+                            .map_err(|e| SignError::Key(format!("cannot read the signing key: {e}")))?,
+                    )
+                    .map_err(|_| SignError::Key(format!("the signing key {key_ref} is not PEM text")))?,
+                ),
+            };
         let pair = SigStoreKeyPair::from_encrypted_pem(pem.expose().as_bytes(), password.expose().as_bytes()).map_err(
             |_| {
                 SignError::Key(format!(
@@ -88,12 +94,16 @@ pub fn load_public(path: &Path) -> Result<CosignVerificationKey, SignError> {
 
 /// Writes `cosign.key` (encrypted with `password`, mode 0600) and `cosign.pub` in `dir`,
 /// refusing to overwrite either.
-pub fn generate(dir: &Path, password: &Secret) -> Result<(std::path::PathBuf, std::path::PathBuf), SignError> {
+pub fn generate(
+    dir: &Path,
+    password: &Secret,
+    force: bool,
+) -> Result<(std::path::PathBuf, std::path::PathBuf), SignError> {
     let key_path = dir.join("cosign.key");
     let pub_path = dir.join("cosign.pub");
     for p in [&key_path, &pub_path] {
-        if p.exists() {
-            return Err(SignError::Key(format!("{} exists: not overwriting it", p.display())));
+        if p.exists() && !force {
+            return Err(SignError::Key(format!("{} exists: not overwriting it (--force replaces it)", p.display())));
         }
     }
     let keys = ECDSAKeys::new(EllipticCurve::P256).map_err(|e| SignError::Key(e.to_string()))?;
@@ -101,6 +111,12 @@ pub fn generate(dir: &Path, password: &Secret) -> Result<(std::path::PathBuf, st
     let private =
         pair.private_key_to_encrypted_pem(password.expose().as_bytes()).map_err(|e| SignError::Key(e.to_string()))?;
     let public = pair.public_key_to_pem().map_err(|e| SignError::Key(e.to_string()))?;
+    if force {
+        // Only once the new pair exists: a failure above leaves the old one in place.
+        for p in [&key_path, &pub_path] {
+            let _ = std::fs::remove_file(p);
+        }
+    }
     write_private(&key_path, private.as_bytes())?;
     std::fs::write(&pub_path, public)
         .map_err(|e| SignError::Key(format!("cannot write {}: {e}", pub_path.display())))?;
@@ -126,13 +142,13 @@ mod tests {
     #[test]
     fn generated_pair_loads_in_the_sigstore_loader_and_verifies() {
         let dir = tempfile::tempdir().unwrap();
-        let (key, public) = generate(dir.path(), &Secret::new("pw")).unwrap();
+        let (key, public) = generate(dir.path(), &Secret::new("pw"), false).unwrap();
         let pem = std::fs::read(&key).unwrap();
         assert!(String::from_utf8_lossy(&pem).starts_with("-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----"));
         // The sigstore crate's cosign loader reads what we wrote, and vice versa.
         let pair = SigStoreKeyPair::from_encrypted_pem(&pem, b"pw").unwrap();
         assert!(SigStoreKeyPair::from_encrypted_pem(&pem, b"wrong").is_err());
-        let signer = KeySigner::load(key.to_str().unwrap(), &Secret::new("pw")).unwrap();
+        let signer = KeySigner::load(key.to_str().unwrap(), &Secret::new("pw"), &Default::default()).unwrap();
         let sig = signer.sign(b"payload").unwrap();
         let verifier = load_public(&public).unwrap();
         verifier.verify_signature(sigstore::crypto::Signature::Raw(&sig), b"payload").unwrap();
@@ -142,6 +158,6 @@ mod tests {
             std::fs::metadata(&key).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777).unwrap(),
             0o600
         );
-        assert!(generate(dir.path(), &Secret::new("pw")).is_err(), "never overwrites");
+        assert!(generate(dir.path(), &Secret::new("pw"), false).is_err(), "never overwrites");
     }
 }

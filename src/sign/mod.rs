@@ -117,7 +117,7 @@ pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 pub const BUNDLE_V03: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
 pub const PREDICATE_TYPE: &str = "https://sigstore.dev/cosign/sign/v1";
 pub const IN_TOTO: &str = "application/vnd.in-toto+json";
-const EMPTY: &str = "application/vnd.oci.empty.v1+json";
+use crate::image::oci::OCI_EMPTY_CONFIG as EMPTY;
 const MAX_SIGNATURE_BLOB: u64 = 1024 * 1024;
 
 /// Which formats to write.
@@ -206,11 +206,11 @@ pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-fn legacy_tag(digest: &Digest) -> String {
+pub fn legacy_tag(digest: &Digest) -> String {
     format!("sha256-{}.sig", digest.hex())
 }
 
-fn fallback_tag(digest: &Digest) -> String {
+pub fn fallback_tag(digest: &Digest) -> String {
     format!("sha256-{}", digest.hex())
 }
 

@@ -1,85 +1,11 @@
-//! The plan: one serialisable value saying, per image, what it is (platforms, sizes, blobs)
-//! and where it goes (registry, repository, tags). `build` is pure; `open_sources` reads the
-//! images from disk. Printed by `publish plan`, executed by `publish run`.
+//! Building the plan from the resolved policy, the opened images and any measured usage:
+//! platform checks, registry selection, and every target's endpoint, upload mode, mounts and
+//! credential source. Pure: no network, no environment, no clock.
 
-use serde::Serialize;
-
-use crate::image::Image;
-use crate::policy::{Diagnostic, Diagnostics, RegistryKind, Resolved, ResolvedImage, ResolvedRegistry, Visibility};
-use crate::select::{self, Candidate, ImageFacts, Usage, Verdict, VerdictKind, catalog};
-use crate::types::{ByteSize, Digest, Platform};
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Plan {
-    pub policy: String,
-    pub images: Vec<ImagePlan>,
-    /// How pushed images are signed, when they are.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub signing: Option<SigningPlan>,
-    /// RunPod templates that follow the images, once published (and signed).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub templates: Vec<TemplatePlan>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct SigningPlan {
-    /// `key` or `keyless`.
-    pub method: &'static str,
-    /// `legacy`, `bundle` or `both`.
-    pub format: crate::policy::model::SignFormat,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct TemplatePlan {
-    pub name: String,
-    pub image: String,
-    pub endpoints: Vec<String>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ImagePlan {
-    pub name: String,
-    pub source: String,
-    pub manifest_digest: Digest,
-    pub media_type: String,
-    pub platforms: Vec<Platform>,
-    pub visibility: Visibility,
-    pub total_size: ByteSize,
-    pub largest_layer: ByteSize,
-    pub blobs: Vec<BlobPlan>,
-    /// Every candidate registry's verdict, with reasons, cost and free-tier margins.
-    pub candidates: Vec<Verdict>,
-    /// Ids of the registries the image goes to.
-    pub selected: Vec<String>,
-    pub targets: Vec<TargetPlan>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct BlobPlan {
-    pub digest: Digest,
-    pub size: ByteSize,
-    pub media_type: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct TargetPlan {
-    pub registry: String,
-    pub kind: RegistryKind,
-    /// `host/namespace/name`.
-    pub repository: String,
-    pub tags: Vec<String>,
-    /// Why this registry was chosen.
-    pub reason: String,
-    #[serde(skip)]
-    pub endpoint: ResolvedRegistry,
-}
-
-impl TargetPlan {
-    /// The repository path inside the registry (without the host).
-    pub fn path(&self) -> &str {
-        self.repository.split_once('/').map_or(self.repository.as_str(), |(_, p)| p)
-    }
-}
+use super::*;
+use crate::image::{Image, Transport};
+use crate::policy::{Diagnostic, Diagnostics, Resolved, ResolvedImage, ResolvedRegistry};
+use crate::select::{self, Candidate, ImageFacts, Usage, VerdictKind, catalog};
 
 /// A source that could not be opened, as a diagnostic at image `i`'s `source` field.
 pub fn source_diagnostic(resolved: &Resolved, i: usize, message: String) -> Diagnostic {
@@ -108,13 +34,24 @@ fn hint_for_source(source: &str) -> String {
 /// Usage measured on registries, by registry id (the rest comes from the policy or is unknown).
 pub type MeasuredUsage = std::collections::HashMap<String, Usage>;
 
-/// Builds the plan from the resolved policy, the opened images (same order) and any measured
-/// usage: checks platforms, selects registries. Pure.
+/// Builds the plan from the resolved policy, the opened images (by image index in the
+/// policy) and any measured usage: checks platforms, selects registries. Pure.
 pub fn build(resolved: &Resolved, images: &[Image], measured: &MeasuredUsage) -> Result<Plan, Diagnostics> {
     let mut errors = Vec::new();
-    let mut plans = Vec::new();
+    let mut plans: Vec<ImagePlan> = Vec::new();
     for (spec, image) in resolved.images.iter().zip(images) {
         let i = spec.index;
+        if plans.iter().any(|p| p.id == spec.name) || resolved.images[..i].iter().any(|o| o.name == spec.name) {
+            errors.push(Diagnostic {
+                file: resolved.file.clone(),
+                line: spec.at.0.max(1),
+                col: spec.at.1.max(1),
+                field: format!("images[{i}].name"),
+                message: format!("two images are named {:?}: the name is the image's id in the plan", spec.name),
+                hint: Some("give each image its own name:".into()),
+            });
+            continue;
+        }
         let provided = image.platforms();
         let missing: Vec<String> = spec
             .platforms
@@ -142,17 +79,71 @@ pub fn build(resolved: &Resolved, images: &[Image], measured: &MeasuredUsage) ->
     if !errors.is_empty() {
         return Err(Diagnostics(errors));
     }
-    let signing = resolved
-        .signing
-        .as_ref()
-        .map(|s| SigningPlan { method: if s.key.is_some() { "key" } else { "keyless" }, format: s.format });
+    let signing = resolved.signing.as_ref().map(|s| match &s.key {
+        Some(key) => SigningPlan {
+            method: SignMethod::Key,
+            format: s.format,
+            key: Some(key.clone()),
+            password_env: Some(s.password_env.clone()),
+            fulcio_url: None,
+            rekor_url: None,
+        },
+        None => SigningPlan {
+            method: SignMethod::Keyless,
+            format: s.format,
+            key: None,
+            password_env: None,
+            fulcio_url: Some(s.fulcio_url.clone()),
+            rekor_url: Some(s.rekor_url.clone()),
+        },
+    });
     let templates = resolved
         .runpod
         .iter()
         .flat_map(|rp| &rp.templates)
-        .map(|t| TemplatePlan { name: t.name.clone(), image: t.image.clone(), endpoints: t.endpoints.clone() })
+        .map(|t| TemplatePlan {
+            name: t.name.clone(),
+            image: t.image.clone(),
+            target: plans.iter().find(|i| i.id == t.image).and_then(|i| i.targets.first()).map(|t| t.id.clone()),
+            body_digest: None,
+            endpoints: t.endpoints.clone(),
+        })
         .collect();
-    Ok(Plan { policy: resolved.file.clone(), images: plans, signing, templates })
+    Ok(Plan {
+        version: PLAN_VERSION,
+        policy: resolved.file.clone(),
+        transfer: resolved.transfer,
+        images: plans,
+        signing,
+        templates,
+    })
+}
+
+/// How to open an image's source again: its transport with the path resolved, and, for a
+/// `docker://` source, how to reach that registry (as the policy's registry on that host, if
+/// any; else over HTTPS with Docker's credentials).
+pub fn source_plan(resolved: &Resolved, spec: &ResolvedImage) -> SourcePlan {
+    let transport =
+        Transport::parse(&spec.source, &spec.base_dir).map_or_else(|_| spec.source.value.clone(), |t| t.to_string());
+    let registry = match Transport::parse(&spec.source, &spec.base_dir) {
+        Ok(Transport::Registry { reference }) => {
+            let host = crate::reference::split_host(&reference).0;
+            let known = resolved.images.iter().flat_map(|i| &i.candidates).find(|r| r.host == host);
+            Some(SourceRegistry {
+                endpoint: EndpointPlan::new(
+                    &host,
+                    known.is_some_and(|r| r.insecure),
+                    known.and_then(|r| r.ca_file.clone()),
+                ),
+                credentials: match known {
+                    Some(r) => CredentialSource::for_registry(r.kind, &r.host, r.credentials.as_ref()),
+                    None => CredentialSource::for_registry(RegistryKind::Registry, &host, None),
+                },
+            })
+        }
+        _ => None,
+    };
+    SourcePlan { transport, compression: spec.compression, registry }
 }
 
 fn usage_for(r: &ResolvedRegistry, measured: &MeasuredUsage) -> Usage {
@@ -256,18 +247,36 @@ fn image_plan(
         .iter()
         .filter(|v| v.verdict == VerdictKind::Selected)
         .filter_map(|v| spec.candidates.iter().find(|r| r.id == v.registry).map(|r| (v, r)))
-        .map(|(v, r)| TargetPlan {
-            registry: r.id.clone(),
-            kind: r.kind,
-            repository: format!("{}/{}", r.host, r.repository_for(&spec.name)),
-            tags: spec.tags.clone(),
-            reason: v.reasons.first().cloned().unwrap_or_default(),
-            endpoint: r.clone(),
+        .map(|(v, r)| {
+            let path = r.repository_for(&spec.name);
+            TargetPlan {
+                id: format!("{}@{}", spec.name, r.id),
+                registry: r.id.clone(),
+                kind: r.kind,
+                repository: format!("{}/{path}", r.host),
+                tags: spec.tags.clone(),
+                reason: v.reasons.first().cloned().unwrap_or_default(),
+                endpoint: EndpointPlan::new(&r.host, r.insecure, r.ca_file.clone()),
+                upload: UploadPlan::from_chunk(r.chunk_size),
+                mount_from: image
+                    .origin
+                    .as_ref()
+                    .filter(|(host, repo)| *host == r.host && *repo != path)
+                    .map(|(_, repo)| repo.clone()),
+                credentials: CredentialSource::for_registry(r.kind, &r.host, r.credentials.as_ref()),
+                pull_credentials: r
+                    .pull_credentials
+                    .as_ref()
+                    .map(|c| CredentialSource::for_registry(r.kind, &r.host, Some(c))),
+                path,
+            }
         })
         .collect();
     Ok(ImagePlan {
+        id: spec.name.clone(),
         name: spec.name.clone(),
         source: spec.source.value.clone(),
+        open: source_plan(resolved, spec),
         manifest_digest: image.root.digest.clone(),
         media_type: image.root.media_type.clone(),
         platforms,

@@ -1,0 +1,103 @@
+//! What every policy command starts with: the environment (read once, here), the policy
+//! resolved offline, the run's transfer settings, and the image sources opened.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::credentials::{CredentialSource, Env};
+use crate::image::{Image, Transport};
+use crate::plan::{self, SourcePlan};
+use crate::policy::{self, Diagnostics, GitContext, Resolved, TemplateContext};
+use crate::reference::Reference;
+use crate::registry::Client;
+use crate::retry::RetryPolicy;
+
+/// The process environment, captured once for the whole command.
+pub fn environment() -> Env {
+    std::env::vars().collect()
+}
+
+/// Applies transfer settings for the run; `PUBLISH_RETRY_BASE_MS` shrinks the first retry's
+/// wait (tests).
+pub fn configure(mut settings: crate::http::Settings, env: &Env) {
+    if let Some(ms) = env.get("PUBLISH_RETRY_BASE_MS").and_then(|v| v.parse().ok()) {
+        settings.retry_base = std::time::Duration::from_millis(ms);
+    }
+    crate::http::configure(settings);
+}
+
+/// Loads and resolves the policy, offline.
+pub fn policy(path: &Path, env: &Env) -> anyhow::Result<Resolved> {
+    let (policy, file) = policy::load(path)?;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let ctx = template_context(dir, env);
+    let resolved = policy::resolve(&policy, &file, dir, &ctx)?;
+    configure(resolved.transfer, env);
+    Ok(resolved)
+}
+
+/// Loads the policy and opens every image it names (offline, but for `docker://` sources,
+/// whose manifests are read from their registry). `images[i]` is the policy's image `i`.
+pub async fn policy_and_images(path: &Path, env: &Env) -> anyhow::Result<(Resolved, Vec<Image>)> {
+    let resolved = policy(path, env)?;
+    let mut images = Vec::new();
+    let mut errors = Vec::new();
+    for (i, spec) in resolved.images.iter().enumerate() {
+        match open_image(&plan::build::source_plan(&resolved, spec), env).await {
+            Ok(image) => images.push(image),
+            Err(message) => errors.push(plan::source_diagnostic(&resolved, i, message)),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Diagnostics(errors).into());
+    }
+    Ok((resolved, images))
+}
+
+/// Opens a source as the plan describes it; `docker://` through the registry client.
+pub async fn open_image(source: &SourcePlan, env: &Env) -> Result<Image, String> {
+    let transport = Transport::parse(&source.transport, Path::new(".")).map_err(|e| e.to_string())?;
+    match (&transport, &source.registry) {
+        (Transport::Registry { reference }, access) => {
+            let r = Reference::parse(reference).map_err(|e| format!("{reference:?}: {e}"))?;
+            let (endpoint, ca, credentials) = match access {
+                Some(a) => (a.endpoint.endpoint(), a.endpoint.ca_file.clone(), a.credentials.clone()),
+                None => (
+                    crate::registry::Endpoint { host: r.host.clone(), insecure: false },
+                    None,
+                    CredentialSource::for_cli(&r.host, None, None),
+                ),
+            };
+            let credential = credentials.resolve(env).map_err(|e| e.to_string())?.credential();
+            let client = Client::new(&endpoint, &r.repository, ca.as_deref(), credential, RetryPolicy::default())
+                .map_err(|e| e.to_string())?;
+            crate::image::remote::open(&r, client).await.map_err(|e| e.to_string())
+        }
+        _ => Image::open_with(&transport, source.compression).map_err(|e| e.to_string()),
+    }
+}
+
+/// `git` facts for tag templates: from GitHub Actions' variables, else from `git` itself.
+fn template_context(dir: &Path, env: &Env) -> TemplateContext {
+    let git_out = |args: &[&str]| -> Option<String> {
+        let out =
+            Command::new("git").arg("-C").arg(dir).args(args).stderr(std::process::Stdio::null()).output().ok()?;
+        let s = String::from_utf8(out.stdout).ok()?.trim().to_string();
+        (out.status.success() && !s.is_empty()).then_some(s)
+    };
+    let sha = env.get("GITHUB_SHA").cloned().or_else(|| git_out(&["rev-parse", "HEAD"]));
+    let ref_type = env.get("GITHUB_REF_TYPE").map(String::as_str);
+    let ref_name = env.get("GITHUB_REF_NAME").cloned();
+    let branch = match ref_type {
+        Some("branch") => ref_name.clone(),
+        Some(_) => None,
+        None => git_out(&["symbolic-ref", "--short", "-q", "HEAD"]),
+    };
+    let tag = match ref_type {
+        Some("tag") => ref_name,
+        Some(_) => None,
+        None => git_out(&["describe", "--tags", "--exact-match"]),
+    };
+    let short_sha = sha.as_ref().map(|s| s.chars().take(7).collect());
+    TemplateContext { git: GitContext { sha, short_sha, branch, tag }, env: env.clone() }
+}

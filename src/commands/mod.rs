@@ -1,0 +1,169 @@
+//! The commands, one file each, as uv lays them out: `cli.rs` lowers clap's types into a
+//! `Request`; each command loads what it needs, calls the library and prints its result;
+//! `main.rs` turns the `ExitStatus` into the process's exit code. Only this layer reads the
+//! process environment.
+
+mod check;
+mod keys;
+mod load;
+mod plan;
+pub mod push;
+mod run;
+mod runpod;
+mod sign;
+mod verify;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::github;
+use crate::policy::Diagnostics;
+use crate::runpod::template::TemplateErrors;
+
+pub use keys::KeyPairArgs;
+pub use push::PushArgs;
+pub use run::RunArgs;
+pub use runpod::{RunPodArgs, RunPodCommand};
+pub use sign::SignArgs;
+pub use verify::VerifyArgs;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Output {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The policy-reading commands' common arguments.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyArgs {
+    pub policy: PathBuf,
+    pub output: Output,
+}
+
+/// `publish plan`.
+#[derive(Debug, Clone, Default)]
+pub struct PlanArgs {
+    pub policy: PolicyArgs,
+    /// Measure usage already spent on registries that allow it (read-only requests).
+    pub measure: bool,
+    /// Print a GitHub Actions matrix (one entry per target id).
+    pub matrix: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum Request {
+    Check(PolicyArgs),
+    Plan(PlanArgs),
+    Run(RunArgs),
+    Push(PushArgs),
+    Schema,
+    RunPod(RunPodArgs),
+    Sign(SignArgs),
+    Verify(VerifyArgs),
+    GenerateKeyPair(KeyPairArgs),
+}
+
+/// Exit codes, as documented in the README.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    Success = 0,
+    /// A runtime failure: network, authentication, registry.
+    Failure = 1,
+    /// A usage or policy error: nothing was contacted (but read-only requests the command
+    /// documents), nothing was written.
+    Usage = 2,
+    /// Some targets, signatures or templates failed.
+    Partial = 3,
+}
+
+impl From<ExitStatus> for ExitCode {
+    fn from(s: ExitStatus) -> ExitCode {
+        ExitCode::from(s as u8)
+    }
+}
+
+/// A mistake in how the tool was called (exit 2): nothing was written.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// The exit code for an error that ended a command.
+pub fn exit_for(err: &anyhow::Error) -> ExitStatus {
+    if err.downcast_ref::<Diagnostics>().is_some()
+        || err.downcast_ref::<UsageError>().is_some()
+        || err.downcast_ref::<TemplateErrors>().is_some()
+    {
+        ExitStatus::Usage
+    } else {
+        ExitStatus::Failure
+    }
+}
+
+pub async fn execute(request: Request) -> anyhow::Result<ExitStatus> {
+    let env = load::environment();
+    let actions = github::Actions::detect();
+    if actions.is_some() {
+        github::mask_secrets_from_now_on();
+    }
+    match request {
+        Request::Schema => {
+            println!("{}", crate::report::json(&crate::policy::schema()));
+            Ok(ExitStatus::Success)
+        }
+        Request::Check(args) => check::check(args, &env, actions.as_ref()).await,
+        Request::Plan(args) => plan::plan(args, &env, actions.as_ref()).await,
+        Request::Run(args) => run::run(args, &env, actions.as_ref()).await,
+        Request::Push(args) => push::push(args, &env).await,
+        Request::RunPod(args) => runpod::runpod(args, &env).await,
+        Request::Sign(args) => sign::sign(args, &env).await,
+        Request::Verify(args) => verify::verify(args, &env).await,
+        Request::GenerateKeyPair(args) => keys::generate_key_pair(args, &env),
+    }
+}
+
+/// Prints a command's error; in GitHub Actions, policy mistakes also become annotations on
+/// the policy file (at most 10, GitHub's limit per step).
+pub fn report_error(err: &anyhow::Error) {
+    let in_actions = github::Actions::detect().is_some();
+    if let Some(d) = err.downcast_ref::<Diagnostics>() {
+        // Already `file:line:col: field: message`, the shape editors and Actions parse.
+        eprintln!("{d}");
+        if in_actions {
+            for x in d.0.iter().take(github::MAX_ERROR_ANNOTATIONS) {
+                let message = match &x.hint {
+                    Some(h) => format!("{}\nhint: {h}", x.message),
+                    None => x.message.clone(),
+                };
+                github::error_annotation(&x.file, x.line, x.col, &x.field, &message);
+            }
+        }
+    } else if let Some(t) = err.downcast_ref::<TemplateErrors>() {
+        eprintln!("{t}");
+    } else {
+        eprintln!("error: {err:#}");
+        if in_actions {
+            github::error(&format!("{err:#}"));
+        }
+    }
+}
+
+fn print_json_or<T: serde::Serialize>(output: Output, value: &T, text: impl FnOnce() -> String) {
+    match output {
+        Output::Json => println!("{}", crate::report::json(value)),
+        Output::Text => print!("{}", text()),
+    }
+}
+
+fn exit_for_report(report: &crate::report::RunReport) -> ExitStatus {
+    match report.status {
+        "success" => ExitStatus::Success,
+        "partial" => ExitStatus::Partial,
+        _ => ExitStatus::Failure,
+    }
+}
+
+/// Fulcio and Rekor from the command line.
+pub fn sign_endpoints(fulcio: String, rekor: String) -> crate::sign::keyless::Endpoints {
+    crate::sign::keyless::Endpoints { fulcio, rekor }
+}

@@ -1,0 +1,156 @@
+//! `publish plan` (and `publish --dry-run`): the plan built, measured where asked, printed
+//! as text, JSON or a matrix; in GitHub Actions also outputs, the job summary and the PR
+//! comment. Writes nothing anywhere.
+
+use super::{ExitStatus, Output, PlanArgs, load};
+use crate::credentials::Env;
+use crate::github;
+use crate::image::Image;
+use crate::plan::{self, MeasuredUsage, Plan};
+use crate::policy::{RegistryKind, Resolved, Visibility};
+use crate::registry::{Client, usage};
+use crate::retry::RetryPolicy;
+use crate::select::Usage;
+use crate::types::Secret;
+
+pub async fn plan(args: PlanArgs, env: &Env, actions: Option<&github::Actions>) -> anyhow::Result<ExitStatus> {
+    let (resolved, images) = load::policy_and_images(&args.policy.policy, env).await?;
+    let measured = if args.measure { measure_usage(&resolved, env, true).await } else { MeasuredUsage::new() };
+    let plan = build(&resolved, &images, &measured)?;
+    if args.matrix {
+        println!("{}", crate::report::json(&plan.matrix()));
+    } else {
+        super::print_json_or(args.policy.output, &plan, || crate::report::plan_text(&plan));
+    }
+    if let Some(a) = actions {
+        plan_to_actions(a, &plan, env).await?;
+    }
+    Ok(ExitStatus::Success)
+}
+
+/// The plan, with every RunPod template rendered (all mistakes at once, exit 2) and the
+/// digest of its body recorded.
+pub fn build(resolved: &Resolved, images: &[Image], measured: &MeasuredUsage) -> anyhow::Result<Plan> {
+    let mut plan = plan::build(resolved, images, measured)?;
+    let rendered = crate::runpod::stage::render_all(resolved, &plan)?;
+    for t in &mut plan.templates {
+        t.body_digest =
+            rendered.iter().find(|r| r.template.name == t.name).map(|r| crate::runpod::stage::body_digest(&r.body));
+    }
+    Ok(plan)
+}
+
+/// Measures what registries already use, read-only, for those whose usage the policy does
+/// not state: self-hosted registries by walking the catalog (only where a `limits.storage` is
+/// set, unless `all`), Docker Hub's private repositories through its API. A registry that
+/// cannot be measured stays unknown.
+pub async fn measure_usage(resolved: &Resolved, env: &Env, all: bool) -> MeasuredUsage {
+    let mut measured = MeasuredUsage::new();
+    for r in resolved.images.iter().flat_map(|i| &i.candidates) {
+        if measured.contains_key(&r.id) {
+            continue;
+        }
+        let credential = crate::credentials::CredentialSource::for_registry(r.kind, &r.host, r.credentials.as_ref())
+            .resolve(env)
+            .ok()
+            .and_then(|c| c.credential());
+        let private_here = resolved
+            .images
+            .iter()
+            .any(|i| i.visibility == Visibility::Private && i.candidates.iter().any(|c| c.id == r.id));
+        if r.kind == RegistryKind::Dockerhub && r.used.private_repositories.is_none() && (all || private_here) {
+            let Some(cred) = credential else { continue };
+            let api = env.get("DOCKERHUB_API_URL").filter(|v| !v.is_empty()).map_or(crate::registry::hub::API, |v| v);
+            match crate::registry::hub::private_repositories(api, &r.namespace, &cred).await {
+                Ok(n) => {
+                    tracing::info!(registry = %r.id, private_repositories = n, "measured usage");
+                    let usage =
+                        Usage { storage: None, transfer: None, private_repositories: Some(n), source: "measured" };
+                    measured.insert(r.id.clone(), usage);
+                }
+                Err(e) => tracing::warn!(registry = %r.id, "usage not measured, so it stays unknown: {e}"),
+            }
+            continue;
+        }
+        let matters = all || r.limits.storage.is_some();
+        if r.kind != RegistryKind::Registry || !matters || r.used.storage.is_some() {
+            continue;
+        }
+        let endpoint = crate::registry::Endpoint { host: r.host.clone(), insecure: r.insecure };
+        let result = async {
+            let client = Client::new(&endpoint, "", r.ca_file.as_deref(), credential, RetryPolicy::default())?
+                .with_scope("registry:catalog:*");
+            client.authenticate().await?;
+            usage::measure(&client).await
+        }
+        .await;
+        match result {
+            Ok(stored) => {
+                tracing::info!(registry = %r.id, stored = %stored.bytes, repositories = stored.repositories, "measured usage");
+                let usage = Usage {
+                    storage: Some(stored.bytes),
+                    transfer: None,
+                    private_repositories: None,
+                    source: "measured",
+                };
+                measured.insert(r.id.clone(), usage);
+            }
+            Err(e) => tracing::warn!(registry = %r.id, "usage not measured, so it stays unknown: {e}"),
+        }
+    }
+    measured
+}
+
+/// The action's outputs: `result` (the JSON document), `digest` (the first image's manifest
+/// digest) and `images` (a JSON map image → references).
+pub fn outputs<T: serde::Serialize>(
+    result: &T,
+    digest: String,
+    images: std::collections::BTreeMap<String, Vec<String>>,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("result", serde_json::to_string(result).unwrap_or_default()),
+        ("digest", digest),
+        ("images", serde_json::to_string(&images).unwrap_or_default()),
+    ]
+}
+
+/// Outputs (with `matrix` and the plan as `plan`), job summary and, on a pull request, the
+/// plan as one upserted comment.
+async fn plan_to_actions(a: &github::Actions, plan: &Plan, env: &Env) -> anyhow::Result<()> {
+    let images = plan
+        .images
+        .iter()
+        .map(|i| {
+            let refs = i.targets.iter().flat_map(|t| t.tags.iter().map(move |tag| format!("{}:{tag}", t.repository)));
+            (i.name.clone(), refs.collect())
+        })
+        .collect();
+    let digest = plan.images.first().map(|i| i.manifest_digest.to_string()).unwrap_or_default();
+    let mut outs = outputs(plan, digest, images);
+    outs.push(("matrix", plan.matrix().to_string()));
+    a.set_outputs(&outs)?;
+    let markdown = github::summary::plan_markdown(plan);
+    a.append_summary(&markdown)?;
+    if let (Some(number), Some(repository)) = (a.pull_request(), &a.repository) {
+        match env.get("GITHUB_TOKEN").filter(|t| !t.is_empty()) {
+            Some(token) => {
+                let token = Secret::new(token.clone());
+                match github::comment::upsert(&a.api_url, &token, repository, number, &markdown).await {
+                    Ok(done) => tracing::info!("plan comment on pull request #{number}: {done:?}"),
+                    // A fork's read-only token cannot comment: the plan is still in the summary.
+                    Err(e) => github::warning(&format!("could not comment the plan on pull request #{number}: {e}")),
+                }
+            }
+            None => github::warning(
+                "GITHUB_TOKEN is not set: the plan is in the job summary but not commented on the pull request",
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// Prints the plan in the chosen format.
+pub fn print(plan: &Plan, output: Output) {
+    super::print_json_or(output, plan, || crate::report::plan_text(plan));
+}

@@ -1,0 +1,144 @@
+//! `publish push SOURCE docker://HOST/REPO[:TAG]`: one image to one registry, like `skopeo
+//! copy`, with `--dry-run` reporting what would be written from read-only requests.
+
+use std::path::PathBuf;
+
+use super::{ExitStatus, Output, UsageError, load};
+use crate::credentials::{CredentialSource, Env};
+use crate::plan::{EndpointPlan, SourcePlan, SourceRegistry, UploadPlan};
+use crate::push::{self, Destination};
+use crate::reference::Reference;
+use crate::report::{ImageOutcome, RunReport};
+use crate::retry::RetryPolicy;
+use crate::types::ByteSize;
+
+/// How to reach a registry from the command line (`--ca-file`, `--insecure`, credentials).
+#[derive(Debug, Clone, Default)]
+pub struct RegistryArgs {
+    pub ca_file: Option<PathBuf>,
+    pub insecure: bool,
+    pub username: Option<String>,
+    pub password_env: Option<String>,
+}
+
+impl RegistryArgs {
+    /// The endpoint and credential source for `reference`; `--insecure` is refused off loopback.
+    pub fn access(&self, reference: &Reference) -> Result<(EndpointPlan, CredentialSource), UsageError> {
+        if self.insecure && !reference.is_loopback() {
+            return Err(UsageError(format!(
+                "--insecure is only allowed for loopback registries, not {}",
+                reference.host
+            )));
+        }
+        let source = CredentialSource::for_cli(&reference.host, self.username.as_deref(), self.password_env.as_deref());
+        Ok((EndpointPlan::new(&reference.host, self.insecure, self.ca_file.clone()), source))
+    }
+
+    /// A client for the repository of `reference`, authenticated lazily by the caller.
+    pub fn client(&self, reference: &Reference, env: &Env) -> anyhow::Result<crate::registry::Client> {
+        let (endpoint, source) = self.access(reference)?;
+        let credential = source.resolve(env).map_err(|e| UsageError(format!("{e} (--password-env)")))?.credential();
+        Ok(crate::registry::Client::new(
+            &endpoint.endpoint(),
+            &reference.repository,
+            endpoint.ca_file.as_deref(),
+            credential,
+            RetryPolicy::default(),
+        )?)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PushArgs {
+    pub source: String,
+    pub destination: String,
+    /// Read a `docker://` source over plain HTTP (loopback only).
+    pub src_insecure: bool,
+    /// PATCH chunks of this size instead of one streaming PUT.
+    pub chunk_size: Option<ByteSize>,
+    pub registry: RegistryArgs,
+    pub output: Output,
+    pub dry_run: bool,
+}
+
+pub async fn push(args: PushArgs, env: &Env) -> anyhow::Result<ExitStatus> {
+    load::configure(crate::http::Settings::default(), env);
+    let dst = args.destination.strip_prefix("docker://").ok_or_else(|| {
+        UsageError(format!("destination {:?} must be docker://HOST/REPOSITORY[:TAG]", args.destination))
+    })?;
+    let reference = Reference::parse(dst).map_err(|e| UsageError(format!("destination {dst:?}: {e}")))?;
+    let (endpoint, source) = args.registry.access(&reference)?;
+    let credential = source.resolve(env).map_err(|e| UsageError(format!("{e} (--password-env)")))?.credential();
+    let registry = match crate::image::Transport::parse(&args.source, std::path::Path::new(".")) {
+        Ok(crate::image::Transport::Registry { reference: r }) => {
+            let host = crate::reference::split_host(&r).0;
+            let insecure = args.src_insecure && crate::reference::is_loopback_host(&host);
+            Some(SourceRegistry {
+                endpoint: EndpointPlan::new(&host, insecure, None),
+                credentials: CredentialSource::for_cli(&host, None, None),
+            })
+        }
+        _ => None,
+    };
+    let plan = SourcePlan { transport: args.source.clone(), compression: Default::default(), registry };
+    let image = load::open_image(&plan, env).await.map_err(|e| UsageError(format!("source {}: {e}", args.source)))?;
+    if let Some(d) = &reference.digest
+        && d != &image.root.digest
+    {
+        return Err(UsageError(format!(
+            "destination digest {d} differs from the source's manifest {}",
+            image.root.digest
+        ))
+        .into());
+    }
+    let tags = match (&reference.tag, &reference.digest) {
+        (Some(t), _) => vec![t.clone()],
+        (None, Some(d)) => vec![d.to_string()],
+        (None, None) => vec!["latest".to_string()],
+    };
+    let mount_from = image
+        .origin
+        .as_ref()
+        .filter(|(host, repo)| *host == reference.host && *repo != reference.repository)
+        .map(|(_, repo)| repo.clone());
+    let dest = Destination {
+        registry_id: reference.host.clone(),
+        endpoint: endpoint.endpoint(),
+        ca_file: endpoint.ca_file.clone(),
+        path: reference.repository.clone(),
+        tags,
+        credential,
+        upload: UploadPlan::from_chunk(args.chunk_size).mode(),
+        mount_from,
+    };
+    if args.dry_run {
+        let would = push::would_write(&image, &dest, RetryPolicy::default()).await?;
+        super::print_json_or(args.output, &would, || would_text(&would));
+        return Ok(ExitStatus::Success);
+    }
+    let name = reference.repository.rsplit('/').next().unwrap_or(&reference.repository).to_string();
+    let outcome = push::push(&image, &dest, RetryPolicy::default()).await;
+    let report = RunReport::new(vec![ImageOutcome { name, digest: image.root.digest.clone(), targets: vec![outcome] }]);
+    super::print_json_or(args.output, &report, || crate::report::run_text(&report));
+    Ok(super::exit_for_report(&report))
+}
+
+fn would_text(w: &push::WouldWrite) -> String {
+    let mut s = format!("Dry run: nothing is written to {}\n", w.repository);
+    s.push_str(&format!(
+        "  blobs      {} to upload ({}), {} already there\n",
+        w.blobs_to_send.len(),
+        w.bytes_to_send,
+        w.blobs_present
+    ));
+    for d in &w.blobs_to_send {
+        s.push_str(&format!("    would upload {d}\n"));
+    }
+    for m in &w.manifests {
+        s.push_str(&format!("  would put manifest {m}\n"));
+    }
+    for r in &w.references {
+        s.push_str(&format!("  would tag {r} -> {}\n", w.digest));
+    }
+    s
+}

@@ -1,0 +1,74 @@
+//! `publish runpod render|sync`: the templates rendered from the plan, printed, or synced
+//! for images already published (`--dry-run`: the diff, read-only requests only).
+
+use super::{ExitStatus, Output, PolicyArgs, UsageError, load, plan};
+use crate::credentials::Env;
+use crate::plan::MeasuredUsage;
+use crate::runpod::stage;
+
+#[derive(Debug, Clone)]
+pub struct RunPodArgs {
+    pub policy: PolicyArgs,
+    pub command: RunPodCommand,
+}
+
+#[derive(Debug, Clone)]
+pub enum RunPodCommand {
+    /// Print the rendered template bodies (one, with a name).
+    Render { template: Option<String> },
+    /// Create or update the templates for images already published.
+    Sync { dry_run: bool },
+}
+
+pub async fn runpod(args: RunPodArgs, env: &Env) -> anyhow::Result<ExitStatus> {
+    let (resolved, images) = load::policy_and_images(&args.policy.policy, env).await?;
+    let plan = plan::build(&resolved, &images, &MeasuredUsage::new())?;
+    let Some(rp) = resolved.runpod.as_ref().filter(|rp| !rp.templates.is_empty()) else {
+        return Err(UsageError(format!("{}: no runpod: templates to work on", resolved.file)).into());
+    };
+    let rendered = stage::render_all(&resolved, &plan)?;
+    match args.command {
+        RunPodCommand::Render { template } => {
+            let bodies: Vec<&serde_json::Map<String, serde_json::Value>> = rendered
+                .iter()
+                .filter(|r| template.as_ref().is_none_or(|t| &r.template.name == t))
+                .map(|r| &r.body)
+                .collect();
+            match (&template, bodies.as_slice()) {
+                (Some(t), []) => return Err(UsageError(format!("no template named {t:?}")).into()),
+                (Some(_), [one]) => println!("{}", crate::report::json(one)),
+                _ => println!("{}", crate::report::json(&bodies)),
+            }
+            Ok(ExitStatus::Success)
+        }
+        RunPodCommand::Sync { dry_run } => {
+            // Every body and credential is checked before the first request.
+            let wanted = rendered
+                .iter()
+                .map(|r| stage::wanted(r, env).map(|w| (r, w)))
+                .collect::<Result<Vec<_>, String>>()
+                .map_err(UsageError)?;
+            let client = stage::client(rp, env).map_err(UsageError)?;
+            let mut results = Vec::new();
+            let mut failed = false;
+            for (r, w) in wanted {
+                match crate::runpod::sync(&client, w, dry_run).await {
+                    Ok(s) => results.push(s),
+                    Err(e) => {
+                        failed = true;
+                        eprintln!("error: template {}: {e}", r.template.name);
+                    }
+                }
+            }
+            match args.policy.output {
+                Output::Json => println!("{}", crate::report::json(&results)),
+                Output::Text => results.iter().for_each(|s| print!("{}", crate::report::sync_text(s))),
+            }
+            Ok(match (failed, results.is_empty()) {
+                (false, _) => ExitStatus::Success,
+                (true, true) => ExitStatus::Failure,
+                (true, false) => ExitStatus::Partial,
+            })
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! `publish sign HOST/REPO@sha256:… --key cosign.key | --keyless`: cosign's formats, for an
+//! image already in a registry. `--dry-run` names what would be written, from read-only
+//! requests, and contacts neither Fulcio nor Rekor.
+
+use super::push::RegistryArgs;
+use super::{ExitStatus, Output, UsageError};
+use crate::credentials::Env;
+use crate::execute::PreparedSigner;
+use crate::reference::Reference;
+use crate::sign::{self, KeySigner, keyless};
+use crate::types::Secret;
+
+#[derive(Debug, Clone)]
+pub struct SignArgs {
+    pub reference: String,
+    /// The private key (path or `env://VAR`); `None` for keyless.
+    pub key: Option<String>,
+    pub keyless: keyless::Endpoints,
+    pub format: sign::Format,
+    pub registry: RegistryArgs,
+    pub output: Output,
+    pub dry_run: bool,
+}
+
+pub fn parse_reference(s: &str) -> Result<Reference, UsageError> {
+    let s = s.strip_prefix("docker://").unwrap_or(s);
+    Reference::parse(s).map_err(|e| UsageError(format!("{s:?}: {e}")))
+}
+
+pub async fn sign(args: SignArgs, env: &Env) -> anyhow::Result<ExitStatus> {
+    super::load::configure(crate::http::Settings::default(), env);
+    let reference = parse_reference(&args.reference)?;
+    let digest = reference.digest.clone().ok_or_else(|| {
+        UsageError(format!(
+            "sign {}: name the image by digest, REF@sha256:…, so the signature covers exactly it",
+            args.reference
+        ))
+    })?;
+    let prepared = match &args.key {
+        Some(key) => {
+            let password = env
+                .get(sign::keys::COSIGN_PASSWORD)
+                .ok_or_else(|| UsageError("set COSIGN_PASSWORD to the key's password".into()))?;
+            PreparedSigner::Key(
+                KeySigner::load(key, &Secret::new(password.clone()), env).map_err(|e| UsageError(e.to_string()))?,
+            )
+        }
+        None => {
+            keyless::check_prerequisites().map_err(|e| UsageError(e.to_string()))?;
+            PreparedSigner::Keyless(args.keyless.clone(), tokio::sync::OnceCell::new())
+        }
+    };
+    let client = args.registry.client(&reference, env)?;
+    client.authenticate().await?;
+    let (found, media_type, size) = client
+        .resolve(digest.as_str())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("{}: no manifest {digest} in {}", reference.host, reference.repository))?;
+    if found != digest {
+        anyhow::bail!("{}: the registry served {found} for {digest}", reference.host);
+    }
+    if args.dry_run {
+        let mut would = Vec::new();
+        if matches!(args.format, sign::Format::Legacy | sign::Format::Both) {
+            would.push(format!("{}:{}", reference.name(), sign::legacy_tag(&digest)));
+        }
+        if matches!(args.format, sign::Format::Bundle | sign::Format::Both) {
+            would.push(format!("{}:{} (bundle referrer, fallback tag)", reference.name(), sign::fallback_tag(&digest)));
+        }
+        let how = match &prepared {
+            PreparedSigner::Key(_) => "with the key".to_string(),
+            PreparedSigner::Keyless(e, _) => format!("keyless (Fulcio {}, Rekor {})", e.fulcio, e.rekor),
+        };
+        let doc = serde_json::json!({"dry_run": true, "digest": digest, "signer": how, "would_write": would});
+        super::print_json_or(args.output, &doc, || {
+            let mut s = format!("Dry run: nothing is written; {}@{digest} would be signed {how}\n", reference.name());
+            for w in &would {
+                s.push_str(&format!("  would write {w}\n"));
+            }
+            s
+        });
+        return Ok(ExitStatus::Success);
+    }
+    let signer = prepared.signer().await?;
+    let subject = sign::Subject { repository: reference.name(), digest, media_type, size };
+    let signed = sign::sign(&client, &reference.repository, &subject, signer, args.format).await?;
+    super::print_json_or(args.output, &signed, || {
+        let mut s = String::new();
+        if let Some(l) = &signed.legacy {
+            s.push_str(&format!("legacy signature: {l}\n"));
+        }
+        if let Some(b) = &signed.bundle {
+            s.push_str(&format!("bundle referrer: {}@{b}\n", reference.name()));
+        }
+        if !signed.already_signed.is_empty() {
+            s.push_str(&format!(
+                "already signed with this key ({}): nothing added\n",
+                signed.already_signed.join(", ")
+            ));
+        }
+        s
+    });
+    Ok(ExitStatus::Success)
+}

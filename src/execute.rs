@@ -1,0 +1,216 @@
+//! Executes a plan, step by step, as it is written: for each target, push (with the
+//! credentials resolved from the target's named source), sign, probe anonymous pulls; then
+//! sync the RunPod templates whose image was published. Nothing here decides *what* to
+//! write: that is the plan's. Returns a report; it never prints.
+
+use std::collections::HashMap;
+
+use crate::credentials::Resolved as Credentials;
+use crate::github;
+use crate::image::Image;
+use crate::plan::{ImagePlan, Plan, TargetPlan};
+use crate::policy::{RegistryKind, Visibility};
+use crate::push::{self, Destination};
+use crate::registry::{Client, Credential};
+use crate::report::{ImageOutcome, RunReport, TemplateReport};
+use crate::retry::RetryPolicy;
+use crate::runpod::{self, stage::Rendered};
+use crate::sign::{self, KeySigner, keyless};
+
+/// A signer ready before the push: a loaded key, or keyless endpoints whose session (token
+/// and certificate) starts at the first signature and serves the rest of the run.
+pub enum PreparedSigner {
+    Key(KeySigner),
+    Keyless(keyless::Endpoints, tokio::sync::OnceCell<keyless::Session>),
+}
+
+impl PreparedSigner {
+    pub async fn signer(&self) -> Result<sign::Signer<'_>, sign::SignError> {
+        Ok(match self {
+            PreparedSigner::Key(k) => sign::Signer::Key(k),
+            PreparedSigner::Keyless(endpoints, session) => {
+                sign::Signer::Keyless(session.get_or_try_init(|| keyless::Session::start(endpoints)).await?)
+            }
+        })
+    }
+}
+
+/// What execution needs besides the plan: the opened images (by image id), the credentials
+/// resolved from each target's source (by target id), the signer and the rendered templates.
+pub struct Inputs<'a> {
+    pub images: &'a HashMap<String, Image>,
+    pub credentials: HashMap<String, Credentials>,
+    pub signer: Option<&'a PreparedSigner>,
+    pub templates: Option<(runpod::Client, Vec<(Rendered, runpod::Wanted)>)>,
+    /// Groups and warnings as GitHub Actions workflow commands.
+    pub in_actions: bool,
+}
+
+pub async fn execute(plan: &Plan, inputs: Inputs<'_>) -> RunReport {
+    let retry = RetryPolicy::default();
+    let format = plan.signing.as_ref().map(|s| s.format).unwrap_or_default();
+    let mut outcomes = Vec::new();
+    for img in &plan.images {
+        let Some(image) = inputs.images.get(&img.id) else { continue };
+        let mut targets = Vec::new();
+        for t in &img.targets {
+            let credential = inputs.credentials.get(&t.id).cloned().unwrap_or(Credentials::Anonymous);
+            let _group = github::Group::start(inputs.in_actions, &format!("Pushing {} to {}", img.name, t.repository));
+            targets.push(target(img, image, t, credential, inputs.signer, format, inputs.in_actions, retry).await);
+        }
+        outcomes.push(ImageOutcome { name: img.name.clone(), digest: img.manifest_digest.clone(), targets });
+    }
+    let report = RunReport::new(outcomes);
+    match inputs.templates {
+        Some((client, templates)) => {
+            let results = sync_templates(&client, templates, &report).await;
+            report.with_runpod(results)
+        }
+        None => report,
+    }
+}
+
+/// The destination a target describes, with its credential.
+pub fn destination(t: &TargetPlan, credential: Option<Credential>) -> Destination {
+    Destination {
+        registry_id: t.registry.clone(),
+        endpoint: t.endpoint.endpoint(),
+        ca_file: t.endpoint.ca_file.clone(),
+        path: t.path.clone(),
+        tags: t.tags.clone(),
+        credential,
+        upload: t.upload.mode(),
+        mount_from: t.mount_from.clone(),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn target(
+    img: &ImagePlan,
+    image: &Image,
+    t: &TargetPlan,
+    credential: Credentials,
+    signer: Option<&PreparedSigner>,
+    format: sign::Format,
+    in_actions: bool,
+    retry: RetryPolicy,
+) -> push::Outcome {
+    let mut dest = destination(t, credential.credential());
+    if matches!(credential, Credentials::AwsChain) {
+        match ecr_prepare(&dest.path).await {
+            Ok(cred) => dest.credential = Some(cred),
+            Err(err) => return push::failed(image, &dest, err.to_string()),
+        }
+    }
+    tracing::info!(image = %img.name, registry = %t.registry, "pushing to {}", t.repository);
+    let mut outcome = push::push(image, &dest, retry).await;
+    if let (push::Status::Pushed, Some(signer)) = (outcome.status, signer) {
+        match sign_pushed(&dest, image, signer, format, retry).await {
+            Ok(signed) => outcome.signed = Some(signed),
+            Err(e) => {
+                outcome.status = push::Status::PushedUnsigned;
+                outcome.error = Some(format!("published but not signed: {e}"));
+            }
+        }
+    }
+    if outcome.status == push::Status::Pushed && img.visibility == Visibility::Public {
+        outcome.anonymous_pull = push::probe_anonymous(&dest, retry).await;
+        if outcome.anonymous_pull == Some(false) {
+            let message = not_public_message(&img.name, t);
+            tracing::warn!("{message}");
+            if in_actions {
+                github::warning(&message);
+            }
+        }
+    }
+    outcome
+}
+
+/// Signs an image just pushed to `dest`.
+async fn sign_pushed(
+    dest: &Destination,
+    image: &Image,
+    prepared: &PreparedSigner,
+    format: sign::Format,
+    retry: RetryPolicy,
+) -> Result<sign::Signed, sign::SignError> {
+    let signer = prepared.signer().await?;
+    let client = Client::new(&dest.endpoint, &dest.path, dest.ca_file.as_deref(), dest.credential.clone(), retry)?;
+    client.authenticate().await?;
+    let subject = sign::Subject {
+        repository: format!("{}/{}", dest.endpoint.host, dest.path),
+        digest: image.root.digest.clone(),
+        media_type: image.root.media_type.clone(),
+        size: image.root.bytes.len() as u64,
+    };
+    sign::sign(&client, &dest.path, &subject, signer, format).await
+}
+
+/// ECR Public: a registry token from the AWS credentials, and the repository created when it
+/// does not exist yet (`path` is `ALIAS/REPOSITORY`).
+async fn ecr_prepare(path: &str) -> Result<Credential, crate::registry::ecr::EcrError> {
+    let api = crate::registry::ecr::Api::from_environment().await?;
+    let repository = path.split_once('/').map_or(path, |(_, r)| r);
+    if api.ensure_repository(repository).await? {
+        tracing::info!("created the ECR Public repository {repository}");
+    }
+    api.registry_credential().await
+}
+
+/// The warning for a public image that cannot be pulled anonymously, with the fix.
+fn not_public_message(image: &str, t: &TargetPlan) -> String {
+    let mut m = format!(
+        "image {image} is public in the policy, but {} cannot be pulled without credentials: RunPod will fail to pull it unless the template has a registry credential.",
+        t.repository
+    );
+    if t.kind == RegistryKind::Ghcr {
+        let (owner, package) = t.path.split_once('/').unwrap_or((t.path.as_str(), image));
+        let package = package.replace('/', "%2F");
+        m.push_str(&format!(
+            " New GHCR packages start private: make it public in the package's settings (Danger Zone → Change visibility): https://github.com/orgs/{owner}/packages/container/{package}/settings (for a user: https://github.com/users/{owner}/packages/container/{package}/settings)."
+        ));
+    } else {
+        m.push_str(" Allow anonymous pulls on the registry, or set visibility: private so RunPod gets credentials.");
+    }
+    m
+}
+
+/// Syncs each template whose image reached the registry it pins; the others are skipped: a
+/// template never points at an image that failed to publish.
+async fn sync_templates(
+    client: &runpod::Client,
+    templates: Vec<(Rendered, runpod::Wanted)>,
+    report: &RunReport,
+) -> Vec<TemplateReport> {
+    let mut out = Vec::new();
+    for (r, wanted) in templates {
+        let pushed = report
+            .images
+            .iter()
+            .filter(|i| i.name == r.image.name)
+            .flat_map(|i| &i.targets)
+            .any(|t| t.registry == r.target.registry && t.status == push::Status::Pushed);
+        let base = TemplateReport {
+            name: r.template.name.clone(),
+            image: r.image.name.clone(),
+            status: "skipped",
+            sync: None,
+            reason: None,
+        };
+        if !pushed {
+            out.push(TemplateReport {
+                reason: Some(format!(
+                    "image {} was not published to {}, so the template keeps its image",
+                    r.image.name, r.target.registry
+                )),
+                ..base
+            });
+            continue;
+        }
+        match runpod::sync(client, wanted, false).await {
+            Ok(sync) => out.push(TemplateReport { status: "synced", sync: Some(sync), ..base }),
+            Err(e) => out.push(TemplateReport { status: "failed", reason: Some(e.to_string()), ..base }),
+        }
+    }
+    out
+}

@@ -1,0 +1,112 @@
+//! The OCI data model every stage uses: media types, descriptors, image manifests and
+//! indexes (kept as the exact bytes read, since re-serialising would change the digest), and
+//! the config's platform. Sources, the registry client, signing and usage measurement read
+//! manifests through these types only.
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::{Digest, Platform};
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const OCI_EMPTY_CONFIG: &str = "application/vnd.oci.empty.v1+json";
+
+/// Every manifest media type `publish` reads, for `Accept` (distribution serves OCI manifests
+/// only when asked for them).
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// The `mediaType` a manifest document names, if any.
+pub fn media_type_of(bytes: &[u8]) -> Option<String> {
+    serde_json::from_slice::<ManifestDoc>(bytes).ok()?.media_type
+}
+
+/// An OCI descriptor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Descriptor {
+    pub media_type: String,
+    pub digest: Digest,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<OciPlatform>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OciPlatform {
+    pub os: String,
+    pub architecture: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+}
+
+impl From<&OciPlatform> for Platform {
+    fn from(p: &OciPlatform) -> Platform {
+        Platform { os: p.os.clone(), architecture: p.architecture.clone(), variant: p.variant.clone() }
+    }
+}
+
+/// The fields of an image manifest or index that `publish` uses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestDoc {
+    #[serde(default)]
+    pub media_type: Option<String>,
+    #[serde(default)]
+    pub config: Option<Descriptor>,
+    #[serde(default)]
+    pub layers: Vec<Descriptor>,
+    #[serde(default)]
+    pub manifests: Vec<Descriptor>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ConfigDoc {
+    #[serde(default)]
+    pub os: String,
+    #[serde(default)]
+    pub architecture: String,
+    #[serde(default)]
+    pub variant: Option<String>,
+}
+
+/// A manifest, exactly as its bytes were read (pushing re-serialised JSON would change the digest).
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub bytes: Vec<u8>,
+    /// For an image manifest: its platform, from the index entry or the config.
+    pub platform: Option<Platform>,
+    pub config: Option<Descriptor>,
+    pub layers: Vec<Descriptor>,
+}
+
+impl Manifest {
+    pub fn is_index(&self) -> bool {
+        self.media_type == OCI_INDEX || self.media_type == DOCKER_LIST
+    }
+}
+
+impl Manifest {
+    /// A manifest from its bytes (fetched from a registry), checked to be an image manifest
+    /// or index; `media_type` when the document does not say.
+    pub fn from_bytes(bytes: Vec<u8>, media_type: &str, platform: Option<Platform>) -> Result<Manifest, String> {
+        let digest = Digest::of(&bytes);
+        let doc: ManifestDoc =
+            serde_json::from_slice(&bytes).map_err(|e| format!("manifest {digest} is not valid JSON: {e}"))?;
+        let media_type = doc.media_type.clone().unwrap_or_else(|| media_type.to_string());
+        if ![OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST].contains(&media_type.as_str()) {
+            return Err(format!("manifest {digest} has media type {media_type:?}, not an image manifest or index"));
+        }
+        Ok(Manifest { digest, media_type, bytes, platform, config: doc.config, layers: doc.layers })
+    }
+
+    /// The manifests an index lists (empty for an image manifest).
+    pub fn entries(&self) -> Vec<Descriptor> {
+        serde_json::from_slice::<ManifestDoc>(&self.bytes).map(|d| d.manifests).unwrap_or_default()
+    }
+}

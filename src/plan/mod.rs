@@ -1,0 +1,246 @@
+//! The plan: one serialisable value saying, per image, what it is (source, digest, platforms,
+//! blobs) and, per target, where it goes and how (endpoint, repository, tags, upload mode,
+//! mounts, credential source — never a secret), then the signing and RunPod steps. Images
+//! and targets are referred to by id. Built by pure code (`build`), printed by `publish
+//! plan`, saved as JSON and executed exactly by `publish run [--plan FILE]`.
+
+pub mod build;
+pub use build::{MeasuredUsage, build, source_diagnostic};
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::credentials::CredentialSource;
+use crate::policy::{RegistryKind, Visibility};
+use crate::registry::{Endpoint, UploadMode};
+use crate::select::Verdict;
+use crate::types::{ByteSize, Digest, LayerCompression, Platform};
+
+/// The plan format's version: `run --plan` refuses any other.
+pub const PLAN_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Plan {
+    pub version: u32,
+    pub policy: String,
+    /// Retries, timeouts and concurrency for every request the run makes.
+    pub transfer: crate::http::Settings,
+    pub images: Vec<ImagePlan>,
+    /// How pushed images are signed, when they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing: Option<SigningPlan>,
+    /// RunPod templates that follow the images, once published (and signed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub templates: Vec<TemplatePlan>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SignMethod {
+    Key,
+    Keyless,
+}
+
+/// Every pushed target is signed this way, right after its manifest is in place.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SigningPlan {
+    pub method: SignMethod,
+    /// `legacy`, `bundle` or `both`.
+    pub format: crate::sign::Format,
+    /// The private key: a path or `env://VAR` (key pairs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The variable holding the key's password (key pairs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    /// Fulcio and Rekor (keyless).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fulcio_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rekor_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TemplatePlan {
+    pub name: String,
+    /// The image id the template follows, and the target id whose reference it pins.
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// SHA-256 of the rendered body (the body itself may carry values that stay out of plans).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_digest: Option<Digest>,
+    pub endpoints: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImagePlan {
+    /// The image's id in the plan (its name; unique in a policy).
+    pub id: String,
+    pub name: String,
+    /// The source as the policy writes it.
+    pub source: String,
+    /// How to open it again: the transport with its path resolved, and how to reach it.
+    pub open: SourcePlan,
+    pub manifest_digest: Digest,
+    pub media_type: String,
+    pub platforms: Vec<Platform>,
+    pub visibility: Visibility,
+    pub total_size: ByteSize,
+    pub largest_layer: ByteSize,
+    pub blobs: Vec<BlobPlan>,
+    /// Every candidate registry's verdict, with reasons, cost and free-tier margins
+    /// (for reading; `run --plan` does not need them).
+    #[serde(default, skip_deserializing)]
+    pub candidates: Vec<Verdict>,
+    /// Ids of the registries the image goes to.
+    pub selected: Vec<String>,
+    pub targets: Vec<TargetPlan>,
+}
+
+/// Where an image is read from, resolved so another job can open it again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourcePlan {
+    /// skopeo's transport syntax with the path as resolved from the policy's directory.
+    pub transport: String,
+    pub compression: LayerCompression,
+    /// For `docker://` sources: the source registry and its credential source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<SourceRegistry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceRegistry {
+    pub endpoint: EndpointPlan,
+    pub credentials: CredentialSource,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BlobPlan {
+    pub digest: Digest,
+    pub size: ByteSize,
+    pub media_type: String,
+}
+
+/// A registry's address as the client reaches it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointPlan {
+    /// `https`, or `http` (loopback registries marked insecure).
+    pub scheme: String,
+    /// `host[:port]` as references name it.
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// An extra CA certificate (PEM) to trust.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl EndpointPlan {
+    pub fn new(host: &str, insecure: bool, ca_file: Option<PathBuf>) -> Self {
+        let port = host.rsplit_once(':').and_then(|(h, p)| (!h.ends_with(']') || h.starts_with('[')).then_some(p));
+        EndpointPlan {
+            scheme: if insecure { "http" } else { "https" }.into(),
+            host: host.to_string(),
+            port: port.and_then(|p| p.parse().ok()),
+            ca_file,
+        }
+    }
+
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint { host: self.host.clone(), insecure: self.scheme == "http" }
+    }
+}
+
+/// How blobs go up to a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "kebab-case")]
+pub enum UploadPlan {
+    /// One streaming PUT per blob.
+    Streamed,
+    /// PATCH chunks of this size, resumable where the registry allows.
+    Chunked { chunk_size: ByteSize },
+}
+
+impl UploadPlan {
+    pub fn from_chunk(chunk: Option<ByteSize>) -> Self {
+        chunk.map_or(UploadPlan::Streamed, |c| UploadPlan::Chunked { chunk_size: c })
+    }
+
+    pub fn mode(self) -> UploadMode {
+        match self {
+            UploadPlan::Streamed => UploadMode::Monolithic,
+            UploadPlan::Chunked { chunk_size } => UploadMode::Chunked { chunk: chunk_size.0.max(1) },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TargetPlan {
+    /// `IMAGE@REGISTRY`: what `run --only` and the matrix name.
+    pub id: String,
+    pub registry: String,
+    pub kind: RegistryKind,
+    /// `host/namespace/name`.
+    pub repository: String,
+    /// The repository path inside the registry (without the host).
+    pub path: String,
+    pub tags: Vec<String>,
+    /// Why this registry was chosen.
+    pub reason: String,
+    pub endpoint: EndpointPlan,
+    pub upload: UploadPlan,
+    /// A repository on the same registry to mount the blobs from instead of copying them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount_from: Option<String>,
+    /// Where the push credentials come from (never the secret).
+    pub credentials: CredentialSource,
+    /// What RunPod pulls a private image with, when the policy names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_credentials: Option<CredentialSource>,
+}
+
+impl TargetPlan {
+    /// The repository path inside the registry (without the host).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+}
+
+impl Plan {
+    /// Keeps only `IMAGE` or `IMAGE@REGISTRY` (an image id or a target id); the templates of
+    /// the images left out go too.
+    pub fn restrict(&mut self, only: &str) -> Result<(), String> {
+        let ids: Vec<String> = self.images.iter().flat_map(|i| i.targets.iter().map(|t| t.id.clone())).collect();
+        self.images.retain(|i| i.id == only || i.targets.iter().any(|t| t.id == only));
+        for i in &mut self.images {
+            if i.id != only {
+                i.targets.retain(|t| t.id == only);
+                i.selected.retain(|r| i.targets.iter().any(|t| &t.registry == r));
+            }
+        }
+        if self.images.is_empty() {
+            return Err(format!("--only {only} matches nothing in the plan; entries: {}", ids.join(", ")));
+        }
+        let kept: Vec<String> = self.images.iter().flat_map(|i| i.targets.iter().map(|t| t.id.clone())).collect();
+        self.templates.retain(|t| t.target.as_ref().is_some_and(|id| kept.contains(id)));
+        Ok(())
+    }
+
+    /// One matrix entry per target, for `strategy.matrix`: `only` is the target's id.
+    pub fn matrix(&self) -> serde_json::Value {
+        let include: Vec<serde_json::Value> = self
+            .images
+            .iter()
+            .flat_map(|i| {
+                i.targets.iter().map(move |t| serde_json::json!({"image": i.id, "registry": t.registry, "only": t.id}))
+            })
+            .collect();
+        serde_json::json!({ "include": include })
+    }
+
+    pub fn image(&self, id: &str) -> Option<&ImagePlan> {
+        self.images.iter().find(|i| i.id == id)
+    }
+}

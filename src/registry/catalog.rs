@@ -1,0 +1,55 @@
+//! The catalog and tag lists (usage measurement), following `Link` pagination.
+
+use reqwest::{Method, StatusCode};
+
+use super::transport::link_next;
+use super::{Client, RegistryError};
+use crate::http::{MAX_SMALL_BODY, json_limited};
+
+impl Client {
+    /// Every repository in the registry's catalog.
+    pub async fn repositories(&self) -> Result<Vec<String>, RegistryError> {
+        #[derive(serde::Deserialize)]
+        struct Catalog {
+            #[serde(default)]
+            repositories: Vec<String>,
+        }
+        let mut out = Vec::new();
+        let mut url = self.url("v2/_catalog?n=1000");
+        loop {
+            let resp = self.send(Method::GET, url.clone(), |r| r).await?;
+            if !resp.status().is_success() {
+                return Err(self.api_error(resp).await);
+            }
+            let next = link_next(&url, &resp);
+            let page: Catalog = json_limited(resp, 4 * MAX_SMALL_BODY).await.map_err(|e| self.refused(e))?;
+            out.extend(page.repositories);
+            match next {
+                Some(n) => url = n,
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// The tags of `repository` (empty when it has none).
+    pub async fn tags(&self, repository: &str) -> Result<Vec<String>, RegistryError> {
+        #[derive(serde::Deserialize)]
+        struct Tags {
+            #[serde(default)]
+            tags: Option<Vec<String>>,
+        }
+        let resp = self.send(Method::GET, self.url(&format!("v2/{repository}/tags/list")), |r| r).await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(Vec::new());
+        }
+        if !resp.status().is_success() {
+            return Err(self.api_error(resp).await);
+        }
+        let t: Tags = json_limited(resp, 4 * MAX_SMALL_BODY).await.map_err(|e| self.refused(e))?;
+        Ok(t.tags.unwrap_or_default())
+    }
+
+    pub(super) fn refused(&self, message: String) -> RegistryError {
+        RegistryError::Refused { registry: self.registry.clone(), message }
+    }
+}

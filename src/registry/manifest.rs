@@ -1,0 +1,71 @@
+//! Manifests: read (bounded to distribution's 4 MiB), resolve a tag, put (checking the digest
+//! the registry reports), and the anonymous-pull probe.
+
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use reqwest::{Method, StatusCode};
+
+use super::{Client, RegistryError};
+use crate::image::oci;
+use crate::types::Digest;
+
+impl Client {
+    /// A manifest's bytes, by tag or digest, in any of the image media types (`None`: absent).
+    pub async fn manifest(&self, repository: &str, reference: &str) -> Result<Option<Vec<u8>>, RegistryError> {
+        let url = self.url(&format!("v2/{repository}/manifests/{reference}"));
+        let resp = self.send(Method::GET, url, |r| r.header(ACCEPT, oci::MANIFEST_ACCEPT)).await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !resp.status().is_success() {
+            return Err(self.api_error(resp).await);
+        }
+        let bytes = crate::http::body_limited(resp, crate::http::MAX_MANIFEST)
+            .await
+            .map_err(|e| self.refused(format!("manifest {reference}: {e}")))?;
+        Ok(Some(bytes))
+    }
+
+    /// The digest, media type and size of what `reference` points at; `None` when absent.
+    pub async fn resolve(&self, reference: &str) -> Result<Option<(Digest, String, u64)>, RegistryError> {
+        let Some(bytes) = self.manifest(&self.repository, reference).await? else { return Ok(None) };
+        let media_type = oci::media_type_of(&bytes).unwrap_or_else(|| oci::OCI_MANIFEST.to_string());
+        Ok(Some((Digest::of(&bytes), media_type, bytes.len() as u64)))
+    }
+
+    /// Whether `reference` can be pulled with no credentials at all: an anonymous token (when
+    /// the registry uses them), then a HEAD of the manifest. Works on every registry and needs
+    /// no API permission. The client must have been made without credentials.
+    pub async fn pullable_anonymously(&self, reference: &str) -> Result<bool, RegistryError> {
+        match self.authenticate().await {
+            Ok(()) => {}
+            Err(RegistryError::Unauthorized { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        let url = self.url(&format!("v2/{}/manifests/{reference}", self.repository));
+        match self.send(Method::HEAD, url, |r| r.header(ACCEPT, oci::MANIFEST_ACCEPT)).await {
+            Ok(resp) if resp.status().is_success() => Ok(true),
+            Ok(resp) if matches!(resp.status().as_u16(), 401 | 403 | 404) => Ok(false),
+            Ok(resp) => Err(self.api_error(resp).await),
+            Err(RegistryError::Unauthorized { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Puts a manifest under `reference` (a tag or its digest) and checks the digest the
+    /// registry computed, when it says.
+    pub async fn put_manifest(&self, reference: &str, media_type: &str, bytes: &[u8]) -> Result<Digest, RegistryError> {
+        let digest = Digest::of(bytes);
+        let url = self.url(&format!("v2/{}/manifests/{reference}", self.repository));
+        let body = bytes.to_vec();
+        let resp = self.send(Method::PUT, url, |r| r.header(CONTENT_TYPE, media_type).body(body.clone())).await?;
+        if !resp.status().is_success() {
+            return Err(self.api_error(resp).await);
+        }
+        if let Some(theirs) = resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok())
+            && theirs != digest.as_str()
+        {
+            return Err(self.refused(format!("stored manifest {reference} as {theirs}, but it hashes to {digest}")));
+        }
+        Ok(digest)
+    }
+}

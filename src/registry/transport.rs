@@ -1,0 +1,196 @@
+//! The one request path of the registry client: URLs, the origin rule for credentials,
+//! retries (through `crate::retry`'s classification), re-authentication on 401, and turning
+//! answers into `RegistryError`s with bounded bodies.
+
+use reqwest::header::{AUTHORIZATION, LOCATION};
+use reqwest::{Method, StatusCode};
+use url::Url;
+
+use super::{Client, ErrorCode, RegistryError};
+use crate::retry::{self, Class};
+
+/// Scheme, host and port: credentials go only to the registry's own origin.
+pub(super) fn same_origin(a: &Url, b: &Url) -> bool {
+    a.scheme() == b.scheme() && a.host_str() == b.host_str() && a.port_or_known_default() == b.port_or_known_default()
+}
+
+impl Client {
+    pub(super) fn url(&self, path: &str) -> Url {
+        // Paths are built from validated repository names and digests only.
+        self.base.join(path).unwrap_or_else(|_| self.base.clone())
+    }
+
+    /// Adds the registry's `Authorization` to a request for `url` when, and only when, `url` is
+    /// on the registry's origin. An upload `Location` or a blob URL elsewhere gets none.
+    pub(super) fn authorize(&self, req: reqwest::RequestBuilder, url: &Url) -> reqwest::RequestBuilder {
+        if !same_origin(url, &self.base) {
+            tracing::debug!(host = url.host_str().unwrap_or(""), "another origin: sent without credentials");
+            return req;
+        }
+        match self.authorization() {
+            Some(a) => req.header(AUTHORIZATION, a.expose()),
+            None => req,
+        }
+    }
+
+    pub(super) fn transport_error(&self, e: reqwest::Error) -> RegistryError {
+        // reqwest's message carries the URL but never headers.
+        let mut message = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            message = format!("{message}: {s}");
+            source = s.source();
+        }
+        if message.contains("InvalidContentType") || message.contains("corrupt message") {
+            // rustls read a plain-HTTP answer where a TLS record was expected.
+            message.push_str(" (the registry answers plain HTTP: for a loopback registry set insecure: true, else use its HTTPS port)");
+        }
+        RegistryError::Transport { registry: self.registry.clone(), message }
+    }
+
+    pub(super) async fn api_error(&self, resp: reqwest::Response) -> RegistryError {
+        let status = resp.status();
+        if status == StatusCode::UNAUTHORIZED {
+            return RegistryError::Unauthorized { registry: self.registry.clone(), detail: String::new() };
+        }
+        let retry_after = retry::retry_after(resp.headers());
+        let html = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/html"));
+        let body = crate::http::body_limited(resp, crate::http::MAX_SMALL_BODY).await.unwrap_or_default();
+        let body = String::from_utf8_lossy(&body);
+        // An HTML error page (a proxy's) says nothing the status does not.
+        let short = if html { String::new() } else { body.chars().take(200).collect::<String>().trim().to_string() };
+        if let Some(wait) = retry_after
+            && (status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE)
+        {
+            return RegistryError::Throttled {
+                registry: self.registry.clone(),
+                status: status.as_u16(),
+                message: short,
+                wait,
+            };
+        }
+        #[derive(serde::Deserialize)]
+        struct Errors {
+            errors: Vec<ApiError>,
+        }
+        #[derive(serde::Deserialize)]
+        struct ApiError {
+            code: String,
+            #[serde(default)]
+            message: String,
+        }
+        let (code, message) = match serde_json::from_str::<Errors>(&body) {
+            Ok(e) if !e.errors.is_empty() => (ErrorCode::parse(&e.errors[0].code), e.errors[0].message.clone()),
+            _ => {
+                (ErrorCode::Other(status.canonical_reason().unwrap_or("error").to_uppercase().replace(' ', "_")), short)
+            }
+        };
+        RegistryError::Api { registry: self.registry.clone(), status: status.as_u16(), code, message }
+    }
+
+    /// One try: builds the request, adds the authorization when `auth` (origin permitting),
+    /// and turns the answers `retry::classify` calls retryable into errors.
+    pub(super) async fn attempt(
+        &self,
+        method: &Method,
+        url: &Url,
+        build: &impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+        auth: bool,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let mut req = build(self.http.request(method.clone(), url.clone()));
+        if auth {
+            req = self.authorize(req, url);
+        }
+        tracing::debug!(%method, url = %url.path(), "registry request");
+        match req.send().await {
+            Ok(resp) if retry::classify(resp.status()) == Class::Retry => Err(self.api_error(resp).await),
+            Ok(resp) => Ok(resp),
+            Err(e) => Err(self.transport_error(e)),
+        }
+    }
+
+    /// Retries transient failures with backoff. Only for requests whose body can be built again.
+    pub(super) async fn with_retries(
+        &self,
+        method: Method,
+        url: Url,
+        build: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+        auth: bool,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.attempt(&method, &url, &build, auth).await {
+                Err(error) if error.retryable() && attempt < self.retry.attempts => {
+                    let wait = self.backoff(&error, attempt);
+                    tracing::warn!(registry = %self.registry, %error, ?wait, "retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// How long to wait before retry `attempt` after `error`.
+    pub(super) fn backoff(&self, error: &RegistryError, attempt: u32) -> std::time::Duration {
+        let asked = match error {
+            RegistryError::Throttled { wait, .. } => Some(*wait),
+            _ => None,
+        };
+        self.retry.wait(attempt, asked)
+    }
+
+    /// Sends an authorized request, retrying transient failures and re-authenticating once
+    /// on 401 (tokens expire during long pushes).
+    pub(super) async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        build: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let resp = self.with_retries(method.clone(), url.clone(), &build, true).await?;
+        if retry::classify(resp.status()) != Class::Reauthenticate {
+            return Ok(resp);
+        }
+        self.authenticate().await?;
+        self.with_retries(method, url, &build, true).await
+    }
+
+    /// The `Location` of an answer, resolved against the request (it may be relative).
+    pub(super) fn location(&self, request: &Url, resp: &reqwest::Response) -> Result<Url, RegistryError> {
+        let value =
+            resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()).ok_or_else(|| RegistryError::Refused {
+                registry: self.registry.clone(),
+                message: "upload started without a Location header".into(),
+            })?;
+        request.join(value).map_err(|e| RegistryError::Refused {
+            registry: self.registry.clone(),
+            message: format!("upload Location {value:?} is not a URL: {e}"),
+        })
+    }
+}
+
+/// The `rel="next"` target of a `Link` header, resolved against the request URL.
+pub(super) fn link_next(request: &Url, resp: &reqwest::Response) -> Option<Url> {
+    let link = resp.headers().get(reqwest::header::LINK)?.to_str().ok()?;
+    let target = link.split(';').next()?.trim().trim_start_matches('<').trim_end_matches('>');
+    link.contains("rel=\"next\"").then(|| request.join(target).ok()).flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_compare_scheme_host_and_port() {
+        let u = |s: &str| Url::parse(s).unwrap();
+        assert!(same_origin(&u("https://r.example/v2/"), &u("https://r.example:443/v2/x/blobs/uploads/1")));
+        assert!(!same_origin(&u("https://r.example/"), &u("http://r.example/")));
+        assert!(!same_origin(&u("http://127.0.0.1:5000/"), &u("http://127.0.0.1:5001/")));
+        assert!(!same_origin(&u("https://r.example/"), &u("https://storage.example/")));
+    }
+}

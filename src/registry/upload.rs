@@ -1,0 +1,363 @@
+//! Blob uploads: a session is begun (POST), fed (one streaming PUT, or PATCH chunks that
+//! continue after a failure from the offset the session status reports) and finished (PUT
+//! with the digest). Every byte sent is hashed on the way, so a corrupt source never
+//! completes a blob.
+
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::task::{Context, Poll};
+
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use reqwest::{Method, StatusCode};
+use sha2::{Digest as _, Sha256};
+use tokio::io::{AsyncRead, ReadBuf};
+use url::Url;
+
+use super::{Client, RegistryError};
+use crate::types::Digest;
+
+/// What one blob upload did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UploadStats {
+    /// Every byte put on the wire, including bytes sent again after a failure.
+    pub bytes_sent: u64,
+    pub attempts: u32,
+    /// Times a chunked upload continued where the registry said it stood.
+    pub resumes: u32,
+}
+
+impl UploadStats {
+    /// Bytes sent more than once, for an upload of `size` bytes that succeeded.
+    pub fn bytes_resent(&self, size: u64) -> u64 {
+        self.bytes_sent.saturating_sub(size)
+    }
+}
+
+/// How blobs go up: one streaming PUT, or PATCH chunks (resumable where the registry reports
+/// how much it kept, as the OCI spec's upload status does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UploadMode {
+    #[default]
+    Monolithic,
+    Chunked {
+        chunk: u64,
+    },
+}
+
+/// The bytes an upload status `Range` (`0-N`, inclusive) says the session holds. Distribution
+/// 2.8 answers `0-0` for an empty session, so `0-0` is read as nothing kept: resending one
+/// byte costs nothing, skipping one corrupts the blob.
+fn kept_bytes(range: Option<&str>) -> u64 {
+    match range.and_then(|r| r.trim_start_matches("bytes=").split_once('-')) {
+        Some((_, "0")) | None => 0,
+        Some((_, end)) => end.parse::<u64>().map_or(0, |e| e + 1),
+    }
+}
+
+impl Client {
+    /// Uploads one blob, read from `open(offset)`, hashing every byte. A chunked upload that
+    /// fails part way asks the registry where it stands and continues from there; where the
+    /// registry keeps nothing (2.8 drops a session cut mid-stream), this blob restarts, never
+    /// the image.
+    pub async fn upload_blob<F, Fut, R>(
+        &self,
+        digest: &Digest,
+        size: u64,
+        open: F,
+    ) -> Result<UploadStats, RegistryError>
+    where
+        F: Fn(u64) -> Fut,
+        Fut: std::future::Future<Output = Result<R, String>>,
+        R: AsyncRead + Send + Unpin + 'static,
+    {
+        let mut stats = UploadStats::default();
+        loop {
+            stats.attempts += 1;
+            let result = match self.mode {
+                UploadMode::Monolithic => self.upload_once(digest, size, &open, &mut stats).await,
+                UploadMode::Chunked { chunk } => {
+                    self.upload_chunked(digest, size, chunk.max(1), &open, &mut stats).await
+                }
+            };
+            match result {
+                Ok(()) => return Ok(stats),
+                Err(e) if e.retryable() && stats.attempts < self.retry.attempts => {
+                    let wait = self.backoff(&e, stats.attempts);
+                    tracing::warn!(registry = %self.registry, %digest, error = %e, ?wait, "restarting blob upload");
+                    tokio::time::sleep(wait).await;
+                }
+                Err(RegistryError::Unauthorized { .. }) if stats.attempts == 1 => {
+                    self.authenticate().await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn upload_once<F, Fut, R>(
+        &self,
+        digest: &Digest,
+        size: u64,
+        open: &F,
+        stats: &mut UploadStats,
+    ) -> Result<(), RegistryError>
+    where
+        F: Fn(u64) -> Fut,
+        Fut: std::future::Future<Output = Result<R, String>>,
+        R: AsyncRead + Send + Unpin + 'static,
+    {
+        let mut location = self.start_upload().await?;
+        location.query_pairs_mut().append_pair("digest", digest.as_str());
+
+        let reader = open(0).await.map_err(RegistryError::Source)?;
+        let (hashing, progress) = HashingReader::new(reader, digest.clone(), size);
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(hashing, 256 * 1024));
+        let req = self
+            .http
+            .put(location.clone())
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(CONTENT_LENGTH, size)
+            .body(body);
+        let req = self.authorize(req, &location);
+        tracing::debug!(url = %location.path(), %digest, size, "uploading blob");
+        let result = req.send().await;
+        let (read, mismatch) = progress.snapshot();
+        stats.bytes_sent += read;
+        if let Some(actual) = mismatch {
+            return Err(RegistryError::CorruptSource { digest: digest.clone(), actual });
+        }
+        let resp = match result {
+            Ok(resp) => resp,
+            // The answer was lost: the blob may be complete anyway, so look before sending again.
+            Err(e) if read == size && self.blob_exists(digest).await.unwrap_or(false) => {
+                tracing::warn!(registry = %self.registry, %digest, "the upload's answer was lost ({e}), but the blob is there");
+                return Ok(());
+            }
+            Err(e) => return Err(self.transport_error(e)),
+        };
+        if resp.status() != StatusCode::CREATED && !resp.status().is_success() {
+            return Err(self.api_error(resp).await);
+        }
+        Ok(())
+    }
+
+    /// Opens an upload session and returns its URL.
+    async fn start_upload(&self) -> Result<Url, RegistryError> {
+        let start = self.url(&format!("v2/{}/blobs/uploads/", self.repository));
+        let resp = self.send(Method::POST, start.clone(), |r| r.header(CONTENT_LENGTH, "0")).await?;
+        if resp.status() != StatusCode::ACCEPTED && resp.status() != StatusCode::CREATED {
+            return Err(self.api_error(resp).await);
+        }
+        self.location(&start, &resp)
+    }
+
+    /// PATCH chunks, continuing after a failure from the offset the upload status reports.
+    async fn upload_chunked<F, Fut, R>(
+        &self,
+        digest: &Digest,
+        size: u64,
+        chunk: u64,
+        open: &F,
+        stats: &mut UploadStats,
+    ) -> Result<(), RegistryError>
+    where
+        F: Fn(u64) -> Fut,
+        Fut: std::future::Future<Output = Result<R, String>>,
+        R: AsyncRead + Send + Unpin + 'static,
+    {
+        let mut location = self.start_upload().await?;
+        let mut hasher = Sha256::new();
+        let mut offset = 0u64;
+        let mut failures = 0u32;
+        // One reader for the whole blob, reopened only where a resume moves the offset (for a
+        // `docker://` source, each open is a request to the source registry).
+        let mut reader: Option<(u64, R)> = None;
+        while offset < size {
+            let len = chunk.min(size - offset);
+            let bytes = read_chunk(open, &mut reader, offset, len).await?;
+            let range = format!("{}-{}", offset, offset + len - 1);
+            let url = location.clone();
+            let build = |r: reqwest::RequestBuilder| {
+                r.header(CONTENT_TYPE, "application/octet-stream")
+                    .header(CONTENT_LENGTH, len)
+                    .header("Content-Range", range.as_str())
+                    .body(bytes.clone())
+            };
+            tracing::debug!(url = %url.path(), range, "uploading chunk");
+            stats.bytes_sent += len;
+            let outcome = match self.attempt(&Method::PATCH, &url, &build, true).await {
+                Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED => {
+                    // The token expired mid-upload: a fresh one, and the same chunk again.
+                    self.authenticate().await?;
+                    stats.bytes_sent += len;
+                    self.attempt(&Method::PATCH, &url, &build, true).await
+                }
+                other => other,
+            };
+            let error = match outcome {
+                Ok(resp) if resp.status().is_success() => {
+                    // ECR answers 201 and a stuck Range: the offset is ours to track.
+                    if resp.headers().contains_key(LOCATION) {
+                        location = self.location(&url, &resp)?;
+                    }
+                    hasher.update(&bytes);
+                    offset += len;
+                    continue;
+                }
+                Ok(resp) => self.api_error(resp).await,
+                Err(e) => e,
+            };
+            failures += 1;
+            let resumable = error.retryable() || matches!(&error, RegistryError::Api { status: 416, .. });
+            if !resumable || failures >= self.retry.attempts {
+                return Err(error);
+            }
+            tokio::time::sleep(self.retry.delay(failures)).await;
+            // Where does the session stand? (OCI spec: GET on the upload URL, 204 and Range.)
+            let (kept, next) = self.upload_status(&location).await?;
+            if kept < offset || kept > offset + len {
+                // The registry lost data it had acknowledged: start this blob again.
+                return Err(RegistryError::session_lost(
+                    &self.registry,
+                    format!("the upload session kept {kept} bytes, expected {offset} to {}", offset + len),
+                ));
+            }
+            tracing::warn!(registry = %self.registry, %digest, offset = kept, %error, "resuming the upload where the registry stands");
+            hasher.update(&bytes[..(kept - offset) as usize]);
+            offset = kept;
+            location = next;
+            stats.resumes += 1;
+        }
+        let actual = Digest::from_sha256(&hasher.finalize());
+        if &actual != digest {
+            return Err(RegistryError::CorruptSource { digest: digest.clone(), actual });
+        }
+        let mut done = location.clone();
+        done.query_pairs_mut().append_pair("digest", digest.as_str());
+        let resp = self.send(Method::PUT, done, |r| r.header(CONTENT_LENGTH, "0")).await?;
+        if !resp.status().is_success() {
+            return Err(self.api_error(resp).await);
+        }
+        Ok(())
+    }
+
+    /// The bytes an upload session holds and the URL to continue at. A session the registry
+    /// no longer knows (2.8 after a cut, ECR's 404) is `BLOB_UPLOAD_UNKNOWN`: restart the blob.
+    async fn upload_status(&self, location: &Url) -> Result<(u64, Url), RegistryError> {
+        let resp = self.attempt(&Method::GET, location, &|r| r, true).await?;
+        if resp.status() != StatusCode::NO_CONTENT && !resp.status().is_success() {
+            let status = resp.status().as_u16();
+            tracing::warn!(registry = %self.registry, status, "the upload session is gone: restarting this blob");
+            return Err(RegistryError::session_lost(&self.registry, format!("upload status answered {status}")));
+        }
+        let kept = kept_bytes(resp.headers().get(reqwest::header::RANGE).and_then(|v| v.to_str().ok()));
+        let next =
+            if resp.headers().contains_key(LOCATION) { self.location(location, &resp)? } else { location.clone() };
+        Ok((kept, next))
+    }
+}
+
+/// Reads `len` bytes of the source from `offset` (one chunk: bounded by the chunk size),
+/// continuing with `reader` when it stands at `offset`, else opening the source there.
+async fn read_chunk<F, Fut, R>(
+    open: &F,
+    reader: &mut Option<(u64, R)>,
+    offset: u64,
+    len: u64,
+) -> Result<Vec<u8>, RegistryError>
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = Result<R, String>>,
+    R: AsyncRead + Send + Unpin + 'static,
+{
+    use tokio::io::AsyncReadExt;
+    // A failed read leaves no reader: the next chunk opens the source afresh.
+    let mut source = match reader.take() {
+        Some((at, source)) if at == offset => source,
+        _ => open(offset).await.map_err(RegistryError::Source)?,
+    };
+    let mut buf = Vec::with_capacity(len as usize);
+    (&mut source).take(len).read_to_end(&mut buf).await.map_err(|e| RegistryError::Source(e.to_string()))?;
+    *reader = Some((offset + buf.len() as u64, source));
+    if buf.len() as u64 != len {
+        return Err(RegistryError::Source(format!(
+            "the source ended at {} bytes, {len} were expected",
+            offset + buf.len() as u64
+        )));
+    }
+    Ok(buf)
+}
+
+/// Progress shared between the body stream (which reqwest owns) and the uploader.
+#[derive(Clone, Default)]
+struct Progress(std::sync::Arc<Mutex<(u64, Option<Digest>)>>);
+
+impl Progress {
+    fn snapshot(&self) -> (u64, Option<Digest>) {
+        self.0.lock().map(|g| g.clone()).unwrap_or_default()
+    }
+}
+
+/// Hashes bytes as they are read and fails the stream, before its last bytes go out, when
+/// the content does not match the digest; so the registry never completes a wrong blob.
+/// The check runs on reaching the expected size, because the HTTP client stops reading the
+/// body at `Content-Length` and may never see the end of the stream.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    expected: Digest,
+    size: u64,
+    read: u64,
+    progress: Progress,
+}
+
+impl<R> HashingReader<R> {
+    fn new(inner: R, expected: Digest, size: u64) -> (Self, Progress) {
+        let progress = Progress::default();
+        let reader =
+            HashingReader { inner, hasher: Sha256::new(), expected, size, read: 0, progress: progress.clone() };
+        (reader, progress)
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let Poll::Ready(result) = Pin::new(&mut this.inner).poll_read(cx, buf) else {
+            return Poll::Pending;
+        };
+        result?;
+        let new = &buf.filled()[before..];
+        this.read += new.len() as u64;
+        this.hasher.update(new);
+        let mismatch = if this.read >= this.size || new.is_empty() {
+            let actual = Digest::from_sha256(&this.hasher.clone().finalize());
+            (actual != this.expected || this.read != this.size).then_some(actual)
+        } else {
+            None
+        };
+        if let Ok(mut p) = this.progress.0.lock() {
+            *p = (this.read, mismatch.clone());
+        }
+        if mismatch.is_some() {
+            buf.set_filled(before);
+            return Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "source digest mismatch")));
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kept_bytes;
+
+    #[test]
+    fn an_empty_session_is_zero_bytes_not_one() {
+        assert_eq!(kept_bytes(None), 0);
+        assert_eq!(kept_bytes(Some("0-0")), 0);
+        assert_eq!(kept_bytes(Some("0-1023")), 1024);
+        assert_eq!(kept_bytes(Some("bytes=0-9")), 10);
+        assert_eq!(kept_bytes(Some("junk")), 0);
+    }
+}

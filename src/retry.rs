@@ -1,0 +1,146 @@
+//! One retry policy and one classification of answers for every remote client: registries,
+//! RunPod, Docker Hub's API, ECR Public and STS, Fulcio, Rekor, the Actions OIDC endpoint.
+//! As regclient's `reghttp` does: 401 → authenticate again (once); 408, 429 and 5xx → back
+//! off (honouring `Retry-After` when given); everything else is final.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+
+/// How often and how patiently to retry: a value, so tests can shrink its delays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub base: Duration,
+    pub max: Duration,
+    pub jitter: bool,
+}
+
+impl Default for RetryPolicy {
+    /// From the run's transfer settings (`transfer:` in the policy).
+    fn default() -> Self {
+        let s = crate::http::settings();
+        RetryPolicy { attempts: s.attempts.max(1), base: s.retry_base, max: s.max_delay, jitter: true }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before retry number `attempt` (1-based): exponential, capped, with up to 50% jitter.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let exp = self.base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16)).min(self.max);
+        if !self.jitter {
+            return exp;
+        }
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        exp.mul_f64(0.5 + f64::from(nanos % 1000) / 2000.0)
+    }
+
+    /// The wait before retry `attempt`: what the server asked for (capped), else the backoff.
+    pub fn wait(&self, attempt: u32, asked: Option<Duration>) -> Duration {
+        asked.map_or_else(|| self.delay(attempt), |w| w.min(self.max))
+    }
+}
+
+/// What to do with an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// 1xx–3xx, and 4xx the caller interprets (404 is an answer, not a failure).
+    Done,
+    /// 401: the token expired or was never asked for; authenticate, then once more.
+    Reauthenticate,
+    /// 408, 429, 5xx: wait and try again.
+    Retry,
+}
+
+pub fn classify(status: StatusCode) -> Class {
+    match status.as_u16() {
+        401 => Class::Reauthenticate,
+        408 | 429 => Class::Retry,
+        // 501 Not Implemented will not change on a retry.
+        501 => Class::Done,
+        s if s >= 500 => Class::Retry,
+        _ => Class::Done,
+    }
+}
+
+/// `Retry-After` in seconds (only in the distribution spec's draft: honoured, never required).
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers.get(RETRY_AFTER)?.to_str().ok()?.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// Whether a transport error may succeed on another try (connection refused or reset, a
+/// timeout); a malformed request or a refused redirect will not.
+pub fn transport_retryable(e: &reqwest::Error) -> bool {
+    !(e.is_builder() || e.is_redirect() || e.is_decode())
+}
+
+/// Sends a request built by `build` (called once per attempt), retrying transport errors and
+/// 408/429/5xx answers with backoff. Returns the last answer, whatever its status: the caller
+/// reads it. For clients without a 401 rule (API keys, one-shot tokens).
+pub async fn send(
+    policy: &RetryPolicy,
+    what: &str,
+    build: impl Fn() -> reqwest::RequestBuilder,
+) -> Result<reqwest::Response, reqwest::Error> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let last = attempt >= policy.attempts;
+        match build().send().await {
+            Ok(resp) if classify(resp.status()) == Class::Retry && !last => {
+                let wait = policy.wait(attempt, retry_after(resp.headers()));
+                tracing::warn!(status = resp.status().as_u16(), ?wait, "{what}: retrying");
+                tokio::time::sleep(wait).await;
+            }
+            Err(e) if transport_retryable(&e) && !last => {
+                let wait = policy.delay(attempt);
+                tracing::warn!(error = %e, ?wait, "{what}: retrying");
+                tokio::time::sleep(wait).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_grow_and_cap() {
+        let p = RetryPolicy {
+            attempts: 5,
+            base: Duration::from_millis(100),
+            max: Duration::from_millis(350),
+            jitter: false,
+        };
+        let d: Vec<u128> = (1..=4).map(|a| p.delay(a).as_millis()).collect();
+        assert_eq!(d, vec![100, 200, 350, 350]);
+        assert_eq!(p.wait(1, Some(Duration::from_secs(60))), Duration::from_millis(350));
+        assert_eq!(p.wait(1, Some(Duration::from_millis(5))), Duration::from_millis(5));
+    }
+
+    #[test]
+    fn statuses_are_sorted_in_one_place() {
+        let c = |s: u16| classify(StatusCode::from_u16(s).unwrap());
+        assert_eq!(c(200), Class::Done);
+        assert_eq!(c(404), Class::Done);
+        assert_eq!(c(416), Class::Done);
+        assert_eq!(c(401), Class::Reauthenticate);
+        assert_eq!(c(408), Class::Retry);
+        assert_eq!(c(429), Class::Retry);
+        assert_eq!(c(502), Class::Retry);
+        assert_eq!(c(503), Class::Retry);
+        assert_eq!(c(501), Class::Done);
+    }
+
+    #[test]
+    fn retry_after_is_read_in_seconds() {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, "7".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        h.insert(RETRY_AFTER, "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
+        assert_eq!(retry_after(&h), None);
+    }
+}
