@@ -21,15 +21,15 @@ use crate::sign::{self, KeySigner, keyless};
 /// and certificate) starts at the first signature and serves the rest of the run.
 pub enum PreparedSigner {
     Key(KeySigner),
-    Keyless(keyless::Endpoints, tokio::sync::OnceCell<keyless::Session>),
+    Keyless(keyless::Endpoints, keyless::Oidc, tokio::sync::OnceCell<keyless::Session>),
 }
 
 impl PreparedSigner {
     pub async fn signer(&self) -> Result<sign::Signer<'_>, sign::SignError> {
         Ok(match self {
             PreparedSigner::Key(k) => sign::Signer::Key(k),
-            PreparedSigner::Keyless(endpoints, session) => {
-                sign::Signer::Keyless(session.get_or_try_init(|| keyless::Session::start(endpoints)).await?)
+            PreparedSigner::Keyless(endpoints, oidc, session) => {
+                sign::Signer::Keyless(session.get_or_try_init(|| keyless::Session::start(endpoints, oidc)).await?)
             }
         })
     }
@@ -44,6 +44,8 @@ pub struct Inputs<'a> {
     pub templates: Option<(runpod::Client, Vec<(Rendered, runpod::Wanted)>)>,
     /// Groups and warnings as GitHub Actions workflow commands.
     pub in_actions: bool,
+    /// The environment, for the AWS credential chain.
+    pub env: &'a crate::credentials::Env,
 }
 
 pub async fn execute(plan: &Plan, inputs: Inputs<'_>) -> RunReport {
@@ -56,7 +58,7 @@ pub async fn execute(plan: &Plan, inputs: Inputs<'_>) -> RunReport {
         for t in &img.targets {
             let credential = inputs.credentials.get(&t.id).cloned().unwrap_or(Credentials::Anonymous);
             let _group = github::Group::start(inputs.in_actions, &format!("Pushing {} to {}", img.name, t.repository));
-            targets.push(target(img, image, t, credential, inputs.signer, format, inputs.in_actions, retry).await);
+            targets.push(target(img, image, t, credential, &inputs, format, retry).await);
         }
         outcomes.push(ImageOutcome { name: img.name.clone(), digest: img.manifest_digest.clone(), targets });
     }
@@ -84,20 +86,19 @@ pub fn destination(t: &TargetPlan, credential: Option<Credential>) -> Destinatio
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn target(
     img: &ImagePlan,
     image: &Image,
     t: &TargetPlan,
     credential: Credentials,
-    signer: Option<&PreparedSigner>,
+    inputs: &Inputs<'_>,
     format: sign::Format,
-    in_actions: bool,
     retry: RetryPolicy,
 ) -> push::Outcome {
+    let (signer, in_actions) = (inputs.signer, inputs.in_actions);
     let mut dest = destination(t, credential.credential());
     if matches!(credential, Credentials::AwsChain) {
-        match ecr_prepare(&dest.path).await {
+        match ecr_prepare(&dest.path, inputs.env).await {
             Ok(cred) => dest.credential = Some(cred),
             Err(err) => return push::failed(image, &dest, err.to_string()),
         }
@@ -148,8 +149,8 @@ async fn sign_pushed(
 
 /// ECR Public: a registry token from the AWS credentials, and the repository created when it
 /// does not exist yet (`path` is `ALIAS/REPOSITORY`).
-async fn ecr_prepare(path: &str) -> Result<Credential, crate::registry::ecr::EcrError> {
-    let api = crate::registry::ecr::Api::from_environment().await?;
+async fn ecr_prepare(path: &str, env: &crate::credentials::Env) -> Result<Credential, crate::registry::ecr::EcrError> {
+    let api = crate::registry::ecr::Api::from_environment(env).await?;
     let repository = path.split_once('/').map_or(path, |(_, r)| r);
     if api.ensure_repository(repository).await? {
         tracing::info!("created the ECR Public repository {repository}");

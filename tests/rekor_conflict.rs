@@ -1,5 +1,5 @@
 //! A Rekor 409 (the entry exists) is treated as already logged: the existing entry is
-//! retrieved and used. Its own test binary, because it sets the Actions token variables.
+//! retrieved and used.
 
 mod support;
 
@@ -8,13 +8,12 @@ use support::sigstore::{self, REQUEST_TOKEN};
 #[tokio::test]
 async fn an_existing_rekor_entry_is_retrieved_not_an_error() {
     let s = sigstore::start();
-    // SAFETY: the only test in this binary; nothing else reads the environment concurrently.
-    unsafe {
-        std::env::set_var("ACTIONS_ID_TOKEN_REQUEST_URL", s.token_url());
-        std::env::set_var("ACTIONS_ID_TOKEN_REQUEST_TOKEN", REQUEST_TOKEN);
-    }
     let endpoints = publish_action::sign::keyless::Endpoints { fulcio: s.fulcio_url(), rekor: s.rekor_url() };
-    let session = publish_action::sign::keyless::Session::start(&endpoints).await.unwrap();
+    let oidc = publish_action::sign::keyless::Oidc {
+        url: s.token_url(),
+        token: publish_action::types::Secret::new(REQUEST_TOKEN),
+    };
+    let session = publish_action::sign::keyless::Session::start(&endpoints, &oidc).await.unwrap();
     assert_eq!(session.identity, sigstore::identity());
     let data = b"payload";
     let sig = session.sign(data).unwrap();

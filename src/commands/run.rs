@@ -71,6 +71,7 @@ pub async fn run(args: RunArgs, env: &Env, actions: Option<&github::Actions>) ->
         signer: signer.as_ref(),
         templates,
         in_actions: actions.is_some(),
+        env,
     };
     let report = execute::execute(&plan, inputs).await;
     super::print_json_or(args.policy.output, &report, || crate::report::run_text(&report));
@@ -179,13 +180,14 @@ fn prepare_signer(plan: &Plan, env: &Env) -> anyhow::Result<Option<PreparedSigne
             )
         }
         _ => {
-            keyless::check_prerequisites().map_err(|e| UsageError(e.to_string()))?;
+            let oidc = keyless::check_prerequisites(env).map_err(|e| UsageError(e.to_string()))?;
             let defaults = keyless::Endpoints::default();
             PreparedSigner::Keyless(
                 keyless::Endpoints {
                     fulcio: s.fulcio_url.clone().unwrap_or(defaults.fulcio),
                     rekor: s.rekor_url.clone().unwrap_or(defaults.rekor),
                 },
+                oidc,
                 tokio::sync::OnceCell::new(),
             )
         }

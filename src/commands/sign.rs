@@ -46,8 +46,8 @@ pub async fn sign(args: SignArgs, env: &Env) -> anyhow::Result<ExitStatus> {
             )
         }
         None => {
-            keyless::check_prerequisites().map_err(|e| UsageError(e.to_string()))?;
-            PreparedSigner::Keyless(args.keyless.clone(), tokio::sync::OnceCell::new())
+            let oidc = keyless::check_prerequisites(env).map_err(|e| UsageError(e.to_string()))?;
+            PreparedSigner::Keyless(args.keyless.clone(), oidc, tokio::sync::OnceCell::new())
         }
     };
     let client = args.registry.client(&reference, env)?;
@@ -69,7 +69,7 @@ pub async fn sign(args: SignArgs, env: &Env) -> anyhow::Result<ExitStatus> {
         }
         let how = match &prepared {
             PreparedSigner::Key(_) => "with the key".to_string(),
-            PreparedSigner::Keyless(e, _) => format!("keyless (Fulcio {}, Rekor {})", e.fulcio, e.rekor),
+            PreparedSigner::Keyless(e, _, _) => format!("keyless (Fulcio {}, Rekor {})", e.fulcio, e.rekor),
         };
         let doc = serde_json::json!({"dry_run": true, "digest": digest, "signer": how, "would_write": would});
         super::print_json_or(args.output, &doc, || {

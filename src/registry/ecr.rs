@@ -9,6 +9,8 @@ use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
 use super::Credential;
+use crate::credentials::Env;
+use crate::retry::RetryPolicy;
 use crate::types::Secret;
 
 const REGION: &str = "us-east-1";
@@ -27,12 +29,10 @@ pub struct AwsCredentials {
     pub session_token: Option<Secret>,
 }
 
-fn env(k: &str) -> Option<String> {
-    std::env::var(k).ok().filter(|v| !v.is_empty())
-}
-
-/// The standard chain: environment, then web identity (STS), then the shared credentials file.
-pub async fn credentials(http: &reqwest::Client) -> Result<AwsCredentials, EcrError> {
+/// The standard chain: environment, then web identity (STS), then the shared credentials file,
+/// from the environment the command layer passes in.
+pub async fn credentials(http: &reqwest::Client, vars: &Env) -> Result<AwsCredentials, EcrError> {
+    let env = |k: &str| vars.get(k).filter(|v| !v.is_empty()).cloned();
     if let (Some(access_key), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
         return Ok(AwsCredentials {
             access_key,
@@ -41,15 +41,19 @@ pub async fn credentials(http: &reqwest::Client) -> Result<AwsCredentials, EcrEr
         });
     }
     if let (Some(role), Some(file)) = (env("AWS_ROLE_ARN"), env("AWS_WEB_IDENTITY_TOKEN_FILE")) {
-        return web_identity(http, &role, &file).await;
+        let sts = env("AWS_ENDPOINT_URL_STS")
+            .or_else(|| env("AWS_ENDPOINT_URL"))
+            .unwrap_or_else(|| "https://sts.amazonaws.com".into());
+        return web_identity(http, &role, &file, &sts).await;
     }
     let path = env("AWS_SHARED_CREDENTIALS_FILE")
         .map(std::path::PathBuf::from)
         .or_else(|| env("HOME").map(|h| std::path::Path::new(&h).join(".aws/credentials")));
     let profile = env("AWS_PROFILE").unwrap_or_else(|| "default".into());
     if let Some(path) = path
-        && let Ok(text) = std::fs::read_to_string(&path)
+        && let Ok(text) = crate::http::read_file_limited(&path, crate::http::MAX_SMALL_BODY)
     {
+        let text = String::from_utf8_lossy(&text);
         let mut section = String::new();
         let (mut key, mut secret, mut token) = (None, None, None);
         for line in text.lines().map(str::trim) {
@@ -76,12 +80,10 @@ pub async fn credentials(http: &reqwest::Client) -> Result<AwsCredentials, EcrEr
 }
 
 /// STS `AssumeRoleWithWebIdentity` (unsigned: the token is the proof).
-async fn web_identity(http: &reqwest::Client, role: &str, file: &str) -> Result<AwsCredentials, EcrError> {
-    let token =
-        Secret::new(std::fs::read_to_string(file).map_err(|e| EcrError(format!("cannot read {file}: {e}")))?.trim());
-    let url = env("AWS_ENDPOINT_URL_STS")
-        .or_else(|| env("AWS_ENDPOINT_URL"))
-        .unwrap_or_else(|| "https://sts.amazonaws.com".into());
+async fn web_identity(http: &reqwest::Client, role: &str, file: &str, url: &str) -> Result<AwsCredentials, EcrError> {
+    let token = crate::http::read_file_limited(std::path::Path::new(file), crate::http::MAX_SMALL_BODY)
+        .map_err(|e| EcrError(format!("the web identity token: {e}")))?;
+    let token = Secret::new(String::from_utf8_lossy(&token).trim());
     let form = [
         ("Action", "AssumeRoleWithWebIdentity"),
         ("Version", "2011-06-15"),
@@ -90,15 +92,14 @@ async fn web_identity(http: &reqwest::Client, role: &str, file: &str) -> Result<
         ("WebIdentityToken", token.expose()),
     ];
     let body: String = form.iter().map(|(k, v)| format!("{k}={}", urlencode(v))).collect::<Vec<_>>().join("&");
-    let resp = http
-        .post(url)
-        .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| EcrError(format!("STS: {e}")))?;
+    let resp = crate::retry::send(&RetryPolicy::default(), "STS AssumeRoleWithWebIdentity", || {
+        http.post(url).header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded").body(body.clone())
+    })
+    .await
+    .map_err(|e| EcrError(format!("STS: {e}")))?;
     let status = resp.status();
-    let text = resp.text().await.unwrap_or_default();
+    let text = crate::http::body_limited(resp, crate::http::MAX_SMALL_BODY).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
     if !status.is_success() {
         return Err(EcrError(format!("STS refused the web identity for {role}: {status}")));
     }
@@ -196,9 +197,10 @@ pub struct Api {
 }
 
 impl Api {
-    pub async fn from_environment() -> Result<Api, EcrError> {
+    pub async fn from_environment(vars: &Env) -> Result<Api, EcrError> {
+        let env = |k: &str| vars.get(k).filter(|v| !v.is_empty()).cloned();
         let http = crate::http::client(None).map_err(|e| EcrError(e.to_string()))?;
-        let creds = credentials(&http).await?;
+        let creds = credentials(&http, vars).await?;
         let base = env("AWS_ENDPOINT_URL_ECR_PUBLIC")
             .or_else(|| env("AWS_ENDPOINT_URL"))
             .unwrap_or_else(|| format!("https://api.ecr-public.{REGION}.amazonaws.com"));
@@ -214,15 +216,20 @@ impl Api {
             None => self.url.host_str().unwrap_or_default().to_string(),
         };
         let target = format!("{TARGET_PREFIX}.{operation}");
-        let mut req = self.http.post(self.url.clone()).body(body.clone());
-        for (k, v) in sign(&self.creds, &host, &target, &body, &amz_date_now()) {
-            if k != "host" {
-                req = req.header(k, v);
+        // Signed afresh for every attempt: the signature covers the time.
+        let resp = crate::retry::send(&RetryPolicy::default(), operation, || {
+            let mut req = self.http.post(self.url.clone()).body(body.clone());
+            for (k, v) in sign(&self.creds, &host, &target, &body, &amz_date_now()) {
+                if k != "host" {
+                    req = req.header(k, v);
+                }
             }
-        }
-        let resp = req.send().await.map_err(|e| EcrError(format!("{operation}: {e}")))?;
+            req
+        })
+        .await
+        .map_err(|e| EcrError(format!("{operation}: {e}")))?;
         let status = resp.status().as_u16();
-        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        let v: Value = crate::http::json_limited(resp, crate::http::MAX_SMALL_BODY).await.unwrap_or(Value::Null);
         Ok((status, v))
     }
 

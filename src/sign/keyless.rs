@@ -14,6 +14,7 @@ use sigstore::crypto::{CosignVerificationKey, SigStoreSigner, SigningScheme};
 use x509_cert::der::{Decode, DecodePem, Encode};
 
 use super::SignError;
+use crate::retry::RetryPolicy;
 use crate::types::Secret;
 
 /// Fulcio's extension holding the OIDC issuer (v2, DER UTF8String) and its v1 form (raw).
@@ -43,13 +44,22 @@ fn err(e: impl std::fmt::Display) -> SignError {
     SignError::Key(e.to_string())
 }
 
-/// Checks, before anything is pushed, that this job can get an OIDC token: the workflow needs
-/// `permissions: id-token: write`, and pull requests from forks never get one.
-pub fn check_prerequisites() -> Result<(), SignError> {
-    let url = std::env::var("ACTIONS_ID_TOKEN_REQUEST_URL").unwrap_or_default();
-    let token = std::env::var("ACTIONS_ID_TOKEN_REQUEST_TOKEN").unwrap_or_default();
-    if let Ok(path) = std::env::var("GITHUB_EVENT_PATH")
-        && let Ok(event) = std::fs::read(&path).map(|b| serde_json::from_slice::<Value>(&b).unwrap_or(Value::Null))
+/// Where GitHub Actions hands out OIDC tokens: the request URL and its bearer token.
+#[derive(Debug, Clone)]
+pub struct Oidc {
+    pub url: String,
+    pub token: Secret,
+}
+
+/// Checks, before anything is pushed, that this job can get an OIDC token (from `env`, which
+/// the command layer passes in): the workflow needs `permissions: id-token: write`, and pull
+/// requests from forks never get one.
+pub fn check_prerequisites(env: &crate::credentials::Env) -> Result<Oidc, SignError> {
+    let var = |k: &str| env.get(k).cloned().unwrap_or_default();
+    let (url, token) = (var("ACTIONS_ID_TOKEN_REQUEST_URL"), var("ACTIONS_ID_TOKEN_REQUEST_TOKEN"));
+    if let Some(path) = env.get("GITHUB_EVENT_PATH")
+        && let Ok(event) = crate::http::read_file_limited(std::path::Path::new(path), 16 * 1024 * 1024)
+            .map(|b| serde_json::from_slice::<Value>(&b).unwrap_or(Value::Null))
         && let (Some(head), Some(base)) = (
             event.pointer("/pull_request/head/repo/full_name").and_then(Value::as_str),
             event.pointer("/pull_request/base/repo/full_name").and_then(Value::as_str),
@@ -65,7 +75,7 @@ pub fn check_prerequisites() -> Result<(), SignError> {
             "keyless signing needs GitHub's OIDC token, and ACTIONS_ID_TOKEN_REQUEST_URL/ACTIONS_ID_TOKEN_REQUEST_TOKEN are not set: give the job `permissions: id-token: write` (and run in GitHub Actions)",
         ));
     }
-    Ok(())
+    Ok(Oidc { url, token: Secret::new(token) })
 }
 
 /// The claims of a GitHub Actions token that matter here.
@@ -120,22 +130,22 @@ pub struct LogEntry {
 
 impl Session {
     /// Gets the OIDC token, a Fulcio certificate for a fresh key, and is ready to sign.
-    pub async fn start(endpoints: &Endpoints) -> Result<Session, SignError> {
-        check_prerequisites()?;
+    pub async fn start(endpoints: &Endpoints, oidc: &Oidc) -> Result<Session, SignError> {
         let http = crate::http::client(None).map_err(err)?;
-        let url = std::env::var("ACTIONS_ID_TOKEN_REQUEST_URL").unwrap_or_default();
-        let bearer = Secret::new(std::env::var("ACTIONS_ID_TOKEN_REQUEST_TOKEN").unwrap_or_default());
-        let sep = if url.contains('?') { '&' } else { '?' };
-        let resp = http
-            .get(format!("{url}{sep}audience=sigstore"))
-            .header(reqwest::header::AUTHORIZATION, format!("Bearer {}", bearer.expose()))
-            .send()
-            .await
-            .map_err(|e| err(format!("requesting the OIDC token: {e}")))?;
+        let retry = RetryPolicy::default();
+        let sep = if oidc.url.contains('?') { '&' } else { '?' };
+        let resp = crate::retry::send(&retry, "the OIDC token request", || {
+            http.get(format!("{}{sep}audience=sigstore", oidc.url))
+                .header(reqwest::header::AUTHORIZATION, format!("Bearer {}", oidc.token.expose()))
+        })
+        .await
+        .map_err(|e| err(format!("requesting the OIDC token: {e}")))?;
         if !resp.status().is_success() {
             return Err(err(format!("the OIDC token request answered {}", resp.status())));
         }
-        let v: Value = resp.json().await.map_err(|e| err(format!("the OIDC token answer: {e}")))?;
+        let v: Value = crate::http::json_limited(resp, crate::http::MAX_SMALL_BODY)
+            .await
+            .map_err(|e| err(format!("the OIDC token answer: {e}")))?;
         let token = Secret::new(
             v.get("value").and_then(Value::as_str).ok_or_else(|| err("the OIDC token answer has no value"))?,
         );
@@ -150,14 +160,12 @@ impl Session {
             "credentials": {"oidcIdentityToken": token.expose()},
             "publicKeyRequest": {"publicKey": {"algorithm": "ECDSA", "content": public_pem}, "proofOfPossession": proof}
         });
-        let resp = http
-            .post(format!("{}/api/v2/signingCert", endpoints.fulcio.trim_end_matches('/')))
-            .json(&request)
-            .send()
+        let url = format!("{}/api/v2/signingCert", endpoints.fulcio.trim_end_matches('/'));
+        let resp = crate::retry::send(&retry, "Fulcio", || http.post(&url).json(&request))
             .await
             .map_err(|e| err(format!("Fulcio: {e}")))?;
         let status = resp.status();
-        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        let v: Value = crate::http::json_limited(resp, crate::http::MAX_SMALL_BODY).await.unwrap_or(Value::Null);
         if !status.is_success() {
             return Err(err(format!(
                 "Fulcio refused the certificate request: {status} {}",
@@ -199,26 +207,27 @@ impl Session {
                 "signature": {"content": B64.encode(signature), "publicKey": {"content": B64.encode(self.leaf_pem())}}
             }
         });
-        let resp = self
-            .http
-            .post(format!("{}/api/v1/log/entries", self.rekor))
-            .json(&entry)
-            .send()
+        let retry = RetryPolicy::default();
+        let url = format!("{}/api/v1/log/entries", self.rekor);
+        let resp = crate::retry::send(&retry, "Rekor", || self.http.post(&url).json(&entry))
             .await
             .map_err(|e| err(format!("Rekor: {e}")))?;
         let status = resp.status();
+        let read = |resp| async {
+            crate::http::json_limited::<Value>(resp, crate::http::MAX_SMALL_BODY)
+                .await
+                .map_err(|e| err(format!("Rekor: {e}")))
+        };
         let v: Value = if status == reqwest::StatusCode::CONFLICT {
-            let resp = self
-                .http
-                .post(format!("{}/api/v1/log/entries/retrieve", self.rekor))
-                .json(&json!({"entries": [entry]}))
-                .send()
+            let url = format!("{}/api/v1/log/entries/retrieve", self.rekor);
+            let body = json!({"entries": [entry]});
+            let resp = crate::retry::send(&retry, "Rekor retrieve", || self.http.post(&url).json(&body))
                 .await
                 .map_err(|e| err(format!("Rekor: {e}")))?;
-            let found: Value = resp.json().await.map_err(|e| err(format!("Rekor: {e}")))?;
+            let found: Value = read(resp).await?;
             found.get(0).cloned().ok_or_else(|| err("Rekor said the entry exists but did not return it"))?
         } else if status.is_success() {
-            resp.json().await.map_err(|e| err(format!("Rekor: {e}")))?
+            read(resp).await?
         } else {
             return Err(err(format!("Rekor refused the entry: {status}")));
         };
