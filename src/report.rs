@@ -135,8 +135,18 @@ fn plan_images_text(plan: &Plan) -> String {
             }
         }
         for t in &img.targets {
-            let _ = writeln!(s, "  target     {} ({}) → {}", t.registry, t.kind.as_str(), t.repository);
+            let _ = writeln!(s, "  target     {} ({}) → {}", t.id, t.kind.as_str(), t.repository);
             let _ = writeln!(s, "    tags     {}", t.tags.join(", "));
+            let _ = writeln!(s, "    endpoint {}://{}", t.endpoint.scheme, t.endpoint.host);
+            let upload = match t.upload {
+                crate::plan::UploadPlan::Streamed => "streamed, one PUT per blob".to_string(),
+                crate::plan::UploadPlan::Chunked { chunk_size } => format!("chunks of {chunk_size}"),
+            };
+            let _ = writeln!(s, "    upload   {upload}");
+            if let Some(from) = &t.mount_from {
+                let _ = writeln!(s, "    mount    blobs from {from}");
+            }
+            let _ = writeln!(s, "    login    {}", t.credentials.describe());
             let _ = writeln!(
                 s,
                 "    blobs    up to {layers} to send, {} (blobs the registry already has are skipped)",

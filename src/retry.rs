@@ -90,12 +90,12 @@ pub async fn send(
         match build().send().await {
             Ok(resp) if classify(resp.status()) == Class::Retry && !last => {
                 let wait = policy.wait(attempt, retry_after(resp.headers()));
-                tracing::warn!(status = resp.status().as_u16(), ?wait, "{what}: retrying");
+                tracing::warn!(status = resp.status().as_u16(), ?wait, "retrying {what}");
                 tokio::time::sleep(wait).await;
             }
             Err(e) if transport_retryable(&e) && !last => {
                 let wait = policy.delay(attempt);
-                tracing::warn!(error = %e, ?wait, "{what}: retrying");
+                tracing::warn!(error = %e, ?wait, "retrying {what}");
                 tokio::time::sleep(wait).await;
             }
             other => return other,

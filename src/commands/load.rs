@@ -56,7 +56,8 @@ pub async fn policy_and_images(path: &Path, env: &Env) -> anyhow::Result<(Resolv
 
 /// Opens a source as the plan describes it; `docker://` through the registry client.
 pub async fn open_image(source: &SourcePlan, env: &Env) -> Result<Image, String> {
-    let transport = Transport::parse(&source.transport, Path::new(".")).map_err(|e| e.to_string())?;
+    // The path is already resolved: parse it as it stands.
+    let transport = Transport::parse(&source.transport, Path::new("")).map_err(|e| e.to_string())?;
     match (&transport, &source.registry) {
         (Transport::Registry { reference }, access) => {
             let r = Reference::parse(reference).map_err(|e| format!("{reference:?}: {e}"))?;

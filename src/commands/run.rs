@@ -55,16 +55,17 @@ pub async fn run(args: RunArgs, env: &Env, actions: Option<&github::Actions>) ->
     if let Some(only) = &args.only {
         plan.restrict(only).map_err(UsageError)?;
     }
-    let credentials = preflight(&plan, resolved.as_ref(), env)?;
-    let signer = prepare_signer(&plan, env)?;
-    let templates = prepare_templates(&plan, resolved.as_ref(), env)?;
     if args.plan.is_some() {
         images = reopen(&plan, env).await?;
     }
     if args.dry_run {
+        // Shown as it would run; secrets are not needed to look.
         plan::print(&plan, args.policy.output);
         return Ok(ExitStatus::Success);
     }
+    let credentials = preflight(&plan, resolved.as_ref(), env)?;
+    let signer = prepare_signer(&plan, env)?;
+    let templates = prepare_templates(&plan, resolved.as_ref(), env)?;
     let inputs = execute::Inputs {
         images: &images,
         credentials,

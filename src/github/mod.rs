@@ -106,11 +106,21 @@ fn escape_property(s: &str) -> String {
     escape_data(s).replace(':', "%3A").replace(',', "%2C")
 }
 
-/// `::add-mask::` for a secret, so the runner hides it in every later log line.
+/// `::add-mask::` for a secret, so the runner hides it in every later log line; once per
+/// value, however often it is read.
 pub fn mask(secret: &str) {
-    if !secret.is_empty() {
-        eprintln!("::add-mask::{}", escape_data(secret));
+    static MASKED: std::sync::Mutex<Vec<[u8; 32]>> = std::sync::Mutex::new(Vec::new());
+    if secret.is_empty() {
+        return;
     }
+    let fingerprint: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(secret.as_bytes()).into();
+    if let Ok(mut seen) = MASKED.lock() {
+        if seen.contains(&fingerprint) {
+            return;
+        }
+        seen.push(fingerprint);
+    }
+    eprintln!("::add-mask::{}", escape_data(secret));
 }
 
 /// Masks every secret read from now on. Call once, first thing, in Actions.

@@ -48,7 +48,7 @@ impl Client {
     /// errors), and returns the JSON body (`Null` for 204), bounded in bytes.
     async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, RunPodError> {
         let url = self.base.join(path).map_err(|e| RunPodError::Unexpected(e.to_string()))?;
-        let what = format!("RunPod {method} {path}");
+        let what = format!("RunPod request {method} {path}");
         let resp = crate::retry::send(&self.retry, &what, || {
             let req = self
                 .http

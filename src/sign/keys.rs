@@ -106,6 +106,7 @@ pub fn generate(
             return Err(SignError::Key(format!("{} exists: not overwriting it (--force replaces it)", p.display())));
         }
     }
+    std::fs::create_dir_all(dir).map_err(|e| SignError::Key(format!("cannot create {}: {e}", dir.display())))?;
     let keys = ECDSAKeys::new(EllipticCurve::P256).map_err(|e| SignError::Key(e.to_string()))?;
     let pair = SigStoreKeyPair::ECDSA(keys);
     let private =

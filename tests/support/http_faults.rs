@@ -1,7 +1,8 @@
 //! An HTTP proxy on 127.0.0.1 in front of a real registry that answers chosen requests with a
 //! fault instead of forwarding them: 502s, 429 with `Retry-After`, or a 401 as when a token
 //! expires mid-upload. One request at a time per connection; upstream answers are relayed
-//! by their `Content-Length` (what distribution sends).
+//! by their `Content-Length` (what distribution sends). Every request is recorded, so the
+//! proxy also serves as the recording proxy that counts writes.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -23,6 +24,21 @@ pub struct HttpFaults {
     pub rules: Arc<Mutex<Vec<Rule>>>,
     /// Faults served, as `METHOD path -> status`.
     pub served: Arc<Mutex<Vec<String>>>,
+    /// Every request seen, as `METHOD path`.
+    pub seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl HttpFaults {
+    /// The requests that change something: POST, PUT, PATCH, DELETE.
+    pub fn writes(&self) -> Vec<String> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| ["POST ", "PUT ", "PATCH ", "DELETE "].iter().any(|m| r.starts_with(m)))
+            .cloned()
+            .collect()
+    }
 }
 
 pub fn start(upstream: u16) -> HttpFaults {
@@ -30,16 +46,17 @@ pub fn start(upstream: u16) -> HttpFaults {
     let port = listener.local_addr().unwrap().port();
     let rules: Arc<Mutex<Vec<Rule>>> = Arc::new(Mutex::new(Vec::new()));
     let served = Arc::new(Mutex::new(Vec::new()));
-    let (r, s) = (rules.clone(), served.clone());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (r, s, w) = (rules.clone(), served.clone(), seen.clone());
     std::thread::spawn(move || {
         for client in listener.incoming().flatten() {
-            let (r, s) = (r.clone(), s.clone());
+            let (r, s, w) = (r.clone(), s.clone(), w.clone());
             std::thread::spawn(move || {
-                let _ = serve(client, upstream, &r, &s);
+                let _ = serve(client, upstream, &r, &s, &w);
             });
         }
     });
-    HttpFaults { port, rules, served }
+    HttpFaults { port, rules, served, seen }
 }
 
 /// A request or status line and its headers.
@@ -78,6 +95,7 @@ fn serve(
     upstream: u16,
     rules: &Arc<Mutex<Vec<Rule>>>,
     served: &Arc<Mutex<Vec<String>>>,
+    seen: &Arc<Mutex<Vec<String>>>,
 ) -> std::io::Result<()> {
     let mut out = client.try_clone()?;
     let mut reader = BufReader::new(client);
@@ -86,6 +104,7 @@ fn serve(
         let (method, target) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
         let mut body = vec![0; length(&headers) as usize];
         reader.read_exact(&mut body)?;
+        seen.lock().unwrap().push(format!("{method} {target}"));
         let fault = {
             let mut rules = rules.lock().unwrap();
             rules.iter_mut().find(|r| r.times > 0 && r.method == method && target.contains(r.path)).map(|r| {
