@@ -38,20 +38,10 @@ pub type MeasuredUsage = std::collections::HashMap<String, Usage>;
 /// policy) and any measured usage: checks platforms, selects registries. Pure.
 pub fn build(resolved: &Resolved, images: &[Image], measured: &MeasuredUsage) -> Result<Plan, Diagnostics> {
     let mut errors = Vec::new();
+    // Image names are unique (the policy checks it): they are the plan's image ids.
     let mut plans: Vec<ImagePlan> = Vec::new();
     for (spec, image) in resolved.images.iter().zip(images) {
         let i = spec.index;
-        if plans.iter().any(|p| p.id == spec.name) || resolved.images[..i].iter().any(|o| o.name == spec.name) {
-            errors.push(Diagnostic {
-                file: resolved.file.clone(),
-                line: spec.at.0.max(1),
-                col: spec.at.1.max(1),
-                field: format!("images[{i}].name"),
-                message: format!("two images are named {:?}: the name is the image's id in the plan", spec.name),
-                hint: Some("give each image its own name:".into()),
-            });
-            continue;
-        }
         let provided = image.platforms();
         let missing: Vec<String> = spec
             .platforms

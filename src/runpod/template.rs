@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use minijinja::{Environment, UndefinedBehavior};
+use minijinja::Environment;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -51,9 +51,7 @@ pub struct TemplateError {
 pub struct TemplateErrors(pub Vec<TemplateError>);
 
 fn env() -> Environment<'static> {
-    let mut env = Environment::new();
-    env.set_undefined_behavior(UndefinedBehavior::Strict);
-    env
+    crate::policy::template_environment()
 }
 
 fn jinja_message(e: &minijinja::Error) -> String {

@@ -1,0 +1,386 @@
+//! Checking and lowering the policy, a section at a time (`registries:` in `registry`,
+//! `runpod:` in `runpod`; images, signing and transfer here). All mistakes are collected and
+//! reported together.
+
+mod registry;
+mod runpod;
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use minijinja::{Environment, UndefinedBehavior};
+
+use super::diag::{self, Diagnostic, Diagnostics};
+use super::located::Located;
+use super::model::{self, Policy};
+use super::resolved::*;
+use crate::reference::{self, is_loopback_host};
+use crate::types::{ByteSize, Platform};
+use registry::resolve_registry;
+use runpod::resolve_runpod;
+
+/// Template work allowed per render: ample for any real tag or body, and a loop that would
+/// run for minutes (or grow a string without end) stops with an error instead.
+const TEMPLATE_FUEL: u64 = 50_000;
+
+/// The one template environment for tags and RunPod bodies: undefined values are errors,
+/// and the work a template may do is bounded.
+pub fn template_environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_fuel(Some(TEMPLATE_FUEL));
+    env
+}
+
+pub(super) struct Checker<'a> {
+    pub(super) file: &'a str,
+    pub(super) out: Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    pub(super) fn err<T>(
+        &mut self,
+        at: &Located<T>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+        hint: Option<String>,
+    ) {
+        self.out.push(Diagnostic {
+            file: self.file.to_string(),
+            line: at.line.max(1),
+            col: at.col.max(1),
+            field: field.into(),
+            message: message.into(),
+            hint,
+        });
+    }
+}
+
+/// Checks everything about the policy that needs neither the images nor the network, and
+/// lowers it. `base_dir` is the policy file's directory.
+pub fn resolve(policy: &Policy, file: &str, base_dir: &Path, ctx: &TemplateContext) -> Result<Resolved, Diagnostics> {
+    let mut c = Checker { file, out: Vec::new() };
+    if *policy.version != 1 {
+        c.err(
+            &policy.version,
+            "version",
+            format!("unsupported version {}", *policy.version),
+            Some("this publish understands version: 1".into()),
+        );
+    }
+
+    let mut registries = Vec::new();
+    for (id, r) in &policy.registries {
+        let field = format!("registries.{id}");
+        match resolve_registry(&mut c, id, r, &field, base_dir) {
+            Some(rr) => registries.push(rr),
+            None => continue,
+        }
+    }
+
+    let images = resolve_images(&mut c, policy, &registries, base_dir, ctx);
+    let upload_rate = policy.upload_rate.as_ref().map(|r| r.value.0);
+    if let Some(r) = &policy.upload_rate
+        && r.value.0 == ByteSize(0)
+    {
+        c.err(
+            r,
+            "upload_rate",
+            "an upload rate of 0 never finishes",
+            Some("write the runner's upload rate per second, e.g. 20MB".into()),
+        );
+    }
+    let runpod = policy.runpod.as_ref().map(|rp| resolve_runpod(&mut c, rp, &images, base_dir));
+    let transfer = resolve_transfer(&mut c, policy.transfer.as_ref());
+    let signing = policy.signing.as_ref().map(|sg| resolve_signing(&mut c, sg, base_dir));
+    if c.out.is_empty() {
+        Ok(Resolved { file: file.to_string(), images, upload_rate, runpod, signing, transfer, context: ctx.clone() })
+    } else {
+        Err(Diagnostics(c.out))
+    }
+}
+
+/// The `images:` section: names, sources, tags rendered, platforms, candidate registries.
+fn resolve_images(
+    c: &mut Checker,
+    policy: &Policy,
+    registries: &[ResolvedRegistry],
+    base_dir: &Path,
+    ctx: &TemplateContext,
+) -> Vec<ResolvedImage> {
+    let env = template_environment();
+    let mut names = HashSet::new();
+    let mut images = Vec::new();
+    for (i, img) in policy.images.iter().enumerate() {
+        let field = format!("images[{i}]");
+        if let Err(e) = reference::validate_repository(&img.name) {
+            c.err(
+                &img.name,
+                format!("{field}.name"),
+                e.to_string(),
+                Some("use lowercase letters, digits and '-', e.g. comfyui".into()),
+            );
+        }
+        if !names.insert(img.name.value.clone()) {
+            c.err(&img.name, format!("{field}.name"), format!("image {:?} is listed twice", *img.name), None);
+        }
+        if img.source.trim().is_empty() {
+            c.err(
+                &img.source,
+                format!("{field}.source"),
+                "the source is empty",
+                Some("e.g. oci:build/comfyui or oci-archive:comfyui.tar".into()),
+            );
+        }
+        let mut tags = Vec::new();
+        if img.tags.is_empty() {
+            c.err(
+                &img.name,
+                format!("{field}.tags"),
+                "no tags: the image would be unreachable",
+                Some("add tags: [latest]".into()),
+            );
+        }
+        for (j, t) in img.tags.iter().enumerate() {
+            let tf = format!("{field}.tags[{j}]");
+            match env.render_str(t, minijinja::value::Serde(ctx)) {
+                Ok(rendered) => match reference::validate_tag(&rendered) {
+                    Ok(()) => {
+                        if !tags.contains(&rendered) {
+                            tags.push(rendered)
+                        }
+                    }
+                    Err(e) => c.err(t, tf, e.to_string(), None),
+                },
+                Err(e) => c.err(
+                    t,
+                    tf,
+                    format!("cannot render {:?}: {}", t.value, template_error(&e)),
+                    Some("available: git.sha, git.short_sha, git.branch, git.tag (when known) and env.NAME".into()),
+                ),
+            }
+        }
+        let mut platforms = Vec::new();
+        if img.platforms.is_empty() {
+            c.err(
+                &img.name,
+                format!("{field}.platforms"),
+                "no platforms required",
+                Some("RunPod runs linux/amd64: platforms: [linux/amd64]".into()),
+            );
+        }
+        for (j, p) in img.platforms.iter().enumerate() {
+            match p.parse::<Platform>() {
+                Ok(p) => platforms.push(p),
+                Err(e) => c.err(p, format!("{field}.platforms[{j}]"), e, None),
+            }
+        }
+        let mut candidates = Vec::new();
+        match &img.registries {
+            Some(ids) => {
+                if ids.is_empty() {
+                    c.err(&img.name, format!("{field}.registries"), "no candidate registries", None);
+                }
+                for (j, id) in ids.iter().enumerate() {
+                    match registries.iter().find(|r: &&ResolvedRegistry| r.id == **id) {
+                        Some(r) => candidates.push(r.clone()),
+                        None if policy.registries.contains_key(&id.value) => {} // already reported
+                        None => {
+                            let known: Vec<&str> = policy.registries.keys().map(String::as_str).collect();
+                            let hint = match diag::closest(id, known.iter().copied()) {
+                                Some(best) => {
+                                    Some(format!("did you mean `{best}`? registries defined: {}", known.join(", ")))
+                                }
+                                None if known.is_empty() => Some("define it under registries:".into()),
+                                None => Some(format!("registries defined: {}", known.join(", "))),
+                            };
+                            c.err(
+                                id,
+                                format!("{field}.registries[{j}]"),
+                                format!("no registry with id `{}`", id.value),
+                                hint,
+                            );
+                        }
+                    }
+                }
+            }
+            None => {
+                candidates = registries.to_vec();
+                if policy.registries.is_empty() {
+                    c.err(
+                        &img.name,
+                        "registries",
+                        "no registries are defined",
+                        Some(
+                            "add a registries: section, e.g. home: {kind: registry, repository: 127.0.0.1:5000/ml}"
+                                .into(),
+                        ),
+                    );
+                }
+            }
+        }
+        let platforms_at = img.platforms.first().map_or((img.name.line, img.name.col), |p| (p.line, p.col));
+        images.push(ResolvedImage {
+            name: img.name.value.clone(),
+            source: img.source.clone(),
+            base_dir: base_dir.to_path_buf(),
+            tags,
+            visibility: *img.visibility,
+            platforms,
+            platforms_at,
+            candidates,
+            publish_to: img.publish_to.as_ref().map(|p| p.value).unwrap_or_default(),
+            compression: img.compression.as_ref().map(|c| c.value).unwrap_or_default(),
+            pulls_per_month: img.pulls_per_month.as_ref().map(|p| p.value),
+            region: img.region.as_ref().map(|r| r.value.clone()),
+            at: (img.name.line, img.name.col),
+            index: i,
+        });
+    }
+    images
+}
+
+/// The `signing:` section: a key (path or `env://VAR`) or keyless, URLs, password variable.
+fn resolve_signing(c: &mut Checker, sg: &model::Signing, base_dir: &Path) -> ResolvedSigning {
+    let keyless = sg.keyless.as_ref().is_some_and(|k| k.value);
+    let key = sg.key.as_ref().map(|key| {
+        if let Some(var) = key.strip_prefix("env://") {
+            if !valid_env_name(var) {
+                c.err(
+                    key,
+                    "signing.key",
+                    format!("{:?} does not name an environment variable", key.value),
+                    Some("write env://COSIGN_PRIVATE_KEY".into()),
+                );
+            }
+            key.value.clone()
+        } else {
+            let path = base_dir.join(&key.value);
+            if !path.is_file() {
+                c.err(
+                    key,
+                    "signing.key",
+                    format!("{} does not exist", path.display()),
+                    Some("make one with `publish generate-key-pair`, or give env://VAR".into()),
+                );
+            }
+            path.display().to_string()
+        }
+    });
+    match (&sg.key, keyless) {
+        (Some(k), true) => c.err(k, "signing", "give either key: or keyless: true, not both", None),
+        (None, false) => {
+            let at = sg.keyless.as_ref().map_or((1, 1), |k| (k.line, k.col));
+            c.out.push(Diagnostic {
+                file: c.file.to_string(),
+                line: at.0.max(1),
+                col: at.1.max(1),
+                field: "signing".into(),
+                message: "signing needs key: (a cosign key) or keyless: true".into(),
+                hint: Some("make a key with `publish generate-key-pair`, or sign keyless from GitHub Actions".into()),
+            });
+        }
+        _ => {}
+    }
+    let url = |u: &Option<Located<String>>, default: &str, field: &str, c: &mut Checker| -> String {
+        match u {
+            Some(u) => {
+                let ok = url::Url::parse(u)
+                    .is_ok_and(|p| p.scheme() == "https" || p.host_str().is_some_and(is_loopback_host));
+                if !ok {
+                    c.err(
+                        u,
+                        field.to_string(),
+                        format!("{:?} is not an HTTPS URL (plain HTTP only on loopback)", u.value),
+                        None,
+                    );
+                }
+                u.value.trim_end_matches('/').to_string()
+            }
+            None => default.to_string(),
+        }
+    };
+    let fulcio_url = url(&sg.fulcio_url, crate::sign::keyless::FULCIO_URL, "signing.fulcio_url", c);
+    let rekor_url = url(&sg.rekor_url, crate::sign::keyless::REKOR_URL, "signing.rekor_url", c);
+    let password_env =
+        sg.password_env.as_ref().map_or_else(|| crate::sign::keys::COSIGN_PASSWORD.to_string(), |p| p.value.clone());
+    if let Some(p) = &sg.password_env
+        && !valid_env_name(p)
+    {
+        c.err(p, "signing.password_env", format!("{:?} is not an environment variable name", p.value), None);
+    }
+    ResolvedSigning {
+        key,
+        fulcio_url,
+        rekor_url,
+        password_env,
+        format: sg.format.as_ref().map(|f| f.value).unwrap_or_default(),
+    }
+}
+
+fn resolve_transfer(c: &mut Checker, t: Option<&model::Transfer>) -> crate::http::Settings {
+    let mut s = crate::http::Settings::default();
+    let Some(t) = t else { return s };
+    let mut positive = |v: &Option<Located<u64>>, field: &str| -> Option<u64> {
+        let v = v.as_ref()?;
+        if v.value == 0 {
+            c.err(v, format!("transfer.{field}"), "must be 1 or more", None);
+        }
+        Some(v.value)
+    };
+    if let Some(d) = positive(&t.max_delay, "max_delay") {
+        s.max_delay = std::time::Duration::from_secs(d);
+    }
+    if let Some(d) = positive(&t.connect_timeout, "connect_timeout") {
+        s.connect_timeout = std::time::Duration::from_secs(d);
+    }
+    if let Some(d) = positive(&t.read_timeout, "read_timeout") {
+        s.read_timeout = std::time::Duration::from_secs(d);
+    }
+    for (v, field) in [(&t.attempts, "attempts"), (&t.concurrency, "concurrency")] {
+        if let Some(v) = v
+            && v.value == 0
+        {
+            c.err(v, format!("transfer.{field}"), "must be 1 or more", None);
+        }
+    }
+    if let Some(a) = &t.attempts {
+        s.attempts = a.value.max(1);
+    }
+    if let Some(n) = &t.concurrency {
+        s.concurrency = n.value.max(1) as usize;
+    }
+    s
+}
+
+pub(super) fn valid_env_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !name.as_bytes()[0].is_ascii_digit()
+}
+
+pub(super) fn credential_ref(c: &mut Checker, cr: &model::Credentials, field: &str) -> CredentialRef {
+    let name = &cr.password_env;
+    if !valid_env_name(name) {
+        c.err(
+            name,
+            format!("{field}.password_env"),
+            format!("{:?} is not an environment variable name", name.value),
+            Some("give the variable's name, never the secret itself".into()),
+        );
+    }
+    CredentialRef {
+        username: cr.username.value.clone(),
+        password_env: cr.password_env.value.clone(),
+        at: (name.line, name.col),
+        field: format!("{field}.password_env"),
+    }
+}
+
+pub(super) fn template_error(e: &minijinja::Error) -> String {
+    let mut s = e.kind().to_string();
+    if let Some(detail) = e.detail() {
+        s = format!("{s}: {detail}");
+    }
+    s
+}

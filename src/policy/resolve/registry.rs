@@ -1,0 +1,149 @@
+//! The `registries:` section: address, kind, tier, credentials, TLS, limits and usage.
+
+use std::path::Path;
+
+use super::super::located::Located;
+use super::super::model::{self, RegistryKind};
+use super::super::resolved::*;
+use super::{Checker, credential_ref};
+use crate::reference::{self, is_loopback_host};
+use crate::types::ByteSize;
+
+pub(super) fn resolve_registry(
+    c: &mut Checker,
+    id: &str,
+    r: &model::Registry,
+    field: &str,
+    base_dir: &Path,
+) -> Option<ResolvedRegistry> {
+    let before = c.out.len();
+    let repo = r.repository.trim_end_matches('/');
+    let (host, namespace) = match repo.split_once('/') {
+        Some((h, ns)) => (h.to_string(), ns.to_string()),
+        None => (repo.to_string(), String::new()),
+    };
+    let looks_like_host = host.contains('.') || host.contains(':') || host == "localhost";
+    if !looks_like_host {
+        c.err(
+            &r.repository,
+            format!("{field}.repository"),
+            format!("{:?} does not start with a registry host", *r.repository),
+            Some("write <host>[:port]/<namespace>, e.g. ghcr.io/my-org or 127.0.0.1:5000/ml".into()),
+        );
+    } else if !namespace.is_empty() && reference::validate_repository(&namespace).is_err() {
+        c.err(
+            &r.repository,
+            format!("{field}.repository"),
+            format!("namespace {namespace:?} is invalid: lowercase letters, digits, '.', '_' and '-' only"),
+            None,
+        );
+    }
+    let expected_host = match *r.kind {
+        RegistryKind::Ghcr => Some("ghcr.io"),
+        RegistryKind::Dockerhub => Some("docker.io"),
+        RegistryKind::EcrPublic => Some("public.ecr.aws"),
+        RegistryKind::Registry => None,
+    };
+    if let Some(h) = expected_host
+        && looks_like_host
+        && host != h
+        && !is_loopback_host(&host)
+    {
+        c.err(
+            &r.repository,
+            format!("{field}.repository"),
+            format!("a {} registry lives at {h}, not {host}", r.kind.as_str()),
+            Some(format!("write {h}/<namespace>, or use kind: registry for another host")),
+        );
+    }
+    if matches!(*r.kind, RegistryKind::Ghcr | RegistryKind::Dockerhub | RegistryKind::EcrPublic)
+        && namespace.is_empty()
+        && looks_like_host
+    {
+        c.err(
+            &r.repository,
+            format!("{field}.repository"),
+            format!("{} needs a namespace (user, organisation or alias) after the host", r.kind.as_str()),
+            None,
+        );
+    }
+    if *r.insecure && !is_loopback_host(&host) {
+        c.err(
+            &r.insecure,
+            format!("{field}.insecure"),
+            format!("plain HTTP is refused for {host}: only loopback registries may be insecure"),
+            Some("serve the registry over TLS and give its CA with ca_file:".into()),
+        );
+    }
+    let ca_file = r.ca_file.as_ref().and_then(|ca| {
+        let path = base_dir.join(&ca.value);
+        if path.is_file() {
+            Some(path)
+        } else {
+            c.err(
+                ca,
+                format!("{field}.ca_file"),
+                format!("{} does not exist", path.display()),
+                Some("paths are relative to the policy file".into()),
+            );
+            None
+        }
+    });
+    let credentials = r.credentials.as_ref().map(|cr| credential_ref(c, cr, &format!("{field}.credentials")));
+    let pull_credentials =
+        r.pull_credentials.as_ref().map(|cr| credential_ref(c, cr, &format!("{field}.pull_credentials")));
+    if let Some(chunk) = &r.chunk_size
+        && chunk.value.0.0 == 0
+    {
+        c.err(
+            chunk,
+            format!("{field}.chunk_size"),
+            "a chunk of 0 bytes never finishes",
+            Some("e.g. chunk_size: 8MiB".into()),
+        );
+    }
+    if let Some(b) = &r.billing
+        && *r.kind != RegistryKind::Ghcr
+    {
+        c.err(b, format!("{field}.billing"), format!("billing applies to ghcr only, not {}", r.kind.as_str()), None);
+    }
+    let limits = r.limits.clone().unwrap_or_default();
+    if let Some(cost) = &limits.cost_per_month
+        && !(cost.value >= 0.0 && cost.value.is_finite())
+    {
+        c.err(cost, format!("{field}.limits.cost_per_month"), "a monthly cost is a number of USD, 0 or more", None);
+    }
+    let size = |s: &Option<Located<model::Size>>| s.as_ref().map(|s| s.value.0);
+    let used = r.used.clone().unwrap_or_default();
+    (c.out.len() == before).then(|| ResolvedRegistry {
+        id: id.to_string(),
+        kind: *r.kind,
+        host,
+        namespace,
+        insecure: *r.insecure,
+        ca_file,
+        credentials,
+        pull_credentials,
+        chunk_size: r
+            .chunk_size
+            .as_ref()
+            .map(|c| c.value.0)
+            .or((*r.kind == RegistryKind::EcrPublic).then_some(ByteSize(8 * 1024 * 1024))),
+        tier: r.tier.clone(),
+        billing: r.billing.as_ref().map(|b| b.value).unwrap_or_default(),
+        limits: LimitOverrides {
+            storage: size(&limits.storage),
+            transfer: size(&limits.transfer),
+            max_layer: size(&limits.max_layer),
+            private_repositories: limits.private_repositories.as_ref().map(|p| p.value),
+            private: limits.private.as_ref().map(|p| p.value),
+            cost_per_month: limits.cost_per_month.as_ref().map(|p| p.value),
+        },
+        used: GivenUsage {
+            storage: size(&used.storage),
+            transfer: size(&used.transfer),
+            private_repositories: used.private_repositories.as_ref().map(|p| p.value),
+        },
+        region: r.region.as_ref().map(|r| r.value.clone()),
+    })
+}
