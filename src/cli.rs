@@ -240,7 +240,7 @@ pub struct PushCmd {
     pub output: OutputOpt,
 }
 
-fn parse_size(s: &str) -> Result<crate::types::ByteSize, String> {
+fn parse_size(s: &str) -> Result<crate::types::ByteSize, Box<dyn std::error::Error + Send + Sync>> {
     let size: crate::types::ByteSize = s.parse()?;
     if size.0 == 0 { Err("a chunk of 0 bytes never finishes".into()) } else { Ok(size) }
 }

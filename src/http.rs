@@ -56,34 +56,52 @@ pub fn client(extra_ca: Option<&Path>) -> anyhow::Result<reqwest::Client> {
     Ok(builder.build()?)
 }
 
+/// A bounded read that failed. Names the file, never echoes its bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{path}: cannot read: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{0}: not a regular file")]
+    NotAFile(String),
+    #[error("{what} is larger than {max} bytes")]
+    TooLarge { what: String, max: u64 },
+    #[error("reading the answer: {0}")]
+    Network(#[from] reqwest::Error),
+    #[error("the answer is not the JSON expected (line {line}, column {column})")]
+    Json { line: usize, column: usize },
+}
+
 /// Reads a small file whole, refusing what is not a regular file (a FIFO or `/dev/zero`) and
-/// anything over `max` bytes, whatever `stat` says. The error names the file, never its bytes.
-pub fn read_file_limited(path: &Path, max: u64) -> Result<Vec<u8>, String> {
+/// anything over `max` bytes, whatever `stat` says.
+pub fn read_file_limited(path: &Path, max: u64) -> Result<Vec<u8>, ReadError> {
     use std::io::Read;
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    let name = path.display().to_string();
+    let io = |source| ReadError::Io { path: name.clone(), source };
+    let meta = std::fs::metadata(path).map_err(io)?;
     if !meta.is_file() {
-        return Err(format!("{}: not a regular file", path.display()));
+        return Err(ReadError::NotAFile(name));
     }
-    let file = std::fs::File::open(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    let file = std::fs::File::open(path).map_err(io)?;
     let mut out = Vec::new();
-    file.take(max + 1).read_to_end(&mut out).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    file.take(max + 1).read_to_end(&mut out).map_err(io)?;
     if out.len() as u64 > max {
-        return Err(format!("{}: larger than {max} bytes", path.display()));
+        return Err(ReadError::TooLarge { what: name, max });
     }
     Ok(out)
 }
 
 /// A response body of at most `max` bytes; more is an error, and the rest is not read.
-pub async fn body_limited(resp: reqwest::Response, max: u64) -> Result<Vec<u8>, String> {
+pub async fn body_limited(resp: reqwest::Response, max: u64) -> Result<Vec<u8>, ReadError> {
+    let too_large = || ReadError::TooLarge { what: "the answer".into(), max };
     if resp.content_length().is_some_and(|n| n > max) {
-        return Err(format!("the answer is larger than {max} bytes"));
+        return Err(too_large());
     }
     let mut out = Vec::new();
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| e.to_string())?;
+        let chunk = chunk?;
         if (out.len() + chunk.len()) as u64 > max {
-            return Err(format!("the answer is larger than {max} bytes"));
+            return Err(too_large());
         }
         out.extend_from_slice(&chunk);
     }
@@ -91,9 +109,9 @@ pub async fn body_limited(resp: reqwest::Response, max: u64) -> Result<Vec<u8>, 
 }
 
 /// A JSON answer of at most `max` bytes.
-pub async fn json_limited<T: serde::de::DeserializeOwned>(resp: reqwest::Response, max: u64) -> Result<T, String> {
+pub async fn json_limited<T: serde::de::DeserializeOwned>(resp: reqwest::Response, max: u64) -> Result<T, ReadError> {
     let bytes = body_limited(resp, max).await?;
-    serde_json::from_slice(&bytes).map_err(|e| format!("the answer is not the JSON expected: {e}"))
+    serde_json::from_slice(&bytes).map_err(|e| ReadError::Json { line: e.line(), column: e.column() })
 }
 
 /// Transfer settings for the whole run (the policy's `transfer:`), set once at start and

@@ -1,7 +1,7 @@
 //! What every policy command starts with: the environment (read once, here), the policy
 //! resolved offline, the run's transfer settings, and the image sources opened.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::credentials::{CredentialSource, Env};
@@ -45,7 +45,7 @@ pub async fn policy_and_images(path: &Path, env: &Env) -> anyhow::Result<(Resolv
     for (i, spec) in resolved.images.iter().enumerate() {
         match open_image(&plan::build::source_plan(&resolved, spec), env).await {
             Ok(image) => images.push(image),
-            Err(message) => errors.push(plan::source_diagnostic(&resolved, i, message)),
+            Err(e) => errors.push(plan::source_diagnostic(&resolved, i, format!("{e:#}"))),
         }
     }
     if !errors.is_empty() {
@@ -54,13 +54,32 @@ pub async fn policy_and_images(path: &Path, env: &Env) -> anyhow::Result<(Resolv
     Ok((resolved, images))
 }
 
+/// Where compressed layers and daemon exports are kept: `PUBLISH_CACHE_DIR`, else the XDG
+/// cache directory.
+fn cache_dir(env: &Env) -> PathBuf {
+    if let Some(d) = env.get("PUBLISH_CACHE_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    let base = env
+        .get("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env.get("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("publish")
+}
+
 /// Opens a source as the plan describes it; `docker://` through the registry client.
-pub async fn open_image(source: &SourcePlan, env: &Env) -> Result<Image, String> {
+pub async fn open_image(source: &SourcePlan, env: &Env) -> anyhow::Result<Image> {
     // The path is already resolved: parse it as it stands.
-    let transport = Transport::parse(&source.transport, Path::new("")).map_err(|e| e.to_string())?;
+    let transport = Transport::parse(&source.transport, Path::new(""))?;
+    let opts = crate::image::OpenOptions {
+        compression: source.compression,
+        cache_dir: cache_dir(env),
+        docker_socket: crate::image::daemon::socket_path(env.get("DOCKER_HOST").map(String::as_str))?,
+    };
     match (&transport, &source.registry) {
         (Transport::Registry { reference }, access) => {
-            let r = Reference::parse(reference).map_err(|e| format!("{reference:?}: {e}"))?;
+            let r = Reference::parse(reference).map_err(|e| anyhow::anyhow!("{reference:?}: {e}"))?;
             let (endpoint, ca, credentials) = match access {
                 Some(a) => (a.endpoint.endpoint(), a.endpoint.ca_file.clone(), a.credentials.clone()),
                 None => (
@@ -69,12 +88,11 @@ pub async fn open_image(source: &SourcePlan, env: &Env) -> Result<Image, String>
                     CredentialSource::for_cli(&r.host, None, None),
                 ),
             };
-            let credential = credentials.resolve(env).map_err(|e| e.to_string())?.credential();
-            let client = Client::new(&endpoint, &r.repository, ca.as_deref(), credential, RetryPolicy::default())
-                .map_err(|e| e.to_string())?;
-            crate::image::remote::open(&r, client).await.map_err(|e| e.to_string())
+            let credential = credentials.resolve(env)?.credential();
+            let client = Client::new(&endpoint, &r.repository, ca.as_deref(), credential, RetryPolicy::default())?;
+            Ok(crate::image::remote::open(&r, client).await?)
         }
-        _ => Image::open_with(&transport, source.compression).map_err(|e| e.to_string()),
+        _ => Ok(Image::open_with(&transport, &opts)?),
     }
 }
 

@@ -102,7 +102,7 @@ pub fn exit_for(err: &anyhow::Error) -> ExitStatus {
 
 pub async fn execute(request: Request) -> anyhow::Result<ExitStatus> {
     let env = load::environment();
-    let actions = github::Actions::detect();
+    let actions = github::Actions::detect(&env);
     if actions.is_some() {
         github::mask_secrets_from_now_on();
     }
@@ -125,7 +125,7 @@ pub async fn execute(request: Request) -> anyhow::Result<ExitStatus> {
 /// Prints a command's error; in GitHub Actions, policy mistakes also become annotations on
 /// the policy file (at most 10, GitHub's limit per step).
 pub fn report_error(err: &anyhow::Error) {
-    let in_actions = github::Actions::detect().is_some();
+    let in_actions = github::Actions::detect(&load::environment()).is_some();
     if let Some(d) = err.downcast_ref::<Diagnostics>() {
         // Already `file:line:col: field: message`, the shape editors and Actions parse.
         eprintln!("{d}");

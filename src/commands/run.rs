@@ -53,7 +53,7 @@ pub async fn run(args: RunArgs, env: &Env, actions: Option<&github::Actions>) ->
         }
     };
     if let Some(only) = &args.only {
-        plan.restrict(only).map_err(UsageError)?;
+        plan.restrict(only).map_err(|e| UsageError(e.to_string()))?;
     }
     if args.plan.is_some() {
         images = reopen(&plan, env).await?;
@@ -95,7 +95,7 @@ pub async fn run(args: RunArgs, env: &Env, actions: Option<&github::Actions>) ->
 
 /// A saved plan, of this version.
 fn read_plan(file: &std::path::Path) -> anyhow::Result<Plan> {
-    let bytes = crate::http::read_file_limited(file, MAX_PLAN).map_err(UsageError)?;
+    let bytes = crate::http::read_file_limited(file, MAX_PLAN).map_err(|e| UsageError(e.to_string()))?;
     let value: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|e| UsageError(format!("{}: not a plan (JSON error at line {})", file.display(), e.line())))?;
     match value.get("version").and_then(serde_json::Value::as_u64) {
@@ -216,13 +216,13 @@ fn prepare_templates(plan: &Plan, resolved: Option<&Resolved>, env: &Env) -> any
             ))
             .into());
         }
-        let w = stage::wanted(&r, env).map_err(UsageError)?;
+        let w = stage::wanted(&r, env).map_err(|e| UsageError(e.to_string()))?;
         wanted.push((r, w));
     }
     if wanted.is_empty() {
         return Ok(None);
     }
-    let client = stage::client(rp, env).map_err(UsageError)?;
+    let client = stage::client(rp, env).map_err(|e| UsageError(e.to_string()))?;
     Ok(Some((client, wanted)))
 }
 

@@ -46,9 +46,9 @@ pub async fn runpod(args: RunPodArgs, env: &Env) -> anyhow::Result<ExitStatus> {
             let wanted = rendered
                 .iter()
                 .map(|r| stage::wanted(r, env).map(|w| (r, w)))
-                .collect::<Result<Vec<_>, String>>()
-                .map_err(UsageError)?;
-            let client = stage::client(rp, env).map_err(UsageError)?;
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| UsageError(e.to_string()))?;
+            let client = stage::client(rp, env).map_err(|e| UsageError(e.to_string()))?;
             let mut results = Vec::new();
             let mut failed = false;
             for (r, w) in wanted {

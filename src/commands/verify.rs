@@ -53,8 +53,8 @@ pub async fn verify(args: VerifyArgs, env: &Env) -> anyhow::Result<ExitStatus> {
                         .into(),
                 )
             })?;
-            let pem =
-                crate::http::read_file_limited(Path::new(roots_path), crate::http::MAX_CA_FILE).map_err(UsageError)?;
+            let pem = crate::http::read_file_limited(Path::new(roots_path), crate::http::MAX_CA_FILE)
+                .map_err(|e| UsageError(e.to_string()))?;
             let roots = parse_pem_certificates(&pem).map_err(UsageError)?;
             sign::Verifier::Keyless(keyless::Policy { identity: identity.clone(), issuer: issuer.clone(), roots })
         }

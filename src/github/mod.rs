@@ -28,11 +28,12 @@ pub struct Actions {
 }
 
 impl Actions {
-    pub fn detect() -> Option<Actions> {
-        if std::env::var("GITHUB_ACTIONS").ok().as_deref() != Some("true") {
+    /// GitHub Actions' context from `env`, when running there (`GITHUB_ACTIONS=true`).
+    pub fn detect(env: &crate::credentials::Env) -> Option<Actions> {
+        if env.get("GITHUB_ACTIONS").map(String::as_str) != Some("true") {
             return None;
         }
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let var = |k: &str| env.get(k).filter(|v| !v.is_empty()).cloned();
         Some(Actions {
             output_file: var("GITHUB_OUTPUT").map(PathBuf::from),
             summary_file: var("GITHUB_STEP_SUMMARY").map(PathBuf::from),

@@ -18,21 +18,21 @@ impl Drop for TempFile {
     }
 }
 
-fn socket_path() -> Result<PathBuf, String> {
-    match std::env::var("DOCKER_HOST") {
-        Ok(h) if !h.is_empty() => h
-            .strip_prefix("unix://")
-            .map(PathBuf::from)
-            .ok_or_else(|| format!("DOCKER_HOST={h}: only unix:// sockets are supported for docker-daemon:")),
+/// The daemon's socket from `DOCKER_HOST` (unix:// only), else Docker's default.
+pub fn socket_path(docker_host: Option<&str>) -> Result<PathBuf, ImageError> {
+    match docker_host {
+        Some(h) if !h.is_empty() => h.strip_prefix("unix://").map(PathBuf::from).ok_or_else(|| ImageError::Layout {
+            path: format!("DOCKER_HOST={h}"),
+            what: "only unix:// sockets are supported for docker-daemon:".into(),
+        }),
         _ => Ok(PathBuf::from("/var/run/docker.sock")),
     }
 }
 
 /// Exports `name` from the daemon into a temporary file in `dir`.
-pub fn export(name: &str, dir: &Path) -> Result<TempFile, ImageError> {
+pub fn export(name: &str, dir: &Path, socket: &Path) -> Result<TempFile, ImageError> {
     let err = |what: String| ImageError::Layout { path: format!("docker-daemon:{name}"), what };
-    let socket = socket_path().map_err(err)?;
-    let mut stream = UnixStream::connect(&socket)
+    let mut stream = UnixStream::connect(socket)
         .map_err(|e| err(format!("cannot reach the Docker daemon at {}: {e}", socket.display())))?;
     let escaped: String = name.chars().map(|c| if c == '/' { "%2F".to_string() } else { c.to_string() }).collect();
     write!(

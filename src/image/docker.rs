@@ -4,7 +4,7 @@
 //! digest (diff_id), so a later push finds the compressed digest without compressing again.
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
@@ -51,24 +51,13 @@ pub fn same_name(tag: &str, reference: &str) -> bool {
     tag == reference || norm(tag) == norm(reference)
 }
 
-/// Where compressed layers and daemon exports are kept.
-pub fn cache_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("PUBLISH_CACHE_DIR") {
-        return PathBuf::from(d);
-    }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir);
-    base.join("publish")
-}
-
 /// Reads a legacy `docker save` archive into a Docker v2 manifest, compressing its layers
 /// (or not) as asked.
 pub(super) fn open_legacy(
     store: &mut Store,
     reference: Option<&str>,
     compression: LayerCompression,
+    cache: &Path,
 ) -> Result<Manifest, ImageError> {
     let entries: Vec<Entry> = serde_json::from_slice(&store.read_path("manifest.json", super::MAX_METADATA)?)
         .map_err(|e| store.layout_error(format!("manifest.json is not docker save's manifest: {e}")))?;
@@ -112,7 +101,7 @@ pub(super) fn open_legacy(
                 (DOCKER_LAYER, diff_id.clone(), size)
             }
             LayerCompression::Gzip | LayerCompression::Zstd => {
-                let (digest, size, file) = compressed(store, diff_id, path, compression)?;
+                let (digest, size, file) = compressed(store, diff_id, path, compression, cache)?;
                 store.add_file(digest.clone(), file);
                 let media_type = if compression == LayerCompression::Zstd { OCI_LAYER_ZSTD } else { DOCKER_LAYER_GZIP };
                 (media_type, digest, size)
@@ -154,8 +143,9 @@ fn compressed(
     diff_id: &Digest,
     path: &str,
     compression: LayerCompression,
+    cache: &Path,
 ) -> Result<(Digest, u64, PathBuf), ImageError> {
-    let dir = cache_dir();
+    let dir = cache.to_path_buf();
     let io = |source| ImageError::Io { path: dir.display().to_string(), source };
     let algo = if compression == LayerCompression::Zstd { "zstd" } else { "gzip" };
     let map = dir.join(algo).join(diff_id.hex());

@@ -141,17 +141,22 @@ pub trait RemoteBlobs: Send + Sync + std::fmt::Debug {
         &'a self,
         digest: &'a Digest,
         offset: u64,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<BlobStream, String>> + Send + 'a>>;
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<BlobStream>> + Send + 'a>>;
+}
+
+/// How to open local sources: the compression for a legacy `docker save` archive's layers,
+/// where compressed layers and daemon exports are cached, and the Docker daemon's socket.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    pub compression: crate::types::LayerCompression,
+    pub cache_dir: PathBuf,
+    pub docker_socket: PathBuf,
 }
 
 impl Image {
-    pub fn open(transport: &Transport) -> Result<Image, ImageError> {
-        Self::open_with(transport, crate::types::LayerCompression::default())
-    }
-
-    /// Opens an image; `compression` applies to the uncompressed layers of a legacy
-    /// `docker save` archive.
-    pub fn open_with(transport: &Transport, compression: crate::types::LayerCompression) -> Result<Image, ImageError> {
+    /// Opens an image from a local transport (`docker://` goes through `remote::open`).
+    pub fn open_with(transport: &Transport, opts: &OpenOptions) -> Result<Image, ImageError> {
+        let compression = opts.compression;
         let (mut store, reference, source, docker) = match transport {
             Transport::OciDir { path, reference } => {
                 (Store::dir(path)?, reference, format!("oci:{}", path.display()), false)
@@ -174,26 +179,28 @@ impl Image {
                 } else {
                     format!("{name}:latest")
                 };
-                let file = daemon::export(&tagged, &docker::cache_dir().join("exports"))?;
+                let file = daemon::export(&tagged, &opts.cache_dir.join("exports"), &opts.docker_socket)?;
                 let archive = Transport::DockerArchive { path: file.0.clone(), reference: Some(tagged) };
-                let mut image = Self::open_with(&archive, compression)?;
+                let mut image = Self::open_with(&archive, opts)?;
                 image.source = format!("docker-daemon:{name}");
                 image._export = Some(file);
                 return Ok(image);
             }
         };
         if docker && !store.has("oci-layout") {
-            let root = docker::open_legacy(&mut store, reference.as_deref(), compression)?;
+            let root = docker::open_legacy(&mut store, reference.as_deref(), compression, &opts.cache_dir)?;
             return Ok(Image { source, store, root, children: Vec::new(), _export: None, remote: None, origin: None });
         }
         let layout: serde_json::Value = serde_json::from_slice(&store.read_path("oci-layout", 64 * 1024)?)
-            .map_err(|e| store.layout_error(format!("oci-layout is not JSON: {e}")))?;
+            .map_err(|e| store.layout_error(format!("oci-layout is not JSON (line {})", e.line())))?;
         if layout.get("imageLayoutVersion").and_then(|v| v.as_str()).is_none() {
             return Err(store.layout_error("oci-layout has no imageLayoutVersion: not an OCI image layout".into()));
         }
-        let index: ManifestDoc = serde_json::from_slice(&store.read_path("index.json", MAX_METADATA)?)
-            .map_err(|e| store.layout_error(format!("index.json is not an OCI index: {e}")))?;
-        let entry = select_entry(&index.manifests, reference.as_deref()).map_err(|what| store.layout_error(what))?;
+        let index: ManifestDoc =
+            serde_json::from_slice(&store.read_path("index.json", MAX_METADATA)?).map_err(|e| {
+                store.layout_error(format!("index.json is not an OCI index (line {}, column {})", e.line(), e.column()))
+            })?;
+        let entry = select_entry(&store, &index.manifests, reference.as_deref())?;
         let mut root = read_manifest(&store, entry)?;
         let mut children = Vec::new();
         if root.is_index() {
@@ -272,7 +279,7 @@ impl Image {
     }
 
     /// A streaming reader over a blob's bytes from `offset`. The caller hashes what it reads.
-    pub async fn blob(&self, d: &Descriptor, offset: u64) -> Result<BlobStream, String> {
+    pub async fn blob(&self, d: &Descriptor, offset: u64) -> std::io::Result<BlobStream> {
         match &self.remote {
             Some(remote) => remote.open(&d.digest, offset).await,
             None => self
@@ -280,12 +287,16 @@ impl Image {
                 .open_blob(&d.digest, d.size, offset)
                 .await
                 .map(|r| Box::new(r) as BlobStream)
-                .map_err(|e| e.to_string()),
+                .map_err(std::io::Error::other),
         }
     }
 }
 
-fn select_entry<'a>(entries: &'a [Descriptor], reference: Option<&str>) -> Result<&'a Descriptor, String> {
+fn select_entry<'a>(
+    store: &Store,
+    entries: &'a [Descriptor],
+    reference: Option<&str>,
+) -> Result<&'a Descriptor, ImageError> {
     let name =
         |d: &Descriptor| d.annotations.as_ref().and_then(|a| a.get("org.opencontainers.image.ref.name")).cloned();
     // Docker 25+'s `docker save` names images with containerd's annotation.
@@ -296,21 +307,21 @@ fn select_entry<'a>(entries: &'a [Descriptor], reference: Option<&str>) -> Resul
             .find(|d| name(d).as_deref() == Some(r) || image_name(d).is_some_and(|n| docker::same_name(&n, r)))
             .ok_or_else(|| {
                 let names: Vec<String> = entries.iter().filter_map(name).collect();
-                format!(
+                store.layout_error(format!(
                     "no image named {r:?} in index.json (names there: {})",
                     if names.is_empty() { "none".into() } else { names.join(", ") }
-                )
+                ))
             }),
         None => match entries {
             [one] => Ok(one),
-            [] => Err("index.json lists no image".to_string()),
+            [] => Err(store.layout_error("index.json lists no image".to_string())),
             many => {
                 let names: Vec<String> = many.iter().filter_map(name).collect();
-                Err(format!(
+                Err(store.layout_error(format!(
                     "index.json lists {} images: name one as DIR:REF (names: {})",
                     many.len(),
                     names.join(", ")
-                ))
+                )))
             }
         },
     }
@@ -318,31 +329,13 @@ fn select_entry<'a>(entries: &'a [Descriptor], reference: Option<&str>) -> Resul
 
 fn read_manifest(store: &Store, d: &Descriptor) -> Result<Manifest, ImageError> {
     let bytes = store.read_blob(&d.digest, d.size.min(MAX_METADATA))?;
-    let doc: ManifestDoc = serde_json::from_slice(&bytes)
-        .map_err(|e| store.layout_error(format!("manifest {} is not valid JSON: {e}", d.digest)))?;
-    let media_type = doc.media_type.clone().unwrap_or_else(|| d.media_type.clone());
-    if ![OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST].contains(&media_type.as_str()) {
-        return Err(store.layout_error(format!(
-            "manifest {} has media type {media_type:?}, not an image manifest or index",
-            d.digest
-        )));
-    }
-    if (media_type == OCI_MANIFEST || media_type == DOCKER_MANIFEST) && doc.config.is_none() {
-        return Err(store.layout_error(format!("manifest {} has no config", d.digest)));
-    }
-    Ok(Manifest {
-        digest: d.digest.clone(),
-        media_type,
-        bytes,
-        platform: d.platform.as_ref().map(Platform::from),
-        config: doc.config,
-        layers: doc.layers,
-    })
+    let platform = d.platform.as_ref().map(Platform::from);
+    Manifest::parse(d.digest.clone(), bytes, &d.media_type, platform).map_err(|e| store.layout_error(e.to_string()))
 }
 
 fn parse_doc(store: &Store, m: &Manifest) -> Result<ManifestDoc, ImageError> {
     serde_json::from_slice(&m.bytes)
-        .map_err(|e| store.layout_error(format!("manifest {} is not valid JSON: {e}", m.digest)))
+        .map_err(|e| store.layout_error(format!("manifest {} is not valid JSON (line {})", m.digest, e.line())))
 }
 
 fn config_platform(store: &Store, m: &Manifest) -> Result<Option<Platform>, ImageError> {
@@ -351,7 +344,7 @@ fn config_platform(store: &Store, m: &Manifest) -> Result<Option<Platform>, Imag
     };
     let bytes = store.read_blob(&config.digest, config.size.min(MAX_METADATA))?;
     let doc: ConfigDoc = serde_json::from_slice(&bytes)
-        .map_err(|e| store.layout_error(format!("config {} is not valid JSON: {e}", config.digest)))?;
+        .map_err(|e| store.layout_error(format!("config {} is not valid JSON (line {})", config.digest, e.line())))?;
     if doc.os.is_empty() || doc.architecture.is_empty() {
         return Ok(None);
     }

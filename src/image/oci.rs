@@ -17,6 +17,17 @@ pub const OCI_EMPTY_CONFIG: &str = "application/vnd.oci.empty.v1+json";
 /// only when asked for them).
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
 
+/// A manifest that is not one `publish` can push. Never quotes the document's bytes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManifestError {
+    #[error("manifest {digest} is not valid JSON (line {line}, column {column})")]
+    NotJson { digest: Digest, line: usize, column: usize },
+    #[error("manifest {digest} has media type {media_type:?}, not an image manifest or index")]
+    NotImage { digest: Digest, media_type: String },
+    #[error("manifest {digest} has no config")]
+    NoConfig { digest: Digest },
+}
+
 /// The `mediaType` a manifest document names, if any.
 pub fn media_type_of(bytes: &[u8]) -> Option<String> {
     serde_json::from_slice::<ManifestDoc>(bytes).ok()?.media_type
@@ -92,17 +103,32 @@ impl Manifest {
 }
 
 impl Manifest {
-    /// A manifest from its bytes (fetched from a registry), checked to be an image manifest
-    /// or index; `media_type` when the document does not say.
-    pub fn from_bytes(bytes: Vec<u8>, media_type: &str, platform: Option<Platform>) -> Result<Manifest, String> {
-        let digest = Digest::of(&bytes);
-        let doc: ManifestDoc =
-            serde_json::from_slice(&bytes).map_err(|e| format!("manifest {digest} is not valid JSON: {e}"))?;
+    /// A manifest from its bytes, checked to be an image manifest (with a config) or an index;
+    /// `media_type` when the document does not say (the descriptor's, or the registry's).
+    pub fn parse(
+        digest: Digest,
+        bytes: Vec<u8>,
+        media_type: &str,
+        platform: Option<Platform>,
+    ) -> Result<Manifest, ManifestError> {
+        let doc: ManifestDoc = serde_json::from_slice(&bytes).map_err(|e| ManifestError::NotJson {
+            digest: digest.clone(),
+            line: e.line(),
+            column: e.column(),
+        })?;
         let media_type = doc.media_type.clone().unwrap_or_else(|| media_type.to_string());
         if ![OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST].contains(&media_type.as_str()) {
-            return Err(format!("manifest {digest} has media type {media_type:?}, not an image manifest or index"));
+            return Err(ManifestError::NotImage { digest, media_type });
+        }
+        if (media_type == OCI_MANIFEST || media_type == DOCKER_MANIFEST) && doc.config.is_none() {
+            return Err(ManifestError::NoConfig { digest });
         }
         Ok(Manifest { digest, media_type, bytes, platform, config: doc.config, layers: doc.layers })
+    }
+
+    /// A manifest fetched from a registry: its digest is what its bytes hash to.
+    pub fn from_bytes(bytes: Vec<u8>, media_type: &str, platform: Option<Platform>) -> Result<Manifest, ManifestError> {
+        Self::parse(Digest::of(&bytes), bytes, media_type, platform)
     }
 
     /// The manifests an index lists (empty for an image manifest).

@@ -24,8 +24,8 @@ impl RemoteBlobs for Source {
         &'a self,
         digest: &'a Digest,
         offset: u64,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<BlobStream, String>> + Send + 'a>> {
-        Box::pin(async move { self.client.blob_stream(digest, offset).await.map_err(|e| e.to_string()) })
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<BlobStream>> + Send + 'a>> {
+        Box::pin(async move { self.client.blob_stream(digest, offset).await.map_err(std::io::Error::other) })
     }
 }
 
@@ -50,7 +50,7 @@ pub async fn open(reference: &Reference, client: Client) -> Result<Image, Regist
     {
         return Err(refused(format!("the registry served {} for {d}", Digest::of(&bytes))));
     }
-    let mut root = Manifest::from_bytes(bytes, oci::OCI_MANIFEST, None).map_err(refused)?;
+    let mut root = Manifest::from_bytes(bytes, oci::OCI_MANIFEST, None).map_err(|e| refused(e.to_string()))?;
     let mut children = Vec::new();
     if root.is_index() {
         for d in root.entries() {
@@ -62,7 +62,7 @@ pub async fn open(reference: &Reference, client: Client) -> Result<Image, Regist
                 return Err(refused(format!("manifest {} does not match its digest", d.digest)));
             }
             let platform = d.platform.as_ref().map(Platform::from);
-            let mut child = Manifest::from_bytes(bytes, &d.media_type, platform).map_err(refused)?;
+            let mut child = Manifest::from_bytes(bytes, &d.media_type, platform).map_err(|e| refused(e.to_string()))?;
             if child.platform.is_none() {
                 child.platform = config_platform(&client, &child).await?;
             }

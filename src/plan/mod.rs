@@ -208,10 +208,18 @@ impl TargetPlan {
     }
 }
 
+/// `--only` named no image or target of the plan.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("--only {only} matches nothing in the plan; entries: {}", .entries.join(", "))]
+pub struct NoSuchEntry {
+    pub only: String,
+    pub entries: Vec<String>,
+}
+
 impl Plan {
     /// Keeps only `IMAGE` or `IMAGE@REGISTRY` (an image id or a target id); the templates of
     /// the images left out go too.
-    pub fn restrict(&mut self, only: &str) -> Result<(), String> {
+    pub fn restrict(&mut self, only: &str) -> Result<(), NoSuchEntry> {
         let ids: Vec<String> = self.images.iter().flat_map(|i| i.targets.iter().map(|t| t.id.clone())).collect();
         self.images.retain(|i| i.id == only || i.targets.iter().any(|t| t.id == only));
         for i in &mut self.images {
@@ -221,7 +229,7 @@ impl Plan {
             }
         }
         if self.images.is_empty() {
-            return Err(format!("--only {only} matches nothing in the plan; entries: {}", ids.join(", ")));
+            return Err(NoSuchEntry { only: only.to_string(), entries: ids });
         }
         let kept: Vec<String> = self.images.iter().flat_map(|i| i.targets.iter().map(|t| t.id.clone())).collect();
         self.templates.retain(|t| t.target.as_ref().is_some_and(|id| kept.contains(id)));

@@ -50,7 +50,7 @@ impl Client {
             self.upload_blob(&digest, data.len() as u64, |offset| {
                 let mut cursor = std::io::Cursor::new(data.clone());
                 cursor.set_position(offset);
-                async move { Ok::<_, String>(cursor) }
+                async move { std::io::Result::Ok(cursor) }
             })
             .await?;
         }

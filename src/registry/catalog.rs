@@ -22,7 +22,8 @@ impl Client {
                 return Err(self.api_error(resp).await);
             }
             let next = link_next(&url, &resp);
-            let page: Catalog = json_limited(resp, 4 * MAX_SMALL_BODY).await.map_err(|e| self.refused(e))?;
+            let page: Catalog =
+                json_limited(resp, 4 * MAX_SMALL_BODY).await.map_err(|e| self.refused(e.to_string()))?;
             out.extend(page.repositories);
             match next {
                 Some(n) => url = n,
@@ -45,7 +46,7 @@ impl Client {
         if !resp.status().is_success() {
             return Err(self.api_error(resp).await);
         }
-        let t: Tags = json_limited(resp, 4 * MAX_SMALL_BODY).await.map_err(|e| self.refused(e))?;
+        let t: Tags = json_limited(resp, 4 * MAX_SMALL_BODY).await.map_err(|e| self.refused(e.to_string()))?;
         Ok(t.tags.unwrap_or_default())
     }
 

@@ -30,7 +30,7 @@ pub async fn private_repositories(api: &str, namespace: &str, cred: &Credential)
     if !resp.status().is_success() {
         return Err(HubError(format!("sign-in as {} answered {}", cred.username, resp.status())));
     }
-    let v: Value = json_limited(resp, MAX_SMALL_BODY).await.map_err(HubError)?;
+    let v: Value = json_limited(resp, MAX_SMALL_BODY).await.map_err(|e| HubError(e.to_string()))?;
     let token = crate::types::Secret::new(
         v.get("access_token").and_then(Value::as_str).ok_or_else(|| HubError("no access_token".into()))?,
     );
@@ -45,7 +45,7 @@ pub async fn private_repositories(api: &str, namespace: &str, cred: &Credential)
         if !resp.status().is_success() {
             return Err(HubError(format!("listing {namespace}'s repositories answered {}", resp.status())));
         }
-        let page: Value = json_limited(resp, 4 * MAX_SMALL_BODY).await.map_err(HubError)?;
+        let page: Value = json_limited(resp, 4 * MAX_SMALL_BODY).await.map_err(|e| HubError(e.to_string()))?;
         private += page.get("results").and_then(Value::as_array).map_or(0, |r| {
             r.iter().filter(|x| x.get("is_private").and_then(Value::as_bool) == Some(true)).count() as u32
         });

@@ -107,7 +107,7 @@ pub enum RegistryError {
     #[error("source blob {digest} does not match its digest (read {actual}): the image on disk is corrupt")]
     CorruptSource { digest: Digest, actual: Digest },
     #[error("reading the source: {0}")]
-    Source(String),
+    Source(#[source] std::io::Error),
 }
 
 fn hint_for(status: u16) -> &'static str {

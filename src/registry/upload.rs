@@ -67,7 +67,7 @@ impl Client {
     ) -> Result<UploadStats, RegistryError>
     where
         F: Fn(u64) -> Fut,
-        Fut: std::future::Future<Output = Result<R, String>>,
+        Fut: std::future::Future<Output = std::io::Result<R>>,
         R: AsyncRead + Send + Unpin + 'static,
     {
         let mut stats = UploadStats::default();
@@ -103,7 +103,7 @@ impl Client {
     ) -> Result<(), RegistryError>
     where
         F: Fn(u64) -> Fut,
-        Fut: std::future::Future<Output = Result<R, String>>,
+        Fut: std::future::Future<Output = std::io::Result<R>>,
         R: AsyncRead + Send + Unpin + 'static,
     {
         let mut location = self.start_upload().await?;
@@ -162,7 +162,7 @@ impl Client {
     ) -> Result<(), RegistryError>
     where
         F: Fn(u64) -> Fut,
-        Fut: std::future::Future<Output = Result<R, String>>,
+        Fut: std::future::Future<Output = std::io::Result<R>>,
         R: AsyncRead + Send + Unpin + 'static,
     {
         let mut location = self.start_upload().await?;
@@ -267,7 +267,7 @@ async fn read_chunk<F, Fut, R>(
 ) -> Result<Vec<u8>, RegistryError>
 where
     F: Fn(u64) -> Fut,
-    Fut: std::future::Future<Output = Result<R, String>>,
+    Fut: std::future::Future<Output = std::io::Result<R>>,
     R: AsyncRead + Send + Unpin + 'static,
 {
     use tokio::io::AsyncReadExt;
@@ -277,12 +277,12 @@ where
         _ => open(offset).await.map_err(RegistryError::Source)?,
     };
     let mut buf = Vec::with_capacity(len as usize);
-    (&mut source).take(len).read_to_end(&mut buf).await.map_err(|e| RegistryError::Source(e.to_string()))?;
+    (&mut source).take(len).read_to_end(&mut buf).await.map_err(RegistryError::Source)?;
     *reader = Some((offset + buf.len() as u64, source));
     if buf.len() as u64 != len {
-        return Err(RegistryError::Source(format!(
-            "the source ended at {} bytes, {len} were expected",
-            offset + buf.len() as u64
+        return Err(RegistryError::Source(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("the source ended at {} bytes, {len} were expected", offset + buf.len() as u64),
         )));
     }
     Ok(buf)

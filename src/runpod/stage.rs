@@ -13,6 +13,21 @@ use crate::retry::RetryPolicy;
 use crate::types::Digest;
 use crate::types::Secret;
 
+/// What keeps a template from being synced, found before any request (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error(
+        "template {template:?}: image {image} is private, so RunPod needs credentials to pull it: set pull_credentials: on registry {registry}"
+    )]
+    NoPullCredentials { template: String, image: String, registry: String },
+    #[error("template {template:?}: environment variable {variable} ({what}) is not set")]
+    MissingVariable { template: String, variable: String, what: String },
+    #[error("environment variable {0} (runpod.api_key_env) is not set: RunPod's API needs a key")]
+    NoApiKey(String),
+    #[error(transparent)]
+    Client(#[from] Box<super::RunPodError>),
+}
+
 /// A template rendered for the image it follows.
 #[derive(Debug, Clone)]
 pub struct Rendered {
@@ -70,7 +85,7 @@ pub fn render_all(resolved: &Resolved, plan: &Plan) -> Result<Vec<Rendered>, Tem
 /// What RunPod should have for a rendered template, with the pull credential of a private
 /// image read from `env`: the registry's `pull_credentials`, else (with a warning) its push
 /// credentials from the policy.
-pub fn wanted(r: &Rendered, env: &Env) -> Result<Wanted, String> {
+pub fn wanted(r: &Rendered, env: &Env) -> Result<Wanted, StageError> {
     let credential = if r.image.visibility == Visibility::Private {
         let source = match (&r.target.pull_credentials, &r.target.credentials) {
             (Some(pull), _) => pull,
@@ -83,20 +98,24 @@ pub fn wanted(r: &Rendered, env: &Env) -> Result<Wanted, String> {
                 push
             }
             (None, _) => {
-                return Err(format!(
-                    "template {:?}: image {} is private, so RunPod needs credentials to pull it: set pull_credentials: on registry {}",
-                    r.template.name, r.image.name, r.target.registry
-                ));
+                return Err(StageError::NoPullCredentials {
+                    template: r.template.name.clone(),
+                    image: r.image.name.clone(),
+                    registry: r.target.registry.clone(),
+                });
             }
         };
         let CredentialSource::Env { username, password_env } = source else {
-            return Err(format!("template {:?}: pull credentials must come from the policy", r.template.name));
+            return Err(StageError::NoPullCredentials {
+                template: r.template.name.clone(),
+                image: r.image.name.clone(),
+                registry: r.target.registry.clone(),
+            });
         };
-        let password = env.get(password_env).filter(|v| !v.is_empty()).ok_or_else(|| {
-            format!(
-                "template {:?}: environment variable {password_env} (registries.{}.pull_credentials) is not set",
-                r.template.name, r.target.registry
-            )
+        let password = env.get(password_env).filter(|v| !v.is_empty()).ok_or_else(|| StageError::MissingVariable {
+            template: r.template.name.clone(),
+            variable: password_env.clone(),
+            what: format!("registries.{}.pull_credentials", r.target.registry),
         })?;
         Some(PullCredential::new(&r.target.registry, r.target.path(), username, Secret::new(password.clone())))
     } else {
@@ -111,10 +130,11 @@ pub fn body_digest(body: &Map<String, Value>) -> Digest {
 }
 
 /// The API client: key from `api_key_env`, base URL from `RUNPOD_API_URL` or the policy.
-pub fn client(rp: &ResolvedRunPod, env: &Env) -> Result<Client, String> {
-    let key = env.get(&rp.api_key_env).filter(|v| !v.is_empty()).ok_or_else(|| {
-        format!("environment variable {} (runpod.api_key_env) is not set: RunPod's API needs a key", rp.api_key_env)
-    })?;
+pub fn client(rp: &ResolvedRunPod, env: &Env) -> Result<Client, StageError> {
+    let key = env
+        .get(&rp.api_key_env)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| StageError::NoApiKey(rp.api_key_env.clone()))?;
     let url = env.get("RUNPOD_API_URL").filter(|v| !v.is_empty()).unwrap_or(&rp.api_url);
-    Client::new(url, Secret::new(key.clone()), RetryPolicy::default()).map_err(|e| e.to_string())
+    Client::new(url, Secret::new(key.clone()), RetryPolicy::default()).map_err(|e| StageError::Client(Box::new(e)))
 }

@@ -289,7 +289,7 @@ pub fn check_certificate(
     chain_pem: &[String],
     policy: &Policy,
     time: i64,
-) -> Result<CosignVerificationKey, String> {
+) -> Result<CosignVerificationKey, super::Rejected> {
     let leaf = x509_cert::Certificate::from_pem(leaf_pem.as_bytes())
         .map_err(|e| format!("the certificate is not PEM: {e}"))?;
     let leaf_der = leaf.to_der().map_err(|e| e.to_string())?;
@@ -323,13 +323,15 @@ pub fn check_certificate(
     .map_err(|e| format!("the certificate does not chain to a trusted Fulcio root at the logged time: {e}"))?;
     let (identity, issuer) = identity_of(&leaf).map_err(|e| e.to_string())?;
     if identity != policy.identity {
-        return Err(format!("signed by {identity}, not {}", policy.identity));
+        return Err(format!("signed by {identity}, not {}", policy.identity).into());
     }
     if issuer.as_deref() != Some(policy.issuer.as_str()) {
-        return Err(format!("issued for {}, not {}", issuer.as_deref().unwrap_or("an unknown issuer"), policy.issuer));
+        return Err(
+            format!("issued for {}, not {}", issuer.as_deref().unwrap_or("an unknown issuer"), policy.issuer).into()
+        );
     }
     let spki = leaf.tbs_certificate().subject_public_key_info().to_der().map_err(|e| e.to_string())?;
-    CosignVerificationKey::from_der(&spki, &SigningScheme::ECDSA_P256_SHA256_ASN1).map_err(|e| e.to_string())
+    Ok(CosignVerificationKey::from_der(&spki, &SigningScheme::ECDSA_P256_SHA256_ASN1).map_err(|e| e.to_string())?)
 }
 
 /// The `dev.sigstore.cosign/bundle` annotation cosign writes for a Rekor entry.

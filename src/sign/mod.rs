@@ -61,7 +61,7 @@ impl Verifier {
         cert: Option<&str>,
         chain: &[String],
         time: i64,
-    ) -> Result<(), String> {
+    ) -> Result<(), Rejected> {
         match self {
             Verifier::Key(k) => {
                 if verifies(k, signature_b64, msg) {
@@ -138,6 +138,23 @@ impl Format {
     }
     fn bundle(self) -> bool {
         matches!(self, Format::Bundle | Format::Both)
+    }
+}
+
+/// Why a signature was not accepted: shown per signature by `verify`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Rejected(pub String);
+
+impl From<String> for Rejected {
+    fn from(s: String) -> Self {
+        Rejected(s)
+    }
+}
+
+impl From<&str> for Rejected {
+    fn from(s: &str) -> Self {
+        Rejected(s.to_string())
     }
 }
 
@@ -375,7 +392,7 @@ async fn referrer_bundle(client: &Client, path: &str, digest: &str) -> Result<Op
 }
 
 /// Checks a bundle's DSSE signature with `key` and that its statement names `digest`.
-pub fn bundle_verifies(bundle: &Value, verifier: &Verifier, digest: &Digest) -> Result<(), String> {
+pub fn bundle_verifies(bundle: &Value, verifier: &Verifier, digest: &Digest) -> Result<(), Rejected> {
     let env = bundle.get("dsseEnvelope").ok_or("the bundle has no DSSE envelope")?;
     let payload = env.get("payload").and_then(Value::as_str).ok_or("the envelope has no payload")?;
     let payload = B64.decode(payload).map_err(|e| format!("the payload is not base64: {e}"))?;
@@ -390,7 +407,7 @@ pub fn bundle_verifies(bundle: &Value, verifier: &Verifier, digest: &Digest) -> 
         .and_then(|m| m.pointer("/tlogEntries/0/integratedTime"))
         .and_then(|t| t.as_str().and_then(|s| s.parse().ok()).or_else(|| t.as_i64()))
         .unwrap_or(0);
-    let mut last = String::from("the bundle has no signature");
+    let mut last = Rejected::from("the bundle has no signature");
     let signatures = env.get("signatures").and_then(Value::as_array).into_iter().flatten();
     let ok = signatures.filter_map(|s| s.get("sig").and_then(Value::as_str)).any(|sig| {
         match verifier.check(sig, &pae(payload_type, &payload), cert.as_deref(), &[], time) {
@@ -414,7 +431,7 @@ pub fn bundle_verifies(bundle: &Value, verifier: &Verifier, digest: &Digest) -> 
         .into_iter()
         .flatten()
         .any(|s| s.pointer("/digest/sha256").and_then(Value::as_str) == Some(digest.hex()));
-    if names_digest { Ok(()) } else { Err(format!("the statement does not name {digest}")) }
+    if names_digest { Ok(()) } else { Err(format!("the statement does not name {digest}").into()) }
 }
 
 /// What `publish verify` found.
