@@ -14,12 +14,30 @@ esac
 if [ "${INPUT_DRY_RUN:-false}" = "true" ] && [ "$command" = "run" ]; then
   command=plan
 fi
-args=("$command" --policy "${INPUT_POLICY:-publish.yaml}" --output json)
+args=("$command" --output json)
+if [ -n "${INPUT_PLAN:-}" ]; then
+  if [ "$command" != "run" ]; then
+    echo "::error title=publish::input plan applies to command run"
+    exit 2
+  fi
+  args+=(--plan "$INPUT_PLAN")
+else
+  args+=(--policy "${INPUT_POLICY:-publish.yaml}")
+fi
 if [ -n "${INPUT_ONLY:-}" ]; then
   if [ "$command" != "run" ]; then
     echo "::error title=publish::input only applies to command run"
     exit 2
   fi
   args+=(--only "$INPUT_ONLY")
+fi
+if [ -n "${INPUT_PLAN_FILE:-}" ]; then
+  if [ "$command" != "plan" ]; then
+    echo "::error title=publish::input plan-file applies to command plan"
+    exit 2
+  fi
+  publish "${args[@]}" > "$INPUT_PLAN_FILE"
+  cat "$INPUT_PLAN_FILE"
+  exit 0
 fi
 exec publish "${args[@]}"

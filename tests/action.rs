@@ -246,3 +246,53 @@ fn install_step_checks_the_release_checksum() {
     assert!(!other.path().join("path.txt").exists(), "nothing is put on the PATH after a mismatch");
     assert!(!other.path().join("publish-bin/publish").exists(), "nothing is unpacked after a mismatch");
 }
+
+/// The action's run step (scripts/run-action.sh) with `publish` on the PATH.
+fn action_step(dir: &Path, inputs: &[(&str, &str)]) -> std::process::Output {
+    let bin = Path::new(env!("CARGO_BIN_EXE_publish")).parent().unwrap().to_path_buf();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/run-action.sh");
+    let mut step = Command::new("bash");
+    step.arg(script)
+        .current_dir(dir)
+        .env("PATH", path)
+        .env("DOCKER_CONFIG", dir.join(".none"))
+        .env("PUBLISH_RETRY_BASE_MS", "10")
+        .env_remove("RUST_LOG");
+    actions_env(&mut step, dir);
+    for (k, v) in inputs {
+        step.env(k, v);
+    }
+    step.output().unwrap()
+}
+
+/// The matrix flow of examples/workflows/publish-matrix.yml: the plan job's step writes the
+/// plan file and the `matrix` output; a publish job's step runs one entry of that plan.
+#[test]
+fn plan_job_feeds_matrix_jobs_that_run_the_saved_plan() {
+    let reg = Registry::start(RegistryOptions { htpasswd: true, ..Default::default() });
+    let work = tempfile::tempdir().unwrap();
+    let image = write_layout(&work.path().join("img"), 91, &[12_000], "linux", "amd64", "latest");
+    policy(work.path(), &reg.host, "private");
+    let out = action_step(work.path(), &[("INPUT_COMMAND", "plan"), ("INPUT_PLAN_FILE", "plan.json")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let plan: Value = serde_json::from_slice(&std::fs::read(work.path().join("plan.json")).unwrap()).unwrap();
+    assert_eq!(plan["version"], 1);
+    let outputs = parse_outputs(&std::fs::read_to_string(work.path().join("output.txt")).unwrap());
+    let matrix: Value = serde_json::from_str(&outputs["matrix"]).unwrap();
+    let only = matrix["include"][0]["only"].as_str().unwrap().to_string();
+    assert_eq!(only, "app@home");
+
+    std::fs::remove_file(work.path().join("output.txt")).unwrap();
+    let out = action_step(
+        work.path(),
+        &[("INPUT_PLAN", "plan.json"), ("INPUT_ONLY", &only), ("REG_PASSWORD", PASSWORD)],
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["images"][0]["digest"], image.manifest_digest);
+    assert!(!stdout.contains(PASSWORD) && !stderr.replace(&format!("::add-mask::{PASSWORD}"), "").contains(PASSWORD));
+    let pushed = reg.inspect(&format!("{}/ml/app:main", reg.host), false);
+    assert!(pushed.status.success());
+}
