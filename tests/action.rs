@@ -284,10 +284,8 @@ fn plan_job_feeds_matrix_jobs_that_run_the_saved_plan() {
     assert_eq!(only, "app@home");
 
     std::fs::remove_file(work.path().join("output.txt")).unwrap();
-    let out = action_step(
-        work.path(),
-        &[("INPUT_PLAN", "plan.json"), ("INPUT_ONLY", &only), ("REG_PASSWORD", PASSWORD)],
-    );
+    let out =
+        action_step(work.path(), &[("INPUT_PLAN", "plan.json"), ("INPUT_ONLY", &only), ("REG_PASSWORD", PASSWORD)]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     let report: Value = serde_json::from_str(&stdout).unwrap();

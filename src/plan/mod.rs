@@ -252,3 +252,87 @@ impl Plan {
         self.images.iter().find(|i| i.id == id)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(image: &str, registry: &str) -> serde_json::Value {
+        serde_json::json!({
+            "id": format!("{image}@{registry}"), "registry": registry, "kind": "registry",
+            "repository": format!("r.example/{image}"), "path": image, "tags": ["v1"], "reason": "",
+            "endpoint": {"scheme": "https", "host": "r.example"}, "upload": {"mode": "streamed"},
+            "credentials": {"from": "docker-config", "host": "r.example"}
+        })
+    }
+
+    fn plan() -> Plan {
+        let image = |name: &str, targets: Vec<serde_json::Value>| {
+            serde_json::json!({
+                "id": name, "name": name, "source": format!("oci:{name}"),
+                "open": {"transport": format!("oci:{name}"), "compression": "gzip"},
+                "manifest_digest": format!("sha256:{}", "a".repeat(64)), "media_type": "m",
+                "platforms": [], "visibility": "private", "total_size": 1, "largest_layer": 1, "blobs": [],
+                "selected": targets.iter().map(|t| t["registry"].clone()).collect::<Vec<_>>(), "targets": targets
+            })
+        };
+        serde_json::from_value(serde_json::json!({
+            "version": PLAN_VERSION, "policy": "publish.yaml",
+            "transfer": {"attempts": 4, "max_delay": 30, "connect_timeout": 30, "read_timeout": 300, "concurrency": 4},
+            "images": [
+                image("first", vec![target("first", "home"), target("first", "ghcr")]),
+                image("second", vec![target("second", "home")]),
+            ],
+            "templates": [
+                {"name": "t1", "image": "first", "target": "first@home", "endpoints": []},
+                {"name": "t2", "image": "second", "target": "second@home", "endpoints": []}
+            ]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_a_target_id_keeps_that_target_of_that_image_and_its_templates() {
+        let mut p = plan();
+        p.restrict("second@home").unwrap();
+        assert_eq!(p.images.len(), 1);
+        assert_eq!(p.images[0].id, "second");
+        assert_eq!(p.images[0].targets[0].id, "second@home");
+        assert_eq!(p.templates.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["t2"]);
+
+        let mut p = plan();
+        p.restrict("first@ghcr").unwrap();
+        assert_eq!(p.images[0].targets.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), ["first@ghcr"]);
+        assert_eq!(p.images[0].selected, ["ghcr"]);
+        assert!(p.templates.is_empty(), "t1 pins first@home, which is not run");
+    }
+
+    #[test]
+    fn only_an_image_id_keeps_all_its_targets() {
+        let mut p = plan();
+        p.restrict("first").unwrap();
+        assert_eq!(p.images[0].targets.len(), 2);
+    }
+
+    #[test]
+    fn only_something_unknown_lists_the_entries() {
+        let e = plan().restrict("third@home").unwrap_err();
+        assert_eq!(e.entries, ["first@home", "first@ghcr", "second@home"]);
+    }
+
+    #[test]
+    fn the_matrix_names_target_ids() {
+        let m = plan().matrix();
+        let only: Vec<&str> = m["include"].as_array().unwrap().iter().map(|e| e["only"].as_str().unwrap()).collect();
+        assert_eq!(only, ["first@home", "first@ghcr", "second@home"]);
+    }
+
+    #[test]
+    fn a_plan_reads_back_what_it_wrote() {
+        let p = plan();
+        let again: Plan = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        assert_eq!(again.images[1].targets[0].credentials, p.images[1].targets[0].credentials);
+        assert_eq!(again.images[0].open, p.images[0].open);
+        assert_eq!(again.transfer, p.transfer);
+    }
+}

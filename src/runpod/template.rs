@@ -165,7 +165,7 @@ fn locate_key(display: &str, text: &str, key: &str) -> String {
     format!("{display}:{}", line.map_or(1, |l| l + 1))
 }
 
-/// RunPod v2 template fields (CreateTemplateRequest, shared/domain/runpod.md). The API rejects
+/// RunPod v2 template fields (CreateTemplateRequest in https://api.runpod.io/v2/openapi.json). The API rejects
 /// any other key with 422, so we do first, with a suggestion.
 pub const FIELDS: &[&str] = &[
     "name",

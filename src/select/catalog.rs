@@ -1,5 +1,5 @@
 //! Facts about registries' free tiers and limits, each with its source and the date it was
-//! checked (shared/domain/registries.md holds the evidence). The engine reasons from these;
+//! checked against the providers' pages cited with each fact. The engine reasons from these;
 //! a policy overrides any of them per registry (`limits:`, `tier:`). Data only.
 
 use crate::policy::RegistryKind;
@@ -70,7 +70,7 @@ pub struct Tier {
 const GHCR_DOCS: &str = "docs.github.com/en/billing/concepts/product-billing/github-packages";
 const GHCR_LIMITS: &str =
     "docs.github.com/en/packages/working-with-a-github-packages-registry/working-with-the-container-registry";
-const GHCR_PRICES: &str = "shared/reference/000 (GitHub Packages prices: $0.25/GB-month storage, $0.50/GB transfer)";
+const GHCR_PRICES: &str = "https://docs.github.com/en/billing/concepts/product-billing/github-packages (GitHub Packages prices: $0.25/GB-month storage, $0.50/GB transfer)";
 const HUB_USAGE: &str = "docs.docker.com/docker-hub/usage/";
 const HUB_PULLS: &str = "docs.docker.com/docker-hub/usage/pulls/";
 const ECR_QUOTAS: &str = "docs.aws.amazon.com/AmazonECR/latest/public/public-service-quotas.html";
@@ -129,9 +129,17 @@ const fn hub(
         label,
         private_allowed: doc(true, HUB_USAGE, CHECKED),
         // Storage and pull consumption charges were delayed indefinitely / cancelled.
-        public_storage: unverified(Limit::Unlimited, "shared/reference/000 (Docker's Nov 2024 plan update)", CHECKED),
+        public_storage: unverified(
+            Limit::Unlimited,
+            "https://www.docker.com/blog/november-2024-updated-plans-announcement/ (Docker's Nov 2024 plan update)",
+            CHECKED,
+        ),
         public_transfer: doc(Limit::Unlimited, HUB_PULLS, CHECKED),
-        private_storage: unverified(Limit::Unlimited, "shared/reference/000 (Docker's Nov 2024 plan update)", CHECKED),
+        private_storage: unverified(
+            Limit::Unlimited,
+            "https://www.docker.com/blog/november-2024-updated-plans-announcement/ (Docker's Nov 2024 plan update)",
+            CHECKED,
+        ),
         private_transfer: doc(Limit::Unlimited, HUB_PULLS, CHECKED),
         private_repositories: doc(private_repos, HUB_USAGE, CHECKED),
         max_layer: unverified(None, HUB_USAGE, CHECKED),
@@ -191,7 +199,11 @@ pub const TIERS: &[Tier] = &[
         private_transfer: doc(Limit::Unlimited, "your network plan: set limits.transfer", CHECKED),
         private_repositories: doc(None, "distribution/distribution", CHECKED),
         max_layer: doc(None, "distribution/distribution (nginx: client_max_body_size 0)", CHECKED),
-        upload_timeout_secs: doc(None, "shared/reference/004 (nginx proxy_read_timeout)", CHECKED),
+        upload_timeout_secs: doc(
+            None,
+            "https://www.freecodecamp.org/news/how-to-self-host-a-container-registry/ (nginx proxy_read_timeout)",
+            CHECKED,
+        ),
         anonymous_pull_rate: doc(None, "distribution/distribution", CHECKED),
         not_billed_today: None,
         regions: doc("where you host it: set region", CHECKED, CHECKED),

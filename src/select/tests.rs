@@ -1,4 +1,4 @@
-//! The reference decision matrix (shared/reference/000), reproduced from facts, and the edges.
+//! The reference decision matrix (the research the project started from: GitHub, Docker Hub, ECR, GAR and self-hosted prices for RunPod images), reproduced from facts, and the edges.
 
 use super::catalog::tier;
 use super::*;

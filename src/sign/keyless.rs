@@ -2,7 +2,7 @@
 //! short-lived certificate from Fulcio (v2 `signingCert`, proof of possession over the token's
 //! `sub`), each signature is logged in Rekor as a `hashedrekord` entry, and verification checks
 //! the certificate chain, the workflow identity and the OIDC issuer. Every URL is a setting.
-//! The token is parsed here (the sigstore crate rejects GitHub's tokens; see shared/DOMAIN.md).
+//! The token is parsed here (the sigstore crate rejects GitHub's tokens; it wants an `email` claim and a string `aud`: https://github.com/sigstore/sigstore-rs).
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD};
