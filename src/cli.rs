@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::commands::{
-    KeyPairArgs, Output, PlanArgs, PolicyArgs, PushArgs, Request, RunArgs, RunPodArgs, RunPodCommand, SignArgs,
-    VerifyArgs,
+    CheckArgs, KeyPairArgs, Output, PlanArgs, PolicyArgs, PushArgs, Request, RunArgs, RunPodArgs, RunPodCommand,
+    SignArgs, VerifyArgs,
 };
 use crate::commands::{push::RegistryArgs, sign_endpoints};
 
@@ -56,8 +56,8 @@ pub enum Format {
 
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
-    /// Validate the policy and open the image sources, offline.
-    Check(PolicyOpts),
+    /// Validate the policy and the image sources (every blob there, with its size), offline.
+    Check(CheckCmd),
     /// Print what would be pushed where, and why, writing nothing.
     Plan(PlanCmd),
     /// Execute the plan (the default command), or a plan saved by `plan --output json`.
@@ -192,6 +192,15 @@ pub enum RunPodCmd {
 }
 
 #[derive(Debug, Args, Default)]
+pub struct CheckCmd {
+    /// Also hash every blob of every source against its digest (reads every byte).
+    #[arg(long)]
+    pub verify_digests: bool,
+    #[command(flatten)]
+    pub policy: PolicyOpts,
+}
+
+#[derive(Debug, Args, Default)]
 pub struct PlanCmd {
     /// Print a GitHub Actions matrix: one entry per target (`only` is the target's id).
     #[arg(long)]
@@ -275,7 +284,9 @@ impl Cli {
                     Request::Run(RunArgs { policy, ..Default::default() })
                 }
             }
-            Some(Cmd::Check(p)) => Request::Check(p.lower(&top)),
+            Some(Cmd::Check(c)) => {
+                Request::Check(CheckArgs { policy: c.policy.lower(&top), verify_digests: c.verify_digests })
+            }
             Some(Cmd::Plan(p)) => {
                 Request::Plan(PlanArgs { policy: p.policy.lower(&top), matrix: p.matrix, measure: p.measure })
             }

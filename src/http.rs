@@ -127,6 +127,12 @@ pub struct Settings {
     pub read_timeout: Duration,
     /// Blobs uploaded at once to one registry.
     pub concurrency: usize,
+    /// The whole of a small request (ping, token, HEAD, manifest), retries not counted.
+    #[serde(with = "seconds")]
+    pub request_timeout: Duration,
+    /// The slowest upload accepted, bytes per second: a blob's deadline is its size at this
+    /// rate plus `request_timeout`.
+    pub min_rate: u64,
     /// The first retry's wait (the command layer shrinks it from `PUBLISH_RETRY_BASE_MS` for tests).
     #[serde(skip, default = "default_retry_base")]
     pub retry_base: Duration,
@@ -144,6 +150,8 @@ impl Default for Settings {
             connect_timeout: Duration::from_secs(30),
             read_timeout: Duration::from_secs(300),
             concurrency: 4,
+            request_timeout: Duration::from_secs(60),
+            min_rate: 1_000_000,
             retry_base: default_retry_base(),
         }
     }
@@ -160,6 +168,18 @@ mod seconds {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         u64::deserialize(d).map(Duration::from_secs)
+    }
+}
+
+impl Settings {
+    /// How long an upload of `size` bytes may take in all.
+    pub fn upload_deadline(&self, size: u64) -> Duration {
+        self.request_timeout + Duration::from_secs(size / self.min_rate.max(1))
+    }
+
+    /// How long a small request may keep being retried: two and a half times its timeout.
+    pub fn retry_deadline(&self) -> Duration {
+        self.request_timeout.mul_f64(2.5)
     }
 }
 

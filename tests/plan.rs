@@ -11,7 +11,7 @@ fn plan_dir() -> tempfile::TempDir {
     write_layout(&dir.path().join("build/app"), 11, &[120_000, 3_400_000], "linux", "amd64", "latest");
     std::fs::write(
         dir.path().join("publish.yaml"),
-        "version: 1\nregistries:\n  home:\n    kind: registry\n    repository: 127.0.0.1:1/ml\n    insecure: true\n  github:\n    kind: ghcr\n    repository: ghcr.io/my-org\nimages:\n  - name: app\n    source: oci:build/app\n    tags: [v1, \"build-{{ env.BUILD_NUMBER }}\"]\n    visibility: public\n",
+        "version: 1\nregistries:\n  home:\n    kind: registry\n    repository: 127.0.0.1:1/ml\n    insecure: true\n  github:\n    kind: ghcr\n    repository: ghcr.io/my-org\ntemplate_env: [BUILD_NUMBER]\nimages:\n  - name: app\n    source: oci:build/app\n    tags: [v1, \"build-{{ env.BUILD_NUMBER }}\"]\n    visibility: public\n",
     )
     .unwrap();
     dir

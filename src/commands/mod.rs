@@ -20,6 +20,7 @@ use crate::github;
 use crate::policy::Diagnostics;
 use crate::runpod::template::TemplateErrors;
 
+pub use check::CheckArgs;
 pub use keys::KeyPairArgs;
 pub use push::PushArgs;
 pub use run::RunArgs;
@@ -53,7 +54,7 @@ pub struct PlanArgs {
 
 #[derive(Debug, Clone)]
 pub enum Request {
-    Check(PolicyArgs),
+    Check(CheckArgs),
     Plan(PlanArgs),
     Run(RunArgs),
     Push(PushArgs),

@@ -193,13 +193,26 @@ impl Image {
         }
         let layout: serde_json::Value = serde_json::from_slice(&store.read_path("oci-layout", 64 * 1024)?)
             .map_err(|e| store.layout_error(format!("oci-layout is not JSON (line {})", e.line())))?;
-        if layout.get("imageLayoutVersion").and_then(|v| v.as_str()).is_none() {
-            return Err(store.layout_error("oci-layout has no imageLayoutVersion: not an OCI image layout".into()));
+        match layout.get("imageLayoutVersion").and_then(|v| v.as_str()) {
+            Some("1.0.0") => {}
+            Some(v) => {
+                return Err(store.layout_error(format!(
+                    "oci-layout has imageLayoutVersion {v:?}; publish reads version 1.0.0 (the OCI image layout spec's)"
+                )));
+            }
+            None => {
+                return Err(store.layout_error("oci-layout has no imageLayoutVersion: not an OCI image layout".into()));
+            }
         }
         let index: ManifestDoc =
             serde_json::from_slice(&store.read_path("index.json", MAX_METADATA)?).map_err(|e| {
                 store.layout_error(format!("index.json is not an OCI index (line {}, column {})", e.line(), e.column()))
             })?;
+        if let Some(d) =
+            index.manifests.iter().find(|d| !oci::valid_media_type(&d.media_type) || d.size > oci::MAX_BLOB)
+        {
+            return Err(store.layout_error(format!("index.json lists {} with a bad media type or size", d.digest)));
+        }
         let entry = select_entry(&store, &index.manifests, reference.as_deref())?;
         let mut root = read_manifest(&store, entry)?;
         let mut children = Vec::new();
@@ -276,6 +289,15 @@ impl Image {
             remote: Some(remote),
             origin: Some(origin),
         }
+    }
+
+    /// Checks, offline, that every blob is in the source with its descriptor's size (`hash`:
+    /// and its digest). An image read from a registry is checked by the registry instead.
+    pub fn check_blobs(&self, hash: bool) -> Result<(), ImageError> {
+        if self.remote.is_some() {
+            return Ok(());
+        }
+        self.blobs().into_iter().try_for_each(|d| self.store.check_blob(&d.digest, d.size, hash))
     }
 
     /// A streaming reader over a blob's bytes from `offset`. The caller hashes what it reads.

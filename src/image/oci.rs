@@ -26,6 +26,74 @@ pub enum ManifestError {
     NotImage { digest: Digest, media_type: String },
     #[error("manifest {digest} has no config")]
     NoConfig { digest: Digest },
+    #[error("manifest {digest}: {what}")]
+    Descriptor { digest: Digest, what: String },
+}
+
+/// The largest blob a descriptor may claim: far above any registry's layer limit (GHCR and
+/// ECR Public stop at 10 GB), far below what would overflow a sum of sizes.
+pub const MAX_BLOB: u64 = 1 << 40;
+
+/// A media type as RFC 6838 writes one (`type/subtype`, restricted characters): what goes
+/// into `Content-Type` and `Accept` headers must not carry anything else.
+pub fn valid_media_type(m: &str) -> bool {
+    let part = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 127
+            && p.as_bytes()[0].is_ascii_alphanumeric()
+            && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b))
+    };
+    matches!(m.split_once('/'), Some((t, sub)) if part(t) && part(sub))
+}
+
+/// Whether a media type is a layer's (OCI or Docker), which a config can never be.
+pub fn is_layer(m: &str) -> bool {
+    m.starts_with("application/vnd.oci.image.layer.") || m.starts_with("application/vnd.docker.image.rootfs.")
+}
+
+fn check_descriptor(digest: &Digest, d: &Descriptor) -> Result<(), ManifestError> {
+    let what = if !valid_media_type(&d.media_type) {
+        "a descriptor's media type is not a media type".to_string()
+    } else if d.size > MAX_BLOB {
+        format!("descriptor {} claims {} bytes, more than the {MAX_BLOB} a blob may have", d.digest, d.size)
+    } else {
+        return Ok(());
+    };
+    Err(ManifestError::Descriptor { digest: digest.clone(), what })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_types_are_checked_before_they_reach_a_header() {
+        assert!(valid_media_type(OCI_MANIFEST));
+        assert!(valid_media_type("application/vnd.oci.image.layer.v1.tar+zstd"));
+        assert!(!valid_media_type("application/json\r\nX-Injected: 1"));
+        assert!(!valid_media_type("text"));
+        assert!(!valid_media_type(""));
+    }
+
+    fn manifest(config_type: &str, layer_size: u64) -> Vec<u8> {
+        serde_json::json!({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": config_type, "digest": format!("sha256:{}", "a".repeat(64)), "size": 2},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": format!("sha256:{}", "b".repeat(64)), "size": layer_size}]
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    #[test]
+    fn a_config_with_a_layer_type_or_an_absurd_size_is_refused() {
+        assert!(Manifest::from_bytes(manifest("application/vnd.oci.image.config.v1+json", 10), "", None).is_ok());
+        let e = Manifest::from_bytes(manifest("application/vnd.oci.image.layer.v1.tar", 10), "", None).unwrap_err();
+        assert!(e.to_string().contains("layer media type"), "{e}");
+        let e =
+            Manifest::from_bytes(manifest("application/vnd.oci.image.config.v1+json", 1 << 60), "", None).unwrap_err();
+        assert!(e.to_string().contains("claims"), "{e}");
+    }
 }
 
 /// The `mediaType` a manifest document names, if any.
@@ -122,6 +190,17 @@ impl Manifest {
         }
         if (media_type == OCI_MANIFEST || media_type == DOCKER_MANIFEST) && doc.config.is_none() {
             return Err(ManifestError::NoConfig { digest });
+        }
+        for d in doc.config.iter().chain(&doc.layers).chain(&doc.manifests) {
+            check_descriptor(&digest, d)?;
+        }
+        if let Some(c) = &doc.config
+            && is_layer(&c.media_type)
+        {
+            return Err(ManifestError::Descriptor {
+                digest,
+                what: format!("its config has the layer media type {:?}", c.media_type),
+            });
         }
         Ok(Manifest { digest, media_type, bytes, platform, config: doc.config, layers: doc.layers })
     }

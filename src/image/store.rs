@@ -92,15 +92,44 @@ impl Store {
         self.aliases.get(digest).cloned().unwrap_or_else(|| format!("blobs/sha256/{}", digest.hex()))
     }
 
+    /// Opens `rel` inside a layout directory: a regular file (not a FIFO or a device), and a
+    /// symlink only when it stays inside the layout. Returns the file and its size.
+    fn dir_file(&self, dir: &Path, rel: &str) -> Result<(std::fs::File, u64), ImageError> {
+        let path = dir.join(rel);
+        let io = |source| ImageError::Io { path: format!("{}/{rel}", self.display()), source };
+        let meta = std::fs::symlink_metadata(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                self.layout_error(format!("{rel} is missing"))
+            } else {
+                io(e)
+            }
+        })?;
+        if meta.file_type().is_symlink() {
+            let target = std::fs::canonicalize(&path).map_err(io)?;
+            let root = std::fs::canonicalize(dir).map_err(io)?;
+            if !target.starts_with(&root) {
+                return Err(self.layout_error(format!("{rel} is a symlink out of the layout")));
+            }
+        }
+        // Checked before opening: opening a FIFO blocks until someone writes to it.
+        if !std::fs::metadata(&path).map_err(io)?.is_file() {
+            return Err(self.layout_error(format!("{rel} is not a regular file")));
+        }
+        let f = std::fs::File::open(&path).map_err(io)?;
+        let meta = f.metadata().map_err(io)?;
+        if !meta.is_file() {
+            return Err(self.layout_error(format!("{rel} is not a regular file")));
+        }
+        Ok((f, meta.len()))
+    }
+
     /// A reader over a file of the layout and its size.
     fn open_rel(&self, rel: &str) -> Result<(Box<dyn Read>, u64), ImageError> {
         let missing = || self.layout_error(format!("{rel} is missing"));
         let io = |source| ImageError::Io { path: format!("{}/{rel}", self.display()), source };
         match &self.kind {
             Kind::Dir(dir) => {
-                let f = std::fs::File::open(dir.join(rel))
-                    .map_err(|e| if e.kind() == std::io::ErrorKind::NotFound { missing() } else { io(e) })?;
-                let size = f.metadata().map_err(io)?.len();
+                let (f, size) = self.dir_file(dir, rel)?;
                 Ok((Box::new(f), size))
             }
             Kind::Archive(path, entries) => {
@@ -118,10 +147,15 @@ impl Store {
         if size > max {
             return Err(self.layout_error(format!("{rel} is {size} bytes, more than the {max} allowed for metadata")));
         }
+        // The size said is not trusted: no more than `max` bytes are read, whatever the file.
         let mut buf = Vec::with_capacity(size as usize);
-        reader
+        (&mut reader)
+            .take(max + 1)
             .read_to_end(&mut buf)
             .map_err(|source| ImageError::Io { path: format!("{}/{rel}", self.display()), source })?;
+        if buf.len() as u64 > max {
+            return Err(self.layout_error(format!("{rel} is more than the {max} bytes allowed for metadata")));
+        }
         Ok(buf)
     }
 
@@ -134,6 +168,32 @@ impl Store {
             return Ok((Box::new(f), size));
         }
         self.open_rel(&self.blob_path(digest))
+    }
+
+    /// Checks that a blob is there with its descriptor's size, without reading it; with
+    /// `hash`, also that its content has its digest.
+    pub fn check_blob(&self, digest: &Digest, size: u64, hash: bool) -> Result<(), ImageError> {
+        let (mut reader, actual) = self.blob_reader(digest)?;
+        if actual != size {
+            return Err(self.layout_error(format!("blob {digest} is {actual} bytes but its descriptor says {size}")));
+        }
+        if hash {
+            let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+            let io = |source| ImageError::Io { path: format!("{}/{}", self.display(), self.blob_path(digest)), source };
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = reader.read(&mut buf).map_err(io)?;
+                if n == 0 {
+                    break;
+                }
+                sha2::Digest::update(&mut hasher, &buf[..n]);
+            }
+            let got = Digest::from_sha256(&sha2::Digest::finalize(hasher));
+            if &got != digest {
+                return Err(ImageError::Corrupt { path: self.display(), digest: digest.clone(), actual: got });
+            }
+        }
+        Ok(())
     }
 
     /// Reads a small blob whole and checks its digest.
@@ -158,9 +218,8 @@ impl Store {
         } else {
             match &self.kind {
                 Kind::Dir(dir) => {
-                    let f = tokio::fs::File::open(dir.join(&rel)).await.map_err(io)?;
-                    let len = f.metadata().await.map_err(io)?.len();
-                    (f, 0, len)
+                    let (f, len) = self.dir_file(dir, &rel)?;
+                    (tokio::fs::File::from_std(f), 0, len)
                 }
                 Kind::Archive(path, entries) => {
                     let (at, len) = *entries.get(&rel).ok_or_else(|| self.layout_error(format!("{rel} is missing")))?;

@@ -278,7 +278,7 @@ mod tests {
         };
         serde_json::from_value(serde_json::json!({
             "version": PLAN_VERSION, "policy": "publish.yaml",
-            "transfer": {"attempts": 4, "max_delay": 30, "connect_timeout": 30, "read_timeout": 300, "concurrency": 4},
+            "transfer": {"attempts": 4, "max_delay": 30, "connect_timeout": 30, "read_timeout": 300, "concurrency": 4, "request_timeout": 60, "min_rate": 1000000},
             "images": [
                 image("first", vec![target("first", "home"), target("first", "ghcr")]),
                 image("second", vec![target("second", "home")]),

@@ -37,6 +37,11 @@ pub struct Policy {
     /// Sign every pushed image in cosign's formats.
     #[serde(default)]
     pub signing: Option<Signing>,
+    /// Environment variables tags and RunPod templates may read as `env.NAME`, besides `CI`,
+    /// `RUNNER_*` and `GITHUB_*` (but `GITHUB_TOKEN`). Variables the policy names as secrets
+    /// (`password_env`, the RunPod key, `COSIGN_PASSWORD`), tokens and `AWS_*` never are.
+    #[serde(default)]
+    pub template_env: Vec<Located<String>>,
 }
 
 /// Transfer settings; every field has a default.
@@ -58,6 +63,14 @@ pub struct Transfer {
     /// Blobs uploaded at once to one registry (default 4).
     #[serde(default)]
     pub concurrency: Option<Located<u32>>,
+    /// Seconds a small request (ping, token, HEAD, manifest) may take in all, whatever its
+    /// pace (default 60); with its retries it gives up after 2.5 times this.
+    #[serde(default)]
+    pub request_timeout: Option<Located<u64>>,
+    /// The slowest upload accepted, per second (default 1MB): a blob's deadline is its size
+    /// at this rate, plus `request_timeout`.
+    #[serde(default)]
+    pub min_rate: Option<Located<Size>>,
 }
 
 /// Signing with a cosign key pair.

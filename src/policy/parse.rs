@@ -17,26 +17,43 @@ pub fn parse(file: &str, text: &str) -> Result<Policy, Diagnostics> {
     });
     result.map_err(|err| {
         let (line, col) = err.location().map_or((1, 1), |l| (l.line(), l.column()));
-        let field = path.map(|p| clean_path(&p)).unwrap_or_else(|| ".".to_string());
         let (message, hint) = explain(&err.to_string());
+        let field = match path.map(|p| clean_path(&p)) {
+            Some(p) if p != "?" => p,
+            // A duplicate key is found before serde knows the path: name the key.
+            _ => duplicate_key(&err.to_string()).unwrap_or(".").to_string(),
+        };
         Diagnostics(vec![Diagnostic { file: file.to_string(), line, col, field, message, hint }])
     })
 }
 
-/// Reads and parses the policy at `path`.
+/// The largest policy file read: far above any real one.
+const MAX_POLICY: u64 = 4 * 1024 * 1024;
+
+/// Reads (bounded, a regular file only) and parses the policy at `path`.
 pub fn load(path: &Path) -> Result<(Policy, String), Diagnostics> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let fail = |message: String| {
         Diagnostics(vec![Diagnostic {
             file: file.clone(),
             line: 1,
             col: 1,
             field: ".".into(),
-            message: format!("cannot read the policy file: {e}"),
+            message,
             hint: Some("pass --policy FILE, or run from the directory holding publish.yaml".into()),
         }])
-    })?;
+    };
+    let bytes = crate::http::read_file_limited(path, MAX_POLICY)
+        .map_err(|e| fail(format!("cannot read the policy file: {e}")))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| fail(format!("the policy is not UTF-8 (byte {})", e.utf8_error().valid_up_to())))?;
     Ok((parse(&file, &text)?, file))
+}
+
+/// The key of a "duplicate mapping key: KEY, …" message.
+fn duplicate_key(rendered: &str) -> Option<&str> {
+    let rest = rendered.split("duplicate mapping key: ").nth(1)?;
+    Some(rest.split(',').next().unwrap_or(rest).trim())
 }
 
 /// `serde_path_to_error` sees through `Located`, which adds a `.value` step; users never wrote it.
@@ -70,6 +87,9 @@ fn explain(rendered: &str) -> (String, Option<String>) {
             };
             return (format!("unknown {noun} `{word}`"), Some(hint));
         }
+    }
+    if let Some(key) = duplicate_key(msg) {
+        return (format!("`{key}` is written twice in the same mapping"), Some("keep one of them".into()));
     }
     let friendly = match msg {
         "expected sequence start" => "expected a list".to_string(),

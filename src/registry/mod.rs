@@ -97,8 +97,10 @@ pub enum RegistryError {
     Unauthorized { registry: String, detail: String },
     #[error("{registry}: {status} {code}: {message}{}", hint_for(*.status))]
     Api { registry: String, status: u16, code: ErrorCode, message: String },
+    /// The connection failed or was cut; `connect`: the registry could not be reached at all
+    /// (restarting, say), which is waited for until the retry deadline.
     #[error("{registry}: {message}")]
-    Transport { registry: String, message: String },
+    Transport { registry: String, message: String, connect: bool },
     #[error("{registry}: {message}")]
     Refused { registry: String, message: String },
     /// 429 (or 503) with `Retry-After`: wait that long before trying again.
@@ -129,6 +131,11 @@ impl RegistryError {
             }
             _ => false,
         }
+    }
+
+    /// The registry could not be reached at all: worth waiting for (within the deadline).
+    fn unreachable(&self) -> bool {
+        matches!(self, RegistryError::Transport { connect: true, .. })
     }
 
     /// The upload session is gone: the blob starts again from its first byte.

@@ -34,6 +34,7 @@ impl Client {
     }
 
     pub(super) fn transport_error(&self, e: reqwest::Error) -> RegistryError {
+        let connect = e.is_connect();
         // reqwest's message carries the URL but never headers.
         let mut message = e.to_string();
         let mut source = std::error::Error::source(&e);
@@ -45,7 +46,10 @@ impl Client {
             // rustls read a plain-HTTP answer where a TLS record was expected.
             message.push_str(" (the registry answers plain HTTP: for a loopback registry set insecure: true, else use its HTTPS port)");
         }
-        RegistryError::Transport { registry: self.registry.clone(), message }
+        if e.is_timeout() {
+            message.push_str(" (the request's deadline passed: transfer.request_timeout, transfer.min_rate)");
+        }
+        RegistryError::Transport { registry: self.registry.clone(), message, connect }
     }
 
     pub(super) async fn api_error(&self, resp: reqwest::Response) -> RegistryError {
@@ -101,7 +105,9 @@ impl Client {
         build: &impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
         auth: bool,
     ) -> Result<reqwest::Response, RegistryError> {
-        let mut req = build(self.http.request(method.clone(), url.clone()));
+        // A small request's deadline; an upload's builder sets its own, scaled by size.
+        let mut req =
+            build(self.http.request(method.clone(), url.clone()).timeout(crate::http::settings().request_timeout));
         if auth {
             req = self.authorize(req, url);
         }
@@ -121,11 +127,12 @@ impl Client {
         build: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
         auth: bool,
     ) -> Result<reqwest::Response, RegistryError> {
+        let started = std::time::Instant::now();
         let mut attempt = 0;
         loop {
             attempt += 1;
             match self.attempt(&method, &url, &build, auth).await {
-                Err(error) if error.retryable() && attempt < self.retry.attempts => {
+                Err(error) if self.should_retry(&error, attempt, started, crate::http::settings().retry_deadline()) => {
                     let wait = self.backoff(&error, attempt);
                     tracing::warn!(registry = %self.registry, %error, ?wait, "retrying");
                     tokio::time::sleep(wait).await;
@@ -133,6 +140,20 @@ impl Client {
                 other => return other,
             }
         }
+    }
+
+    /// Whether to try again after `error` on try `attempt` of something begun at `started`:
+    /// a retryable error within the attempts, or an unreachable registry (a restart) until
+    /// `deadline`; never past it.
+    pub(super) fn should_retry(
+        &self,
+        error: &RegistryError,
+        attempt: u32,
+        started: std::time::Instant,
+        deadline: std::time::Duration,
+    ) -> bool {
+        let within = started.elapsed() + self.backoff(error, attempt) < deadline;
+        within && error.retryable() && (attempt < self.retry.attempts || error.unreachable())
     }
 
     /// How long to wait before retry `attempt` after `error`.
@@ -153,11 +174,20 @@ impl Client {
         build: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, RegistryError> {
         let resp = self.with_retries(method.clone(), url.clone(), &build, true).await?;
-        if retry::classify(resp.status()) != Class::Reauthenticate {
-            return Ok(resp);
+        let resp = if retry::classify(resp.status()) == Class::Reauthenticate {
+            self.authenticate().await?;
+            self.with_retries(method.clone(), url.clone(), &build, true).await?
+        } else {
+            resp
+        };
+        // A write redirected to another origin did not land where it was meant to.
+        if !matches!(method, Method::GET | Method::HEAD) && !same_origin(resp.url(), &url) {
+            return Err(RegistryError::Refused {
+                registry: self.registry.clone(),
+                message: format!("{method} {} was redirected to another origin: refused", url.path()),
+            });
         }
-        self.authenticate().await?;
-        self.with_retries(method, url, &build, true).await
+        Ok(resp)
     }
 
     /// The `Location` of an answer, resolved against the request (it may be relative).

@@ -71,6 +71,9 @@ impl Client {
         R: AsyncRead + Send + Unpin + 'static,
     {
         let mut stats = UploadStats::default();
+        let started = std::time::Instant::now();
+        let settings = crate::http::settings();
+        let deadline = settings.upload_deadline(size) + settings.retry_deadline();
         loop {
             stats.attempts += 1;
             let result = match self.mode {
@@ -81,7 +84,7 @@ impl Client {
             };
             match result {
                 Ok(()) => return Ok(stats),
-                Err(e) if e.retryable() && stats.attempts < self.retry.attempts => {
+                Err(e) if self.should_retry(&e, stats.attempts, started, deadline) => {
                     let wait = self.backoff(&e, stats.attempts);
                     tracing::warn!(registry = %self.registry, %digest, error = %e, ?wait, "restarting blob upload");
                     tokio::time::sleep(wait).await;
@@ -117,6 +120,7 @@ impl Client {
             .put(location.clone())
             .header(CONTENT_TYPE, "application/octet-stream")
             .header(CONTENT_LENGTH, size)
+            .timeout(crate::http::settings().upload_deadline(size))
             .body(body);
         let req = self.authorize(req, &location);
         tracing::debug!(url = %location.path(), %digest, size, "uploading blob");
@@ -179,6 +183,7 @@ impl Client {
             let url = location.clone();
             let build = |r: reqwest::RequestBuilder| {
                 r.header(CONTENT_TYPE, "application/octet-stream")
+                    .timeout(crate::http::settings().upload_deadline(len))
                     .header(CONTENT_LENGTH, len)
                     .header("Content-Range", range.as_str())
                     .body(bytes.clone())

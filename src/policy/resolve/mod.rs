@@ -78,6 +78,7 @@ pub fn resolve(policy: &Policy, file: &str, base_dir: &Path, ctx: &TemplateConte
         }
     }
 
+    let ctx = &template_context(&mut c, policy, ctx);
     let images = resolve_images(&mut c, policy, &registries, base_dir, ctx);
     let upload_rate = policy.upload_rate.as_ref().map(|r| r.value.0);
     if let Some(r) = &policy.upload_rate
@@ -98,6 +99,55 @@ pub fn resolve(policy: &Policy, file: &str, base_dir: &Path, ctx: &TemplateConte
     } else {
         Err(Diagnostics(c.out))
     }
+}
+
+/// Variables that are never shown to templates, whatever `template_env` says.
+fn is_secret_by_nature(name: &str) -> bool {
+    name == "GITHUB_TOKEN"
+        || name.starts_with("ACTIONS_")
+        || name.starts_with("AWS_")
+        || name == crate::sign::keys::COSIGN_PASSWORD
+        || name.contains("TOKEN")
+        || name.contains("SECRET")
+        || name.contains("PASSWORD")
+}
+
+/// The context templates render with: `git.*`, and of the environment only `CI`, `RUNNER_*`,
+/// `GITHUB_*` and what `template_env` lists; never a variable the policy names as a secret.
+fn template_context(c: &mut Checker, policy: &Policy, ctx: &TemplateContext) -> TemplateContext {
+    let mut secrets: HashSet<String> = HashSet::new();
+    for r in policy.registries.values() {
+        for cr in r.credentials.iter().chain(&r.pull_credentials) {
+            secrets.insert(cr.password_env.value.clone());
+        }
+    }
+    if let Some(rp) = &policy.runpod {
+        secrets.insert(rp.api_key_env.as_ref().map_or_else(|| "RUNPOD_API_KEY".to_string(), |k| k.value.clone()));
+    }
+    if let Some(sg) = &policy.signing {
+        secrets.extend(sg.password_env.iter().map(|p| p.value.clone()));
+        secrets.extend(sg.key.iter().filter_map(|k| k.strip_prefix("env://").map(str::to_string)));
+    }
+    let secret = |name: &str| secrets.contains(name) || is_secret_by_nature(name);
+    for (i, v) in policy.template_env.iter().enumerate() {
+        if secret(v) {
+            c.err(
+                v,
+                format!("template_env[{i}]"),
+                format!("{} holds a secret (the policy or GitHub uses it as one): templates never see it", v.value),
+                Some("pass a non-secret value in another variable".into()),
+            );
+        }
+    }
+    let allowed = |name: &str| {
+        !secret(name)
+            && (name == "CI"
+                || name.starts_with("RUNNER_")
+                || name.starts_with("GITHUB_")
+                || policy.template_env.iter().any(|v| v.value == name))
+    };
+    let env = ctx.env.iter().filter(|(k, _)| allowed(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+    TemplateContext { git: ctx.git.clone(), env }
 }
 
 /// The `images:` section: names, sources, tags rendered, platforms, candidate registries.
@@ -156,7 +206,7 @@ fn resolve_images(
                     t,
                     tf,
                     format!("cannot render {:?}: {}", t.value, template_error(&e)),
-                    Some("available: git.sha, git.short_sha, git.branch, git.tag (when known) and env.NAME".into()),
+                    Some("available: git.sha, git.short_sha, git.branch, git.tag (when known), and env.NAME for CI, RUNNER_*, GITHUB_* and the variables template_env: lists".into()),
                 ),
             }
         }
@@ -321,6 +371,12 @@ fn resolve_signing(c: &mut Checker, sg: &model::Signing, base_dir: &Path) -> Res
 fn resolve_transfer(c: &mut Checker, t: Option<&model::Transfer>) -> crate::http::Settings {
     let mut s = crate::http::Settings::default();
     let Some(t) = t else { return s };
+    if let Some(r) = &t.min_rate {
+        if r.value.0.0 == 0 {
+            c.err(r, "transfer.min_rate", "must be more than 0 bytes a second", Some("e.g. min_rate: 1MB".into()));
+        }
+        s.min_rate = r.value.0.0.max(1);
+    }
     let mut positive = |v: &Option<Located<u64>>, field: &str| -> Option<u64> {
         let v = v.as_ref()?;
         if v.value == 0 {
@@ -336,6 +392,9 @@ fn resolve_transfer(c: &mut Checker, t: Option<&model::Transfer>) -> crate::http
     }
     if let Some(d) = positive(&t.read_timeout, "read_timeout") {
         s.read_timeout = std::time::Duration::from_secs(d);
+    }
+    if let Some(d) = positive(&t.request_timeout, "request_timeout") {
+        s.request_timeout = std::time::Duration::from_secs(d);
     }
     for (v, field) in [(&t.attempts, "attempts"), (&t.concurrency, "concurrency")] {
         if let Some(v) = v

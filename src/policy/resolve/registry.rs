@@ -77,16 +77,23 @@ pub(super) fn resolve_registry(
     }
     let ca_file = r.ca_file.as_ref().and_then(|ca| {
         let path = base_dir.join(&ca.value);
-        if path.is_file() {
-            Some(path)
-        } else {
-            c.err(
-                ca,
-                format!("{field}.ca_file"),
-                format!("{} does not exist", path.display()),
-                Some("paths are relative to the policy file".into()),
-            );
-            None
+        // Read now, bounded, so a FIFO, /dev/zero or a non-PEM file is a located error.
+        let problem = match crate::http::read_file_limited(&path, crate::http::MAX_CA_FILE) {
+            Ok(pem) if reqwest::Certificate::from_pem_bundle(&pem).is_ok_and(|c| !c.is_empty()) => None,
+            Ok(_) => Some(format!("{} holds no PEM certificate", path.display())),
+            Err(e) => Some(e.to_string()),
+        };
+        match problem {
+            None => Some(path),
+            Some(message) => {
+                c.err(
+                    ca,
+                    format!("{field}.ca_file"),
+                    message,
+                    Some("paths are relative to the policy file; the file is the registry's CA in PEM".into()),
+                );
+                None
+            }
         }
     });
     let credentials = r.credentials.as_ref().map(|cr| credential_ref(c, cr, &format!("{field}.credentials")));
