@@ -114,14 +114,25 @@ async fn target(
             }
         }
     }
-    if outcome.status == push::Status::Pushed && img.visibility == Visibility::Public {
+    // Visibility is checked, not hoped for: every pushed image is pulled anonymously.
+    if outcome.status != push::Status::Failed {
         outcome.anonymous_pull = push::probe_anonymous(&dest, retry).await;
-        if outcome.anonymous_pull == Some(false) {
-            let message = not_public_message(&img.name, t);
-            tracing::warn!("{message}");
-            if in_actions {
-                github::warning(&message);
+        match (img.visibility, outcome.anonymous_pull) {
+            (Visibility::Public, Some(false)) => {
+                let message = not_public_message(&img.name, t);
+                tracing::warn!("{message}");
+                if in_actions {
+                    github::warning(&message);
+                }
             }
+            (Visibility::Private, Some(true)) => {
+                outcome.status = push::Status::PushedExposed;
+                outcome.error = Some(format!(
+                    "image {} is private in the policy, but anyone can pull {} from {}: make the repository private in the registry's settings (Docker Hub: Settings → Visibility), or delete it, then run again",
+                    img.name, t.repository, t.registry
+                ));
+            }
+            _ => {}
         }
     }
     outcome
@@ -185,12 +196,9 @@ async fn sync_templates(
 ) -> Vec<TemplateReport> {
     let mut out = Vec::new();
     for (r, wanted) in templates {
-        let pushed = report
-            .images
-            .iter()
-            .filter(|i| i.name == r.image.name)
-            .flat_map(|i| &i.targets)
-            .any(|t| t.registry == r.target.registry && t.status == push::Status::Pushed);
+        let pushed = report.images.iter().filter(|i| i.name == r.image.name).flat_map(|i| &i.targets).any(|t| {
+            t.registry == r.target.registry && matches!(t.status, push::Status::Pushed | push::Status::PushedExposed)
+        });
         let base = TemplateReport {
             name: r.template.name.clone(),
             image: r.image.name.clone(),

@@ -17,6 +17,8 @@ pub enum Status {
     Pushed,
     /// Pushed, but signing it failed: published and unsigned.
     PushedUnsigned,
+    /// Pushed, but private in the policy and pullable by anyone: published and exposed.
+    PushedExposed,
     Failed,
 }
 
@@ -39,7 +41,7 @@ pub struct Outcome {
     /// The signatures written, when signing is configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signed: Option<crate::sign::Signed>,
-    /// For public images: whether the pushed image can be pulled without credentials.
+    /// Whether the pushed image can be pulled without credentials (checked for every image).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub anonymous_pull: Option<bool>,
 }

@@ -210,14 +210,15 @@ pub fn run_text(report: &RunReport) -> String {
                         let _ = writeln!(s, "  every blob was already on {}: no blob bytes sent", t.registry);
                     }
                 }
-                Status::PushedUnsigned => {
+                Status::PushedUnsigned | Status::PushedExposed => {
+                    let what = if t.status == Status::PushedUnsigned { "UNSIGNED" } else { "PULLABLE BY ANYONE" };
                     let _ = writeln!(
                         s,
-                        "PUBLISHED BUT UNSIGNED {} at {}@{}: {}",
+                        "PUBLISHED BUT {what} {} at {}@{}: {}",
                         img.name,
                         t.references.join(", "),
                         t.digest,
-                        t.error.as_deref().unwrap_or("signing failed")
+                        t.error.as_deref().unwrap_or("")
                     );
                 }
                 Status::Failed => {

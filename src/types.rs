@@ -122,7 +122,12 @@ impl FromStr for ByteSize {
                 ));
             }
         };
-        Ok(ByteSize((value * mult).round() as u64))
+        let bytes = (value * mult).round();
+        // A float cast saturates silently: say so instead.
+        if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+            return Err(format!("{s:?} is larger than any size publish can count (16 EiB)"));
+        }
+        Ok(ByteSize(bytes as u64))
     }
 }
 

@@ -77,7 +77,7 @@ fn token_registry(repository: &str) -> TokenRegistry {
 
 fn write_policy(dir: &Path, host: &str) {
     let yaml = format!(
-        "version: 1\nregistries:\n  home:\n    kind: registry\n    repository: {host}/ml\n    insecure: true\n    credentials:\n      username: {USER}\n      password_env: REG_PASSWORD\nimages:\n  - name: tok\n    source: oci:img\n    tags: [v1]\n"
+        "version: 1\nregistries:\n  home:\n    kind: registry\n    repository: {host}/ml\n    insecure: true\n    credentials:\n      username: {USER}\n      password_env: REG_PASSWORD\nimages:\n  - name: tok\n    source: oci:img\n    tags: [v1]\n    visibility: public\n"
     );
     std::fs::write(dir.join("publish.yaml"), yaml).unwrap();
 }
@@ -97,8 +97,11 @@ fn bearer_token_flow_pushes_and_asks_for_pull_push_scope() {
     assert!(!reqs.is_empty(), "the token service was never asked");
     for r in &reqs {
         assert!(r.target.contains("service=test-registry"), "{}", r.target);
-        assert!(r.target.contains("scope=repository%3Aml%2Ftok%3Apull%2Cpush"), "{}", r.target);
+        // With credentials: pull and push; the anonymous pull probe after the push asks pull only.
+        let scope = if r.header("authorization").is_some() { "%3Apull%2Cpush" } else { "%3Apull" };
+        assert!(r.target.contains(&format!("scope=repository%3Aml%2Ftok{scope}")), "{}", r.target);
     }
+    assert!(reqs.iter().any(|r| r.header("authorization").is_some()));
 }
 
 #[test]

@@ -80,7 +80,7 @@ fn legacy_layers_can_go_uncompressed_and_a_wrong_tag_is_named() {
     std::fs::write(
         work.path().join("publish.yaml"),
         format!(
-            "version: 1\nregistries:\n  home:\n    kind: registry\n    repository: {}/ml\n    insecure: true\nimages:\n  - name: app\n    source: docker-archive:app.tar:app:v1\n    compression: none\n",
+            "version: 1\nregistries:\n  home:\n    kind: registry\n    repository: {}/ml\n    insecure: true\nimages:\n  - name: app\n    source: docker-archive:app.tar:app:v1\n    compression: none\n    visibility: public\n",
             reg.host
         ),
     )
@@ -182,7 +182,7 @@ fn legacy_layers_can_be_zstd_in_an_oci_manifest() {
     std::fs::write(
         work.path().join("publish.yaml"),
         format!(
-            "version: 1\nregistries:\n  home:\n    kind: registry\n    repository: {}/ml\n    insecure: true\nimages:\n  - name: app\n    source: docker-archive:app.tar\n    compression: zstd\n",
+            "version: 1\nregistries:\n  home:\n    kind: registry\n    repository: {}/ml\n    insecure: true\nimages:\n  - name: app\n    source: docker-archive:app.tar\n    compression: zstd\n    visibility: public\n",
             reg.host
         ),
     )

@@ -13,7 +13,7 @@ use support::{Registry, RegistryOptions, publish, run, text};
 
 fn policy(work: &Path, reg: &Registry, s: &sigstore::Sigstore) {
     let yaml = format!(
-        "version: 1\nregistries:\n  home:\n    kind: registry\n    repository: {}/ml\n    insecure: true\nimages:\n  - name: app\n    source: oci:img\n    tags: [main]\nsigning:\n  keyless: true\n  fulcio_url: {}\n  rekor_url: {}\n",
+        "version: 1\nregistries:\n  home:\n    kind: registry\n    repository: {}/ml\n    insecure: true\nimages:\n  - name: app\n    source: oci:img\n    tags: [main]\n    visibility: public\nsigning:\n  keyless: true\n  fulcio_url: {}\n  rekor_url: {}\n",
         reg.host,
         s.fulcio_url(),
         s.rekor_url()

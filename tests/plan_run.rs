@@ -39,9 +39,11 @@ images:
   - name: first
     source: oci:build/first
     tags: [v1, stable]
+    visibility: public
   - name: second
     source: oci:build/second
     tags: [v1]
+    visibility: public
 {}",
         runpod.unwrap_or_default(),
         port = proxy.port

@@ -285,7 +285,7 @@ fn one_target_failing_while_another_succeeds_is_partial_exit_3() {
     let good = write_layout(&work.path().join("good"), 17, &[2_000], "linux", "amd64", "latest");
     write_layout(&work.path().join("bad"), 18, &[2_000], "linux", "amd64", "latest");
     let yaml = format!(
-        "version: 1\nregistries:\n  up:\n    kind: registry\n    repository: {}/ml\n    insecure: true\n  down:\n    kind: registry\n    repository: 127.0.0.1:{dead}/ml\n    insecure: true\nimages:\n  - name: good\n    source: oci:good\n    registries: [up]\n  - name: bad\n    source: oci:bad\n    registries: [down]\n",
+        "version: 1\nregistries:\n  up:\n    kind: registry\n    repository: {}/ml\n    insecure: true\n  down:\n    kind: registry\n    repository: 127.0.0.1:{dead}/ml\n    insecure: true\nimages:\n  - name: good\n    source: oci:good\n    registries: [up]\n    visibility: public\n  - name: bad\n    source: oci:bad\n    registries: [down]\n",
         reg.host
     );
     std::fs::write(work.path().join("publish.yaml"), yaml).unwrap();

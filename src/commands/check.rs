@@ -34,9 +34,9 @@ pub async fn check(args: CheckArgs, env: &Env, actions: Option<&github::Actions>
         a.set_outputs(&[("result", result.to_string())])?;
     }
     if args.policy.output == Output::Json {
-        println!("{}", crate::report::json(&result));
+        super::print_out(&format!("{}\n", crate::report::json(&result)));
     } else {
-        println!("{}: ok ({} images)", resolved.file, resolved.images.len());
+        super::print_out(&format!("{}: ok ({} images)\n", resolved.file, resolved.images.len()));
     }
     Ok(ExitStatus::Success)
 }

@@ -20,6 +20,10 @@ pub fn generate_key_pair(args: KeyPairArgs, env: &Env) -> anyhow::Result<ExitSta
     })?;
     let (key, public) = crate::sign::keys::generate(&args.dir, &Secret::new(password.clone()), args.force)
         .map_err(|e| UsageError(e.to_string()))?;
-    println!("Private key written to {}\nPublic key written to {}", key.display(), public.display());
+    super::print_out(&format!(
+        "Private key written to {}\nPublic key written to {}\n",
+        key.display(),
+        public.display()
+    ));
     Ok(ExitStatus::Success)
 }

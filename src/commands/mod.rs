@@ -109,7 +109,7 @@ pub async fn execute(request: Request) -> anyhow::Result<ExitStatus> {
     }
     match request {
         Request::Schema => {
-            println!("{}", crate::report::json(&crate::policy::schema()));
+            print_out(&format!("{}\n", crate::report::json(&crate::policy::schema())));
             Ok(ExitStatus::Success)
         }
         Request::Check(args) => check::check(args, &env, actions.as_ref()).await,
@@ -151,9 +151,17 @@ pub fn report_error(err: &anyhow::Error) {
 
 fn print_json_or<T: serde::Serialize>(output: Output, value: &T, text: impl FnOnce() -> String) {
     match output {
-        Output::Json => println!("{}", crate::report::json(value)),
-        Output::Text => print!("{}", text()),
+        Output::Json => print_out(&format!("{}\n", crate::report::json(value))),
+        Output::Text => print_out(&text()),
     }
+}
+
+/// Writes a result on stdout. A reader that went away (`publish schema | head`) is not an
+/// error worth a panic: the rest is dropped.
+pub fn print_out(s: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(s.as_bytes()).and_then(|()| out.flush());
 }
 
 fn exit_for_report(report: &crate::report::RunReport) -> ExitStatus {

@@ -18,7 +18,7 @@ pub async fn plan(args: PlanArgs, env: &Env, actions: Option<&github::Actions>) 
     let measured = if args.measure { measure_usage(&resolved, env, true).await } else { MeasuredUsage::new() };
     let plan = build(&resolved, &images, &measured)?;
     if args.matrix {
-        println!("{}", crate::report::json(&plan.matrix()));
+        super::print_out(&format!("{}\n", crate::report::json(&plan.matrix())));
     } else {
         super::print_json_or(args.policy.output, &plan, || crate::report::plan_text(&plan));
     }

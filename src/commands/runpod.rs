@@ -36,8 +36,8 @@ pub async fn runpod(args: RunPodArgs, env: &Env) -> anyhow::Result<ExitStatus> {
                 .collect();
             match (&template, bodies.as_slice()) {
                 (Some(t), []) => return Err(UsageError(format!("no template named {t:?}")).into()),
-                (Some(_), [one]) => println!("{}", crate::report::json(one)),
-                _ => println!("{}", crate::report::json(&bodies)),
+                (Some(_), [one]) => super::print_out(&format!("{}\n", crate::report::json(one))),
+                _ => super::print_out(&format!("{}\n", crate::report::json(&bodies))),
             }
             Ok(ExitStatus::Success)
         }
@@ -61,8 +61,8 @@ pub async fn runpod(args: RunPodArgs, env: &Env) -> anyhow::Result<ExitStatus> {
                 }
             }
             match args.policy.output {
-                Output::Json => println!("{}", crate::report::json(&results)),
-                Output::Text => results.iter().for_each(|s| print!("{}", crate::report::sync_text(s))),
+                Output::Json => super::print_out(&format!("{}\n", crate::report::json(&results))),
+                Output::Text => results.iter().for_each(|s| super::print_out(&crate::report::sync_text(s))),
             }
             Ok(match (failed, results.is_empty()) {
                 (false, _) => ExitStatus::Success,

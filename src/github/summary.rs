@@ -69,6 +69,9 @@ pub fn run_markdown(report: &RunReport) -> String {
             let status = match t.status {
                 Status::Pushed => "✅ pushed".to_string(),
                 Status::PushedUnsigned => format!("⚠️ pushed, not signed: {}", cell(t.error.as_deref().unwrap_or(""))),
+                Status::PushedExposed => {
+                    format!("⚠️ pushed, private but pullable by anyone: {}", cell(t.error.as_deref().unwrap_or("")))
+                }
                 Status::Failed => format!("❌ {}", cell(t.error.as_deref().unwrap_or("failed"))),
             };
             let refs = t.references.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join("<br>");

@@ -153,7 +153,9 @@ impl Client {
         deadline: std::time::Duration,
     ) -> bool {
         let within = started.elapsed() + self.backoff(error, attempt) < deadline;
-        within && error.retryable() && (attempt < self.retry.attempts || error.unreachable())
+        // An unreachable registry (restarting, say) gets twice the attempts, still within the deadline.
+        let attempts = if error.unreachable() { self.retry.attempts * 2 } else { self.retry.attempts };
+        within && error.retryable() && attempt < attempts
     }
 
     /// How long to wait before retry `attempt` after `error`.
