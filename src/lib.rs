@@ -3,6 +3,8 @@
 //! `policy` → `image` → `select` → `plan` → `registry`/`push` → `sign` → `runpod` →
 //! `github`/`report`; `execute` runs a plan through them, `commands` is the command layer.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod cli;
 pub mod commands;
 pub mod credentials;

@@ -1,5 +1,7 @@
 //! `publish`: parse the command line, run the command, map the outcome to an exit code.
 
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::ExitCode;
 
 use clap::Parser;

@@ -179,3 +179,64 @@ fn bad_gateways_throttling_and_an_expired_token_are_survived() {
     let probe = reg.inspect(&format!("{}/ml/faults:v1", reg.host), true);
     assert!(probe.status.success(), "skopeo cannot read what was pushed through the faults");
 }
+
+/// Distribution 2.8 answers `Range: 0-0` for an empty session: after a 502 on the first
+/// PATCH that is nothing kept, and the blob goes on from byte 0 (not 1).
+#[test]
+fn a_bad_gateway_on_the_first_chunk_restarts_at_byte_zero() {
+    use support::http_faults::{self, Rule};
+    let reg = support::Registry::start(support::RegistryOptions::default());
+    let proxy = http_faults::start(reg.backend_port);
+    let work = tempfile::tempdir().unwrap();
+    let image = write_layout(&work.path().join("img"), 98, &[3 * MIB as usize], "linux", "amd64", "latest");
+    *proxy.rules.lock().unwrap() =
+        vec![Rule { method: "PATCH", path: "/blobs/uploads/", status: 502, headers: vec![], times: 1 }];
+    let out = run(publish(work.path()).args([
+        "push",
+        "oci:img",
+        &format!("docker://127.0.0.1:{}/ml/first-chunk:v1", proxy.port),
+        "--insecure",
+        "--chunk-size",
+        "1MiB",
+        "-o",
+        "json",
+    ]));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert_eq!(proxy.served.lock().unwrap().len(), 1, "the fault was served");
+    let info = reg.inspect(&format!("{}/ml/first-chunk:v1", reg.host), false);
+    let info: Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["Digest"], image.manifest_digest);
+}
+
+/// The registry goes away mid-push and comes back on the same port: the push waits for it
+/// and completes in the same invocation.
+#[test]
+fn a_registry_restarted_mid_push_is_waited_for() {
+    let mut reg = support::Registry::start(support::RegistryOptions::default());
+    let work = tempfile::tempdir().unwrap();
+    let sizes = [48 * MIB as usize, 48 * MIB as usize, 48 * MIB as usize];
+    let image = write_layout(&work.path().join("img"), 99, &sizes, "linux", "amd64", "latest");
+    let child = publish(work.path())
+        .args(["push", "oci:img", &format!("docker://{}/ml/restart:v1", reg.host), "--insecure", "-o", "json"])
+        .env("PUBLISH_RETRY_BASE_MS", "200")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // As soon as an upload is under way, restart the registry.
+    let uploads = reg.dir.path().join("data/docker/registry/v2/repositories/ml/restart/_uploads");
+    support::wait_until("an upload to start", std::time::Duration::from_secs(60), || uploads.exists());
+    reg.restart();
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let json: Value = serde_json::from_str(&stdout).unwrap();
+    let resent = json["images"][0]["targets"][0]["bytes_resent"].as_u64().unwrap();
+    println!("registry restarted mid-push: bytes resent {resent}");
+    assert!(resent <= (sizes.iter().sum::<usize>()) as u64, "more than the blobs in flight were sent again");
+    let info = reg.inspect(&format!("{}/ml/restart:v1", reg.host), false);
+    assert!(info.status.success());
+    let info: Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["Digest"], image.manifest_digest);
+}

@@ -142,7 +142,18 @@ impl Client {
         if resp.status() != StatusCode::CREATED && !resp.status().is_success() {
             return Err(self.api_error(resp).await);
         }
-        Ok(())
+        self.check_stored_digest(&resp, digest)
+    }
+
+    /// A registry that says it stored the blob under another digest did not store ours.
+    fn check_stored_digest(&self, resp: &reqwest::Response, digest: &Digest) -> Result<(), RegistryError> {
+        match resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()) {
+            Some(theirs) if theirs != digest.as_str() => Err(RegistryError::Refused {
+                registry: self.registry.clone(),
+                message: format!("stored blob {digest} as {theirs}"),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Opens an upload session and returns its URL.
@@ -243,7 +254,7 @@ impl Client {
         if !resp.status().is_success() {
             return Err(self.api_error(resp).await);
         }
-        Ok(())
+        self.check_stored_digest(&resp, digest)
     }
 
     /// The bytes an upload session holds and the URL to continue at. A session the registry

@@ -86,7 +86,6 @@ pub struct Registry {
 
 impl Registry {
     pub fn start(opts: RegistryOptions) -> Registry {
-        let bin = require("docker-registry");
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let auth = if let Some(a) = &opts.auth_yaml {
@@ -104,14 +103,7 @@ impl Registry {
             dir.path().join("data").display()
         );
         std::fs::write(dir.path().join("config.yml"), config).unwrap();
-        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
-        let child = Command::new(bin)
-            .arg("serve")
-            .arg(dir.path().join("config.yml"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start docker-registry");
+        let child = spawn_registry(dir.path());
         let mut reg = Registry {
             host: format!("127.0.0.1:{port}"),
             backend_port: port,
@@ -223,6 +215,17 @@ http {{
         self.ca = Some(d.join("ca.pem"));
     }
 
+    /// Stops the registry process and starts it again on the same port and storage, as a
+    /// restart mid-push does; returns once it answers again.
+    pub fn restart(&mut self) {
+        let _ = self.children[0].kill();
+        let _ = self.children[0].wait();
+        let port = self.backend_port;
+        wait_until("the registry to stop", Duration::from_secs(10), || http_status(port, "/v2/").is_none());
+        self.children[0] = spawn_registry(self.dir.path());
+        wait_until("docker-registry", Duration::from_secs(20), || http_status(port, "/v2/").is_some());
+    }
+
     /// A directory for `skopeo --cert-dir` holding the CA as `ca.crt`.
     pub fn skopeo_cert_dir(&self) -> Option<PathBuf> {
         let ca = self.ca.as_ref()?;
@@ -263,6 +266,17 @@ impl Drop for Registry {
             let _ = c.wait();
         }
     }
+}
+
+fn spawn_registry(dir: &Path) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("registry.log")).unwrap();
+    Command::new(require("docker-registry"))
+        .arg("serve")
+        .arg(dir.join("config.yml"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start docker-registry")
 }
 
 /// A `Command` for the `publish` binary built for these tests, with a clean environment
