@@ -197,3 +197,55 @@ fn legacy_layers_can_be_zstd_in_an_oci_manifest() {
     let plain = zstd::stream::decode_all(&blob[..]).unwrap();
     assert_eq!(sha(&plain), diff_ids[0], "the layer decompresses to what docker saved");
 }
+
+/// A warm compression cache never stands in for a layer the archive lacks: an archive whose
+/// manifest.json points a layer out of the archive is refused, cache or not, and a failed
+/// compression leaves no partial file in the cache.
+#[test]
+fn a_warm_cache_does_not_excuse_a_layer_missing_from_the_archive() {
+    let work = tempfile::tempdir().unwrap();
+    support::docker::save_legacy(&work.path().join("app.tar"), 6, &[30_000]);
+    let policy = |source: &str| {
+        let yaml = format!(
+            "version: 1\nregistries:\n  home:\n    kind: registry\n    repository: 127.0.0.1:1/ml\n    insecure: true\nimages:\n  - name: app\n    source: {source}\n"
+        );
+        std::fs::write(work.path().join("publish.yaml"), yaml).unwrap();
+    };
+    policy("docker-archive:app.tar");
+    assert_eq!(run(publish(work.path()).arg("check")).status.code(), Some(0), "the cache is warmed");
+
+    // The same config (same diff_ids), its layer pointed at a path outside the archive.
+    let mut hostile = tar::Builder::new(std::fs::File::create(work.path().join("evil.tar")).unwrap());
+    let mut original = tar::Archive::new(std::fs::File::open(work.path().join("app.tar")).unwrap());
+    for entry in original.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().to_string_lossy().to_string();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+        let data = match name.as_str() {
+            "manifest.json" => {
+                String::from_utf8(data).unwrap().replace("layer00/layer.tar", "../../etc/passwd").into_bytes()
+            }
+            n if n.ends_with("layer.tar") => continue,
+            _ => data,
+        };
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        hostile.append_data(&mut h, &name, data.as_slice()).unwrap();
+    }
+    hostile.finish().unwrap();
+    drop(hostile);
+    policy("docker-archive:evil.tar");
+    let out = run(publish(work.path()).arg("check"));
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("../../etc/passwd") && stderr.contains("missing"), "{stderr}");
+    let leftovers: Vec<_> = std::fs::read_dir(work.path().join(".publish-cache/blobs"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "partial files left in the cache");
+}

@@ -148,8 +148,11 @@ fn compressed(
     let dir = cache.to_path_buf();
     let io = |source| ImageError::Io { path: dir.display().to_string(), source };
     let algo = if compression == LayerCompression::Zstd { "zstd" } else { "gzip" };
+    // The layer must be in the archive, cache or not: a warm cache never stands in for a
+    // layer the archive does not have.
+    drop(store.blob_reader(diff_id)?);
     let map = dir.join(algo).join(diff_id.hex());
-    if let Ok(line) = std::fs::read_to_string(&map)
+    if let Ok(line) = crate::http::read_file_limited(&map, 1024).map(|b| String::from_utf8_lossy(&b).into_owned())
         && let Some((d, s)) = line.trim().split_once(' ')
         && let (Ok(digest), Ok(size)) = (d.parse::<Digest>(), s.parse::<u64>())
     {
@@ -162,8 +165,8 @@ fn compressed(
     std::fs::create_dir_all(dir.join(algo)).map_err(io)?;
     std::fs::create_dir_all(dir.join("blobs")).map_err(io)?;
     tracing::info!(layer = path, "compressing ({algo})");
-    let tmp = dir.join("blobs").join(format!(".tmp-{}-{}", diff_id.hex(), std::process::id()));
-    let out = std::fs::File::create(&tmp).map_err(io)?;
+    let tmp = Partial(dir.join("blobs").join(format!(".tmp-{}-{}", diff_id.hex(), std::process::id())));
+    let out = std::fs::File::create(&tmp.0).map_err(io)?;
     let sink = HashingWriter { inner: out, hasher: Sha256::new(), written: 0 };
     let mut encoder: Encoder = if compression == LayerCompression::Zstd {
         Encoder::Zstd(zstd::stream::write::Encoder::new(sink, 3).map_err(io)?)
@@ -183,7 +186,6 @@ fn compressed(
     }
     let actual = Digest::from_sha256(&uncompressed.finalize());
     if &actual != diff_id {
-        let _ = std::fs::remove_file(&tmp);
         return Err(ImageError::Corrupt {
             path: format!("{}:{path}", store.display()),
             digest: diff_id.clone(),
@@ -193,9 +195,19 @@ fn compressed(
     let w = encoder.finish().map_err(io)?;
     let digest = Digest::from_sha256(&w.hasher.finalize());
     let file = dir.join("blobs").join(digest.hex());
-    std::fs::rename(&tmp, &file).map_err(io)?;
+    std::fs::rename(&tmp.0, &file).map_err(io)?;
     std::fs::write(&map, format!("{digest} {}\n", w.written)).map_err(io)?;
     Ok((digest, w.written, file))
+}
+
+/// A file being written into the cache: removed unless it was renamed into place, so a
+/// failed or corrupt compression leaves nothing behind.
+struct Partial(PathBuf);
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// gzip or zstd, writing into a hashing file writer.
