@@ -270,3 +270,377 @@ fn a_manifest_put_redirected_to_another_origin_is_not_reported_as_pushed() {
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
     assert!(stdout.contains("redirected to another origin"), "{stdout}");
 }
+
+const REG: &str = "registries:\n  home: {kind: registry, repository: 127.0.0.1:5000/ml, insecure: true}\n";
+
+/// Policies with one mistake each: exit 2, and the message names the field.
+const POLICIES: &[(&str, &str, &[&str])] = &[
+    ("unknown top-level key", "version: 1\nimagez: []\n", &["imagez"]),
+    ("version 2", "version: 2\n", &["version", "unsupported version 2"]),
+    ("version as text", "version: one\n", &["version"]),
+    (
+        "duplicate image names",
+        "version: 1\n{REG}images:\n  - {name: a, source: oci:img, tags: [v1]}\n  - {name: a, source: oci:img, tags: [v1]}\n",
+        &["images[1].name", "listed twice"],
+    ),
+    (
+        "an image name with capitals",
+        "version: 1\n{REG}images:\n  - {name: App, source: oci:img, tags: [v1]}\n",
+        &["images[0].name"],
+    ),
+    ("an empty source", "version: 1\n{REG}images:\n  - {name: a, source: \"\", tags: [v1]}\n", &["images[0].source"]),
+    (
+        "an unknown transport",
+        "version: 1\n{REG}images:\n  - {name: a, source: \"dir:x\", tags: [v1]}\n",
+        &["images[0].source", "unknown transport"],
+    ),
+    ("no tags", "version: 1\n{REG}images:\n  - {name: a, source: oci:img, tags: []}\n", &["images[0].tags"]),
+    (
+        "a tag with a colon",
+        "version: 1\n{REG}images:\n  - {name: a, source: oci:img, tags: [\"a:b\"]}\n",
+        &["images[0].tags[0]"],
+    ),
+    (
+        "a tag of 200 characters",
+        "version: 1\n{REG}images:\n  - {name: a, source: oci:img, tags: [\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"]}\n",
+        &["images[0].tags[0]"],
+    ),
+    (
+        "a tag template that does not parse",
+        "version: 1\n{REG}images:\n  - {name: a, source: oci:img, tags: [\"{{ git.sha \"]}\n",
+        &["images[0].tags[0]", "cannot render"],
+    ),
+    (
+        "an unknown git fact",
+        "version: 1\n{REG}images:\n  - {name: a, source: oci:img, tags: [\"{{ git.nope }}\"]}\n",
+        &["images[0].tags[0]"],
+    ),
+    (
+        "a bad platform",
+        "version: 1\n{REG}images:\n  - {name: a, source: oci:img, tags: [v1], platforms: [linux]}\n",
+        &["images[0].platforms[0]"],
+    ),
+    (
+        "an unknown visibility",
+        "version: 1\n{REG}images:\n  - {name: a, source: oci:img, tags: [v1], visibility: secret}\n",
+        &["visibility", "unknown value `secret`"],
+    ),
+    (
+        "an unknown compression",
+        "version: 1\n{REG}images:\n  - {name: a, source: oci:img, tags: [v1], compression: lz4}\n",
+        &["compression"],
+    ),
+    (
+        "an unknown publish_to",
+        "version: 1\n{REG}images:\n  - {name: a, source: oci:img, tags: [v1], publish_to: some}\n",
+        &["publish_to"],
+    ),
+    (
+        "a registry nobody defined",
+        "version: 1\n{REG}images:\n  - {name: a, source: oci:img, tags: [v1], registries: [hme]}\n",
+        &["images[0].registries[0]", "did you mean `home`"],
+    ),
+    (
+        "an unknown registry kind",
+        "version: 1\nregistries:\n  x: {kind: quay, repository: quay.io/x}\n",
+        &["registries.x.kind"],
+    ),
+    (
+        "plain HTTP to a remote host",
+        "version: 1\nregistries:\n  x: {kind: registry, repository: r.example.com/ml, insecure: true}\n",
+        &["registries.x"],
+    ),
+    (
+        "a password_env that is not a name",
+        "version: 1\nregistries:\n  x: {kind: registry, repository: 127.0.0.1:5000/ml, insecure: true, credentials: {username: u, password_env: \"A B\"}}\n",
+        &["registries.x.credentials"],
+    ),
+    (
+        "a chunk of 0 bytes",
+        "version: 1\nregistries:\n  x: {kind: registry, repository: 127.0.0.1:5000/ml, insecure: true, chunk_size: 0B}\n",
+        &["registries.x.chunk_size"],
+    ),
+    ("an upload rate of 0", "version: 1\nupload_rate: 0MB\n", &["upload_rate"]),
+    (
+        "a size past 16 EiB",
+        "version: 1\nupload_rate: 99999999999999999999TB\n",
+        &["upload_rate", "larger than any size"],
+    ),
+    ("a size without a number", "version: 1\nupload_rate: MB\n", &["upload_rate"]),
+    ("zero attempts", "version: 1\ntransfer: {attempts: 0}\n", &["transfer.attempts"]),
+    ("zero concurrency", "version: 1\ntransfer: {concurrency: 0}\n", &["transfer.concurrency"]),
+    ("a negative timeout", "version: 1\ntransfer: {read_timeout: -5}\n", &["transfer.read_timeout"]),
+    ("signing with a key and keyless", "version: 1\nsigning: {key: cosign.key, keyless: true}\n", &["signing"]),
+    (
+        "signing with neither",
+        "version: 1\nsigning: {format: both}\n",
+        &["signing", "key: (a cosign key) or keyless: true"],
+    ),
+    ("a signing key env:// without a name", "version: 1\nsigning: {key: \"env://\"}\n", &["signing.key"]),
+    (
+        "Fulcio over plain HTTP",
+        "version: 1\nsigning: {keyless: true, fulcio_url: \"http://fulcio.example.com\"}\n",
+        &["signing.fulcio_url"],
+    ),
+    ("an unknown signing format", "version: 1\nsigning: {keyless: true, format: pgp}\n", &["format"]),
+    (
+        "a RunPod key variable that is not a name",
+        "version: 1\nrunpod: {api_key_env: \"1KEY\", templates: []}\n",
+        &["runpod.api_key_env"],
+    ),
+    (
+        "a template for an image that does not exist",
+        "version: 1\n{REG}images:\n  - {name: a, source: oci:img, tags: [v1]}\nrunpod:\n  templates:\n    - {name: t, image: b, body: {disk: 1}}\n",
+        &["runpod.templates[0]"],
+    ),
+    ("a registry without a repository", "version: 1\nregistries:\n  x: {kind: registry}\n", &["registries.x"]),
+    (
+        "a repository with a space",
+        "version: 1\nregistries:\n  x: {kind: registry, repository: \"127.0.0.1:5000/m l\", insecure: true}\n",
+        &["registries.x"],
+    ),
+    (
+        "an unknown key in a registry",
+        "version: 1\nregistries:\n  x: {kind: registry, repository: 127.0.0.1:5000/ml, insecure: true, pasword_env: X}\n",
+        &["pasword_env"],
+    ),
+    (
+        "an unknown key in an image",
+        "version: 1\n{REG}images:\n  - {name: a, source: oci:img, tgas: [v1]}\n",
+        &["tgas", "did you mean `tags`"],
+    ),
+    ("an unknown key in transfer", "version: 1\ntransfer: {retries: 3}\n", &["retries"]),
+    ("an unknown key in signing", "version: 1\nsigning: {keyles: true}\n", &["keyles"]),
+    ("an unknown key in runpod", "version: 1\nrunpod: {template: []}\n", &["template"]),
+    ("images as a mapping", "version: 1\nimages: {a: 1}\n", &["images", "expected a list"]),
+    (
+        "tags as a string",
+        "version: 1\n{REG}images:\n  - {name: a, source: oci:img, tags: v1}\n",
+        &["tags", "expected a list"],
+    ),
+    (
+        "insecure as text",
+        "version: 1\nregistries:\n  x: {kind: registry, repository: 127.0.0.1:5000/ml, insecure: maybe}\n",
+        &["insecure", "expected true or false"],
+    ),
+    (
+        "a ca_file that does not exist",
+        "version: 1\nregistries:\n  x: {kind: registry, repository: 127.0.0.1:5000/ml, ca_file: nope.pem}\n",
+        &["registries.x.ca_file"],
+    ),
+    (
+        "a ca_file that is a directory",
+        "version: 1\nregistries:\n  x: {kind: registry, repository: 127.0.0.1:5000/ml, ca_file: img}\n",
+        &["registries.x.ca_file", "not a regular file"],
+    ),
+    ("a signing key that does not exist", "version: 1\nsigning: {key: nope.key}\n", &["signing.key", "does not exist"]),
+    (
+        "a signing password_env that is not a name",
+        "version: 1\nsigning: {key: \"env://K\", password_env: \"-x\"}\n",
+        &["signing.password_env"],
+    ),
+    ("Rekor that is not a URL", "version: 1\nsigning: {keyless: true, rekor_url: \"rekor\"}\n", &["signing.rekor_url"]),
+    (
+        "a source archive that does not exist",
+        "version: 1\n{REG}images:\n  - {name: a, source: \"oci-archive:nope.tar\", tags: [v1]}\n",
+        &["images[0].source"],
+    ),
+    (
+        "a source layout that is a file",
+        "version: 1\n{REG}images:\n  - {name: a, source: \"oci:publish.yaml\", tags: [v1]}\n",
+        &["images[0].source", "not a directory"],
+    ),
+    (
+        "a named image the layout does not have",
+        "version: 1\n{REG}images:\n  - {name: a, source: \"oci:img:nope\", tags: [v1]}\n",
+        &["images[0].source", "no image named"],
+    ),
+    (
+        "a platform the image does not provide",
+        "version: 1\n{REG}images:\n  - {name: a, source: oci:img, tags: [v1], platforms: [linux/arm64]}\n",
+        &["images[0].platforms", "linux/arm64 is required"],
+    ),
+    (
+        "an empty candidate list",
+        "version: 1\n{REG}images:\n  - {name: a, source: oci:img, tags: [v1], registries: []}\n",
+        &["images[0].registries"],
+    ),
+    (
+        "no registries at all",
+        "version: 1\nimages:\n  - {name: a, source: oci:img, tags: [v1]}\n",
+        &["registries", "no registries are defined"],
+    ),
+    ("a template_env entry with a password", "version: 1\ntemplate_env: [DB_PASSWORD]\n", &["template_env[0]"]),
+    (
+        "a RunPod template with an unknown field",
+        "version: 1\n{REG}images:\n  - {name: a, source: oci:img, tags: [v1]}\nrunpod:\n  templates:\n    - {name: t, image: a, body: {disk: 1, diskk: 2}}\n",
+        &["runpod.templates[0]"],
+    ),
+    (
+        "a RunPod body with an undefined variable",
+        "version: 1\n{REG}images:\n  - {name: a, source: oci:img, tags: [v1]}\nrunpod:\n  templates:\n    - {name: t, image: a, body: {disk: 1, env: {X: \"{{ vars.nope }}\"}}}\n",
+        &["runpod.templates[0]"],
+    ),
+    ("YAML that is not a mapping", "- just\n- a list\n", &["expected a mapping"]),
+    ("tabs for indentation", "version: 1\nregistries:\n\thome: {}\n", &["publish.yaml:"]),
+];
+
+#[test]
+fn every_policy_mistake_is_exit_2_with_its_field_and_writes_nothing() {
+    for (name, yaml, says) in POLICIES {
+        let dir = tempfile::tempdir().unwrap();
+        write_layout(&dir.path().join("img"), 36, &[1_000], "linux", "amd64", "latest");
+        std::fs::write(dir.path().join("publish.yaml"), yaml.replace("{REG}", REG)).unwrap();
+        let out = run(publish(dir.path()).arg("check").env("REG_PASS", SECRET));
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{name}: {stdout}\n{stderr}");
+        for word in *says {
+            assert!(stderr.contains(word), "{name}: the message lacks {word:?}:\n{stderr}");
+        }
+        assert!(!stderr.contains("panicked") && !stderr.contains("DuplicateKeyPolicy"), "{name}: {stderr}");
+    }
+    println!("hostile policies: {} cases", POLICIES.len());
+}
+
+/// Hostile registry answers to a push: exit 1, these words, no secret printed.
+type Answer = fn(&support::http::Request, u16) -> Response;
+
+const REGISTRIES: &[(&str, Answer, &[&str])] =
+    &[
+        (
+            "a token answer larger than 1 MiB",
+            |r, p| match r.target.as_str() {
+                "/v2/" => Response::new(401)
+                    .header("WWW-Authenticate", &format!("Bearer realm=\"http://127.0.0.1:{p}/token\"")),
+                _ => {
+                    let mut resp = Response::new(200).header("Content-Type", "application/json");
+                    resp.body = vec![b' '; 2 * 1024 * 1024];
+                    resp
+                }
+            },
+            &["larger than"],
+        ),
+        (
+            "a token answer that is not JSON",
+            |r, p| match r.target.as_str() {
+                "/v2/" => Response::new(401)
+                    .header("WWW-Authenticate", &format!("Bearer realm=\"http://127.0.0.1:{p}/token\"")),
+                _ => Response::new(200),
+            },
+            &["not the JSON expected"],
+        ),
+        (
+            "a token realm over plain HTTP off loopback",
+            |_, _| Response::new(401).header("WWW-Authenticate", "Bearer realm=\"http://auth.example.com/token\""),
+            &["refusing to request a token over plain HTTP"],
+        ),
+        (
+            "a token realm that is not a URL",
+            |_, _| Response::new(401).header("WWW-Authenticate", "Bearer realm=\"::nope\""),
+            &["is not a URL"],
+        ),
+        ("a 401 without a challenge and no credentials", |_, _| Response::new(401), &["authentication failed"]),
+        (
+            "an upload Location that is not a URL",
+            |r, _| match (r.method.as_str(), r.target.as_str()) {
+                ("GET", "/v2/") => Response::new(200),
+                ("HEAD", _) => Response::new(404),
+                ("POST", _) => Response::new(202).header("Location", "http://[::1"),
+                _ => Response::new(404),
+            },
+            &["is not a URL"],
+        ),
+        (
+            "an upload without a Location",
+            |r, _| match (r.method.as_str(), r.target.as_str()) {
+                ("GET", "/v2/") => Response::new(200),
+                ("HEAD", _) => Response::new(404),
+                ("POST", _) => Response::new(202),
+                _ => Response::new(404),
+            },
+            &["without a Location"],
+        ),
+        (
+            "a 413 from a proxy with an HTML page",
+            |r, _| match (r.method.as_str(), r.target.as_str()) {
+                ("GET", "/v2/") => Response::new(200),
+                ("HEAD", _) => Response::new(404),
+                ("POST", _) => Response::new(202).header("Location", "/upload/1"),
+                _ => {
+                    let mut resp = Response::new(413).header("Content-Type", "text/html");
+                    resp.body = b"<html><body><h1>413 Request Entity Too Large</h1></body></html>".to_vec();
+                    resp
+                }
+            },
+            &["client_max_body_size 0"],
+        ),
+        (
+            "a blob stored under another digest",
+            |r, _| match (r.method.as_str(), r.target.as_str()) {
+                ("GET", "/v2/") => Response::new(200),
+                ("HEAD", _) => Response::new(404),
+                ("POST", _) => Response::new(202).header("Location", "/upload/1"),
+                ("PUT", t) if t.starts_with("/upload/") => Response::new(201).header(
+                    "Docker-Content-Digest",
+                    "sha256:0000000000000000000000000000000000000000000000000000000000000000",
+                ),
+                _ => Response::new(404),
+            },
+            &["stored blob"],
+        ),
+        (
+            "a manifest stored under another digest",
+            |r, _| match (r.method.as_str(), r.target.as_str()) {
+                ("GET", "/v2/") => Response::new(200),
+                ("HEAD", _) => Response::new(200),
+                ("PUT", _) => Response::new(201).header(
+                    "Docker-Content-Digest",
+                    "sha256:0000000000000000000000000000000000000000000000000000000000000000",
+                ),
+                _ => Response::new(404),
+            },
+            &["stored manifest"],
+        ),
+        (
+            "an error body that is not JSON",
+            |r, _| match (r.method.as_str(), r.target.as_str()) {
+                ("GET", "/v2/") => Response::new(200),
+                ("HEAD", _) => Response::new(200),
+                _ => {
+                    let mut resp = Response::new(400);
+                    resp.body = b"garbage \x00\x01 not json".to_vec();
+                    resp
+                }
+            },
+            &["400 BAD_REQUEST"],
+        ),
+        (
+            "a redirect loop on the ping",
+            |_, p| Response::new(302).header("Location", &format!("http://127.0.0.1:{p}/v2/")),
+            &["redirect"],
+        ),
+    ];
+
+#[test]
+fn hostile_registry_answers_fail_the_push_with_a_clear_message() {
+    for (name, answer, says) in REGISTRIES {
+        let port = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(0));
+        let p = port.clone();
+        let answer = *answer;
+        let server = Server::start(move |r| answer(r, p.load(std::sync::atomic::Ordering::SeqCst)));
+        port.store(server.port, std::sync::atomic::Ordering::SeqCst);
+        let dir = tempfile::tempdir().unwrap();
+        write_layout(&dir.path().join("img"), 37, &[2_000], "linux", "amd64", "latest");
+        let out = run(publish(dir.path())
+            .args(["push", "oci:img", &format!("docker://127.0.0.1:{}/ml/x:v1", server.port), "--insecure"])
+            .env("PUBLISH_RETRY_BASE_MS", "1"));
+        let (stdout, stderr) = text(&out);
+        let all = format!("{stdout}{stderr}");
+        assert_eq!(out.status.code(), Some(1), "{name}: {all}");
+        for word in *says {
+            assert!(all.contains(word), "{name}: the message lacks {word:?}:\n{all}");
+        }
+        assert!(!all.contains("<html>") && !all.contains("panicked"), "{name}: {all}");
+    }
+    println!("hostile registries: {} cases", REGISTRIES.len());
+}
