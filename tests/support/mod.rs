@@ -293,8 +293,16 @@ pub fn publish(dir: &Path) -> Command {
     cmd
 }
 
+/// Runs a command; its whole output is scanned for the shared test password, which may only
+/// appear in the `::add-mask::` line that hides it in GitHub Actions.
 pub fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("run command")
+    let out = cmd.output().expect("run command");
+    for stream in [&out.stdout, &out.stderr] {
+        let text = String::from_utf8_lossy(stream);
+        let leaked = text.lines().any(|l| l.contains(PASSWORD) && !l.starts_with("::add-mask::"));
+        assert!(!leaked, "the test password appeared in the output:\n{text}");
+    }
+    out
 }
 
 pub fn text(out: &Output) -> (String, String) {
