@@ -481,6 +481,11 @@ const POLICIES: &[(&str, &str, &[&str])] = &[
         "version: 1\n{REG}images:\n  - {name: a, source: oci:img, tags: [v1]}\nrunpod:\n  templates:\n    - {name: t, image: a, body: {disk: 1, env: {X: \"{{ vars.nope }}\"}}}\n",
         &["runpod.templates[0]"],
     ),
+    (
+        "a port past 65535",
+        "version: 1\nregistries:\n  x: {kind: registry, repository: \"127.0.0.1:99999/ml\", insecure: true}\n",
+        &["registries.x.repository", "1 to 65535"],
+    ),
     ("YAML that is not a mapping", "- just\n- a list\n", &["expected a mapping"]),
     ("tabs for indentation", "version: 1\nregistries:\n\thome: {}\n", &["publish.yaml:"]),
 ];

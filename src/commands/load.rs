@@ -45,6 +45,11 @@ pub async fn policy_and_images(path: &Path, env: &Env) -> anyhow::Result<(Resolv
     for (i, spec) in resolved.images.iter().enumerate() {
         match open_image(&plan::build::source_plan(&resolved, spec), env).await {
             Ok(image) => images.push(image),
+            // A `docker://` source's registry was contacted and failed: a runtime failure
+            // (exit 1), not a mistake in the policy.
+            Err(e) if e.downcast_ref::<crate::registry::RegistryError>().is_some() => {
+                return Err(e.context(format!("{}: images[{i}].source {}", resolved.file, spec.source.value)));
+            }
             Err(e) => errors.push(plan::source_diagnostic(&resolved, i, format!("{e:#}"))),
         }
     }

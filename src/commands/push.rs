@@ -81,7 +81,14 @@ pub async fn push(args: PushArgs, env: &Env) -> anyhow::Result<ExitStatus> {
         _ => None,
     };
     let plan = SourcePlan { transport: args.source.clone(), compression: Default::default(), registry };
-    let image = load::open_image(&plan, env).await.map_err(|e| UsageError(format!("source {}: {e}", args.source)))?;
+    let image = match load::open_image(&plan, env).await {
+        Ok(image) => image,
+        // The source registry was contacted and failed: exit 1, not a usage error.
+        Err(e) if e.downcast_ref::<crate::registry::RegistryError>().is_some() => {
+            return Err(e.context(format!("source {}", args.source)));
+        }
+        Err(e) => return Err(UsageError(format!("source {}: {e:#}", args.source)).into()),
+    };
     if let Some(d) = &reference.digest
         && d != &image.root.digest
     {

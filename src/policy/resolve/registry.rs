@@ -30,6 +30,13 @@ pub(super) fn resolve_registry(
             format!("{:?} does not start with a registry host", *r.repository),
             Some("write <host>[:port]/<namespace>, e.g. ghcr.io/my-org or 127.0.0.1:5000/ml".into()),
         );
+    } else if url::Url::parse(&format!("https://{host}/")).is_err() {
+        c.err(
+            &r.repository,
+            format!("{field}.repository"),
+            format!("{host:?} is not a valid host[:port] (a port is 1 to 65535)"),
+            Some("write <host>[:port]/<namespace>, e.g. 127.0.0.1:5000/ml".into()),
+        );
     } else if !namespace.is_empty() && reference::validate_repository(&namespace).is_err() {
         c.err(
             &r.repository,
