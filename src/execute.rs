@@ -11,7 +11,7 @@ use crate::image::Image;
 use crate::plan::{ImagePlan, Plan, TargetPlan};
 use crate::policy::{RegistryKind, Visibility};
 use crate::push::{self, Destination};
-use crate::registry::{Client, Credential};
+use crate::registry::{Client, Credential, hub};
 use crate::report::{ImageOutcome, RunReport, TemplateReport};
 use crate::retry::RetryPolicy;
 use crate::runpod::{self, stage::Rendered};
@@ -101,6 +101,22 @@ async fn target(
         match ecr_prepare(&dest.path, inputs.env).await {
             Ok(cred) => dest.credential = Some(cred),
             Err(err) => return push::failed(image, &dest, err.to_string()),
+        }
+    }
+    // Docker Hub creates a pushed-to repository with the account's default visibility
+    // (public on the free plan): create it with the image's visibility first.
+    if t.kind == RegistryKind::Dockerhub
+        && let Some(cred) = &dest.credential
+    {
+        let api = inputs.env.get("DOCKERHUB_API_URL").filter(|v| !v.is_empty()).map_or(hub::API, |v| v.as_str());
+        let (namespace, name) = t.path.split_once('/').unwrap_or(("library", t.path.as_str()));
+        let private = img.visibility == Visibility::Private;
+        match hub::ensure_repository(api, namespace, name, private, cred).await {
+            Ok(hub::Ensured::Created) => {
+                tracing::info!("created {namespace}/{name} on Docker Hub ({:?})", img.visibility)
+            }
+            Ok(hub::Ensured::Exists) => {}
+            Err(e) => return push::failed(image, &dest, e.to_string()),
         }
     }
     tracing::info!(image = %img.name, registry = %t.registry, "pushing to {}", t.repository);

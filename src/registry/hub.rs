@@ -1,6 +1,9 @@
 //! Docker Hub's API (not the registry): how many private repositories a namespace has, for
-//! the free plan's limit. `POST /v2/auth/token {identifier, secret}` → bearer, then
-//! `GET /v2/namespaces/{ns}/repositories` (paginated by `next`). The base URL is an argument
+//! the free plan's limit, and a repository created with the image's visibility before the
+//! first push (a push to a missing repository would create it with the account's default,
+//! public on the free plan). `POST /v2/auth/token {identifier, secret}` → bearer, then
+//! `GET /v2/namespaces/{ns}/repositories` (paginated by `next`), `GET …/repositories/{name}`
+//! (`is_private`), `POST /v2/namespaces/{ns}/repositories`. The base URL is an argument
 //! (`DOCKERHUB_API_URL` in the command layer points it elsewhere). Every call is retried by
 //! `crate::retry` and every answer is bounded.
 
@@ -17,23 +20,89 @@ pub struct HubError(String);
 /// Docker Hub's API.
 pub const API: &str = "https://hub.docker.com";
 
+/// Signs in: a bearer for the API.
+async fn sign_in(http: &reqwest::Client, base: &str, cred: &Credential) -> Result<crate::types::Secret, HubError> {
+    let body = json!({"identifier": cred.username, "secret": cred.password.expose()});
+    let resp = crate::retry::send(&RetryPolicy::default(), "Docker Hub sign-in", || {
+        http.post(format!("{base}/v2/auth/token")).json(&body)
+    })
+    .await
+    .map_err(|e| HubError(e.to_string()))?;
+    if !resp.status().is_success() {
+        return Err(HubError(format!("sign-in as {} answered {}", cred.username, resp.status())));
+    }
+    let v: Value = json_limited(resp, MAX_SMALL_BODY).await.map_err(|e| HubError(e.to_string()))?;
+    Ok(crate::types::Secret::new(
+        v.get("access_token").and_then(Value::as_str).ok_or_else(|| HubError("no access_token".into()))?,
+    ))
+}
+
+/// What `ensure_repository` found or did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ensured {
+    Created,
+    /// It exists with the wanted visibility.
+    Exists,
+}
+
+/// Makes sure `namespace/name` exists with the wanted visibility before anything is pushed:
+/// created when missing; an existing public repository for a private image is refused.
+pub async fn ensure_repository(
+    api: &str,
+    namespace: &str,
+    name: &str,
+    private: bool,
+    cred: &Credential,
+) -> Result<Ensured, HubError> {
+    let base = api.trim_end_matches('/');
+    let http = crate::http::client(None).map_err(|e| HubError(e.to_string()))?;
+    let token = sign_in(&http, base, cred).await?;
+    let retry = RetryPolicy::default();
+    let bearer = format!("Bearer {}", token.expose());
+    let url = format!("{base}/v2/namespaces/{namespace}/repositories/{name}");
+    let resp = crate::retry::send(&retry, "Docker Hub repository", || {
+        http.get(&url).header(reqwest::header::AUTHORIZATION, &bearer)
+    })
+    .await
+    .map_err(|e| HubError(e.to_string()))?;
+    match resp.status().as_u16() {
+        200 => {
+            let v: Value = json_limited(resp, MAX_SMALL_BODY).await.map_err(|e| HubError(e.to_string()))?;
+            let is_private = v.get("is_private").and_then(Value::as_bool).unwrap_or(false);
+            if private && !is_private {
+                return Err(HubError(format!(
+                    "{namespace}/{name} exists and is public, and the image is private: make the repository private on Docker Hub (Settings → Visibility) first; nothing was pushed"
+                )));
+            }
+            Ok(Ensured::Exists)
+        }
+        404 => {
+            let body = json!({"name": name, "namespace": namespace, "is_private": private});
+            let create = format!("{base}/v2/namespaces/{namespace}/repositories");
+            let resp = crate::retry::send(&retry, "Docker Hub create repository", || {
+                http.post(&create).header(reqwest::header::AUTHORIZATION, &bearer).json(&body)
+            })
+            .await
+            .map_err(|e| HubError(e.to_string()))?;
+            if !resp.status().is_success() {
+                let what = if private { "private " } else { "" };
+                return Err(HubError(format!(
+                    "creating the {what}repository {namespace}/{name} answered {} (a free account has one private repository)",
+                    resp.status()
+                )));
+            }
+            Ok(Ensured::Created)
+        }
+        s => Err(HubError(format!("reading {namespace}/{name} answered {s}"))),
+    }
+}
+
 /// Counts the private repositories of `namespace`.
 pub async fn private_repositories(api: &str, namespace: &str, cred: &Credential) -> Result<u32, HubError> {
     let base = api.trim_end_matches('/');
     let http = crate::http::client(None).map_err(|e| HubError(e.to_string()))?;
     let retry = RetryPolicy::default();
-    let body = json!({"identifier": cred.username, "secret": cred.password.expose()});
-    let resp =
-        crate::retry::send(&retry, "Docker Hub sign-in", || http.post(format!("{base}/v2/auth/token")).json(&body))
-            .await
-            .map_err(|e| HubError(e.to_string()))?;
-    if !resp.status().is_success() {
-        return Err(HubError(format!("sign-in as {} answered {}", cred.username, resp.status())));
-    }
-    let v: Value = json_limited(resp, MAX_SMALL_BODY).await.map_err(|e| HubError(e.to_string()))?;
-    let token = crate::types::Secret::new(
-        v.get("access_token").and_then(Value::as_str).ok_or_else(|| HubError("no access_token".into()))?,
-    );
+    let token = sign_in(&http, base, cred).await?;
     let mut url = format!("{base}/v2/namespaces/{namespace}/repositories?page_size=100");
     let mut private = 0u32;
     loop {
