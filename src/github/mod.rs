@@ -79,7 +79,8 @@ impl Actions {
         if !matches!(self.event_name.as_deref(), Some("pull_request" | "pull_request_target")) {
             return None;
         }
-        let event: serde_json::Value = serde_json::from_slice(&std::fs::read(self.event_path.as_ref()?).ok()?).ok()?;
+        let bytes = crate::http::read_file_limited(self.event_path.as_ref()?, 16 * 1024 * 1024).ok()?;
+        let event: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
         event.get("pull_request")?.get("number")?.as_u64()
     }
 }

@@ -87,7 +87,8 @@ impl KeySigner {
 
 /// Loads a public key (`cosign.pub`, PEM).
 pub fn load_public(path: &Path) -> Result<CosignVerificationKey, SignError> {
-    let pem = std::fs::read(path).map_err(|e| SignError::Key(format!("cannot read {}: {e}", path.display())))?;
+    let pem = crate::http::read_file_limited(path, 64 * 1024)
+        .map_err(|e| SignError::Key(format!("cannot read the public key: {e}")))?;
     CosignVerificationKey::try_from_pem(&pem)
         .map_err(|e| SignError::Key(format!("{} is not a public key PEM: {e}", path.display())))
 }

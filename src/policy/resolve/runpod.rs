@@ -75,13 +75,17 @@ pub(super) fn resolve_runpod(
             (Some(body), None) => Some(TemplateSource::Inline { body: body.value.clone(), at: (body.line, body.col) }),
             (None, Some(f)) => {
                 let path = base_dir.join(&f.value);
-                match std::fs::read_to_string(&path) {
+                // A template file is small; bounded like the policy, and never a FIFO or device.
+                let read = crate::http::read_file_limited(&path, 4 * 1024 * 1024)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| String::from_utf8(b).map_err(|_| format!("{} is not UTF-8 text", path.display())));
+                match read {
                     Ok(text) => Some(TemplateSource::File { display: f.value.display().to_string(), text }),
                     Err(e) => {
                         c.err(
                             f,
                             format!("{field}.file"),
-                            format!("cannot read {}: {e}", path.display()),
+                            format!("cannot read the template: {e}"),
                             Some("paths are relative to the policy file".into()),
                         );
                         None
