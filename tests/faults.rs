@@ -133,3 +133,118 @@ fn three_hundred_random_faults_leave_no_broken_tag_and_every_rerun_completes() {
         "fault run (seed {seed:#x}): {served} faults in {rounds} pushes, {failed_runs} gave up and completed on re-run, {resent_total} bytes resent, 0 broken tags"
     );
 }
+
+/// The other kinds of fault, seeded the same way: connections cut at random byte offsets
+/// mid-upload, 5xx and 429 on a `docker://` source's manifest and blob reads, and RunPod
+/// answering 429. The same invariants: a tag is whole or absent, a re-run completes.
+#[test]
+fn cuts_source_read_faults_and_runpod_throttling_leave_nothing_broken() {
+    let mut rng = Rng(0xc0ff_ee11);
+    let reg = Registry::start(RegistryOptions::default());
+    let work = tempfile::tempdir().unwrap();
+    let (mut cuts, mut source_faults, mut runpod_faults) = (0u32, 0usize, 0u32);
+
+    // Cuts at random offsets of a streamed upload.
+    let cutter = support::fault_proxy::start(reg.backend_port);
+    for round in 0..40u32 {
+        let tag = format!("cut{round}");
+        let image =
+            write_layout(&work.path().join(&tag), 1000 + u64::from(round), &[1_300_000], "linux", "amd64", "latest");
+        {
+            let mut f = cutter.faults.lock().unwrap();
+            f.cut_at = Some(f.forwarded + 1 + rng.next() % 1_300_000);
+            f.cut_every = None;
+        }
+        let out = run(publish(work.path()).args([
+            "push",
+            &format!("oci:{tag}"),
+            &format!("docker://127.0.0.1:{}/ml/cuts:{tag}", cutter.port),
+            "--insecure",
+        ]));
+        cuts = cutter.faults.lock().unwrap().cuts;
+        if out.status.code() != Some(0) {
+            cutter.faults.lock().unwrap().cut_at = None;
+            let again = run(publish(work.path()).args([
+                "push",
+                &format!("oci:{tag}"),
+                &format!("docker://127.0.0.1:{}/ml/cuts:{tag}", cutter.port),
+                "--insecure",
+            ]));
+            assert_eq!(again.status.code(), Some(0), "{}", text(&again).1);
+        }
+        let info = reg.inspect(&format!("{}/ml/cuts:{tag}", reg.host), false);
+        let info: Value = serde_json::from_slice(&info.stdout).unwrap();
+        assert_eq!(info["Digest"], image.manifest_digest);
+    }
+
+    // 5xx and 429 on a docker:// source's reads.
+    let source = Registry::start(RegistryOptions::default());
+    let src_image = write_layout(&work.path().join("src"), 2000, &[900_000, 30_000], "linux", "amd64", "latest");
+    let pushed = run(publish(work.path()).args([
+        "push",
+        "oci:src",
+        &format!("docker://{}/ml/src:v1", source.host),
+        "--insecure",
+    ]));
+    assert_eq!(pushed.status.code(), Some(0));
+    let reader = http_faults::start(source.backend_port);
+    for round in 0..40u32 {
+        let rules: Vec<Rule> = (0..1 + rng.next() % 3)
+            .map(|_| {
+                let path = if rng.next() % 2 == 0 { "/blobs/" } else { "/manifests/" };
+                let (status, headers) = fault(rng.next() % 4);
+                Rule { method: "GET", path, status, headers, times: 1 }
+            })
+            .collect();
+        reader.served.lock().unwrap().clear();
+        *reader.rules.lock().unwrap() = rules;
+        let copy = |cmd: &mut std::process::Command| {
+            cmd.args([
+                "push",
+                &format!("docker://127.0.0.1:{}/ml/src:v1", reader.port),
+                &format!("docker://{}/ml/copy:c{round}", reg.host),
+                "--insecure",
+                "--src-insecure",
+            ]);
+        };
+        let mut cmd = publish(work.path());
+        copy(&mut cmd);
+        let out = run(&mut cmd);
+        source_faults += reader.served.lock().unwrap().len();
+        if out.status.code() != Some(0) {
+            assert_eq!(out.status.code(), Some(1), "{}", text(&out).1);
+            reader.rules.lock().unwrap().clear();
+            let mut again = publish(work.path());
+            copy(&mut again);
+            assert_eq!(run(&mut again).status.code(), Some(0));
+        }
+        let info = reg.inspect(&format!("{}/ml/copy:c{round}", reg.host), false);
+        let info: Value = serde_json::from_slice(&info.stdout).unwrap();
+        assert_eq!(info["Digest"], src_image.manifest_digest);
+    }
+
+    // RunPod answering 429 (with Retry-After) before it answers.
+    let rp = support::runpod::start();
+    write_layout(&work.path().join("rp"), 3000, &[5_000], "linux", "amd64", "latest");
+    let yaml = format!(
+        "version: 1\nregistries:\n  home: {{kind: registry, repository: {}/ml, insecure: true}}\nimages:\n  - {{name: rp, source: oci:rp, tags: [main], visibility: public}}\nrunpod:\n  templates:\n    - {{name: rp-main, image: rp, body: {{disk: 20, env: {{IMAGE: \"{{{{ image.ref }}}}\"}}}}}}\n",
+        reg.host
+    );
+    std::fs::write(work.path().join("publish.yaml"), yaml).unwrap();
+    for _ in 0..10 {
+        let n = 1 + (rng.next() % 2) as u32;
+        rp.state.lock().unwrap().throttle = n;
+        let out = run(publish(work.path())
+            .arg("run")
+            .env("RUNPOD_API_KEY", support::runpod::API_KEY)
+            .env("RUNPOD_API_URL", rp.url()));
+        runpod_faults += n - rp.state.lock().unwrap().throttle;
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+    }
+    assert_eq!(rp.state.lock().unwrap().templates.len(), 1, "one template, synced idempotently");
+
+    println!(
+        "fault run, other kinds: {cuts} cuts mid-upload, {source_faults} faults on source reads, {runpod_faults} RunPod 429s; 0 broken tags"
+    );
+    assert!(cuts >= 30 && source_faults >= 40 && runpod_faults >= 10);
+}
