@@ -191,7 +191,7 @@ fn cuts_source_read_faults_and_runpod_throttling_leave_nothing_broken() {
     for round in 0..40u32 {
         let rules: Vec<Rule> = (0..1 + rng.next() % 3)
             .map(|_| {
-                let path = if rng.next() % 2 == 0 { "/blobs/" } else { "/manifests/" };
+                let path = if rng.next().is_multiple_of(2) { "/blobs/" } else { "/manifests/" };
                 let (status, headers) = fault(rng.next() % 4);
                 Rule { method: "GET", path, status, headers, times: 1 }
             })
