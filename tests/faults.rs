@@ -243,8 +243,43 @@ fn cuts_source_read_faults_and_runpod_throttling_leave_nothing_broken() {
     }
     assert_eq!(rp.state.lock().unwrap().templates.len(), 1, "one template, synced idempotently");
 
+    // Rekor answering 503 while an image is signed keylessly.
+    let s = support::sigstore::start();
+    let mut rekor_faults = 0u32;
+    let signed = |round: u32| {
+        format!(
+            "version: 1\nregistries:\n  home: {{kind: registry, repository: {}/ml, insecure: true}}\nimages:\n  - {{name: signed, source: oci:k{round}, tags: [k{round}], visibility: public}}\nsigning: {{keyless: true, fulcio_url: {}, rekor_url: {}}}\n",
+            reg.host,
+            s.fulcio_url(),
+            s.rekor_url()
+        )
+    };
+    for round in 0..10u32 {
+        let n = 1 + (rng.next() % 2) as u32;
+        // A new image each round, so each round logs a new signature.
+        write_layout(
+            &work.path().join(format!("k{round}")),
+            4000 + u64::from(round),
+            &[2_000],
+            "linux",
+            "amd64",
+            "latest",
+        );
+        s.rekor_faults.store(n, std::sync::atomic::Ordering::SeqCst);
+        std::fs::write(work.path().join("publish.yaml"), signed(round)).unwrap();
+        let out = run(publish(work.path())
+            .args(["run", "-o", "json"])
+            .env("ACTIONS_ID_TOKEN_REQUEST_URL", s.token_url())
+            .env("ACTIONS_ID_TOKEN_REQUEST_TOKEN", support::sigstore::REQUEST_TOKEN));
+        rekor_faults += n - s.rekor_faults.load(std::sync::atomic::Ordering::SeqCst);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+        let json: Value = serde_json::from_str(&stdout).unwrap();
+        assert!(json["images"][0]["targets"][0]["signed"]["legacy"].is_string(), "{json}");
+    }
+
     println!(
-        "fault run, other kinds: {cuts} cuts mid-upload, {source_faults} faults on source reads, {runpod_faults} RunPod 429s; 0 broken tags"
+        "fault run, other kinds: {cuts} cuts mid-upload, {source_faults} faults on source reads, {runpod_faults} RunPod 429s, {rekor_faults} Rekor 503s; 0 broken tags"
     );
-    assert!(cuts >= 30 && source_faults >= 40 && runpod_faults >= 10);
+    assert!(cuts >= 30 && source_faults >= 40 && runpod_faults >= 10 && rekor_faults >= 10);
 }

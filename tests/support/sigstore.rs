@@ -37,6 +37,8 @@ pub struct Sigstore {
     pub fulcio: Server,
     pub rekor: Server,
     pub rekor_entries: Arc<Mutex<Vec<Value>>>,
+    /// While above 0, Rekor answers 503 (and counts down): faults for the fault run.
+    pub rekor_faults: Arc<std::sync::atomic::AtomicU32>,
     pub dir: tempfile::TempDir,
 }
 
@@ -155,7 +157,13 @@ pub fn start() -> Sigstore {
     let entries: Arc<Mutex<Vec<Value>>> = Arc::new(Mutex::new(Vec::new()));
     let store = entries.clone();
     let rd = d.clone();
+    let rekor_faults = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let faults = rekor_faults.clone();
     let rekor = Server::start(move |req| {
+        let take = |n: u32| (n > 0).then(|| n - 1);
+        if faults.fetch_update(std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst, take).is_ok() {
+            return Response::new(503);
+        }
         let Ok(body) = serde_json::from_slice::<Value>(&req.body) else { return Response::new(400) };
         let answer = |index: usize, e: &Value| {
             let uuid = format!("{:064x}", index + 1);
@@ -216,5 +224,5 @@ pub fn start() -> Sigstore {
             _ => Response::new(404),
         }
     });
-    Sigstore { oidc, fulcio, rekor, rekor_entries: entries, dir }
+    Sigstore { oidc, fulcio, rekor, rekor_entries: entries, rekor_faults, dir }
 }
