@@ -649,3 +649,28 @@ fn hostile_registry_answers_fail_the_push_with_a_clear_message() {
     }
     println!("hostile registries: {} cases", REGISTRIES.len());
 }
+
+/// A registry that answers one byte every few seconds (here: not at all for a while) is given
+/// up on at the request's deadline, not after the idle timeout; with its retries, within 2.5
+/// times `transfer.request_timeout`.
+#[test]
+fn a_stalling_registry_is_given_up_on_at_the_deadline() {
+    let server = Server::start(|_| {
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        Response::new(200)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    write_layout(&dir.path().join("img"), 38, &[1_000], "linux", "amd64", "latest");
+    std::fs::write(
+        dir.path().join("publish.yaml"),
+        format!(
+            "version: 1\nregistries:\n  home: {{kind: registry, repository: 127.0.0.1:{}/ml, insecure: true}}\ntransfer: {{request_timeout: 1, read_timeout: 300}}\nimages:\n  - {{name: a, source: oci:img, tags: [v1], visibility: public}}\n",
+            server.port
+        ),
+    )
+    .unwrap();
+    let out = run(publish(dir.path()).args(["run", "-o", "json"]));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.contains("deadline passed"), "{stdout}");
+}
