@@ -133,6 +133,10 @@ pub struct Settings {
     /// The slowest upload accepted, bytes per second: a blob's deadline is its size at this
     /// rate plus `request_timeout`.
     pub min_rate: u64,
+    /// Hash every blob on the way out as well (`transfer.verify: client`); by default the
+    /// registry's own digest check is relied on, and only sizes are checked here.
+    #[serde(default)]
+    pub verify_client: bool,
     /// The first retry's wait (the command layer shrinks it from `PUBLISH_RETRY_BASE_MS` for tests).
     #[serde(skip, default = "default_retry_base")]
     pub retry_base: Duration,
@@ -152,6 +156,7 @@ impl Default for Settings {
             concurrency: 4,
             request_timeout: Duration::from_secs(60),
             min_rate: 1_000_000,
+            verify_client: false,
             retry_base: default_retry_base(),
         }
     }

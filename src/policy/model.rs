@@ -71,6 +71,18 @@ pub struct Transfer {
     /// at this rate, plus `request_timeout`.
     #[serde(default)]
     pub min_rate: Option<Located<Size>>,
+    /// Who checks each blob's digest on a push: `registry` (default: it refuses a mismatch,
+    /// so the bytes are not hashed twice) or `client` (also hashed on the way out).
+    #[serde(default)]
+    pub verify: Option<Located<Verify>>,
+}
+
+/// Who checks blob digests on a push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verify {
+    Registry,
+    Client,
 }
 
 /// Signing with a cosign key pair.

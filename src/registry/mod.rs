@@ -108,6 +108,11 @@ pub enum RegistryError {
     Throttled { registry: String, status: u16, message: String, wait: std::time::Duration },
     #[error("source blob {digest} does not match its digest (read {actual}): the image on disk is corrupt")]
     CorruptSource { digest: Digest, actual: Digest },
+    /// The registry computed another digest for what we sent and refused it.
+    #[error(
+        "source blob {digest} does not match its digest (the registry refused it: DIGEST_INVALID): the image on disk is corrupt"
+    )]
+    DigestRefused { digest: Digest },
     #[error("reading the source: {0}")]
     Source(#[source] std::io::Error),
 }

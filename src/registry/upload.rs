@@ -44,6 +44,26 @@ pub enum UploadMode {
     },
 }
 
+/// A source blob that does not have its descriptor's size.
+fn size_mismatch(digest: &Digest, had: u64, size: u64) -> RegistryError {
+    RegistryError::Source(std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!(
+            "source blob {digest} has {had} bytes or more, its descriptor says {size}: the image on disk is corrupt"
+        ),
+    ))
+}
+
+/// The registry's `DIGEST_INVALID` for a blob we sent: the source is corrupt.
+fn refused_digest(e: RegistryError, digest: &Digest) -> RegistryError {
+    match e {
+        RegistryError::Api { code: super::ErrorCode::DigestInvalid, .. } => {
+            RegistryError::DigestRefused { digest: digest.clone() }
+        }
+        other => other,
+    }
+}
+
 /// The bytes an upload status `Range` (`0-N`, inclusive) says the session holds. Distribution
 /// 2.8 answers `0-0` for an empty session, so `0-0` is read as nothing kept: resending one
 /// byte costs nothing, skipping one corrupts the blob.
@@ -113,8 +133,10 @@ impl Client {
         location.query_pairs_mut().append_pair("digest", digest.as_str());
 
         let reader = open(0).await.map_err(RegistryError::Source)?;
-        let (hashing, progress) = HashingReader::new(reader, digest.clone(), size);
-        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(hashing, 256 * 1024));
+        let verify = crate::http::settings().verify_client;
+        let (hashing, progress) = HashingReader::new(reader, digest.clone(), size, verify);
+        // Large reads and writes: 1 MiB at a time, not 8 KiB.
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(hashing, 1 << 20));
         let req = self
             .http
             .put(location.clone())
@@ -127,8 +149,12 @@ impl Client {
         let result = req.send().await;
         let (read, mismatch) = progress.snapshot();
         stats.bytes_sent += read;
-        if let Some(actual) = mismatch {
-            return Err(RegistryError::CorruptSource { digest: digest.clone(), actual });
+        match mismatch {
+            Some(Mismatch::Digest(actual)) => {
+                return Err(RegistryError::CorruptSource { digest: digest.clone(), actual });
+            }
+            Some(Mismatch::Size(had)) => return Err(size_mismatch(digest, had, size)),
+            None => {}
         }
         let resp = match result {
             Ok(resp) => resp,
@@ -140,7 +166,7 @@ impl Client {
             Err(e) => return Err(self.transport_error(e)),
         };
         if resp.status() != StatusCode::CREATED && !resp.status().is_success() {
-            return Err(self.api_error(resp).await);
+            return Err(refused_digest(self.api_error(resp).await, digest));
         }
         self.check_stored_digest(&resp, digest)
     }
@@ -181,7 +207,8 @@ impl Client {
         R: AsyncRead + Send + Unpin + 'static,
     {
         let mut location = self.start_upload().await?;
-        let mut hasher = Sha256::new();
+        // Hashed here only with `transfer.verify: client`; the registry checks the digest anyway.
+        let mut hasher = crate::http::settings().verify_client.then(Sha256::new);
         let mut offset = 0u64;
         let mut failures = 0u32;
         // One reader for the whole blob, reopened only where a resume moves the offset (for a
@@ -216,7 +243,9 @@ impl Client {
                     if resp.headers().contains_key(LOCATION) {
                         location = self.location(&url, &resp)?;
                     }
-                    hasher.update(&bytes);
+                    if let Some(h) = &mut hasher {
+                        h.update(&bytes);
+                    }
                     offset += len;
                     continue;
                 }
@@ -239,20 +268,23 @@ impl Client {
                 ));
             }
             tracing::warn!(registry = %self.registry, %digest, offset = kept, %error, "resuming the upload where the registry stands");
-            hasher.update(&bytes[..(kept - offset) as usize]);
+            if let Some(h) = &mut hasher {
+                h.update(&bytes[..(kept - offset) as usize]);
+            }
             offset = kept;
             location = next;
             stats.resumes += 1;
         }
-        let actual = Digest::from_sha256(&hasher.finalize());
-        if &actual != digest {
+        if let Some(actual) = hasher.map(|h| Digest::from_sha256(&h.finalize()))
+            && &actual != digest
+        {
             return Err(RegistryError::CorruptSource { digest: digest.clone(), actual });
         }
         let mut done = location.clone();
         done.query_pairs_mut().append_pair("digest", digest.as_str());
         let resp = self.send(Method::PUT, done, |r| r.header(CONTENT_LENGTH, "0")).await?;
         if !resp.status().is_success() {
-            return Err(self.api_error(resp).await);
+            return Err(refused_digest(self.api_error(resp).await, digest));
         }
         self.check_stored_digest(&resp, digest)
     }
@@ -304,23 +336,34 @@ where
     Ok(buf)
 }
 
+/// What the body stream found wrong with the source.
+#[derive(Clone, Debug)]
+enum Mismatch {
+    /// The content hashes to this, not to its digest (only when the client verifies).
+    Digest(Digest),
+    /// The source had this many bytes, not its descriptor's size.
+    Size(u64),
+}
+
 /// Progress shared between the body stream (which reqwest owns) and the uploader.
 #[derive(Clone, Default)]
-struct Progress(std::sync::Arc<Mutex<(u64, Option<Digest>)>>);
+struct Progress(std::sync::Arc<Mutex<(u64, Option<Mismatch>)>>);
 
 impl Progress {
-    fn snapshot(&self) -> (u64, Option<Digest>) {
+    fn snapshot(&self) -> (u64, Option<Mismatch>) {
         self.0.lock().map(|g| g.clone()).unwrap_or_default()
     }
 }
 
-/// Hashes bytes as they are read and fails the stream, before its last bytes go out, when
-/// the content does not match the digest; so the registry never completes a wrong blob.
-/// The check runs on reaching the expected size, because the HTTP client stops reading the
-/// body at `Content-Length` and may never see the end of the stream.
+/// Counts bytes as they are read, and fails the stream before its last bytes go out when the
+/// source does not have its descriptor's size — or, with `transfer.verify: client`, does not
+/// hash to its digest. Without it the registry checks the digest it is given (distribution,
+/// GHCR, ECR and Docker Hub refuse a mismatch), so the bytes are not hashed twice. The checks
+/// run on reaching the expected size, because the HTTP client stops reading the body at
+/// `Content-Length` and may never see the end of the stream.
 struct HashingReader<R> {
     inner: R,
-    hasher: Sha256,
+    hasher: Option<Sha256>,
     expected: Digest,
     size: u64,
     read: u64,
@@ -328,10 +371,10 @@ struct HashingReader<R> {
 }
 
 impl<R> HashingReader<R> {
-    fn new(inner: R, expected: Digest, size: u64) -> (Self, Progress) {
+    fn new(inner: R, expected: Digest, size: u64, hash: bool) -> (Self, Progress) {
         let progress = Progress::default();
-        let reader =
-            HashingReader { inner, hasher: Sha256::new(), expected, size, read: 0, progress: progress.clone() };
+        let hasher = hash.then(Sha256::new);
+        let reader = HashingReader { inner, hasher, expected, size, read: 0, progress: progress.clone() };
         (reader, progress)
     }
 }
@@ -346,10 +389,17 @@ impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
         result?;
         let new = &buf.filled()[before..];
         this.read += new.len() as u64;
-        this.hasher.update(new);
-        let mismatch = if this.read >= this.size || new.is_empty() {
-            let actual = Digest::from_sha256(&this.hasher.clone().finalize());
-            (actual != this.expected || this.read != this.size).then_some(actual)
+        if let Some(h) = &mut this.hasher {
+            h.update(new);
+        }
+        let mismatch = if this.read > this.size || (new.is_empty() && this.read != this.size) {
+            Some(Mismatch::Size(this.read))
+        } else if this.read == this.size {
+            this.hasher
+                .as_ref()
+                .map(|h| Digest::from_sha256(&h.clone().finalize()))
+                .filter(|actual| *actual != this.expected)
+                .map(Mismatch::Digest)
         } else {
             None
         };
@@ -366,7 +416,33 @@ impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
 
 #[cfg(test)]
 mod tests {
-    use super::kept_bytes;
+    use super::{HashingReader, Mismatch, kept_bytes};
+    use crate::types::Digest;
+
+    async fn read_all(
+        data: &[u8],
+        digest: &Digest,
+        size: u64,
+        hash: bool,
+    ) -> (std::io::Result<Vec<u8>>, Option<Mismatch>) {
+        use tokio::io::AsyncReadExt;
+        let (mut r, progress) = HashingReader::new(std::io::Cursor::new(data.to_vec()), digest.clone(), size, hash);
+        let mut out = Vec::new();
+        let result = r.read_to_end(&mut out).await.map(|_| out);
+        (result, progress.snapshot().1)
+    }
+
+    #[tokio::test]
+    async fn sizes_are_always_checked_and_digests_only_when_asked() {
+        let good = Digest::of(b"hello");
+        assert!(read_all(b"hello", &good, 5, false).await.0.is_ok());
+        assert!(read_all(b"hello", &good, 5, true).await.0.is_ok());
+        // Same size, other bytes: only the client-side hash sees it (the registry would refuse).
+        assert!(read_all(b"jello", &good, 5, false).await.0.is_ok());
+        assert!(matches!(read_all(b"jello", &good, 5, true).await.1, Some(Mismatch::Digest(_))));
+        // Shorter than the descriptor says: caught either way.
+        assert!(matches!(read_all(b"hell", &good, 5, false).await.1, Some(Mismatch::Size(4))));
+    }
 
     #[test]
     fn an_empty_session_is_zero_bytes_not_one() {

@@ -406,6 +406,7 @@ fn resolve_transfer(c: &mut Checker, t: Option<&model::Transfer>) -> crate::http
     if let Some(a) = &t.attempts {
         s.attempts = a.value.max(1);
     }
+    s.verify_client = t.verify.as_ref().is_some_and(|v| v.value == model::Verify::Client);
     if let Some(n) = &t.concurrency {
         s.concurrency = n.value.max(1) as usize;
     }
