@@ -135,8 +135,7 @@ impl Client {
         let reader = open(0).await.map_err(RegistryError::Source)?;
         let verify = crate::http::settings().verify_client;
         let (hashing, progress) = HashingReader::new(reader, digest.clone(), size, verify);
-        // Large reads and writes: 1 MiB at a time, not 8 KiB.
-        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(hashing, 1 << 20));
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(hashing, 256 * 1024));
         let req = self
             .http
             .put(location.clone())
