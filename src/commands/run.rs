@@ -44,10 +44,15 @@ pub async fn run(args: RunArgs, env: &Env, actions: Option<&github::Actions>) ->
             let (resolved, images) = load::policy_and_images(&args.policy.policy, env).await?;
             // Everything offline is checked before measuring contacts any registry.
             let offline = plan::build(&resolved, &images, &MeasuredUsage::new())?;
-            preflight(&offline, Some(&resolved), env)?;
-            let measured =
-                if args.dry_run { MeasuredUsage::new() } else { plan::measure_usage(&resolved, env, false).await };
-            let plan = plan::build(&resolved, &images, &measured)?;
+            let plan = if args.dry_run {
+                // Shown without secrets and without measuring: nothing is contacted.
+                offline
+            } else {
+                preflight(&offline, Some(&resolved), env)?;
+                let measured = plan::measure_usage(&resolved, env, false).await;
+                // Only a measurement can change the selection: otherwise the plan stands.
+                if measured.is_empty() { offline } else { plan::build(&resolved, &images, &measured)? }
+            };
             let by_id = resolved.images.iter().map(|i| i.name.clone()).zip(images).collect();
             (plan, Some(resolved), by_id)
         }

@@ -44,6 +44,23 @@ pub enum UploadMode {
     },
 }
 
+/// Opens a blob's source at a byte offset: what an upload reads from, and reopens where a
+/// resume moves the offset.
+pub trait OpenAt: Fn(u64) -> Self::Opening {
+    type Opening: std::future::Future<Output = std::io::Result<Self::Reader>>;
+    type Reader: AsyncRead + Send + Unpin + 'static;
+}
+
+impl<F, Fut, R> OpenAt for F
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<R>>,
+    R: AsyncRead + Send + Unpin + 'static,
+{
+    type Opening = Fut;
+    type Reader = R;
+}
+
 /// A source blob that does not have its descriptor's size.
 fn size_mismatch(digest: &Digest, had: u64, size: u64) -> RegistryError {
     RegistryError::Source(std::io::Error::new(
@@ -79,17 +96,12 @@ impl Client {
     /// fails part way asks the registry where it stands and continues from there; where the
     /// registry keeps nothing (2.8 drops a session cut mid-stream), this blob restarts, never
     /// the image.
-    pub async fn upload_blob<F, Fut, R>(
+    pub async fn upload_blob<F: OpenAt>(
         &self,
         digest: &Digest,
         size: u64,
         open: F,
-    ) -> Result<UploadStats, RegistryError>
-    where
-        F: Fn(u64) -> Fut,
-        Fut: std::future::Future<Output = std::io::Result<R>>,
-        R: AsyncRead + Send + Unpin + 'static,
-    {
+    ) -> Result<UploadStats, RegistryError> {
         let mut stats = UploadStats::default();
         let started = std::time::Instant::now();
         let settings = crate::http::settings();
@@ -117,18 +129,13 @@ impl Client {
         }
     }
 
-    async fn upload_once<F, Fut, R>(
+    async fn upload_once<F: OpenAt>(
         &self,
         digest: &Digest,
         size: u64,
         open: &F,
         stats: &mut UploadStats,
-    ) -> Result<(), RegistryError>
-    where
-        F: Fn(u64) -> Fut,
-        Fut: std::future::Future<Output = std::io::Result<R>>,
-        R: AsyncRead + Send + Unpin + 'static,
-    {
+    ) -> Result<(), RegistryError> {
         let mut location = self.start_upload().await?;
         location.query_pairs_mut().append_pair("digest", digest.as_str());
 
@@ -192,19 +199,14 @@ impl Client {
     }
 
     /// PATCH chunks, continuing after a failure from the offset the upload status reports.
-    async fn upload_chunked<F, Fut, R>(
+    async fn upload_chunked<F: OpenAt>(
         &self,
         digest: &Digest,
         size: u64,
         chunk: u64,
         open: &F,
         stats: &mut UploadStats,
-    ) -> Result<(), RegistryError>
-    where
-        F: Fn(u64) -> Fut,
-        Fut: std::future::Future<Output = std::io::Result<R>>,
-        R: AsyncRead + Send + Unpin + 'static,
-    {
+    ) -> Result<(), RegistryError> {
         let mut location = self.start_upload().await?;
         // Hashed here only with `transfer.verify: client`; the registry checks the digest anyway.
         let mut hasher = crate::http::settings().verify_client.then(Sha256::new);
@@ -212,7 +214,7 @@ impl Client {
         let mut failures = 0u32;
         // One reader for the whole blob, reopened only where a resume moves the offset (for a
         // `docker://` source, each open is a request to the source registry).
-        let mut reader: Option<(u64, R)> = None;
+        let mut reader: Option<(u64, F::Reader)> = None;
         while offset < size {
             let len = chunk.min(size - offset);
             let bytes = read_chunk(open, &mut reader, offset, len).await?;
@@ -306,17 +308,12 @@ impl Client {
 
 /// Reads `len` bytes of the source from `offset` (one chunk: bounded by the chunk size),
 /// continuing with `reader` when it stands at `offset`, else opening the source there.
-async fn read_chunk<F, Fut, R>(
+async fn read_chunk<F: OpenAt>(
     open: &F,
-    reader: &mut Option<(u64, R)>,
+    reader: &mut Option<(u64, F::Reader)>,
     offset: u64,
     len: u64,
-) -> Result<Vec<u8>, RegistryError>
-where
-    F: Fn(u64) -> Fut,
-    Fut: std::future::Future<Output = std::io::Result<R>>,
-    R: AsyncRead + Send + Unpin + 'static,
-{
+) -> Result<Vec<u8>, RegistryError> {
     use tokio::io::AsyncReadExt;
     // A failed read leaves no reader: the next chunk opens the source afresh.
     let mut source = match reader.take() {
