@@ -97,9 +97,12 @@ pub struct SignCmd {
     /// Fulcio's URL (keyless).
     #[arg(long, default_value = crate::sign::keyless::FULCIO_URL, requires = "keyless")]
     pub fulcio_url: String,
-    /// Rekor's URL (keyless).
-    #[arg(long, default_value = crate::sign::keyless::REKOR_URL, requires = "keyless")]
+    /// Rekor's URL (keyless, or a key with --tlog-upload).
+    #[arg(long, default_value = crate::sign::keyless::REKOR_URL)]
     pub rekor_url: String,
+    /// Log a key-pair signature in Rekor, as cosign does by default (keyless always logs).
+    #[arg(long, conflicts_with = "keyless")]
+    pub tlog_upload: bool,
     /// legacy, bundle or both.
     #[arg(long, value_enum, default_value_t = SignFormatArg::Both)]
     pub format: SignFormatArg,
@@ -117,18 +120,39 @@ pub struct VerifyCmd {
     /// The image: [docker://]HOST/REPOSITORY[:TAG|@DIGEST].
     pub reference: String,
     /// The public key (cosign.pub).
-    #[arg(long, required_unless_present = "certificate_identity")]
+    #[arg(long, required_unless_present_any = ["certificate_identity", "certificate_identity_regexp"])]
     pub key: Option<PathBuf>,
     /// Keyless: the identity the certificate must carry, e.g.
     /// https://github.com/OWNER/REPO/.github/workflows/publish.yml@refs/heads/main
-    #[arg(long, requires = "certificate_oidc_issuer", conflicts_with = "key")]
+    #[arg(long, conflicts_with = "key")]
     pub certificate_identity: Option<String>,
     /// Keyless: the OIDC issuer, e.g. https://token.actions.githubusercontent.com
-    #[arg(long, requires = "certificate_identity")]
+    #[arg(long, conflicts_with = "key")]
     pub certificate_oidc_issuer: Option<String>,
-    /// Keyless: the Fulcio root certificates to trust (PEM).
-    #[arg(long, requires = "certificate_identity")]
+    /// Keyless: the identity as a regular expression (whole value), like cosign's.
+    #[arg(long, conflicts_with_all = ["key", "certificate_identity"])]
+    pub certificate_identity_regexp: Option<String>,
+    /// Keyless: the OIDC issuer as a regular expression (whole value).
+    #[arg(long, conflicts_with_all = ["key", "certificate_oidc_issuer"])]
+    pub certificate_oidc_issuer_regexp: Option<String>,
+    /// Sigstore's trusted_root.json (Fulcio CAs, Rekor and CT log keys), as cosign takes it.
+    /// Default for keyless: the public-good roots through Sigstore's TUF repository.
+    #[arg(long, conflicts_with = "certificate_roots")]
+    pub trusted_root: Option<PathBuf>,
+    /// Keyless: the Fulcio root certificates to trust (PEM); Rekor and CT log keys then come
+    /// from SIGSTORE_REKOR_PUBLIC_KEY and SIGSTORE_CT_LOG_PUBLIC_KEY_FILE, as for cosign.
+    #[arg(long)]
     pub certificate_roots: Option<PathBuf>,
+    /// Do not check transparency-log entries (cosign's flag; keyless then checks the
+    /// certificate at the current time).
+    #[arg(long)]
+    pub insecure_ignore_tlog: bool,
+    /// Do not check the certificate's embedded SCTs (cosign's flag).
+    #[arg(long)]
+    pub insecure_ignore_sct: bool,
+    /// No network but the registry: roots must come from --trusted-root or --certificate-roots.
+    #[arg(long)]
+    pub offline: bool,
     /// The format that must verify: legacy, bundle, or both (either one).
     #[arg(long, value_enum, default_value_t = SignFormatArg::Both)]
     pub format: SignFormatArg,
@@ -301,6 +325,7 @@ impl Cli {
                 reference: s.reference,
                 key: s.key,
                 keyless: sign_endpoints(s.fulcio_url, s.rekor_url),
+                tlog_upload: s.tlog_upload,
                 format: s.format.into(),
                 registry: s.registry.into(),
                 output: s.output.or(&top.output),
@@ -311,7 +336,15 @@ impl Cli {
                 key: v.key,
                 identity: v.certificate_identity,
                 issuer: v.certificate_oidc_issuer,
+                identity_regexp: v.certificate_identity_regexp,
+                issuer_regexp: v.certificate_oidc_issuer_regexp,
                 roots: v.certificate_roots,
+                trusted_root: v.trusted_root,
+                options: crate::sign::VerifyOptions {
+                    ignore_tlog: v.insecure_ignore_tlog,
+                    ignore_sct: v.insecure_ignore_sct,
+                },
+                offline: v.offline,
                 format: v.format.into(),
                 registry: v.registry.into(),
                 output: v.output.or(&top.output),

@@ -20,14 +20,15 @@ use crate::sign::{self, KeySigner, keyless};
 /// A signer ready before the push: a loaded key, or keyless endpoints whose session (token
 /// and certificate) starts at the first signature and serves the rest of the run.
 pub enum PreparedSigner {
-    Key(KeySigner),
+    /// A key, and the Rekor it logs in when `signing.tlog` is on.
+    Key(KeySigner, Option<sign::rekor::Rekor>),
     Keyless(keyless::Endpoints, keyless::Oidc, tokio::sync::OnceCell<keyless::Session>),
 }
 
 impl PreparedSigner {
     pub async fn signer(&self) -> Result<sign::Signer<'_>, sign::SignError> {
         Ok(match self {
-            PreparedSigner::Key(k) => sign::Signer::Key(k),
+            PreparedSigner::Key(k, rekor) => sign::Signer::Key(k, rekor.as_ref()),
             PreparedSigner::Keyless(endpoints, oidc, session) => {
                 sign::Signer::Keyless(session.get_or_try_init(|| keyless::Session::start(endpoints, oidc)).await?)
             }

@@ -32,8 +32,8 @@ fn verify(work: &Path, reg: &Registry, s: &sigstore::Sigstore, identity: &str, f
         identity,
         "--certificate-oidc-issuer",
         ISSUER,
-        "--certificate-roots",
-        s.roots().to_str().unwrap(),
+        "--trusted-root",
+        s.trusted_root().to_str().unwrap(),
     ]));
     (out.status.code(), text(&out).0)
 }
@@ -73,7 +73,7 @@ fn keyless_signs_through_fulcio_and_rekor_and_verifies_the_workflow_identity() {
     let (code, stdout) =
         verify(work.path(), &reg, &s, "https://github.com/evil/repo/.github/workflows/x.yml@refs/heads/main", "both");
     assert_eq!(code, Some(1), "{stdout}");
-    assert!(stdout.contains(&format!("signed by {identity}, not https://github.com/evil")), "{stdout}");
+    assert!(stdout.contains(&format!("identity: signed by {identity}, not https://github.com/evil")), "{stdout}");
 
     // A root nobody trusts: the chain does not verify.
     let other = support::sigstore::start();
@@ -85,12 +85,25 @@ fn keyless_signs_through_fulcio_and_rekor_and_verifies_the_workflow_identity() {
         &identity,
         "--certificate-oidc-issuer",
         ISSUER,
-        "--certificate-roots",
-        other.roots().to_str().unwrap(),
+        "--trusted-root",
+        other.trusted_root().to_str().unwrap(),
     ]));
     let (stdout, _) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
-    assert!(stdout.contains("does not chain to a trusted Fulcio root"), "{stdout}");
+    assert!(stdout.contains("the entry is from a log that is not trusted"), "{stdout}");
+    // The same roots as PEM files, as cosign's environment variables name them.
+    let out = run(publish(work.path())
+        .args(["verify", &format!("{}/ml/app:main", reg.host), "--insecure", "--certificate-identity", &identity])
+        .args(["--certificate-oidc-issuer", ISSUER, "--certificate-roots", s.roots().to_str().unwrap()])
+        .envs(s.cosign_env()));
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains(
+            "checked: digest, signature, SET, tlog entry is this signature, certificate chain, SCT, identity, issuer"
+        ),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -123,4 +136,131 @@ fn keyless_without_an_oidc_token_stops_before_the_push() {
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr.contains("comes from the fork someone/fork"), "{stderr}");
+}
+
+/// Signs `ml/NAME` keylessly through `s`, returning the work directory.
+fn sign_keyless(reg: &Registry, s: &sigstore::Sigstore, name: &str, seed: u64) -> tempfile::TempDir {
+    let work = tempfile::tempdir().unwrap();
+    write_layout(&work.path().join("img"), seed, &[3_000], "linux", "amd64", "latest");
+    let yaml = format!(
+        "version: 1\nregistries:\n  home:\n    kind: registry\n    repository: {}/ml\n    insecure: true\nimages:\n  - name: {name}\n    source: oci:img\n    tags: [main]\n    visibility: public\nsigning:\n  keyless: true\n  fulcio_url: {}\n  rekor_url: {}\n",
+        reg.host,
+        s.fulcio_url(),
+        s.rekor_url()
+    );
+    std::fs::write(work.path().join("publish.yaml"), yaml).unwrap();
+    let out = run(publish(work.path())
+        .arg("run")
+        .env("ACTIONS_ID_TOKEN_REQUEST_URL", s.token_url())
+        .env("ACTIONS_ID_TOKEN_REQUEST_TOKEN", REQUEST_TOKEN));
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    work
+}
+
+fn verify_with(work: &Path, image: &str, args: &[&str], env: &[(&str, std::path::PathBuf)]) -> (Option<i32>, String) {
+    let out = run(publish(work)
+        .args(["verify", image, "--insecure"])
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_os_str()))));
+    let (stdout, stderr) = text(&out);
+    (out.status.code(), format!("{stdout}{stderr}"))
+}
+
+#[test]
+fn verify_names_the_check_that_fails_tampered_log_other_ca_expired_certificate_identity_issuer() {
+    use sigstore::{Options, Tamper};
+    let reg = Registry::start(RegistryOptions::default());
+    let identity = sigstore::identity();
+    let cases = [
+        (
+            "set",
+            Options::default(),
+            Tamper::Set,
+            "bundle",
+            "tlog: the signed entry timestamp (SET) does not verify with the Rekor key",
+        ),
+        (
+            "proof",
+            Options::default(),
+            Tamper::Proof,
+            "bundle",
+            "tlog: the inclusion proof does not lead to the root hash",
+        ),
+        (
+            "expired",
+            Options { expired_certificates: true },
+            Tamper::None,
+            "both",
+            "certificate: not valid at the logged time",
+        ),
+    ];
+    for (i, (name, options, tamper, format, expected)) in cases.into_iter().enumerate() {
+        let s = sigstore::start_with(options);
+        s.set_tamper(tamper);
+        let work = sign_keyless(&reg, &s, name, 90 + i as u64);
+        let image = format!("{}/ml/{name}:main", reg.host);
+        let root = s.trusted_root();
+        let args = ["--format", format, "--certificate-identity", &identity, "--certificate-oidc-issuer", ISSUER];
+        let (code, out) =
+            verify_with(work.path(), &image, &[&args[..], &["--trusted-root", root.to_str().unwrap()]].concat(), &[]);
+        assert_eq!(code, Some(1), "{name}: {out}");
+        assert!(out.contains(expected), "{name}: expected {expected:?} in\n{out}");
+        assert!(out.contains("NOT verified"), "{out}");
+    }
+
+    let s = sigstore::start();
+    let work = sign_keyless(&reg, &s, "good", 99);
+    let image = format!("{}/ml/good:main", reg.host);
+    let root = s.trusted_root().display().to_string();
+    let with_root =
+        |extra: &[&str]| verify_with(work.path(), &image, &[extra, &["--trusted-root", &root]].concat(), &[]);
+
+    let (code, out) = with_root(&[
+        "--certificate-identity-regexp",
+        "https://github.com/octo/repo/.*",
+        "--certificate-oidc-issuer",
+        ISSUER,
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) =
+        with_root(&["--certificate-identity", &identity, "--certificate-oidc-issuer", "https://accounts.example.com"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains(&format!("issuer: issued for {ISSUER}, not https://accounts.example.com")), "{out}");
+    let (code, out) = with_root(&[
+        "--certificate-identity-regexp",
+        "https://github.com/evil/.*",
+        "--certificate-oidc-issuer",
+        ISSUER,
+    ]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("identity: signed by https://github.com/octo/repo"), "{out}");
+
+    // A Fulcio CA nobody trusts, with the right log keys: the chain is what fails.
+    let other = sigstore::start();
+    let env = [("SIGSTORE_REKOR_PUBLIC_KEY", s.rekor_key()), ("SIGSTORE_CT_LOG_PUBLIC_KEY_FILE", s.ctlog_key())];
+    let args = ["--certificate-identity", &identity, "--certificate-oidc-issuer", ISSUER];
+    let (code, out) = verify_with(
+        work.path(),
+        &image,
+        &[&args[..], &["--certificate-roots", other.roots().to_str().unwrap()]].concat(),
+        &env,
+    );
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("certificate: does not chain to a trusted Fulcio root"), "{out}");
+    // The right CA but another CT log: the SCT is what fails, unless told to skip it.
+    let env = [("SIGSTORE_REKOR_PUBLIC_KEY", s.rekor_key()), ("SIGSTORE_CT_LOG_PUBLIC_KEY_FILE", other.ctlog_key())];
+    let roots_file = s.roots();
+    let roots = ["--certificate-roots", roots_file.to_str().unwrap()];
+    let (code, out) = verify_with(work.path(), &image, &[&args[..], &roots[..]].concat(), &env);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("SCT: no embedded SCT is from a trusted CT log"), "{out}");
+    let (code, out) =
+        verify_with(work.path(), &image, &[&args[..], &roots[..], &["--insecure-ignore-sct"]].concat(), &env);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("SCT not checked (--insecure-ignore-sct)"), "{out}");
+
+    // Offline without a trusted root: exit 2, naming the flag.
+    let (code, out) = verify_with(work.path(), &image, &[&args[..], &["--offline"]].concat(), &[]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("--trusted-root trusted_root.json"), "{out}");
 }

@@ -1,5 +1,5 @@
 //! A Rekor 409 (the entry exists) is treated as already logged: the existing entry is
-//! retrieved and used.
+//! fetched from the `Location` Rekor names and used.
 
 mod support;
 
@@ -17,11 +17,13 @@ async fn an_existing_rekor_entry_is_retrieved_not_an_error() {
     assert_eq!(session.identity, sigstore::identity());
     let data = b"payload";
     let sig = session.sign(data).unwrap();
-    let first = session.log(data, &sig).await.unwrap();
-    let again = session.log(data, &sig).await.unwrap();
+    let first = session.rekor.hashedrekord(data, &sig, session.leaf_pem()).await.unwrap();
+    let again = session.rekor.hashedrekord(data, &sig, session.leaf_pem()).await.unwrap();
     assert_eq!(first.uuid, again.uuid);
     assert_eq!(first.log_index, again.log_index);
     assert_eq!(s.rekor_entries.lock().unwrap().len(), 1);
-    let conflicts = s.rekor.requests().iter().filter(|r| r.target == "/api/v1/log/entries/retrieve").count();
-    assert_eq!(conflicts, 1, "the second upload got a 409 and was retrieved");
+    assert!(first.proof.is_some() && first.set.is_some(), "{first:?}");
+    let fetched =
+        s.rekor.requests().iter().filter(|r| r.method == "GET" && r.target.starts_with("/api/v1/log/entries/")).count();
+    assert_eq!(fetched, 1, "the second upload got a 409 and the entry was fetched from its Location");
 }

@@ -290,3 +290,44 @@ fn a_key_made_by_cosign_signs_and_verifies() {
     let sig = B64.decode(layers[0]["annotations"]["dev.cosignproject.cosign/signature"].as_str().unwrap()).unwrap();
     assert!(openssl_verifies(&public, &payload, &sig));
 }
+
+/// PUTs `body` as a manifest at `ml/app:TAG` with curl.
+fn curl_put_manifest(reg: &Registry, tag: &str, media_type: &str, body: &str) {
+    let out = Command::new("curl")
+        .args(["-sSf", "-X", "PUT", "-u", &format!("{USER}:{PASSWORD}")])
+        .args(["-H", &format!("Content-Type: {media_type}"), "--data-binary", body])
+        .arg(format!("http://{}/v2/ml/app/manifests/{tag}", reg.host))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "curl PUT {tag}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_signature_tag_holding_something_else_is_never_overwritten() {
+    let reg = Registry::start(RegistryOptions { htpasswd: true, ..Default::default() });
+    let work = tempfile::tempdir().unwrap();
+    let image = write_layout(&work.path().join("img"), 77, &[5_000], "linux", "amd64", "latest");
+    generate_key(&work.path().join("keys"));
+    // The image is there; its .sig tag holds an index (not a cosign signature manifest).
+    let (code, _, stderr) = push_signed(work.path(), &reg, "bundle");
+    assert_eq!(code, Some(0), "{stderr}");
+    let hex = image.manifest_digest.trim_start_matches("sha256:");
+    let size = std::fs::metadata(image.dir.join("blobs/sha256").join(hex)).unwrap().len();
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":{size}}}]}}"#,
+        image.manifest_digest
+    );
+    let tag = format!("sha256-{hex}.sig");
+    curl_put_manifest(&reg, &tag, "application/vnd.oci.image.index.v1+json", &index);
+    let before = curl(&reg, &format!("manifests/{tag}"), Some("application/vnd.oci.image.index.v1+json"));
+
+    let (code, json, stderr) = push_signed(work.path(), &reg, "legacy");
+    assert_eq!(code, Some(3), "published, unsigned: {json}\n{stderr}");
+    let text = json.to_string();
+    assert!(
+        text.contains(&tag) && text.contains("signing stopped so that nothing already there is overwritten"),
+        "{text}"
+    );
+    let after = curl(&reg, &format!("manifests/{tag}"), Some("application/vnd.oci.image.index.v1+json"));
+    assert_eq!(before, after, "the tag was overwritten");
+}

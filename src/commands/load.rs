@@ -61,7 +61,7 @@ pub async fn policy_and_images(path: &Path, env: &Env) -> anyhow::Result<(Resolv
 
 /// Where compressed layers and daemon exports are kept: `PUBLISH_CACHE_DIR`, else the XDG
 /// cache directory.
-fn cache_dir(env: &Env) -> PathBuf {
+pub fn cache_dir(env: &Env) -> PathBuf {
     if let Some(d) = env.get("PUBLISH_CACHE_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(d);
     }

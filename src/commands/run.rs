@@ -181,8 +181,13 @@ fn prepare_signer(plan: &Plan, env: &Env) -> anyhow::Result<Option<PreparedSigne
             let password = env.get(var).ok_or_else(|| {
                 UsageError(format!("environment variable {var} (the signing key's password) is not set"))
             })?;
+            let rekor = match (&s.rekor_url, s.tlog) {
+                (Some(url), true) => Some(crate::sign::rekor::Rekor::new(url)?),
+                _ => None,
+            };
             PreparedSigner::Key(
                 KeySigner::load(key, &Secret::new(password.clone()), env).map_err(|e| UsageError(e.to_string()))?,
+                rekor,
             )
         }
         _ => {

@@ -16,6 +16,8 @@ pub struct SignArgs {
     /// The private key (path or `env://VAR`); `None` for keyless.
     pub key: Option<String>,
     pub keyless: keyless::Endpoints,
+    /// Log key-pair signatures in Rekor (`keyless.rekor`); keyless always logs.
+    pub tlog_upload: bool,
     pub format: sign::Format,
     pub registry: RegistryArgs,
     pub output: Output,
@@ -41,8 +43,10 @@ pub async fn sign(args: SignArgs, env: &Env) -> anyhow::Result<ExitStatus> {
             let password = env
                 .get(sign::keys::COSIGN_PASSWORD)
                 .ok_or_else(|| UsageError("set COSIGN_PASSWORD to the key's password".into()))?;
+            let rekor = if args.tlog_upload { Some(sign::rekor::Rekor::new(&args.keyless.rekor)?) } else { None };
             PreparedSigner::Key(
                 KeySigner::load(key, &Secret::new(password.clone()), env).map_err(|e| UsageError(e.to_string()))?,
+                rekor,
             )
         }
         None => {
@@ -68,7 +72,8 @@ pub async fn sign(args: SignArgs, env: &Env) -> anyhow::Result<ExitStatus> {
             would.push(format!("{}:{} (bundle referrer, fallback tag)", reference.name(), sign::fallback_tag(&digest)));
         }
         let how = match &prepared {
-            PreparedSigner::Key(_) => "with the key".to_string(),
+            PreparedSigner::Key(_, None) => "with the key".to_string(),
+            PreparedSigner::Key(_, Some(_)) => format!("with the key, logged in Rekor {}", args.keyless.rekor),
             PreparedSigner::Keyless(e, _, _) => format!("keyless (Fulcio {}, Rekor {})", e.fulcio, e.rekor),
         };
         let doc = serde_json::json!({"dry_run": true, "digest": digest, "signer": how, "would_write": would});

@@ -1,5 +1,6 @@
 //! `publish verify HOST/REPO[:TAG|@DIGEST]`: check an image's cosign signatures with a
-//! public key, or keylessly against an identity, an issuer and trusted Fulcio roots.
+//! public key, or keylessly against an identity, an issuer and trust roots (a Sigstore
+//! trusted_root.json, PEM roots, or the public-good instance through TUF), as cosign does.
 
 use std::path::{Path, PathBuf};
 
@@ -7,6 +8,8 @@ use super::push::RegistryArgs;
 use super::sign::parse_reference;
 use super::{ExitStatus, UsageError};
 use crate::credentials::Env;
+use crate::sign::keyless::Matcher;
+use crate::sign::trust::TrustedRoot;
 use crate::sign::{self, keyless};
 
 #[derive(Debug, Clone)]
@@ -16,51 +19,91 @@ pub struct VerifyArgs {
     pub key: Option<PathBuf>,
     pub identity: Option<String>,
     pub issuer: Option<String>,
+    pub identity_regexp: Option<String>,
+    pub issuer_regexp: Option<String>,
     /// Trusted Fulcio roots (PEM), for keyless verification.
     pub roots: Option<PathBuf>,
+    /// Sigstore's trusted_root.json.
+    pub trusted_root: Option<PathBuf>,
+    pub options: sign::VerifyOptions,
+    /// Never fetch trust roots.
+    pub offline: bool,
     /// Which format must verify (`both`: either).
     pub format: sign::Format,
     pub registry: RegistryArgs,
     pub output: super::Output,
 }
 
-/// DER certificates from a PEM file.
-fn parse_pem_certificates(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
-    let text = String::from_utf8_lossy(pem);
-    let mut out = Vec::new();
-    for block in text.split("-----BEGIN CERTIFICATE-----").skip(1) {
-        let body = block.split("-----END CERTIFICATE-----").next().unwrap_or_default();
-        let b64: String = body.chars().filter(|c| !c.is_whitespace()).collect();
-        out.push(
-            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64)
-                .map_err(|_| "a certificate in the roots file is not base64".to_string())?,
-        );
+const MAX_TRUSTED_ROOT: u64 = 4 * 1024 * 1024;
+
+fn read(path: &Path, what: &str) -> Result<Vec<u8>, UsageError> {
+    crate::http::read_file_limited(path, MAX_TRUSTED_ROOT).map_err(|e| UsageError(format!("{what}: {e}")))
+}
+
+/// The trust roots: `--trusted-root`, `--certificate-roots` (with cosign's environment
+/// variables for the Rekor and CT log keys), or the public-good roots through TUF.
+async fn trust(args: &VerifyArgs, env: &Env, required: bool) -> anyhow::Result<Option<TrustedRoot>> {
+    if let Some(path) = &args.trusted_root {
+        let mut t = TrustedRoot::from_json(&read(path, "--trusted-root")?)
+            .map_err(|e| UsageError(format!("--trusted-root {}: {e}", path.display())))?;
+        t.source = path.display().to_string();
+        return Ok(Some(t));
     }
-    if out.is_empty() { Err("no PEM certificate in the roots file".into()) } else { Ok(out) }
+    if let Some(path) = &args.roots {
+        let key = |var: &str| -> Result<Option<Vec<u8>>, UsageError> {
+            env.get(var).filter(|v| !v.is_empty()).map(|f| read(Path::new(f), var)).transpose()
+        };
+        let rekor = key("SIGSTORE_REKOR_PUBLIC_KEY")?;
+        let ctlog = key("SIGSTORE_CT_LOG_PUBLIC_KEY_FILE")?;
+        let mut t = TrustedRoot::from_pem(&read(path, "--certificate-roots")?, rekor.as_deref(), ctlog.as_deref())
+            .map_err(|e| UsageError(format!("--certificate-roots {}: {e}", path.display())))?;
+        t.source = path.display().to_string();
+        return Ok(Some(t));
+    }
+    if !required {
+        return Ok(None);
+    }
+    if args.offline {
+        return Err(UsageError(
+            "--offline: keyless verification needs trust roots from a file: give --trusted-root trusted_root.json (Sigstore's format, as cosign takes it)".into(),
+        )
+        .into());
+    }
+    let cache = super::load::cache_dir(env).join("tuf");
+    Ok(Some(TrustedRoot::public_good(Some(&cache)).await.map_err(anyhow::Error::msg)?))
+}
+
+fn matcher(exact: &Option<String>, regexp: &Option<String>, flag: &str) -> Result<Option<Matcher>, UsageError> {
+    match (exact, regexp) {
+        (Some(e), _) => Ok(Some(Matcher::Exact(e.clone()))),
+        (None, Some(r)) => Matcher::regex(r).map(Some).map_err(|e| UsageError(format!("--{flag}-regexp {e}"))),
+        (None, None) => Ok(None),
+    }
 }
 
 pub async fn verify(args: VerifyArgs, env: &Env) -> anyhow::Result<ExitStatus> {
     super::load::configure(crate::http::Settings::default(), env);
     let reference = parse_reference(&args.reference)?;
-    let verifier = match (&args.key, &args.identity, &args.issuer) {
+    let identity = matcher(&args.identity, &args.identity_regexp, "certificate-identity")?;
+    let issuer = matcher(&args.issuer, &args.issuer_regexp, "certificate-oidc-issuer")?;
+    let verifier = match (&args.key, identity, issuer) {
         (Some(key), None, None) => {
-            sign::Verifier::Key(sign::keys::load_public(key).map_err(|e| UsageError(e.to_string()))?)
+            let pem = read(key, "--key")?;
+            let spki = crate::sign::tlog::pem_der(&pem)
+                .ok_or_else(|| UsageError(format!("--key {}: not a PEM public key", key.display())))?;
+            sign::Verifier::Key {
+                key: sign::keys::load_public(key).map_err(|e| UsageError(e.to_string()))?,
+                spki,
+                trust: trust(&args, env, false).await?,
+            }
         }
-        (None, Some(identity), Some(issuer)) => {
-            let roots_path = args.roots.as_ref().ok_or_else(|| {
-                UsageError(
-                    "keyless verification needs --certificate-roots FILE: the Fulcio root certificates to trust (PEM)"
-                        .into(),
-                )
-            })?;
-            let pem = crate::http::read_file_limited(Path::new(roots_path), crate::http::MAX_CA_FILE)
-                .map_err(|e| UsageError(e.to_string()))?;
-            let roots = parse_pem_certificates(&pem).map_err(UsageError)?;
-            sign::Verifier::Keyless(keyless::Policy { identity: identity.clone(), issuer: issuer.clone(), roots })
-        }
+        (None, Some(identity), Some(issuer)) => sign::Verifier::Keyless {
+            policy: keyless::Policy { identity, issuer },
+            trust: trust(&args, env, true).await?.unwrap_or_default(),
+        },
         _ => {
             return Err(UsageError(
-                "verify with --key cosign.pub, or with --certificate-identity and --certificate-oidc-issuer (keyless)"
+                "verify with --key cosign.pub, or keyless with --certificate-identity[-regexp] and --certificate-oidc-issuer[-regexp]"
                     .into(),
             )
             .into());
@@ -75,7 +118,7 @@ pub async fn verify(args: VerifyArgs, env: &Env) -> anyhow::Result<ExitStatus> {
             client.resolve(&tag).await?.ok_or_else(|| anyhow::anyhow!("{}: no image {reference}", reference.host))?.0
         }
     };
-    let verified = sign::verify(&client, &reference.repository, &digest, &verifier).await?;
+    let verified = sign::verify(&client, &reference.repository, &digest, &verifier, args.options).await?;
     let legacy_ok = !verified.legacy.is_empty();
     let bundle_ok = !verified.bundle.is_empty();
     let ok = match args.format {
@@ -88,6 +131,17 @@ pub async fn verify(args: VerifyArgs, env: &Env) -> anyhow::Result<ExitStatus> {
         let mut s = format!("{}@{digest}\n", reference.name());
         s.push_str(&format!("  legacy (.sig): {} valid\n", verified.legacy.len()));
         s.push_str(&format!("  bundle (referrer): {} valid\n", verified.bundle.len()));
+        for r in &verified.signatures {
+            let mark = if r.verified { "ok" } else { "FAILED" };
+            s.push_str(&format!("  {} {}: {mark}", r.format, r.digest));
+            if !r.passed.is_empty() {
+                s.push_str(&format!("; checked: {}", r.passed.join(", ")));
+            }
+            s.push('\n');
+            for n in &r.notes {
+                s.push_str(&format!("    note: {n}\n"));
+            }
+        }
         for i in &verified.invalid {
             s.push_str(&format!("  invalid: {i}\n"));
         }

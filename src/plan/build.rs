@@ -76,7 +76,8 @@ pub fn build(resolved: &Resolved, images: &[Image], measured: &MeasuredUsage) ->
             key: Some(key.clone()),
             password_env: Some(s.password_env.clone()),
             fulcio_url: None,
-            rekor_url: None,
+            rekor_url: s.tlog.then(|| s.rekor_url.clone()),
+            tlog: s.tlog,
         },
         None => SigningPlan {
             method: SignMethod::Keyless,
@@ -85,6 +86,7 @@ pub fn build(resolved: &Resolved, images: &[Image], measured: &MeasuredUsage) ->
             password_env: None,
             fulcio_url: Some(s.fulcio_url.clone()),
             rekor_url: Some(s.rekor_url.clone()),
+            tlog: true,
         },
     });
     let templates = resolved

@@ -59,6 +59,9 @@ pub struct SigningPlan {
     pub fulcio_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rekor_url: Option<String>,
+    /// Whether signatures are logged in Rekor (`rekor_url`): always for keyless.
+    #[serde(default)]
+    pub tlog: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -103,6 +103,11 @@ pub struct Signing {
     /// Rekor's URL (default https://rekor.sigstore.dev).
     #[serde(default)]
     pub rekor_url: Option<Located<String>>,
+    /// Log key-pair signatures in Rekor (`rekor_url`), with the entries and inclusion proofs
+    /// keyless signatures get. Default `false`: a private image's digest does not go to a
+    /// public log unasked (cosign's own default is to upload). Keyless always logs.
+    #[serde(default)]
+    pub tlog: Option<Located<bool>>,
     /// The environment variable holding the key's password (default `COSIGN_PASSWORD`).
     #[serde(default)]
     pub password_env: Option<Located<String>>,

@@ -50,6 +50,8 @@ pub struct ResolvedSigning {
     pub rekor_url: String,
     pub password_env: String,
     pub format: crate::sign::Format,
+    /// Log in Rekor: always for keyless, `signing.tlog` for key pairs.
+    pub tlog: bool,
 }
 
 pub const DEFAULT_RUNPOD_API: &str = "https://api.runpod.io";

@@ -1,13 +1,13 @@
 //! Keyless signing from GitHub Actions: the job's OIDC token (audience `sigstore`) buys a
 //! short-lived certificate from Fulcio (v2 `signingCert`, proof of possession over the token's
-//! `sub`), each signature is logged in Rekor as a `hashedrekord` entry, and verification checks
-//! the certificate chain, the workflow identity and the OIDC issuer. Every URL is a setting.
+//! `sub`), each signature is logged in Rekor (`rekor.rs`), and verification checks the
+//! certificate chain to a trusted Fulcio CA, its embedded SCTs, the workflow identity and the
+//! OIDC issuer (`check_certificate`). Every URL is a setting.
 //! The token is parsed here (the sigstore crate rejects GitHub's tokens; it wants an `email` claim and a string `aud`: https://github.com/sigstore/sigstore-rs).
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD};
 use serde_json::{Value, json};
-use sha2::{Digest as _, Sha256};
 use sigstore::crypto::signing_key::SigStoreKeyPair;
 use sigstore::crypto::signing_key::ecdsa::{ECDSAKeys, EllipticCurve};
 use sigstore::crypto::{CosignVerificationKey, SigStoreSigner, SigningScheme};
@@ -107,25 +107,13 @@ pub struct Session {
     /// PEM certificates, leaf first.
     pub chain: Vec<String>,
     pub identity: String,
-    http: reqwest::Client,
-    rekor: String,
+    pub rekor: super::rekor::Rekor,
 }
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Session({})", self.identity)
     }
-}
-
-/// A Rekor entry, as the annotations and bundles carry it.
-#[derive(Debug, Clone)]
-pub struct LogEntry {
-    pub uuid: String,
-    pub body: String,
-    pub integrated_time: i64,
-    pub log_index: i64,
-    pub log_id: String,
-    pub set: Option<String>,
 }
 
 impl Session {
@@ -180,7 +168,7 @@ impl Session {
                 .unwrap_or_default();
         let leaf = chain.first().ok_or_else(|| err("Fulcio answered without a certificate"))?;
         let identity = identity(leaf)?.0;
-        Ok(Session { signer, chain, identity, http, rekor: endpoints.rekor.trim_end_matches('/').to_string() })
+        Ok(Session { signer, chain, identity, rekor: super::rekor::Rekor::new(&endpoints.rekor)? })
     }
 
     pub fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, SignError> {
@@ -194,52 +182,6 @@ impl Session {
     pub fn leaf_der(&self) -> Result<Vec<u8>, SignError> {
         let cert = x509_cert::Certificate::from_pem(self.chain[0].as_bytes()).map_err(err)?;
         cert.to_der().map_err(err)
-    }
-
-    /// Logs a signature over `data` in Rekor as a `hashedrekord`; an entry that already
-    /// exists (409) is fetched instead.
-    pub async fn log(&self, data: &[u8], signature: &[u8]) -> Result<LogEntry, SignError> {
-        let entry = json!({
-            "apiVersion": "0.0.1",
-            "kind": "hashedrekord",
-            "spec": {
-                "data": {"hash": {"algorithm": "sha256", "value": hex::encode(Sha256::digest(data))}},
-                "signature": {"content": B64.encode(signature), "publicKey": {"content": B64.encode(self.leaf_pem())}}
-            }
-        });
-        let retry = RetryPolicy::default();
-        let url = format!("{}/api/v1/log/entries", self.rekor);
-        let resp = crate::retry::send(&retry, "Rekor", || self.http.post(&url).json(&entry))
-            .await
-            .map_err(|e| err(format!("Rekor: {e}")))?;
-        let status = resp.status();
-        let read = |resp| async {
-            crate::http::json_limited::<Value>(resp, crate::http::MAX_SMALL_BODY)
-                .await
-                .map_err(|e| err(format!("Rekor: {e}")))
-        };
-        let v: Value = if status == reqwest::StatusCode::CONFLICT {
-            let url = format!("{}/api/v1/log/entries/retrieve", self.rekor);
-            let body = json!({"entries": [entry]});
-            let resp = crate::retry::send(&retry, "Rekor retrieve", || self.http.post(&url).json(&body))
-                .await
-                .map_err(|e| err(format!("Rekor: {e}")))?;
-            let found: Value = read(resp).await?;
-            found.get(0).cloned().ok_or_else(|| err("Rekor said the entry exists but did not return it"))?
-        } else if status.is_success() {
-            read(resp).await?
-        } else {
-            return Err(err(format!("Rekor refused the entry: {status}")));
-        };
-        let (uuid, e) = v.as_object().and_then(|m| m.iter().next()).ok_or_else(|| err("Rekor answered no entry"))?;
-        Ok(LogEntry {
-            uuid: uuid.clone(),
-            body: e.get("body").and_then(Value::as_str).unwrap_or_default().to_string(),
-            integrated_time: e.get("integratedTime").and_then(Value::as_i64).unwrap_or_default(),
-            log_index: e.get("logIndex").and_then(Value::as_i64).unwrap_or_default(),
-            log_id: e.get("logID").and_then(Value::as_str).unwrap_or_default().to_string(),
-            set: e.pointer("/verification/signedEntryTimestamp").and_then(Value::as_str).map(str::to_string),
-        })
     }
 }
 
@@ -273,36 +215,69 @@ fn identity_of(cert: &x509_cert::Certificate) -> Result<(String, Option<String>)
     Ok((san.ok_or_else(|| err("the certificate has no identity (SAN)"))?, issuer))
 }
 
+/// An identity or issuer requirement: exact, or a regular expression (cosign's `-regexp` flags,
+/// matched against the whole value).
+#[derive(Debug, Clone)]
+pub enum Matcher {
+    Exact(String),
+    Regex(regex::Regex),
+}
+
+impl Matcher {
+    pub fn regex(pattern: &str) -> Result<Matcher, String> {
+        regex::Regex::new(&format!("^(?:{pattern})$")).map(Matcher::Regex).map_err(|e| format!("{pattern:?}: {e}"))
+    }
+
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            Matcher::Exact(s) => s == value,
+            Matcher::Regex(r) => r.is_match(value),
+        }
+    }
+}
+
+impl std::fmt::Display for Matcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Matcher::Exact(s) => write!(f, "{s}"),
+            Matcher::Regex(r) => write!(f, "/{}/", r.as_str().trim_start_matches("^(?:").trim_end_matches(")$")),
+        }
+    }
+}
+
 /// What a keyless verification requires.
 #[derive(Debug, Clone)]
 pub struct Policy {
-    pub identity: String,
-    pub issuer: String,
-    /// Trusted Fulcio roots (PEM, DER-encoded).
-    pub roots: Vec<Vec<u8>>,
+    pub identity: Matcher,
+    pub issuer: Matcher,
 }
 
-/// Checks a certificate (PEM, with optional intermediates) against the policy at `time`
-/// (the Rekor entry's integrated time) and returns its public key.
+/// Checks a certificate (PEM, with optional intermediates) at `time` (the verified integrated
+/// time): chain to a trusted Fulcio CA, embedded SCT (unless `ignore_sct`), identity, issuer.
+/// Returns its public key and the checks that passed.
 pub fn check_certificate(
     leaf_pem: &str,
     chain_pem: &[String],
     policy: &Policy,
+    trust: &super::trust::TrustedRoot,
     time: i64,
-) -> Result<CosignVerificationKey, super::Rejected> {
+    ignore_sct: bool,
+) -> Result<(CosignVerificationKey, Vec<&'static str>), super::Rejected> {
     let leaf = x509_cert::Certificate::from_pem(leaf_pem.as_bytes())
         .map_err(|e| format!("the certificate is not PEM: {e}"))?;
     let leaf_der = leaf.to_der().map_err(|e| e.to_string())?;
-    let intermediates: Vec<Vec<u8>> = chain_pem
+    let mut others: Vec<Vec<u8>> = chain_pem
         .iter()
         .filter_map(|p| x509_cert::Certificate::from_pem(p.as_bytes()).ok())
         .filter_map(|c| c.to_der().ok())
         .collect();
+    // The trusted root's own intermediates count as intermediates too.
+    others.extend(trust.fulcio.iter().cloned());
     let anchors_der: Vec<rustls_pki_types::CertificateDer> =
-        policy.roots.iter().map(|r| rustls_pki_types::CertificateDer::from(r.clone())).collect();
+        trust.fulcio.iter().map(|r| rustls_pki_types::CertificateDer::from(r.clone())).collect();
     let anchors: Vec<_> = anchors_der.iter().filter_map(|c| webpki::anchor_from_trusted_cert(c).ok()).collect();
     let inter: Vec<rustls_pki_types::CertificateDer> =
-        intermediates.into_iter().map(rustls_pki_types::CertificateDer::from).collect();
+        others.iter().cloned().map(rustls_pki_types::CertificateDer::from).collect();
     let leaf_cert = rustls_pki_types::CertificateDer::from(leaf_der.clone());
     let ee = webpki::EndEntityCert::try_from(&leaf_cert).map_err(|e| format!("the certificate: {e}"))?;
     let when = rustls_pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(time.max(0) as u64));
@@ -320,37 +295,36 @@ pub fn check_certificate(
         None,
         None,
     )
-    .map_err(|e| format!("the certificate does not chain to a trusted Fulcio root at the logged time: {e}"))?;
+    .map_err(|e| match e {
+        webpki::Error::CertExpired { .. } | webpki::Error::CertNotValidYet { .. } => {
+            format!("certificate: not valid at the logged time ({}): {e}", time)
+        }
+        _ => format!("certificate: does not chain to a trusted Fulcio root at the logged time: {e}"),
+    })?;
+    let mut checked = vec!["certificate chain"];
+    if !ignore_sct {
+        let issuer = leaf.tbs_certificate().issuer().to_der().map_err(|e| e.to_string())?;
+        let issuer_spki = others
+            .iter()
+            .filter_map(|d| x509_cert::Certificate::from_der(d).ok())
+            .find(|c| c.tbs_certificate().subject().to_der().ok().as_deref() == Some(issuer.as_slice()))
+            .and_then(|c| c.tbs_certificate().subject_public_key_info().to_der().ok())
+            .ok_or("SCT: the certificate's issuer is not among the trusted certificates")?;
+        trust.verify_scts(&leaf_der, &issuer_spki)?;
+        checked.push("SCT");
+    }
     let (identity, issuer) = identity_of(&leaf).map_err(|e| e.to_string())?;
-    if identity != policy.identity {
-        return Err(format!("signed by {identity}, not {}", policy.identity).into());
+    if !policy.identity.matches(&identity) {
+        return Err(format!("identity: signed by {identity}, not {}", policy.identity).into());
     }
-    if issuer.as_deref() != Some(policy.issuer.as_str()) {
-        return Err(
-            format!("issued for {}, not {}", issuer.as_deref().unwrap_or("an unknown issuer"), policy.issuer).into()
-        );
+    checked.push("identity");
+    let issuer = issuer.unwrap_or_else(|| "an unknown issuer".into());
+    if !policy.issuer.matches(&issuer) {
+        return Err(format!("issuer: issued for {issuer}, not {}", policy.issuer).into());
     }
+    checked.push("issuer");
     let spki = leaf.tbs_certificate().subject_public_key_info().to_der().map_err(|e| e.to_string())?;
-    Ok(CosignVerificationKey::from_der(&spki, &SigningScheme::ECDSA_P256_SHA256_ASN1).map_err(|e| e.to_string())?)
-}
-
-/// The `dev.sigstore.cosign/bundle` annotation cosign writes for a Rekor entry.
-pub fn rekor_bundle_annotation(e: &LogEntry) -> String {
-    json!({
-        "SignedEntryTimestamp": e.set.clone().unwrap_or_default(),
-        "Payload": {"body": e.body, "integratedTime": e.integrated_time, "logIndex": e.log_index, "logID": e.log_id}
-    })
-    .to_string()
-}
-
-/// A bundle v0.3 `tlogEntries` item for a Rekor entry.
-pub fn tlog_entry(e: &LogEntry) -> Value {
-    json!({
-        "logIndex": e.log_index.to_string(),
-        "logId": {"keyId": B64.encode(hex::decode(&e.log_id).unwrap_or_default())},
-        "kindVersion": {"kind": "hashedrekord", "version": "0.0.1"},
-        "integratedTime": e.integrated_time.to_string(),
-        "inclusionPromise": {"signedEntryTimestamp": e.set.clone().unwrap_or_default()},
-        "canonicalizedBody": e.body
-    })
+    let key =
+        CosignVerificationKey::from_der(&spki, &SigningScheme::ECDSA_P256_SHA256_ASN1).map_err(|e| e.to_string())?;
+    Ok((key, checked))
 }

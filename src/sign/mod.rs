@@ -7,6 +7,10 @@
 
 pub mod keyless;
 pub mod keys;
+pub mod rekor;
+pub mod tlog;
+pub mod trust;
+mod verify;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -18,74 +22,45 @@ use crate::image::{OCI_INDEX, OCI_MANIFEST};
 use crate::registry::{Client, RegistryError};
 use crate::types::Digest;
 pub use keys::KeySigner;
+pub use verify::{SignatureReport, Verified, Verifier, VerifyOptions, verify};
 
-/// Who signs: a cosign key pair, or a keyless session (Fulcio certificate, Rekor entries).
+/// Who signs: a cosign key pair (logged in Rekor when `signing.tlog` is on), or a keyless
+/// session (Fulcio certificate; always logged).
 #[derive(Debug, Clone, Copy)]
 pub enum Signer<'a> {
-    Key(&'a KeySigner),
+    Key(&'a KeySigner, Option<&'a rekor::Rekor>),
     Keyless(&'a keyless::Session),
 }
 
 impl Signer<'_> {
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, SignError> {
         match self {
-            Signer::Key(k) => k.sign(msg),
+            Signer::Key(k, _) => k.sign(msg),
             Signer::Keyless(s) => s.sign(msg),
         }
     }
 
-    fn verifier(&self) -> Result<Verifier, SignError> {
+    fn rekor(&self) -> Option<&rekor::Rekor> {
         match self {
-            Signer::Key(k) => Ok(Verifier::Key(k.verification_key()?)),
-            Signer::Keyless(s) => Ok(Verifier::Identity(s.identity.clone())),
+            Signer::Key(_, r) => *r,
+            Signer::Keyless(s) => Some(&s.rekor),
         }
     }
-}
 
-/// What a signature must verify against.
-pub enum Verifier {
-    Key(CosignVerificationKey),
-    /// Keyless: a certificate for this identity and issuer, chaining to trusted roots.
-    Keyless(keyless::Policy),
-    /// While signing keylessly: a signature by the same identity counts as already there
-    /// (certificates are short-lived, so a key cannot be compared).
-    Identity(String),
-}
-
-impl Verifier {
-    /// Checks a signature over `msg`, given the certificate material that came with it.
-    fn check(
-        &self,
-        signature_b64: &str,
-        msg: &[u8],
-        cert: Option<&str>,
-        chain: &[String],
-        time: i64,
-    ) -> Result<(), Rejected> {
+    /// What Rekor records as the verifier: the public key or the certificate (PEM).
+    fn verifier_pem(&self) -> String {
         match self {
-            Verifier::Key(k) => {
-                if verifies(k, signature_b64, msg) {
-                    Ok(())
-                } else {
-                    Err("the signature does not verify with the key".into())
-                }
-            }
-            Verifier::Keyless(policy) => {
-                let cert = cert.ok_or("no certificate comes with the signature")?;
-                let key = keyless::check_certificate(cert, chain, policy, time)?;
-                if verifies(&key, signature_b64, msg) {
-                    Ok(())
-                } else {
-                    Err("the signature does not verify with the certificate's key".into())
-                }
-            }
-            Verifier::Identity(id) => {
-                let cert = cert.ok_or("no certificate")?;
-                match keyless::identity(cert) {
-                    Ok((who, _)) if &who == id => Ok(()),
-                    _ => Err("another identity".into()),
-                }
-            }
+            Signer::Key(k, _) => k.public_pem(),
+            Signer::Keyless(s) => s.leaf_pem().to_string(),
+        }
+    }
+
+    /// Whether an existing signature is this signer's: made with the same key, or (keyless,
+    /// where certificates are short-lived) carrying the same identity.
+    fn made(&self, signature_b64: &str, msg: &[u8], cert: Option<&str>) -> bool {
+        match self {
+            Signer::Key(k, _) => k.verification_key().is_ok_and(|key| verifies(&key, signature_b64, msg)),
+            Signer::Keyless(s) => cert.is_some_and(|c| keyless::identity(c).is_ok_and(|(who, _)| who == s.identity)),
         }
     }
 }
@@ -166,6 +141,10 @@ pub enum SignError {
     Key(String),
     #[error("{0}")]
     Invalid(String),
+    #[error(
+        "the signature tag {tag} exists but cannot be read ({why}); signing stopped so that nothing already there is overwritten"
+    )]
+    Unparsable { tag: String, why: String },
 }
 
 /// The image being signed, as pushed.
@@ -235,8 +214,41 @@ fn verifies(key: &CosignVerificationKey, signature_b64: &str, msg: &[u8]) -> boo
     key.verify_signature(Signature::Base64Encoded(signature_b64.as_bytes()), msg).is_ok()
 }
 
+/// The manifest at `reference`, if any. One that is there but does not parse is an error:
+/// signing over it would lose whatever it holds (other signers' signatures).
 async fn manifest_json(client: &Client, repository: &str, reference: &str) -> Result<Option<Value>, SignError> {
-    Ok(client.manifest(repository, reference).await?.and_then(|b| serde_json::from_slice(&b).ok()))
+    let Some(bytes) = client.manifest(repository, reference).await? else { return Ok(None) };
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(v) if v.is_object() => Ok(Some(v)),
+        _ => Err(SignError::Unparsable { tag: reference.to_string(), why: "it is not a JSON manifest".into() }),
+    }
+}
+
+/// The `field` array (`layers` of a `.sig` manifest, `manifests` of a referrer index) of the
+/// manifest at `tag`, refusing one whose field is not an array of objects.
+fn descriptors(m: &Value, tag: &str, field: &str) -> Result<Vec<Value>, SignError> {
+    // A `.sig` tag holds an image manifest, a fallback tag an index: anything else there is
+    // someone else's, and writing ours would replace it.
+    let kinds: &[&str] = if field == "layers" {
+        &[crate::image::OCI_MANIFEST, crate::image::oci::DOCKER_MANIFEST]
+    } else {
+        &[crate::image::OCI_INDEX, crate::image::oci::DOCKER_LIST]
+    };
+    let media_type = m.get("mediaType").and_then(Value::as_str);
+    if media_type.is_some_and(|t| !kinds.contains(&t)) || (media_type.is_none() && m.get(field).is_none()) {
+        return Err(SignError::Unparsable {
+            tag: tag.to_string(),
+            why: format!("it holds {}, not {}", media_type.unwrap_or("a manifest without a media type"), kinds[0]),
+        });
+    }
+    match m.get(field) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) if items.iter().all(Value::is_object) => Ok(items.clone()),
+        Some(_) => Err(SignError::Unparsable {
+            tag: tag.to_string(),
+            why: format!("its {field} is not a list of descriptors"),
+        }),
+    }
 }
 
 /// Signs `subject` in the requested formats, keeping signatures already there and not adding
@@ -249,19 +261,18 @@ pub async fn sign(
     format: Format,
 ) -> Result<Signed, SignError> {
     let mut out = Signed::default();
-    let verifier = signer.verifier()?;
     if format.legacy() {
         let payload = simple_signing_payload(&subject.repository, &subject.digest);
         let payload_digest = Digest::of(&payload);
         let tag = legacy_tag(&subject.digest);
-        let existing = manifest_json(client, path, &tag).await?;
-        let mut layers: Vec<Value> =
-            existing.as_ref().and_then(|m| m.get("layers")).and_then(Value::as_array).cloned().unwrap_or_default();
+        let mut layers = match manifest_json(client, path, &tag).await? {
+            Some(m) => descriptors(&m, &tag, "layers")?,
+            None => Vec::new(),
+        };
         let already = layers.iter().any(|l| {
             l.get("digest").and_then(Value::as_str) == Some(payload_digest.as_str())
-                && annotation(l, SIGNATURE_ANNOTATION).is_some_and(|sig| {
-                    verifier.check(sig, &payload, annotation(l, CERT_ANNOTATION), &[], i64::MAX / 2).is_ok()
-                })
+                && annotation(l, SIGNATURE_ANNOTATION)
+                    .is_some_and(|sig| signer.made(sig, &payload, annotation(l, CERT_ANNOTATION)))
         });
         if already {
             out.already_signed.push("legacy");
@@ -271,10 +282,12 @@ pub async fn sign(
             let mut annotations = serde_json::Map::new();
             annotations.insert(SIGNATURE_ANNOTATION.into(), Value::String(B64.encode(&raw)));
             if let Signer::Keyless(session) = signer {
-                let entry = session.log(&payload, &raw).await?;
                 annotations.insert(CERT_ANNOTATION.into(), Value::String(session.leaf_pem().to_string()));
                 annotations.insert(CHAIN_ANNOTATION.into(), Value::String(session.chain[1..].join("\n")));
-                annotations.insert(REKOR_ANNOTATION.into(), Value::String(keyless::rekor_bundle_annotation(&entry)));
+            }
+            if let Some(rekor) = signer.rekor() {
+                let entry = rekor.hashedrekord(&payload, &raw, &signer.verifier_pem()).await?;
+                annotations.insert(REKOR_ANNOTATION.into(), Value::String(entry.annotation()));
             }
             layers.push(json!({
                 "mediaType": SIMPLESIGNING,
@@ -303,15 +316,16 @@ pub async fn sign(
     if format.bundle() {
         let statement = statement(&subject.repository, &subject.digest);
         let tag = fallback_tag(&subject.digest);
-        let mut index = manifest_json(client, path, &tag)
-            .await?
-            .unwrap_or_else(|| json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}));
-        let entries: Vec<Value> = index.get("manifests").and_then(Value::as_array).cloned().unwrap_or_default();
+        let mut index = match manifest_json(client, path, &tag).await? {
+            Some(index) => index,
+            None => json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}),
+        };
+        let entries = descriptors(&index, &tag, "manifests")?;
         let mut found = None;
         for e in entries.iter().filter(|e| e.get("artifactType").and_then(Value::as_str) == Some(BUNDLE_V03)) {
             let Some(digest) = e.get("digest").and_then(Value::as_str) else { continue };
             if let Some(bundle) = referrer_bundle(client, path, digest).await?
-                && bundle_verifies(&bundle, &verifier, &subject.digest).is_ok()
+                && bundled_by(&bundle, signer, &subject.digest)
             {
                 found = digest.parse::<Digest>().ok();
                 break;
@@ -325,24 +339,28 @@ pub async fn sign(
             None => {
                 let signed_bytes = pae(IN_TOTO, &statement);
                 let sig = signer.sign(&signed_bytes)?;
+                let envelope = json!({
+                    "payload": B64.encode(&statement),
+                    "payloadType": IN_TOTO,
+                    "signatures": [{"sig": B64.encode(sig), "keyid": ""}]
+                });
+                let mut tlog_entries = Vec::new();
+                if let Some(rekor) = signer.rekor() {
+                    // A DSSE bundle's entry is a `dsse` entry: what sigstore-go (cosign) checks.
+                    let entry = rekor.dsse(&envelope.to_string(), &signer.verifier_pem()).await?;
+                    tlog_entries.push(entry.bundle_entry());
+                }
                 let material = match signer {
-                    Signer::Key(k) => json!({"publicKey": {"hint": k.hint()}, "tlogEntries": []}),
-                    Signer::Keyless(session) => {
-                        let entry = session.log(&signed_bytes, &sig).await?;
-                        json!({
-                            "certificate": {"rawBytes": B64.encode(session.leaf_der()?)},
-                            "tlogEntries": [keyless::tlog_entry(&entry)]
-                        })
-                    }
+                    Signer::Key(k, _) => json!({"publicKey": {"hint": k.hint()}, "tlogEntries": tlog_entries}),
+                    Signer::Keyless(session) => json!({
+                        "certificate": {"rawBytes": B64.encode(session.leaf_der()?)},
+                        "tlogEntries": tlog_entries
+                    }),
                 };
                 let bundle = json!({
                     "mediaType": BUNDLE_V03,
                     "verificationMaterial": material,
-                    "dsseEnvelope": {
-                        "payload": B64.encode(&statement),
-                        "payloadType": IN_TOTO,
-                        "signatures": [{"sig": B64.encode(sig), "keyid": ""}]
-                    }
+                    "dsseEnvelope": envelope
                 })
                 .to_string()
                 .into_bytes();
@@ -382,8 +400,12 @@ pub async fn sign(
     Ok(out)
 }
 
+/// The bundle a referrer manifest carries (`None` when it is missing or unreadable: it is
+/// reported, and kept as it is).
 async fn referrer_bundle(client: &Client, path: &str, digest: &str) -> Result<Option<Value>, SignError> {
-    let Some(m) = manifest_json(client, path, digest).await? else { return Ok(None) };
+    let Some(m) = client.manifest(path, digest).await?.and_then(|b| serde_json::from_slice::<Value>(&b).ok()) else {
+        return Ok(None);
+    };
     let Some(layer) = m.get("layers").and_then(Value::as_array).and_then(|l| l.first()) else { return Ok(None) };
     let Some(d) = layer.get("digest").and_then(Value::as_str).and_then(|d| d.parse::<Digest>().ok()) else {
         return Ok(None);
@@ -391,109 +413,9 @@ async fn referrer_bundle(client: &Client, path: &str, digest: &str) -> Result<Op
     Ok(client.get_blob(&d, MAX_SIGNATURE_BLOB).await?.and_then(|b| serde_json::from_slice(&b).ok()))
 }
 
-/// Checks a bundle's DSSE signature with `key` and that its statement names `digest`.
-pub fn bundle_verifies(bundle: &Value, verifier: &Verifier, digest: &Digest) -> Result<(), Rejected> {
-    let env = bundle.get("dsseEnvelope").ok_or("the bundle has no DSSE envelope")?;
-    let payload = env.get("payload").and_then(Value::as_str).ok_or("the envelope has no payload")?;
-    let payload = B64.decode(payload).map_err(|e| format!("the payload is not base64: {e}"))?;
-    let payload_type = env.get("payloadType").and_then(Value::as_str).unwrap_or_default();
-    let material = bundle.get("verificationMaterial");
-    let cert = material
-        .and_then(|m| m.pointer("/certificate/rawBytes"))
-        .and_then(Value::as_str)
-        .and_then(|b| B64.decode(b).ok())
-        .map(|der| der_to_pem(&der));
-    let time = material
-        .and_then(|m| m.pointer("/tlogEntries/0/integratedTime"))
-        .and_then(|t| t.as_str().and_then(|s| s.parse().ok()).or_else(|| t.as_i64()))
-        .unwrap_or(0);
-    let mut last = Rejected::from("the bundle has no signature");
-    let signatures = env.get("signatures").and_then(Value::as_array).into_iter().flatten();
-    let ok = signatures.filter_map(|s| s.get("sig").and_then(Value::as_str)).any(|sig| {
-        match verifier.check(sig, &pae(payload_type, &payload), cert.as_deref(), &[], time) {
-            Ok(()) => true,
-            Err(e) => {
-                last = e;
-                false
-            }
-        }
-    });
-    if !ok {
-        return Err(last);
-    }
-    let statement: Value = serde_json::from_slice(&payload).map_err(|e| format!("the statement is not JSON: {e}"))?;
-    if statement.get("predicateType").and_then(Value::as_str) != Some(PREDICATE_TYPE) {
-        return Err("the statement is not a cosign signature".into());
-    }
-    let names_digest = statement
-        .get("subject")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .any(|s| s.pointer("/digest/sha256").and_then(Value::as_str) == Some(digest.hex()));
-    if names_digest { Ok(()) } else { Err(format!("the statement does not name {digest}").into()) }
-}
-
-/// What `publish verify` found.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Verified {
-    pub digest: Option<Digest>,
-    /// Valid legacy signatures (payload digests).
-    pub legacy: Vec<Digest>,
-    /// Valid bundles (referrer manifest digests).
-    pub bundle: Vec<Digest>,
-    /// Signatures that were there but did not verify, and why.
-    pub invalid: Vec<String>,
-}
-
-/// Finds and checks every signature of `digest` in both formats with `key`.
-pub async fn verify(client: &Client, path: &str, digest: &Digest, verifier: &Verifier) -> Result<Verified, SignError> {
-    let mut out = Verified { digest: Some(digest.clone()), ..Default::default() };
-    if let Some(m) = manifest_json(client, path, &legacy_tag(digest)).await? {
-        for l in m.get("layers").and_then(Value::as_array).into_iter().flatten() {
-            let Some(d) = l.get("digest").and_then(Value::as_str).and_then(|d| d.parse::<Digest>().ok()) else {
-                continue;
-            };
-            let sig = annotation(l, SIGNATURE_ANNOTATION);
-            let chain = annotation(l, CHAIN_ANNOTATION).map(split_pem).unwrap_or_default();
-            let time = annotation(l, REKOR_ANNOTATION)
-                .and_then(|b| serde_json::from_str::<Value>(b).ok())
-                .and_then(|b| b.pointer("/Payload/integratedTime").and_then(Value::as_i64))
-                .unwrap_or(0);
-            let Some(payload) = client.get_blob(&d, MAX_SIGNATURE_BLOB).await? else {
-                out.invalid.push(format!("legacy {d}: the payload blob is missing"));
-                continue;
-            };
-            let claims: Value = serde_json::from_slice(&payload).unwrap_or(Value::Null);
-            let named = claims.pointer("/critical/image/docker-manifest-digest").and_then(Value::as_str);
-            match (sig, named) {
-                (_, Some(n)) if n != digest.as_str() => {
-                    out.invalid.push(format!("legacy {d}: signs {n}, not {digest}"))
-                }
-                (Some(sig), Some(_)) => {
-                    match verifier.check(sig, &payload, annotation(l, CERT_ANNOTATION), &chain, time) {
-                        Ok(()) => out.legacy.push(d),
-                        Err(why) => out.invalid.push(format!("legacy {d}: {why}")),
-                    }
-                }
-                _ => out.invalid.push(format!("legacy {d}: no signature or payload claim")),
-            }
-        }
-    }
-    if let Some(index) = manifest_json(client, path, &fallback_tag(digest)).await? {
-        for e in index.get("manifests").and_then(Value::as_array).into_iter().flatten() {
-            if e.get("artifactType").and_then(Value::as_str) != Some(BUNDLE_V03) {
-                continue;
-            }
-            let Some(d) = e.get("digest").and_then(Value::as_str) else { continue };
-            match referrer_bundle(client, path, d).await? {
-                Some(bundle) => match bundle_verifies(&bundle, verifier, digest) {
-                    Ok(()) => out.bundle.extend(d.parse::<Digest>().ok()),
-                    Err(why) => out.invalid.push(format!("bundle {d}: {why}")),
-                },
-                None => out.invalid.push(format!("bundle {d}: the referrer or its bundle is missing")),
-            }
-        }
-    }
-    Ok(out)
+/// Whether a bundle is this signer's signature over a statement naming `digest`.
+fn bundled_by(bundle: &Value, signer: Signer<'_>, digest: &Digest) -> bool {
+    let Ok(b) = verify::BundleParts::parse(bundle) else { return false };
+    let cert = b.cert_der.as_deref().map(der_to_pem);
+    b.names(digest) && signer.made(&B64.encode(&b.signature), &b.signed, cert.as_deref())
 }

@@ -359,12 +359,26 @@ fn resolve_signing(c: &mut Checker, sg: &model::Signing, base_dir: &Path) -> Res
     {
         c.err(p, "signing.password_env", format!("{:?} is not an environment variable name", p.value), None);
     }
+    let tlog = match &sg.tlog {
+        Some(t) if !t.value && key.is_none() => {
+            c.err(
+                t,
+                "signing.tlog",
+                "keyless signatures are always logged in Rekor: their certificates are only valid for minutes, and the log entry is what proves when they signed",
+                Some("remove `tlog: false`, or sign with a key pair".into()),
+            );
+            true
+        }
+        Some(t) => t.value,
+        None => key.is_none(),
+    };
     ResolvedSigning {
         key,
         fulcio_url,
         rekor_url,
         password_env,
         format: sg.format.as_ref().map(|f| f.value).unwrap_or_default(),
+        tlog,
     }
 }
 
