@@ -38,6 +38,13 @@ fn cosign() -> Option<PathBuf> {
 /// cosign with its own home (no TUF cache, no Docker config of the user's).
 fn cosign_cmd(bin: &Path, home: &Path) -> Command {
     let mut c = Command::new(bin);
+    // The wrapper unpacks cosign once into the user's cache: keep that cache while HOME moves.
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
+    if let Some(cache) = cache {
+        c.env("XDG_CACHE_HOME", cache);
+    }
     c.env("HOME", home).env("TUF_ROOT", home.join("tuf")).env("COSIGN_PASSWORD", KEY_PASSWORD);
     c.env_remove("SIGSTORE_ROOT_FILE")
         .env_remove("SIGSTORE_REKOR_PUBLIC_KEY")
