@@ -1,0 +1,242 @@
+#!/usr/bin/env python3
+"""Side-by-side push benchmark: publish, crane and skopeo, alternating, a fresh registry per push.
+
+Called by scripts/bench (which builds publish in release mode). Makes an OCI layout of random
+layers, then for each of RUNS rounds and each transport (plain HTTP, TLS through nginx with a
+private CA) starts a fresh CNCF distribution with htpasswd, pushes with each tool in turn
+(the order rotates per round), checks the pushed digest with crane, and records wall time,
+client CPU (user+sys) and peak RSS. Prints medians and ratios; then a no-op re-push of a
+20-layer image (every blob present) and `publish plan` timing. Ratios, not absolute times,
+are what compare across machines.
+
+    scripts/bench [SIZE_MIB [LAYERS [RUNS]]]      (default 2048 8 3)
+"""
+import base64, hashlib, json, os, shutil, socket, statistics, subprocess, sys, tempfile, time, urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PUBLISH = os.path.join(ROOT, "target/release/publish")
+CRANE = os.environ.get("CRANE") or os.path.join(ROOT, "../shared/tools/crane")
+USER, PASSWORD = "bench", "bench-pw-7c1e"
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def layout(out, size_mib, layers, ref="latest"):
+    os.makedirs(f"{out}/blobs/sha256")
+
+    def put(data):
+        d = hashlib.sha256(data).hexdigest()
+        open(f"{out}/blobs/sha256/{d}", "wb").write(data)
+        return d, len(data)
+
+    descs = []
+    per = size_mib * 1024 * 1024 // layers
+    for i in range(layers):
+        tmp = f"{out}/layer{i}"
+        h = hashlib.sha256()
+        with open(tmp, "wb") as f:
+            left = per
+            while left:
+                chunk = os.urandom(min(left, 1 << 20))
+                f.write(chunk)
+                h.update(chunk)
+                left -= len(chunk)
+        d = h.hexdigest()
+        os.rename(tmp, f"{out}/blobs/sha256/{d}")
+        descs.append({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": "sha256:" + d, "size": per})
+    cfg = json.dumps({"architecture": "amd64", "os": "linux",
+                      "rootfs": {"type": "layers", "diff_ids": [l["digest"] for l in descs]}}).encode()
+    cd, cn = put(cfg)
+    m = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": "sha256:" + cd, "size": cn},
+                    "layers": descs}).encode()
+    md, mn = put(m)
+    json.dump({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+               "digest": "sha256:" + md, "size": mn, "annotations": {"org.opencontainers.image.ref.name": ref}}]},
+              open(f"{out}/index.json", "w"))
+    open(f"{out}/oci-layout", "w").write('{"imageLayoutVersion":"1.0.0"}')
+    return "sha256:" + md
+
+
+class Registry:
+    """A fresh distribution (htpasswd) on a free loopback port; with tls, nginx in front."""
+
+    def __init__(self, work, tls):
+        self.dir = tempfile.mkdtemp(dir=work)
+        self.procs = []
+        subprocess.run(["htpasswd", "-Bbc", f"{self.dir}/htpasswd", USER, PASSWORD], check=True, capture_output=True)
+        backend = free_port()
+        open(f"{self.dir}/config.yml", "w").write(
+            f"version: 0.1\nlog: {{level: error, accesslog: {{disabled: true}}}}\n"
+            f"storage: {{filesystem: {{rootdirectory: {self.dir}/data}}, delete: {{enabled: true}}}}\n"
+            f"http: {{addr: 127.0.0.1:{backend}, secret: bench}}\n"
+            f"auth: {{htpasswd: {{realm: bench, path: {self.dir}/htpasswd}}}}\n")
+        self.procs.append(subprocess.Popen(["docker-registry", "serve", f"{self.dir}/config.yml"],
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        self.wait(f"http://127.0.0.1:{backend}/v2/")
+        self.port = backend
+        if tls:
+            self.port = free_port()
+            d = self.dir
+            run = lambda *a: subprocess.run(a, check=True, capture_output=True, cwd=d)
+            run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=bench ca",
+                "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign")
+            run("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+            open(f"{d}/ext.cnf", "w").write("subjectAltName=IP:127.0.0.1\n")
+            run("openssl", "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                "-CAcreateserial", "-days", "2", "-extfile", "ext.cnf", "-out", "server.pem")
+            os.makedirs(f"{d}/certs.d")
+            shutil.copy(f"{d}/ca.pem", f"{d}/certs.d/ca.crt")
+            open(f"{d}/nginx.conf", "w").write(f"""
+daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/nginx.err;
+events {{ worker_connections 256; }}
+http {{
+  access_log off; client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;
+  fastcgi_temp_path {d}/f; uwsgi_temp_path {d}/u; scgi_temp_path {d}/s;
+  server {{
+    listen 127.0.0.1:{self.port} ssl; http2 on;
+    ssl_certificate {d}/server.pem; ssl_certificate_key {d}/server.key;
+    client_max_body_size 0; chunked_transfer_encoding on;
+    proxy_request_buffering off; proxy_buffering off; proxy_read_timeout 900; proxy_send_timeout 900;
+    location /v2/ {{
+      proxy_pass http://127.0.0.1:{backend}; proxy_set_header Host $http_host;
+      proxy_set_header X-Forwarded-Proto https; proxy_http_version 1.1;
+    }}
+  }}
+}}
+""")
+            self.procs.append(subprocess.Popen(["nginx", "-c", f"{d}/nginx.conf"],
+                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            self.wait(f"https://127.0.0.1:{self.port}/v2/", ca=f"{d}/ca.pem")
+        self.tls = tls
+        self.host = f"127.0.0.1:{self.port}"
+        self.docker_config = f"{self.dir}/docker"
+        os.makedirs(self.docker_config)
+        auth = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+        json.dump({"auths": {self.host: {"auth": auth}}}, open(f"{self.docker_config}/config.json", "w"))
+
+    def wait(self, url, ca=None):
+        import ssl
+        ctx = ssl.create_default_context(cafile=ca) if ca else None
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(url, timeout=1, context=ctx)
+                return
+            except urllib.error.HTTPError:
+                return  # 401: up
+            except Exception:
+                time.sleep(0.05)
+        raise SystemExit(f"{url} did not come up")
+
+    def stop(self):
+        for p in reversed(self.procs):
+            p.terminate()
+            p.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def timed(cmd, env):
+    out = tempfile.NamedTemporaryFile(delete=False)
+    r = subprocess.run(["/usr/bin/time", "-f", "%e %U %S %M", "-o", out.name] + cmd, env=env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if r.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed: {r.stderr.decode()[-2000:]}")
+    wall, user, sys_, rss = open(out.name).read().split()[-4:]
+    os.unlink(out.name)
+    return {"wall": float(wall), "cpu": float(user) + float(sys_), "rss": int(rss) / 1024}
+
+
+def push(tool, reg, img, repo):
+    env = dict(os.environ, DOCKER_CONFIG=reg.docker_config)
+    ref = f"{reg.host}/bench/{repo}:v1"
+    if tool == "publish":
+        cmd = [PUBLISH, "push", f"oci:{img}", f"docker://{ref}"]
+        cmd += ["--ca-file", f"{reg.dir}/ca.pem"] if reg.tls else ["--insecure"]
+    elif tool == "crane":
+        cmd = [CRANE, "push", img, ref]
+        if reg.tls:
+            env["SSL_CERT_FILE"] = f"{reg.dir}/ca.pem"
+        else:
+            cmd.append("--insecure")
+    else:
+        cmd = ["skopeo", "copy", "--insecure-policy", "--preserve-digests", "--dest-authfile",
+               f"{reg.docker_config}/config.json", f"oci:{img}:latest", f"docker://{ref}"]
+        cmd += ["--dest-cert-dir", f"{reg.dir}/certs.d"] if reg.tls else ["--dest-tls-verify=false"]
+    m = timed(cmd, env)
+    check = [CRANE, "digest", ref] + ([] if reg.tls else ["--insecure"])
+    cenv = dict(env, SSL_CERT_FILE=f"{reg.dir}/ca.pem") if reg.tls else env
+    got = subprocess.run(check, env=cenv, capture_output=True, text=True).stdout.strip()
+    return m, got
+
+
+def main():
+    size = int(sys.argv[1]) if len(sys.argv) > 1 else 2048
+    layers = int(sys.argv[2]) if len(sys.argv) > 2 else 8
+    runs = int(sys.argv[3]) if len(sys.argv) > 3 else 3
+    tools = ["publish", "crane"] + (["skopeo"] if shutil.which("skopeo") else [])
+    work = tempfile.mkdtemp()
+    try:
+        img = f"{work}/img"
+        digest = layout(img, size, layers)
+        cpus = os.cpu_count()
+        model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+        print(f"machine: {cpus} cores, {model}")
+        print(f"image: {size} MiB in {layers} random layers; fresh distribution + htpasswd per push; {runs} alternating runs")
+        for tls in (False, True):
+            results = {t: [] for t in tools}
+            for r in range(runs):
+                order = tools[r % len(tools):] + tools[:r % len(tools)]
+                for t in order:
+                    reg = Registry(work, tls)
+                    try:
+                        m, got = push(t, reg, img, t)
+                    finally:
+                        reg.stop()
+                    if got != digest:
+                        raise SystemExit(f"{t} left {got!r}, not {digest}")
+                    results[t].append(m)
+            print(f"\n{'TLS via nginx' if tls else 'plain HTTP'} (medians)")
+            med = {t: {k: statistics.median(x[k] for x in results[t]) for k in ("wall", "cpu", "rss")} for t in tools}
+            gb = size / 1024 * 1.073741824
+            for t in tools:
+                m = med[t]
+                print(f"  {t:<8} wall {m['wall']:6.2f} s  {size * 1.048576 / m['wall']:7.1f} MB/s  "
+                      f"cpu {m['cpu']:5.2f} s ({m['cpu'] / gb:4.2f} s/GB)  rss {m['rss']:6.1f} MiB")
+            for t in tools[1:]:
+                print(f"  publish/{t}: wall {med['publish']['wall'] / med[t]['wall']:.2f}x  "
+                      f"cpu {med['publish']['cpu'] / med[t]['cpu']:.2f}x  rss {med['publish']['rss'] / med[t]['rss']:.2f}x")
+
+        # No-op re-push of a 20-layer image: every blob is already there.
+        small = f"{work}/small"
+        layout(small, 20, 20)
+        reg = Registry(work, False)
+        try:
+            print("\nno-op re-push, 20 layers of 1 MiB, every blob present (median of 5)")
+            for t in tools:
+                push(t, reg, small, f"noop-{t}")
+                walls = [push(t, reg, small, f"noop-{t}")[0]["wall"] for _ in range(5)]
+                print(f"  {t:<8} {statistics.median(walls):6.3f} s")
+        finally:
+            reg.stop()
+
+        # publish plan on the big layout: no blob is read.
+        open(f"{work}/publish.yaml", "w").write(
+            "version: 1\nregistries:\n  home:\n    kind: registry\n    repository: 127.0.0.1:5999/bench\n    insecure: true\n"
+            "images:\n  - name: app\n    source: oci:img\n    tags: [v1]\n")
+        walls = [timed([PUBLISH, "plan", "--policy", f"{work}/publish.yaml"], dict(os.environ))["wall"] for _ in range(5)]
+        print(f"\npublish plan on the {size} MiB layout: {statistics.median(walls) * 1000:.0f} ms (median of 5)")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
