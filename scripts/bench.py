@@ -144,22 +144,120 @@ http {{
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def timed(cmd, env):
+class Proxy:
+    """A TCP proxy in a thread of its own (asyncio) in front of a registry.
+
+    slow: adds `delay` seconds each way (40 ms round trip) and caps each direction at `rate`
+    bytes a second, shared by all connections (kernel netem is not available here).
+    cut_at: closes the first connection that has carried that many bytes towards the registry,
+    once. `up` counts every byte sent towards the registry (what a cut makes a client resend)."""
+
+    def __init__(self, target_port, slow=False, delay=0.020, rate=400e6 / 8, cut_at=None):
+        import asyncio, threading
+        self.port = free_port()
+        self.up = 0
+        self.cut_done = False
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        next_free = {"up": 0.0, "down": 0.0}
+
+        async def pipe(reader, writer, direction, conn):
+            queue = asyncio.Queue()
+
+            async def deliver():
+                while True:
+                    item = await queue.get()
+                    if item is None:
+                        break
+                    at, data = item
+                    wait = at - self.loop.time()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                    writer.write(data)
+                    await writer.drain()
+                writer.close()
+
+            task = asyncio.create_task(deliver())
+            try:
+                while True:
+                    data = await reader.read(256 * 1024)
+                    if not data:
+                        break
+                    if direction == "up":
+                        self.up += len(data)
+                        conn["up"] += len(data)
+                        if cut_at and not self.cut_done and conn["up"] >= cut_at:
+                            self.cut_done = True
+                            conn["cut"] = True
+                            break
+                    at = self.loop.time()
+                    if slow:
+                        slot = max(at, next_free[direction])
+                        next_free[direction] = slot + len(data) / rate
+                        at = next_free[direction] + delay
+                    if slow:
+                        await queue.put((at, data))
+                        while queue.qsize() > 64:
+                            await asyncio.sleep(0.001)
+                    else:
+                        writer.write(data)
+                        await writer.drain()
+            except (ConnectionError, OSError):
+                pass
+            await queue.put(None)
+            await task
+            if conn.get("cut"):
+                for w in conn["writers"]:
+                    w.transport.abort()
+
+        async def handle(creader, cwriter):
+            try:
+                sreader, swriter = await asyncio.open_connection("127.0.0.1", target_port)
+            except OSError:
+                cwriter.close()
+                return
+            conn = {"up": 0, "writers": [cwriter, swriter]}
+            await asyncio.gather(pipe(creader, swriter, "up", conn), pipe(sreader, cwriter, "down", conn),
+                                 return_exceptions=True)
+
+        def run():
+            asyncio.set_event_loop(self.loop)
+            server = self.loop.run_until_complete(asyncio.start_server(handle, "127.0.0.1", self.port))
+            ready.set()
+            self.loop.run_forever()
+            server.close()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        ready.wait()
+
+    def stop(self):
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
+
+
+def timed(cmd, env, allow_fail=False):
     out = tempfile.NamedTemporaryFile(delete=False)
     r = subprocess.run(["/usr/bin/time", "-f", "%e %U %S %M", "-o", out.name] + cmd, env=env,
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    if r.returncode:
+    if r.returncode and not allow_fail:
         raise SystemExit(f"{' '.join(cmd)} failed: {r.stderr.decode()[-2000:]}")
     wall, user, sys_, rss = open(out.name).read().split()[-4:]
     os.unlink(out.name)
-    return {"wall": float(wall), "cpu": float(user) + float(sys_), "rss": int(rss) / 1024}
+    return {"wall": float(wall), "cpu": float(user) + float(sys_), "rss": int(rss) / 1024, "ok": r.returncode == 0}
 
 
-def push(tool, reg, img, repo):
+def push(tool, reg, img, repo, host=None, allow_fail=False):
     env = dict(os.environ, DOCKER_CONFIG=reg.docker_config)
-    ref = f"{reg.host}/bench/{repo}:v1"
-    if tool == "publish":
+    host = host or reg.host
+    if host != reg.host:
+        auth = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+        json.dump({"auths": {host: {"auth": auth}, reg.host: {"auth": auth}}}, open(f"{reg.docker_config}/config.json", "w"))
+    ref = f"{host}/bench/{repo}:v1"
+    if tool.startswith("publish"):
         cmd = [PUBLISH, "push", f"oci:{img}", f"docker://{ref}"]
+        if tool == "publish-chunked":
+            cmd += ["--chunk-size", "64MiB"]
         cmd += ["--ca-file", f"{reg.dir}/ca.pem"] if reg.tls else ["--insecure"]
     elif tool == "crane":
         cmd = [CRANE, "push", img, ref]
@@ -171,7 +269,8 @@ def push(tool, reg, img, repo):
         cmd = ["skopeo", "copy", "--insecure-policy", "--preserve-digests", "--dest-authfile",
                f"{reg.docker_config}/config.json", f"oci:{img}:latest", f"docker://{ref}"]
         cmd += ["--dest-cert-dir", f"{reg.dir}/certs.d"] if reg.tls else ["--dest-tls-verify=false"]
-    m = timed(cmd, env)
+    m = timed(cmd, env, allow_fail)
+    ref = f"{reg.host}/bench/{repo}:v1"
     check = [CRANE, "digest", ref] + ([] if reg.tls else ["--insecure"])
     cenv = dict(env, SSL_CERT_FILE=f"{reg.dir}/ca.pem") if reg.tls else env
     got = subprocess.run(check, env=cenv, capture_output=True, text=True).stdout.strip()
@@ -191,7 +290,7 @@ def main():
         model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
         print(f"machine: {cpus} cores, {model}")
         print(f"image: {size} MiB in {layers} random layers; fresh distribution + htpasswd per push; {runs} alternating runs")
-        for tls in [t for t in (False, True) if os.environ.get("BENCH_ONLY") in (None, "tls" if t else "plain")]:
+        for tls in [t for t in (False, True) if (os.environ.get("BENCH_ONLY") or None) in (None, "tls" if t else "plain")]:
             results = {t: [] for t in tools}
             for r in range(runs):
                 order = tools[r % len(tools):] + tools[:r % len(tools)]
@@ -215,18 +314,59 @@ def main():
                 print(f"  publish/{t}: wall {med['publish']['wall'] / med[t]['wall']:.2f}x  "
                       f"cpu {med['publish']['cpu'] / med[t]['cpu']:.2f}x  rss {med['publish']['rss'] / med[t]['rss']:.2f}x")
 
-        # No-op re-push of a 20-layer image: every blob is already there.
-        small = f"{work}/small"
-        layout(small, 20, 20)
-        reg = Registry(work, False)
-        try:
-            print("\nno-op re-push, 20 layers of 1 MiB, every blob present (median of 5)")
-            for t in tools:
-                push(t, reg, small, f"noop-{t}")
-                walls = [push(t, reg, small, f"noop-{t}")[0]["wall"] for _ in range(5)]
-                print(f"  {t:<8} {statistics.median(walls):6.3f} s")
-        finally:
-            reg.stop()
+        only = (os.environ.get("BENCH_ONLY") or None)
+        if only in (None, "noop"):
+            # No-op re-push of a 20-layer image: every blob is already there.
+            small = f"{work}/small"
+            layout(small, 20, 20)
+            reg = Registry(work, False)
+            try:
+                print("\nno-op re-push, 20 layers of 1 MiB, every blob present (median of 5)")
+                for t in tools:
+                    push(t, reg, small, f"noop-{t}")
+                    walls = [push(t, reg, small, f"noop-{t}")[0]["wall"] for _ in range(5)]
+                    print(f"  {t:<8} {statistics.median(walls):6.3f} s")
+            finally:
+                reg.stop()
+
+        if only in (None, "slow"):
+            # Through a 40 ms / 400 Mbit/s link: 1 GiB in 8 layers, and 200 small layers.
+            many = f"{work}/many"
+            many_digest = layout(many, 50, 200)
+            for label, image, want in ((f"{size} MiB in {layers} layers", img, digest), ("200 layers of 256 KiB", many, many_digest)):
+                print(f"\nslow link (40 ms round trip, 400 Mbit/s), {label}: wall (median of {runs})")
+                walls = {t: [] for t in tools}
+                for r in range(runs):
+                    for t in tools[r % len(tools):] + tools[:r % len(tools)]:
+                        reg = Registry(work, False)
+                        proxy = Proxy(reg.port, slow=True)
+                        try:
+                            m, got = push(t, reg, image, t, host=f"127.0.0.1:{proxy.port}")
+                        finally:
+                            proxy.stop()
+                            reg.stop()
+                        if got != want:
+                            raise SystemExit(f"{t} left {got!r}, not {want}")
+                        walls[t].append(m["wall"])
+                med = {t: statistics.median(w) for t, w in walls.items()}
+                for t in tools:
+                    print(f"  {t:<8} {med[t]:6.2f} s" + (f"   publish/{t} {med['publish'] / med[t]:.2f}x" if t != "publish" else ""))
+        if only in (None, "cut"):
+            # A connection cut at half of a 1 GiB layer: how many bytes each client sends again.
+            one = f"{work}/one"
+            one_digest = layout(one, 1024, 1)
+            blob = 1024 * 1024 * 1024
+            print("\nconnection cut at 50 % of a 1 GiB layer: bytes sent towards the registry beyond the blob")
+            for t in ["publish", "publish-chunked"] + tools[1:]:
+                reg = Registry(work, False)
+                proxy = Proxy(reg.port, cut_at=blob // 2)
+                try:
+                    m, got = push(t, reg, one, t, host=f"127.0.0.1:{proxy.port}", allow_fail=True)
+                finally:
+                    proxy.stop()
+                    reg.stop()
+                outcome = "pushed" if got == one_digest and m["ok"] else "FAILED"
+                print(f"  {t:<8} {outcome:<7} resent {(proxy.up - blob) / 2**20:8.1f} MiB  wall {m['wall']:6.2f} s")
 
         # publish plan on the big layout: no blob is read.
         open(f"{work}/publish.yaml", "w").write(

@@ -70,6 +70,13 @@ pub enum Cmd {
     Sign(SignCmd),
     /// Verify an image's cosign signatures: publish verify HOST/REPO[:TAG|@DIGEST] --key cosign.pub
     Verify(VerifyCmd),
+    /// Write a commented publish.yaml and .github/workflows/publish.yml from what the checkout
+    /// holds (git remote, an image build, RUNPOD_API_KEY); never overwrites.
+    Init {
+        /// The checkout to set up.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
     /// Write a new cosign key pair, cosign.key (encrypted with COSIGN_PASSWORD) and cosign.pub.
     GenerateKeyPair {
         /// Where to write them.
@@ -349,6 +356,7 @@ impl Cli {
                 registry: v.registry.into(),
                 output: v.output.or(&top.output),
             }),
+            Some(Cmd::Init { dir }) => Request::Init(crate::commands::InitArgs { dir }),
             Some(Cmd::GenerateKeyPair { output_dir, force }) => {
                 Request::GenerateKeyPair(KeyPairArgs { dir: output_dir, force })
             }

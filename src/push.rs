@@ -123,13 +123,21 @@ async fn push_inner(
     }
     client.authenticate().await?;
 
-    let blobs = image.blobs();
+    let mut blobs = image.blobs();
     let total: u64 = blobs.iter().map(|d| d.size).sum();
     let reporter = crate::progress::Reporter::new(&out.repository, total);
-    let results: Vec<(bool, u64, u64)> = futures_util::stream::iter(
-        blobs.into_iter().map(|d| send_blob(&client, image, d, mount_from.as_deref(), &reporter)),
-    )
-    .buffer_unordered(crate::http::settings().concurrency.max(1))
+    // Largest first, so the longest transfer starts at once; bytes in flight, not blob count,
+    // bound the work: see `InFlight`.
+    blobs.sort_by_key(|d| std::cmp::Reverse(d.size));
+    let in_flight = InFlight::new(crate::http::settings().concurrency);
+    let results: Vec<(bool, u64, u64)> = futures_util::stream::iter(blobs.into_iter().map(|d| {
+        let (in_flight, client, reporter, mount_from) = (&in_flight, &client, &reporter, mount_from.as_deref());
+        async move {
+            let _permit = in_flight.acquire(d.size).await;
+            send_blob(client, image, d, mount_from, reporter).await
+        }
+    }))
+    .buffer_unordered(in_flight.max_requests)
     .try_collect()
     .await?;
     reporter.finish();
@@ -253,4 +261,58 @@ async fn send_blob(
         "blob sent"
     );
     Ok((true, stats.bytes_sent, stats.bytes_resent(d.size)))
+}
+
+/// Concurrency by bytes in flight: `concurrency` (per registry, `transfer.concurrency`) large
+/// blobs at once, each counted as at most `LARGE`; smaller blobs share the same budget, so
+/// many small layers go up to `SMALL_FACTOR`× as many requests at once (round trips, not
+/// bandwidth, bound them), and one huge layer leaves room for the small ones beside it.
+struct InFlight {
+    budget: tokio::sync::Semaphore,
+    max_requests: usize,
+}
+
+const LARGE: u64 = 64 * 1024 * 1024;
+const UNIT: u64 = 1024 * 1024;
+const SMALL_FACTOR: usize = 4;
+
+impl InFlight {
+    fn new(concurrency: usize) -> InFlight {
+        let concurrency = concurrency.max(1);
+        InFlight {
+            budget: tokio::sync::Semaphore::new(concurrency * (LARGE / UNIT) as usize),
+            max_requests: concurrency * SMALL_FACTOR,
+        }
+    }
+
+    /// The share of the budget a blob of `size` bytes holds while it is sent.
+    fn units(size: u64) -> u32 {
+        size.min(LARGE).div_ceil(UNIT).max(1) as u32
+    }
+
+    async fn acquire(&self, size: u64) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.budget.acquire_many(Self::units(size)).await.ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::InFlight;
+
+    #[test]
+    fn large_blobs_are_bounded_by_concurrency_and_small_ones_by_requests() {
+        let f = InFlight::new(4);
+        assert_eq!(f.max_requests, 16);
+        assert_eq!(f.budget.available_permits(), 256);
+        assert_eq!(InFlight::units(0), 1);
+        assert_eq!(InFlight::units(1), 1);
+        assert_eq!(InFlight::units(10 * 1024 * 1024 * 1024), 64, "a huge layer counts as one large one");
+        // Four huge layers fill the budget; a fifth waits.
+        let held: Vec<_> = (0..4).map(|_| f.budget.try_acquire_many(InFlight::units(u64::MAX)).unwrap()).collect();
+        assert!(f.budget.try_acquire_many(1).is_err());
+        drop(held);
+        // One huge layer leaves room for 192 small ones (requests cap them at 16).
+        let _huge = f.budget.try_acquire_many(64).unwrap();
+        assert_eq!(f.budget.available_permits(), 192);
+    }
 }

@@ -294,3 +294,31 @@ fn plan_job_feeds_matrix_jobs_that_run_the_saved_plan() {
     let pushed = reg.inspect(&format!("{}/ml/app:main", reg.host), false);
     assert!(pushed.status.success());
 }
+
+/// The `uses:` lines users copy name the action's repository as the release workflow
+/// publishes it (`<org>/publish-action@v1`), in the README, the docs and the examples.
+#[test]
+fn every_documented_uses_line_names_the_action_repository() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let release = std::fs::read_to_string(root.join(".github/workflows/release.yml")).unwrap();
+    assert!(release.contains("uses: <org>/publish-action@v1"), "release.yml says how the action is installed");
+    let mut files = vec![root.join("README.md")];
+    for dir in ["docs", "examples/workflows"] {
+        for e in std::fs::read_dir(root.join(dir)).unwrap() {
+            files.push(e.unwrap().path());
+        }
+    }
+    let mut seen = 0;
+    for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "md" || e == "yml")) {
+        let text = std::fs::read_to_string(f).unwrap();
+        for line in text.lines().filter(|l| l.contains("uses:") && l.contains("publish")) {
+            let target = line.split("uses:").nth(1).unwrap().split_whitespace().next().unwrap_or_default();
+            if target.starts_with("actions/") {
+                continue;
+            }
+            seen += 1;
+            assert!(target.ends_with("/publish-action@v1"), "{}: {line}", f.display());
+        }
+    }
+    assert!(seen >= 4, "{seen} uses: lines");
+}

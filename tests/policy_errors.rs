@@ -135,3 +135,42 @@ fn transfer_settings_are_checked() {
     assert_eq!(code, Some(2));
     assert!(stderr.contains("did you mean `concurrency`?"), "{stderr}");
 }
+
+/// Outside a git checkout, `git.*` comes from GitHub's variables; without them the error says
+/// why and what to do, located at the tag.
+#[test]
+fn git_values_outside_a_checkout_come_from_github_variables_or_say_why_not() {
+    let dir = tempfile::tempdir().unwrap();
+    prepare(dir.path());
+    let yaml = format!(
+        "{REGISTRIES}images:\n  - name: app\n    source: oci:build/app\n    tags: [\"{{{{ git.short_sha }}}}\", \"{{{{ git.branch }}}}\"]\n"
+    );
+    std::fs::write(dir.path().join("publish.yaml"), yaml).unwrap();
+    let check = |env: &[(&str, &str)]| {
+        let mut cmd = publish(dir.path());
+        cmd.arg("check").env("GIT_CEILING_DIRECTORIES", dir.path().parent().unwrap());
+        for v in ["GITHUB_SHA", "GITHUB_REF_NAME", "GITHUB_REF_TYPE"] {
+            cmd.env_remove(v);
+        }
+        cmd.envs(env.iter().copied());
+        let out = run(&mut cmd);
+        (out.status.code(), text(&out).1)
+    };
+    let (code, stderr) = check(&[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("publish.yaml:10:12: images[0].tags[0]"), "located at the tag: {stderr}");
+    assert!(stderr.contains("not a git checkout and GITHUB_SHA is not set"), "{stderr}");
+    let (code, stderr) =
+        check(&[("GITHUB_SHA", "0123456789abcdef0123456789abcdef01234567"), ("GITHUB_REF_NAME", "main")]);
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+/// An unknown tier fails where it is written, even when that registry is no image's candidate.
+#[test]
+fn an_unknown_tier_fails_even_on_a_registry_no_image_uses() {
+    let (code, stderr) = check(&format!(
+        "{REGISTRIES}  spare:\n    kind: ghcr\n    repository: ghcr.io/octo\n    tier: platinum\nimages:\n  - name: app\n    source: oci:build/app\n    tags: [v1]\n    registries: [home]\n"
+    ));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("publish.yaml:10:11: registries.spare.tier: ghcr has no tier \"platinum\""), "{stderr}");
+}

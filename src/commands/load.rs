@@ -115,7 +115,8 @@ fn template_context(dir: &Path, env: &Env) -> TemplateContext {
     let branch = match ref_type {
         Some("branch") => ref_name.clone(),
         Some(_) => None,
-        None => git_out(&["symbolic-ref", "--short", "-q", "HEAD"]),
+        // No ref type (not GitHub Actions, or an older runner): git, else GITHUB_REF_NAME.
+        None => git_out(&["symbolic-ref", "--short", "-q", "HEAD"]).or_else(|| ref_name.clone()),
     };
     let tag = match ref_type {
         Some("tag") => ref_name,

@@ -4,6 +4,7 @@
 //! process environment.
 
 mod check;
+mod init;
 mod keys;
 mod load;
 mod plan;
@@ -21,6 +22,7 @@ use crate::policy::Diagnostics;
 use crate::runpod::template::TemplateErrors;
 
 pub use check::CheckArgs;
+pub use init::InitArgs;
 pub use keys::KeyPairArgs;
 pub use push::PushArgs;
 pub use run::RunArgs;
@@ -63,6 +65,7 @@ pub enum Request {
     Sign(SignArgs),
     Verify(VerifyArgs),
     GenerateKeyPair(KeyPairArgs),
+    Init(init::InitArgs),
 }
 
 /// Exit codes, as documented in the README.
@@ -120,6 +123,7 @@ pub async fn execute(request: Request) -> anyhow::Result<ExitStatus> {
         Request::Sign(args) => sign::sign(args, &env).await,
         Request::Verify(args) => verify::verify(args, &env).await,
         Request::GenerateKeyPair(args) => keys::generate_key_pair(args, &env),
+        Request::Init(args) => init::init(args, &env),
     }
 }
 

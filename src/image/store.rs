@@ -6,13 +6,58 @@ use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-
 use super::ImageError;
 use crate::types::Digest;
 
-/// A blob's bytes, streamed from disk.
-pub type BlobReader = tokio::io::Take<tokio::fs::File>;
+/// A blob's bytes, streamed from disk: `pread(2)` straight into the caller's buffer.
+///
+/// `tokio::fs::File` reads on the blocking pool into a buffer of its own and copies that into
+/// the caller's: for a layer, one more copy of every byte and two thread hand-offs per read.
+/// Reads here are positioned reads of at most the caller's buffer (256 KiB on the upload path),
+/// made on the calling task: a page-cache read of that size takes tens of microseconds, a cold
+/// disk read about a millisecond, which the runtime's other workers absorb. Measured with
+/// `scripts/bench` (docs/performance.md).
+#[derive(Debug)]
+pub struct BlobReader {
+    file: std::fs::File,
+    /// The next byte to read and the end of the blob, as file offsets.
+    at: u64,
+    end: u64,
+}
+
+impl tokio::io::AsyncRead for BlobReader {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::os::fd::AsRawFd;
+        let want = (self.end - self.at).min(buf.remaining() as u64) as usize;
+        if want == 0 {
+            return std::task::Poll::Ready(Ok(()));
+        }
+        // SAFETY: `unfilled_mut` is writable memory of at least `want` bytes; pread writes at
+        // most `want` bytes there, and only the `n` it reports are marked initialised.
+        let n = unsafe {
+            let dst = buf.unfilled_mut();
+            libc::pread(self.file.as_raw_fd(), dst.as_mut_ptr().cast(), want, self.at as libc::off_t)
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                _cx.waker().wake_by_ref();
+                return std::task::Poll::Pending;
+            }
+            return std::task::Poll::Ready(Err(e));
+        }
+        let n = n as usize;
+        // SAFETY: pread initialised the first `n` bytes of the unfilled part.
+        unsafe { buf.assume_init(n) };
+        buf.advance(n);
+        self.at += n as u64;
+        std::task::Poll::Ready(Ok(()))
+    }
+}
 
 #[derive(Debug)]
 enum Kind {
@@ -212,18 +257,18 @@ impl Store {
         let rel = self.blob_path(digest);
         let io = |source| ImageError::Io { path: format!("{}/{rel}", self.display()), source };
         let (file, start, actual) = if let Some(p) = self.files.get(digest) {
-            let f = tokio::fs::File::open(p).await.map_err(io)?;
-            let len = f.metadata().await.map_err(io)?.len();
+            let f = std::fs::File::open(p).map_err(io)?;
+            let len = f.metadata().map_err(io)?.len();
             (f, 0, len)
         } else {
             match &self.kind {
                 Kind::Dir(dir) => {
                     let (f, len) = self.dir_file(dir, &rel)?;
-                    (tokio::fs::File::from_std(f), 0, len)
+                    (f, 0, len)
                 }
                 Kind::Archive(path, entries) => {
                     let (at, len) = *entries.get(&rel).ok_or_else(|| self.layout_error(format!("{rel} is missing")))?;
-                    (tokio::fs::File::open(path).await.map_err(io)?, at, len)
+                    (std::fs::File::open(path).map_err(io)?, at, len)
                 }
             }
         };
@@ -231,8 +276,6 @@ impl Store {
             return Err(self.layout_error(format!("blob {digest} is {actual} bytes but its descriptor says {size}")));
         }
         let offset = offset.min(size);
-        let mut file = file;
-        file.seek(SeekFrom::Start(start + offset)).await.map_err(io)?;
-        Ok(file.take(size - offset))
+        Ok(BlobReader { file, at: start + offset, end: start + size })
     }
 }

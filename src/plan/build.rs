@@ -175,6 +175,7 @@ fn image_plan(
                 billing: r.billing,
                 region: r.region.as_deref(),
                 usage: usage_for(r, measured),
+                anonymous_pulls: spec.visibility == crate::policy::Visibility::Public && r.pull_credentials.is_none(),
             }),
             None => {
                 let at = r.tier.as_ref().map_or((1, 1), |t| (t.line, t.col));

@@ -29,6 +29,9 @@ pub struct Candidate<'a> {
     pub billing: Billing,
     pub region: Option<&'a str>,
     pub usage: Usage,
+    /// RunPod pulls the image from here without credentials (public image, no
+    /// `pull_credentials` for this registry): anonymous pull limits then bite cold starts.
+    pub anonymous_pulls: bool,
 }
 
 /// Usage already spent on a registry; `None` is unknown, never guessed.
@@ -77,6 +80,10 @@ pub struct Verdict {
     pub fixes: Vec<String>,
     /// The usage the verdict was made with.
     pub usage: Usage,
+    /// The anonymous pull limit RunPod's cold starts would hit here (`100 per 6 h per IP`);
+    /// such a candidate ranks after an equally cheap one without.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pull_limit: Option<String>,
 }
 
 struct Eval {
@@ -119,9 +126,28 @@ pub fn select(
         va.cost
             .unwrap_or(f64::MAX)
             .total_cmp(&vb.cost.unwrap_or(f64::MAX))
+            .then(va.pull_limit.is_some().cmp(&vb.pull_limit.is_some()))
             .then(vb.cost_exact.cmp(&va.cost_exact))
             .then(a.cmp(&b))
     });
+    // Which equally cheap candidate without a pull limit a limited one lost to.
+    let unlimited_peer = |i: usize| {
+        order
+            .iter()
+            .copied()
+            .find(|&j| j != i && verdicts[j].pull_limit.is_none() && verdicts[j].cost == verdicts[i].cost)
+    };
+    let demoted: Vec<(usize, String)> = order
+        .iter()
+        .filter(|&&i| verdicts[i].pull_limit.is_some())
+        .filter_map(|&i| unlimited_peer(i).map(|j| (i, verdicts[j].registry.clone())))
+        .collect();
+    for (i, peer) in demoted {
+        let limit = verdicts[i].pull_limit.clone().unwrap_or_default();
+        verdicts[i].reasons.push(format!(
+            "ranks after {peer}, which costs the same: RunPod pulls this image anonymously and cold starts would hit the limit of {limit}"
+        ));
+    }
     let winners: Vec<usize> = match publish_to {
         PublishTo::Best => order.first().copied().into_iter().collect(),
         PublishTo::All => order.clone(),
@@ -282,12 +308,24 @@ fn evaluate(image: &ImageFacts, c: &Candidate, upload_rate: Option<ByteSize>) ->
         }
     }
 
-    // Pull rate and region: information, not reasons to reject.
+    // Pull rate and region: not reasons to reject; a pull limit RunPod would hit ranks lower.
+    let mut pull_limit = None;
     if let Some((n, window, per)) = t.anonymous_pull_rate.value {
+        let window_secs = window;
         let window = if window % 3600 == 0 { format!("{} h", window / 3600) } else { format!("{window} s") };
-        e.reasons.push(format!(
-            "anonymous pulls are limited to {n} per {window} per {per}: give RunPod credentials to pull past it"
-        ));
+        let limit = format!("{n} anonymous pulls per {window} per {per}");
+        // A quota over hours is what a burst of cold starts runs into; a per-second rate only
+        // paces them.
+        if c.anonymous_pulls && window_secs >= 3600 {
+            e.reasons.push(format!(
+                "{name} allows {limit}, and RunPod would pull this public image without credentials: cold starts can hit it (give this registry pull_credentials to lift it)"
+            ));
+            pull_limit = Some(limit);
+        } else {
+            e.reasons.push(format!(
+                "anonymous pulls are limited to {n} per {window} per {per}: give RunPod credentials to pull past it"
+            ));
+        }
     }
     if let (Some(want), Some(have)) = (&image.region, c.region)
         && !want.eq_ignore_ascii_case(have)
@@ -311,6 +349,7 @@ fn evaluate(image: &ImageFacts, c: &Candidate, upload_rate: Option<ByteSize>) ->
         margins: e.margins,
         fixes: e.fixes,
         usage: c.usage.clone(),
+        pull_limit: if e.rejected { None } else { pull_limit },
     }
 }
 

@@ -14,6 +14,8 @@ struct Reg {
     overrides: LimitOverrides,
     billing: Billing,
     usage: Usage,
+    /// RunPod has credentials for this registry.
+    pull_credentials: bool,
 }
 
 fn reg(id: &'static str, kind: RegistryKind) -> Reg {
@@ -24,6 +26,7 @@ fn reg(id: &'static str, kind: RegistryKind) -> Reg {
         overrides: LimitOverrides::default(),
         billing: Billing::Documented,
         usage: known(0, 0, 0),
+        pull_credentials: false,
     }
 }
 
@@ -71,6 +74,7 @@ fn run(img: &ImageFacts, regs: &[Reg], upload_rate: Option<u64>, publish_to: Pub
             billing: r.billing,
             region: None,
             usage: r.usage.clone(),
+            anonymous_pulls: img.visibility == Visibility::Public && !r.pull_credentials,
         })
         .collect();
     select(img, &candidates, upload_rate.map(ByteSize), publish_to)
@@ -246,4 +250,32 @@ fn cheapest_wins_over_order_of_preference() {
     let v =
         run(&image(Visibility::Public, GB, GB / 2), &[vps, reg("ghcr", RegistryKind::Ghcr)], RUNNER, PublishTo::Best);
     assert_eq!(selected(&v), vec!["ghcr"]);
+}
+
+#[test]
+fn cold_starts_rank_an_anonymous_pull_limit_after_an_equally_cheap_registry_without() {
+    // Docker Hub listed first, ECR Public second, both free for a public 3 GB image.
+    let mut hub = reg("hub", RegistryKind::Dockerhub);
+    hub.usage = known(0, 0, 0);
+    let regs = vec![hub, reg("ecr", RegistryKind::EcrPublic)];
+    let v = run(&image(Visibility::Public, 3 * GB, GB), &regs, RUNNER, PublishTo::Best);
+    assert_eq!(selected(&v), vec!["ecr"], "{v:#?}");
+    let hub = reasons(verdict(&v, "hub"));
+    assert!(hub.contains("ranks after ecr, which costs the same: RunPod pulls this image anonymously and cold starts would hit the limit of 100 anonymous pulls per 6 h per IPv4 address or IPv6 /64"), "{hub}");
+    assert_eq!(
+        verdict(&v, "hub").pull_limit.as_deref(),
+        Some("100 anonymous pulls per 6 h per IPv4 address or IPv6 /64")
+    );
+
+    // With RunPod credentials for Docker Hub, the limit does not apply: order of preference.
+    let mut regs = regs;
+    regs[0].pull_credentials = true;
+    let v = run(&image(Visibility::Public, 3 * GB, GB), &regs, RUNNER, PublishTo::Best);
+    assert_eq!(selected(&v), vec!["hub"], "{v:#?}");
+    // A private image is pulled with credentials anyway.
+    assert!(
+        verdict(&run(&image(Visibility::Private, 300 * MB, MB), &regs, RUNNER, PublishTo::Best), "hub")
+            .pull_limit
+            .is_none()
+    );
 }

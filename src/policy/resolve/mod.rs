@@ -202,12 +202,16 @@ fn resolve_images(
                     }
                     Err(e) => c.err(t, tf, e.to_string(), None),
                 },
-                Err(e) => c.err(
-                    t,
-                    tf,
-                    format!("cannot render {:?}: {}", t.value, template_error(&e)),
-                    Some("available: git.sha, git.short_sha, git.branch, git.tag (when known), and env.NAME for CI, RUNNER_*, GITHUB_* and the variables template_env: lists".into()),
-                ),
+                Err(e) => {
+                    let no_git = ctx.git.sha.is_none()
+                        && ["git.sha", "git.short_sha", "git.branch", "git.tag"].iter().any(|k| t.value.contains(k));
+                    let hint = if no_git {
+                        "git.* is unknown here: the policy's directory is not a git checkout and GITHUB_SHA is not set; run inside the checkout, set GITHUB_SHA (and GITHUB_REF_NAME), or use a fixed tag"
+                    } else {
+                        "available: git.sha, git.short_sha, git.branch, git.tag (when known), and env.NAME for CI, RUNNER_*, GITHUB_* and the variables template_env: lists"
+                    };
+                    c.err(t, tf, format!("cannot render {:?}: {}", t.value, template_error(&e)), Some(hint.into()))
+                }
             }
         }
         let mut platforms = Vec::new();

