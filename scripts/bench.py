@@ -19,6 +19,12 @@ CRANE = os.environ.get("CRANE") or os.path.join(ROOT, "../shared/tools/crane")
 USER, PASSWORD = "bench", "bench-pw-7c1e"
 
 
+def want(section):
+    """BENCH_ONLY=plain,tls,noop,slow,cut runs only those sections (all when unset)."""
+    only = os.environ.get("BENCH_ONLY") or None
+    return only is None or section in only.split(",")
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -59,6 +65,41 @@ def layout(out, size_mib, layers, ref="latest"):
     md, mn = put(m)
     json.dump({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
                "digest": "sha256:" + md, "size": mn, "annotations": {"org.opencontainers.image.ref.name": ref}}]},
+              open(f"{out}/index.json", "w"))
+    open(f"{out}/oci-layout", "w").write('{"imageLayoutVersion":"1.0.0"}')
+    return "sha256:" + md
+
+
+def sparse_layout(out, gib, layers):
+    """Layers of zeros as sparse files (distinct sizes, so distinct digests): a big image that
+    costs no disk in the layout, for the memory measurement."""
+    os.makedirs(f"{out}/blobs/sha256")
+    per = gib * 1024 ** 3 // layers
+    zeros = bytes(1 << 20)
+    descs = []
+    for i in range(layers):
+        size = per + i
+        h = hashlib.sha256()
+        left = size
+        while left:
+            n = min(left, len(zeros))
+            h.update(zeros[:n])
+            left -= n
+        d = h.hexdigest()
+        with open(f"{out}/blobs/sha256/{d}", "wb") as f:
+            f.truncate(size)
+        descs.append({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": "sha256:" + d, "size": size})
+    cfg = json.dumps({"architecture": "amd64", "os": "linux",
+                      "rootfs": {"type": "layers", "diff_ids": [l["digest"] for l in descs]}}).encode()
+    cd = hashlib.sha256(cfg).hexdigest()
+    open(f"{out}/blobs/sha256/{cd}", "wb").write(cfg)
+    m = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": "sha256:" + cd, "size": len(cfg)},
+                    "layers": descs}).encode()
+    md = hashlib.sha256(m).hexdigest()
+    open(f"{out}/blobs/sha256/{md}", "wb").write(m)
+    json.dump({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+               "digest": "sha256:" + md, "size": len(m), "annotations": {"org.opencontainers.image.ref.name": "latest"}}]},
               open(f"{out}/index.json", "w"))
     open(f"{out}/oci-layout", "w").write('{"imageLayoutVersion":"1.0.0"}')
     return "sha256:" + md
@@ -290,7 +331,7 @@ def main():
         model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
         print(f"machine: {cpus} cores, {model}")
         print(f"image: {size} MiB in {layers} random layers; fresh distribution + htpasswd per push; {runs} alternating runs")
-        for tls in [t for t in (False, True) if (os.environ.get("BENCH_ONLY") or None) in (None, "tls" if t else "plain")]:
+        for tls in [t for t in (False, True) if want("tls" if t else "plain")]:
             results = {t: [] for t in tools}
             for r in range(runs):
                 order = tools[r % len(tools):] + tools[:r % len(tools)]
@@ -314,8 +355,7 @@ def main():
                 print(f"  publish/{t}: wall {med['publish']['wall'] / med[t]['wall']:.2f}x  "
                       f"cpu {med['publish']['cpu'] / med[t]['cpu']:.2f}x  rss {med['publish']['rss'] / med[t]['rss']:.2f}x")
 
-        only = (os.environ.get("BENCH_ONLY") or None)
-        if only in (None, "noop"):
+        if want("noop"):
             # No-op re-push of a 20-layer image: every blob is already there.
             small = f"{work}/small"
             layout(small, 20, 20)
@@ -329,11 +369,11 @@ def main():
             finally:
                 reg.stop()
 
-        if only in (None, "slow"):
+        if want("slow"):
             # Through a 40 ms / 400 Mbit/s link: 1 GiB in 8 layers, and 200 small layers.
             many = f"{work}/many"
             many_digest = layout(many, 50, 200)
-            for label, image, want in ((f"{size} MiB in {layers} layers", img, digest), ("200 layers of 256 KiB", many, many_digest)):
+            for label, image, expected in ((f"{size} MiB in {layers} layers", img, digest), ("200 layers of 256 KiB", many, many_digest)):
                 print(f"\nslow link (40 ms round trip, 400 Mbit/s), {label}: wall (median of {runs})")
                 walls = {t: [] for t in tools}
                 for r in range(runs):
@@ -345,13 +385,13 @@ def main():
                         finally:
                             proxy.stop()
                             reg.stop()
-                        if got != want:
-                            raise SystemExit(f"{t} left {got!r}, not {want}")
+                        if got != expected:
+                            raise SystemExit(f"{t} left {got!r}, not {expected}")
                         walls[t].append(m["wall"])
                 med = {t: statistics.median(w) for t, w in walls.items()}
                 for t in tools:
                     print(f"  {t:<8} {med[t]:6.2f} s" + (f"   publish/{t} {med['publish'] / med[t]:.2f}x" if t != "publish" else ""))
-        if only in (None, "cut"):
+        if want("cut"):
             # A connection cut at half of a 1 GiB layer: how many bytes each client sends again.
             one = f"{work}/one"
             one_digest = layout(one, 1024, 1)
@@ -367,6 +407,27 @@ def main():
                     reg.stop()
                 outcome = "pushed" if got == one_digest and m["ok"] else "FAILED"
                 print(f"  {t:<8} {outcome:<7} resent {(proxy.up - blob) / 2**20:8.1f} MiB  wall {m['wall']:6.2f} s")
+
+        big = int(os.environ.get("BENCH_SPARSE_GIB", "0"))
+        if big:
+            # Memory on a big image: sparse layers of zeros, one push each over plain HTTP.
+            sparse = f"{work}/sparse"
+            sparse_digest = sparse_layout(sparse, big, 8)
+            print(f"\n{big} GiB image (8 sparse layers), plain HTTP, one push each")
+            for t in tools:
+                reg = Registry(work, False)
+                try:
+                    m, got = push(t, reg, sparse, t)
+                finally:
+                    reg.stop()
+                if got != sparse_digest:
+                    raise SystemExit(f"{t} left {got!r}, not {sparse_digest}")
+                print(f"  {t:<8} wall {m['wall']:7.1f} s  cpu {m['cpu']:6.2f} s  rss {m['rss']:6.1f} MiB")
+            open(f"{work}/sparse.yaml", "w").write(
+                "version: 1\nregistries:\n  home:\n    kind: registry\n    repository: 127.0.0.1:5999/bench\n    insecure: true\n"
+                "images:\n  - name: app\n    source: oci:sparse\n    tags: [v1]\n")
+            walls = [timed([PUBLISH, "plan", "--policy", f"{work}/sparse.yaml"], dict(os.environ))["wall"] for _ in range(5)]
+            print(f"  publish plan on the {big} GiB layout: {statistics.median(walls) * 1000:.0f} ms (median of 5)")
 
         # publish plan on the big layout: no blob is read.
         open(f"{work}/publish.yaml", "w").write(

@@ -174,3 +174,27 @@ fn an_unknown_tier_fails_even_on_a_registry_no_image_uses() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("publish.yaml:10:11: registries.spare.tier: ghcr has no tier \"platinum\""), "{stderr}");
 }
+
+#[test]
+fn artifact_registry_repositories_are_regional_with_project_and_repository() {
+    let image = "images:\n  - name: app\n    source: oci:build/app\n    tags: [v1]\n    registries: [gar]\n";
+    let (code, stderr) =
+        check(&format!("version: 1\nregistries:\n  gar:\n    kind: gar\n    repository: gcr.io/my-project\n{image}"));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "registries.gar.repository: an Artifact Registry repository lives at REGION-docker.pkg.dev, not gcr.io"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("gar needs the project and the repository after the host"), "{stderr}");
+    let dir = tempfile::tempdir().unwrap();
+    prepare(dir.path());
+    std::fs::write(
+        dir.path().join("publish.yaml"),
+        format!("version: 1\nregistries:\n  gar:\n    kind: gar\n    repository: europe-west4-docker.pkg.dev/my-project/images\n    credentials: {{username: oauth2accesstoken, password_env: GAR_TOKEN}}\n{image}"),
+    )
+    .unwrap();
+    let out = run(publish(dir.path()).arg("check"));
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+}

@@ -326,6 +326,8 @@ pub enum RegistryKind {
     Dockerhub,
     /// Any OCI distribution registry, such as a self-hosted `registry:2`.
     Registry,
+    /// Google Artifact Registry (`REGION-docker.pkg.dev/PROJECT/REPOSITORY`).
+    Gar,
 }
 
 impl RegistryKind {
@@ -335,6 +337,7 @@ impl RegistryKind {
             RegistryKind::EcrPublic => "ecr-public",
             RegistryKind::Dockerhub => "dockerhub",
             RegistryKind::Registry => "registry",
+            RegistryKind::Gar => "gar",
         }
     }
 }

@@ -75,6 +75,8 @@ const HUB_USAGE: &str = "docs.docker.com/docker-hub/usage/";
 const HUB_PULLS: &str = "docs.docker.com/docker-hub/usage/pulls/";
 const ECR_QUOTAS: &str = "docs.aws.amazon.com/AmazonECR/latest/public/public-service-quotas.html";
 const ECR_PRICING: &str = "aws.amazon.com/ecr/pricing/ (quoted by third parties; page not retrieved)";
+const GAR_PRICING: &str = "https://cloud.google.com/artifact-registry/pricing (as quoted by the reference research, 2025: 0.5 GB free per billing account, then $0.10/GB-month; egress to the internet at standard network prices, about $0.12/GB; page not retrieved here)";
+const GAR_DOCS: &str = "https://cloud.google.com/artifact-registry/docs (REGION-docker.pkg.dev/PROJECT/REPOSITORY)";
 const CHECKED: &str = "2026-11-24";
 const PLATFORMS_ANY: &str = "any OCI platform; RunPod pulls linux/amd64 only";
 
@@ -188,6 +190,25 @@ pub const TIERS: &[Tier] = &[
     hub("pro", "Docker Hub, Pro", None, None),
     hub("team", "Docker Hub, Team", None, None),
     hub("business", "Docker Hub, Business", None, None),
+    // Google Artifact Registry: tiny free storage, then billed storage and billed egress to
+    // anything outside Google Cloud — RunPod included.
+    Tier {
+        kind: RegistryKind::Gar,
+        name: "standard",
+        label: "Google Artifact Registry",
+        private_allowed: doc(true, GAR_DOCS, "2026-11-29"),
+        public_storage: unverified(quota(500, Overage::Billed { usd_per_gb: 0.10 }), GAR_PRICING, "2026-11-29"),
+        public_transfer: unverified(quota(0, Overage::Billed { usd_per_gb: 0.12 }), GAR_PRICING, "2026-11-29"),
+        private_storage: unverified(quota(500, Overage::Billed { usd_per_gb: 0.10 }), GAR_PRICING, "2026-11-29"),
+        private_transfer: unverified(quota(0, Overage::Billed { usd_per_gb: 0.12 }), GAR_PRICING, "2026-11-29"),
+        private_repositories: doc(None, GAR_DOCS, "2026-11-29"),
+        max_layer: unverified(None, GAR_DOCS, "2026-11-29"),
+        upload_timeout_secs: unverified(None, GAR_DOCS, "2026-11-29"),
+        anonymous_pull_rate: unverified(None, GAR_DOCS, "2026-11-29"),
+        not_billed_today: None,
+        regions: doc("the repository's region or multi-region (us, europe, asia)", GAR_DOCS, "2026-11-29"),
+        platforms: doc(PLATFORMS_ANY, GAR_DOCS, "2026-11-29"),
+    },
     Tier {
         kind: RegistryKind::Registry,
         name: "self-hosted",

@@ -279,3 +279,22 @@ fn cold_starts_rank_an_anonymous_pull_limit_after_an_equally_cheap_registry_with
             .is_none()
     );
 }
+
+#[test]
+fn artifact_registry_bills_storage_past_half_a_gigabyte_and_every_pull_to_runpod() {
+    let gar = reg("gar", RegistryKind::Gar);
+    let mut home = reg("home", RegistryKind::Registry);
+    home.overrides.storage = Some(ByteSize(500 * GB));
+    let v = run(&image(Visibility::Private, 3 * GB, GB), &[gar, home], RUNNER, PublishTo::Best);
+    let gar = verdict(&v, "gar");
+    // 2.5 GB over the 0.5 GB free at $0.10, plus 10 pulls × 3 GB of egress at $0.12.
+    let cost = gar.cost.unwrap();
+    assert!((cost - (2.5 * 0.10 + 30.0 * 0.12)).abs() < 1e-9, "{cost}");
+    assert!(
+        reasons(gar)
+            .contains("private transfer (10 pulls × 3.0 GB a month): 30.0 GB over the 0 B free, billed at $0.12/GB"),
+        "{}",
+        reasons(gar)
+    );
+    assert_eq!(selected(&v), vec!["home"]);
+}

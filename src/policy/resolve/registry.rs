@@ -49,8 +49,26 @@ pub(super) fn resolve_registry(
         RegistryKind::Ghcr => Some("ghcr.io"),
         RegistryKind::Dockerhub => Some("docker.io"),
         RegistryKind::EcrPublic => Some("public.ecr.aws"),
-        RegistryKind::Registry => None,
+        RegistryKind::Registry | RegistryKind::Gar => None,
     };
+    // Artifact Registry hosts are regional: REGION-docker.pkg.dev (or a multi-region).
+    if *r.kind == RegistryKind::Gar && looks_like_host && !host.ends_with("-docker.pkg.dev") && !is_loopback_host(&host)
+    {
+        c.err(
+            &r.repository,
+            format!("{field}.repository"),
+            format!("an Artifact Registry repository lives at REGION-docker.pkg.dev, not {host}"),
+            Some("e.g. repository: europe-west4-docker.pkg.dev/my-project/images".into()),
+        );
+    }
+    if *r.kind == RegistryKind::Gar && looks_like_host && namespace.split('/').count() < 2 {
+        c.err(
+            &r.repository,
+            format!("{field}.repository"),
+            "gar needs the project and the repository after the host: HOST/PROJECT/REPOSITORY".to_string(),
+            Some("e.g. repository: us-docker.pkg.dev/my-project/images".into()),
+        );
+    }
     if let Some(h) = expected_host
         && looks_like_host
         && host != h
