@@ -78,9 +78,12 @@ fn pushes_oci_layout_with_htpasswd_then_skips_every_blob_on_second_push() {
         (t["bytes_sent"].as_u64(), t["blobs_sent"].as_u64(), t["blobs_skipped"].as_u64()),
         (Some(0), Some(0), Some(4))
     );
-    let out = run(publish(work.path()).arg("run").env("REG_PASSWORD", PASSWORD));
-    let (stdout, _) = text(&out);
+    let out = run(publish(work.path()).arg("run").env("REG_PASSWORD", PASSWORD).env("RUST_LOG", "info"));
+    let (stdout, stderr) = text(&out);
     assert!(stdout.contains("no blob bytes sent"), "second push must say it sent nothing: {stdout}");
+    // The manifest is found by digest first (one HEAD), so no blob is even asked about.
+    assert!(stderr.contains("the manifest is already there: no blob to send"), "{stderr}");
+    assert!(!stderr.contains("blob exists, skipped"), "{stderr}");
 }
 
 #[test]

@@ -51,6 +51,18 @@ impl Client {
         }
     }
 
+    /// Whether the repository has the manifest `digest`: a HEAD by digest (HEADs do not count
+    /// as pulls on Docker Hub). A reference by digest is content-addressed, so a 200 is enough.
+    pub async fn has_manifest(&self, digest: &Digest) -> Result<bool, RegistryError> {
+        let url = self.url(&format!("v2/{}/manifests/{digest}", self.repository));
+        let resp = self.send(Method::HEAD, url, |r| r.header(ACCEPT, oci::MANIFEST_ACCEPT)).await?;
+        match resp.status().as_u16() {
+            200..=299 => Ok(true),
+            404 => Ok(false),
+            _ => Err(self.api_error(resp).await),
+        }
+    }
+
     /// Puts a manifest under `reference` (a tag or its digest) and checks the digest the
     /// registry computed, when it says.
     pub async fn put_manifest(&self, reference: &str, media_type: &str, bytes: &[u8]) -> Result<Digest, RegistryError> {
