@@ -134,6 +134,12 @@ fn plan_images_text(plan: &Plan) -> String {
                 let _ = writeln!(s, "    {:<width$}    to fit: {f}", "");
             }
         }
+        for a in &img.assumptions {
+            let _ = writeln!(s, "  assumed    {a}");
+        }
+        for w in &img.warnings {
+            let _ = writeln!(s, "  WARNING    {w}");
+        }
         for t in &img.targets {
             let _ = writeln!(s, "  target     {} ({}) → {}", t.id, t.kind.as_str(), t.repository);
             let _ = writeln!(s, "    tags     {}", t.tags.join(", "));

@@ -167,6 +167,8 @@ fn credentials_are_not_forwarded_when_a_redirect_leaves_the_registry() {
                 Response::new(307).header("Location", &format!("http://localhost:{storage_port}/blob{}", req.target))
             }
             "PUT" if req.target.contains("/manifests/") => Response::new(201),
+            // The image is not there yet.
+            "HEAD" if req.target.contains("/manifests/") => Response::new(404),
             _ => Response::new(200),
         }
     });

@@ -46,6 +46,12 @@ pub fn plan_markdown(plan: &Plan) -> String {
             let why = c.reasons.iter().take(3).map(|r| cell(r)).collect::<Vec<_>>().join("<br>");
             let _ = writeln!(s, "| {} ({}) | {verdict} | {cost} | {why} |", c.registry, cell(c.label));
         }
+        for a in &img.assumptions {
+            let _ = writeln!(s, "\n_Assumed:_ {}", cell(a));
+        }
+        for w in &img.warnings {
+            let _ = writeln!(s, "\n> [!WARNING]\n> {}", cell(w));
+        }
         for t in &img.targets {
             let _ = writeln!(
                 s,

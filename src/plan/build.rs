@@ -202,10 +202,32 @@ fn image_plan(
         total: image.total_size(),
         largest_layer: image.largest_layer(),
         visibility: spec.visibility,
-        pulls_per_month: spec.pulls_per_month,
+        pulls_per_month: Some(spec.pulls_per_month.unwrap_or(select::DEFAULT_PULLS_PER_MONTH)),
         region: spec.region.clone(),
+        pulls_assumed: spec.pulls_per_month.is_none(),
     };
-    let verdicts = select::select(&facts, &candidates, resolved.upload_rate, spec.publish_to);
+    let rate = resolved.upload_rate.unwrap_or(select::DEFAULT_UPLOAD_RATE);
+    let verdicts =
+        select::select_with(&facts, &candidates, Some(rate), resolved.upload_rate.is_none(), spec.publish_to);
+    let mut assumptions = Vec::new();
+    if facts.pulls_assumed {
+        assumptions.push(format!(
+            "pulls_per_month: assumed {} (one whole-image pull a day); set it to check free transfer against your own figure",
+            select::DEFAULT_PULLS_PER_MONTH
+        ));
+    }
+    if resolved.upload_rate.is_none() {
+        assumptions.push(format!(
+            "upload_rate: assumed {} a second; set it to your runner's to check upload time limits",
+            select::DEFAULT_UPLOAD_RATE
+        ));
+    }
+    if candidates.iter().any(|c| c.tier.kind == crate::policy::RegistryKind::Ghcr) {
+        assumptions.push(
+            "GHCR has no API for the storage or transfer already used: its usage is unknown unless used: says, so its free-tier margins are too".into(),
+        );
+    }
+    let warnings: Vec<String> = verdicts.iter().flat_map(|v| v.warnings.iter().cloned()).collect();
     let selected: Vec<String> =
         verdicts.iter().filter(|v| v.verdict == VerdictKind::Selected).map(|v| v.registry.clone()).collect();
     if selected.is_empty() {
@@ -283,6 +305,8 @@ fn image_plan(
             .collect(),
         candidates: verdicts,
         selected,
+        assumptions,
+        warnings,
         targets,
     })
 }

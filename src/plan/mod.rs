@@ -99,6 +99,13 @@ pub struct ImagePlan {
     pub candidates: Vec<Verdict>,
     /// Ids of the registries the image goes to.
     pub selected: Vec<String>,
+    /// Figures the selection assumed because the policy did not give them, and what is unknown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub assumptions: Vec<String>,
+    /// Verdicts that rest on an assumed figure: shown in the plan, the job summary and the
+    /// pull-request comment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     pub targets: Vec<TargetPlan>,
 }
 

@@ -18,7 +18,16 @@ pub struct ImageFacts {
     pub visibility: Visibility,
     pub pulls_per_month: Option<u64>,
     pub region: Option<String>,
+    /// `pulls_per_month` is the documented default, not the policy's figure.
+    pub pulls_assumed: bool,
 }
+
+/// Assumed when the policy does not say: one whole-image pull a day (a pod or serverless
+/// worker cold-starting daily on Community Cloud, which does not cache images: docs/selection.md).
+pub const DEFAULT_PULLS_PER_MONTH: u64 = 30;
+/// Assumed when the policy does not say: 10 MB/s (80 Mbit/s) sustained upload, a conservative
+/// figure for a shared CI runner or an office uplink; no reference document gives one.
+pub const DEFAULT_UPLOAD_RATE: ByteSize = ByteSize(10_000_000);
 
 /// One candidate registry as the engine sees it.
 #[derive(Debug, Clone)]
@@ -84,6 +93,10 @@ pub struct Verdict {
     /// such a candidate ranks after an equally cheap one without.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pull_limit: Option<String>,
+    /// Limits broken on an assumed figure (`pulls_per_month`, `upload_rate` not given): the
+    /// verdict rests on the assumption, so it is also a warning.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 struct Eval {
@@ -93,6 +106,7 @@ struct Eval {
     cost: f64,
     exact: bool,
     margins: Vec<Margin>,
+    warnings: Vec<String>,
 }
 
 impl Eval {
@@ -119,7 +133,19 @@ pub fn select(
     upload_rate: Option<ByteSize>,
     publish_to: PublishTo,
 ) -> Vec<Verdict> {
-    let mut verdicts: Vec<Verdict> = candidates.iter().map(|c| evaluate(image, c, upload_rate)).collect();
+    select_with(image, candidates, upload_rate, false, publish_to)
+}
+
+/// `select`, with `upload_rate_assumed` when the rate is the documented default.
+pub fn select_with(
+    image: &ImageFacts,
+    candidates: &[Candidate],
+    upload_rate: Option<ByteSize>,
+    upload_rate_assumed: bool,
+    publish_to: PublishTo,
+) -> Vec<Verdict> {
+    let mut verdicts: Vec<Verdict> =
+        candidates.iter().map(|c| evaluate(image, c, upload_rate, upload_rate_assumed)).collect();
     let mut order: Vec<usize> = (0..verdicts.len()).filter(|&i| verdicts[i].verdict == VerdictKind::Eligible).collect();
     order.sort_by(|&a, &b| {
         let (va, vb) = (&verdicts[a], &verdicts[b]);
@@ -180,13 +206,20 @@ pub fn select(
     verdicts
 }
 
-fn evaluate(image: &ImageFacts, c: &Candidate, upload_rate: Option<ByteSize>) -> Verdict {
+fn evaluate(image: &ImageFacts, c: &Candidate, upload_rate: Option<ByteSize>, rate_assumed: bool) -> Verdict {
     let t = c.tier;
     let o = c.overrides;
     let name = t.label;
     let private = image.visibility == Visibility::Private;
-    let mut e =
-        Eval { reasons: Vec::new(), fixes: Vec::new(), rejected: false, cost: 0.0, exact: true, margins: Vec::new() };
+    let mut e = Eval {
+        reasons: Vec::new(),
+        fixes: Vec::new(),
+        rejected: false,
+        cost: 0.0,
+        exact: true,
+        margins: Vec::new(),
+        warnings: Vec::new(),
+    };
 
     // Privacy.
     let private_allowed = o.private.unwrap_or(t.private_allowed.value);
@@ -238,10 +271,20 @@ fn evaluate(image: &ImageFacts, c: &Candidate, upload_rate: Option<ByteSize>) ->
             Some(rate) => {
                 let needed = image.largest_layer.0 as f64 / rate.0 as f64;
                 let max_layer = ByteSize(rate.0.saturating_mul(secs));
+                let assumed = if rate_assumed { " (assumed: set upload_rate)" } else { "" };
                 if needed > secs as f64 {
+                    if rate_assumed {
+                        e.warnings.push(format!(
+                            "{name}: rejected on the assumed upload rate of {}: the largest layer {} would take {:.0} min against its {}-minute limit; set upload_rate to your runner's",
+                            mb_per_s(rate),
+                            image.largest_layer,
+                            needed / 60.0,
+                            secs / 60
+                        ));
+                    }
                     e.reject(
                         format!(
-                            "largest layer {} takes {:.0} min at {}, over {name}'s {}-minute upload limit",
+                            "largest layer {} takes {:.0} min at {}{assumed}, over {name}'s {}-minute upload limit",
                             image.largest_layer,
                             needed / 60.0,
                             mb_per_s(rate),
@@ -255,7 +298,7 @@ fn evaluate(image: &ImageFacts, c: &Candidate, upload_rate: Option<ByteSize>) ->
                     );
                 } else {
                     e.reasons.push(format!(
-                        "largest layer uploads in {:.0} s at {}, within the {}-minute limit",
+                        "largest layer uploads in {:.0} s at {}{assumed}, within the {}-minute limit",
                         needed,
                         mb_per_s(rate),
                         secs / 60
@@ -303,8 +346,15 @@ fn evaluate(image: &ImageFacts, c: &Candidate, upload_rate: Option<ByteSize>) ->
         }
         (limit, Some(m)) => {
             let pulls = image.pulls_per_month.unwrap_or(0);
-            let label = format!("{scope} transfer ({pulls} pulls × {} a month)", image.total);
+            let assumed = if image.pulls_assumed { ", assumed: set pulls_per_month" } else { "" };
+            let label = format!("{scope} transfer ({pulls} pulls × {} a month{assumed})", image.total);
+            let was_rejected = e.rejected;
             quota_check(&mut e, name, &label, limit, m, c.usage.transfer, "transfer used this month");
+            if image.pulls_assumed && e.rejected && !was_rejected {
+                e.warnings.push(format!(
+                    "{name}: rejected on the assumed {pulls} pulls a month ({m} of transfer); set pulls_per_month to your own figure"
+                ));
+            }
         }
     }
 
@@ -350,6 +400,7 @@ fn evaluate(image: &ImageFacts, c: &Candidate, upload_rate: Option<ByteSize>) ->
         fixes: e.fixes,
         usage: c.usage.clone(),
         pull_limit: if e.rejected { None } else { pull_limit },
+        warnings: e.warnings,
     }
 }
 

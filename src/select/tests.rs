@@ -61,12 +61,12 @@ fn image(visibility: Visibility, total: u64, largest: u64) -> ImageFacts {
         visibility,
         pulls_per_month: Some(10),
         region: None,
+        pulls_assumed: false,
     }
 }
 
-fn run(img: &ImageFacts, regs: &[Reg], upload_rate: Option<u64>, publish_to: PublishTo) -> Vec<Verdict> {
-    let candidates: Vec<Candidate> = regs
-        .iter()
+fn candidates<'a>(regs: &'a [Reg], img: &ImageFacts) -> Vec<Candidate<'a>> {
+    regs.iter()
         .map(|r| Candidate {
             id: r.id,
             tier: tier(r.kind, r.tier).expect("tier"),
@@ -76,8 +76,11 @@ fn run(img: &ImageFacts, regs: &[Reg], upload_rate: Option<u64>, publish_to: Pub
             usage: r.usage.clone(),
             anonymous_pulls: img.visibility == Visibility::Public && !r.pull_credentials,
         })
-        .collect();
-    select(img, &candidates, upload_rate.map(ByteSize), publish_to)
+        .collect()
+}
+
+fn run(img: &ImageFacts, regs: &[Reg], upload_rate: Option<u64>, publish_to: PublishTo) -> Vec<Verdict> {
+    select(img, &candidates(regs, img), upload_rate.map(ByteSize), publish_to)
 }
 
 fn selected(v: &[Verdict]) -> Vec<&str> {
@@ -297,4 +300,30 @@ fn artifact_registry_bills_storage_past_half_a_gigabyte_and_every_pull_to_runpod
         reasons(gar)
     );
     assert_eq!(selected(&v), vec!["home"]);
+}
+
+#[test]
+fn a_limit_broken_on_an_assumed_figure_is_a_warning_that_says_which_figure() {
+    // A public 22 GB image with 9.5 GB layers, no pulls_per_month, no upload_rate.
+    let mut img = image(Visibility::Public, 22 * GB, 9_500 * MB);
+    img.pulls_per_month = Some(DEFAULT_PULLS_PER_MONTH);
+    img.pulls_assumed = true;
+    let v = select_with(&img, &candidates(&usual(), &img), Some(DEFAULT_UPLOAD_RATE), true, PublishTo::Best);
+    let ghcr = verdict(&v, "ghcr");
+    assert_eq!(ghcr.verdict, VerdictKind::Rejected);
+    assert!(ghcr.warnings[0].contains("rejected on the assumed upload rate of 10.0 MB/s"), "{:?}", ghcr.warnings);
+    assert!(reasons(ghcr).contains("(assumed: set upload_rate)"), "{}", reasons(ghcr));
+    // ECR Public: 30 × 22 GB = 660 GB of anonymous transfer, over the 500 GB cap.
+    let ecr = verdict(&v, "ecr");
+    assert_eq!(ecr.verdict, VerdictKind::Rejected);
+    assert!(
+        ecr.warnings[0].contains("rejected on the assumed 30 pulls a month (660.0 GB of transfer)"),
+        "{:?}",
+        ecr.warnings
+    );
+    // Given figures: no warning.
+    img.pulls_per_month = Some(10);
+    img.pulls_assumed = false;
+    let v = select_with(&img, &candidates(&usual(), &img), Some(ByteSize(50 * MB)), false, PublishTo::Best);
+    assert!(v.iter().all(|x| x.warnings.is_empty()), "{v:#?}");
 }
