@@ -236,9 +236,13 @@ pub struct PlanCmd {
     /// Print a GitHub Actions matrix: one entry per target (`only` is the target's id).
     #[arg(long)]
     pub matrix: bool,
-    /// Measure the usage already spent on registries (read-only requests).
-    #[arg(long)]
+    /// Measure usage on every candidate that allows it, even without credentials (by default:
+    /// those whose credentials are there; read-only requests).
+    #[arg(long, conflicts_with = "no_measure")]
     pub measure: bool,
+    /// Measure nothing: no request to any registry.
+    #[arg(long)]
+    pub no_measure: bool,
     #[command(flatten)]
     pub policy: PolicyOpts,
 }
@@ -318,9 +322,17 @@ impl Cli {
             Some(Cmd::Check(c)) => {
                 Request::Check(CheckArgs { policy: c.policy.lower(&top), verify_digests: c.verify_digests })
             }
-            Some(Cmd::Plan(p)) => {
-                Request::Plan(PlanArgs { policy: p.policy.lower(&top), matrix: p.matrix, measure: p.measure })
-            }
+            Some(Cmd::Plan(p)) => Request::Plan(PlanArgs {
+                policy: p.policy.lower(&top),
+                matrix: p.matrix,
+                measure: if p.no_measure {
+                    crate::commands::Measure::Nothing
+                } else if p.measure {
+                    crate::commands::Measure::All
+                } else {
+                    crate::commands::Measure::WithCredentials
+                },
+            }),
             Some(Cmd::Run(r)) => Request::Run(RunArgs {
                 policy: r.policy.lower(&top),
                 plan: r.plan,

@@ -140,6 +140,25 @@ fn self_hosted_usage_is_measured_with_shared_layers_counted_once() {
     assert_eq!(usage["storage"], unique, "shared layers must be counted once");
     let margin = &json["images"][0]["candidates"][0]["margins"][0];
     assert_eq!(margin["left"], 10_000_000 - unique - a.total_bytes);
+
+    // Plain `publish plan` measures too, since the credentials are there; --no-measure and a
+    // missing credential leave the usage unknown.
+    let plan_usage = |args: &[&str], with_password: bool| -> Value {
+        let mut cmd = publish(work.path());
+        cmd.arg("plan").args(args).args(["-o", "json"]);
+        if with_password {
+            cmd.env("REG_PASSWORD", support::PASSWORD);
+        } else {
+            cmd.env_remove("REG_PASSWORD");
+        }
+        let out = run(&mut cmd);
+        assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+        let json: Value = serde_json::from_str(&text(&out).0).unwrap();
+        json["images"][0]["candidates"][0]["usage"].clone()
+    };
+    assert_eq!(plan_usage(&[], true)["source"], "measured");
+    assert_eq!(plan_usage(&["--no-measure"], true)["source"], "unknown");
+    assert_eq!(plan_usage(&[], false)["source"], "unknown");
 }
 
 #[test]

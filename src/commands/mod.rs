@@ -45,11 +45,23 @@ pub struct PolicyArgs {
 }
 
 /// `publish plan`.
+/// What `publish plan` measures before ranking.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Measure {
+    /// Nothing (`--no-measure`, and `publish --dry-run`, which stays offline).
+    #[default]
+    Nothing,
+    /// Registries whose credentials are there (`publish plan`'s default).
+    WithCredentials,
+    /// Every registry that allows it, anonymously where no credential is there (`--measure`).
+    All,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct PlanArgs {
     pub policy: PolicyArgs,
-    /// Measure usage already spent on registries that allow it (read-only requests).
-    pub measure: bool,
+    /// Which registries' usage to measure (read-only requests).
+    pub measure: Measure,
     /// Print a GitHub Actions matrix (one entry per target id).
     pub matrix: bool,
 }

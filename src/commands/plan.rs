@@ -15,7 +15,11 @@ use crate::types::Secret;
 
 pub async fn plan(args: PlanArgs, env: &Env, actions: Option<&github::Actions>) -> anyhow::Result<ExitStatus> {
     let (resolved, images) = load::policy_and_images(&args.policy.policy, env).await?;
-    let measured = if args.measure { measure_usage(&resolved, env, true).await } else { MeasuredUsage::new() };
+    let measured = match args.measure {
+        super::Measure::Nothing => MeasuredUsage::new(),
+        super::Measure::WithCredentials => measure_usage(&resolved, env, true, true).await,
+        super::Measure::All => measure_usage(&resolved, env, true, false).await,
+    };
     let plan = build(&resolved, &images, &measured)?;
     if args.matrix {
         super::print_out(&format!("{}\n", crate::report::json(&plan.matrix())));
@@ -42,9 +46,10 @@ pub fn build(resolved: &Resolved, images: &[Image], measured: &MeasuredUsage) ->
 
 /// Measures what registries already use, read-only, for those whose usage the policy does
 /// not state: self-hosted registries by walking the catalog (only where a `limits.storage` is
-/// set, unless `all`), Docker Hub's private repositories through its API. A registry that
-/// cannot be measured stays unknown.
-pub async fn measure_usage(resolved: &Resolved, env: &Env, all: bool) -> MeasuredUsage {
+/// set, unless `all`), Docker Hub's private repositories through its API; with
+/// `need_credentials`, only registries whose credentials are there. A registry that cannot be
+/// measured stays unknown.
+pub async fn measure_usage(resolved: &Resolved, env: &Env, all: bool, need_credentials: bool) -> MeasuredUsage {
     let mut measured = MeasuredUsage::new();
     for r in resolved.images.iter().flat_map(|i| &i.candidates) {
         if measured.contains_key(&r.id) {
@@ -54,6 +59,9 @@ pub async fn measure_usage(resolved: &Resolved, env: &Env, all: bool) -> Measure
             .resolve(env)
             .ok()
             .and_then(|c| c.credential());
+        if need_credentials && credential.is_none() {
+            continue;
+        }
         let private_here = resolved
             .images
             .iter()

@@ -49,7 +49,7 @@ pub async fn run(args: RunArgs, env: &Env, actions: Option<&github::Actions>) ->
                 offline
             } else {
                 preflight(&offline, Some(&resolved), env)?;
-                let measured = plan::measure_usage(&resolved, env, false).await;
+                let measured = plan::measure_usage(&resolved, env, false, false).await;
                 // Only a measurement can change the selection: otherwise the plan stands.
                 if measured.is_empty() { offline } else { plan::build(&resolved, &images, &measured)? }
             };
