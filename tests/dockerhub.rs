@@ -77,3 +77,36 @@ fn a_private_image_is_not_pushed_into_an_existing_public_repository() {
     assert!(created.lock().unwrap().is_empty());
     assert!(!reg.inspect(&format!("{}/me/app:v1", reg.host), false).status.success(), "something was pushed");
 }
+
+/// `publish plan` reads Docker Hub's anonymous pull limit from a HEAD (its `ratelimit-limit`
+/// header, window included) and ranks a public image's Docker Hub candidate after an equally
+/// cheap registry without such a limit, quoting the measured figure.
+#[test]
+fn the_anonymous_pull_limit_is_measured_from_the_ratelimit_header_and_ranks_docker_hub_lower() {
+    let hub = Server::start(|req| match (req.method.as_str(), req.target.as_str()) {
+        ("GET", "/v2/") => Response::new(200),
+        ("HEAD", "/v2/ratelimitpreview/test/manifests/latest") if req.header("authorization").is_none() => {
+            Response::new(200).header("ratelimit-limit", "50;w=3600").header("ratelimit-remaining", "49;w=3600")
+        }
+        _ => Response::new(404),
+    });
+    let work = tempfile::tempdir().unwrap();
+    write_layout(&work.path().join("img"), 56, &[3_000], "linux", "amd64", "latest");
+    let yaml = format!(
+        "version: 1\nregistries:\n  hub:\n    kind: dockerhub\n    repository: 127.0.0.1:{}/me\n    insecure: true\n    credentials: {{username: {USER}, password_env: HUB_TOKEN}}\n  home:\n    kind: registry\n    repository: 127.0.0.1:1/ml\n    insecure: true\nimages:\n  - name: app\n    source: oci:img\n    tags: [v1]\n    visibility: public\n    registries: [hub, home]\n",
+        hub.port
+    );
+    std::fs::write(work.path().join("publish.yaml"), yaml).unwrap();
+    let out = run(publish(work.path())
+        .args(["plan", "-o", "json"])
+        .env("HUB_TOKEN", PASSWORD)
+        .env("DOCKERHUB_API_URL", format!("http://127.0.0.1:{}", hub.port)));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let json: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["images"][0]["selected"], json!(["home"]), "{stdout}");
+    let verdict = &json["images"][0]["candidates"][0];
+    assert_eq!(verdict["usage"]["anonymous_pulls"], json!([50, 3600]));
+    let reasons = verdict["reasons"].to_string();
+    assert!(reasons.contains("ranks after home, which costs the same: RunPod pulls this image anonymously and cold starts would hit the limit of 50 anonymous pulls per 1 h per IPv4 address or IPv6 /64 (measured: ratelimit-limit)"), "{reasons}");
+}

@@ -13,6 +13,9 @@ use crate::retry::RetryPolicy;
 use crate::select::Usage;
 use crate::types::Secret;
 
+/// The repository Docker documents for checking the pull limit.
+const PROBE_REPOSITORY: &str = "ratelimitpreview/test";
+
 pub async fn plan(args: PlanArgs, env: &Env, actions: Option<&github::Actions>) -> anyhow::Result<ExitStatus> {
     let (resolved, images) = load::policy_and_images(&args.policy.policy, env).await?;
     let measured = match args.measure {
@@ -66,15 +69,44 @@ pub async fn measure_usage(resolved: &Resolved, env: &Env, all: bool, need_crede
             .images
             .iter()
             .any(|i| i.visibility == Visibility::Private && i.candidates.iter().any(|c| c.id == r.id));
+        let public_here = resolved
+            .images
+            .iter()
+            .any(|i| i.visibility == Visibility::Public && i.candidates.iter().any(|c| c.id == r.id));
+        if r.kind == RegistryKind::Dockerhub && public_here && r.pull_credentials.is_none() {
+            // What RunPod's anonymous cold starts run into: the limit and window Docker Hub
+            // states on a HEAD (which is not counted as a pull), asked anonymously.
+            let endpoint = crate::registry::Endpoint { host: r.host.clone(), insecure: r.insecure };
+            let result = async {
+                let client =
+                    Client::new(&endpoint, PROBE_REPOSITORY, r.ca_file.as_deref(), None, RetryPolicy::default())?
+                        .with_scope(&format!("repository:{PROBE_REPOSITORY}:pull"));
+                client.authenticate().await?;
+                client.rate_limit("latest").await
+            }
+            .await;
+            match result {
+                Ok(Some(rate)) => {
+                    tracing::info!(registry = %r.id, pulls = rate.0, window_secs = rate.1, "measured the anonymous pull limit");
+                    measured
+                        .entry(r.id.clone())
+                        .or_insert_with(|| Usage { source: "measured", ..Default::default() })
+                        .anonymous_pulls = Some(rate);
+                }
+                Ok(None) => tracing::info!(registry = %r.id, "no anonymous pull limit stated"),
+                Err(e) => tracing::warn!(registry = %r.id, "anonymous pull limit not measured: {e}"),
+            }
+        }
         if r.kind == RegistryKind::Dockerhub && r.used.private_repositories.is_none() && (all || private_here) {
             let Some(cred) = credential else { continue };
             let api = env.get("DOCKERHUB_API_URL").filter(|v| !v.is_empty()).map_or(crate::registry::hub::API, |v| v);
             match crate::registry::hub::private_repositories(api, &r.namespace, &cred).await {
                 Ok(n) => {
                     tracing::info!(registry = %r.id, private_repositories = n, "measured usage");
-                    let usage =
-                        Usage { storage: None, transfer: None, private_repositories: Some(n), source: "measured" };
-                    measured.insert(r.id.clone(), usage);
+                    let usage = measured
+                        .entry(r.id.clone())
+                        .or_insert_with(|| Usage { source: "measured", ..Default::default() });
+                    usage.private_repositories = Some(n);
                 }
                 Err(e) => tracing::warn!(registry = %r.id, "usage not measured, so it stays unknown: {e}"),
             }
@@ -95,12 +127,7 @@ pub async fn measure_usage(resolved: &Resolved, env: &Env, all: bool, need_crede
         match result {
             Ok(stored) => {
                 tracing::info!(registry = %r.id, stored = %stored.bytes, repositories = stored.repositories, "measured usage");
-                let usage = Usage {
-                    storage: Some(stored.bytes),
-                    transfer: None,
-                    private_repositories: None,
-                    source: "measured",
-                };
+                let usage = Usage { storage: Some(stored.bytes), source: "measured", ..Default::default() };
                 measured.insert(r.id.clone(), usage);
             }
             Err(e) => tracing::warn!(registry = %r.id, "usage not measured, so it stays unknown: {e}"),

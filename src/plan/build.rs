@@ -146,6 +146,7 @@ fn usage_for(r: &ResolvedRegistry, measured: &MeasuredUsage) -> Usage {
             transfer: m.transfer.or(r.used.transfer),
             private_repositories: m.private_repositories.or(r.used.private_repositories),
             source: m.source,
+            anonymous_pulls: m.anonymous_pulls,
         };
     }
     let given = r.used.storage.is_some() || r.used.transfer.is_some() || r.used.private_repositories.is_some();
@@ -154,6 +155,7 @@ fn usage_for(r: &ResolvedRegistry, measured: &MeasuredUsage) -> Usage {
         transfer: r.used.transfer,
         private_repositories: r.used.private_repositories,
         source: if given { "policy" } else { "unknown" },
+        anonymous_pulls: None,
     }
 }
 

@@ -51,6 +51,15 @@ impl Client {
         }
     }
 
+    /// Docker Hub's pull limit from a HEAD on `reference` (which does not count as a pull):
+    /// the `ratelimit-limit` header, `100;w=21600` → (100 pulls, 21600 s). `None` when the
+    /// registry sends none (no limit for this client).
+    pub async fn rate_limit(&self, reference: &str) -> Result<Option<(u32, u32)>, RegistryError> {
+        let url = self.url(&format!("v2/{}/manifests/{reference}", self.repository));
+        let resp = self.send(Method::HEAD, url, |r| r.header(ACCEPT, oci::MANIFEST_ACCEPT)).await?;
+        Ok(resp.headers().get("ratelimit-limit").and_then(|v| v.to_str().ok()).and_then(parse_rate_limit))
+    }
+
     /// Whether the repository has the manifest `digest`: a HEAD by digest (HEADs do not count
     /// as pulls on Docker Hub). A reference by digest is content-addressed, so a 200 is enough.
     pub async fn has_manifest(&self, digest: &Digest) -> Result<bool, RegistryError> {
@@ -79,5 +88,24 @@ impl Client {
             return Err(self.refused(format!("stored manifest {reference} as {theirs}, but it hashes to {digest}")));
         }
         Ok(digest)
+    }
+}
+
+/// `100;w=21600` (or `100`, a window Docker Hub then leaves unsaid: 6 h) → (100, 21600).
+pub fn parse_rate_limit(v: &str) -> Option<(u32, u32)> {
+    let mut parts = v.split(';').map(str::trim);
+    let n = parts.next()?.parse().ok()?;
+    let w = parts.find_map(|p| p.strip_prefix("w=")).and_then(|w| w.parse().ok()).unwrap_or(21_600);
+    Some((n, w))
+}
+
+#[cfg(test)]
+mod rate_limit_tests {
+    #[test]
+    fn docker_hubs_ratelimit_header() {
+        assert_eq!(super::parse_rate_limit("100;w=21600"), Some((100, 21_600)));
+        assert_eq!(super::parse_rate_limit("200; w=3600"), Some((200, 3_600)));
+        assert_eq!(super::parse_rate_limit("100"), Some((100, 21_600)));
+        assert_eq!(super::parse_rate_limit("lots"), None);
     }
 }

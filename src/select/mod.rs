@@ -51,6 +51,10 @@ pub struct Usage {
     pub private_repositories: Option<u32>,
     /// How the numbers were obtained: `measured`, `policy`, or `unknown`.
     pub source: &'static str,
+    /// Anonymous pulls allowed per window (pulls, seconds), measured from the registry's
+    /// `ratelimit-limit` header; overrides the catalog's figure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anonymous_pulls: Option<(u32, u32)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -360,10 +364,17 @@ fn evaluate(image: &ImageFacts, c: &Candidate, upload_rate: Option<ByteSize>, ra
 
     // Pull rate and region: not reasons to reject; a pull limit RunPod would hit ranks lower.
     let mut pull_limit = None;
-    if let Some((n, window, per)) = t.anonymous_pull_rate.value {
+    let measured_rate = c.usage.anonymous_pulls;
+    let rate = match (measured_rate, t.anonymous_pull_rate.value) {
+        (Some((n, w)), Some((_, _, per))) => Some((n, w, per)),
+        (Some((n, w)), None) => Some((n, w, "IP")),
+        (None, fact) => fact,
+    };
+    if let Some((n, window, per)) = rate {
         let window_secs = window;
         let window = if window % 3600 == 0 { format!("{} h", window / 3600) } else { format!("{window} s") };
-        let limit = format!("{n} anonymous pulls per {window} per {per}");
+        let measured = if measured_rate.is_some() { " (measured: ratelimit-limit)" } else { "" };
+        let limit = format!("{n} anonymous pulls per {window} per {per}{measured}");
         // A quota over hours is what a burst of cold starts runs into; a per-second rate only
         // paces them.
         if c.anonymous_pulls && window_secs >= 3600 {

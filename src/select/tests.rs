@@ -36,6 +36,7 @@ fn known(storage: u64, transfer: u64, private_repos: u32) -> Usage {
         transfer: Some(ByteSize(transfer)),
         private_repositories: Some(private_repos),
         source: "policy",
+        anonymous_pulls: None,
     }
 }
 
