@@ -76,6 +76,19 @@ pub enum Cmd {
         /// The checkout to set up.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
+        /// Instead: write a self-hosted registry set-up into this directory (distribution
+        /// behind nginx with TLS and htpasswd; see docs/self-hosting.md).
+        #[arg(long)]
+        self_hosted: Option<PathBuf>,
+        /// The registry's host name (or IP) for its TLS certificate (--self-hosted).
+        #[arg(long, default_value = "registry.example.com", requires = "self_hosted")]
+        host: String,
+        /// Where nginx listens (--self-hosted).
+        #[arg(long, default_value = "0.0.0.0:443", requires = "self_hosted")]
+        listen: String,
+        /// The loopback port distribution listens on behind nginx (--self-hosted).
+        #[arg(long, default_value_t = 5000, requires = "self_hosted")]
+        backend_port: u16,
     },
     /// Write a new cosign key pair, cosign.key (encrypted with COSIGN_PASSWORD) and cosign.pub.
     GenerateKeyPair {
@@ -368,7 +381,17 @@ impl Cli {
                 registry: v.registry.into(),
                 output: v.output.or(&top.output),
             }),
-            Some(Cmd::Init { dir }) => Request::Init(crate::commands::InitArgs { dir }),
+            Some(Cmd::Init { dir, self_hosted, host, listen, backend_port }) => {
+                Request::Init(crate::commands::InitArgs {
+                    dir,
+                    self_hosted: self_hosted.map(|d| crate::commands::SelfHostedArgs {
+                        dir: d,
+                        host,
+                        listen,
+                        backend_port,
+                    }),
+                })
+            }
             Some(Cmd::GenerateKeyPair { output_dir, force }) => {
                 Request::GenerateKeyPair(KeyPairArgs { dir: output_dir, force })
             }

@@ -22,5 +22,6 @@ pub mod report;
 pub mod retry;
 pub mod runpod;
 pub mod select;
+pub mod selfhost;
 pub mod sign;
 pub mod types;

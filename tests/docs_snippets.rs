@@ -107,6 +107,15 @@ fn make_files(policy: &Value, dir: &Path) {
             std::fs::write(p, r#"{"disk": 20, "env": {"MODEL": "{{ vars.model | default('none') }}"}}"#).unwrap();
         }
     }
+    for r in policy["registries"].as_object().into_iter().flat_map(|m| m.values()) {
+        if let Some(ca) = r["ca_file"].as_str() {
+            let made = tempfile::tempdir().unwrap();
+            support::make_ca(made.path(), "/CN=docs snippet CA");
+            let p = dir.join(ca);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::copy(made.path().join("ca.pem"), p).unwrap();
+        }
+    }
     if let Some(key) = policy.pointer("/signing/key").and_then(Value::as_str) {
         let out = run(publish(dir).arg("generate-key-pair").env("COSIGN_PASSWORD", "docs-test"));
         assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));

@@ -100,3 +100,83 @@ fn init_without_a_remote_or_an_image_says_what_to_fill_in() {
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
 }
+
+/// `publish init --self-hosted DIR` writes distribution + nginx + htpasswd; its setup.sh and
+/// run.sh bring up a TLS registry that takes a layer over nginx's default 1 MB body limit,
+/// pushed by publish with the CA the set-up made and checked by skopeo.
+#[test]
+fn init_self_hosted_writes_a_registry_set_up_that_takes_big_layers_over_tls() {
+    use std::os::unix::process::CommandExt;
+    for tool in ["docker-registry", "nginx", "htpasswd", "openssl", "skopeo"] {
+        support::require(tool);
+    }
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("registry");
+    let port = support::free_port();
+    let backend = support::free_port();
+    let out = run(publish(work.path()).args(["init", "--self-hosted"]).arg(&dir).args([
+        "--host",
+        "127.0.0.1",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--backend-port",
+        &backend.to_string(),
+    ]));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    let nginx = std::fs::read_to_string(dir.join("nginx/nginx.conf")).unwrap();
+    assert!(nginx.contains("client_max_body_size 0;") && nginx.contains("proxy_read_timeout 900;"), "{nginx}");
+    let again = run(publish(work.path()).args(["init", "--self-hosted"]).arg(&dir));
+    assert_eq!(again.status.code(), Some(2), "never overwrites");
+
+    let setup = Command::new(dir.join("setup.sh"))
+        .env("REGISTRY_USER", support::USER)
+        .env("REGISTRY_PASSWORD", support::PASSWORD)
+        .output()
+        .unwrap();
+    assert!(setup.status.success(), "{}", String::from_utf8_lossy(&setup.stderr));
+    let mut server = Command::new(dir.join("run.sh"))
+        .process_group(0)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let group = server.id() as i32;
+    struct Stop(i32);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            // SAFETY: signals the process group run.sh leads; nothing else is in it.
+            unsafe { libc::killpg(self.0, libc::SIGTERM) };
+        }
+    }
+    let _stop = Stop(group);
+    support::wait_until("the self-hosted registry", std::time::Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+
+    // 3 MB layers: over nginx's default client_max_body_size of 1 MB.
+    let image = write_layout(&work.path().join("img"), 170, &[3_000_000], "linux", "amd64", "latest");
+    let target = format!("127.0.0.1:{port}/ml/app:v1");
+    let out = run(publish(work.path())
+        .args(["push", "oci:img", &format!("docker://{target}"), "--ca-file"])
+        .arg(dir.join("tls/ca.pem"))
+        .args(["--username", support::USER, "--password-env", "REG_PASSWORD"])
+        .env("REG_PASSWORD", support::PASSWORD));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    // skopeo's --cert-dir takes CA files named *.crt (and would read ca.key as a client key).
+    let certs = work.path().join("skopeo-certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::copy(dir.join("tls/ca.pem"), certs.join("ca.crt")).unwrap();
+    let inspect = Command::new(support::require("skopeo"))
+        .args(["inspect", "--raw", "--cert-dir"])
+        .arg(&certs)
+        .args(["--creds", &format!("{}:{}", support::USER, support::PASSWORD)])
+        .arg(format!("docker://{target}"))
+        .output()
+        .unwrap();
+    assert!(inspect.status.success(), "{}", String::from_utf8_lossy(&inspect.stderr));
+    let digest = format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&inspect.stdout)));
+    assert_eq!(digest, image.manifest_digest);
+    let _ = server.try_wait();
+}

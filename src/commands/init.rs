@@ -12,6 +12,67 @@ use crate::credentials::Env;
 #[derive(Debug, Clone)]
 pub struct InitArgs {
     pub dir: PathBuf,
+    /// Write a self-hosted registry set-up instead.
+    pub self_hosted: Option<SelfHostedArgs>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SelfHostedArgs {
+    pub dir: PathBuf,
+    pub host: String,
+    pub listen: String,
+    pub backend_port: u16,
+}
+
+/// `publish init --self-hosted DIR`: distribution + nginx + htpasswd files, never overwriting.
+fn self_hosted(args: &SelfHostedArgs) -> anyhow::Result<ExitStatus> {
+    std::fs::create_dir_all(&args.dir)?;
+    let dir = args.dir.canonicalize()?;
+    let files: Vec<(PathBuf, String, bool)> = vec![
+        (dir.join("registry.yml"), crate::selfhost::distribution_config(&dir, args.backend_port), false),
+        (
+            dir.join("nginx/nginx.conf"),
+            crate::selfhost::nginx_conf(
+                &dir,
+                &args.listen,
+                args.backend_port,
+                &dir.join("tls/server.pem"),
+                &dir.join("tls/server.key"),
+            ),
+            false,
+        ),
+        (dir.join("setup.sh"), crate::selfhost::setup_script(&args.host), true),
+        (dir.join("run.sh"), crate::selfhost::run_script(), true),
+    ];
+    for (p, _, _) in &files {
+        if std::fs::symlink_metadata(p).is_ok() {
+            return Err(UsageError(format!("{} exists: publish init never overwrites", p.display())).into());
+        }
+    }
+    for (p, text, executable) in &files {
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(p)?;
+        std::io::Write::write_all(&mut f, text.as_bytes())?;
+        if *executable {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755))?;
+        }
+    }
+    super::print_out(&format!(
+        "wrote {d}/registry.yml, nginx/nginx.conf, setup.sh and run.sh
+next: REGISTRY_USER=ci REGISTRY_PASSWORD=… {d}/setup.sh   (a private CA, a certificate for {host}, the first user)
+      {d}/run.sh                                              (distribution on 127.0.0.1:{b}, nginx on {l})
+then in publish.yaml: kind: registry, repository: {host}/ml, ca_file: {d}/tls/ca.pem,
+      credentials: {{username: ci, password_env: REGISTRY_PASSWORD}}
+",
+        d = dir.display(),
+        host = args.host,
+        b = args.backend_port,
+        l = args.listen
+    ));
+    Ok(ExitStatus::Success)
 }
 
 /// What `init` found.
@@ -229,6 +290,9 @@ jobs:
 }
 
 pub fn init(args: InitArgs, env: &Env) -> anyhow::Result<ExitStatus> {
+    if let Some(s) = &args.self_hosted {
+        return self_hosted(s);
+    }
     let dir = &args.dir;
     if !dir.is_dir() {
         return Err(UsageError(format!("{}: not a directory", dir.display())).into());

@@ -22,7 +22,7 @@ use crate::policy::Diagnostics;
 use crate::runpod::template::TemplateErrors;
 
 pub use check::CheckArgs;
-pub use init::InitArgs;
+pub use init::{InitArgs, SelfHostedArgs};
 pub use keys::KeyPairArgs;
 pub use push::PushArgs;
 pub use run::RunArgs;

@@ -161,41 +161,14 @@ impl Registry {
         ]);
         let port = free_port();
         std::fs::create_dir_all(d.join("nginx")).unwrap();
-        // As shared/reference/004 describes: TLS at nginx, proxy to the registry, Host kept,
-        // big bodies allowed; plus streaming of request bodies.
-        let conf = format!(
-            r#"worker_processes 1;
-daemon off;
-pid {d}/nginx/nginx.pid;
-error_log {d}/nginx/error.log warn;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/nginx/body;
-    proxy_temp_path {d}/nginx/proxy;
-    fastcgi_temp_path {d}/nginx/fastcgi;
-    uwsgi_temp_path {d}/nginx/uwsgi;
-    scgi_temp_path {d}/nginx/scgi;
-    server {{
-        listen 127.0.0.1:{port} ssl;
-        ssl_certificate {d}/server.pem;
-        ssl_certificate_key {d}/server.key;
-        location / {{
-            client_max_body_size 0;
-            proxy_request_buffering off;
-            proxy_http_version 1.1;
-            proxy_pass http://127.0.0.1:{backend};
-            proxy_set_header Host $http_host;
-            proxy_set_header X-Real-IP $remote_addr;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_read_timeout 900;
-        }}
-    }}
-}}
-"#,
-            d = d.display(),
-            backend = self.backend_port
+        // The configuration `publish init --self-hosted` writes (src/selfhost.rs): TLS at
+        // nginx, proxy to the registry, Host kept, bodies of any size streamed.
+        let conf = publish_action::selfhost::nginx_conf(
+            d,
+            &format!("127.0.0.1:{port}"),
+            self.backend_port,
+            &d.join("server.pem"),
+            &d.join("server.key"),
         );
         std::fs::write(d.join("nginx/nginx.conf"), conf).unwrap();
         let child = Command::new(require("nginx"))
@@ -262,6 +235,16 @@ http {{
 impl Drop for Registry {
     fn drop(&mut self) {
         for c in &mut self.children {
+            // SIGTERM first: nginx's master then stops its workers (SIGKILL would orphan them).
+            // SAFETY: signals a child this harness started and has not reaped yet.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
