@@ -1,0 +1,101 @@
+//! Every `publish …` command README.md and docs/*.md show — in shell blocks and in inline code
+//! — names a real subcommand, and every flag on it is one that subcommand takes (its `--help`
+//! lists it). What the commands do is run by the tests each doc section names.
+
+mod support;
+
+use std::path::Path;
+
+use support::{publish, run, text};
+
+/// `publish …` commands in shell blocks (continuations joined, env assignments dropped) and in
+/// inline code spans.
+fn commands() -> Vec<(String, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![root.join("README.md")];
+    for e in std::fs::read_dir(root.join("docs")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "md") {
+            files.push(p);
+        }
+    }
+    let mut out = Vec::new();
+    for f in files {
+        let name = f.file_name().unwrap().to_string_lossy().to_string();
+        let text = std::fs::read_to_string(&f).unwrap().replace("\\\n", " ");
+        let mut in_sh = false;
+        for line in text.lines() {
+            let t = line.trim();
+            if t.starts_with("```") {
+                in_sh = t == "```sh";
+                continue;
+            }
+            if in_sh {
+                let words: Vec<&str> =
+                    t.split_whitespace().skip_while(|w| w.contains('=') && !w.starts_with("--")).collect();
+                if words.first() == Some(&"publish") {
+                    out.push((name.clone(), words.join(" ")));
+                }
+            } else {
+                for span in line.split('`').skip(1).step_by(2) {
+                    if span.starts_with("publish ") {
+                        out.push((name.clone(), span.to_string()));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_documented_publish_command_and_flag_exists() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut checked = 0;
+    for (file, command) in commands() {
+        let command = command.split(" # ").next().unwrap().split('#').next().unwrap().to_string();
+        let words: Vec<&str> = command.split_whitespace().skip(1).collect();
+        // The subcommand path: leading words that are not flags, placeholders or arguments.
+        let mut path = Vec::new();
+        for w in &words {
+            let is_name = w.chars().all(|c| c.is_ascii_lowercase() || c == '-') && !w.starts_with('-');
+            let known = [
+                "check",
+                "plan",
+                "run",
+                "push",
+                "schema",
+                "sign",
+                "verify",
+                "generate-key-pair",
+                "runpod",
+                "render",
+                "sync",
+                "init",
+            ];
+            if is_name && known.contains(w) && (path.is_empty() || path == ["runpod"]) {
+                path.push(*w);
+            } else {
+                break;
+            }
+        }
+        let mut cmd = publish(root);
+        cmd.args(&path).arg("--help");
+        let out = run(&mut cmd);
+        let (help, stderr) = text(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{file}: `{command}`: `publish {} --help` failed: {stderr}",
+            path.join(" ")
+        );
+        for w in &words {
+            let flag = w.trim_start_matches(['[', '(']).split(['=', ']', '|', ')', ',']).next().unwrap();
+            if flag.starts_with("--") && flag.len() > 2 {
+                assert!(help.contains(flag), "{file}: `{command}`: publish {} takes no {flag}", path.join(" "));
+            }
+        }
+        checked += 1;
+    }
+    assert!(checked >= 20, "{checked} commands");
+}
