@@ -1,9 +1,12 @@
-//! Signing in cosign's formats, with a cosign key pair: the legacy `sha256-<hex>.sig` tag
-//! (simple-signing payload, signature in the layer's annotation) and cosign v3's Sigstore
-//! bundle v0.3 (a DSSE envelope around an in-toto statement) attached as an OCI 1.1 referrer
-//! through the `sha256-<hex>` fallback tag index, since GHCR, Docker Hub and distribution
-//! have no referrers API. Signatures already there are kept; the same signature is not added
-//! twice. Keys and crypto come from the `sigstore` crate; the OCI attachment is ours.
+//! Signing in cosign's formats, with a cosign key pair or keylessly: the legacy
+//! `sha256-<hex>.sig` tag (simple-signing payload, signature in the layer's annotation; its
+//! Rekor entry a `hashedrekord`) and cosign v3's Sigstore bundle v0.3 (a DSSE envelope around
+//! an in-toto statement; its Rekor entry a `dsse` with inclusion proof) attached as an OCI 1.1
+//! referrer through the `sha256-<hex>` fallback tag index, since GHCR, Docker Hub and
+//! distribution have no referrers API. Signatures already there are kept, and a tag holding
+//! something else stops signing rather than being overwritten; the same signature is not added
+//! twice. Keys and crypto come from the `sigstore` crate; the OCI attachment, the Rekor entries
+//! and verification (`verify.rs`, `tlog.rs`, `trust.rs`) are ours.
 
 pub mod keyless;
 pub mod keys;
