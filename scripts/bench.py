@@ -33,14 +33,30 @@ def free_port():
     return p
 
 
-def layout(out, size_mib, layers, ref="latest"):
-    os.makedirs(f"{out}/blobs/sha256")
-
+def finish_layout(out, descs, ref):
+    """Writes the config, manifest, index.json and oci-layout for layer descriptors `descs`
+    already in `out/blobs`; returns the manifest digest."""
     def put(data):
         d = hashlib.sha256(data).hexdigest()
         open(f"{out}/blobs/sha256/{d}", "wb").write(data)
-        return d, len(data)
+        return "sha256:" + d, len(data)
 
+    cfg = json.dumps({"architecture": "amd64", "os": "linux",
+                      "rootfs": {"type": "layers", "diff_ids": [l["digest"] for l in descs]}}).encode()
+    cd, cn = put(cfg)
+    m = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cn},
+                    "layers": descs}).encode()
+    md, mn = put(m)
+    json.dump({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+               "digest": md, "size": mn, "annotations": {"org.opencontainers.image.ref.name": ref}}]},
+              open(f"{out}/index.json", "w"))
+    open(f"{out}/oci-layout", "w").write('{"imageLayoutVersion":"1.0.0"}')
+    return md
+
+
+def layout(out, size_mib, layers, ref="latest"):
+    os.makedirs(f"{out}/blobs/sha256")
     descs = []
     per = size_mib * 1024 * 1024 // layers
     for i in range(layers):
@@ -56,18 +72,7 @@ def layout(out, size_mib, layers, ref="latest"):
         d = h.hexdigest()
         os.rename(tmp, f"{out}/blobs/sha256/{d}")
         descs.append({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": "sha256:" + d, "size": per})
-    cfg = json.dumps({"architecture": "amd64", "os": "linux",
-                      "rootfs": {"type": "layers", "diff_ids": [l["digest"] for l in descs]}}).encode()
-    cd, cn = put(cfg)
-    m = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": "sha256:" + cd, "size": cn},
-                    "layers": descs}).encode()
-    md, mn = put(m)
-    json.dump({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
-               "digest": "sha256:" + md, "size": mn, "annotations": {"org.opencontainers.image.ref.name": ref}}]},
-              open(f"{out}/index.json", "w"))
-    open(f"{out}/oci-layout", "w").write('{"imageLayoutVersion":"1.0.0"}')
-    return "sha256:" + md
+    return finish_layout(out, descs, ref)
 
 
 def sparse_layout(out, gib, layers):
@@ -89,20 +94,7 @@ def sparse_layout(out, gib, layers):
         with open(f"{out}/blobs/sha256/{d}", "wb") as f:
             f.truncate(size)
         descs.append({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": "sha256:" + d, "size": size})
-    cfg = json.dumps({"architecture": "amd64", "os": "linux",
-                      "rootfs": {"type": "layers", "diff_ids": [l["digest"] for l in descs]}}).encode()
-    cd = hashlib.sha256(cfg).hexdigest()
-    open(f"{out}/blobs/sha256/{cd}", "wb").write(cfg)
-    m = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": "sha256:" + cd, "size": len(cfg)},
-                    "layers": descs}).encode()
-    md = hashlib.sha256(m).hexdigest()
-    open(f"{out}/blobs/sha256/{md}", "wb").write(m)
-    json.dump({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
-               "digest": "sha256:" + md, "size": len(m), "annotations": {"org.opencontainers.image.ref.name": "latest"}}]},
-              open(f"{out}/index.json", "w"))
-    open(f"{out}/oci-layout", "w").write('{"imageLayoutVersion":"1.0.0"}')
-    return "sha256:" + md
+    return finish_layout(out, descs, "latest")
 
 
 class Registry:
@@ -318,6 +310,23 @@ def push(tool, reg, img, repo, host=None, allow_fail=False):
     return m, got
 
 
+def push_fresh(work, tool, image, expected, tls=False, proxy=None, allow_fail=False):
+    """Pushes `image` with `tool` to a fresh registry — through `proxy(port)` when given — and
+    checks the digest it left (unless `allow_fail`). Returns the measurement, the digest left
+    and the bytes the proxy carried towards the registry."""
+    reg = Registry(work, tls)
+    p = proxy(reg.port) if proxy else None
+    try:
+        m, got = push(tool, reg, image, tool, host=f"127.0.0.1:{p.port}" if p else None, allow_fail=allow_fail)
+    finally:
+        if p:
+            p.stop()
+        reg.stop()
+    if got != expected and not allow_fail:
+        raise SystemExit(f"{tool} left {got!r}, not {expected}")
+    return m, got, p.up if p else 0
+
+
 def main():
     size = int(sys.argv[1]) if len(sys.argv) > 1 else 2048
     layers = int(sys.argv[2]) if len(sys.argv) > 2 else 8
@@ -336,14 +345,7 @@ def main():
             for r in range(runs):
                 order = tools[r % len(tools):] + tools[:r % len(tools)]
                 for t in order:
-                    reg = Registry(work, tls)
-                    try:
-                        m, got = push(t, reg, img, t)
-                    finally:
-                        reg.stop()
-                    if got != digest:
-                        raise SystemExit(f"{t} left {got!r}, not {digest}")
-                    results[t].append(m)
+                    results[t].append(push_fresh(work, t, img, digest, tls=tls)[0])
             print(f"\n{'TLS via nginx' if tls else 'plain HTTP'} (medians)")
             med = {t: {k: statistics.median(x[k] for x in results[t]) for k in ("wall", "cpu", "rss")} for t in tools}
             gb = size / 1024 * 1.073741824
@@ -378,15 +380,7 @@ def main():
                 walls = {t: [] for t in tools}
                 for r in range(runs):
                     for t in tools[r % len(tools):] + tools[:r % len(tools)]:
-                        reg = Registry(work, False)
-                        proxy = Proxy(reg.port, slow=True)
-                        try:
-                            m, got = push(t, reg, image, t, host=f"127.0.0.1:{proxy.port}")
-                        finally:
-                            proxy.stop()
-                            reg.stop()
-                        if got != expected:
-                            raise SystemExit(f"{t} left {got!r}, not {expected}")
+                        m = push_fresh(work, t, image, expected, proxy=lambda port: Proxy(port, slow=True))[0]
                         walls[t].append(m["wall"])
                 med = {t: statistics.median(w) for t, w in walls.items()}
                 for t in tools:
@@ -398,15 +392,9 @@ def main():
             blob = 1024 * 1024 * 1024
             print("\nconnection cut at 50 % of a 1 GiB layer: bytes sent towards the registry beyond the blob")
             for t in ["publish", "publish-chunked"] + tools[1:]:
-                reg = Registry(work, False)
-                proxy = Proxy(reg.port, cut_at=blob // 2)
-                try:
-                    m, got = push(t, reg, one, t, host=f"127.0.0.1:{proxy.port}", allow_fail=True)
-                finally:
-                    proxy.stop()
-                    reg.stop()
+                m, got, up = push_fresh(work, t, one, one_digest, proxy=lambda port: Proxy(port, cut_at=blob // 2), allow_fail=True)
                 outcome = "pushed" if got == one_digest and m["ok"] else "FAILED"
-                print(f"  {t:<8} {outcome:<7} resent {(proxy.up - blob) / 2**20:8.1f} MiB  wall {m['wall']:6.2f} s")
+                print(f"  {t:<8} {outcome:<7} resent {(up - blob) / 2**20:8.1f} MiB  wall {m['wall']:6.2f} s")
 
         big = int(os.environ.get("BENCH_SPARSE_GIB", "0"))
         if big:
@@ -415,13 +403,7 @@ def main():
             sparse_digest = sparse_layout(sparse, big, 8)
             print(f"\n{big} GiB image (8 sparse layers), plain HTTP, one push each")
             for t in tools:
-                reg = Registry(work, False)
-                try:
-                    m, got = push(t, reg, sparse, t)
-                finally:
-                    reg.stop()
-                if got != sparse_digest:
-                    raise SystemExit(f"{t} left {got!r}, not {sparse_digest}")
+                m = push_fresh(work, t, sparse, sparse_digest)[0]
                 print(f"  {t:<8} wall {m['wall']:7.1f} s  cpu {m['cpu']:6.2f} s  rss {m['rss']:6.1f} MiB")
             open(f"{work}/sparse.yaml", "w").write(
                 "version: 1\nregistries:\n  home:\n    kind: registry\n    repository: 127.0.0.1:5999/bench\n    insecure: true\n"

@@ -126,9 +126,10 @@ async fn push_inner(
     // Already there by digest? Registries refuse a manifest whose blobs are missing, so its
     // blobs are there too: a re-push is then a GET and the tag PUTs, no blob HEADs.
     let present = client.has_manifest(&image.root.digest).await.unwrap_or(false);
-    let mut blobs = if present { Vec::new() } else { image.blobs() };
+    let mut blobs = image.blobs();
     if present {
-        out.blobs_skipped += image.blobs().len();
+        out.blobs_skipped += blobs.len();
+        blobs.clear();
         tracing::info!(registry = client.registry(), digest = %image.root.digest, "the manifest is already there: no blob to send");
     }
     let total: u64 = blobs.iter().map(|d| d.size).sum();

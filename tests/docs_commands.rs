@@ -11,16 +11,8 @@ use support::{publish, run, text};
 /// `publish …` commands in shell blocks (continuations joined, env assignments dropped) and in
 /// inline code spans.
 fn commands() -> Vec<(String, String)> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut files = vec![root.join("README.md")];
-    for e in std::fs::read_dir(root.join("docs")).unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().is_some_and(|x| x == "md") {
-            files.push(p);
-        }
-    }
     let mut out = Vec::new();
-    for f in files {
+    for f in support::doc_files() {
         let name = f.file_name().unwrap().to_string_lossy().to_string();
         let text = std::fs::read_to_string(&f).unwrap().replace("\\\n", " ");
         let mut in_sh = false;

@@ -12,17 +12,8 @@ use support::image::write_layout;
 use support::{publish, run, text};
 
 fn snippets() -> Vec<(String, String)> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut files = vec![root.join("README.md")];
-    for e in std::fs::read_dir(root.join("docs")).unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().is_some_and(|x| x == "md") {
-            files.push(p);
-        }
-    }
-    files.sort();
     let mut out = Vec::new();
-    for f in files {
+    for f in support::doc_files() {
         let text = std::fs::read_to_string(&f).unwrap();
         let mut block: Option<String> = None;
         for (i, line) in text.lines().enumerate() {

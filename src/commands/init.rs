@@ -24,6 +24,32 @@ pub struct SelfHostedArgs {
     pub backend_port: u16,
 }
 
+/// Exit 2 naming the first of `paths` that exists: `init` never overwrites.
+fn refuse_existing<'a>(paths: impl IntoIterator<Item = &'a Path>) -> Result<(), UsageError> {
+    match paths.into_iter().find(|p| std::fs::symlink_metadata(p).is_ok()) {
+        Some(p) => Err(UsageError(format!(
+            "{} exists: publish init never overwrites; move it away to start again",
+            p.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Writes a new file (and its directory); `create_new`, so a file that appeared meanwhile is
+/// not overwritten either.
+fn write_new(path: &Path, text: &str, executable: bool) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(path)?;
+    std::io::Write::write_all(&mut f, text.as_bytes())?;
+    if executable {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))?;
+    }
+    Ok(())
+}
+
 /// `publish init --self-hosted DIR`: distribution + nginx + htpasswd files, never overwriting.
 fn self_hosted(args: &SelfHostedArgs) -> anyhow::Result<ExitStatus> {
     std::fs::create_dir_all(&args.dir)?;
@@ -44,21 +70,9 @@ fn self_hosted(args: &SelfHostedArgs) -> anyhow::Result<ExitStatus> {
         (dir.join("setup.sh"), crate::selfhost::setup_script(&args.host), true),
         (dir.join("run.sh"), crate::selfhost::run_script(), true),
     ];
-    for (p, _, _) in &files {
-        if std::fs::symlink_metadata(p).is_ok() {
-            return Err(UsageError(format!("{} exists: publish init never overwrites", p.display())).into());
-        }
-    }
+    refuse_existing(files.iter().map(|(p, _, _)| p.as_path()))?;
     for (p, text, executable) in &files {
-        if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(p)?;
-        std::io::Write::write_all(&mut f, text.as_bytes())?;
-        if *executable {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755))?;
-        }
+        write_new(p, text, *executable)?;
     }
     super::print_out(&format!(
         "wrote {d}/registry.yml, nginx/nginx.conf, setup.sh and run.sh
@@ -299,15 +313,7 @@ pub fn init(args: InitArgs, env: &Env) -> anyhow::Result<ExitStatus> {
     }
     let policy_path = dir.join("publish.yaml");
     let workflow_path = dir.join(".github/workflows/publish.yml");
-    for p in [&policy_path, &workflow_path] {
-        if std::fs::symlink_metadata(p).is_ok() {
-            return Err(UsageError(format!(
-                "{} exists: publish init never overwrites; move it away to start again",
-                p.display()
-            ))
-            .into());
-        }
-    }
+    refuse_existing([policy_path.as_path(), workflow_path.as_path()])?;
     let found = detect(dir, env);
     let name = found
         .repo
@@ -315,17 +321,8 @@ pub fn init(args: InitArgs, env: &Env) -> anyhow::Result<ExitStatus> {
         .map(path_component)
         .or_else(|| dir.canonicalize().ok().and_then(|d| d.file_name().map(|n| path_component(&n.to_string_lossy()))))
         .unwrap_or_else(|| "app".into());
-    let write = |path: &Path, text: &str| -> anyhow::Result<()> {
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        // create_new: a file that appeared meanwhile is not overwritten either.
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(path)?;
-        std::io::Write::write_all(&mut f, text.as_bytes())?;
-        Ok(())
-    };
-    write(&policy_path, &policy(&found, &name))?;
-    if let Err(e) = write(&workflow_path, &workflow(&found)) {
+    write_new(&policy_path, &policy(&found, &name), false)?;
+    if let Err(e) = write_new(&workflow_path, &workflow(&found), false) {
         let _ = std::fs::remove_file(&policy_path);
         return Err(e);
     }

@@ -65,14 +65,11 @@ pub async fn measure_usage(resolved: &Resolved, env: &Env, all: bool, need_crede
         if need_credentials && credential.is_none() {
             continue;
         }
-        let private_here = resolved
-            .images
-            .iter()
-            .any(|i| i.visibility == Visibility::Private && i.candidates.iter().any(|c| c.id == r.id));
-        let public_here = resolved
-            .images
-            .iter()
-            .any(|i| i.visibility == Visibility::Public && i.candidates.iter().any(|c| c.id == r.id));
+        // Whether an image of this visibility has the registry as a candidate.
+        let here = |v: Visibility| {
+            resolved.images.iter().any(|i| i.visibility == v && i.candidates.iter().any(|c| c.id == r.id))
+        };
+        let (private_here, public_here) = (here(Visibility::Private), here(Visibility::Public));
         if r.kind == RegistryKind::Dockerhub && public_here && r.pull_credentials.is_none() {
             // What RunPod's anonymous cold starts run into: the limit and window Docker Hub
             // states on a HEAD (which is not counted as a pull), asked anonymously.

@@ -254,7 +254,7 @@ pub struct Policy {
 
 /// Checks a certificate (PEM, with optional intermediates) at `time` (the verified integrated
 /// time): chain to a trusted Fulcio CA, embedded SCT (unless `ignore_sct`), identity, issuer.
-/// Returns its public key and the checks that passed.
+/// Returns the checks that passed.
 pub fn check_certificate(
     leaf_pem: &str,
     chain_pem: &[String],
@@ -262,7 +262,7 @@ pub fn check_certificate(
     trust: &super::trust::TrustedRoot,
     time: i64,
     ignore_sct: bool,
-) -> Result<(CosignVerificationKey, Vec<&'static str>), super::Rejected> {
+) -> Result<Vec<&'static str>, super::Rejected> {
     let leaf = x509_cert::Certificate::from_pem(leaf_pem.as_bytes())
         .map_err(|e| format!("the certificate is not PEM: {e}"))?;
     let leaf_der = leaf.to_der().map_err(|e| e.to_string())?;
@@ -323,8 +323,12 @@ pub fn check_certificate(
         return Err(format!("issuer: issued for {issuer}, not {}", policy.issuer).into());
     }
     checked.push("issuer");
-    let spki = leaf.tbs_certificate().subject_public_key_info().to_der().map_err(|e| e.to_string())?;
-    let key =
-        CosignVerificationKey::from_der(&spki, &SigningScheme::ECDSA_P256_SHA256_ASN1).map_err(|e| e.to_string())?;
-    Ok((key, checked))
+    Ok(checked)
+}
+
+/// The public key a certificate (PEM) certifies.
+pub fn certificate_key(pem: &str) -> Result<CosignVerificationKey, super::Rejected> {
+    let cert = x509_cert::Certificate::from_pem(pem.as_bytes()).map_err(|e| format!("certificate: not PEM: {e}"))?;
+    let spki = cert.tbs_certificate().subject_public_key_info().to_der().map_err(|e| e.to_string())?;
+    Ok(CosignVerificationKey::try_from_der(&spki).map_err(|e| format!("certificate: its key: {e}"))?)
 }

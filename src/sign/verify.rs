@@ -145,14 +145,12 @@ impl Verifier {
             }
         };
         // The signature itself first: nothing else matters if it does not verify.
+        let certified;
         let key = match self {
-            Verifier::Key { key, .. } => key.clone(),
+            Verifier::Key { key, .. } => key,
             Verifier::Keyless { .. } => {
-                let pem = m.cert_pem.as_deref().unwrap_or_default();
-                let cert = x509_cert::Certificate::from_pem(pem.as_bytes())
-                    .map_err(|e| format!("certificate: not PEM: {e}"))?;
-                let spki = cert.tbs_certificate().subject_public_key_info().to_der().map_err(|e| e.to_string())?;
-                CosignVerificationKey::try_from_der(&spki).map_err(|e| format!("certificate: its key: {e}"))?
+                certified = keyless::certificate_key(m.cert_pem.as_deref().unwrap_or_default())?;
+                &certified
             }
         };
         if key.verify_signature(Signature::Raw(&m.signature), &m.signed).is_err() {
@@ -199,7 +197,7 @@ impl Verifier {
                 report.notes.push("SCT not checked (--insecure-ignore-sct)".into());
             }
             let at = time.unwrap_or_else(now);
-            let (_, checked) = keyless::check_certificate(
+            let checked = keyless::check_certificate(
                 m.cert_pem.as_deref().unwrap_or_default(),
                 &m.chain,
                 policy,
@@ -212,8 +210,6 @@ impl Verifier {
         Ok(())
     }
 }
-
-use x509_cert::der::{DecodePem, Encode};
 
 fn record(out: &mut Verified, mut report: SignatureReport, result: Result<(), Rejected>) {
     match result {

@@ -332,3 +332,16 @@ pub fn skopeo(args: &[String]) -> Vec<u8> {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     run_ok("skopeo", &args, Path::new("."))
 }
+
+/// README.md and docs/*.md, in a stable order: the documents whose examples tests execute.
+pub fn doc_files() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "md"))
+        .collect();
+    files.sort();
+    files.insert(0, root.join("README.md"));
+    files
+}
