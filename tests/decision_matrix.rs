@@ -2,7 +2,8 @@
 //! research, planned by `publish plan` with default inputs (no `pulls_per_month`, no
 //! `upload_rate`, no `used:`), usage measured from the stand-ins — a real registry with
 //! htpasswd for the self-hosted candidate (catalog walk), a Docker Hub API and registry
-//! stand-in (private repositories, `ratelimit-limit`) — and every row's outcome compared with
+//! stand-in (private repositories, `ratelimit-limit`), ECR Public's API (DescribeRepositories,
+//! DescribeImages) — and every row's outcome compared with
 //! the table in docs/selection.md, which explains with the numbers where the facts disagree
 //! with the reference.
 
@@ -85,6 +86,12 @@ fn documented() -> Vec<(String, String, String)> {
 fn the_reference_matrix_with_default_inputs_and_measured_usage_matches_docs_selection_md() {
     let home = Registry::start(RegistryOptions { htpasswd: true, ..Default::default() });
     let hub = docker_hub();
+    // ECR Public's API: one repository holding a 2 GB image (its manifest is not in the
+    // registry stand-in, so it counts whole).
+    let ecr = support::aws::ecr_api(std::sync::Arc::new(std::sync::Mutex::new(support::aws::EcrState {
+        repositories: vec!["existing".into()],
+        images: vec![("existing".into(), format!("sha256:{}", "e".repeat(64)), 2 * GB)],
+    })));
     // (scenario as the docs table names it, visibility, layer sizes)
     let rows: &[(&str, &str, &[u64])] = &[
         ("Public image, <5GB", "public", &[1_500 * MB, 1_500 * MB]),
@@ -108,7 +115,8 @@ registries:
     repository: ghcr.io/octo
   ecr:
     kind: ecr-public
-    repository: public.ecr.aws/octo
+    repository: {home}/octo
+    insecure: true
   hub:
     kind: dockerhub
     repository: 127.0.0.1:{hub}/me
@@ -135,7 +143,10 @@ images:
             .args(["plan", "-o", "json"])
             .env("HUB_TOKEN", "dckr_pat_test")
             .env("REG_PASSWORD", PASSWORD)
-            .env("DOCKERHUB_API_URL", format!("http://127.0.0.1:{}", hub.port)));
+            .env("DOCKERHUB_API_URL", format!("http://127.0.0.1:{}", hub.port))
+            .env("AWS_ACCESS_KEY_ID", support::aws::ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", support::aws::SECRET_KEY)
+            .env("AWS_ENDPOINT_URL_ECR_PUBLIC", format!("http://127.0.0.1:{}", ecr.port)));
         let (stdout, stderr) = text(&out);
         assert_eq!(out.status.code(), Some(0), "{scenario}: {stdout}\n{stderr}");
         let plan: Value = serde_json::from_str(&stdout).unwrap();
@@ -149,13 +160,13 @@ images:
             serde_json::to_string_pretty(&plan["images"][0]["candidates"]).unwrap()
         );
         // Usage came from measurement, not from the policy.
-        let home_usage = plan["images"][0]["candidates"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["registry"] == "home")
-            .unwrap()["usage"]
-            .clone();
-        assert_eq!(home_usage["source"], "measured", "{scenario}: {home_usage}");
+        let usage = |id: &str| {
+            plan["images"][0]["candidates"].as_array().unwrap().iter().find(|c| c["registry"] == id).unwrap()["usage"]
+                .clone()
+        };
+        for id in ["home", "ecr"] {
+            assert_eq!(usage(id)["source"], "measured", "{scenario}: {id}: {}", usage(id));
+        }
+        assert_eq!(usage("ecr")["storage"], 2 * GB, "{scenario}");
     }
 }

@@ -1,91 +1,21 @@
-//! ECR Public: AWS credentials → SigV4-signed GetAuthorizationToken and CreateRepository
-//! against a stand-in of the ECR Public JSON API that checks every signature with Python's
-//! hmac/hashlib (an implementation nobody here wrote), then a push with `AWS:<token>` to a
-//! real registry.
+//! ECR Public: AWS credentials from the environment, web identity (STS) or a profile →
+//! SigV4-signed GetAuthorizationToken, CreateRepository, DescribeRepositories and
+//! DescribeImages against the stand-ins in support/aws.rs, which check every signature
+//! independently; then a push with `AWS:<token>` to a real registry, and storage measured
+//! from it.
 
 mod support;
 
-use std::process::Command;
-
-use base64::Engine;
-use serde_json::{Value, json};
-use support::http::{Response, Server};
+use serde_json::Value;
+use support::aws::*;
 use support::image::write_layout;
 use support::{PASSWORD, Registry, RegistryOptions, publish, run, text};
-
-const ACCESS_KEY: &str = "AKIDEXAMPLE";
-const SECRET_KEY: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
-
-/// The SigV4 signature AWS would compute, by Python's standard library.
-const VERIFY: &str = r#"
-import hashlib, hmac, json, sys
-r = json.load(sys.stdin)
-h = {k.lower(): v for k, v in r["headers"].items()}
-auth = h["authorization"]
-signed = auth.split("SignedHeaders=")[1].split(",")[0]
-scope = auth.split("Credential=")[1].split(",")[0].split("/", 1)[1]
-date = h["x-amz-date"]
-canonical = "\n".join(["POST", "/", ""] + [k + ":" + h[k].strip() for k in signed.split(";")] + ["", signed, hashlib.sha256(r["body"].encode()).hexdigest()])
-to_sign = "\n".join(["AWS4-HMAC-SHA256", date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
-k = ("AWS4" + r["secret"]).encode()
-for part in scope.split("/"):
-    k = hmac.new(k, part.encode(), hashlib.sha256).digest()
-print(hmac.new(k, to_sign.encode(), hashlib.sha256).hexdigest())
-"#;
-
-fn signature_ok(headers: &std::collections::HashMap<String, String>, body: &[u8]) -> bool {
-    let input = json!({"headers": headers, "body": String::from_utf8_lossy(body), "secret": SECRET_KEY}).to_string();
-    let mut child = Command::new("python3")
-        .args(["-c", VERIFY])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let expected = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let given = headers.get("authorization").and_then(|a| a.split("Signature=").nth(1)).unwrap_or_default();
-    !expected.is_empty()
-        && expected == given
-        && headers.get("authorization").is_some_and(|a| {
-            a.contains(&format!("Credential={ACCESS_KEY}/")) && a.contains("/us-east-1/ecr-public/aws4_request")
-        })
-}
 
 #[test]
 fn ecr_public_gets_a_token_creates_the_repository_and_pushes() {
     let reg = Registry::start(RegistryOptions { htpasswd: true, ..Default::default() });
-    let created = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let c = created.clone();
-    let api = Server::start(move |req| {
-        if req.method != "POST"
-            || req.header("content-type") != Some("application/x-amz-json-1.1")
-            || !signature_ok(&req.headers, &req.body)
-        {
-            return Response::new(403)
-                .json(&json!({"__type": "InvalidSignatureException", "message": "bad signature"}));
-        }
-        let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
-        match req.header("x-amz-target") {
-            Some("SpencerFrontendService.GetAuthorizationToken") => {
-                let token = base64::engine::general_purpose::STANDARD.encode(format!("{}:{PASSWORD}", support::USER));
-                Response::new(200)
-                    .json(&json!({"authorizationData": {"authorizationToken": token, "expiresAt": 4102444800u64}}))
-            }
-            Some("SpencerFrontendService.CreateRepository") => {
-                let name = body["repositoryName"].as_str().unwrap_or_default().to_string();
-                let mut c = c.lock().unwrap();
-                if c.contains(&name) {
-                    return Response::new(400)
-                        .json(&json!({"__type": "RepositoryAlreadyExistsException", "message": "exists"}));
-                }
-                c.push(name.clone());
-                Response::new(200).json(&json!({"repository": {"repositoryName": name}}))
-            }
-            _ => Response::new(400).json(&json!({"__type": "UnknownOperationException"})),
-        }
-    });
+    let state = std::sync::Arc::new(std::sync::Mutex::new(EcrState::default()));
+    let api = ecr_api(state.clone());
     let work = tempfile::tempdir().unwrap();
     let image = write_layout(&work.path().join("img"), 98, &[20_000], "linux", "amd64", "latest");
     // ECR Public's registry is public.ecr.aws; a loopback stand-in takes its place here.
@@ -106,32 +36,166 @@ fn ecr_public_gets_a_token_creates_the_repository_and_pushes() {
         let json: Value = serde_json::from_str(&stdout).unwrap();
         assert_eq!(json["images"][0]["targets"][0]["digest"], image.manifest_digest);
     }
-    assert_eq!(*created.lock().unwrap(), vec!["app".to_string()], "created once, found the second time");
-    let signed = api
-        .requests()
-        .iter()
-        .filter(|r| r.header("authorization").is_some_and(|a| a.starts_with("AWS4-HMAC-SHA256")))
-        .count();
-    assert_eq!(signed, 4, "every API call is signed");
+    assert_eq!(state.lock().unwrap().repositories, vec!["app".to_string()], "created once, found the second time");
+    let calls: Vec<String> =
+        api.requests().iter().filter_map(|r| r.header("x-amz-target").map(str::to_string)).collect();
+    assert!(
+        api.requests().iter().all(|r| r.header("authorization").is_some_and(|a| a.starts_with("AWS4-HMAC-SHA256"))),
+        "every API call is signed: {calls:?}"
+    );
+    assert_eq!(calls.iter().filter(|c| c.ends_with("CreateRepository")).count(), 2, "once per run: {calls:?}");
+    // `run` measures storage before choosing, as `plan` does.
+    assert_eq!(calls.iter().filter(|c| c.ends_with("DescribeRepositories")).count(), 2, "{calls:?}");
 
     // Without AWS credentials: a clear error, nothing pushed.
-    let mut cmd = publish(work.path());
-    for var in [
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "AWS_ROLE_ARN",
-        "AWS_WEB_IDENTITY_TOKEN_FILE",
-        "AWS_PROFILE",
-        "AWS_SHARED_CREDENTIALS_FILE",
-    ] {
-        cmd.env_remove(var);
-    }
-    let out = run(cmd
+    let out = run(publish(work.path())
         .arg("run")
         .env("HOME", work.path())
         .env("AWS_ENDPOINT_URL_ECR_PUBLIC", format!("http://127.0.0.1:{}", api.port)));
     let (stdout, _) = text(&out);
     assert_eq!(out.status.code(), Some(1));
     assert!(stdout.contains("no AWS credentials"), "{stdout}");
+}
+
+/// Two images in one repository sharing their layers, and an empty repository: `publish plan`
+/// measures storage through DescribeRepositories + DescribeImages (both paginated) and the
+/// registry's manifests, counting each shared layer once.
+#[test]
+fn ecr_public_storage_is_measured_with_shared_layers_counted_once() {
+    let reg = Registry::start(RegistryOptions { htpasswd: true, ..Default::default() });
+    let work = tempfile::tempdir().unwrap();
+    let a = write_layout(&work.path().join("a"), 30, &[400_000, 100_000], "linux", "amd64", "latest");
+    let b = write_layout(&work.path().join("b"), 30, &[400_000, 100_000, 50_000], "linux", "arm64", "latest");
+    assert_eq!(a.layer_digests[..2], b.layer_digests[..2]);
+    for (src, tag) in [("oci:a", "v1"), ("oci:b", "v2")] {
+        let out = run(publish(work.path())
+            .args(["push", src, &format!("docker://{}/my-alias/app:{tag}", reg.host), "--insecure"])
+            .args(["--username", support::USER, "--password-env", "REG_PASSWORD"])
+            .env("REG_PASSWORD", PASSWORD));
+        assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    }
+    let size =
+        |dir: &std::path::Path, d: &str| std::fs::metadata(dir.join("blobs/sha256").join(&d[7..])).unwrap().len();
+    let whole = |dir: &std::path::Path, img: &support::image::TestImage| {
+        size(dir, &img.config_digest) + img.layer_digests.iter().map(|d| size(dir, d)).sum::<u64>()
+    };
+    let unique = whole(&a.dir, &a) + size(&b.dir, &b.config_digest) + size(&b.dir, &b.layer_digests[2]);
+    let state = std::sync::Arc::new(std::sync::Mutex::new(EcrState {
+        repositories: vec!["app".into(), "empty".into()],
+        images: vec![
+            ("app".into(), a.manifest_digest.clone(), whole(&a.dir, &a)),
+            ("app".into(), b.manifest_digest.clone(), whole(&b.dir, &b)),
+        ],
+    }));
+    let api = ecr_api(state);
+    std::fs::write(
+        work.path().join("publish.yaml"),
+        format!("version: 1\nregistries:\n  ecr:\n    kind: ecr-public\n    repository: {}/my-alias\n    insecure: true\nimages:\n  - name: app\n    source: oci:a\n    visibility: public\n    tags: [v1]\n", reg.host),
+    )
+    .unwrap();
+    let plan = |args: &[&str], keys: bool| {
+        let mut cmd = publish(work.path());
+        cmd.arg("plan")
+            .args(args)
+            .args(["-o", "json"])
+            .env("AWS_ENDPOINT_URL_ECR_PUBLIC", format!("http://127.0.0.1:{}", api.port));
+        if keys {
+            cmd.env("AWS_ACCESS_KEY_ID", ACCESS_KEY).env("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
+        }
+        let out = run(&mut cmd);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+        assert!(!stdout.contains(SECRET_KEY) && !stderr.contains(SECRET_KEY));
+        let json: Value = serde_json::from_str(&stdout).unwrap();
+        (json["images"][0]["candidates"][0]["usage"].clone(), stderr)
+    };
+    let (usage, _) = plan(&[], true);
+    assert_eq!(usage["source"], "measured", "{usage}");
+    assert_eq!(usage["storage"], unique, "shared layers counted once: {usage}");
+    let calls: Vec<String> =
+        api.requests().iter().filter_map(|r| r.header("x-amz-target").map(str::to_string)).collect();
+    assert_eq!(
+        calls.iter().filter(|c| c.ends_with("DescribeImages")).count(),
+        3,
+        "two pages for app, one for the empty repository: {calls:?}"
+    );
+    assert_eq!(calls.iter().filter(|c| c.ends_with("DescribeRepositories")).count(), 2, "{calls:?}");
+    assert!(!calls.iter().any(|c| c.ends_with("CreateRepository")), "planning writes nothing: {calls:?}");
+
+    // --no-measure, and no AWS credentials, leave it unknown; only --measure says why.
+    let before = api.requests().len();
+    let (usage, _) = plan(&["--no-measure"], true);
+    assert_ne!(usage["source"], "measured", "{usage}");
+    let (usage, stderr) = plan(&[], false);
+    assert_ne!(usage["source"], "measured", "{usage}");
+    assert!(!stderr.contains("no AWS credentials"), "{stderr}");
+    assert_eq!(api.requests().len(), before, "no API call without measuring or credentials");
+    let (_, stderr) = plan(&["--measure"], false);
+    assert!(stderr.contains("usage not measured") && stderr.contains("no AWS credentials"), "{stderr}");
+}
+
+/// GitHub's OIDC path: a web identity token exchanged at STS for temporary keys that sign the
+/// ECR calls with their session token; and a named profile in the shared credentials file.
+#[test]
+fn ecr_public_takes_credentials_from_web_identity_and_profiles() {
+    let reg = Registry::start(RegistryOptions { htpasswd: true, ..Default::default() });
+    let state = std::sync::Arc::new(std::sync::Mutex::new(EcrState::default()));
+    let api = ecr_api(state.clone());
+    let sts = sts();
+    let work = tempfile::tempdir().unwrap();
+    write_layout(&work.path().join("img"), 99, &[20_000], "linux", "amd64", "latest");
+    std::fs::write(
+        work.path().join("publish.yaml"),
+        format!("version: 1\nregistries:\n  ecr:\n    kind: ecr-public\n    repository: {}/my-alias\n    insecure: true\nimages:\n  - name: app\n    source: oci:img\n    visibility: public\n    tags: [v1]\n", reg.host),
+    )
+    .unwrap();
+    let token_file = work.path().join("oidc-token");
+    std::fs::write(&token_file, WEB_IDENTITY_TOKEN).unwrap();
+    let out = run(publish(work.path())
+        .args(["run", "-o", "json"])
+        .env("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/publish")
+        .env("AWS_WEB_IDENTITY_TOKEN_FILE", &token_file)
+        .env("AWS_ENDPOINT_URL_STS", format!("http://127.0.0.1:{}", sts.port))
+        .env("AWS_ENDPOINT_URL_ECR_PUBLIC", format!("http://127.0.0.1:{}", api.port)));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    for secret in [TEMP_SECRET, SESSION_TOKEN, WEB_IDENTITY_TOKEN] {
+        assert!(!stdout.contains(secret) && !stderr.contains(secret), "{secret} leaked");
+    }
+    assert!(!sts.requests().is_empty(), "STS was asked");
+    assert!(api.requests().iter().all(|r| r.header("x-amz-security-token") == Some(SESSION_TOKEN)));
+    assert_eq!(state.lock().unwrap().repositories, vec!["app".to_string()]);
+
+    // A wrong token: STS refuses, and the error says it was the web identity.
+    std::fs::write(&token_file, "not-the-token").unwrap();
+    let out = run(publish(work.path())
+        .args(["run"])
+        .env("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/publish")
+        .env("AWS_WEB_IDENTITY_TOKEN_FILE", &token_file)
+        .env("AWS_ENDPOINT_URL_STS", format!("http://127.0.0.1:{}", sts.port))
+        .env("AWS_ENDPOINT_URL_ECR_PUBLIC", format!("http://127.0.0.1:{}", api.port)));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.contains("AWS credentials") && stdout.contains("web identity"), "{stdout}");
+
+    // A named profile in the shared credentials file.
+    let creds = work.path().join("credentials");
+    std::fs::write(
+        &creds,
+        format!("[default]\naws_access_key_id = AKIAWRONG\naws_secret_access_key = wrong\n\n[ci]\naws_access_key_id = {PROFILE_KEY}\naws_secret_access_key = {PROFILE_SECRET}\n"),
+    )
+    .unwrap();
+    let before = api.requests().len();
+    let out = run(publish(work.path())
+        .args(["run"])
+        .env("AWS_SHARED_CREDENTIALS_FILE", &creds)
+        .env("AWS_PROFILE", "ci")
+        .env("AWS_ENDPOINT_URL_ECR_PUBLIC", format!("http://127.0.0.1:{}", api.port)));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(!stdout.contains(PROFILE_SECRET) && !stderr.contains(PROFILE_SECRET));
+    assert!(
+        api.requests()[before..].iter().all(|r| r.header("authorization").is_some_and(|a| a.contains(PROFILE_KEY))),
+        "signed with the ci profile's key"
+    );
 }

@@ -62,7 +62,7 @@ pub async fn measure_usage(resolved: &Resolved, env: &Env, all: bool, need_crede
             .resolve(env)
             .ok()
             .and_then(|c| c.credential());
-        if need_credentials && credential.is_none() {
+        if need_credentials && credential.is_none() && r.kind != RegistryKind::EcrPublic {
             continue;
         }
         // Whether an image of this visibility has the registry as a candidate.
@@ -70,6 +70,13 @@ pub async fn measure_usage(resolved: &Resolved, env: &Env, all: bool, need_crede
             resolved.images.iter().any(|i| i.visibility == v && i.candidates.iter().any(|c| c.id == r.id))
         };
         let (private_here, public_here) = (here(Visibility::Private), here(Visibility::Public));
+        if r.kind == RegistryKind::EcrPublic {
+            // It hosts public images only; its credentials are AWS's, tried by the measurement.
+            if r.used.storage.is_none() && (all || public_here) {
+                measure_ecr(r, env, need_credentials, &mut measured).await;
+            }
+            continue;
+        }
         if r.kind == RegistryKind::Dockerhub && public_here && r.pull_credentials.is_none() {
             // What RunPod's anonymous cold starts run into: the limit and window Docker Hub
             // states on a HEAD (which is not counted as a pull), asked anonymously.
@@ -131,6 +138,36 @@ pub async fn measure_usage(resolved: &Resolved, env: &Env, all: bool, need_crede
         }
     }
     measured
+}
+
+/// ECR Public's storage through its API (`DescribeRepositories`, `DescribeImages`, and the
+/// registry's manifests for shared layers). Without AWS credentials it stays unknown, said only
+/// when measuring was asked of every registry.
+async fn measure_ecr(
+    r: &crate::policy::ResolvedRegistry,
+    env: &Env,
+    need_credentials: bool,
+    measured: &mut MeasuredUsage,
+) {
+    let endpoint = crate::registry::Endpoint { host: r.host.clone(), insecure: r.insecure };
+    let result = async {
+        let api = crate::registry::ecr::Api::from_environment(env).await?;
+        api.stored(&endpoint, r.ca_file.as_deref(), &r.namespace).await
+    }
+    .await;
+    match result {
+        Ok(stored) => {
+            tracing::info!(registry = %r.id, stored = %stored.bytes, repositories = stored.repositories, images = stored.images, "measured usage");
+            measured
+                .entry(r.id.clone())
+                .or_insert_with(|| Usage { source: "measured", ..Default::default() })
+                .storage = Some(stored.bytes);
+        }
+        Err(e @ crate::registry::ecr::EcrError::NoCredentials) if need_credentials => {
+            tracing::debug!(registry = %r.id, "usage not measured: {e}")
+        }
+        Err(e) => tracing::warn!(registry = %r.id, "usage not measured, so it stays unknown: {e}"),
+    }
 }
 
 /// The action's outputs: `result` (the JSON document), `digest` (the first image's manifest

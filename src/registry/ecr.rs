@@ -1,257 +1,248 @@
-//! ECR Public: AWS credentials (environment, shared credentials file, or web identity from
-//! GitHub's OIDC through STS) → SigV4-signed `GetAuthorizationToken` in us-east-1 → Basic
-//! `AWS:<token>` for the registry; and `CreateRepository`, since ECR refuses pushes to a
-//! repository that does not exist. The API URL follows the SDKs' endpoint override
-//! (`AWS_ENDPOINT_URL_ECR_PUBLIC`, then `AWS_ENDPOINT_URL`).
+//! ECR Public: AWS credentials from `aws-config`'s providers (environment; web identity through
+//! STS, as GitHub's OIDC and `aws-actions/configure-aws-credentials` set up; the shared config
+//! and credentials files with `AWS_PROFILE`, roles assumed from them included), every API call
+//! signed by `aws-sigv4` (`ecr-public`, us-east-1): `GetAuthorizationToken` → Basic
+//! `AWS:<token>` for the registry; `CreateRepository`, since ECR refuses pushes to a repository
+//! that does not exist; and `DescribeRepositories` + `DescribeImages` to measure what the
+//! registry already stores. The API URL follows the SDKs' endpoint override
+//! (`AWS_ENDPOINT_URL_ECR_PUBLIC`, then `AWS_ENDPOINT_URL`; STS: `AWS_ENDPOINT_URL_STS`).
+//!
+//! EC2 instance profiles and ECS task roles are not asked: their endpoints are link-local
+//! addresses a laptop or a GitHub-hosted runner would wait on. On such a runner, export the
+//! role's credentials first (`aws configure export-credentials --format env`).
 
+use std::collections::HashSet;
+use std::time::SystemTime;
+
+use aws_config::meta::credentials::CredentialsProviderChain;
+use aws_config::provider_config::ProviderConfig;
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::ProvideCredentials as _;
+use aws_credential_types::provider::error::CredentialsError;
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+use aws_smithy_runtime_api::client::result::ConnectorError;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::body::SdkBody;
 use base64::Engine;
 use serde_json::{Value, json};
-use sha2::{Digest as _, Sha256};
 
-use super::Credential;
+use super::{Client, Credential, RegistryError};
 use crate::credentials::Env;
+use crate::http::{MAX_SMALL_BODY, body_limited};
+use crate::image::oci::ManifestDoc;
 use crate::retry::RetryPolicy;
-use crate::types::Secret;
+use crate::types::{ByteSize, Digest, Secret};
 
 const REGION: &str = "us-east-1";
 const SERVICE: &str = "ecr-public";
 const TARGET_PREFIX: &str = "SpencerFrontendService";
+const JSON_1_1: &str = "application/x-amz-json-1.1";
+/// Pages of `DescribeRepositories`/`DescribeImages` followed at most (1,000 items each).
+const MAX_PAGES: usize = 100;
 
 #[derive(Debug, thiserror::Error)]
-#[error("ECR Public: {0}")]
-pub struct EcrError(String);
-
-/// AWS credentials.
-#[derive(Debug, Clone)]
-pub struct AwsCredentials {
-    pub access_key: String,
-    pub secret_key: Secret,
-    pub session_token: Option<Secret>,
+pub enum EcrError {
+    #[error(
+        "ECR Public: no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_ROLE_ARN with AWS_WEB_IDENTITY_TOKEN_FILE, or a profile in ~/.aws/credentials (aws-actions/configure-aws-credentials sets them)"
+    )]
+    NoCredentials,
+    #[error("ECR Public: {0}")]
+    Api(String),
 }
 
-/// The standard chain: environment, then web identity (STS), then the shared credentials file,
-/// from the environment the command layer passes in.
-pub async fn credentials(http: &reqwest::Client, vars: &Env) -> Result<AwsCredentials, EcrError> {
-    let env = |k: &str| vars.get(k).filter(|v| !v.is_empty()).cloned();
-    if let (Some(access_key), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
-        return Ok(AwsCredentials {
-            access_key,
-            secret_key: Secret::new(secret),
-            session_token: env("AWS_SESSION_TOKEN").map(Secret::new),
-        });
+/// `aws-config`'s providers, in the SDKs' order, over this tool's HTTP client (its timeouts
+/// and body bounds) for the STS calls web identity and assumed roles make.
+pub async fn credentials(http: &reqwest::Client) -> Result<Credentials, EcrError> {
+    let region = std::env::var("AWS_REGION").ok().filter(|r| !r.is_empty()).unwrap_or_else(|| REGION.into());
+    let conf = ProviderConfig::default()
+        .with_http_client(Connector(http.clone()))
+        .with_region(Some(aws_config::Region::new(region)));
+    let chain = CredentialsProviderChain::first_try(
+        "environment",
+        aws_config::environment::EnvironmentVariableCredentialsProvider::new(),
+    )
+    .or_else(
+        "web identity",
+        aws_config::web_identity_token::WebIdentityTokenCredentialsProvider::builder().configure(&conf).build(),
+    )
+    .or_else("profile", aws_config::profile::ProfileFileCredentialsProvider::builder().configure(&conf).build());
+    match chain.provide_credentials().await {
+        Ok(c) => Ok(c),
+        Err(CredentialsError::CredentialsNotLoaded(_)) => Err(EcrError::NoCredentials),
+        Err(e) => {
+            // The chain's first provider that applied failed: name it, then the causes.
+            let var = |k: &str| std::env::var(k).is_ok_and(|v| !v.is_empty());
+            let provider = if var("AWS_ACCESS_KEY_ID") {
+                "the environment's keys".to_string()
+            } else if var("AWS_WEB_IDENTITY_TOKEN_FILE") {
+                format!(
+                    "web identity for {} (STS AssumeRoleWithWebIdentity)",
+                    std::env::var("AWS_ROLE_ARN").unwrap_or_default()
+                )
+            } else {
+                format!("profile {}", std::env::var("AWS_PROFILE").unwrap_or_else(|_| "default".into()))
+            };
+            let mut causes = vec![e.to_string()];
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                let text = s.to_string();
+                if !causes.iter().any(|c| c.contains(&text)) {
+                    causes.push(text);
+                }
+                source = s.source();
+            }
+            Err(EcrError::Api(format!("AWS credentials from {provider}: {}", causes.join(": "))))
+        }
     }
-    if let (Some(role), Some(file)) = (env("AWS_ROLE_ARN"), env("AWS_WEB_IDENTITY_TOKEN_FILE")) {
-        let sts = env("AWS_ENDPOINT_URL_STS")
-            .or_else(|| env("AWS_ENDPOINT_URL"))
-            .unwrap_or_else(|| "https://sts.amazonaws.com".into());
-        return web_identity(http, &role, &file, &sts).await;
+}
+
+/// `aws-config`'s HTTP client: requests sent with reqwest, answers read up to 1 MiB.
+#[derive(Debug, Clone)]
+struct Connector(reqwest::Client);
+
+impl HttpClient for Connector {
+    fn http_connector(&self, _: &HttpConnectorSettings, _: &RuntimeComponents) -> SharedHttpConnector {
+        SharedHttpConnector::new(self.clone())
     }
-    let path = env("AWS_SHARED_CREDENTIALS_FILE")
-        .map(std::path::PathBuf::from)
-        .or_else(|| env("HOME").map(|h| std::path::Path::new(&h).join(".aws/credentials")));
-    let profile = env("AWS_PROFILE").unwrap_or_else(|| "default".into());
-    if let Some(path) = path
-        && let Ok(text) = crate::http::read_file_limited(&path, crate::http::MAX_SMALL_BODY)
-    {
-        let text = String::from_utf8_lossy(&text);
-        let mut section = String::new();
-        let (mut key, mut secret, mut token) = (None, None, None);
-        for line in text.lines().map(str::trim) {
-            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-                section = name.trim().to_string();
-            } else if section == profile
-                && let Some((k, v)) = line.split_once('=')
-            {
-                match k.trim() {
-                    "aws_access_key_id" => key = Some(v.trim().to_string()),
-                    "aws_secret_access_key" => secret = Some(Secret::new(v.trim())),
-                    "aws_session_token" => token = Some(Secret::new(v.trim())),
-                    _ => {}
+}
+
+impl HttpConnector for Connector {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        let http = self.0.clone();
+        HttpConnectorFuture::new(async move {
+            let user = |m: String| ConnectorError::user(m.into());
+            let method = reqwest::Method::from_bytes(request.method().as_bytes()).map_err(|e| user(e.to_string()))?;
+            let body = request.body().bytes().ok_or_else(|| user("a streaming request body".into()))?.to_vec();
+            let mut req = http.request(method, request.uri());
+            for (k, v) in request.headers() {
+                req = req.header(k, v);
+            }
+            let resp = req.body(body).send().await.map_err(|e| {
+                if e.is_timeout() { ConnectorError::timeout(e.into()) } else { ConnectorError::io(e.into()) }
+            })?;
+            let status = resp.status().as_u16();
+            let headers = resp.headers().clone();
+            let body =
+                body_limited(resp, MAX_SMALL_BODY).await.map_err(|e| ConnectorError::io(e.to_string().into()))?;
+            let mut out = HttpResponse::new(status.try_into().map_err(|e| user(format!("{e}")))?, SdkBody::from(body));
+            for (k, v) in &headers {
+                if let Ok(v) = v.to_str() {
+                    let _ = out.headers_mut().try_insert(k.as_str().to_string(), v.to_string());
                 }
             }
-        }
-        if let (Some(access_key), Some(secret_key)) = (key, secret) {
-            return Ok(AwsCredentials { access_key, secret_key, session_token: token });
-        }
-    }
-    Err(EcrError(
-        "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_ROLE_ARN with AWS_WEB_IDENTITY_TOKEN_FILE, or a profile in ~/.aws/credentials (aws-actions/configure-aws-credentials sets them)".into(),
-    ))
-}
-
-/// STS `AssumeRoleWithWebIdentity` (unsigned: the token is the proof).
-async fn web_identity(http: &reqwest::Client, role: &str, file: &str, url: &str) -> Result<AwsCredentials, EcrError> {
-    let token = crate::http::read_file_limited(std::path::Path::new(file), crate::http::MAX_SMALL_BODY)
-        .map_err(|e| EcrError(format!("the web identity token: {e}")))?;
-    let token = Secret::new(String::from_utf8_lossy(&token).trim());
-    let form = [
-        ("Action", "AssumeRoleWithWebIdentity"),
-        ("Version", "2011-06-15"),
-        ("RoleArn", role),
-        ("RoleSessionName", "publish"),
-        ("WebIdentityToken", token.expose()),
-    ];
-    let body: String = form.iter().map(|(k, v)| format!("{k}={}", urlencode(v))).collect::<Vec<_>>().join("&");
-    let resp = crate::retry::send(&RetryPolicy::default(), "STS AssumeRoleWithWebIdentity", || {
-        http.post(url).header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded").body(body.clone())
-    })
-    .await
-    .map_err(|e| EcrError(format!("STS: {e}")))?;
-    let status = resp.status();
-    let text = crate::http::body_limited(resp, crate::http::MAX_SMALL_BODY).await.unwrap_or_default();
-    let text = String::from_utf8_lossy(&text);
-    if !status.is_success() {
-        return Err(EcrError(format!("STS refused the web identity for {role}: {status}")));
-    }
-    let tag = |name: &str| {
-        text.split(&format!("<{name}>")).nth(1).and_then(|t| t.split(&format!("</{name}>")).next()).map(str::to_string)
-    };
-    match (tag("AccessKeyId"), tag("SecretAccessKey"), tag("SessionToken")) {
-        (Some(access_key), Some(secret), token) => {
-            Ok(AwsCredentials { access_key, secret_key: Secret::new(secret), session_token: token.map(Secret::new) })
-        }
-        _ => Err(EcrError("STS answered without credentials".into())),
-    }
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
+            Ok(out)
         })
-        .collect()
-}
-
-fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
-    let mut k = [0u8; 64];
-    if key.len() > 64 {
-        k[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
     }
-    let (mut inner, mut outer) = (Sha256::new(), Sha256::new());
-    inner.update(k.iter().map(|b| b ^ 0x36).collect::<Vec<_>>());
-    inner.update(data);
-    outer.update(k.iter().map(|b| b ^ 0x5c).collect::<Vec<_>>());
-    outer.update(inner.finalize());
-    outer.finalize().to_vec()
 }
 
-/// SigV4 headers for a JSON 1.1 POST to `/` of `host` at `amz_date` (`YYYYMMDDTHHMMSSZ`).
-pub fn sign(creds: &AwsCredentials, host: &str, target: &str, body: &[u8], amz_date: &str) -> Vec<(String, String)> {
-    let date = &amz_date[..8];
-    let payload_hash = hex::encode(Sha256::digest(body));
-    let mut headers = vec![
-        ("content-type".to_string(), "application/x-amz-json-1.1".to_string()),
-        ("host".to_string(), host.to_string()),
-        ("x-amz-date".to_string(), amz_date.to_string()),
-        ("x-amz-target".to_string(), target.to_string()),
-    ];
-    if let Some(t) = &creds.session_token {
-        headers.push(("x-amz-security-token".to_string(), t.expose().to_string()));
-    }
-    headers.sort();
-    let signed: Vec<&str> = headers.iter().map(|(k, _)| k.as_str()).collect();
-    let canonical_headers: String = headers.iter().map(|(k, v)| format!("{k}:{}\n", v.trim())).collect();
-    let canonical = format!("POST\n/\n\n{canonical_headers}\n{}\n{payload_hash}", signed.join(";"));
-    let scope = format!("{date}/{REGION}/{SERVICE}/aws4_request");
-    let to_sign =
-        format!("AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}", hex::encode(Sha256::digest(canonical.as_bytes())));
-    let key = [date, REGION, SERVICE, "aws4_request"]
-        .iter()
-        .fold(format!("AWS4{}", creds.secret_key.expose()).into_bytes(), |k, part| hmac(&k, part.as_bytes()));
-    let signature = hex::encode(hmac(&key, to_sign.as_bytes()));
-    headers.push((
-        "authorization".to_string(),
-        format!(
-            "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={}, Signature={signature}",
-            creds.access_key,
-            signed.join(";")
-        ),
-    ));
-    headers
+/// The headers that sign a JSON 1.1 POST of `body` to `url` for `target` at `time`.
+pub fn signed_headers(
+    credentials: &Credentials,
+    url: &url::Url,
+    target: &str,
+    body: &[u8],
+    time: SystemTime,
+) -> Result<Vec<(String, String)>, EcrError> {
+    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+    let identity = credentials.clone().into();
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region(REGION)
+        .name(SERVICE)
+        .time(time)
+        .settings(SigningSettings::default())
+        .build()
+        .map_err(|e| EcrError::Api(format!("signing: {e}")))?
+        .into();
+    let headers = [("content-type", JSON_1_1), ("x-amz-target", target)];
+    let request = SignableRequest::new("POST", url.as_str(), headers.iter().copied(), SignableBody::Bytes(body))
+        .map_err(|e| EcrError::Api(format!("signing: {e}")))?;
+    let (instructions, _) = sign(request, &params).map_err(|e| EcrError::Api(format!("signing: {e}")))?.into_parts();
+    let mut out: Vec<(String, String)> = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    out.extend(instructions.headers().map(|(k, v)| (k.to_string(), v.to_string())));
+    Ok(out)
 }
 
-fn amz_date_now() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+/// What a registry alias stores, measured through the API: the unique blobs of each
+/// repository's images (ECR bills storage per repository, so a layer two repositories share
+/// counts in both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    pub bytes: ByteSize,
+    pub repositories: u32,
+    pub images: u32,
 }
 
 /// The ECR Public API.
 pub struct Api {
     http: reqwest::Client,
     url: url::Url,
-    creds: AwsCredentials,
+    credentials: Credentials,
 }
 
 impl Api {
     pub async fn from_environment(vars: &Env) -> Result<Api, EcrError> {
         let env = |k: &str| vars.get(k).filter(|v| !v.is_empty()).cloned();
-        let http = crate::http::client(None).map_err(|e| EcrError(e.to_string()))?;
-        let creds = credentials(&http, vars).await?;
+        let http = crate::http::client(None).map_err(|e| EcrError::Api(e.to_string()))?;
+        let credentials = credentials(&http).await?;
         let base = env("AWS_ENDPOINT_URL_ECR_PUBLIC")
             .or_else(|| env("AWS_ENDPOINT_URL"))
             .unwrap_or_else(|| format!("https://api.ecr-public.{REGION}.amazonaws.com"));
         let url = url::Url::parse(&format!("{}/", base.trim_end_matches('/')))
-            .map_err(|e| EcrError(format!("{base}: {e}")))?;
-        Ok(Api { http, url, creds })
+            .map_err(|e| EcrError::Api(format!("{base}: {e}")))?;
+        Ok(Api { http, url, credentials })
     }
 
     async fn call(&self, operation: &str, body: Value) -> Result<(u16, Value), EcrError> {
         let body = body.to_string().into_bytes();
-        let host = match self.url.port() {
-            Some(p) => format!("{}:{p}", self.url.host_str().unwrap_or_default()),
-            None => self.url.host_str().unwrap_or_default().to_string(),
-        };
         let target = format!("{TARGET_PREFIX}.{operation}");
+        let headers = signed_headers(&self.credentials, &self.url, &target, &body, SystemTime::now())?;
         // Signed afresh for every attempt: the signature covers the time.
         let resp = crate::retry::send(&RetryPolicy::default(), operation, || {
+            let headers = signed_headers(&self.credentials, &self.url, &target, &body, SystemTime::now())
+                .unwrap_or_else(|_| headers.clone());
             let mut req = self.http.post(self.url.clone()).body(body.clone());
-            for (k, v) in sign(&self.creds, &host, &target, &body, &amz_date_now()) {
-                if k != "host" {
-                    req = req.header(k, v);
-                }
+            for (k, v) in headers {
+                req = req.header(k, v);
             }
             req
         })
         .await
-        .map_err(|e| EcrError(format!("{operation}: {e}")))?;
+        .map_err(|e| EcrError::Api(format!("{operation}: {e}")))?;
         let status = resp.status().as_u16();
-        let v: Value = crate::http::json_limited(resp, crate::http::MAX_SMALL_BODY).await.unwrap_or(Value::Null);
+        let v: Value = crate::http::json_limited(resp, 4 * MAX_SMALL_BODY).await.unwrap_or(Value::Null);
         Ok((status, v))
+    }
+
+    /// `operation` must answer 200; otherwise the error names AWS's exception and message.
+    async fn call_ok(&self, operation: &str, body: Value) -> Result<Value, EcrError> {
+        let (status, v) = self.call(operation, body).await?;
+        if status != 200 {
+            let kind = v.get("__type").and_then(Value::as_str).unwrap_or_default();
+            let kind = kind.rsplit('#').next().unwrap_or(kind);
+            let message = v.get("message").or_else(|| v.get("Message")).and_then(Value::as_str).unwrap_or_default();
+            return Err(EcrError::Api(format!("{operation} answered {status} {kind}: {message}")));
+        }
+        Ok(v)
     }
 
     /// Basic credentials for the registry: `AWS` and a 12-hour token.
     pub async fn registry_credential(&self) -> Result<Credential, EcrError> {
-        let (status, v) = self.call("GetAuthorizationToken", json!({})).await?;
-        if status != 200 {
-            return Err(EcrError(format!(
-                "GetAuthorizationToken answered {status}: {}",
-                v.get("message").and_then(Value::as_str).unwrap_or("")
-            )));
-        }
+        let v = self.call_ok("GetAuthorizationToken", json!({})).await?;
         let token = v
             .pointer("/authorizationData/authorizationToken")
             .and_then(Value::as_str)
-            .ok_or_else(|| EcrError("no authorization token".into()))?;
+            .ok_or_else(|| EcrError::Api("no authorization token".into()))?;
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(token)
-            .map_err(|_| EcrError("the token is not base64".into()))?;
-        let decoded = Secret::new(String::from_utf8(decoded).map_err(|_| EcrError("the token is not text".into()))?);
+            .map_err(|_| EcrError::Api("the token is not base64".into()))?;
+        let decoded =
+            Secret::new(String::from_utf8(decoded).map_err(|_| EcrError::Api("the token is not text".into()))?);
         let (user, password) =
-            decoded.expose().split_once(':').ok_or_else(|| EcrError("the token is not user:password".into()))?;
+            decoded.expose().split_once(':').ok_or_else(|| EcrError::Api("the token is not user:password".into()))?;
         Ok(Credential { username: user.to_string(), password: Secret::new(password) })
     }
 
@@ -262,24 +253,121 @@ impl Api {
         match status {
             200 => Ok(true),
             _ if kind.ends_with("RepositoryAlreadyExistsException") => Ok(false),
-            _ => Err(EcrError(format!("CreateRepository {name} answered {status} {kind}"))),
+            _ => Err(EcrError::Api(format!("CreateRepository {name} answered {status} {kind}"))),
         }
     }
+
+    /// Every item of a paginated operation's `field`, following `nextToken`.
+    async fn all(&self, operation: &str, mut request: Value, field: &str) -> Result<Vec<Value>, EcrError> {
+        let mut out = Vec::new();
+        for _ in 0..MAX_PAGES {
+            let page = self.call_ok(operation, request.clone()).await?;
+            out.extend(page.get(field).and_then(Value::as_array).cloned().unwrap_or_default());
+            match page.get("nextToken").and_then(Value::as_str) {
+                Some(next) if !next.is_empty() => request["nextToken"] = json!(next),
+                _ => return Ok(out),
+            }
+        }
+        Err(EcrError::Api(format!("{operation}: more than {MAX_PAGES} pages")))
+    }
+
+    /// What the caller's registry stores: every repository (`DescribeRepositories`), every
+    /// image in it (`DescribeImages`), and each image's layers read from the registry at
+    /// `endpoint` under `alias` (pull scope, with the registry token) so that a layer several
+    /// images of a repository share counts once. An image whose manifest cannot be read counts
+    /// its `imageSizeInBytes` whole.
+    pub async fn stored(
+        &self,
+        endpoint: &super::Endpoint,
+        ca_file: Option<&std::path::Path>,
+        alias: &str,
+    ) -> Result<Stored, EcrError> {
+        let repositories = self.all("DescribeRepositories", json!({"maxResults": 1000}), "repositories").await?;
+        if repositories.is_empty() {
+            return Ok(Stored { bytes: ByteSize(0), repositories: 0, images: 0 });
+        }
+        let credential = self.registry_credential().await?;
+        let (mut total, mut images) = (0u64, 0u32);
+        for repo in &repositories {
+            let Some(name) = repo.get("repositoryName").and_then(Value::as_str) else { continue };
+            let details =
+                self.all("DescribeImages", json!({"repositoryName": name, "maxResults": 1000}), "imageDetails").await?;
+            let path = format!("{alias}/{name}");
+            let registry = async {
+                let c = Client::new(endpoint, &path, ca_file, Some(credential.clone()), RetryPolicy::default())?
+                    .with_scope(&format!("repository:{path}:pull"));
+                c.authenticate().await?;
+                Ok::<_, RegistryError>(c)
+            }
+            .await;
+            let mut blobs = HashSet::new();
+            for d in &details {
+                images += 1;
+                let whole = d.get("imageSizeInBytes").and_then(Value::as_u64).unwrap_or(0);
+                let Some(digest) = d.get("imageDigest").and_then(Value::as_str) else {
+                    total += whole;
+                    continue;
+                };
+                let read = match &registry {
+                    Ok(registry) => layers(registry, &path, digest).await,
+                    Err(e) => Err(e.to_string()),
+                };
+                match read {
+                    Ok(Some(blobs_of)) => {
+                        for (digest, size) in blobs_of {
+                            if blobs.insert(digest) {
+                                total += size;
+                            }
+                        }
+                    }
+                    // An index: its children are images of their own.
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::debug!("{name}@{digest}: layers not read ({e}); counted as {whole} bytes");
+                        total += whole;
+                    }
+                }
+            }
+        }
+        Ok(Stored { bytes: ByteSize(total), repositories: repositories.len() as u32, images })
+    }
+}
+
+/// The config and layers of an image manifest (`None` for an index).
+async fn layers(registry: &Client, repository: &str, digest: &str) -> Result<Option<Vec<(Digest, u64)>>, String> {
+    let bytes = registry
+        .manifest(repository, digest)
+        .await
+        .map_err(|e: RegistryError| e.to_string())?
+        .ok_or_else(|| format!("{repository}@{digest} is not in the registry"))?;
+    let doc: ManifestDoc = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    if !doc.manifests.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(doc.config.iter().chain(doc.layers.iter()).map(|d| (d.digest.clone(), d.size)).collect()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// AWS's documented SigV4 example key and the form of what aws-sigv4 adds.
     #[test]
-    fn sigv4_matches_awss_documented_hmac_and_date_forms() {
-        // RFC 4231 test case 2 for HMAC-SHA256.
-        assert_eq!(
-            hex::encode(hmac(b"Jefe", b"what do ya want for nothing?")),
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+    fn calls_are_signed_for_ecr_public_in_us_east_1() {
+        let creds = Credentials::new(
+            "AKIDEXAMPLE",
+            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+            Some("session".into()),
+            None,
+            "test",
         );
-        let d = amz_date_now();
-        assert_eq!(d.len(), 16);
-        assert!(d.ends_with('Z') && d.as_bytes()[8] == b'T');
+        let url = url::Url::parse("http://127.0.0.1:8080/").unwrap();
+        let h = signed_headers(&creds, &url, "SpencerFrontendService.DescribeImages", b"{}", SystemTime::UNIX_EPOCH)
+            .unwrap();
+        let get = |k: &str| h.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str()).unwrap_or_default();
+        assert_eq!(get("x-amz-date"), "19700101T000000Z");
+        assert_eq!(get("x-amz-security-token"), "session");
+        let auth = get("authorization");
+        assert!(auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/19700101/us-east-1/ecr-public/aws4_request, SignedHeaders=content-type;host;x-amz-date;x-amz-security-token;x-amz-target, Signature="), "{auth}");
     }
 }

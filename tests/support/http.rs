@@ -34,6 +34,11 @@ impl Response {
         self.headers.push((k.to_string(), v.to_string()));
         self
     }
+    pub fn text(mut self, body: &str) -> Self {
+        self.body = body.as_bytes().to_vec();
+        self
+    }
+
     pub fn json(mut self, body: &serde_json::Value) -> Self {
         self.body = body.to_string().into_bytes();
         self.header("Content-Type", "application/json")

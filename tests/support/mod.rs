@@ -4,6 +4,7 @@
 //! Servers are polled for readiness with a deadline and killed on drop.
 #![allow(dead_code)]
 
+pub mod aws;
 pub mod docker;
 pub mod fault_proxy;
 pub mod github;
@@ -273,6 +274,22 @@ pub fn publish(dir: &Path) -> Command {
         .env("PUBLISH_CACHE_DIR", dir.join(".publish-cache"))
         .env("PUBLISH_RETRY_BASE_MS", "10")
         .stdin(Stdio::null());
+    // Only the AWS credentials a test sets: never the runner's, never a real AWS endpoint.
+    for var in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_ROLE_ARN",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_PROFILE",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_ECR_PUBLIC",
+        "AWS_ENDPOINT_URL_STS",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("AWS_SHARED_CREDENTIALS_FILE", dir.join(".aws-credentials-none"))
+        .env("AWS_CONFIG_FILE", dir.join(".aws-config-none"));
     cmd
 }
 
