@@ -284,47 +284,142 @@ fn cosign_refuses_a_bundle_whose_set_or_inclusion_proof_is_tampered() {
     }
 }
 
-/// The verification commands docs/signing.md shows use only flags the interop tests run
-/// against the real cosign (and, for `publish verify`, flags `publish` takes).
+/// Every command docs/signing.md shows in its shell blocks runs as shown against a real
+/// registry, the Sigstore stand-ins and the real cosign, with only the placeholders filled in:
+/// `HOST/REPO` (a loopback registry, one repository per way of signing, chosen by the block's
+/// comment or the command's `--format`), `sha256:…` and `:TAG`, `COSIGN_PASSWORD=…`, `IDENTITY`;
+/// `cosign` gets `--allow-http-registry` as the page says for a plain-HTTP loopback registry,
+/// and `publish` `--insecure`. Optional groups run left out and with each alternative that
+/// applies to the repository. The one variant not run is keyless verification with no roots
+/// at all: it fetches Sigstore's public-good roots through TUF (no network here).
 #[test]
-fn the_commands_in_docs_signing_md_are_the_tested_ones() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let doc = std::fs::read_to_string(root.join("docs/signing.md")).unwrap().replace("\\\n", " ");
-    let tests = std::fs::read_to_string(root.join("tests/cosign.rs")).unwrap()
-        + &std::fs::read_to_string(root.join("tests/keyless.rs")).unwrap();
-    let help = run(publish(root).args(["verify", "--help"]));
-    let help = text(&help).0;
-    let flags = |line: &str| -> Vec<String> {
-        line.split_whitespace()
-            .filter(|w| w.starts_with("--"))
-            .map(|w| w.trim_start_matches(['[', '\'']).split(['=', ']', '|']).next().unwrap().to_string())
-            .collect()
-    };
-    let (mut cosign_lines, mut publish_lines) = (0, 0);
-    let mut in_code = false;
-    for line in doc.lines().map(str::trim) {
-        if line.starts_with("```") {
-            in_code = !in_code;
-            continue;
-        }
-        if !in_code || line.starts_with('#') {
-            continue;
-        }
-        if line.contains("cosign verify ") {
-            cosign_lines += 1;
-            for f in flags(line) {
-                assert!(
-                    tests.contains(&format!("\"{f}\"")),
-                    "docs/signing.md: cosign {f} is not run by the tests: {line}"
-                );
+fn every_command_in_docs_signing_md_runs_as_shown() {
+    let Some(t) = Setup::new(160) else { return };
+    let s = sigstore::start();
+    let work = t.work.path();
+    for (from, to) in [
+        (s.trusted_root(), "trusted_root.json"),
+        (s.roots(), "fulcio.pem"),
+        (s.rekor_key(), "rekor.pub"),
+        (s.ctlog_key(), "ctlog.pub"),
+    ] {
+        std::fs::copy(from, work.join(to)).unwrap();
+    }
+    // What each repository holds: formats signed, and whether by key or keyless.
+    let repos: &[(&str, &[&str])] = &[
+        ("key-default", &["legacy", "bundle"]),
+        ("key-legacy", &["legacy"]),
+        ("key-bundle", &["bundle"]),
+        ("key-both", &["legacy", "bundle"]),
+        ("key-tlog", &["legacy", "bundle"]),
+        ("keyless-legacy", &["legacy"]),
+        ("keyless-both", &["legacy", "bundle"]),
+    ];
+    for (repo, _) in repos.iter().filter(|(r, _)| r.starts_with("key-")) {
+        let out = run(publish(work).args([
+            "push",
+            "oci:img",
+            &format!("docker://{}/ml/{repo}:main", t.reg.host),
+            "--insecure",
+        ]));
+        assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    }
+    t.publish("keyless-legacy", &keyless_signing(&s, "legacy"), &keyless_env(&s));
+    t.publish("keyless-both", &keyless_signing(&s, "both"), &keyless_env(&s));
+
+    let mut ran = Vec::new();
+    for (comment, command) in support::docs::sh_commands("docs/signing.md") {
+        for variant in support::docs::expand(&command) {
+            let mut words: Vec<String> = variant.split_whitespace().map(|w| w.trim_matches('\'').to_string()).collect();
+            let env: Vec<(String, String)> = words
+                .iter()
+                .take_while(|w| w.contains('=') && !w.starts_with("--"))
+                .map(|w| {
+                    let (k, v) = w.split_once('=').unwrap();
+                    (k.to_string(), if v == "…" { KEY_PASSWORD.to_string() } else { v.to_string() })
+                })
+                .collect();
+            words.drain(..env.len());
+            let mut env = env;
+            if words.iter().any(|w| w == "--certificate-roots") {
+                // As the page says: the Rekor and CT log keys come from cosign's variables.
+                env.push(("SIGSTORE_REKOR_PUBLIC_KEY".into(), "rekor.pub".into()));
+                env.push(("SIGSTORE_CT_LOG_PUBLIC_KEY_FILE".into(), "ctlog.pub".into()));
             }
-        }
-        if line.starts_with("publish verify ") {
-            publish_lines += 1;
-            for f in flags(line) {
-                assert!(help.contains(&f), "docs/signing.md: publish verify takes no {f}: {line}");
+            let format = words.iter().position(|w| w == "--format").map(|i| words[i + 1].clone());
+            let keyless = words.iter().any(|w| w.starts_with("--certificate-identity"));
+            let needs_roots = keyless && words[0] == "publish" && words[1] == "verify";
+            if needs_roots && !words.iter().any(|w| w == "--trusted-root" || w == "--certificate-roots") {
+                continue; // public-good TUF roots: no network here
+            }
+            // The repositories this command applies to.
+            let targets: Vec<&str> = if words[1] == "sign" {
+                vec![match format.as_deref() {
+                    None => "key-default",
+                    Some(f) => ["key-legacy", "key-bundle", "key-both"].into_iter().find(|r| r.ends_with(f)).unwrap(),
+                }]
+            } else if words[0] == "cosign" {
+                let c = comment.as_str();
+                match () {
+                    _ if c.contains("keyless, legacy") => vec!["keyless-legacy"],
+                    _ if c.contains("keyless, bundle") => vec!["keyless-both"],
+                    _ if c.contains("tlog: true") => vec!["key-tlog"],
+                    _ if c.contains("key pair, legacy") => vec!["key-legacy"],
+                    _ if c.contains("key pair, bundle") => vec!["key-bundle", "key-both"],
+                    _ => panic!("docs/signing.md: no image is signed the way {comment:?} says"),
+                }
+            } else {
+                let wanted = |formats: &[&str]| match format.as_deref() {
+                    None => true,
+                    Some("both") => formats.len() == 2,
+                    Some(f) => formats.contains(&f),
+                };
+                repos
+                    .iter()
+                    .filter(|(r, f)| r.starts_with("keyless") == keyless && wanted(f))
+                    .map(|(r, _)| *r)
+                    .collect()
+            };
+            if words[0] == "publish" && words[1] == "generate-key-pair" {
+                let out = run(publish(work).args(&words[1..]).envs(env.clone()));
+                assert_eq!(out.status.code(), Some(0), "{variant}: {:?}", text(&out));
+                ran.push(variant.clone());
+                // The key with `tlog: true`, as the page's prose shows it.
+                let digest_ref = format!("{}/ml/key-tlog@{}", t.reg.host, t.image.manifest_digest);
+                let out = run(publish(work)
+                    .args(["sign", &digest_ref, "--key", "cosign.key", "--tlog-upload", "--rekor-url", &s.rekor_url()])
+                    .arg("--insecure")
+                    .env("COSIGN_PASSWORD", KEY_PASSWORD));
+                assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+                continue;
+            }
+            assert!(!targets.is_empty(), "docs/signing.md: nothing to run {variant:?} on");
+            for repo in targets {
+                let fill = |w: &String| {
+                    w.replace("HOST/REPO@sha256:…", &format!("{}/ml/{repo}@{}", t.reg.host, t.image.manifest_digest))
+                        .replace("HOST/REPO:TAG", &format!("{}/ml/{repo}:main", t.reg.host))
+                        .replace("IDENTITY", &sigstore::identity())
+                };
+                let args: Vec<String> = words[1..].iter().map(fill).collect();
+                let mut cmd = match words[0].as_str() {
+                    "publish" => {
+                        let mut c = publish(work);
+                        c.args(&args).arg("--insecure");
+                        c
+                    }
+                    "cosign" => {
+                        let mut c = t.cosign();
+                        c.current_dir(work).arg(&args[0]).arg("--allow-http-registry").args(&args[1..]);
+                        c
+                    }
+                    other => panic!("docs/signing.md: unknown program {other}"),
+                };
+                let out = run(cmd.envs(env.clone()));
+                assert_eq!(out.status.code(), Some(0), "docs/signing.md: `{variant}` on {repo}:\n{}", out_text(&out));
+                ran.push(format!("{variant} ({repo})"));
             }
         }
     }
-    assert!(cosign_lines >= 5 && publish_lines >= 3, "{cosign_lines} cosign, {publish_lines} publish lines");
+    let count = |p: &str| ran.iter().filter(|r| r.contains(p)).count();
+    assert!(count("cosign verify") >= 6 && count("publish verify") >= 12 && count("publish sign") == 4, "{ran:#?}");
 }

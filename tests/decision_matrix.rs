@@ -9,48 +9,12 @@
 
 mod support;
 
-use std::path::Path;
-
 use serde_json::{Value, json};
 use support::http::{Response, Server};
 use support::{PASSWORD, Registry, RegistryOptions, USER, publish, run, text};
 
 const GB: u64 = 1_000_000_000;
 const MB: u64 = 1_000_000;
-
-/// An OCI layout whose layers are sparse files of the given sizes (named by made-up digests:
-/// planning reads manifests and checks sizes, never layer contents).
-fn sparse_layout(dir: &Path, seed: u64, layers: &[u64]) {
-    let blobs = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).unwrap();
-    let put = |data: &[u8]| -> String {
-        let hex = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(data));
-        std::fs::write(blobs.join(&hex), data).unwrap();
-        format!("sha256:{hex}")
-    };
-    let mut descs = Vec::new();
-    for (i, size) in layers.iter().enumerate() {
-        let hex = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(format!("layer {seed} {i}").as_bytes()));
-        let f = std::fs::File::create(blobs.join(&hex)).unwrap();
-        f.set_len(*size).unwrap();
-        descs.push(json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": format!("sha256:{hex}"), "size": size}));
-    }
-    let config = serde_json::to_vec(&json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": descs.iter().map(|d| d["digest"].clone()).collect::<Vec<_>>()}})).unwrap();
-    let config_digest = put(&config);
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
-        "layers": descs
-    }))
-    .unwrap();
-    let manifest_digest = put(&manifest);
-    std::fs::write(
-        dir.join("index.json"),
-        serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest, "size": manifest.len(), "annotations": {"org.opencontainers.image.ref.name": "latest"}}]})).unwrap(),
-    )
-    .unwrap();
-    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-}
 
 /// The Docker Hub stand-in: the Hub API (one private repository in use) and the registry's
 /// anonymous HEAD with Docker's documented limit.
@@ -106,7 +70,7 @@ fn the_reference_matrix_with_default_inputs_and_measured_usage_matches_docs_sele
     assert_eq!(docs.len(), rows.len(), "one docs row per scenario: {docs:?}");
     for (i, (scenario, visibility, layers)) in rows.iter().enumerate() {
         let work = tempfile::tempdir().unwrap();
-        sparse_layout(&work.path().join("img"), i as u64, layers);
+        support::image::sparse_layout(&work.path().join("img"), i as u64, layers);
         let yaml = format!(
             "version: 1
 registries:

@@ -1,6 +1,8 @@
 //! Every `publish …` command README.md and docs/*.md show — in shell blocks and in inline code
 //! — names a real subcommand, and every flag on it is one that subcommand takes (its `--help`
-//! lists it). What the commands do is run by the tests each doc section names.
+//! lists it); and every page's shell commands are run as shown by a test that reads them from
+//! the page (docs/runpod.md: tests/runpod.rs, docs/signing.md: tests/cosign.rs,
+//! docs/self-hosting.md: tests/init.rs, README.md: tests/try.rs and .ci/run).
 
 mod support;
 
@@ -90,4 +92,46 @@ fn every_documented_publish_command_and_flag_exists() {
         checked += 1;
     }
     assert!(checked >= 20, "{checked} commands");
+}
+
+/// Every page with shell commands has a test that runs them as shown (reading them from the
+/// page, so a changed command is a changed test); the benchmark's commands are the exception.
+#[test]
+fn every_page_with_shell_commands_has_a_test_that_runs_them() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
+    // page → the test file that runs its commands with support::docs::sh_commands
+    let runners = [
+        ("docs/runpod.md", "tests/runpod.rs"),
+        ("docs/signing.md", "tests/cosign.rs"),
+        ("docs/self-hosting.md", "tests/init.rs"),
+    ];
+    for f in support::doc_files() {
+        let page = f.strip_prefix(root).unwrap().to_string_lossy().to_string();
+        let commands = support::docs::sh_commands(&page);
+        if commands.is_empty() {
+            continue;
+        }
+        match page.as_str() {
+            // scripts/try is run by tests/try.rs, scripts/test is what .ci/run runs.
+            "README.md" => {
+                let shown: Vec<&str> = commands.iter().map(|(_, c)| c.as_str()).collect();
+                assert_eq!(shown, ["scripts/try", "scripts/test"], "README.md's two set-up commands");
+                assert!(read("tests/try.rs").contains("scripts/try"));
+                assert!(read(".ci/run").contains("exec scripts/test"));
+            }
+            // Minutes of pushes on two cores: run by hand, the tables are their output.
+            "docs/performance.md" => {
+                assert!(commands.iter().all(|(_, c)| c.contains("scripts/bench")), "{commands:?}");
+            }
+            _ => {
+                let runner = runners.iter().find(|(p, _)| *p == page).map(|(_, t)| *t);
+                let runner = runner.unwrap_or_else(|| panic!("{page} shows commands no test runs: {commands:?}"));
+                assert!(
+                    read(runner).contains(&format!("sh_commands(\"{page}\")")),
+                    "{runner} does not run {page}'s commands"
+                );
+            }
+        }
+    }
 }

@@ -114,28 +114,41 @@ fn init_self_hosted_writes_a_registry_set_up_that_takes_big_layers_over_tls() {
     let dir = work.path().join("registry");
     let port = support::free_port();
     let backend = support::free_port();
-    let out = run(publish(work.path()).args(["init", "--self-hosted"]).arg(&dir).args([
-        "--host",
-        "127.0.0.1",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--backend-port",
-        &backend.to_string(),
-    ]));
-    let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    // docs/self-hosting.md's three commands, run by sh as shown, with the placeholders filled
+    // in (a loopback listener: port 443 needs root) and `publish` on the PATH.
+    let commands: Vec<String> = support::docs::sh_commands("docs/self-hosting.md")
+        .into_iter()
+        .map(|(_, c)| {
+            let all_options = support::docs::expand(&c).pop().unwrap();
+            all_options
+                .replace("/srv/registry", &dir.to_string_lossy())
+                .replace("registry.example.com", "127.0.0.1")
+                .replace("0.0.0.0:443", &format!("127.0.0.1:{port}"))
+                .replace("--backend-port 5000", &format!("--backend-port {backend}"))
+                .replace("REGISTRY_USER=ci", &format!("REGISTRY_USER={}", support::USER))
+                .replace("REGISTRY_PASSWORD=…", &format!("REGISTRY_PASSWORD={}", support::PASSWORD))
+        })
+        .collect();
+    assert_eq!(commands.len(), 3, "{commands:?}");
+    let bin = Path::new(env!("CARGO_BIN_EXE_publish")).parent().unwrap().to_path_buf();
+    let path =
+        std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())))
+            .unwrap();
+    let sh = |command: &str| {
+        let mut c = Command::new("sh");
+        c.arg("-c").arg(command).current_dir(work.path()).env("PATH", &path);
+        c
+    };
+    let out = run(&mut sh(&commands[0]));
+    assert_eq!(out.status.code(), Some(0), "{}: {:?}", commands[0], text(&out));
     let nginx = std::fs::read_to_string(dir.join("nginx/nginx.conf")).unwrap();
     assert!(nginx.contains("client_max_body_size 0;") && nginx.contains("proxy_read_timeout 900;"), "{nginx}");
     let again = run(publish(work.path()).args(["init", "--self-hosted"]).arg(&dir));
     assert_eq!(again.status.code(), Some(2), "never overwrites");
 
-    let setup = Command::new(dir.join("setup.sh"))
-        .env("REGISTRY_USER", support::USER)
-        .env("REGISTRY_PASSWORD", support::PASSWORD)
-        .output()
-        .unwrap();
-    assert!(setup.status.success(), "{}", String::from_utf8_lossy(&setup.stderr));
-    let mut server = Command::new(dir.join("run.sh"))
+    let setup = run(&mut sh(&commands[1]));
+    assert!(setup.status.success(), "{}: {}", commands[1], String::from_utf8_lossy(&setup.stderr));
+    let mut server = sh(&commands[2])
         .process_group(0)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

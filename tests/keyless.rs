@@ -217,7 +217,7 @@ fn verify_names_the_check_that_fails_tampered_log_other_ca_expired_certificate_i
 
     let (code, out) = with_root(&[
         "--certificate-identity-regexp",
-        "https://github.com/octo/repo/.*",
+        "https://github.com/my-org/comfyui/.*",
         "--certificate-oidc-issuer",
         ISSUER,
     ]);
@@ -233,7 +233,7 @@ fn verify_names_the_check_that_fails_tampered_log_other_ca_expired_certificate_i
         ISSUER,
     ]);
     assert_eq!(code, Some(1), "{out}");
-    assert!(out.contains("identity: signed by https://github.com/octo/repo"), "{out}");
+    assert!(out.contains("identity: signed by https://github.com/my-org/comfyui"), "{out}");
 
     // A Fulcio CA nobody trusts, with the right log keys: the chain is what fails.
     let other = sigstore::start();

@@ -209,6 +209,13 @@ fn dry_run_writes_nothing_on_any_command() {
         .env("COSIGN_PASSWORD", "pw"));
     assert!(signed.contains(".sig"), "{signed}");
 
+    // A sync needs the image published: put it there around the proxy, under another tag.
+    ok(publish(dir).args([
+        "push",
+        "oci:build/second",
+        &format!("docker://{}/ml/second:elsewhere", s.reg.host),
+        "--insecure",
+    ]));
     let mut sync = publish(dir);
     with_runpod(sync.args(["runpod", "sync", "--dry-run"]));
     ok(&mut sync);

@@ -152,11 +152,20 @@ fn template_is_skipped_when_its_image_failed_to_publish() {
 #[test]
 fn dry_run_sync_prints_a_field_by_field_diff_and_writes_nothing() {
     let rp = support::runpod::start();
+    let reg = Registry::start(RegistryOptions::default());
     let work = tempfile::tempdir().unwrap();
     write_layout(&work.path().join("img"), 44, &[5_000], "linux", "amd64", "latest");
-    write_policy(work.path(), "127.0.0.1:5999", "public", &INLINE.replace("      endpoints: [ep1]\n", ""));
+    write_policy(work.path(), &reg.host, "public", &INLINE.replace("      endpoints: [ep1]\n", ""));
+    // The image is published (a sync never points a template at one that is not).
+    let out = run(publish(work.path()).args([
+        "push",
+        "oci:img",
+        &format!("docker://{}/ml/app:main", reg.host),
+        "--insecure",
+    ]));
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
     rp.state.lock().unwrap().templates.push(
-        json!({"id": "tpl9", "name": "app-main", "image": "127.0.0.1:5999/ml/app:main@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+        json!({"id": "tpl9", "name": "app-main", "image": format!("{}/ml/app:main@sha256:", reg.host) + "0000000000000000000000000000000000000000000000000000000000000000",
                "disk": 10, "ports": ["8888/http", "22/tcp"], "env": {"MODEL": "old"}, "serverless": true, "registry": null,
                "args": "", "mounts": {}, "public": false, "category": "NVIDIA", "startSsh": true, "startJupyter": true, "allowedCudaVersions": []})
         .as_object()
@@ -167,7 +176,7 @@ fn dry_run_sync_prints_a_field_by_field_diff_and_writes_nothing() {
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(rp.writes().is_empty());
-    insta::assert_snapshot!(stdout);
+    insta::assert_snapshot!(stdout.replace(&reg.host, "127.0.0.1:5999"));
 }
 
 #[test]
@@ -240,4 +249,67 @@ fn throttling_is_retried_and_problem_details_are_shown() {
     assert_eq!(json["runpod"][0]["status"], "failed");
     assert_eq!(json["runpod"][0]["reason"], "RunPod API: GET /v2/serverless/ep1: 404 Not Found: no such endpoint");
     assert_eq!(rp.state.lock().unwrap().templates.len(), 1, "the template itself was created after the retries");
+}
+
+/// docs/runpod.md's commands, run as shown on the page's own policy and template file (its
+/// registry replaced by a real one on loopback with htpasswd, its serverless endpoint added to
+/// the RunPod stand-in): before anything is published, then after `publish run`, when a sync
+/// finds nothing to change.
+#[test]
+fn the_commands_in_docs_runpod_md_run_as_shown() {
+    let reg = Registry::start(RegistryOptions { htpasswd: true, ..Default::default() });
+    let rp = support::runpod::start();
+    rp.add_endpoint("abc123xyz", "old/image:1");
+    let work = tempfile::tempdir().unwrap();
+    support::docs::runpod_example(work.path(), Some(&reg.host));
+    let commands = support::docs::sh_commands("docs/runpod.md");
+    assert_eq!(commands.len(), 4, "{commands:?}");
+    let mut codes = Vec::new();
+    for pass in ["before publishing", "after publish run"] {
+        for (_, command) in &commands {
+            for variant in support::docs::expand(command) {
+                let words: Vec<&str> =
+                    variant.split_whitespace().map(|w| if w == "NAME" { "comfyui-main" } else { w }).collect();
+                assert_eq!(words[0], "publish", "{variant}");
+                let out = run(publish_with(work.path(), &rp)
+                    .args(&words[1..])
+                    .env("REGISTRY_PUSH_TOKEN", support::PASSWORD)
+                    .env("REGISTRY_PULL_TOKEN", PULL_PASSWORD));
+                let (stdout, stderr) = text(&out);
+                assert!(!stdout.contains(PULL_PASSWORD) && !stderr.contains(PULL_PASSWORD));
+                codes.push((pass, variant.clone(), out.status.code(), format!("{stdout}{stderr}")));
+            }
+        }
+    }
+    let code =
+        |pass: &str, v: &str| codes.iter().find(|c| c.0 == pass && c.1 == v).map(|c| (c.2, c.3.clone())).unwrap();
+    // Rendering is offline and always works; `publish run` pushes and syncs.
+    for pass in ["before publishing", "after publish run"] {
+        for v in ["publish runpod render", "publish runpod render --template NAME", "publish run"] {
+            let (c, out) = code(pass, v);
+            assert_eq!(c, Some(0), "{pass}: {v}:\n{out}");
+        }
+    }
+    // After the run, the template and the endpoint point at the image, and a sync (dry or
+    // not) finds nothing to change.
+    for v in ["publish runpod sync --dry-run", "publish runpod sync"] {
+        let (c, out) = code("after publish run", v);
+        assert_eq!(c, Some(0), "{v}:\n{out}");
+    }
+    // Before the image is published, a sync refuses to point the template at it.
+    for v in ["publish runpod sync --dry-run", "publish runpod sync"] {
+        let (c, out) = code("before publishing", v);
+        assert_eq!(c, Some(1), "{v}:\n{out}");
+        assert!(
+            out.contains(&format!("error: template comfyui-main: {}/ml/comfyui@sha256:", reg.host))
+                && out.contains("is not in registry home: publish the image first (publish run), then sync"),
+            "{v}:\n{out}"
+        );
+    }
+    let state = rp.state.lock().unwrap();
+    let t = state.templates.iter().find(|t| t["name"] == "comfyui-main").expect("the template was created");
+    let image = t["image"].as_str().unwrap();
+    assert!(image.starts_with(&format!("{}/ml/comfyui:main@sha256:", reg.host)), "{image}");
+    assert_eq!(state.endpoints["abc123xyz"]["image"].as_str(), Some(image));
+    assert_eq!(state.templates.len(), 1);
 }

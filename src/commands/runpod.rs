@@ -1,5 +1,6 @@
 //! `publish runpod render|sync`: the templates rendered from the plan, printed, or synced
-//! for images already published (`--dry-run`: the diff, read-only requests only).
+//! for images already published — each image is checked to be in its registry first, so a
+//! template never points at one that is not (`--dry-run`: the diff, read-only requests only).
 
 use super::{ExitStatus, Output, PolicyArgs, UsageError, load, plan};
 use crate::credentials::Env;
@@ -52,6 +53,26 @@ pub async fn runpod(args: RunPodArgs, env: &Env) -> anyhow::Result<ExitStatus> {
             let mut results = Vec::new();
             let mut failed = false;
             for (r, w) in wanted {
+                // A template never points at an image the registry does not have.
+                match published(&r.target, &r.image.manifest_digest, env).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        failed = true;
+                        eprintln!(
+                            "error: template {}: {}@{} is not in registry {}: publish the image first (publish run), then sync",
+                            r.template.name, r.target.repository, r.image.manifest_digest, r.target.registry
+                        );
+                        continue;
+                    }
+                    Err(e) => {
+                        failed = true;
+                        eprintln!(
+                            "error: template {}: could not check that its image is published: {e}",
+                            r.template.name
+                        );
+                        continue;
+                    }
+                }
                 match crate::runpod::sync(&client, w, dry_run).await {
                     Ok(s) => results.push(s),
                     Err(e) => {
@@ -71,4 +92,29 @@ pub async fn runpod(args: RunPodArgs, env: &Env) -> anyhow::Result<ExitStatus> {
             })
         }
     }
+}
+
+/// Whether the target's repository has the manifest (a HEAD by digest, with the target's
+/// credentials and pull scope: read-only).
+async fn published(t: &crate::plan::TargetPlan, digest: &crate::types::Digest, env: &Env) -> anyhow::Result<bool> {
+    let resolved = t
+        .credentials
+        .resolve(env)
+        .map_err(|m| UsageError(format!("environment variable {} is not set (registry {})", m.variable, t.registry)))?;
+    let credential = match resolved {
+        crate::credentials::Resolved::AwsChain => {
+            Some(crate::registry::ecr::Api::from_environment(env).await?.registry_credential().await?)
+        }
+        other => other.credential(),
+    };
+    let client = crate::registry::Client::new(
+        &t.endpoint.endpoint(),
+        &t.path,
+        t.endpoint.ca_file.as_deref(),
+        credential,
+        crate::retry::RetryPolicy::default(),
+    )?
+    .with_scope(&format!("repository:{}:pull", t.path));
+    client.authenticate().await?;
+    Ok(client.has_manifest(digest).await?)
 }

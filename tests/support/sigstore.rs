@@ -31,7 +31,7 @@ use super::http::{Response, Server};
 
 pub const REQUEST_TOKEN: &str = "actions-request-token-9a8b7c";
 pub const ISSUER: &str = "https://token.actions.githubusercontent.com";
-pub const WORKFLOW_REF: &str = "octo/repo/.github/workflows/publish.yml@refs/heads/main";
+pub const WORKFLOW_REF: &str = "my-org/comfyui/.github/workflows/publish.yml@refs/heads/main";
 const CHECKPOINT_ORIGIN: &str = "rekor.local - 2605736670972794746";
 
 pub fn identity() -> String {
@@ -42,8 +42,8 @@ pub fn identity() -> String {
 pub fn token() -> String {
     let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","typ":"JWT","kid":"test"}"#);
     let claims = json!({
-        "iss": ISSUER, "aud": "sigstore", "sub": "repo:octo/repo:ref:refs/heads/main",
-        "repository": "octo/repo", "ref": "refs/heads/main", "job_workflow_ref": WORKFLOW_REF,
+        "iss": ISSUER, "aud": "sigstore", "sub": "repo:my-org/comfyui:ref:refs/heads/main",
+        "repository": "my-org/comfyui", "ref": "refs/heads/main", "job_workflow_ref": WORKFLOW_REF,
         "exp": 4102444800u64, "iat": 1700000000u64
     });
     format!("{header}.{}.c2lnbmF0dXJlLW5vdC1jaGVja2Vk", URL_SAFE_NO_PAD.encode(claims.to_string()))
