@@ -334,3 +334,21 @@ fn too_many_requests_waits_as_retry_after_says() {
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(stderr.contains("asked to wait 1s") && stderr.contains("wait=1s"), "{stderr}");
 }
+
+/// HTTPS to a registry that answers plain HTTP (the policy or command forgot `insecure`): the
+/// error says so and what to set, instead of a bare TLS failure.
+#[test]
+fn tls_to_a_plain_http_registry_says_to_set_insecure() {
+    let reg = Registry::start(RegistryOptions::default());
+    let work = tempfile::tempdir().unwrap();
+    write_layout(&work.path().join("img"), 61, &[1_000], "linux", "amd64", "latest");
+    let out = run(publish(work.path()).args(["push", "oci:img", &format!("docker://{}/ml/app:v1", reg.host)]));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        format!("{stdout}{stderr}").contains(
+            "the registry answers plain HTTP: for a loopback registry set insecure: true in the policy (--insecure on the command line), else use its HTTPS port"
+        ),
+        "{stdout}{stderr}"
+    );
+}

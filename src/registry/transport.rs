@@ -44,7 +44,7 @@ impl Client {
         }
         if message.contains("InvalidContentType") || message.contains("corrupt message") {
             // rustls read a plain-HTTP answer where a TLS record was expected.
-            message.push_str(" (the registry answers plain HTTP: for a loopback registry set insecure: true, else use its HTTPS port)");
+            message.push_str(" (the registry answers plain HTTP: for a loopback registry set insecure: true in the policy (--insecure on the command line), else use its HTTPS port)");
         }
         if e.is_timeout() {
             message.push_str(" (the request's deadline passed: transfer.request_timeout, transfer.min_rate)");
