@@ -14,7 +14,7 @@ are what compare across machines.
 import base64, hashlib, json, os, shutil, socket, statistics, subprocess, sys, tempfile, time, urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PUBLISH = os.path.join(ROOT, "target/release/publish")
+PUBLISH = os.path.join(ROOT, "target/dist/publish")
 CRANE = os.environ.get("CRANE") or os.path.join(ROOT, "../shared/tools/crane")
 USER, PASSWORD = "bench", "bench-pw-7c1e"
 

@@ -107,7 +107,8 @@ impl BlobProgress {
         Counting { inner, progress: self.clone() }
     }
 
-    fn add(&self, n: u64) {
+    /// Counts `n` more bytes sent.
+    pub fn add(&self, n: u64) {
         if let Some(b) = &self.bar {
             b.inc(n);
         }

@@ -252,12 +252,28 @@ async fn send_blob(
         }
     }
     let progress = reporter.blob(d.digest.short(), d.size);
-    let stats = client
-        .upload_blob(&d.digest, d.size, |offset| {
-            let progress = progress.clone();
-            async move { image.blob(d, offset).await.map(|r| Box::new(progress.wrap(r)) as crate::image::BlobStream) }
-        })
-        .await?;
+    // A blob that is a range of a file on disk can be sent without being read here.
+    let file = match image.blob_file(d).await {
+        Some(Ok(f)) => Some(f),
+        Some(Err(e)) => return Err(RegistryError::Source(e)),
+        None => None,
+    };
+    let sent = |n: u64| progress.add(n);
+    let range = file.as_ref().map(|(file, start)| crate::registry::FileRange { file, start: *start, sent: &sent });
+    let stats =
+        client
+            .upload_blob(
+                &d.digest,
+                d.size,
+                |offset| {
+                    let progress = progress.clone();
+                    async move {
+                        image.blob(d, offset).await.map(|r| Box::new(progress.wrap(r)) as crate::image::BlobStream)
+                    }
+                },
+                range,
+            )
+            .await?;
     progress.done();
     tracing::info!(
         registry = client.registry(),

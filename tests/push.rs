@@ -352,3 +352,30 @@ fn tls_to_a_plain_http_registry_says_to_set_insecure() {
         "{stdout}{stderr}"
     );
 }
+
+/// Over plain HTTP (loopback), a layer on disk goes up with sendfile(2) — and with
+/// `transfer.verify: client` through the hashing path instead; both land the same digest.
+#[cfg(target_os = "linux")]
+#[test]
+fn plain_http_uploads_from_disk_use_sendfile_unless_the_client_hashes() {
+    let reg = Registry::start(RegistryOptions { htpasswd: true, ..Default::default() });
+    let work = tempfile::tempdir().unwrap();
+    let image = write_layout(&work.path().join("img"), 62, &[300_000, 2_000], "linux", "amd64", "latest");
+    for (verify, repo, zero_copy) in [("registry", "zero-copy", true), ("client", "hashed", false)] {
+        std::fs::write(
+            work.path().join("publish.yaml"),
+            format!("version: 1\ntransfer: {{verify: {verify}}}\nregistries:\n  home:\n    kind: registry\n    repository: {}/{repo}\n    insecure: true\n    credentials: {{username: {USER}, password_env: REG_PASSWORD}}\nimages:\n  - name: app\n    source: oci:img\n    tags: [v1]\n", reg.host),
+        )
+        .unwrap();
+        let out = run(publish(work.path()).args(["run", "--debug", "-o", "json"]).env("REG_PASSWORD", PASSWORD));
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+        assert_eq!(stderr.matches("uploading blob (sendfile)").count(), if zero_copy { 3 } else { 0 }, "{stderr}");
+        let json: Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(json["images"][0]["targets"][0]["digest"], image.manifest_digest);
+        let raw = reg.inspect(&format!("{}/{repo}/app:v1", reg.host), true);
+        assert!(raw.status.success(), "{}", String::from_utf8_lossy(&raw.stderr));
+        let digest = format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&raw.stdout)));
+        assert_eq!(digest, image.manifest_digest);
+    }
+}

@@ -301,6 +301,15 @@ impl Image {
     }
 
     /// A streaming reader over a blob's bytes from `offset`. The caller hashes what it reads.
+    /// The file holding blob `d` and where in it the blob starts, when it is a byte range of a
+    /// file on disk (not for an image read from a registry); its size is checked.
+    pub async fn blob_file(&self, d: &Descriptor) -> Option<std::io::Result<(std::fs::File, u64)>> {
+        if self.remote.is_some() {
+            return None;
+        }
+        Some(self.store.open_blob(&d.digest, d.size, 0).await.map(|r| r.into_file()).map_err(std::io::Error::other))
+    }
+
     pub async fn blob(&self, d: &Descriptor, offset: u64) -> std::io::Result<BlobStream> {
         match &self.remote {
             Some(remote) => remote.open(&d.digest, offset).await,

@@ -25,6 +25,13 @@ pub struct BlobReader {
     end: u64,
 }
 
+impl BlobReader {
+    /// The file and the offset of the next byte: for zero-copy sends.
+    pub fn into_file(self) -> (std::fs::File, u64) {
+        (self.file, self.at)
+    }
+}
+
 impl tokio::io::AsyncRead for BlobReader {
     fn poll_read(
         mut self: std::pin::Pin<&mut Self>,

@@ -47,11 +47,16 @@ impl Client {
         let digest = Digest::of(bytes);
         if !self.blob_exists(&digest).await? {
             let data = bytes.to_vec();
-            self.upload_blob(&digest, data.len() as u64, |offset| {
-                let mut cursor = std::io::Cursor::new(data.clone());
-                cursor.set_position(offset);
-                async move { std::io::Result::Ok(cursor) }
-            })
+            self.upload_blob(
+                &digest,
+                data.len() as u64,
+                |offset| {
+                    let mut cursor = std::io::Cursor::new(data.clone());
+                    cursor.set_position(offset);
+                    async move { std::io::Result::Ok(cursor) }
+                },
+                None,
+            )
             .await?;
         }
         Ok(digest)

@@ -9,6 +9,8 @@ mod catalog;
 pub mod ecr;
 pub mod hub;
 mod manifest;
+#[cfg(target_os = "linux")]
+mod sendfile;
 mod transport;
 mod upload;
 pub mod usage;
@@ -22,7 +24,7 @@ use crate::reference::is_loopback_host;
 use crate::retry::RetryPolicy;
 use crate::types::{Digest, Secret};
 pub use auth::Credential;
-pub use upload::{UploadMode, UploadStats};
+pub use upload::{FileRange, UploadMode, UploadStats};
 
 /// The error codes of the distribution spec that `publish` acts on; the rest are kept by name.
 #[derive(Debug, Clone, PartialEq, Eq)]

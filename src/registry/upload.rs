@@ -16,6 +16,13 @@ use url::Url;
 use super::{Client, RegistryError};
 use crate::types::Digest;
 
+/// A blob as a byte range of a file on disk, for zero-copy sends, and what to tell of progress.
+pub struct FileRange<'a> {
+    pub file: &'a std::fs::File,
+    pub start: u64,
+    pub sent: &'a (dyn Fn(u64) + Send + Sync),
+}
+
 /// What one blob upload did.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct UploadStats {
@@ -96,11 +103,15 @@ impl Client {
     /// fails part way asks the registry where it stands and continues from there; where the
     /// registry keeps nothing (2.8 drops a session cut mid-stream), this blob restarts, never
     /// the image.
+    ///
+    /// `file` (the blob as a byte range of a file, with a progress callback) lets a monolithic
+    /// upload over plain HTTP go with sendfile(2), when the client does not hash what it sends.
     pub async fn upload_blob<F: OpenAt>(
         &self,
         digest: &Digest,
         size: u64,
         open: F,
+        file: Option<FileRange<'_>>,
     ) -> Result<UploadStats, RegistryError> {
         let mut stats = UploadStats::default();
         let started = std::time::Instant::now();
@@ -108,9 +119,15 @@ impl Client {
         let deadline = settings.upload_deadline(size) + settings.retry_deadline();
         loop {
             stats.attempts += 1;
-            let result = match self.mode {
-                UploadMode::Monolithic => self.upload_once(digest, size, &open, &mut stats).await,
-                UploadMode::Chunked { chunk } => {
+            let result = match (self.mode, &file) {
+                #[cfg(target_os = "linux")]
+                (UploadMode::Monolithic, Some(file))
+                    if self.base.scheme() == "http" && !crate::http::settings().verify_client =>
+                {
+                    self.upload_sendfile(digest, size, file, &mut stats).await
+                }
+                (UploadMode::Monolithic, _) => self.upload_once(digest, size, &open, &mut stats).await,
+                (UploadMode::Chunked { chunk }, _) => {
                     self.upload_chunked(digest, size, chunk.max(1), &open, &mut stats).await
                 }
             };
@@ -170,6 +187,52 @@ impl Client {
                 return Ok(());
             }
             Err(e) => return Err(self.transport_error(e)),
+        };
+        if resp.status() != StatusCode::CREATED && !resp.status().is_success() {
+            return Err(refused_digest(self.api_error(resp).await, digest));
+        }
+        self.check_stored_digest(&resp, digest)
+    }
+
+    /// One PUT with the blob's file range sent by sendfile(2) (see `super::sendfile`).
+    #[cfg(target_os = "linux")]
+    async fn upload_sendfile(
+        &self,
+        digest: &Digest,
+        size: u64,
+        file: &FileRange<'_>,
+        stats: &mut UploadStats,
+    ) -> Result<(), RegistryError> {
+        let mut location = self.start_upload().await?;
+        location.query_pairs_mut().append_pair("digest", digest.as_str());
+        // The same origin rule as every request: credentials only to the registry's origin.
+        let authorization = if super::transport::same_origin(&location, &self.base) {
+            self.authorization()
+        } else {
+            tracing::debug!(host = location.host_str().unwrap_or(""), "another origin: sent without credentials");
+            None
+        };
+        tracing::debug!(url = %location.path(), %digest, size, "uploading blob (sendfile)");
+        let deadline = crate::http::settings().upload_deadline(size);
+        let (result, sent) =
+            super::sendfile::put(&location, authorization.as_ref(), file.file, file.start, size, deadline, file.sent)
+                .await;
+        stats.bytes_sent += sent;
+        let resp = match result {
+            Ok(resp) => reqwest::Response::from(resp),
+            // The answer was lost: the blob may be complete anyway, so look before sending again.
+            Err(e) if sent == size && self.blob_exists(digest).await.unwrap_or(false) => {
+                tracing::warn!(registry = %self.registry, %digest, "the upload's answer was lost ({e}), but the blob is there");
+                return Ok(());
+            }
+            Err(e) => {
+                let connect = sent == 0 && e.kind() == std::io::ErrorKind::ConnectionRefused;
+                return Err(RegistryError::Transport {
+                    registry: self.registry.clone(),
+                    message: format!("PUT {}: {e}", location.path()),
+                    connect,
+                });
+            }
         };
         if resp.status() != StatusCode::CREATED && !resp.status().is_success() {
             return Err(refused_digest(self.api_error(resp).await, digest));
