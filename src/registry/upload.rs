@@ -1,7 +1,8 @@
 //! Blob uploads: a session is begun (POST), fed (one streaming PUT, or PATCH chunks that
 //! continue after a failure from the offset the session status reports) and finished (PUT
-//! with the digest). Every byte sent is hashed on the way, so a corrupt source never
-//! completes a blob.
+//! with the digest). The registry checks the digest it is given, so a corrupt source never
+//! completes a blob; `transfer.verify: client` also hashes every byte on the way. Over plain
+//! HTTP (loopback registries), a blob that is a range of a file goes with sendfile(2).
 
 use std::pin::Pin;
 use std::sync::Mutex;
