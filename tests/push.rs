@@ -345,6 +345,7 @@ fn tls_to_a_plain_http_registry_says_to_set_insecure() {
     let out = run(publish(work.path()).args(["push", "oci:img", &format!("docker://{}/ml/app:v1", reg.host)]));
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(!stderr.contains("retrying"), "a protocol mismatch is not retried: {stderr}");
     assert!(
         format!("{stdout}{stderr}").contains(
             "the registry answers plain HTTP: for a loopback registry set insecure: true in the policy (--insecure on the command line), else use its HTTPS port"

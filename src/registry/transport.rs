@@ -43,8 +43,10 @@ impl Client {
             source = s.source();
         }
         if message.contains("InvalidContentType") || message.contains("corrupt message") {
-            // rustls read a plain-HTTP answer where a TLS record was expected.
+            // rustls read a plain-HTTP answer where a TLS record was expected: trying again
+            // cannot help, so this is not a transport error (which is retried).
             message.push_str(" (the registry answers plain HTTP: for a loopback registry set insecure: true in the policy (--insecure on the command line), else use its HTTPS port)");
+            return RegistryError::Refused { registry: self.registry.clone(), message };
         }
         if e.is_timeout() {
             message.push_str(" (the request's deadline passed: transfer.request_timeout, transfer.min_rate)");
