@@ -253,10 +253,10 @@ async fn send_blob(
     }
     let progress = reporter.blob(d.digest.short(), d.size);
     // A blob that is a range of a file on disk can be sent without being read here.
-    let file = match image.blob_file(d).await {
-        Some(Ok(f)) => Some(f),
-        Some(Err(e)) => return Err(RegistryError::Source(e)),
-        None => None,
+    let file = if client.sends_files_zero_copy() {
+        image.blob_file(d).await.transpose().map_err(RegistryError::Source)?
+    } else {
+        None
     };
     let sent = |n: u64| progress.add(n);
     let range = file.as_ref().map(|(file, start)| crate::registry::FileRange { file, start: *start, sent: &sent });

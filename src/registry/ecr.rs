@@ -199,11 +199,19 @@ impl Api {
     async fn call(&self, operation: &str, body: Value) -> Result<(u16, Value), EcrError> {
         let body = body.to_string().into_bytes();
         let target = format!("{TARGET_PREFIX}.{operation}");
-        let headers = signed_headers(&self.credentials, &self.url, &target, &body, SystemTime::now())?;
-        // Signed afresh for every attempt: the signature covers the time.
+        // Signed here, so a signing error is returned; a retry signs afresh (the signature
+        // covers the time) and cannot fail where this did not.
+        let first = std::sync::Mutex::new(Some(signed_headers(
+            &self.credentials,
+            &self.url,
+            &target,
+            &body,
+            SystemTime::now(),
+        )?));
         let resp = crate::retry::send(&RetryPolicy::default(), operation, || {
-            let headers = signed_headers(&self.credentials, &self.url, &target, &body, SystemTime::now())
-                .unwrap_or_else(|_| headers.clone());
+            let headers = first.lock().ok().and_then(|mut h| h.take()).unwrap_or_else(|| {
+                signed_headers(&self.credentials, &self.url, &target, &body, SystemTime::now()).unwrap_or_default()
+            });
             let mut req = self.http.post(self.url.clone()).body(body.clone());
             for (k, v) in headers {
                 req = req.header(k, v);
@@ -287,6 +295,8 @@ impl Api {
             return Ok(Stored { bytes: ByteSize(0), repositories: 0, images: 0 });
         }
         let credential = self.registry_credential().await?;
+        let base = Client::new(endpoint, alias, ca_file, Some(credential), RetryPolicy::default())
+            .map_err(|e| EcrError::Api(e.to_string()))?;
         let (mut total, mut images) = (0u64, 0u32);
         for repo in &repositories {
             let Some(name) = repo.get("repositoryName").and_then(Value::as_str) else { continue };
@@ -294,8 +304,7 @@ impl Api {
                 self.all("DescribeImages", json!({"repositoryName": name, "maxResults": 1000}), "imageDetails").await?;
             let path = format!("{alias}/{name}");
             let registry = async {
-                let c = Client::new(endpoint, &path, ca_file, Some(credential.clone()), RetryPolicy::default())?
-                    .with_scope(&format!("repository:{path}:pull"));
+                let c = base.for_repository(&path).with_scope(&format!("repository:{path}:pull"));
                 c.authenticate().await?;
                 Ok::<_, RegistryError>(c)
             }

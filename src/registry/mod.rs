@@ -220,6 +220,22 @@ impl Client {
         })
     }
 
+    /// A client for another repository of the same registry, sharing this one's connection
+    /// pool and TLS set-up; it authenticates afresh, for its own scope.
+    pub fn for_repository(&self, repository: &str) -> Client {
+        Client {
+            http: self.http.clone(),
+            base: self.base.clone(),
+            registry: self.registry.clone(),
+            repository: repository.to_string(),
+            scope: format!("repository:{repository}:pull,push"),
+            mode: self.mode,
+            credential: self.credential.clone(),
+            authorization: Mutex::new(None),
+            retry: self.retry,
+        }
+    }
+
     /// Uploads blobs this way.
     pub fn with_upload_mode(mut self, mode: UploadMode) -> Self {
         self.mode = mode;

@@ -122,9 +122,7 @@ impl Client {
             stats.attempts += 1;
             let result = match (self.mode, &file) {
                 #[cfg(target_os = "linux")]
-                (UploadMode::Monolithic, Some(file))
-                    if self.base.scheme() == "http" && !crate::http::settings().verify_client =>
-                {
+                (UploadMode::Monolithic, Some(file)) if self.sends_files_zero_copy() => {
                     self.upload_sendfile(digest, size, file, &mut stats).await
                 }
                 (UploadMode::Monolithic, _) => self.upload_once(digest, size, &open, &mut stats).await,
@@ -193,6 +191,15 @@ impl Client {
             return Err(refused_digest(self.api_error(resp).await, digest));
         }
         self.check_stored_digest(&resp, digest)
+    }
+
+    /// Whether `upload_blob` sends a `FileRange` with sendfile(2): a monolithic upload over
+    /// plain HTTP, on Linux, when the client does not hash what it sends.
+    pub fn sends_files_zero_copy(&self) -> bool {
+        cfg!(target_os = "linux")
+            && self.mode == UploadMode::Monolithic
+            && self.base.scheme() == "http"
+            && !crate::http::settings().verify_client
     }
 
     /// One PUT with the blob's file range sent by sendfile(2) (see `super::sendfile`).
