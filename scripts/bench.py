@@ -333,14 +333,23 @@ def push(tool, reg, img, repo, host=None, allow_fail=False):
     return m, got
 
 
+def cpu_seconds(pid):
+    """user+system CPU a live process has used so far."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def push_fresh(work, tool, image, expected, tls=False, proxy=None, allow_fail=False):
     """Pushes `image` with `tool` to a fresh registry — through `proxy(port)` when given — and
-    checks the digest it left (unless `allow_fail`). Returns the measurement, the digest left
-    and the bytes the proxy carried towards the registry."""
+    checks the digest it left (unless `allow_fail`). Returns the measurement (with `server`:
+    the CPU the registry and nginx spent on the push), the digest left and the bytes the proxy
+    carried towards the registry."""
     reg = Registry(work, tls)
     p = proxy(reg.port) if proxy else None
     try:
+        before = sum(cpu_seconds(q.pid) for q in reg.procs)
         m, got = push(tool, reg, image, tool, host=f"127.0.0.1:{p.port}" if p else None, allow_fail=allow_fail)
+        m["server"] = sum(cpu_seconds(q.pid) for q in reg.procs) - before
     finally:
         if p:
             p.stop()
@@ -356,35 +365,48 @@ def main():
     runs = int(sys.argv[3]) if len(sys.argv) > 3 else 3
     tools = ["publish", "crane"] + (["skopeo"] if shutil.which("skopeo") else [])
     work = tempfile.mkdtemp()
+    # The registries store on tmpfs when it has room (BENCH_STORAGE=disk keeps them on disk):
+    # on disk, the machine's writeback paces every client alike and hides what the clients cost.
+    shm = shutil.disk_usage("/dev/shm").free if os.path.isdir("/dev/shm") else 0
+    on_tmpfs = os.environ.get("BENCH_STORAGE", "tmpfs") != "disk" and shm > 3 * size * 2**20 + 2**30
+    store = tempfile.mkdtemp(dir="/dev/shm") if on_tmpfs else work
     try:
         img = f"{work}/img"
         digest = layout(img, size, layers)
         cpus = os.cpu_count()
         model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
         print(f"machine: {cpus} cores, {model}")
-        print(f"image: {size} MiB in {layers} random layers; fresh distribution + htpasswd per push; {runs} alternating runs")
+        print(f"image: {size} MiB in {layers} random layers; fresh distribution + htpasswd per push, "
+              f"storage on {'tmpfs' if on_tmpfs else 'disk'}; {runs} alternating runs")
         for tls in [t for t in (False, True) if want("tls" if t else "plain")]:
             results = {t: [] for t in tools}
             for r in range(runs):
                 order = tools[r % len(tools):] + tools[:r % len(tools)]
                 for t in order:
-                    results[t].append(push_fresh(work, t, img, digest, tls=tls)[0])
-            print(f"\n{'TLS via nginx' if tls else 'plain HTTP'} (medians)")
-            med = {t: {k: statistics.median(x[k] for x in results[t]) for k in ("wall", "cpu", "rss")} for t in tools}
+                    results[t].append(push_fresh(store, t, img, digest, tls=tls)[0])
+            print(f"\n{'TLS via nginx' if tls else 'plain HTTP'} (medians; server: registry{' + nginx' if tls else ''} CPU)")
+            keys = ("wall", "cpu", "rss", "server")
+            med = {t: {k: statistics.median(x[k] for x in results[t]) for k in keys} for t in tools}
             gb = size / 1024 * 1.073741824
             for t in tools:
                 m = med[t]
                 print(f"  {t:<8} wall {m['wall']:6.2f} s  {size * 1.048576 / m['wall']:7.1f} MB/s  "
-                      f"cpu {m['cpu']:5.2f} s ({m['cpu'] / gb:4.2f} s/GB)  rss {m['rss']:6.1f} MiB")
+                      f"cpu {m['cpu']:5.2f} s ({m['cpu'] / gb:4.2f} s/GB)  rss {m['rss']:6.1f} MiB  server {m['server']:5.2f} s")
             for t in tools[1:]:
                 print(f"  publish/{t}: wall {med['publish']['wall'] / med[t]['wall']:.2f}x  "
                       f"cpu {med['publish']['cpu'] / med[t]['cpu']:.2f}x  rss {med['publish']['rss'] / med[t]['rss']:.2f}x")
+                # Ratios within each round (the two pushes minutes apart at most): the host's
+                # drift cancels out; median and range over the rounds.
+                for k in ("wall", "rss"):
+                    ratios = sorted(a[k] / b[k] for a, b in zip(results["publish"], results[t]))
+                    print(f"    {k} per round: median {statistics.median(ratios):.2f}x, "
+                          f"range {ratios[0]:.2f}-{ratios[-1]:.2f}x")
 
         if want("noop"):
             # No-op re-push of a 20-layer image: every blob is already there.
             small = f"{work}/small"
             layout(small, 20, 20)
-            reg = Registry(work, False)
+            reg = Registry(store, False)
             try:
                 print("\nno-op re-push, 20 layers of 1 MiB, every blob present (median of 5)")
                 for t in tools:
@@ -403,7 +425,7 @@ def main():
                 walls = {t: [] for t in tools}
                 for r in range(runs):
                     for t in tools[r % len(tools):] + tools[:r % len(tools)]:
-                        m = push_fresh(work, t, image, expected, proxy=lambda port: Proxy(port, slow=True))[0]
+                        m = push_fresh(store, t, image, expected, proxy=lambda port: Proxy(port, slow=True))[0]
                         walls[t].append(m["wall"])
                 med = {t: statistics.median(w) for t, w in walls.items()}
                 for t in tools:
@@ -415,7 +437,7 @@ def main():
             blob = 1024 * 1024 * 1024
             print("\nconnection cut at 50 % of a 1 GiB layer: bytes sent towards the registry beyond the blob")
             for t in ["publish", "publish-chunked"] + tools[1:]:
-                m, got, up = push_fresh(work, t, one, one_digest, proxy=lambda port: Proxy(port, cut_at=blob // 2), allow_fail=True)
+                m, got, up = push_fresh(store, t, one, one_digest, proxy=lambda port: Proxy(port, cut_at=blob // 2), allow_fail=True)
                 outcome = "pushed" if got == one_digest and m["ok"] else "FAILED"
                 print(f"  {t:<8} {outcome:<7} resent {(up - blob) / 2**20:8.1f} MiB  wall {m['wall']:6.2f} s")
 
@@ -443,6 +465,8 @@ def main():
         print(f"\npublish plan on the {size} MiB layout: {plan_ms(f'{work}/publish.yaml'):.1f} ms (median of 5)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        if store != work:
+            shutil.rmtree(store, ignore_errors=True)
 
 
 if __name__ == "__main__":
