@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Side-by-side push benchmark: publish, crane and skopeo, alternating, a fresh registry per push.
 
-Called by scripts/bench (which builds publish in release mode). Makes an OCI layout of random
+Called by scripts/bench (which builds publish with the dist profile). Makes an OCI layout of random
 layers, then for each of RUNS rounds and each transport (plain HTTP, TLS through nginx with a
 private CA) starts a fresh CNCF distribution with htpasswd, pushes with each tool in turn
 (the order rotates per round), checks the pushed digest with crane, and records wall time,
-client CPU (user+sys) and peak RSS. Prints medians and ratios; then a no-op re-push of a
+client CPU (user+sys), peak RSS and the registry's (and nginx's) CPU. Registries store on
+tmpfs when it has room (BENCH_STORAGE=disk: on disk). Prints medians, ratios, and the ratios
+within each round (median and range); then a no-op re-push of a
 20-layer image (every blob present) and `publish plan` timing. Ratios, not absolute times,
 are what compare across machines.
 
@@ -447,7 +449,7 @@ def main():
             sparse = f"{work}/sparse"
             sparse_digest = sparse_layout(sparse, big, 8)
             dropped = drop_caches()
-            print(f"\n{big} GiB image (8 sparse layers), plain HTTP, one push each"
+            print(f"\n{big} GiB image (8 sparse layers), plain HTTP, registry storage on disk, one push each"
                   + (", page cache dropped before each" if dropped else " (page cache not dropped: not root)"))
             for t in tools:
                 drop_caches()
