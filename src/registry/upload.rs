@@ -202,7 +202,8 @@ impl Client {
             && !crate::http::settings().verify_client
     }
 
-    /// One PUT with the blob's file range sent by sendfile(2) (see `super::sendfile`).
+    /// One PUT with the blob's file range sent by sendfile(2), on the connection that opened
+    /// the session (see `super::sendfile`).
     #[cfg(target_os = "linux")]
     async fn upload_sendfile(
         &self,
@@ -211,7 +212,31 @@ impl Client {
         file: &FileRange<'_>,
         stats: &mut UploadStats,
     ) -> Result<(), RegistryError> {
-        let mut location = self.start_upload().await?;
+        use super::sendfile::Connection;
+        let settings = crate::http::settings();
+        let start = self.url(&format!("v2/{}/blobs/uploads/", self.repository));
+        let opened = tokio::time::timeout(settings.request_timeout, async {
+            let mut conn = Connection::open(&start).await?;
+            let answer = conn.request("POST", &start, self.authorization().as_ref()).await?;
+            Ok::<_, std::io::Error>((conn, answer))
+        })
+        .await;
+        let (conn, mut location) = match opened {
+            Ok(Ok((conn, answer))) if matches!(answer.response.status().as_u16(), 201 | 202) => {
+                let reusable = answer.reusable;
+                let location = self.location(&start, &reqwest::Response::from(answer.response))?;
+                (reusable.then_some(conn), location)
+            }
+            // Anything else (a 401 to answer, a redirect, an error to report, no connection):
+            // the session is opened the usual way, with its retries, re-authentication and
+            // error reporting, and the blob goes on a connection of its own.
+            other => {
+                if let Ok(Ok((_, answer))) = &other {
+                    tracing::debug!(status = %answer.response.status(), "upload not opened on the blob's connection");
+                }
+                (None, self.start_upload().await?)
+            }
+        };
         location.query_pairs_mut().append_pair("digest", digest.as_str());
         // The same origin rule as every request: credentials only to the registry's origin.
         let authorization = if super::transport::same_origin(&location, &self.base) {
@@ -221,10 +246,21 @@ impl Client {
             None
         };
         tracing::debug!(url = %location.path(), %digest, size, "uploading blob (sendfile)");
-        let deadline = crate::http::settings().upload_deadline(size);
+        let transport = |e: std::io::Error| RegistryError::Transport {
+            registry: self.registry.clone(),
+            message: format!("PUT {}: {e}", location.path()),
+            connect: e.kind() == std::io::ErrorKind::ConnectionRefused,
+        };
+        let conn = match conn {
+            Some(conn) if conn.serves(&location) => conn,
+            _ => tokio::time::timeout(settings.connect_timeout, Connection::open(&location))
+                .await
+                .map_err(|_| transport(std::io::Error::new(std::io::ErrorKind::TimedOut, "no connection")))?
+                .map_err(transport)?,
+        };
+        let deadline = settings.upload_deadline(size);
         let (result, sent) =
-            super::sendfile::put(&location, authorization.as_ref(), file.file, file.start, size, deadline, file.sent)
-                .await;
+            conn.put_file(&location, authorization.as_ref(), file.file, file.start, size, deadline, file.sent).await;
         stats.bytes_sent += sent;
         let resp = match result {
             Ok(resp) => reqwest::Response::from(resp),
