@@ -21,6 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use url::Url;
 
+use super::FileRange;
 use crate::types::Secret;
 
 const MAX_HEAD: usize = 64 * 1024;
@@ -70,39 +71,33 @@ impl Connection {
         Ok(Answer { response, reusable: empty && !close && rest.is_empty() })
     }
 
-    /// PUTs `len` bytes of `file` from `start` to `url` (`Connection: close`). Returns the
-    /// answer, or the error, with the bytes put on the wire either way; `sent` is told of
-    /// progress.
-    #[allow(clippy::too_many_arguments)]
+    /// PUTs the `len` bytes of `blob` to `url` (`Connection: close`). Returns the answer, or
+    /// the error, with the bytes put on the wire either way; `blob.sent` is told of progress.
     pub async fn put_file(
         mut self,
         url: &Url,
         authorization: Option<&Secret>,
-        file: &std::fs::File,
-        start: u64,
+        blob: &FileRange<'_>,
         len: u64,
         deadline: Duration,
-        sent: &(dyn Fn(u64) + Send + Sync),
     ) -> (Result<http::Response<Vec<u8>>, Error>, u64) {
         let mut written = 0u64;
-        let exchange = self.exchange(url, authorization, file, start, len, &mut written, sent);
+        let exchange = self.exchange(url, authorization, blob, len, &mut written);
         let result = tokio::time::timeout(deadline, exchange).await.unwrap_or_else(|_| {
             Err(Error::new(ErrorKind::TimedOut, format!("no answer within the upload's deadline of {deadline:?}")))
         });
         (result, written)
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn exchange(
         &mut self,
         url: &Url,
         authorization: Option<&Secret>,
-        file: &std::fs::File,
-        start: u64,
+        blob: &FileRange<'_>,
         len: u64,
         written: &mut u64,
-        sent: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<http::Response<Vec<u8>>, Error> {
+        let (file, start, sent) = (blob.file, blob.start, blob.sent);
         let stream = &mut self.stream;
         let head = request_head("PUT", url, authorization, len, true);
         stream.write_all(head.as_bytes()).await?;
@@ -284,7 +279,8 @@ mod tests {
         assert!(answer.reusable, "an empty keep-alive answer leaves the connection usable");
         let put = start.join("/v2/x/blobs/uploads/u1?digest=sha256:0").unwrap();
         assert!(conn.serves(&put));
-        let (result, sent) = conn.put_file(&put, None, &file, 1000, 200_000, Duration::from_secs(10), &|_| {}).await;
+        let blob = FileRange { file: &file, start: 1000, sent: &|_| {} };
+        let (result, sent) = conn.put_file(&put, None, &blob, 200_000, Duration::from_secs(10)).await;
         assert_eq!(result.unwrap().status(), 201);
         assert_eq!(sent, 200_000);
         let (post, put, one_connection) = server.await.unwrap();

@@ -259,8 +259,7 @@ impl Client {
                 .map_err(transport)?,
         };
         let deadline = settings.upload_deadline(size);
-        let (result, sent) =
-            conn.put_file(&location, authorization.as_ref(), file.file, file.start, size, deadline, file.sent).await;
+        let (result, sent) = conn.put_file(&location, authorization.as_ref(), file, size, deadline).await;
         stats.bytes_sent += sent;
         let resp = match result {
             Ok(resp) => reqwest::Response::from(resp),
@@ -269,14 +268,8 @@ impl Client {
                 tracing::warn!(registry = %self.registry, %digest, "the upload's answer was lost ({e}), but the blob is there");
                 return Ok(());
             }
-            Err(e) => {
-                let connect = sent == 0 && e.kind() == std::io::ErrorKind::ConnectionRefused;
-                return Err(RegistryError::Transport {
-                    registry: self.registry.clone(),
-                    message: format!("PUT {}: {e}", location.path()),
-                    connect,
-                });
-            }
+            // Refused is only ever said before a byte is sent.
+            Err(e) => return Err(transport(e)),
         };
         if resp.status() != StatusCode::CREATED && !resp.status().is_success() {
             return Err(refused_digest(self.api_error(resp).await, digest));
