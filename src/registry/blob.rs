@@ -85,7 +85,7 @@ impl Client {
     /// Tries to mount `digest` from `from` (a repository on the same registry): true when the
     /// registry mounted it, false when it wants a normal upload (its upload session is closed).
     pub async fn mount(&self, digest: &Digest, from: &str) -> Result<bool, RegistryError> {
-        let mut url = self.url(&format!("v2/{}/blobs/uploads/", self.repository));
+        let mut url = self.uploads_url();
         url.query_pairs_mut().append_pair("mount", digest.as_str()).append_pair("from", from);
         let resp = self.send(Method::POST, url.clone(), |r| r.header(CONTENT_LENGTH, "0")).await?;
         match resp.status().as_u16() {

@@ -214,7 +214,7 @@ impl Client {
     ) -> Result<(), RegistryError> {
         use super::sendfile::Connection;
         let settings = crate::http::settings();
-        let start = self.url(&format!("v2/{}/blobs/uploads/", self.repository));
+        let start = self.uploads_url();
         let opened = tokio::time::timeout(settings.request_timeout, async {
             let mut conn = Connection::open(&start).await?;
             let answer = conn.request("POST", &start, self.authorization().as_ref()).await?;
@@ -222,7 +222,7 @@ impl Client {
         })
         .await;
         let (conn, mut location) = match opened {
-            Ok(Ok((conn, answer))) if matches!(answer.response.status().as_u16(), 201 | 202) => {
+            Ok(Ok((conn, answer))) if upload_started(answer.response.status()) => {
                 let reusable = answer.reusable;
                 let location = self.location(&start, &reqwest::Response::from(answer.response))?;
                 (reusable.then_some(conn), location)
@@ -290,12 +290,17 @@ impl Client {
 
     /// Opens an upload session and returns its URL.
     async fn start_upload(&self) -> Result<Url, RegistryError> {
-        let start = self.url(&format!("v2/{}/blobs/uploads/", self.repository));
+        let start = self.uploads_url();
         let resp = self.send(Method::POST, start.clone(), |r| r.header(CONTENT_LENGTH, "0")).await?;
-        if resp.status() != StatusCode::ACCEPTED && resp.status() != StatusCode::CREATED {
+        if !upload_started(resp.status()) {
             return Err(self.api_error(resp).await);
         }
         self.location(&start, &resp)
+    }
+
+    /// Where an upload session is opened (POST).
+    pub(super) fn uploads_url(&self) -> Url {
+        self.url(&format!("v2/{}/blobs/uploads/", self.repository))
     }
 
     /// PATCH chunks, continuing after a failure from the offset the upload status reports.
@@ -508,6 +513,12 @@ impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
         }
         Poll::Ready(Ok(()))
     }
+}
+
+/// The answers that open an upload session: 202, or 201 from registries that take the POST as
+/// the whole upload.
+fn upload_started(status: StatusCode) -> bool {
+    status == StatusCode::ACCEPTED || status == StatusCode::CREATED
 }
 
 #[cfg(test)]
