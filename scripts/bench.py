@@ -13,7 +13,7 @@ are what compare across machines.
 
     scripts/bench [SIZE_MIB [LAYERS [RUNS]]]      (default 2048 8 3)
 """
-import base64, hashlib, json, os, shutil, socket, statistics, subprocess, sys, tempfile, time, urllib.request
+import base64, hashlib, json, math, os, shutil, socket, statistics, subprocess, sys, tempfile, time, urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PUBLISH = os.path.join(ROOT, "target/dist/publish")
@@ -294,6 +294,19 @@ def timed(cmd, env, allow_fail=False):
     return {"wall": float(wall), "cpu": float(user) + float(sys_), "rss": int(rss) / 1024, "ok": r.returncode == 0}
 
 
+def interval(ratios, digits):
+    """The distribution-free 95 % confidence interval of the median of `ratios` (sorted): the
+    k-th smallest and k-th largest, with k the largest rank whose binomial coverage is still at
+    least 95 %. Shown when there are rounds enough (six or more); a ratio whose interval holds
+    1.00 is a tie this many rounds cannot break."""
+    n = len(ratios)
+    below = lambda k: sum(math.comb(n, i) for i in range(k)) / 2**n  # P(Binomial(n, 1/2) < k)
+    k = max((k for k in range(1, n // 2 + 1) if 1 - 2 * below(k) >= 0.95), default=0)
+    if not k:
+        return ""
+    return f", 95 % interval of the median {ratios[k - 1]:.{digits}f}-{ratios[n - k]:.{digits}f}x"
+
+
 def plan_ms(policy):
     """`publish plan` wall time in ms, median of 5, timed here (/usr/bin/time counts in 10 ms)."""
     walls = []
@@ -399,10 +412,11 @@ def main():
                       f"cpu {med['publish']['cpu'] / med[t]['cpu']:.2f}x  rss {med['publish']['rss'] / med[t]['rss']:.2f}x")
                 # Ratios within each round (the two pushes minutes apart at most): the host's
                 # drift cancels out; median and range over the rounds.
-                for k in ("wall", "rss"):
-                    ratios = sorted(a[k] / b[k] for a, b in zip(results["publish"], results[t]))
-                    print(f"    {k} per round: median {statistics.median(ratios):.2f}x, "
-                          f"range {ratios[0]:.2f}-{ratios[-1]:.2f}x")
+                for k in ("wall", "rss", "server"):
+                    ratios = sorted(a[k] / b[k] for a, b in zip(results["publish"], results[t]) if b[k])
+                    if ratios:
+                        print(f"    {k} per round: median {statistics.median(ratios):.2f}x, "
+                              f"range {ratios[0]:.2f}-{ratios[-1]:.2f}x{interval(ratios, 2)}")
                 # The server's CPU for the same bytes drifts with the shared host (about ±10 %
                 # between pushes a minute apart), and the wall time with it: wall time per
                 # server CPU-second cancels that drift and shows what the client adds to the
@@ -411,7 +425,7 @@ def main():
                                 for a, b in zip(results["publish"], results[t]) if a["server"] and b["server"])
                 if ratios:
                     print(f"    wall per server CPU-second, per round: median {statistics.median(ratios):.3f}x, "
-                          f"range {ratios[0]:.3f}-{ratios[-1]:.3f}x")
+                          f"range {ratios[0]:.3f}-{ratios[-1]:.3f}x{interval(ratios, 3)}")
 
         if want("noop"):
             # No-op re-push of a 20-layer image: every blob is already there.
