@@ -468,16 +468,27 @@ def main():
 
         big = int(os.environ.get("BENCH_SPARSE_GIB", "0"))
         if big:
-            # Memory on a big image: sparse layers of zeros, one push each over plain HTTP.
+            # Memory on a big image: sparse layers of zeros over plain HTTP, BENCH_SPARSE_RUNS
+            # alternating rounds (one by default: each push takes minutes).
+            rounds = max(1, int(os.environ.get("BENCH_SPARSE_RUNS", "1")))
             sparse = f"{work}/sparse"
             sparse_digest = sparse_layout(sparse, big, 8)
             dropped = drop_caches()
-            print(f"\n{big} GiB image (8 sparse layers), plain HTTP, registry storage on disk, one push each"
-                  + (", page cache dropped before each" if dropped else " (page cache not dropped: not root)"))
-            for t in tools:
-                drop_caches()
-                m = push_fresh(work, t, sparse, sparse_digest)[0]
-                print(f"  {t:<8} wall {m['wall']:7.1f} s  cpu {m['cpu']:6.2f} s  rss {m['rss']:6.1f} MiB")
+            print(f"\n{big} GiB image (8 sparse layers), plain HTTP, registry storage on disk, {rounds} alternating runs"
+                  + (", page cache dropped before each push" if dropped else " (page cache not dropped: not root)"))
+            got = {t: [] for t in tools}
+            for r in range(rounds):
+                for t in tools[r % len(tools):] + tools[:r % len(tools)]:
+                    drop_caches()
+                    m = push_fresh(work, t, sparse, sparse_digest)[0]
+                    got[t].append(m)
+                    print(f"  {t:<8} wall {m['wall']:7.1f} s  cpu {m['cpu']:6.2f} s  rss {m['rss']:6.1f} MiB")
+            if rounds > 1:
+                for t in tools[1:]:
+                    ratio = lambda k: sorted(a[k] / b[k] for a, b in zip(got["publish"], got[t]))
+                    print(f"  publish/{t} per round: " + ", ".join(
+                        f"{k} median {statistics.median(ratio(k)):.2f}x (range {ratio(k)[0]:.2f}-{ratio(k)[-1]:.2f}x)"
+                        for k in ("wall", "cpu", "rss")))
             open(f"{work}/sparse.yaml", "w").write(
                 "version: 1\nregistries:\n  home:\n    kind: registry\n    repository: 127.0.0.1:5999/bench\n    insecure: true\n"
                 "images:\n  - name: app\n    source: oci:sparse\n    tags: [v1]\n")
