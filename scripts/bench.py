@@ -454,7 +454,12 @@ def main():
                         walls[t].append(m["wall"])
                 med = {t: statistics.median(w) for t, w in walls.items()}
                 for t in tools:
-                    print(f"  {t:<8} {med[t]:6.2f} s" + (f"   publish/{t} {med['publish'] / med[t]:.2f}x" if t != "publish" else ""))
+                    line = f"  {t:<8} {med[t]:6.2f} s"
+                    if t != "publish":
+                        ratios = sorted(a / b for a, b in zip(walls["publish"], walls[t]))
+                        line += (f"   publish/{t} {med['publish'] / med[t]:.2f}x, per round median "
+                                 f"{statistics.median(ratios):.2f}x, range {ratios[0]:.2f}-{ratios[-1]:.2f}x{interval(ratios, 2)}")
+                    print(line)
         if want("cut"):
             # A connection cut at half of a 1 GiB layer: how many bytes each client sends again.
             one = f"{work}/one"
