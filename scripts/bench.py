@@ -307,6 +307,12 @@ def interval(ratios, digits):
     return f", 95 % interval of the median {ratios[k - 1]:.{digits}f}-{ratios[n - k]:.{digits}f}x"
 
 
+def spread(ratios, digits=2):
+    """Per-round ratios (sorted) as text: median, range, and the median's interval."""
+    return (f"median {statistics.median(ratios):.{digits}f}x, "
+            f"range {ratios[0]:.{digits}f}-{ratios[-1]:.{digits}f}x{interval(ratios, digits)}")
+
+
 def plan_ms(policy):
     """`publish plan` wall time in ms, median of 5, timed here (/usr/bin/time counts in 10 ms)."""
     walls = []
@@ -415,8 +421,7 @@ def main():
                 for k in ("wall", "rss", "server"):
                     ratios = sorted(a[k] / b[k] for a, b in zip(results["publish"], results[t]) if b[k])
                     if ratios:
-                        print(f"    {k} per round: median {statistics.median(ratios):.2f}x, "
-                              f"range {ratios[0]:.2f}-{ratios[-1]:.2f}x{interval(ratios, 2)}")
+                        print(f"    {k} per round: {spread(ratios)}")
                 # The server's CPU for the same bytes drifts with the shared host (about ±10 %
                 # between pushes a minute apart), and the wall time with it: wall time per
                 # server CPU-second cancels that drift and shows what the client adds to the
@@ -424,8 +429,7 @@ def main():
                 ratios = sorted((a["wall"] / a["server"]) / (b["wall"] / b["server"])
                                 for a, b in zip(results["publish"], results[t]) if a["server"] and b["server"])
                 if ratios:
-                    print(f"    wall per server CPU-second, per round: median {statistics.median(ratios):.3f}x, "
-                          f"range {ratios[0]:.3f}-{ratios[-1]:.3f}x{interval(ratios, 3)}")
+                    print(f"    wall per server CPU-second, per round: {spread(ratios, 3)}")
 
         if want("noop"):
             # No-op re-push of a 20-layer image: every blob is already there.
@@ -457,8 +461,7 @@ def main():
                     line = f"  {t:<8} {med[t]:6.2f} s"
                     if t != "publish":
                         ratios = sorted(a / b for a, b in zip(walls["publish"], walls[t]))
-                        line += (f"   publish/{t} {med['publish'] / med[t]:.2f}x, per round median "
-                                 f"{statistics.median(ratios):.2f}x, range {ratios[0]:.2f}-{ratios[-1]:.2f}x{interval(ratios, 2)}")
+                        line += f"   publish/{t} {med['publish'] / med[t]:.2f}x, per round {spread(ratios)}"
                     print(line)
         if want("cut"):
             # A connection cut at half of a 1 GiB layer: how many bytes each client sends again.
@@ -490,10 +493,9 @@ def main():
                     print(f"  {t:<8} wall {m['wall']:7.1f} s  cpu {m['cpu']:6.2f} s  rss {m['rss']:6.1f} MiB")
             if rounds > 1:
                 for t in tools[1:]:
-                    ratio = lambda k: sorted(a[k] / b[k] for a, b in zip(got["publish"], got[t]))
-                    print(f"  publish/{t} per round: " + ", ".join(
-                        f"{k} median {statistics.median(ratio(k)):.2f}x (range {ratio(k)[0]:.2f}-{ratio(k)[-1]:.2f}x)"
-                        for k in ("wall", "cpu", "rss")))
+                    for k in ("wall", "cpu", "rss"):
+                        ratios = sorted(a[k] / b[k] for a, b in zip(got["publish"], got[t]))
+                        print(f"  publish/{t} {k} per round: {spread(ratios)}")
             open(f"{work}/sparse.yaml", "w").write(
                 "version: 1\nregistries:\n  home:\n    kind: registry\n    repository: 127.0.0.1:5999/bench\n    insecure: true\n"
                 "images:\n  - name: app\n    source: oci:sparse\n    tags: [v1]\n")
