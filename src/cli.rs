@@ -322,7 +322,6 @@ impl PolicyOpts {
 impl Cli {
     pub fn into_request(self) -> Request {
         let top = self.policy;
-        let none = OutputOpt::default();
         match self.command {
             None => {
                 let policy = top.lower(&PolicyOpts::default());
@@ -361,7 +360,7 @@ impl Cli {
                 format: s.format.into(),
                 registry: s.registry.into(),
                 output: s.output.or(&top.output),
-                dry_run: s.dry_run,
+                dry_run: s.dry_run || self.dry_run,
             }),
             Some(Cmd::Verify(v)) => Request::Verify(VerifyArgs {
                 reference: v.reference,
@@ -381,6 +380,10 @@ impl Cli {
                 registry: v.registry.into(),
                 output: v.output.or(&top.output),
             }),
+            Some(Cmd::Init { .. } | Cmd::GenerateKeyPair { .. }) if self.dry_run => Request::Refused(
+                "--dry-run: `init` and `generate-key-pair` only write files and have no dry run; nothing was written"
+                    .into(),
+            ),
             Some(Cmd::Init { dir, self_hosted, host, listen, backend_port }) => {
                 Request::Init(crate::commands::InitArgs {
                     dir,
@@ -399,9 +402,10 @@ impl Cli {
                 RunPodCmd::Render { template, policy } => {
                     RunPodArgs { policy: policy.lower(&top), command: RunPodCommand::Render { template } }
                 }
-                RunPodCmd::Sync { dry_run, policy } => {
-                    RunPodArgs { policy: policy.lower(&top), command: RunPodCommand::Sync { dry_run } }
-                }
+                RunPodCmd::Sync { dry_run, policy } => RunPodArgs {
+                    policy: policy.lower(&top),
+                    command: RunPodCommand::Sync { dry_run: dry_run || self.dry_run },
+                },
             }),
             Some(Cmd::Push(p)) => Request::Push(PushArgs {
                 source: p.source,
@@ -409,8 +413,8 @@ impl Cli {
                 src_insecure: p.src_insecure,
                 chunk_size: p.chunk_size,
                 registry: p.registry.into(),
-                output: p.output.or(&none),
-                dry_run: p.dry_run,
+                output: p.output.or(&top.output),
+                dry_run: p.dry_run || self.dry_run,
             }),
         }
     }
@@ -434,6 +438,28 @@ mod tests {
     fn bare_dry_run_is_the_plan_and_bare_is_run() {
         assert!(matches!(lower(&["--dry-run"]).unwrap(), Request::Plan(_)));
         assert!(matches!(lower(&[]).unwrap(), Request::Run(RunArgs { dry_run: false, .. })));
+    }
+
+    #[test]
+    fn a_top_level_dry_run_reaches_every_writing_command_or_is_refused() {
+        assert!(
+            matches!(lower(&["--dry-run", "push", "oci:x", "docker://h/r"]).unwrap(), Request::Push(p) if p.dry_run)
+        );
+        assert!(
+            matches!(lower(&["--dry-run", "sign", "h/r@sha256:00", "--key", "k"]).unwrap(), Request::Sign(s) if s.dry_run)
+        );
+        assert!(matches!(
+            lower(&["--dry-run", "runpod", "sync"]).unwrap(),
+            Request::RunPod(RunPodArgs { command: RunPodCommand::Sync { dry_run: true }, .. })
+        ));
+        assert!(matches!(lower(&["--dry-run", "run"]).unwrap(), Request::Run(RunArgs { dry_run: true, .. })));
+        assert!(matches!(lower(&["--dry-run", "generate-key-pair"]).unwrap(), Request::Refused(_)));
+        assert!(matches!(lower(&["--dry-run", "init"]).unwrap(), Request::Refused(_)));
+        // The top-level -o reaches push as it does sign and verify.
+        assert!(matches!(
+            lower(&["-o", "json", "push", "oci:x", "docker://h/r"]).unwrap(),
+            Request::Push(p) if matches!(p.output, Output::Json)
+        ));
     }
 
     #[test]

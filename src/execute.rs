@@ -54,7 +54,12 @@ pub async fn execute(plan: &Plan, inputs: Inputs<'_>) -> RunReport {
     let format = plan.signing.as_ref().map(|s| s.format).unwrap_or_default();
     let mut outcomes = Vec::new();
     for img in &plan.images {
-        let Some(image) = inputs.images.get(&img.id) else { continue };
+        let Some(image) = inputs.images.get(&img.id) else {
+            // Never silently: an image of the plan that was not opened fails every target.
+            let targets = img.targets.iter().map(|t| not_opened(img, t)).collect();
+            outcomes.push(ImageOutcome { name: img.name.clone(), digest: img.manifest_digest.clone(), targets });
+            continue;
+        };
         let mut targets = Vec::new();
         for t in &img.targets {
             let credential = inputs.credentials.get(&t.id).cloned().unwrap_or(Credentials::Anonymous);
@@ -70,6 +75,24 @@ pub async fn execute(plan: &Plan, inputs: Inputs<'_>) -> RunReport {
             report.with_runpod(results)
         }
         None => report,
+    }
+}
+
+/// The outcome of a target whose image was not opened.
+fn not_opened(img: &ImagePlan, t: &TargetPlan) -> push::Outcome {
+    push::Outcome {
+        registry: t.registry.clone(),
+        repository: t.repository.clone(),
+        references: Vec::new(),
+        digest: img.manifest_digest.clone(),
+        bytes_sent: 0,
+        bytes_resent: 0,
+        blobs_sent: 0,
+        blobs_skipped: 0,
+        status: push::Status::Failed,
+        error: Some(format!("image {}: its source {} was not opened: nothing pushed", img.id, img.open.transport)),
+        signed: None,
+        anonymous_pull: None,
     }
 }
 
@@ -189,7 +212,7 @@ async fn ecr_prepare(path: &str, env: &crate::credentials::Env) -> Result<Creden
 /// The warning for a public image that cannot be pulled anonymously, with the fix.
 fn not_public_message(image: &str, t: &TargetPlan) -> String {
     let mut m = format!(
-        "image {image} is public in the policy, but {} cannot be pulled without credentials: RunPod will fail to pull it unless the template has a registry credential.",
+        "image {image} is public in the policy, but {} cannot be pulled without credentials: RunPod, which pulls public images without credentials, cannot pull it.",
         t.repository
     );
     if t.kind == RegistryKind::Ghcr {
@@ -199,7 +222,7 @@ fn not_public_message(image: &str, t: &TargetPlan) -> String {
             " New GHCR packages start private: make it public in the package's settings (Danger Zone → Change visibility): https://github.com/orgs/{owner}/packages/container/{package}/settings (for a user: https://github.com/users/{owner}/packages/container/{package}/settings)."
         ));
     } else {
-        m.push_str(" Allow anonymous pulls on the registry, or set visibility: private so RunPod gets credentials.");
+        m.push_str(" Allow anonymous pulls on the registry, or set visibility: private so that RunPod gets a credential (the registry's pull_credentials).");
     }
     m
 }
@@ -213,7 +236,7 @@ async fn sync_templates(
 ) -> Vec<TemplateReport> {
     let mut out = Vec::new();
     for (r, wanted) in templates {
-        let pushed = report.images.iter().filter(|i| i.name == r.image.name).flat_map(|i| &i.targets).any(|t| {
+        let pushed = report.images.iter().filter(|i| i.name == r.image.name).flat_map(|i| &i.targets).find(|t| {
             t.registry == r.target.registry && matches!(t.status, push::Status::Pushed | push::Status::PushedExposed)
         });
         let base = TemplateReport {
@@ -223,11 +246,23 @@ async fn sync_templates(
             sync: None,
             reason: None,
         };
-        if !pushed {
+        let Some(pushed) = pushed else {
             out.push(TemplateReport {
                 reason: Some(format!(
                     "image {} was not published to {}, so the template keeps its image",
                     r.image.name, r.target.registry
+                )),
+                ..base
+            });
+            continue;
+        };
+        // RunPod pulls without credentials here: an image nobody can pull anonymously would
+        // break every pod and worker the template starts.
+        if wanted.credential.is_none() && pushed.anonymous_pull == Some(false) {
+            out.push(TemplateReport {
+                reason: Some(format!(
+                    "{} The template keeps its image until RunPod can pull this one.",
+                    not_public_message(&r.image.name, &r.target)
                 )),
                 ..base
             });

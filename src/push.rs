@@ -121,6 +121,9 @@ async fn push_inner(
     if let Some(from) = &mount_from {
         client = client.with_scope(&format!("repository:{}:pull,push repository:{from}:pull", dest.path));
     }
+    // Every descriptor's size is the source's: a manifest that lies about a blob's size is
+    // never tagged, whichever way its blobs reach the registry (checked without reading).
+    check_source_sizes(image)?;
     client.authenticate().await?;
 
     // Already there by digest? Registries refuse a manifest whose blobs are missing, so its
@@ -230,7 +233,8 @@ async fn send_blob(
     mount_from: Option<&str>,
     reporter: &crate::progress::Reporter,
 ) -> Result<(bool, u64, u64), RegistryError> {
-    if client.blob_exists(&d.digest).await? {
+    if let Some(held) = client.blob_size(&d.digest).await? {
+        same_size(d, "the registry holds", held)?;
         tracing::info!(registry = client.registry(), digest = d.digest.short(), size = %ByteSize(d.size), "blob exists, skipped");
         return Ok((false, 0, 0));
     }
@@ -239,6 +243,15 @@ async fn send_blob(
         // the blob is then copied as usual.
         match client.mount(&d.digest, from).await {
             Ok(true) => {
+                match client.blob_size(&d.digest).await? {
+                    Some(held) => same_size(d, "the mounted blob has", held)?,
+                    None => {
+                        return Err(RegistryError::Refused {
+                            registry: client.registry().to_string(),
+                            message: format!("blob {} was mounted from {from} but is not there", d.digest),
+                        });
+                    }
+                }
                 tracing::info!(
                     registry = client.registry(),
                     digest = d.digest.short(),
@@ -285,6 +298,25 @@ async fn send_blob(
         "blob sent"
     );
     Ok((true, stats.bytes_sent, stats.bytes_resent(d.size)))
+}
+
+/// Refuses a blob whose size, as `whose` reports it, is not its descriptor's.
+fn same_size(d: &Descriptor, whose: &'static str, actual: u64) -> Result<(), RegistryError> {
+    if actual == d.size {
+        return Ok(());
+    }
+    Err(RegistryError::SizeMismatch { digest: d.digest.clone(), descriptor: d.size, whose, actual })
+}
+
+/// Checks every blob of a local source against its descriptor's size (file metadata only); an
+/// image read from a registry is checked as it streams and by the destination's HEAD.
+fn check_source_sizes(image: &Image) -> Result<(), RegistryError> {
+    for d in image.blobs() {
+        if let Some(actual) = image.source_size(d).map_err(RegistryError::Source)? {
+            same_size(d, "the source file has", actual)?;
+        }
+    }
+    Ok(())
 }
 
 /// Concurrency by bytes in flight: `concurrency` (per registry, `transfer.concurrency`) large

@@ -272,5 +272,9 @@ pub fn sync_text(sync: &SyncOutcome) -> String {
     for e in &sync.endpoints {
         let _ = writeln!(s, "  endpoint {}: {}", e.id, e.action);
     }
+    for c in &sync.replaced_credentials {
+        let why = c.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+        let _ = writeln!(s, "  replaced credential {}: {}{why}", c.name, c.action);
+    }
     s
 }

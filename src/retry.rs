@@ -77,23 +77,41 @@ pub fn transport_retryable(e: &reqwest::Error) -> bool {
 
 /// Sends a request built by `build` (called once per attempt), retrying transport errors and
 /// 408/429/5xx answers with backoff. Returns the last answer, whatever its status: the caller
-/// reads it. For clients without a 401 rule (API keys, one-shot tokens).
+/// reads it. For clients without a 401 rule (API keys, one-shot tokens). The whole ends within
+/// `transfer.request_timeout` × 2.5: a wait the server asks for is shortened to fit, and an
+/// attempt still running then is cut (a timeout error naming the setting).
 pub async fn send(
     policy: &RetryPolicy,
     what: &str,
     build: impl Fn() -> reqwest::RequestBuilder,
 ) -> Result<reqwest::Response, reqwest::Error> {
+    let settings = crate::http::settings();
+    let limit = settings.retry_deadline();
+    let started = std::time::Instant::now();
+    let remaining = || limit.saturating_sub(started.elapsed());
     let mut attempt = 0;
     loop {
         attempt += 1;
         let last = attempt >= policy.attempts;
-        match build().send().await {
+        // reqwest's own timeout, so that a cut attempt is an ordinary timeout error.
+        let req = build().timeout(settings.request_timeout.min(remaining()).max(Duration::from_millis(1)));
+        match req.send().await {
             Ok(resp) if classify(resp.status()) == Class::Retry && !last => {
                 let wait = policy.wait(attempt, retry_after(resp.headers()));
+                if wait >= remaining() {
+                    tracing::warn!(
+                        status = resp.status().as_u16(),
+                        "{what}: gave up after {:.1} s (transfer.request_timeout: {} s per request, {} s with retries)",
+                        started.elapsed().as_secs_f64(),
+                        settings.request_timeout.as_secs(),
+                        limit.as_secs()
+                    );
+                    return Ok(resp);
+                }
                 tracing::warn!(status = resp.status().as_u16(), ?wait, "retrying {what}");
                 tokio::time::sleep(wait).await;
             }
-            Err(e) if transport_retryable(&e) && !last => {
+            Err(e) if transport_retryable(&e) && !last && policy.delay(attempt) < remaining() => {
                 let wait = policy.delay(attempt);
                 tracing::warn!(error = %e, ?wait, "retrying {what}");
                 tokio::time::sleep(wait).await;

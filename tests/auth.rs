@@ -155,7 +155,22 @@ fn password_and_token_never_appear_even_at_trace_level() {
 fn credentials_are_not_forwarded_when_a_redirect_leaves_the_registry() {
     // A registry stand-in that wants Basic auth and redirects blob checks to another host
     // (object storage), which records what it receives.
-    let storage = Server::start(|_| Response::new(200).header("Content-Length", "0"));
+    // It answers each HEAD with the blob's true size (what a HEAD's Content-Length carries).
+    let work = tempfile::tempdir().unwrap();
+    let image = write_layout(&work.path().join("img"), 10, &[2_000], "linux", "amd64", "latest");
+    let sizes: Vec<(String, usize)> = [&image.layer_digests[0], &image.config_digest]
+        .iter()
+        .map(|d| {
+            let path = image.dir.join("blobs/sha256").join(&d["sha256:".len()..]);
+            (d.to_string(), std::fs::metadata(path).unwrap().len() as usize)
+        })
+        .collect();
+    let storage = Server::start(move |req| {
+        let size = sizes.iter().find(|(d, _)| req.target.ends_with(d.as_str())).map_or(0, |(_, n)| *n);
+        let mut resp = Response::new(200);
+        resp.body = vec![0; size];
+        resp
+    });
     let storage_port = storage.port;
     let expected = format!("Basic {}", STANDARD.encode(format!("{USER}:{PASSWORD}")));
     let registry = Server::start(move |req| {
@@ -172,8 +187,6 @@ fn credentials_are_not_forwarded_when_a_redirect_leaves_the_registry() {
             _ => Response::new(200),
         }
     });
-    let work = tempfile::tempdir().unwrap();
-    write_layout(&work.path().join("img"), 10, &[2_000], "linux", "amd64", "latest");
     write_policy(work.path(), &format!("127.0.0.1:{}", registry.port));
     let out = run(publish(work.path()).arg("run").env("REG_PASSWORD", PASSWORD));
     let (stdout, stderr) = text(&out);

@@ -82,6 +82,27 @@ fn plan_large_public() -> String {
     combined(&out)
 }
 
+/// docs/selection.md's example: a private 300 MB image, candidates ECR Public and GHCR Free,
+/// no pulls_per_month. ECR Public refuses private images; GHCR Free's 1 GB of transfer is
+/// broken only by the 30 assumed pulls, so GHCR is selected and says at what figure the
+/// verdict changes (the reference decision matrix: private < 1 GB → GHCR).
+fn plan_private_small() -> String {
+    let work = tempfile::tempdir().unwrap();
+    sparse_layout(&work.path().join("img"), 2, &[300_000_000, 14_000_000]);
+    std::fs::write(
+        work.path().join("publish.yaml"),
+        "version: 1\nregistries:\n  ecr: {kind: ecr-public, repository: public.ecr.aws/octo}\n  ghcr: {kind: ghcr, repository: ghcr.io/octo}\nimages:\n  - name: app\n    source: oci:img\n    visibility: private\n    tags: [v1]\n    registries: [ecr, ghcr]\n",
+    )
+    .unwrap();
+    let out = run(publish(work.path()).args(["plan", "--no-measure", "-o", "json"]));
+    assert_eq!(out.status.code(), Some(0), "{}", combined(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["images"][0]["targets"][0]["registry"], "ghcr", "{plan:#}");
+    let out = run(publish(work.path()).args(["plan", "--no-measure"]));
+    assert_eq!(out.status.code(), Some(0), "{}", combined(&out));
+    combined(&out)
+}
+
 /// A small public image that ECR Public and Docker Hub both take at $0.00: Docker Hub ranks
 /// after ECR Public because of its anonymous pull limit, first from the catalog, then as
 /// measured from a stand-in's `ratelimit-limit` header.
@@ -190,6 +211,8 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("ranks after ecr, which costs the same", plan_cold_starts),
     ("(measured: ratelimit-limit)", plan_cold_starts),
     ("runpod.templates[0]", runpod_mistakes),
+    ("fits up to 3 pulls", plan_private_small),
+    ("set pulls_per_month", plan_private_small),
     ("not logged in a transparency log", signing),
     ("exists but cannot be read", signing),
 ];

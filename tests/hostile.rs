@@ -674,3 +674,106 @@ fn a_stalling_registry_is_given_up_on_at_the_deadline() {
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
     assert!(stdout.contains("deadline passed"), "{stdout}");
 }
+
+/// A registry that answers the request `stall` picks one byte every 10 s (never finishing
+/// within any deadline), and everything else as a small empty registry would; `throttle`
+/// answers every upload start with 429 and a `Retry-After` of years.
+fn slow_registry(stall: fn(&str, &str) -> bool, token: bool) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(200) {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    return;
+                }
+                let mut parts = line.split_whitespace();
+                let (method, target) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).map_or(true, |n| n == 0) || h.trim().is_empty() {
+                        break;
+                    }
+                }
+                if stall(&method, &target) {
+                    // At most 12 bytes, 10 s apart: bounded, and far past any deadline tested.
+                    for b in b"HTTP/1.1 200".iter() {
+                        if stream.write_all(&[*b]).is_err() {
+                            return;
+                        }
+                        std::thread::sleep(std::time::Duration::from_secs(10));
+                    }
+                    return;
+                }
+                let (status, extra) = match (method.as_str(), target.as_str()) {
+                    ("GET", "/v2/") if token => (
+                        "401 Unauthorized",
+                        format!("WWW-Authenticate: Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"x\"\r\n"),
+                    ),
+                    ("GET", "/v2/") => ("200 OK", String::new()),
+                    ("GET", t) if t.starts_with("/token") => ("200 OK", String::new()),
+                    ("POST", _) => ("429 Too Many Requests", "Retry-After: 99999999\r\n".to_string()),
+                    _ => ("404 Not Found", String::new()),
+                };
+                let body = if target.starts_with("/token") { r#"{"token":"t"}"# } else { "" };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    port
+}
+
+/// Every wait ends within the documented bound, `transfer.request_timeout` × 2.5 (here 2 s →
+/// 5 s), retries and server-asked waits included: a registry that trickles one byte every 10 s
+/// on the ping, the token, a blob HEAD or a source's manifest GET, and one that answers every
+/// upload start with `Retry-After` of three years. The error says how long it waited and
+/// which setting bounds it.
+#[test]
+fn every_request_ends_within_its_documented_bound_retries_and_waits_included() {
+    type Stall = fn(&str, &str) -> bool;
+    let cases: &[(&str, Stall, bool, bool)] = &[
+        ("the ping", |m, t| m == "GET" && t == "/v2/", false, false),
+        ("the token", |m, t| m == "GET" && t.starts_with("/token"), true, false),
+        ("a blob HEAD", |m, t| m == "HEAD" && t.contains("/blobs/"), false, false),
+        ("a source's manifest GET", |m, t| m == "GET" && t.contains("/src/manifests/"), false, true),
+        ("an upload start answered 429, Retry-After: 99999999", |_, _| false, false, false),
+    ];
+    for (name, stall, token, from_registry) in cases {
+        let port = slow_registry(*stall, *token);
+        let dir = tempfile::tempdir().unwrap();
+        write_layout(&dir.path().join("img"), 39, &[1_000], "linux", "amd64", "latest");
+        let source = if *from_registry { format!("docker://127.0.0.1:{port}/ml/src:v1") } else { "oci:img".into() };
+        std::fs::write(
+            dir.path().join("publish.yaml"),
+            format!(
+                "version: 1\nregistries:\n  home: {{kind: registry, repository: 127.0.0.1:{port}/ml, insecure: true}}\ntransfer: {{request_timeout: 2}}\nimages:\n  - {{name: a, source: \"{source}\", tags: [v1], visibility: public}}\n"
+            ),
+        )
+        .unwrap();
+        let started = std::time::Instant::now();
+        let out = run(publish(dir.path()).args(["run", "-o", "json"]).env("PUBLISH_RETRY_BASE_MS", "200"));
+        let took = started.elapsed();
+        let (stdout, stderr) = text(&out);
+        let all = format!("{stdout}{stderr}");
+        assert_ne!(out.status.code(), Some(0), "{name}: {all}");
+        let waited: f64 = all
+            .split("gave up after ")
+            .nth(1)
+            .and_then(|s| s.split(' ').next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("{name}: the error must say how long it waited:\n{all}"));
+        assert!(waited <= 5.0, "{name}: waited {waited} s, the bound is 5 s:\n{all}");
+        assert!(all.contains("transfer.request_timeout: 2 s"), "{name}: the error must name the setting:\n{all}");
+        // The whole command, start-up included: nowhere near the 60+ s a full wait would take.
+        assert!(took < std::time::Duration::from_secs(10), "{name}: took {took:?}:\n{all}");
+        println!("{name}: gave up after {waited} s ({took:.1?} in all)");
+    }
+}

@@ -131,7 +131,7 @@ fn private_image_gets_one_credential_referenced_by_the_template() {
     assert_eq!(s.registries.len(), 1, "the credential is created once");
     let (id, name, user, password) = &s.registries[0];
     assert_eq!((user.as_str(), password.as_str()), ("puller", PULL_PASSWORD));
-    assert!(name.starts_with("publish-home-ml-app-"), "{name}");
+    assert!(name.starts_with(&credential_prefix("home", "ml/app")), "{name}");
     assert_eq!(s.templates[0]["registry"], json!(id));
     let posts = rp.writes().into_iter().filter(|r| r.target == "/v2/registries").count();
     assert_eq!(posts, 1);
@@ -312,4 +312,90 @@ fn the_commands_in_docs_runpod_md_run_as_shown() {
     assert!(image.starts_with(&format!("{}/ml/comfyui:main@sha256:", reg.host)), "{image}");
     assert_eq!(state.endpoints["abc123xyz"]["image"].as_str(), Some(image));
     assert_eq!(state.templates.len(), 1);
+}
+
+/// The name prefix this tool gives the credentials of one registry and repository.
+fn credential_prefix(registry: &str, repository: &str) -> String {
+    use sha2::Digest as _;
+    let clean: String =
+        repository.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+    let h = hex::encode(sha2::Sha256::digest(format!("{registry}/{repository}")));
+    format!("publish-{registry}-{clean}-{}-", &h[..8])
+}
+
+/// A replaced credential is deleted only when it is exactly one this tool made for this
+/// registry and repository and no template refers to it: not `ml/app/x`'s (whose cleaned name
+/// starts the same), not one named the old way (`ml_app` and `ml-app` cleaned to the same
+/// name), not one another template pulls with.
+#[test]
+fn replacing_a_credential_never_deletes_another_repositorys_or_one_still_used() {
+    let reg = Registry::start(RegistryOptions::default());
+    let rp = support::runpod::start();
+    let work = tempfile::tempdir().unwrap();
+    write_layout(&work.path().join("img"), 47, &[5_000], "linux", "amd64", "latest");
+    write_policy(work.path(), &reg.host, "private", &INLINE.replace("      endpoints: [ep1]\n", ""));
+    let ours = credential_prefix("home", "ml/app");
+    let others = credential_prefix("home", "ml/app/x");
+    assert!(others.starts_with("publish-home-ml-app-"), "{others}");
+    {
+        let mut s = rp.state.lock().unwrap();
+        for (id, name) in [
+            ("regold1", format!("{ours}aaaaaaaaaaaa")),
+            ("regold2", format!("{ours}bbbbbbbbbbbb")),
+            ("regx", format!("{others}cccccccccccc")),
+            ("reglegacy", "publish-home-ml-app-dddddddddddd".to_string()),
+        ] {
+            s.registries.push((id.into(), name, "u".into(), "p".into()));
+        }
+        let other = json!({"id": "tplother", "name": "other", "image": "x/y:z", "registry": "regold2", "args": "", "disk": 10,
+                           "mounts": {}, "ports": [], "env": {}, "serverless": false, "public": false, "category": "NVIDIA",
+                           "startSsh": true, "startJupyter": true, "allowedCudaVersions": []});
+        s.templates.push(other.as_object().cloned().unwrap());
+    }
+    let out = run(publish_with(work.path(), &rp).arg("run"));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{stdout}\n{stderr}");
+    let s = rp.state.lock().unwrap();
+    let ids: Vec<&str> = s.registries.iter().map(|r| r.0.as_str()).collect();
+    assert!(!ids.contains(&"regold1"), "the unused earlier credential of ml/app is deleted: {ids:?}");
+    for kept in ["regold2", "regx", "reglegacy"] {
+        assert!(ids.contains(&kept), "{kept} was deleted: {ids:?}\n{stdout}");
+    }
+    let current = s.registries.iter().find(|r| !["regold2", "regx", "reglegacy"].contains(&r.0.as_str())).unwrap();
+    assert!(current.1.starts_with(&ours), "{}", current.1);
+    assert!(stdout.contains(&format!("replaced credential {ours}aaaaaaaaaaaa: deleted")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("replaced credential {ours}bbbbbbbbbbbb: kept (template other still refers to it)")),
+        "{stdout}"
+    );
+}
+
+/// A public image the registry will not serve anonymously (htpasswd: every pull needs a
+/// login, as a new GHCR package starts private) is pushed, but the template keeps its image:
+/// RunPod pulls public images without credentials. Exit 3, and the message says the fix.
+#[test]
+fn a_public_image_nobody_can_pull_anonymously_does_not_move_the_template() {
+    let reg = Registry::start(RegistryOptions { htpasswd: true, ..Default::default() });
+    let rp = support::runpod::start();
+    let work = tempfile::tempdir().unwrap();
+    write_layout(&work.path().join("img"), 48, &[5_000], "linux", "amd64", "latest");
+    let yaml = format!(
+        "version: 1\nregistries:\n  home:\n    kind: registry\n    repository: {}/ml\n    insecure: true\n    credentials: {{username: {}, password_env: REG_PASSWORD}}\nimages:\n  - name: app\n    source: oci:img\n    tags: [main]\n    visibility: public\nrunpod:\n  templates:\n{}",
+        reg.host,
+        support::USER,
+        INLINE.replace("      endpoints: [ep1]\n", "").replace("MODEL: \"{{ vars.model }}\", ", "")
+    );
+    std::fs::write(work.path().join("publish.yaml"), yaml).unwrap();
+    let out = run(publish_with(work.path(), &rp).args(["run", "-o", "json"]).env("REG_PASSWORD", support::PASSWORD));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{stdout}\n{stderr}");
+    let json: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["images"][0]["targets"][0]["status"], "pushed", "{json:#}");
+    assert_eq!(json["runpod"][0]["status"], "skipped", "{json:#}");
+    let reason = json["runpod"][0]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("cannot be pulled without credentials") && reason.contains("set visibility: private"),
+        "{reason}"
+    );
+    assert!(rp.writes().is_empty(), "RunPod must not be written to: {:?}", rp.writes());
 }

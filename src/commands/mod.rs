@@ -78,6 +78,9 @@ pub enum Request {
     Verify(VerifyArgs),
     GenerateKeyPair(KeyPairArgs),
     Init(init::InitArgs),
+    /// A command line the command cannot honour (a top-level `--dry-run` before a command
+    /// that has none): exit 2, nothing done.
+    Refused(String),
 }
 
 /// Exit codes, as documented in the README.
@@ -136,6 +139,7 @@ pub async fn execute(request: Request) -> anyhow::Result<ExitStatus> {
         Request::Verify(args) => verify::verify(args, &env).await,
         Request::GenerateKeyPair(args) => keys::generate_key_pair(args, &env),
         Request::Init(args) => init::init(args, &env),
+        Request::Refused(why) => Err(UsageError(why).into()),
     }
 }
 

@@ -31,6 +31,9 @@ pub struct RunArgs {
 }
 
 pub async fn run(args: RunArgs, env: &Env, actions: Option<&github::Actions>) -> anyhow::Result<ExitStatus> {
+    // Credentials resolved before measuring (helpers started once), reused when the final plan
+    // has no other target.
+    let mut early: Option<HashMap<String, Credentials>> = None;
     let (mut plan, resolved, mut images) = match &args.plan {
         Some(file) => {
             let plan = read_plan(file)?;
@@ -48,7 +51,7 @@ pub async fn run(args: RunArgs, env: &Env, actions: Option<&github::Actions>) ->
                 // Shown without secrets and without measuring: nothing is contacted.
                 offline
             } else {
-                preflight(&offline, Some(&resolved), env)?;
+                early = Some(preflight(&offline, Some(&resolved), env)?);
                 let measured = plan::measure_usage(&resolved, env, false, false).await;
                 // Only a measurement can change the selection: otherwise the plan stands.
                 if measured.is_empty() { offline } else { plan::build(&resolved, &images, &measured)? }
@@ -68,7 +71,10 @@ pub async fn run(args: RunArgs, env: &Env, actions: Option<&github::Actions>) ->
         plan::print(&plan, args.policy.output);
         return Ok(ExitStatus::Success);
     }
-    let credentials = preflight(&plan, resolved.as_ref(), env)?;
+    let credentials = match early {
+        Some(c) if plan.images.iter().flat_map(|i| &i.targets).all(|t| c.contains_key(&t.id)) => c,
+        _ => preflight(&plan, resolved.as_ref(), env)?,
+    };
     let signer = prepare_signer(&plan, env)?;
     let templates = prepare_templates(&plan, resolved.as_ref(), env)?;
     let inputs = execute::Inputs {

@@ -68,7 +68,7 @@ pub enum Transport {
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     #[error(
-        "unknown transport in {0:?}: expected oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF] or docker-daemon:NAME[:TAG]"
+        "unknown transport in {0:?}: expected oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF], docker-daemon:NAME[:TAG] or docker://HOST/REPO[:TAG|@DIGEST]"
     )]
     Transport(String),
     #[error("{path}: {what}")]
@@ -298,6 +298,15 @@ impl Image {
             return Ok(());
         }
         self.blobs().into_iter().try_for_each(|d| self.store.check_blob(&d.digest, d.size, hash))
+    }
+
+    /// A local blob's size on disk (`None` for an image read from a registry), read from file
+    /// metadata without reading the blob.
+    pub fn source_size(&self, d: &Descriptor) -> std::io::Result<Option<u64>> {
+        if self.remote.is_some() {
+            return Ok(None);
+        }
+        self.store.blob_reader(&d.digest).map(|(_, size)| Some(size)).map_err(std::io::Error::other)
     }
 
     /// A streaming reader over a blob's bytes from `offset`. The caller hashes what it reads.

@@ -14,7 +14,7 @@ pub use diag::{Diagnostic, Diagnostics};
 pub use located::Located;
 pub use model::{Billing, Policy, PublishTo, RegistryKind, Visibility};
 pub use parse::{load, parse};
-pub use resolve::{resolve, template_environment};
+pub use resolve::{TemplateFailure, resolve, template_environment, template_error};
 pub use resolved::*;
 
 /// The JSON Schema of the policy file.

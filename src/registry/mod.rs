@@ -117,6 +117,15 @@ pub enum RegistryError {
     DigestRefused { digest: Digest },
     #[error("reading the source: {0}")]
     Source(#[source] std::io::Error),
+    /// A descriptor's size is not the blob's: tagging the manifest would name an image no
+    /// runtime can pull, so nothing is tagged.
+    #[error(
+        "blob {digest}: the manifest's descriptor says {descriptor} bytes, {whose} {actual}: not tagged (the manifest lies about the blob's size; rebuild or fix the image)"
+    )]
+    SizeMismatch { digest: Digest, descriptor: u64, whose: &'static str, actual: u64 },
+    /// The overall bound of an operation ran out, retries and waits included: final.
+    #[error("{registry}: gave up after {:.1} s ({bound}): {last}", .waited.as_secs_f64())]
+    GaveUp { registry: String, waited: std::time::Duration, bound: String, last: String },
 }
 
 fn hint_for(status: u16) -> &'static str {

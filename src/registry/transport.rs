@@ -122,6 +122,8 @@ impl Client {
     }
 
     /// Retries transient failures with backoff. Only for requests whose body can be built again.
+    /// The whole, attempts and waits, ends within `transfer.request_timeout` × 2.5: the
+    /// attempt in flight is cut and a wait (however long the server asked for) is shortened.
     pub(super) async fn with_retries(
         &self,
         method: Method,
@@ -129,15 +131,33 @@ impl Client {
         build: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
         auth: bool,
     ) -> Result<reqwest::Response, RegistryError> {
-        let started = std::time::Instant::now();
+        let settings = crate::http::settings();
+        let bound = Bound::new(settings.retry_deadline(), || {
+            format!(
+                "transfer.request_timeout: {} s per request, {} s with retries",
+                settings.request_timeout.as_secs(),
+                settings.retry_deadline().as_secs()
+            )
+        });
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.attempt(&method, &url, &build, auth).await {
-                Err(error) if self.should_retry(&error, attempt, started, crate::http::settings().retry_deadline()) => {
+            let result =
+                bound.cut(self, &format!("{method} {}", url.path()), self.attempt(&method, &url, &build, auth)).await?;
+            match result {
+                Err(error) if self.should_retry(&error, attempt, bound.started, bound.limit) => {
                     let wait = self.backoff(&error, attempt);
                     tracing::warn!(registry = %self.registry, %error, ?wait, "retrying");
-                    tokio::time::sleep(wait).await;
+                    bound.sleep(self, wait, &error).await?;
+                }
+                // Out of time, or asked to wait by a server that kept saying so: final, so that
+                // no caller starts the same wait again.
+                Err(error)
+                    if error.retryable()
+                        && (matches!(error, RegistryError::Throttled { .. })
+                            || bound.started.elapsed() + self.backoff(&error, attempt) >= bound.limit) =>
+                {
+                    return Err(bound.gave_up(self, &error));
                 }
                 other => return other,
             }
@@ -213,6 +233,61 @@ pub(super) fn link_next(request: &Url, resp: &reqwest::Response) -> Option<Url> 
     let link = resp.headers().get(reqwest::header::LINK)?.to_str().ok()?;
     let target = link.split(';').next()?.trim().trim_start_matches('<').trim_end_matches('>');
     link.contains("rel=\"next\"").then(|| request.join(target).ok()).flatten()
+}
+
+/// An operation's overall deadline: every attempt is cut at it, every wait ends at it, and
+/// the error says how long it waited and which setting bounds it.
+pub(super) struct Bound<F: Fn() -> String> {
+    pub started: std::time::Instant,
+    pub limit: std::time::Duration,
+    setting: F,
+}
+
+impl<F: Fn() -> String> Bound<F> {
+    pub fn new(limit: std::time::Duration, setting: F) -> Self {
+        Bound { started: std::time::Instant::now(), limit, setting }
+    }
+
+    fn remaining(&self) -> std::time::Duration {
+        self.limit.saturating_sub(self.started.elapsed())
+    }
+
+    pub fn gave_up(&self, client: &Client, last: &dyn std::fmt::Display) -> RegistryError {
+        RegistryError::GaveUp {
+            registry: client.registry.clone(),
+            waited: self.started.elapsed(),
+            bound: (self.setting)(),
+            last: last.to_string(),
+        }
+    }
+
+    /// Runs `work`, cut when the deadline passes (`Err` then; `what` names the request cut).
+    pub async fn cut<T>(
+        &self,
+        client: &Client,
+        what: &str,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<T, RegistryError> {
+        tokio::time::timeout(self.remaining(), work)
+            .await
+            .map_err(|_| self.gave_up(client, &format!("{what} had not finished when the deadline passed")))
+    }
+
+    /// Waits `wait`, or until the deadline, which then ends the operation with `last`.
+    pub async fn sleep(
+        &self,
+        client: &Client,
+        wait: std::time::Duration,
+        last: &RegistryError,
+    ) -> Result<(), RegistryError> {
+        let remaining = self.remaining();
+        if wait >= remaining {
+            tokio::time::sleep(remaining).await;
+            return Err(self.gave_up(client, last));
+        }
+        tokio::time::sleep(wait).await;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

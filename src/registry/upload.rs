@@ -115,27 +115,36 @@ impl Client {
         file: Option<FileRange<'_>>,
     ) -> Result<UploadStats, RegistryError> {
         let mut stats = UploadStats::default();
-        let started = std::time::Instant::now();
         let settings = crate::http::settings();
-        let deadline = settings.upload_deadline(size) + settings.retry_deadline();
+        let bound = super::transport::Bound::new(settings.upload_deadline(size) + settings.retry_deadline(), || {
+            format!(
+                "an upload of {size} bytes may take transfer.request_timeout ({} s) + its size at transfer.min_rate ({} bytes/s), {} s with retries",
+                settings.request_timeout.as_secs(),
+                settings.min_rate,
+                (settings.upload_deadline(size) + settings.retry_deadline()).as_secs()
+            )
+        });
         loop {
             stats.attempts += 1;
-            let result = match (self.mode, &file) {
-                #[cfg(target_os = "linux")]
-                (UploadMode::Monolithic, Some(file)) if self.sends_files_zero_copy() => {
-                    self.upload_sendfile(digest, size, file, &mut stats).await
-                }
-                (UploadMode::Monolithic, _) => self.upload_once(digest, size, &open, &mut stats).await,
-                (UploadMode::Chunked { chunk }, _) => {
-                    self.upload_chunked(digest, size, chunk.max(1), &open, &mut stats).await
+            let attempt = async {
+                match (self.mode, &file) {
+                    #[cfg(target_os = "linux")]
+                    (UploadMode::Monolithic, Some(file)) if self.sends_files_zero_copy() => {
+                        self.upload_sendfile(digest, size, file, &mut stats).await
+                    }
+                    (UploadMode::Monolithic, _) => self.upload_once(digest, size, &open, &mut stats).await,
+                    (UploadMode::Chunked { chunk }, _) => {
+                        self.upload_chunked(digest, size, chunk.max(1), &open, &mut stats).await
+                    }
                 }
             };
+            let result = bound.cut(self, &format!("the upload of blob {digest}"), attempt).await?;
             match result {
                 Ok(()) => return Ok(stats),
-                Err(e) if self.should_retry(&e, stats.attempts, started, deadline) => {
+                Err(e) if self.should_retry(&e, stats.attempts, bound.started, bound.limit) => {
                     let wait = self.backoff(&e, stats.attempts);
                     tracing::warn!(registry = %self.registry, %digest, error = %e, ?wait, "restarting blob upload");
-                    tokio::time::sleep(wait).await;
+                    bound.sleep(self, wait, &e).await?;
                 }
                 Err(RegistryError::Unauthorized { .. }) if stats.attempts == 1 => {
                     self.authenticate().await?;

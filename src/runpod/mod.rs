@@ -156,11 +156,17 @@ fn problem(method: &Method, path: &str, status: StatusCode, body: &str) -> RunPo
 /// Credentials RunPod pulls a private image with.
 #[derive(Debug, Clone)]
 pub struct PullCredential {
-    /// Deterministic: `publish-<registry>-<repository>-<12 hex of a hash of the secret>`, so a
-    /// changed secret gets a new credential (the API has no update).
+    /// Deterministic: `publish-<registry>-<repository>-<8 hex of a hash of registry and
+    /// repository>-<12 hex of a hash of the secret>`, so a changed secret gets a new credential
+    /// (the API has no update), and repositories whose cleaned names agree or share a prefix
+    /// (`ml` and `ml/app`; `ml/app`, `ml_app` and `ml-app`) never share names.
     pub name: String,
-    /// What every credential for this registry and repository starts with.
+    /// What every credential this tool made for this registry and repository starts with; the
+    /// 12 hex of a secret's hash follow it and nothing else.
     pub prefix: String,
+    /// The name the same credential had before repositories were hashed into names
+    /// (`publish-<registry>-<repository>-<12 hex>`): reused when RunPod has it, never deleted.
+    pub legacy_name: String,
     pub username: String,
     pub password: Secret,
 }
@@ -169,10 +175,35 @@ impl PullCredential {
     pub fn new(registry_id: &str, repository: &str, username: &str, password: Secret) -> Self {
         let clean: String =
             repository.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
-        let prefix = format!("publish-{registry_id}-{clean}-");
+        let repo_hash = hex::encode(Sha256::digest(format!("{registry_id}/{repository}")));
+        let prefix = format!("publish-{registry_id}-{clean}-{}-", &repo_hash[..8]);
         let hash = hex::encode(Sha256::digest(format!("{username}:{}", password.expose())));
-        PullCredential { name: format!("{prefix}{}", &hash[..12]), prefix, username: username.to_string(), password }
+        PullCredential {
+            name: format!("{prefix}{}", &hash[..12]),
+            legacy_name: format!("publish-{registry_id}-{clean}-{}", &hash[..12]),
+            prefix,
+            username: username.to_string(),
+            password,
+        }
     }
+
+    /// Whether `name` is a credential this tool made for this registry and repository (with
+    /// any secret): the prefix, then exactly 12 lowercase hex digits.
+    pub fn is_ours(&self, name: &str) -> bool {
+        name.strip_prefix(&self.prefix).is_some_and(|rest| {
+            rest.len() == 12 && rest.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
+    }
+}
+
+/// What became of a credential the current one replaced.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplacedCredential {
+    pub name: String,
+    /// `deleted`, `kept` (with the reason), or in a dry run `would-delete`.
+    pub action: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// What `sync` wants on RunPod for one template.
@@ -196,6 +227,9 @@ pub struct SyncOutcome {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub registry_credential: Option<String>,
     pub endpoints: Vec<EndpointOutcome>,
+    /// Earlier credentials of this registry and repository, replaced by the current one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub replaced_credentials: Vec<ReplacedCredential>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -219,8 +253,8 @@ pub async fn sync(client: &Client, wanted: Wanted, dry_run: bool) -> Result<Sync
         Some(cred) => {
             let registries = client.list_registries().await?;
             let id_of = |r: &Map<String, Value>| r.get("id").and_then(Value::as_str).map(str::to_string);
-            let existing =
-                registries.iter().find(|r| r.get("name").and_then(Value::as_str) == Some(cred.name.as_str()));
+            let named = |n: &str| registries.iter().find(|r| r.get("name").and_then(Value::as_str) == Some(n));
+            let existing = named(&cred.name).or_else(|| named(&cred.legacy_name));
             let id = match existing.and_then(id_of) {
                 Some(id) => id,
                 None if dry_run => "(new credential)".to_string(),
@@ -233,10 +267,10 @@ pub async fn sync(client: &Client, wanted: Wanted, dry_run: bool) -> Result<Sync
                 .iter()
                 .filter(|r| {
                     let n = r.get("name").and_then(Value::as_str).unwrap_or_default();
-                    n.starts_with(&cred.prefix) && n != cred.name
+                    cred.is_ours(n) && n != cred.name
                 })
-                .filter_map(id_of)
-                .collect();
+                .filter_map(|r| Some((id_of(r)?, r.get("name").and_then(Value::as_str)?.to_string())))
+                .collect::<Vec<(String, String)>>();
             body.insert("registry".into(), Value::String(id));
             registry_credential = Some(cred.name.clone());
         }
@@ -266,8 +300,14 @@ pub async fn sync(client: &Client, wanted: Wanted, dry_run: bool) -> Result<Sync
     };
 
     let mut endpoint_outcomes = Vec::new();
+    // Credential ids the policy's endpoints held before this sync, and the templates (other
+    // than this one, which now refers to the current credential) that refer to one.
+    let mut endpoint_credentials: Vec<(String, String)> = Vec::new();
     for e in &endpoints {
         let current = client.get_endpoint(e).await?;
+        if let Some(r) = current.get("registry").and_then(Value::as_str) {
+            endpoint_credentials.push((r.to_string(), e.clone()));
+        }
         let mut patch = Map::new();
         for key in ["image", "registry"] {
             if let Some(want) = body.get(key)
@@ -288,13 +328,44 @@ pub async fn sync(client: &Client, wanted: Wanted, dry_run: bool) -> Result<Sync
         endpoint_outcomes.push(EndpointOutcome { id: e.clone(), action });
     }
 
-    // Old credentials for this repository, replaced above, go once nothing points at them.
-    if !dry_run {
-        for id in stale {
-            if let Err(e) = client.delete_registry(&id).await {
-                tracing::warn!("could not delete the replaced RunPod credential {id}: {e}");
-            }
-        }
+    // Earlier credentials of this registry and repository go once no template of the account
+    // and no endpoint this template moves refers to them (v2 documents no endpoint listing, so
+    // endpoints outside the policy cannot be seen: see docs/runpod.md).
+    let mut replaced_credentials = Vec::new();
+    for (cred_id, cred_name) in stale {
+        let user = templates
+            .iter()
+            .filter(|t| t.get("name").and_then(Value::as_str) != Some(name.as_str()))
+            .find(|t| t.get("registry").and_then(Value::as_str) == Some(cred_id.as_str()))
+            .map(|t| format!("template {}", t.get("name").and_then(Value::as_str).unwrap_or("?")))
+            .or_else(|| {
+                endpoint_credentials
+                    .iter()
+                    .find(|(r, e)| {
+                        r == &cred_id && !endpoint_outcomes.iter().any(|o| &o.id == e && o.action == "updated")
+                    })
+                    .map(|(_, e)| format!("endpoint {e}"))
+            });
+        let (action, reason) = match (user, dry_run) {
+            (Some(user), _) => ("kept", Some(format!("{user} still refers to it"))),
+            (None, true) => ("would-delete", None),
+            (None, false) => match client.delete_registry(&cred_id).await {
+                Ok(()) => ("deleted", None),
+                Err(e) => {
+                    tracing::warn!("could not delete the replaced RunPod credential {cred_name}: {e}");
+                    ("kept", Some(format!("deleting it failed: {e}")))
+                }
+            },
+        };
+        replaced_credentials.push(ReplacedCredential { name: cred_name, action, reason });
     }
-    Ok(SyncOutcome { name, id, action, changes, registry_credential, endpoints: endpoint_outcomes })
+    Ok(SyncOutcome {
+        name,
+        id,
+        action,
+        changes,
+        registry_credential,
+        endpoints: endpoint_outcomes,
+        replaced_credentials,
+    })
 }

@@ -8,7 +8,7 @@ use minijinja::Environment;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::policy::{GitContext, ResolvedTemplate, TemplateSource, diag};
+use crate::policy::{GitContext, ResolvedTemplate, TemplateSource, diag, template_error};
 
 /// What template expressions see.
 #[derive(Debug, Clone, Serialize)]
@@ -54,13 +54,6 @@ fn env() -> Environment<'static> {
     crate::policy::template_environment()
 }
 
-fn jinja_message(e: &minijinja::Error) -> String {
-    match e.detail() {
-        Some(d) => format!("{}: {d}", e.kind()),
-        None => e.kind().to_string(),
-    }
-}
-
 /// Renders a template's body, fills `name` and `image` (unless the body sets them) and checks
 /// it against RunPod's fields. `policy_file` names the policy in locations.
 pub fn render(
@@ -82,11 +75,13 @@ pub fn render(
         }
         TemplateSource::File { display, text } => {
             let rendered = env.render_named_str(display, text, &value).map_err(|e| {
-                TemplateErrors(vec![TemplateError {
-                    location: format!("{display}:{}", e.line().unwrap_or(1)),
-                    field: t.field.clone(),
-                    message: jinja_message(&e),
-                }])
+                let failure = template_error(&e, text);
+                let location = match failure.at {
+                    Some((line, Some(column))) => format!("{display}:{line}:{column}"),
+                    Some((line, None)) => format!("{display}:{line}"),
+                    None => format!("{display}:1"),
+                };
+                TemplateErrors(vec![TemplateError { location, field: t.field.clone(), message: failure.message }])
             })?;
             let parsed: Value = serde_json::from_str(&rendered).map_err(|e| {
                 TemplateErrors(vec![TemplateError {
@@ -137,7 +132,7 @@ fn render_value(
                 errors.push(TemplateError {
                     location: at.to_string(),
                     field: field.to_string(),
-                    message: jinja_message(&e),
+                    message: template_error(&e, s).message,
                 });
                 Value::Null
             }

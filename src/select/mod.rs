@@ -101,6 +101,11 @@ pub struct Verdict {
     /// verdict rests on the assumption, so it is also a warning.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Limits this candidate breaks only under an assumed figure, each with the figure to set
+    /// and where the verdict changes ("fits up to 3 pulls a month; set pulls_per_month"). Such a
+    /// candidate is eligible, but ranks after every candidate that fits without assumptions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub assumptions: Vec<String>,
 }
 
 struct Eval {
@@ -111,6 +116,7 @@ struct Eval {
     exact: bool,
     margins: Vec<Margin>,
     warnings: Vec<String>,
+    assumptions: Vec<String>,
 }
 
 impl Eval {
@@ -118,6 +124,15 @@ impl Eval {
         self.rejected = true;
         self.reasons.push(reason);
         self.fixes.push(fix);
+    }
+
+    /// A limit broken only under an assumed figure: never a rejection, but a reason, a warning
+    /// and a lower rank, each saying which figure to set.
+    fn assume(&mut self, name: &str, note: String) {
+        self.exact = false;
+        self.reasons.push(format!("{note} (assumed figure)"));
+        self.warnings.push(format!("{name}: {note}"));
+        self.assumptions.push(note);
     }
 }
 
@@ -153,9 +168,11 @@ pub fn select_with(
     let mut order: Vec<usize> = (0..verdicts.len()).filter(|&i| verdicts[i].verdict == VerdictKind::Eligible).collect();
     order.sort_by(|&a, &b| {
         let (va, vb) = (&verdicts[a], &verdicts[b]);
-        va.cost
-            .unwrap_or(f64::MAX)
-            .total_cmp(&vb.cost.unwrap_or(f64::MAX))
+        // A candidate that fits only if an assumed figure is wrong ranks after every one that
+        // fits as things are.
+        (!va.assumptions.is_empty())
+            .cmp(&!vb.assumptions.is_empty())
+            .then(va.cost.unwrap_or(f64::MAX).total_cmp(&vb.cost.unwrap_or(f64::MAX)))
             .then(va.pull_limit.is_some().cmp(&vb.pull_limit.is_some()))
             .then(vb.cost_exact.cmp(&va.cost_exact))
             .then(a.cmp(&b))
@@ -189,6 +206,10 @@ pub fn select_with(
         if winners.contains(&i) {
             v.verdict = VerdictKind::Selected;
             let why = match publish_to {
+                _ if !v.assumptions.is_empty() => format!(
+                    "selected: nothing fits without an assumed figure, and this fits if it is lower ({est}{cost}/month): {}",
+                    v.assumptions.join("; ")
+                ),
                 PublishTo::All => format!(
                     "selected: eligible, and publish_to: all mirrors to every eligible registry ({est}{cost}/month)"
                 ),
@@ -223,6 +244,7 @@ fn evaluate(image: &ImageFacts, c: &Candidate, upload_rate: Option<ByteSize>, ra
         exact: true,
         margins: Vec::new(),
         warnings: Vec::new(),
+        assumptions: Vec::new(),
     };
 
     // Privacy.
@@ -276,19 +298,23 @@ fn evaluate(image: &ImageFacts, c: &Candidate, upload_rate: Option<ByteSize>, ra
                 let needed = image.largest_layer.0 as f64 / rate.0 as f64;
                 let max_layer = ByteSize(rate.0.saturating_mul(secs));
                 let assumed = if rate_assumed { " (assumed: set upload_rate)" } else { "" };
-                if needed > secs as f64 {
-                    if rate_assumed {
-                        e.warnings.push(format!(
-                            "{name}: rejected on the assumed upload rate of {}: the largest layer {} would take {:.0} min against its {}-minute limit; set upload_rate to your runner's",
-                            mb_per_s(rate),
+                if needed > secs as f64 && rate_assumed {
+                    let enough = ByteSize(image.largest_layer.0.div_ceil(secs.max(1)));
+                    e.assume(
+                        name,
+                        format!(
+                            "the largest layer {} would take {:.0} min at the assumed upload rate of {}, over the {}-minute upload limit; fits from {} up: set upload_rate",
                             image.largest_layer,
                             needed / 60.0,
-                            secs / 60
-                        ));
-                    }
+                            mb_per_s(rate),
+                            secs / 60,
+                            mb_per_s(enough)
+                        ),
+                    );
+                } else if needed > secs as f64 {
                     e.reject(
                         format!(
-                            "largest layer {} takes {:.0} min at {}{assumed}, over {name}'s {}-minute upload limit",
+                            "largest layer {} takes {:.0} min at {}, over {name}'s {}-minute upload limit",
                             image.largest_layer,
                             needed / 60.0,
                             mb_per_s(rate),
@@ -352,12 +378,27 @@ fn evaluate(image: &ImageFacts, c: &Candidate, upload_rate: Option<ByteSize>, ra
             let pulls = image.pulls_per_month.unwrap_or(0);
             let assumed = if image.pulls_assumed { ", assumed: set pulls_per_month" } else { "" };
             let label = format!("{scope} transfer ({pulls} pulls × {} a month{assumed})", image.total);
-            let was_rejected = e.rejected;
+            let (was_rejected, reasons, fixes) = (e.rejected, e.reasons.len(), e.fixes.len());
             quota_check(&mut e, name, &label, limit, m, c.usage.transfer, "transfer used this month");
-            if image.pulls_assumed && e.rejected && !was_rejected {
-                e.warnings.push(format!(
-                    "{name}: rejected on the assumed {pulls} pulls a month ({m} of transfer); set pulls_per_month to your own figure"
-                ));
+            if image.pulls_assumed
+                && e.rejected
+                && !was_rejected
+                && let Limit::Quota { free, .. } = limit
+            {
+                // Only the assumed figure breaks it: say where the verdict changes instead.
+                e.rejected = false;
+                e.reasons.truncate(reasons);
+                e.fixes.truncate(fixes);
+                let left = free.0.saturating_sub(c.usage.transfer.map_or(0, |u| u.0));
+                let fit = left / image.total.0.max(1);
+                e.assume(
+                    name,
+                    format!(
+                        "{scope} transfer: {free} free a month fits up to {fit} pull{} of {} a month, {pulls} assumed ({m}); set pulls_per_month",
+                        if fit == 1 { "" } else { "s" },
+                        image.total
+                    ),
+                );
             }
         }
     }
@@ -412,6 +453,7 @@ fn evaluate(image: &ImageFacts, c: &Candidate, upload_rate: Option<ByteSize>, ra
         usage: c.usage.clone(),
         pull_limit: if e.rejected { None } else { pull_limit },
         warnings: e.warnings,
+        assumptions: e.assumptions,
     }
 }
 

@@ -304,27 +304,71 @@ fn artifact_registry_bills_storage_past_half_a_gigabyte_and_every_pull_to_runpod
 }
 
 #[test]
-fn a_limit_broken_on_an_assumed_figure_is_a_warning_that_says_which_figure() {
+fn a_limit_broken_only_on_an_assumed_figure_never_rejects_it_ranks_last_and_says_which_figure() {
     // A public 22 GB image with 9.5 GB layers, no pulls_per_month, no upload_rate.
     let mut img = image(Visibility::Public, 22 * GB, 9_500 * MB);
     img.pulls_per_month = Some(DEFAULT_PULLS_PER_MONTH);
     img.pulls_assumed = true;
     let v = select_with(&img, &candidates(&usual(), &img), Some(DEFAULT_UPLOAD_RATE), true, PublishTo::Best);
     let ghcr = verdict(&v, "ghcr");
-    assert_eq!(ghcr.verdict, VerdictKind::Rejected);
-    assert!(ghcr.warnings[0].contains("rejected on the assumed upload rate of 10.0 MB/s"), "{:?}", ghcr.warnings);
-    assert!(reasons(ghcr).contains("(assumed: set upload_rate)"), "{}", reasons(ghcr));
+    assert_ne!(ghcr.verdict, VerdictKind::Rejected, "{}", reasons(ghcr));
+    assert!(
+        ghcr.assumptions[0].contains("at the assumed upload rate of 10.0 MB/s")
+            && ghcr.assumptions[0].contains("set upload_rate"),
+        "{:?}",
+        ghcr.assumptions
+    );
+    assert!(ghcr.warnings[0].contains("set upload_rate"), "{:?}", ghcr.warnings);
     // ECR Public: 30 × 22 GB = 660 GB of anonymous transfer, over the 500 GB cap.
     let ecr = verdict(&v, "ecr");
-    assert_eq!(ecr.verdict, VerdictKind::Rejected);
+    assert_ne!(ecr.verdict, VerdictKind::Rejected, "{}", reasons(ecr));
     assert!(
-        ecr.warnings[0].contains("rejected on the assumed 30 pulls a month (660.0 GB of transfer)"),
+        ecr.assumptions.iter().any(|a| a.contains("fits up to 22 pulls") && a.contains("set pulls_per_month")),
         "{:?}",
-        ecr.warnings
+        ecr.assumptions
     );
-    // Given figures: no warning.
+    // Given figures: no warning, and the same limits reject.
     img.pulls_per_month = Some(10);
     img.pulls_assumed = false;
     let v = select_with(&img, &candidates(&usual(), &img), Some(ByteSize(50 * MB)), false, PublishTo::Best);
-    assert!(v.iter().all(|x| x.warnings.is_empty()), "{v:#?}");
+    assert!(v.iter().all(|x| x.warnings.is_empty() && x.assumptions.is_empty()), "{v:#?}");
+    img.pulls_per_month = Some(30);
+    let v = select_with(&img, &candidates(&usual(), &img), Some(ByteSize(MB)), false, PublishTo::Best);
+    assert_eq!(verdict(&v, "ecr").verdict, VerdictKind::Rejected, "the user's own 30 pulls reject");
+    assert_eq!(verdict(&v, "ghcr").verdict, VerdictKind::Rejected, "the user's own 1 MB/s rejects");
+}
+
+/// The reference decision matrix: a private image under 1 GB goes to GHCR. With no
+/// pulls_per_month, GHCR Free's 1 GB transfer is broken only by the 30 assumed pulls: GHCR is
+/// still selected, and says at what figure the verdict changes.
+#[test]
+fn a_private_300_mb_image_without_pulls_per_month_goes_to_ghcr() {
+    let mut img = image(Visibility::Private, 314 * MB, 200 * MB);
+    img.pulls_per_month = Some(DEFAULT_PULLS_PER_MONTH);
+    img.pulls_assumed = true;
+    let regs: Vec<Reg> = usual().into_iter().filter(|r| r.id == "ecr" || r.id == "ghcr").collect();
+    let v = select_with(&img, &candidates(&regs, &img), Some(DEFAULT_UPLOAD_RATE), true, PublishTo::Best);
+    assert_eq!(selected(&v), vec!["ghcr"], "{v:#?}");
+    let ghcr = verdict(&v, "ghcr");
+    assert!(
+        ghcr.assumptions.iter().any(|a| a.contains("fits up to 3 pulls") && a.contains("set pulls_per_month")),
+        "{:?}",
+        ghcr.assumptions
+    );
+    assert!(reasons(ghcr).contains("selected: nothing fits without an assumed figure"), "{}", reasons(ghcr));
+}
+
+/// A candidate that fits as things are wins over one listed earlier that fits only if an
+/// assumption is wrong.
+#[test]
+fn a_candidate_that_fits_without_assumptions_ranks_first() {
+    let mut img = image(Visibility::Private, 314 * MB, 200 * MB);
+    img.pulls_per_month = Some(DEFAULT_PULLS_PER_MONTH);
+    img.pulls_assumed = true;
+    let regs: Vec<Reg> = usual().into_iter().filter(|r| r.id == "ghcr" || r.id == "home").collect();
+    let v = select_with(&img, &candidates(&regs, &img), Some(DEFAULT_UPLOAD_RATE), true, PublishTo::Best);
+    assert_eq!(selected(&v), vec!["home"], "{v:#?}");
+    let ghcr = verdict(&v, "ghcr");
+    assert_eq!(ghcr.verdict, VerdictKind::Eligible, "{}", reasons(ghcr));
+    assert!(ghcr.assumptions.iter().any(|a| a.contains("fits up to 3 pulls")), "{:?}", ghcr.assumptions);
 }

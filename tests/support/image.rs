@@ -169,3 +169,23 @@ pub fn sparse_layout(dir: &Path, seed: u64, layers: &[u64]) {
     .unwrap();
     std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
 }
+
+/// Rewrites the layout's manifest so that its first layer's descriptor says `extra` bytes more
+/// than the blob has (the blob itself unchanged). Returns the new manifest's bytes and digest,
+/// and the first layer's digest and true size.
+pub fn lie_about_first_layer_size(image: &TestImage, extra: u64) -> (Vec<u8>, String, String, u64) {
+    let blob = |d: &str| image.dir.join("blobs/sha256").join(&d["sha256:".len()..]);
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blob(&image.manifest_digest)).unwrap()).unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_string();
+    let size = manifest["layers"][0]["size"].as_u64().unwrap();
+    manifest["layers"][0]["size"] = json!(size + extra);
+    let bytes = serde_json::to_vec(&manifest).unwrap();
+    let digest = put(&image.dir, &bytes);
+    let index_path = image.dir.join("index.json");
+    let mut index: serde_json::Value = serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    index["manifests"][0]["digest"] = json!(digest);
+    index["manifests"][0]["size"] = json!(bytes.len());
+    std::fs::write(index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+    (bytes, digest, layer, size)
+}

@@ -50,7 +50,18 @@ pub fn start() -> SpecRegistry {
 }
 
 fn respond(s: &mut TcpStream, status: u16, headers: &[(&str, String)], body: &[u8]) -> std::io::Result<()> {
-    let mut head = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\n", body.len());
+    respond_sized(s, status, headers, body, body.len())
+}
+
+/// An answer whose `Content-Length` is `length`: a HEAD's is the size of what a GET would send.
+fn respond_sized(
+    s: &mut TcpStream,
+    status: u16,
+    headers: &[(&str, String)],
+    body: &[u8],
+    length: usize,
+) -> std::io::Result<()> {
+    let mut head = format!("HTTP/1.1 {status} X\r\nContent-Length: {length}\r\n");
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -187,8 +198,10 @@ fn serve(stream: TcpStream, state: &Arc<Mutex<State>>) -> std::io::Result<()> {
             "GET" if path == "/v2/" => respond(&mut out, 200, &[], b"{}")?,
             "HEAD" if path.contains("/blobs/") => {
                 let d = path.rsplit('/').next().unwrap_or_default();
-                let status = if s.blobs.contains_key(d) { 200 } else { 404 };
-                respond(&mut out, status, &[], b"")?
+                match s.blobs.get(d) {
+                    Some(blob) => respond_sized(&mut out, 200, &[], b"", blob.len())?,
+                    None => respond(&mut out, 404, &[], b"")?,
+                }
             }
             "POST" if path.ends_with("/blobs/uploads/") => {
                 s.next += 1;

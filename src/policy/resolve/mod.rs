@@ -29,6 +29,8 @@ pub fn template_environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_fuel(Some(TEMPLATE_FUEL));
+    // Errors carry the span of the failing expression, so messages can name it.
+    env.set_debug(true);
     env
 }
 
@@ -210,7 +212,12 @@ fn resolve_images(
                     } else {
                         "available: git.sha, git.short_sha, git.branch, git.tag (when known), and env.NAME for CI, RUNNER_*, GITHUB_* and the variables template_env: lists"
                     };
-                    c.err(t, tf, format!("cannot render {:?}: {}", t.value, template_error(&e)), Some(hint.into()))
+                    c.err(
+                        t,
+                        tf,
+                        format!("cannot render {:?}: {}", t.value, template_error(&e, &t.value).message),
+                        Some(hint.into()),
+                    )
                 }
             }
         }
@@ -455,10 +462,53 @@ pub(super) fn credential_ref(c: &mut Checker, cr: &model::Credentials, field: &s
     }
 }
 
-pub(super) fn template_error(e: &minijinja::Error) -> String {
-    let mut s = e.kind().to_string();
+pub fn template_error(e: &minijinja::Error, source: &str) -> TemplateFailure {
+    let mut message = e.kind().to_string();
     if let Some(detail) = e.detail() {
-        s = format!("{s}: {detail}");
+        message = format!("{message}: {detail}");
     }
-    s
+    let Some(range) = e.range().filter(|r| source.get(r.clone()).is_some_and(|x| !x.trim().is_empty())) else {
+        return TemplateFailure { message, at: e.line().map(|l| (l, None)) };
+    };
+    let expression = source[range.clone()].trim();
+    message = match e.detail() {
+        None => format!("{message}: {expression}"),
+        Some(d) if d.contains(expression) => message,
+        Some(_) => format!("{message} (in {expression})"),
+    };
+    let before = &source[..range.start];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    TemplateFailure { message, at: Some((line, Some(column))) }
+}
+
+/// A template that failed to render: what failed, naming the failing expression where the
+/// engine gives its span, and where in the template's text (line, column; 1-based).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateFailure {
+    pub message: String,
+    pub at: Option<(usize, Option<usize>)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{template_environment, template_error};
+
+    /// The failing expression is named, and located by line and column in the template's text.
+    #[test]
+    fn an_undefined_value_is_named_with_its_line_and_column() {
+        let env = template_environment();
+        let ctx = serde_json::json!({"vars": {"model": "x"}, "git": {}});
+        let source = "{\n  \"env\": {\"MODEL\": \"{{ vars.nope }}\"}\n}";
+        let e = env.render_named_str("runpod/t.json", source, minijinja::value::Serde(&ctx)).unwrap_err();
+        let failure = template_error(&e, source);
+        assert!(failure.message.contains("vars.nope"), "{failure:?}");
+        assert!(failure.message.starts_with("undefined value"), "{failure:?}");
+        assert_eq!(failure.at, Some((2, Some(24))), "{failure:?}");
+
+        let tag = "v-{{ git.nope }}";
+        let e = env.render_str(tag, minijinja::value::Serde(&ctx)).unwrap_err();
+        let failure = template_error(&e, tag);
+        assert!(failure.message.contains("git.nope"), "{failure:?}");
+    }
 }
