@@ -11,10 +11,17 @@ case "$command" in
     exit 2
     ;;
 esac
+dry_run=()
 if [ "${INPUT_DRY_RUN:-false}" = "true" ] && [ "$command" = "run" ]; then
-  command=plan
+  if [ -n "${INPUT_ONLY:-}${INPUT_PLAN:-}" ]; then
+    # A matrix job rehearsed: the saved plan or one entry of it, shown as it would run.
+    dry_run=(--dry-run)
+  else
+    command=plan
+  fi
 fi
-args=("$command" --output json)
+# (the +-expansion keeps an empty array legal under set -u in bash before 4.4, as on macOS)
+args=("$command" --output json ${dry_run[@]+"${dry_run[@]}"})
 if [ -n "${INPUT_PLAN:-}" ]; then
   if [ "$command" != "run" ]; then
     echo "::error title=publish::input plan applies to command run"

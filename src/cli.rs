@@ -13,7 +13,7 @@ use crate::commands::{push::RegistryArgs, sign_endpoints};
 
 /// Publish container images, signed, to the registry that fits, and point RunPod at them.
 #[derive(Debug, Parser)]
-#[command(name = "publish", version, about, after_help = EXIT_CODES)]
+#[command(name = "publish", version = VERSION, about, after_help = EXIT_CODES)]
 pub struct Cli {
     /// Without a command: print the plan and stop (same as `publish plan`).
     #[arg(long)]
@@ -26,6 +26,9 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Cmd>,
 }
+
+/// `publish --version`: the crate's version and the commit it was built from (build.rs).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("PUBLISH_COMMIT"), ")");
 
 const EXIT_CODES: &str = "Exit codes: 0 success; 1 runtime failure (network, auth, registry); \
 2 usage or policy error (nothing written); 3 partial (some targets failed)";

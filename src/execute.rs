@@ -247,10 +247,18 @@ async fn sync_templates(
             reason: None,
         };
         let Some(pushed) = pushed else {
+            let unsigned = report
+                .images
+                .iter()
+                .filter(|i| i.name == r.image.name)
+                .flat_map(|i| &i.targets)
+                .any(|t| t.registry == r.target.registry && t.status == push::Status::PushedUnsigned);
+            let what = if unsigned { "was pushed to {} but not signed" } else { "was not published to {}" };
             out.push(TemplateReport {
                 reason: Some(format!(
-                    "image {} was not published to {}, so the template keeps its image",
-                    r.image.name, r.target.registry
+                    "image {} {}, so the template keeps its image",
+                    r.image.name,
+                    what.replace("{}", &r.target.registry)
                 )),
                 ..base
             });

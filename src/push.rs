@@ -233,33 +233,35 @@ async fn send_blob(
     mount_from: Option<&str>,
     reporter: &crate::progress::Reporter,
 ) -> Result<(bool, u64, u64), RegistryError> {
-    if let Some(held) = client.blob_size(&d.digest).await? {
-        same_size(d, "the registry holds", held)?;
+    // A local blob's size was checked against its file before anything was sent; a blob read
+    // from a registry is sized by what the destination reports, or counted as it is copied.
+    let local = image.source_size(d).ok().flatten().is_some();
+    let skip = |held: Option<u64>, whose: &'static str| match held {
+        Some(held) => same_size(d, whose, held).map(|()| true),
+        None => Ok(local),
+    };
+    if let Some(held) = client.blob_head(&d.digest).await?
+        && skip(held, "the registry holds")?
+    {
         tracing::info!(registry = client.registry(), digest = d.digest.short(), size = %ByteSize(d.size), "blob exists, skipped");
         return Ok((false, 0, 0));
     }
     if let Some(from) = mount_from {
         // Registries that refuse (or do not know the repository) answer 202 or an error:
-        // the blob is then copied as usual.
+        // the blob is then copied as usual, and so is one a HEAD does not find right after.
         match client.mount(&d.digest, from).await {
-            Ok(true) => {
-                match client.blob_size(&d.digest).await? {
-                    Some(held) => same_size(d, "the mounted blob has", held)?,
-                    None => {
-                        return Err(RegistryError::Refused {
-                            registry: client.registry().to_string(),
-                            message: format!("blob {} was mounted from {from} but is not there", d.digest),
-                        });
-                    }
+            Ok(true) => match client.blob_head(&d.digest).await? {
+                Some(held) if skip(held, "the mounted blob has")? => {
+                    tracing::info!(
+                        registry = client.registry(),
+                        digest = d.digest.short(),
+                        from,
+                        "blob mounted, not copied"
+                    );
+                    return Ok((false, 0, 0));
                 }
-                tracing::info!(
-                    registry = client.registry(),
-                    digest = d.digest.short(),
-                    from,
-                    "blob mounted, not copied"
-                );
-                return Ok((false, 0, 0));
-            }
+                _ => tracing::debug!(digest = d.digest.short(), "mounted, but not seen with its size: copying"),
+            },
             Ok(false) => tracing::debug!(digest = d.digest.short(), "mount refused: copying"),
             Err(e) => tracing::debug!(digest = d.digest.short(), "mount failed ({e}): copying"),
         }

@@ -146,7 +146,10 @@ fn plan_images_text(plan: &Plan) -> String {
             let _ = writeln!(s, "    endpoint {}://{}", t.endpoint.scheme, t.endpoint.host);
             let upload = match t.upload {
                 crate::plan::UploadPlan::Streamed => "streamed, one PUT per blob".to_string(),
-                crate::plan::UploadPlan::Chunked { chunk_size } => format!("chunks of {chunk_size}"),
+                crate::plan::UploadPlan::Chunked { chunk_size, max_parts: None } => format!("chunks of {chunk_size}"),
+                crate::plan::UploadPlan::Chunked { chunk_size, max_parts: Some(n) } => {
+                    format!("chunks of {chunk_size}, larger for a blob that would need more than {n} parts")
+                }
             };
             let _ = writeln!(s, "    upload   {upload}");
             if let Some(from) = &t.mount_from {

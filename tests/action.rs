@@ -64,11 +64,14 @@ fn run_writes_outputs_summary_and_masks_secrets_before_use() {
     let result: Value = serde_json::from_str(&outputs["result"]).unwrap();
     assert_eq!(result["status"], "success");
     assert_eq!(outputs["digest"], image.manifest_digest);
+    // References carry their digest, so the next step needs no parsing of `result`.
     let images: Value = serde_json::from_str(&outputs["images"]).unwrap();
-    assert_eq!(
-        images["app"],
-        serde_json::json!([format!("{}/ml/app:main", reg.host), format!("{}/ml/app:sha-0123456", reg.host)])
-    );
+    let d = &image.manifest_digest;
+    let refs =
+        serde_json::json!([format!("{}/ml/app:main@{d}", reg.host), format!("{}/ml/app:sha-0123456@{d}", reg.host)]);
+    assert_eq!(images["app"], refs);
+    let references: Value = serde_json::from_str(&outputs["references"]).unwrap();
+    assert_eq!(references["app"]["home"], refs, "{references}");
 
     let summary = std::fs::read_to_string(work.path().join("summary.md")).unwrap();
     assert!(summary.contains("| registry | verdict | cost/month | why |"), "{summary}");
@@ -176,6 +179,11 @@ fn public_image_that_needs_credentials_is_flagged() {
 
 /// Runs the action's install script against a local stand-in for the release download.
 fn install(files: HashMap<String, Vec<u8>>, dir: &Path) -> std::process::Output {
+    install_with(files, dir, &[])
+}
+
+/// `install`, with more environment for the script (`PUBLISH_ACTION_REF`, say).
+fn install_with(files: HashMap<String, Vec<u8>>, dir: &Path, env: &[(&str, &str)]) -> std::process::Output {
     let server = support::http::Server::start(move |req| {
         let name = req.target.rsplit('/').next().unwrap_or_default();
         match files.get(name) {
@@ -197,6 +205,7 @@ fn install(files: HashMap<String, Vec<u8>>, dir: &Path) -> std::process::Output 
         .env("PUBLISH_ARCH", "X64")
         .env("RUNNER_TEMP", dir)
         .env("GITHUB_PATH", dir.join("path.txt"))
+        .envs(env.iter().copied())
         .output()
         .unwrap()
 }
@@ -283,6 +292,18 @@ fn plan_job_feeds_matrix_jobs_that_run_the_saved_plan() {
     let only = matrix["include"][0]["only"].as_str().unwrap().to_string();
     assert_eq!(only, "app@home");
 
+    // A matrix job rehearsed: dry-run with the saved plan and one entry of it writes nothing.
+    let out = action_step(
+        work.path(),
+        &[("INPUT_PLAN", "plan.json"), ("INPUT_ONLY", &only), ("INPUT_DRY_RUN", "true"), ("REG_PASSWORD", PASSWORD)],
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let rehearsed: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(rehearsed["images"][0]["targets"][0]["id"], only, "{rehearsed:#}");
+    let absent = reg.inspect(&format!("{}/ml/app:main", reg.host), false);
+    assert!(!absent.status.success(), "a dry run pushed the image");
+
     std::fs::remove_file(work.path().join("output.txt")).unwrap();
     let out =
         action_step(work.path(), &[("INPUT_PLAN", "plan.json"), ("INPUT_ONLY", &only), ("REG_PASSWORD", PASSWORD)]);
@@ -321,4 +342,203 @@ fn every_documented_uses_line_names_the_action_repository() {
         }
     }
     assert!(seen >= 4, "{seen} uses: lines");
+}
+
+/// An action pinned to a commit SHA installs the release named by the crate version in the
+/// action's own Cargo.toml at that commit; without a version there, it fails naming the
+/// `version` input; a branch name fails the same way.
+#[test]
+fn pinning_the_action_to_a_commit_installs_the_release_of_its_cargo_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let asset = release_asset(dir.path());
+    let good = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&asset));
+    let name = "publish-x86_64-unknown-linux-musl.tar.gz".to_string();
+    let files =
+        HashMap::from([(name.clone(), asset), ("checksums.txt".into(), format!("{good}  {name}\n").into_bytes())]);
+    let action = dir.path().join("action");
+    std::fs::create_dir_all(&action).unwrap();
+    std::fs::write(action.join("Cargo.toml"), "[package]\nname = \"publish-action\"\nversion = \"1.2.3\"\n").unwrap();
+    let sha = "0123456789abcdef0123456789abcdef01234567";
+    let action_path = action.to_string_lossy().to_string();
+    let out =
+        install_with(files.clone(), dir.path(), &[("PUBLISH_ACTION_REF", sha), ("GITHUB_ACTION_PATH", &action_path)]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("installing release v1.2.3"), "{stdout}");
+
+    std::fs::write(action.join("Cargo.toml"), "[package]\nname = \"publish-action\"\n").unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let out =
+        install_with(files.clone(), other.path(), &[("PUBLISH_ACTION_REF", sha), ("GITHUB_ACTION_PATH", &action_path)]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("set input version"), "{stdout}");
+
+    let third = tempfile::tempdir().unwrap();
+    let out = install_with(files, third.path(), &[("PUBLISH_ACTION_REF", "main")]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("set input version"), "{stdout}");
+}
+
+/// The archive `scripts/package` built for this host (scripts/test builds it before the tests,
+/// into target/package): installed by the action's install script from a local server, the
+/// binary runs `--version` (version and commit) and a `check`.
+#[test]
+fn the_packaged_release_archive_installs_and_runs() {
+    let package = std::env::var_os("PUBLISH_PACKAGE_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/package"));
+    let archive = std::fs::read_dir(&package).ok().and_then(|entries| {
+        entries.filter_map(Result::ok).map(|e| e.path()).find(|p| {
+            let name = p.file_name().unwrap_or_default().to_string_lossy().to_string();
+            name.starts_with("publish-") && name.ends_with(".tar.gz")
+        })
+    });
+    let Some(archive) = archive else {
+        println!("skipped: no packaged archive in {} (scripts/test runs scripts/package first)", package.display());
+        return;
+    };
+    let name = archive.file_name().unwrap().to_string_lossy().to_string();
+    let target = name.trim_start_matches("publish-").trim_end_matches(".tar.gz").to_string();
+    let files = HashMap::from([
+        (name.clone(), std::fs::read(&archive).unwrap()),
+        ("checksums.txt".to_string(), std::fs::read(package.join("checksums.txt")).unwrap()),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = install_with(files, dir.path(), &[("PUBLISH_TARGET", &target)]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let path = std::fs::read_to_string(dir.path().join("path.txt")).unwrap();
+    let bin = Path::new(path.trim()).join("publish");
+    let version = Command::new(&bin).arg("--version").output().unwrap();
+    let version = String::from_utf8_lossy(&version.stdout).to_string();
+    assert!(
+        version.starts_with(&format!("publish {} (commit ", env!("CARGO_PKG_VERSION"))) && !version.contains("unknown"),
+        "{version}"
+    );
+    write_layout(&dir.path().join("img"), 95, &[1_000], "linux", "amd64", "latest");
+    policy(dir.path(), "127.0.0.1:5000", "public");
+    let check = Command::new(&bin)
+        .arg("check")
+        .current_dir(dir.path())
+        .env("GITHUB_SHA", "0123456789abcdef0123456789abcdef01234567")
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    println!("installed {name} ({}): {}", target, version.trim());
+}
+
+/// `publish --version`: the version and the commit this test binary's tree is at.
+#[test]
+fn version_names_the_commit_it_was_built_from() {
+    let out = Command::new(env!("CARGO_BIN_EXE_publish")).arg("--version").output().unwrap();
+    let version = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(version.starts_with(&format!("publish {} (commit ", env!("CARGO_PKG_VERSION"))), "{version}");
+    let head =
+        Command::new("git").args(["rev-parse", "--short=12", "HEAD"]).current_dir(env!("CARGO_MANIFEST_DIR")).output();
+    if let Some(head) = head.ok().filter(|h| h.status.success()) {
+        let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
+        assert!(version.contains(&head), "{version} is not at {head}");
+    }
+}
+
+/// A recording stand-in for `gh`: every call is logged; releases live as directories of
+/// assets; after every call, a major release (`v1`) without checksums.txt is logged as a
+/// violation.
+fn fake_gh(dir: &Path, v1_exists: bool) -> std::path::PathBuf {
+    let bin = dir.join("bin");
+    let state = dir.join("state");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(state.join("refs")).unwrap();
+    if v1_exists {
+        std::fs::create_dir_all(state.join("releases/v1")).unwrap();
+        std::fs::write(state.join("releases/v1/checksums.txt"), "old\n").unwrap();
+        std::fs::write(state.join("releases/v1/publish-old.tar.gz"), "old\n").unwrap();
+        std::fs::write(state.join("refs/v1"), "oldsha").unwrap();
+    }
+    let script = format!(
+        r#"#!/usr/bin/env bash
+state="{state}"
+echo "$*" >> "$state/calls.log"
+check() {{
+  if [ -d "$state/releases/v1" ] && [ ! -f "$state/releases/v1/checksums.txt" ]; then echo "VIOLATION after: $*" >> "$state/calls.log"; fi
+}}
+trap check EXIT
+files() {{ for a in "$@"; do case "$a" in *.tar.gz|checksums.txt) echo "$a";; esac; done; }}
+case "$1 $2" in
+  "release create") mkdir -p "$state/releases/$3"; for f in $(files "$@"); do cp "$f" "$state/releases/$3/"; done ;;
+  "release upload") [ -d "$state/releases/$3" ] || exit 1; for f in $(files "$@"); do cp "$f" "$state/releases/$3/"; done ;;
+  "release view") [ -d "$state/releases/$3" ] || exit 1 ;;
+  "release edit") [ -d "$state/releases/$3" ] || exit 1 ;;
+  "release delete") rm -rf "$state/releases/$3" ;;
+  "api repos/o/r/git/ref/tags/v1") [ -f "$state/refs/v1" ] || exit 1 ;;
+  "api -X") echo "$GITHUB_SHA" > "$state/refs/v1" ;;
+  *) echo "unexpected gh call: $*" >&2; exit 3 ;;
+esac
+"#,
+        state = state.display()
+    );
+    std::fs::write(bin.join("gh"), script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(bin.join("gh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+/// release.yml's release job (scripts/release) against a recording `gh`: the version's
+/// release, then the major release updated in place when it exists (upload with --clobber,
+/// then edit), created only when missing, never deleted; no call leaves it without
+/// checksums.txt; the major tag moves to the released commit.
+#[test]
+fn the_release_script_keeps_the_major_release_whole() {
+    for v1_exists in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = fake_gh(dir.path(), v1_exists);
+        let assets = dir.path().join("dist");
+        std::fs::create_dir_all(&assets).unwrap();
+        for t in ["x86_64-unknown-linux-musl", "aarch64-apple-darwin"] {
+            std::fs::write(assets.join(format!("publish-{t}.tar.gz")), t).unwrap();
+        }
+        let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+        let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/release"))
+            .current_dir(&assets)
+            .env("PATH", path)
+            .env("TAG", "v1.4.0")
+            .env("REPO", "o/r")
+            .env("GITHUB_SHA", "abc123")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let log = std::fs::read_to_string(dir.path().join("state/calls.log")).unwrap();
+        assert!(!log.contains("VIOLATION") && !log.contains("release delete"), "{log}");
+        let calls: Vec<String> = log.lines().map(|l| l.split(' ').take(3).collect::<Vec<_>>().join(" ")).collect();
+        let expected: &[&str] = if v1_exists {
+            &[
+                "release create v1.4.0",
+                "api repos/o/r/git/ref/tags/v1",
+                "release view v1",
+                "release upload v1",
+                "release edit v1",
+                "api -X PATCH",
+            ]
+        } else {
+            &["release create v1.4.0", "api repos/o/r/git/ref/tags/v1", "api -X POST", "release create v1"]
+        };
+        assert_eq!(calls, expected, "{log}");
+        let v1 = dir.path().join("state/releases/v1");
+        let checksums = std::fs::read_to_string(v1.join("checksums.txt")).unwrap();
+        assert!(checksums.contains("publish-x86_64-unknown-linux-musl.tar.gz"), "{checksums}");
+        assert_eq!(std::fs::read_to_string(dir.path().join("state/refs/v1")).unwrap().trim(), "abc123");
+        assert!(log.contains("--clobber") || !v1_exists, "{log}");
+    }
 }

@@ -199,3 +199,141 @@ fn ecr_public_takes_credentials_from_web_identity_and_profiles() {
         "signed with the ci profile's key"
     );
 }
+
+/// What the ECR Public registry stand-in saw of layer uploads.
+#[derive(Default)]
+struct Parts {
+    /// Upload id → (bytes received, parts, largest part, last part).
+    uploads: std::collections::HashMap<u32, (u64, u64, u64, u64)>,
+    /// Completed blobs: digest → size.
+    blobs: std::collections::HashMap<String, u64>,
+    next: u32,
+    refused: Vec<String>,
+}
+
+/// A registry that takes uploads the way ECR Public does: chunked, every part but the last at
+/// least 5 MiB, at most 1,000 parts a layer (the 1,001st is refused), a part's answer 201.
+/// Bytes are counted, not kept (a 9.5 GB layer passes through).
+fn ecr_registry(state: std::sync::Arc<std::sync::Mutex<Parts>>) -> u16 {
+    use std::io::{BufRead, BufReader, Read, Write};
+    const MIB: u64 = 1024 * 1024;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(1_000) {
+            let Ok(stream) = stream else { continue };
+            let state = state.clone();
+            std::thread::spawn(move || -> std::io::Result<()> {
+                let mut out = stream.try_clone()?;
+                let mut reader = BufReader::new(stream);
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line)? == 0 {
+                        return Ok(());
+                    }
+                    let mut words = line.split_whitespace();
+                    let (method, target) =
+                        (words.next().unwrap_or("").to_string(), words.next().unwrap_or("").to_string());
+                    let mut len = 0u64;
+                    loop {
+                        let mut h = String::new();
+                        reader.read_line(&mut h)?;
+                        if h.trim().is_empty() {
+                            break;
+                        }
+                        if let Some((k, v)) = h.split_once(':')
+                            && k.trim().eq_ignore_ascii_case("content-length")
+                        {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+                    // Read (and drop) the body in pieces.
+                    let mut left = len;
+                    let mut buf = vec![0u8; 1 << 20];
+                    while left > 0 {
+                        let n = left.min(buf.len() as u64) as usize;
+                        reader.read_exact(&mut buf[..n])?;
+                        left -= n as u64;
+                    }
+                    let mut s = state.lock().unwrap();
+                    let answer = match (method.as_str(), path) {
+                        ("GET", "/v2/") => "200 OK\r\nContent-Length: 0\r\n".to_string(),
+                        ("HEAD", p) if p.contains("/blobs/") => match s.blobs.get(p.rsplit('/').next().unwrap_or("")) {
+                            Some(size) => format!("200 OK\r\nContent-Length: {size}\r\n"),
+                            None => "404 Not Found\r\nContent-Length: 0\r\n".to_string(),
+                        },
+                        ("POST", p) if p.ends_with("/blobs/uploads/") => {
+                            s.next += 1;
+                            let id = s.next;
+                            s.uploads.insert(id, (0, 0, 0, 0));
+                            format!("202 Accepted\r\nLocation: {p}{id}\r\nRange: 0-0\r\nContent-Length: 0\r\n")
+                        }
+                        ("PATCH", p) => {
+                            let id: u32 = p.rsplit('/').next().and_then(|i| i.parse().ok()).unwrap_or(0);
+                            let (have, parts, largest, last) = s.uploads.get(&id).copied().unwrap_or_default();
+                            let small_before = parts > 0 && last < 5 * MIB;
+                            if parts >= 1_000 || small_before {
+                                s.refused.push(format!("upload {id}: part {} of {len} bytes", parts + 1));
+                                "400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: 80\r\n\r\n{\"errors\":[{\"code\":\"PART_LIMIT\",\"message\":\"at most 1000 parts of 5 MiB or more\"}]}".to_string()
+                            } else {
+                                s.uploads.insert(id, (have + len, parts + 1, largest.max(len), len));
+                                format!(
+                                    "201 Created\r\nLocation: {p}\r\nRange: 0-{}\r\nContent-Length: 0\r\n",
+                                    have + len - 1
+                                )
+                            }
+                        }
+                        ("PUT", p) if p.contains("/blobs/uploads/") => {
+                            let id: u32 = p.rsplit('/').next().and_then(|i| i.parse().ok()).unwrap_or(0);
+                            let digest = query
+                                .split('&')
+                                .find_map(|kv| kv.strip_prefix("digest="))
+                                .unwrap_or("")
+                                .replace("%3A", ":");
+                            let (have, ..) = s.uploads.get(&id).copied().unwrap_or_default();
+                            s.blobs.insert(digest.clone(), have);
+                            format!("201 Created\r\nDocker-Content-Digest: {digest}\r\nContent-Length: 0\r\n")
+                        }
+                        ("PUT", p) if p.contains("/manifests/") => "201 Created\r\nContent-Length: 0\r\n".to_string(),
+                        _ => "404 Not Found\r\nContent-Length: 0\r\n".to_string(),
+                    };
+                    drop(s);
+                    let answer = if answer.contains("\r\n\r\n") { answer } else { answer + "\r\n" };
+                    out.write_all(format!("HTTP/1.1 {answer}").as_bytes())?;
+                }
+            });
+        }
+    });
+    port
+}
+
+/// A 9.5 GB layer on ECR Public: 8 MiB parts would take 1,133 of them, past ECR's 1,000; the
+/// parts grow to 10 MiB (906 parts) and the layer goes up.
+#[test]
+fn a_layer_over_8000_mib_goes_to_ecr_public_in_at_most_1000_parts() {
+    let parts = std::sync::Arc::new(std::sync::Mutex::new(Parts::default()));
+    let port = ecr_registry(parts.clone());
+    let state = std::sync::Arc::new(std::sync::Mutex::new(EcrState::default()));
+    let api = ecr_api(state);
+    let work = tempfile::tempdir().unwrap();
+    support::image::sparse_layout(&work.path().join("img"), 7, &[9_500_000_000]);
+    std::fs::write(
+        work.path().join("publish.yaml"),
+        format!("version: 1\nregistries:\n  ecr:\n    kind: ecr-public\n    repository: 127.0.0.1:{port}/my-alias\n    insecure: true\nimages:\n  - name: big\n    source: oci:img\n    visibility: public\n    tags: [v1]\n    pulls_per_month: 1\n"),
+    )
+    .unwrap();
+    let out = run(publish(work.path())
+        .args(["run", "-o", "json"])
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_ENDPOINT_URL_ECR_PUBLIC", format!("http://127.0.0.1:{}", api.port)));
+    let (stdout, stderr) = text(&out);
+    let p = parts.lock().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}\nrefused: {:?}", p.refused);
+    let (bytes, count, largest, _) = p.uploads.values().copied().max_by_key(|u| u.0).unwrap();
+    assert_eq!(bytes, 9_500_000_000);
+    assert!(count <= 1_000, "{count} parts");
+    assert_eq!(largest, 10 * 1024 * 1024, "parts of 10 MiB");
+    println!("9.5 GB layer to ECR Public: {count} parts of {largest} bytes");
+}

@@ -101,6 +101,48 @@ fn init_without_a_remote_or_an_image_says_what_to_fill_in() {
     assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
 }
 
+/// In a fresh `git init` (no commit yet) with a `docker save` archive: init says the sha tag
+/// needs a first commit, and so does check (not "not a git checkout"); the generated step
+/// creates the archive's directory; init says why there is no RunPod template; check warns
+/// about the variables the policy names that are unset, with the `env:` lines to add.
+#[test]
+fn init_in_a_repository_without_a_commit_says_what_the_sha_tag_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    git(d, &["init", "-q"]);
+    std::fs::create_dir_all(d.join("dist")).unwrap();
+    support::docker::save_legacy(&d.join("dist/app.tar"), 162, &[1_000]);
+    let out = run(publish(d).arg("init").env_remove("RUNPOD_API_KEY").env_remove("GITHUB_SHA"));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("next: make a first commit"), "{stdout}");
+    assert!(stdout.contains("RUNPOD_API_KEY is not set here"), "{stdout}");
+    let workflow = std::fs::read_to_string(d.join(".github/workflows/publish.yml")).unwrap();
+    assert!(workflow.contains("mkdir -p dist && docker buildx build"), "{workflow}");
+
+    let out = run(publish(d).arg("check").env_remove("GITHUB_SHA"));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("this git checkout has no commit yet") && !stderr.contains("not a git checkout"),
+        "{stderr}"
+    );
+
+    // With a first commit, it checks; a policy naming a variable that is unset gets a warning.
+    git(d, &["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "first"]);
+    let policy = std::fs::read_to_string(d.join("publish.yaml")).unwrap();
+    let policy = policy
+        .replace("kind: ghcr\n", "kind: ghcr\n    credentials: {username: octo, password_env: GHCR_PUSH_TOKEN}\n");
+    std::fs::write(d.join("publish.yaml"), policy).unwrap();
+    let out = run(publish(d).arg("check").env_remove("GITHUB_SHA").env_remove("GHCR_PUSH_TOKEN"));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stderr.contains("GHCR_PUSH_TOKEN (registries.ghcr.credentials.password_env)"), "{stderr}");
+    assert!(stderr.contains("GHCR_PUSH_TOKEN: ${{ secrets.GHCR_PUSH_TOKEN }}"), "{stderr}");
+    let out = run(publish(d).arg("check").env_remove("GITHUB_SHA").env("GHCR_PUSH_TOKEN", "t"));
+    assert!(!text(&out).1.contains("GHCR_PUSH_TOKEN"), "no warning once it is set");
+}
+
 /// `publish init --self-hosted DIR` writes distribution + nginx + htpasswd; its setup.sh and
 /// run.sh bring up a TLS registry that takes a layer over nginx's default 1 MB body limit,
 /// pushed by publish with the CA the set-up made and checked by skopeo.

@@ -399,3 +399,40 @@ fn a_public_image_nobody_can_pull_anonymously_does_not_move_the_template() {
     );
     assert!(rp.writes().is_empty(), "RunPod must not be written to: {:?}", rp.writes());
 }
+
+/// With signing in the policy, `runpod sync` moves a template only to an image signed with the
+/// policy's key: pushed but unsigned → exit 3, the template untouched, and the message says
+/// "pushed, not signed"; once signed, the template follows.
+#[test]
+fn runpod_sync_moves_templates_only_to_images_signed_with_the_policys_key() {
+    let reg = Registry::start(RegistryOptions::default());
+    let rp = support::runpod::start();
+    let work = tempfile::tempdir().unwrap();
+    let d = work.path();
+    let image = write_layout(&d.join("img"), 49, &[5_000], "linux", "amd64", "latest");
+    write_policy(d, &reg.host, "public", &INLINE.replace("      endpoints: [ep1]\n", ""));
+    let policy = std::fs::read_to_string(d.join("publish.yaml")).unwrap() + "signing:\n  key: cosign.key\n";
+    std::fs::write(d.join("publish.yaml"), policy).unwrap();
+    let pw = ("COSIGN_PASSWORD", "sync-test");
+    let out = run(publish(d).arg("generate-key-pair").env(pw.0, pw.1));
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    let dest = format!("{}/ml/app", reg.host);
+    let out = run(publish(d).args(["push", "oci:img", &format!("docker://{dest}:main"), "--insecure"]));
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+
+    let out = run(publish_with(d, &rp).args(["runpod", "sync"]).env(pw.0, pw.1));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{stdout}\n{stderr}");
+    assert!(stderr.contains("is pushed, not signed with the policy's key"), "{stderr}");
+    assert!(rp.writes().is_empty(), "the template must not move: {:?}", rp.writes());
+
+    let by_digest = format!("{dest}@{}", image.manifest_digest);
+    let out = run(publish(d).args(["sign", &by_digest, "--key", "cosign.key", "--insecure"]).env(pw.0, pw.1));
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    let out = run(publish_with(d, &rp).args(["runpod", "sync"]).env(pw.0, pw.1));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let s = rp.state.lock().unwrap();
+    assert_eq!(s.templates.len(), 1);
+    assert_eq!(s.templates[0]["image"], json!(format!("{dest}:main@{}", image.manifest_digest)));
+}

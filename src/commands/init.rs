@@ -97,6 +97,8 @@ struct Found {
     /// `TRANSPORT:PATH`, relative to the directory.
     source: Option<String>,
     runpod: bool,
+    /// A git checkout without a commit yet: `git.short_sha` has nothing to come from.
+    no_commit: bool,
 }
 
 /// `git@github.com:Owner/Repo.git`, `https://github.com/Owner/Repo(.git)` → (owner, repo).
@@ -181,21 +183,32 @@ fn find_source(dir: &Path) -> Option<String> {
 }
 
 fn detect(dir: &Path, env: &Env) -> Found {
-    let remote = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["config", "--get", "remote.origin.url"])
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|u| github_remote(u.trim()));
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|s| s.trim().to_string())
+    };
+    let remote = git(&["config", "--get", "remote.origin.url"]).and_then(|u| github_remote(&u));
     let (owner, repo) = match remote {
         Some((o, r)) => (Some(o), Some(r)),
         None => (env.get("GITHUB_REPOSITORY_OWNER").cloned(), None),
     };
-    Found { owner, repo, source: find_source(dir), runpod: env.get("RUNPOD_API_KEY").is_some_and(|v| !v.is_empty()) }
+    let no_commit = git(&["rev-parse", "--verify", "-q", "HEAD"]).is_none()
+        && git(&["rev-parse", "--is-inside-work-tree"]).as_deref() == Some("true");
+    Found {
+        owner,
+        repo,
+        source: find_source(dir),
+        runpod: env.get("RUNPOD_API_KEY").is_some_and(|v| !v.is_empty()),
+        no_commit,
+    }
 }
 
 fn policy(found: &Found, name: &str) -> String {
@@ -252,15 +265,27 @@ runpod:
     out
 }
 
+/// `mkdir -p DIR && ` for the directory a build writes `path` into (none for the checkout's
+/// top level): `docker save -o` and buildx's `dest=` do not create it.
+fn mkdir_for(path: &str) -> String {
+    match Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) => format!("mkdir -p {} && ", dir.display()),
+        None => String::new(),
+    }
+}
+
 fn workflow(found: &Found) -> String {
     let build = match found.source.as_deref().and_then(|s| s.split_once(':')) {
         Some(("oci", path)) => format!(
             "docker buildx build --platform linux/amd64 --output type=oci,dest={path}.tar . && mkdir -p {path} && tar -xf {path}.tar -C {path}"
         ),
-        Some(("docker-archive", path)) => {
-            format!("docker buildx build --platform linux/amd64 --load -t image:ci . && docker save image:ci -o {path}")
+        Some(("docker-archive", path)) => format!(
+            "{}docker buildx build --platform linux/amd64 --load -t image:ci . && docker save image:ci -o {path}",
+            mkdir_for(path)
+        ),
+        Some((_, path)) => {
+            format!("{}docker buildx build --platform linux/amd64 --output type=oci,dest={path} .", mkdir_for(path))
         }
-        Some((_, path)) => format!("docker buildx build --platform linux/amd64 --output type=oci,dest={path} ."),
         None => "mkdir -p build && docker buildx build --platform linux/amd64 --output type=oci,dest=build/image.tar ."
             .into(),
     };
@@ -339,8 +364,18 @@ pub fn init(args: InitArgs, env: &Env) -> anyhow::Result<ExitStatus> {
     }
     if found.runpod {
         s.push_str("  RunPod: a template for the image (RUNPOD_API_KEY is set)\n");
+    } else {
+        s.push_str(
+            "  RunPod: no template, as RUNPOD_API_KEY is not set here: export it and run init again, or add a runpod: section (docs/runpod.md)\n",
+        );
     }
-    s.push_str("next: publish check, then publish --dry-run\n");
+    if found.no_commit {
+        s.push_str(
+            "next: make a first commit (the sha- tag is made from it), then publish check, then publish --dry-run\n",
+        );
+    } else {
+        s.push_str("next: publish check, then publish --dry-run\n");
+    }
     super::print_out(&s);
     Ok(ExitStatus::Success)
 }

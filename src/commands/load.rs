@@ -124,5 +124,6 @@ fn template_context(dir: &Path, env: &Env) -> TemplateContext {
         None => git_out(&["describe", "--tags", "--exact-match"]),
     };
     let short_sha = sha.as_ref().map(|s| s.chars().take(7).collect());
-    TemplateContext { git: GitContext { sha, short_sha, branch, tag }, env: env.clone() }
+    let no_commit = sha.is_none() && git_out(&["rev-parse", "--is-inside-work-tree"]).as_deref() == Some("true");
+    TemplateContext { git: GitContext { sha, short_sha, branch, tag, no_commit }, env: env.clone() }
 }

@@ -172,15 +172,19 @@ async fn measure_ecr(
 
 /// The action's outputs: `result` (the JSON document), `digest` (the first image's manifest
 /// digest) and `images` (a JSON map image → references).
-pub fn outputs<T: serde::Serialize>(
-    result: &T,
-    digest: String,
-    images: std::collections::BTreeMap<String, Vec<String>>,
-) -> Vec<(&'static str, String)> {
+/// References by image, then by registry id, each `repository:tag@digest`.
+pub type References = std::collections::BTreeMap<String, std::collections::BTreeMap<String, Vec<String>>>;
+
+/// The action's outputs: `result`, `digest`, `images` (each image's references, digests
+/// included, on every registry) and `references` (the same, per registry id).
+pub fn outputs<T: serde::Serialize>(result: &T, digest: String, references: References) -> Vec<(&'static str, String)> {
+    let images: std::collections::BTreeMap<&String, Vec<&String>> =
+        references.iter().map(|(name, by_registry)| (name, by_registry.values().flatten().collect())).collect();
     vec![
         ("result", serde_json::to_string(result).unwrap_or_default()),
         ("digest", digest),
         ("images", serde_json::to_string(&images).unwrap_or_default()),
+        ("references", serde_json::to_string(&references).unwrap_or_default()),
     ]
 }
 
@@ -191,8 +195,16 @@ async fn plan_to_actions(a: &github::Actions, plan: &Plan, env: &Env) -> anyhow:
         .images
         .iter()
         .map(|i| {
-            let refs = i.targets.iter().flat_map(|t| t.tags.iter().map(move |tag| format!("{}:{tag}", t.repository)));
-            (i.name.clone(), refs.collect())
+            let by_registry = i
+                .targets
+                .iter()
+                .map(|t| {
+                    let refs =
+                        t.tags.iter().map(|tag| format!("{}:{tag}@{}", t.repository, i.manifest_digest)).collect();
+                    (t.registry.clone(), refs)
+                })
+                .collect();
+            (i.name.clone(), by_registry)
         })
         .collect();
     let digest = plan.images.first().map(|i| i.manifest_digest.to_string()).unwrap_or_default();

@@ -91,7 +91,22 @@ pub async fn run(args: RunArgs, env: &Env, actions: Option<&github::Actions>) ->
         let refs = report
             .images
             .iter()
-            .map(|i| (i.name.clone(), i.targets.iter().flat_map(|t| t.references.clone()).collect()))
+            .map(|i| {
+                let by_registry = i
+                    .targets
+                    .iter()
+                    .filter(|t| !t.references.is_empty())
+                    .map(|t| {
+                        let with_digest = t
+                            .references
+                            .iter()
+                            .map(|r| if r.contains('@') { r.clone() } else { format!("{r}@{}", t.digest) })
+                            .collect();
+                        (t.registry.clone(), with_digest)
+                    })
+                    .collect();
+                (i.name.clone(), by_registry)
+            })
             .collect();
         let digest = report.images.first().map(|i| i.digest.to_string()).unwrap_or_default();
         a.set_outputs(&plan::outputs(&report, digest, refs))?;

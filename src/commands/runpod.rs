@@ -50,13 +50,25 @@ pub async fn runpod(args: RunPodArgs, env: &Env) -> anyhow::Result<ExitStatus> {
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| UsageError(e.to_string()))?;
             let client = stage::client(rp, env).map_err(|e| UsageError(e.to_string()))?;
+            // Templates only ever follow signed images: with signing in the policy, each image
+            // is verified with the policy's key before its template moves.
+            let verifier = signature_verifier(&plan, env)?;
             let mut results = Vec::new();
             let mut failed = false;
+            let mut held = false;
             for (r, w) in wanted {
                 // A template never points at an image the registry does not have.
-                match published(&r.target, &r.image.manifest_digest, env).await {
-                    Ok(true) => {}
-                    Ok(false) => {
+                match published(&r.target, &r.image.manifest_digest, verifier.as_ref(), env).await {
+                    Ok(Published::Signed) => {}
+                    Ok(Published::Unsigned) => {
+                        held = true;
+                        eprintln!(
+                            "error: template {}: {}@{} is pushed, not signed with the policy's key: the template is not moved (publish run signs what it pushes; or publish sign --key …)",
+                            r.template.name, r.target.repository, r.image.manifest_digest
+                        );
+                        continue;
+                    }
+                    Ok(Published::Missing) => {
                         failed = true;
                         eprintln!(
                             "error: template {}: {}@{} is not in registry {}: publish the image first (publish run), then sync",
@@ -85,18 +97,69 @@ pub async fn runpod(args: RunPodArgs, env: &Env) -> anyhow::Result<ExitStatus> {
                 Output::Json => super::print_out(&format!("{}\n", crate::report::json(&results))),
                 Output::Text => results.iter().for_each(|s| super::print_out(&crate::report::sync_text(s))),
             }
-            Ok(match (failed, results.is_empty()) {
-                (false, _) => ExitStatus::Success,
-                (true, true) => ExitStatus::Failure,
-                (true, false) => ExitStatus::Partial,
+            // An image that is there but unsigned is a partial result (3): published, held back.
+            Ok(match (failed, held, results.is_empty()) {
+                (false, false, _) => ExitStatus::Success,
+                (true, _, true) => ExitStatus::Failure,
+                _ => ExitStatus::Partial,
             })
         }
     }
 }
 
+/// What the target's registry has of an image.
+enum Published {
+    Missing,
+    /// There, and signed with the policy's key (or the policy does not sign).
+    Signed,
+    /// There, but no signature verifies with the policy's key.
+    Unsigned,
+}
+
+/// The verifier for the policy's signatures: the public half of its key pair. `None` when the
+/// policy does not sign. Keyless signatures are not verified here (see docs/runpod.md).
+fn signature_verifier(plan: &crate::plan::Plan, env: &Env) -> anyhow::Result<Option<crate::sign::Verifier>> {
+    let Some(s) = &plan.signing else { return Ok(None) };
+    let (crate::plan::SignMethod::Key, Some(key)) = (s.method, &s.key) else {
+        tracing::warn!(
+            "runpod sync: keyless signatures are not verified before a template moves; `publish verify --certificate-identity … --certificate-oidc-issuer …` checks them"
+        );
+        return Ok(None);
+    };
+    // The public half beside the key (cosign.key → cosign.pub, as generate-key-pair writes
+    // them) needs no password; else it is derived from the private key.
+    let public = std::path::Path::new(key).with_extension("pub");
+    if !key.starts_with("env://")
+        && public.is_file()
+        && let Ok(pem) = crate::http::read_file_limited(&public, 64 * 1024)
+        && let Some(spki) = crate::sign::tlog::pem_der(&pem)
+    {
+        let key = crate::sign::keys::load_public(&public).map_err(|e| UsageError(e.to_string()))?;
+        return Ok(Some(crate::sign::Verifier::Key { key, spki, trust: None }));
+    }
+    let var = s.password_env.as_deref().unwrap_or(crate::sign::keys::COSIGN_PASSWORD);
+    let password = env
+        .get(var)
+        .ok_or_else(|| UsageError(format!("environment variable {var} (the signing key's password) is not set: runpod sync verifies each image's signature with the policy's key")))?;
+    let signer = crate::sign::keys::KeySigner::load(key, &crate::types::Secret::new(password.clone()), env)
+        .map_err(|e| UsageError(e.to_string()))?;
+    let pem = signer.public_pem();
+    let spki = crate::sign::tlog::pem_der(pem.as_bytes()).ok_or_else(|| UsageError(format!("{key}: no public key")))?;
+    Ok(Some(crate::sign::Verifier::Key {
+        key: signer.verification_key().map_err(|e| UsageError(e.to_string()))?,
+        spki,
+        trust: None,
+    }))
+}
+
 /// Whether the target's repository has the manifest (a HEAD by digest, with the target's
-/// credentials and pull scope: read-only).
-async fn published(t: &crate::plan::TargetPlan, digest: &crate::types::Digest, env: &Env) -> anyhow::Result<bool> {
+/// credentials and pull scope: read-only), and with `verifier`, a signature of it that verifies.
+async fn published(
+    t: &crate::plan::TargetPlan,
+    digest: &crate::types::Digest,
+    verifier: Option<&crate::sign::Verifier>,
+    env: &Env,
+) -> anyhow::Result<Published> {
     let resolved = t
         .credentials
         .resolve(env)
@@ -116,5 +179,11 @@ async fn published(t: &crate::plan::TargetPlan, digest: &crate::types::Digest, e
     )?
     .with_scope(&format!("repository:{}:pull", t.path));
     client.authenticate().await?;
-    Ok(client.has_manifest(digest).await?)
+    if !client.has_manifest(digest).await? {
+        return Ok(Published::Missing);
+    }
+    let Some(verifier) = verifier else { return Ok(Published::Signed) };
+    let verified =
+        crate::sign::verify(&client, &t.path, digest, verifier, crate::sign::VerifyOptions::default()).await?;
+    Ok(if verified.legacy.is_empty() && verified.bundle.is_empty() { Published::Unsigned } else { Published::Signed })
 }

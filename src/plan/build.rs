@@ -274,7 +274,7 @@ fn image_plan(
                 tags: spec.tags.clone(),
                 reason: v.reasons.first().cloned().unwrap_or_default(),
                 endpoint: EndpointPlan::new(&r.host, r.insecure, r.ca_file.clone()),
-                upload: UploadPlan::from_chunk(r.chunk_size),
+                upload: UploadPlan::for_registry(r.kind, r.chunk_size),
                 mount_from: image
                     .origin
                     .as_ref()

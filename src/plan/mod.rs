@@ -169,19 +169,40 @@ impl EndpointPlan {
 pub enum UploadPlan {
     /// One streaming PUT per blob.
     Streamed,
-    /// PATCH chunks of this size, resumable where the registry allows.
-    Chunked { chunk_size: ByteSize },
+    /// PATCH chunks of this size, resumable where the registry allows; with `max_parts`, a
+    /// blob that would need more parts goes in larger ones (ECR Public: at most 1,000).
+    Chunked {
+        chunk_size: ByteSize,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_parts: Option<u64>,
+    },
 }
+
+/// ECR Public takes at most 1,000 parts per layer upload (docs/registries.md).
+pub const ECR_MAX_PARTS: u64 = 1_000;
 
 impl UploadPlan {
     pub fn from_chunk(chunk: Option<ByteSize>) -> Self {
-        chunk.map_or(UploadPlan::Streamed, |c| UploadPlan::Chunked { chunk_size: c })
+        chunk.map_or(UploadPlan::Streamed, |c| UploadPlan::Chunked { chunk_size: c, max_parts: None })
+    }
+
+    /// How a registry of `kind` takes blobs, given its `chunk_size` (the policy's or the
+    /// kind's default).
+    pub fn for_registry(kind: crate::policy::RegistryKind, chunk: Option<ByteSize>) -> Self {
+        match (Self::from_chunk(chunk), kind) {
+            (UploadPlan::Chunked { chunk_size, .. }, crate::policy::RegistryKind::EcrPublic) => {
+                UploadPlan::Chunked { chunk_size, max_parts: Some(ECR_MAX_PARTS) }
+            }
+            (plan, _) => plan,
+        }
     }
 
     pub fn mode(self) -> UploadMode {
         match self {
             UploadPlan::Streamed => UploadMode::Monolithic,
-            UploadPlan::Chunked { chunk_size } => UploadMode::Chunked { chunk: chunk_size.0.max(1) },
+            UploadPlan::Chunked { chunk_size, max_parts } => {
+                UploadMode::Chunked { chunk: chunk_size.0.max(1), max_parts }
+            }
         }
     }
 }

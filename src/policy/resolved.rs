@@ -26,6 +26,9 @@ pub struct GitContext {
     pub branch: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
+    /// The policy's directory is a git checkout that has no commit yet (so no `git.sha`).
+    #[serde(skip)]
+    pub no_commit: bool,
 }
 
 /// A policy that passed every offline check, lowered to plain values.

@@ -13,23 +13,17 @@ use crate::types::Digest;
 impl Client {
     /// Whether the repository already has the blob.
     pub async fn blob_exists(&self, digest: &Digest) -> Result<bool, RegistryError> {
-        Ok(self.blob_size(digest).await?.is_some())
+        Ok(self.blob_head(digest).await?.is_some())
     }
 
-    /// The size the registry reports for a blob it has (its HEAD's `Content-Length`, which
-    /// the distribution spec requires); `None` when the repository does not have it.
-    pub async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, RegistryError> {
+    /// A HEAD of the blob: `None` when the repository does not have it, else the size its
+    /// `Content-Length` reports (`None` inside when the answer carries none).
+    pub async fn blob_head(&self, digest: &Digest) -> Result<Option<Option<u64>>, RegistryError> {
         let url = self.url(&format!("v2/{}/blobs/{digest}", self.repository));
         let resp = self.send(Method::HEAD, url, |r| r).await?;
         match resp.status() {
             s if s.is_success() => {
-                let size = resp.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
-                size.map(Some).ok_or_else(|| RegistryError::Refused {
-                    registry: self.registry.clone(),
-                    message: format!(
-                        "HEAD of blob {digest} answered without a Content-Length: its size cannot be checked"
-                    ),
-                })
+                Ok(Some(resp.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())))
             }
             StatusCode::NOT_FOUND => Ok(None),
             _ => Err(self.api_error(resp).await),

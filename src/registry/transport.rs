@@ -142,8 +142,19 @@ impl Client {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let result =
-                bound.cut(self, &format!("{method} {}", url.path()), self.attempt(&method, &url, &build, auth)).await?;
+            // Late in the bound, an attempt (its answer's body included) gets only what is left.
+            let remaining = bound.remaining();
+            let capped = |r: reqwest::RequestBuilder| {
+                let r = build(r);
+                if remaining < settings.request_timeout {
+                    r.timeout(remaining.max(std::time::Duration::from_millis(1)))
+                } else {
+                    r
+                }
+            };
+            let result = bound
+                .cut(self, &format!("{method} {}", url.path()), self.attempt(&method, &url, &capped, auth))
+                .await?;
             match result {
                 Err(error) if self.should_retry(&error, attempt, bound.started, bound.limit) => {
                     let wait = self.backoff(&error, attempt);
@@ -248,7 +259,7 @@ impl<F: Fn() -> String> Bound<F> {
         Bound { started: std::time::Instant::now(), limit, setting }
     }
 
-    fn remaining(&self) -> std::time::Duration {
+    pub fn remaining(&self) -> std::time::Duration {
         self.limit.saturating_sub(self.started.elapsed())
     }
 

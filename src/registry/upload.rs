@@ -49,7 +49,22 @@ pub enum UploadMode {
     Monolithic,
     Chunked {
         chunk: u64,
+        /// The most parts the registry takes for one blob: a larger blob goes in larger chunks.
+        max_parts: Option<u64>,
     },
+}
+
+impl UploadMode {
+    /// The chunk size for a blob of `size` bytes: the configured one, or, when that would take
+    /// more than `max_parts` parts, the smallest whole MiB that fits (a 9.5 GB layer on ECR
+    /// Public: 10 MiB parts, 906 of them).
+    pub fn chunk_for(chunk: u64, max_parts: Option<u64>, size: u64) -> u64 {
+        const MIB: u64 = 1024 * 1024;
+        match max_parts {
+            Some(n) if size.div_ceil(chunk.max(1)) > n => size.div_ceil(n.max(1)).div_ceil(MIB) * MIB,
+            _ => chunk.max(1),
+        }
+    }
 }
 
 /// Opens a blob's source at a byte offset: what an upload reads from, and reopens where a
@@ -133,8 +148,9 @@ impl Client {
                         self.upload_sendfile(digest, size, file, &mut stats).await
                     }
                     (UploadMode::Monolithic, _) => self.upload_once(digest, size, &open, &mut stats).await,
-                    (UploadMode::Chunked { chunk }, _) => {
-                        self.upload_chunked(digest, size, chunk.max(1), &open, &mut stats).await
+                    (UploadMode::Chunked { chunk, max_parts }, _) => {
+                        let chunk = UploadMode::chunk_for(chunk, max_parts, size);
+                        self.upload_chunked(digest, size, chunk, &open, &mut stats).await
                     }
                 }
             };
@@ -528,6 +544,28 @@ impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
 /// the whole upload.
 fn upload_started(status: StatusCode) -> bool {
     status == StatusCode::ACCEPTED || status == StatusCode::CREATED
+}
+
+#[cfg(test)]
+mod chunk_tests {
+    use super::UploadMode;
+
+    const MIB: u64 = 1024 * 1024;
+
+    #[test]
+    fn parts_grow_to_stay_within_the_registrys_limit() {
+        // ECR Public: 8 MiB parts up to 8,000 MiB; past that, the smallest whole MiB that keeps
+        // 1,000 parts or fewer, up to its 10,000 MiB layer limit.
+        assert_eq!(UploadMode::chunk_for(8 * MIB, Some(1000), 100 * MIB), 8 * MIB);
+        assert_eq!(UploadMode::chunk_for(8 * MIB, Some(1000), 8000 * MIB), 8 * MIB);
+        let layer = 9_500_000_000;
+        let part = UploadMode::chunk_for(8 * MIB, Some(1000), layer);
+        assert_eq!(part, 10 * MIB);
+        assert!(layer.div_ceil(part) <= 1000);
+        assert_eq!(UploadMode::chunk_for(8 * MIB, Some(1000), 10_000 * MIB), 10 * MIB);
+        // Without a limit the configured size stands.
+        assert_eq!(UploadMode::chunk_for(4 * MIB, None, 9_500_000_000), 4 * MIB);
+    }
 }
 
 #[cfg(test)]

@@ -342,7 +342,10 @@ pub async fn sync(client: &Client, wanted: Wanted, dry_run: bool) -> Result<Sync
                 endpoint_credentials
                     .iter()
                     .find(|(r, e)| {
-                        r == &cred_id && !endpoint_outcomes.iter().any(|o| &o.id == e && o.action == "updated")
+                        r == &cred_id
+                            && !endpoint_outcomes
+                                .iter()
+                                .any(|o| &o.id == e && matches!(o.action, "updated" | "would-update"))
                     })
                     .map(|(_, e)| format!("endpoint {e}"))
             });

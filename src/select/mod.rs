@@ -206,8 +206,8 @@ pub fn select_with(
         if winners.contains(&i) {
             v.verdict = VerdictKind::Selected;
             let why = match publish_to {
-                _ if !v.assumptions.is_empty() => format!(
-                    "selected: nothing fits without an assumed figure, and this fits if it is lower ({est}{cost}/month): {}",
+                PublishTo::Best if !v.assumptions.is_empty() => format!(
+                    "selected: nothing fits with the assumed figures, and this fits if your own figures differ ({est}{cost}/month): {}",
                     v.assumptions.join("; ")
                 ),
                 PublishTo::All => format!(
@@ -380,17 +380,22 @@ fn evaluate(image: &ImageFacts, c: &Candidate, upload_rate: Option<ByteSize>, ra
             let label = format!("{scope} transfer ({pulls} pulls × {} a month{assumed})", image.total);
             let (was_rejected, reasons, fixes) = (e.rejected, e.reasons.len(), e.fixes.len());
             quota_check(&mut e, name, &label, limit, m, c.usage.transfer, "transfer used this month");
+            let left = match limit {
+                Limit::Quota { free, .. } => free.0.saturating_sub(c.usage.transfer.map_or(0, |u| u.0)),
+                Limit::Unlimited => u64::MAX,
+            };
+            let fit = left / image.total.0.max(1);
+            // Only the assumed figure breaks it (one pull a month would fit): say where the
+            // verdict changes instead of rejecting.
             if image.pulls_assumed
                 && e.rejected
                 && !was_rejected
+                && fit >= 1
                 && let Limit::Quota { free, .. } = limit
             {
-                // Only the assumed figure breaks it: say where the verdict changes instead.
                 e.rejected = false;
                 e.reasons.truncate(reasons);
                 e.fixes.truncate(fixes);
-                let left = free.0.saturating_sub(c.usage.transfer.map_or(0, |u| u.0));
-                let fit = left / image.total.0.max(1);
                 e.assume(
                     name,
                     format!(

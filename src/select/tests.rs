@@ -355,7 +355,7 @@ fn a_private_300_mb_image_without_pulls_per_month_goes_to_ghcr() {
         "{:?}",
         ghcr.assumptions
     );
-    assert!(reasons(ghcr).contains("selected: nothing fits without an assumed figure"), "{}", reasons(ghcr));
+    assert!(reasons(ghcr).contains("selected: nothing fits with the assumed figures"), "{}", reasons(ghcr));
 }
 
 /// A candidate that fits as things are wins over one listed earlier that fits only if an

@@ -207,7 +207,9 @@ fn resolve_images(
                 Err(e) => {
                     let no_git = ctx.git.sha.is_none()
                         && ["git.sha", "git.short_sha", "git.branch", "git.tag"].iter().any(|k| t.value.contains(k));
-                    let hint = if no_git {
+                    let hint = if no_git && ctx.git.no_commit {
+                        "git.* is unknown here: this git checkout has no commit yet, and git.sha comes from the checked-out commit; make a first commit, set GITHUB_SHA, or use a fixed tag"
+                    } else if no_git {
                         "git.* is unknown here: the policy's directory is not a git checkout and GITHUB_SHA is not set; run inside the checkout, set GITHUB_SHA (and GITHUB_REF_NAME), or use a fixed tag"
                     } else {
                         "available: git.sha, git.short_sha, git.branch, git.tag (when known), and env.NAME for CI, RUNNER_*, GITHUB_* and the variables template_env: lists"
