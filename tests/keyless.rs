@@ -264,3 +264,63 @@ fn verify_names_the_check_that_fails_tampered_log_other_ca_expired_certificate_i
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("--trusted-root trusted_root.json"), "{out}");
 }
+
+/// With keyless signing in the policy, `runpod sync` moves a template only to an image whose
+/// keyless signature verifies for the workflow (GITHUB_WORKFLOW_REF), certified by the roots
+/// cosign's environment names: unsigned → exit 3 and RunPod untouched; signed → synced; signed
+/// but checked for another workflow → exit 3.
+#[test]
+fn runpod_sync_moves_templates_only_to_images_signed_by_the_workflow() {
+    let reg = Registry::start(RegistryOptions::default());
+    let s = sigstore::start();
+    let rp = support::runpod::start();
+    let work = tempfile::tempdir().unwrap();
+    let d = work.path();
+    let image = write_layout(&d.join("img"), 87, &[4_000], "linux", "amd64", "latest");
+    policy(d, &reg, &s);
+    let yaml = std::fs::read_to_string(d.join("publish.yaml")).unwrap()
+        + "runpod:\n  templates:\n    - name: app-main\n      image: app\n      body: {disk: 20}\n";
+    std::fs::write(d.join("publish.yaml"), yaml).unwrap();
+    let dest = format!("{}/ml/app", reg.host);
+    let out = run(publish(d).args(["push", "oci:img", &format!("docker://{dest}:main"), "--insecure"]));
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    let sync = |workflow: &str| {
+        let out = run(publish(d)
+            .args(["runpod", "sync"])
+            .env("RUNPOD_API_KEY", support::runpod::API_KEY)
+            .env("RUNPOD_API_URL", rp.url())
+            .env("GITHUB_WORKFLOW_REF", workflow)
+            .envs(s.cosign_env()));
+        let (stdout, stderr) = text(&out);
+        (out.status.code(), format!("{stdout}{stderr}"))
+    };
+    let (code, all) = sync(sigstore::WORKFLOW_REF);
+    assert_eq!(code, Some(3), "{all}");
+    assert!(all.contains("is pushed, not signed"), "{all}");
+    assert!(rp.writes().is_empty(), "unsigned: RunPod untouched");
+
+    let by_digest = format!("{dest}@{}", image.manifest_digest);
+    let out = run(publish(d)
+        .args([
+            "sign",
+            &by_digest,
+            "--keyless",
+            "--insecure",
+            "--fulcio-url",
+            &s.fulcio_url(),
+            "--rekor-url",
+            &s.rekor_url(),
+        ])
+        .env("ACTIONS_ID_TOKEN_REQUEST_URL", s.token_url())
+        .env("ACTIONS_ID_TOKEN_REQUEST_TOKEN", REQUEST_TOKEN));
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    let (code, all) = sync("my-org/comfyui/.github/workflows/other.yml@refs/heads/main");
+    assert_eq!(code, Some(3), "another workflow's identity does not verify: {all}");
+    assert!(rp.writes().is_empty(), "another identity: RunPod untouched");
+    let (code, all) = sync(sigstore::WORKFLOW_REF);
+    assert_eq!(code, Some(0), "{all}");
+    let writes = rp.writes();
+    assert_eq!(writes.len(), 1, "{writes:?}");
+    let body: Value = serde_json::from_slice(&writes[0].body).unwrap();
+    assert_eq!(body["image"], format!("{dest}:main@{}", image.manifest_digest));
+}

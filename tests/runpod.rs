@@ -423,7 +423,7 @@ fn runpod_sync_moves_templates_only_to_images_signed_with_the_policys_key() {
     let out = run(publish_with(d, &rp).args(["runpod", "sync"]).env(pw.0, pw.1));
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(3), "{stdout}\n{stderr}");
-    assert!(stderr.contains("is pushed, not signed with the policy's key"), "{stderr}");
+    assert!(stderr.contains("is pushed, not signed as the policy's signing: says"), "{stderr}");
     assert!(rp.writes().is_empty(), "the template must not move: {:?}", rp.writes());
 
     let by_digest = format!("{dest}@{}", image.manifest_digest);

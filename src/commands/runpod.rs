@@ -52,7 +52,7 @@ pub async fn runpod(args: RunPodArgs, env: &Env) -> anyhow::Result<ExitStatus> {
             let client = stage::client(rp, env).map_err(|e| UsageError(e.to_string()))?;
             // Templates only ever follow signed images: with signing in the policy, each image
             // is verified with the policy's key before its template moves.
-            let verifier = signature_verifier(&plan, env)?;
+            let verifier = signature_verifier(&plan, env).await?;
             let mut results = Vec::new();
             let mut failed = false;
             let mut held = false;
@@ -63,7 +63,7 @@ pub async fn runpod(args: RunPodArgs, env: &Env) -> anyhow::Result<ExitStatus> {
                     Ok(Published::Unsigned) => {
                         held = true;
                         eprintln!(
-                            "error: template {}: {}@{} is pushed, not signed with the policy's key: the template is not moved (publish run signs what it pushes; or publish sign --key …)",
+                            "error: template {}: {}@{} is pushed, not signed as the policy's signing: says: the template is not moved (publish run signs what it pushes; or publish sign)",
                             r.template.name, r.target.repository, r.image.manifest_digest
                         );
                         continue;
@@ -116,15 +116,17 @@ enum Published {
     Unsigned,
 }
 
-/// The verifier for the policy's signatures: the public half of its key pair. `None` when the
-/// policy does not sign. Keyless signatures are not verified here (see docs/runpod.md).
-fn signature_verifier(plan: &crate::plan::Plan, env: &Env) -> anyhow::Result<Option<crate::sign::Verifier>> {
+/// GitHub Actions' OIDC issuer: what keyless signatures from a workflow are certified for.
+const GITHUB_ISSUER: &str = "https://token.actions.githubusercontent.com";
+
+/// The verifier for the policy's signatures: the public half of its key pair, or keyless, the
+/// workflow identity (this workflow's `GITHUB_WORKFLOW_REF`, else any workflow of
+/// `GITHUB_REPOSITORY`) certified by a trusted Fulcio and logged in a trusted Rekor. `None`
+/// when the policy does not sign.
+async fn signature_verifier(plan: &crate::plan::Plan, env: &Env) -> anyhow::Result<Option<crate::sign::Verifier>> {
     let Some(s) = &plan.signing else { return Ok(None) };
     let (crate::plan::SignMethod::Key, Some(key)) = (s.method, &s.key) else {
-        tracing::warn!(
-            "runpod sync: keyless signatures are not verified before a template moves; `publish verify --certificate-identity … --certificate-oidc-issuer …` checks them"
-        );
-        return Ok(None);
+        return keyless_verifier(s, env).await.map(Some);
     };
     // The public half beside the key (cosign.key → cosign.pub, as generate-key-pair writes
     // them) needs no password; else it is derived from the private key.
@@ -150,6 +152,57 @@ fn signature_verifier(plan: &crate::plan::Plan, env: &Env) -> anyhow::Result<Opt
         spki,
         trust: None,
     }))
+}
+
+/// Keyless: who may have signed, and the roots that certify it (cosign's environment for a
+/// private Sigstore; Sigstore's public-good roots through TUF for the default Fulcio).
+async fn keyless_verifier(s: &crate::plan::SigningPlan, env: &Env) -> anyhow::Result<crate::sign::Verifier> {
+    use crate::sign::keyless::{Matcher, Policy};
+    let var = |name: &str| env.get(name).filter(|v| !v.is_empty()).cloned();
+    let identity = match (var("GITHUB_WORKFLOW_REF"), var("GITHUB_REPOSITORY")) {
+        (Some(workflow), _) => Matcher::Exact(format!("https://github.com/{workflow}")),
+        (None, Some(repository)) => {
+            Matcher::regex(&format!("https://github\\.com/{}/\\.github/workflows/.+", regex::escape(&repository)))
+                .map_err(UsageError)?
+        }
+        (None, None) => {
+            return Err(UsageError(
+                "runpod sync verifies keyless signatures against the workflow that made them: set GITHUB_REPOSITORY=OWNER/REPO (any of its workflows) or GITHUB_WORKFLOW_REF (one workflow), as GitHub Actions does".into(),
+            )
+            .into());
+        }
+    };
+    let read = |name: &str| -> anyhow::Result<Option<Vec<u8>>> {
+        var(name)
+            .map(|path| {
+                crate::http::read_file_limited(std::path::Path::new(&path), 4 * 1024 * 1024)
+                    .map_err(|e| UsageError(format!("{name}: {e}")).into())
+            })
+            .transpose()
+    };
+    let trust = match read("SIGSTORE_ROOT_FILE")? {
+        Some(roots) => {
+            let rekor = read("SIGSTORE_REKOR_PUBLIC_KEY")?;
+            let ctlog = read("SIGSTORE_CT_LOG_PUBLIC_KEY_FILE")?;
+            crate::sign::trust::TrustedRoot::from_pem(&roots, rekor.as_deref(), ctlog.as_deref())
+                .map_err(|e| UsageError(format!("SIGSTORE_ROOT_FILE: {e}")))?
+        }
+        None if s.fulcio_url.is_none() => {
+            let cache = super::load::cache_dir(env).join("tuf");
+            crate::sign::trust::TrustedRoot::public_good(Some(&cache)).await.map_err(anyhow::Error::msg)?
+        }
+        None => {
+            return Err(UsageError(format!(
+                "runpod sync verifies keyless signatures from {} against roots it is given: set SIGSTORE_ROOT_FILE (and SIGSTORE_REKOR_PUBLIC_KEY, SIGSTORE_CT_LOG_PUBLIC_KEY_FILE), as for cosign",
+                s.fulcio_url.as_deref().unwrap_or_default()
+            ))
+            .into());
+        }
+    };
+    Ok(crate::sign::Verifier::Keyless {
+        policy: Policy { identity, issuer: Matcher::Exact(GITHUB_ISSUER.into()) },
+        trust,
+    })
 }
 
 /// Whether the target's repository has the manifest (a HEAD by digest, with the target's
