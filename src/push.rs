@@ -127,8 +127,10 @@ async fn push_inner(
     client.authenticate().await?;
 
     // Already there by digest? Registries refuse a manifest whose blobs are missing, so its
-    // blobs are there too: a re-push is then a GET and the tag PUTs, no blob HEADs.
-    let present = client.has_manifest(&image.root.digest).await.unwrap_or(false);
+    // blobs are there too: a re-push is then a GET and the tag PUTs, no blob HEADs. Not for an
+    // image read from a registry: its sizes were checked against no file, so every blob is
+    // asked about (HEAD) and sized.
+    let present = image.is_local() && client.has_manifest(&image.root.digest).await.unwrap_or(false);
     let mut blobs = image.blobs();
     if present {
         out.blobs_skipped += blobs.len();
@@ -191,6 +193,8 @@ pub struct WouldWrite {
 
 /// Authenticates and asks, blob by blob (HEAD), what the repository already has. Writes nothing.
 pub async fn would_write(image: &Image, dest: &Destination, retry: RetryPolicy) -> Result<WouldWrite, RegistryError> {
+    // A dry run refuses what the push would refuse.
+    check_source_sizes(image)?;
     let client = Client::new(&dest.endpoint, &dest.path, dest.ca_file.as_deref(), dest.credential.clone(), retry)?;
     client.authenticate().await?;
     let repository = format!("{}/{}", dest.endpoint.host, dest.path);

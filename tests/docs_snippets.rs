@@ -148,3 +148,15 @@ fn every_yaml_snippet_in_the_docs_is_checked() {
     }
     assert!(steps >= 2 && policies >= 6, "{steps} workflow steps, {policies} policies");
 }
+
+/// The docs state their facts with public sources: none names a file users do not have (the
+/// project's shared/ folder of research notes and tools).
+#[test]
+fn no_doc_cites_files_outside_the_repository() {
+    for f in support::doc_files() {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            assert!(!line.contains("shared/"), "{}:{}: names shared/: {line}", f.display(), n + 1);
+        }
+    }
+}

@@ -212,7 +212,8 @@ fn credential_helper_from_docker_config_is_used() {
     std::fs::write(
         &helper,
         format!(
-            "#!/bin/sh\nread host\n[ \"$1\" = get ] && [ \"$host\" = \"{}\" ] || exit 1\necho '{{\"ServerURL\":\"'$host'\",\"Username\":\"{USER}\",\"Secret\":\"{PASSWORD}\"}}'\n",
+            "#!/bin/sh\nread host\necho \"$1 $host\" >> \"{}\"\n[ \"$1\" = get ] && [ \"$host\" = \"{}\" ] || exit 1\necho '{{\"ServerURL\":\"'$host'\",\"Username\":\"{USER}\",\"Secret\":\"{PASSWORD}\"}}'\n",
+            work.path().join("helper.log").display(),
             reg.host
         ),
     )
@@ -231,6 +232,20 @@ fn credential_helper_from_docker_config_is_used() {
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(!stdout.contains(PASSWORD) && !stderr.contains(PASSWORD));
+
+    // `publish run` starts the helper once for its registry, not once per stage.
+    std::fs::write(work.path().join("helper.log"), "").unwrap();
+    policy(work.path(), &reg, "oci:img", "");
+    let yaml = std::fs::read_to_string(work.path().join("publish.yaml")).unwrap();
+    let yaml =
+        yaml.replace(&format!("    credentials:\n      username: {USER}\n      password_env: REG_PASSWORD\n"), "");
+    std::fs::write(work.path().join("publish.yaml"), yaml).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let out = run(publish(work.path()).arg("run").env("DOCKER_CONFIG", &config).env("PATH", path));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let calls = std::fs::read_to_string(work.path().join("helper.log")).unwrap();
+    assert_eq!(calls.lines().count(), 1, "the helper ran more than once: {calls}");
 }
 
 #[test]
@@ -381,67 +396,28 @@ fn plain_http_uploads_from_disk_use_sendfile_unless_the_client_hashes() {
     }
 }
 
-/// A manifest whose descriptor says 7 bytes more than its first layer has is never tagged,
-/// whichever way the layer reaches the registry: skipped because the registry has it (local
-/// source and registry source), mounted from another repository, sent with sendfile, or
-/// streamed in chunks. The error names the blob and both sizes.
+/// A top-level `--dry-run` reaches the command after it: `push` writes nothing to the registry,
+/// `generate-key-pair` refuses (exit 2) and writes no key; an unknown transport lists
+/// `docker://` among those it takes.
 #[test]
-fn a_descriptor_that_lies_about_a_blob_size_is_never_tagged_on_any_upload_path() {
+fn a_top_level_dry_run_writes_nothing_anywhere() {
     let reg = Registry::start(RegistryOptions::default());
     let work = tempfile::tempdir().unwrap();
-    let image = write_layout(&work.path().join("img"), 41, &[300_000, 20_000], "linux", "amd64", "latest");
-    let push = |src: &str, dest: &str, extra: &[&str]| {
-        let out = run(publish(work.path())
-            .args(["push", src, &format!("docker://{}/{dest}", reg.host), "--insecure"])
-            .args(extra));
-        let (stdout, stderr) = text(&out);
-        (out.status.code(), format!("{stdout}{stderr}"))
-    };
-    // The true image first: the registry holds every blob in ml/app.
-    for dest in ["ml/app:v1", "ml/lie:true"] {
-        let (code, all) = push("oci:img", dest, &[]);
-        assert_eq!(code, Some(0), "{all}");
-    }
+    write_layout(&work.path().join("img"), 17, &[2_000], "linux", "amd64", "latest");
+    let dest = format!("docker://{}/ml/dry:v1", reg.host);
+    let out = run(publish(work.path()).args(["--dry-run", "-o", "json", "push", "oci:img", &dest, "--insecure"]));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let would: Value = serde_json::from_str(&stdout).expect("-o json before the command reaches push");
+    assert_eq!(would["blobs_to_send"].as_array().map(Vec::len), Some(2), "{would}");
+    assert!(!reg.inspect(&format!("{}/ml/dry:v1", reg.host), false).status.success(), "a dry run pushed");
 
-    let (lie, _, layer, size) = support::image::lie_about_first_layer_size(&image, 7);
-    let said = |all: &str, whose: &str| {
-        assert!(
-            all.contains(&layer)
-                && all.contains(&format!("says {} bytes", size + 7))
-                && all.contains(&format!("{whose} {size}")),
-            "the error must name the blob and both sizes ({whose}):\n{all}"
-        );
-    };
-    let tag_absent = |repo: &str, tag: &str| {
-        let status = support::http_status(reg.backend_port, &format!("/v2/{repo}/manifests/{tag}"));
-        assert!(status.as_deref().is_some_and(|s| s.contains("404")), "{repo}:{tag} was tagged: {status:?}");
-    };
-    for (dest, extra) in
-        [("ml/app:lie", &[][..]), ("ml/fresh:lie", &[][..]), ("ml/chunked:lie", &["--chunk-size", "64KiB"][..])]
-    {
-        let (code, all) = push("oci:img", dest, extra);
-        assert_eq!(code, Some(1), "{dest}: {all}");
-        said(&all, "the source file has");
-        let (repo, tag) = dest.split_once(':').unwrap();
-        tag_absent(repo, tag);
-    }
+    let out = run(publish(work.path()).args(["--dry-run", "generate-key-pair"]).env("COSIGN_PASSWORD", "x"));
+    assert_eq!(out.status.code(), Some(2), "{:?}", text(&out));
+    assert!(!work.path().join("cosign.key").exists() && !work.path().join("cosign.pub").exists());
 
-    // The same lie read from a registry (distribution 2.8 does not check descriptor sizes, so
-    // it takes the manifest from curl): skipped where the blob is, mounted where it is not.
-    let out = std::process::Command::new("curl")
-        .args(["-sf", "-X", "PUT", "-H", "Content-Type: application/vnd.oci.image.manifest.v1+json", "--data-binary"])
-        .arg(String::from_utf8(lie).unwrap())
-        .arg(format!("http://{}/v2/ml/lie/manifests/v1", reg.host))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let src = format!("docker://{}/ml/lie:v1", reg.host);
-    let (code, all) = push(&src, "ml/app:remote-lie", &["--src-insecure"]);
-    assert_eq!(code, Some(1), "{all}");
-    said(&all, "the registry holds");
-    tag_absent("ml/app", "remote-lie");
-    let (code, all) = push(&src, "ml/mounted:v1", &["--src-insecure"]);
-    assert_eq!(code, Some(1), "{all}");
-    said(&all, "the mounted blob has");
-    tag_absent("ml/mounted", "v1");
+    let out = run(publish(work.path()).args(["push", "bogus:img", &dest, "--insecure"]));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+    assert!(format!("{stdout}{stderr}").contains("or docker://HOST/REPO[:TAG|@DIGEST]"), "{stdout}{stderr}");
 }

@@ -20,8 +20,8 @@ pub async fn plan(args: PlanArgs, env: &Env, actions: Option<&github::Actions>) 
     let (resolved, images) = load::policy_and_images(&args.policy.policy, env).await?;
     let measured = match args.measure {
         super::Measure::Nothing => MeasuredUsage::new(),
-        super::Measure::WithCredentials => measure_usage(&resolved, env, true, true).await,
-        super::Measure::All => measure_usage(&resolved, env, true, false).await,
+        super::Measure::WithCredentials => measure_usage(&resolved, env, true, true, &Known::new()).await,
+        super::Measure::All => measure_usage(&resolved, env, true, false, &Known::new()).await,
     };
     let plan = build(&resolved, &images, &measured)?;
     if args.matrix {
@@ -47,21 +47,34 @@ pub fn build(resolved: &Resolved, images: &[Image], measured: &MeasuredUsage) ->
     Ok(plan)
 }
 
+/// Credentials already resolved, by registry id (a run's preflight), so that no credential
+/// helper is started twice.
+pub type Known = std::collections::HashMap<String, Option<crate::registry::Credential>>;
+
 /// Measures what registries already use, read-only, for those whose usage the policy does
 /// not state: self-hosted registries by walking the catalog (only where a `limits.storage` is
 /// set, unless `all`), Docker Hub's private repositories through its API; with
 /// `need_credentials`, only registries whose credentials are there. A registry that cannot be
-/// measured stays unknown.
-pub async fn measure_usage(resolved: &Resolved, env: &Env, all: bool, need_credentials: bool) -> MeasuredUsage {
+/// measured stays unknown. Credentials come from `known`, else are resolved here.
+pub async fn measure_usage(
+    resolved: &Resolved,
+    env: &Env,
+    all: bool,
+    need_credentials: bool,
+    known: &Known,
+) -> MeasuredUsage {
     let mut measured = MeasuredUsage::new();
     for r in resolved.images.iter().flat_map(|i| &i.candidates) {
         if measured.contains_key(&r.id) {
             continue;
         }
-        let credential = crate::credentials::CredentialSource::for_registry(r.kind, &r.host, r.credentials.as_ref())
-            .resolve(env)
-            .ok()
-            .and_then(|c| c.credential());
+        let credential = match known.get(&r.id) {
+            Some(c) => c.clone(),
+            None => crate::credentials::CredentialSource::for_registry(r.kind, &r.host, r.credentials.as_ref())
+                .resolve(env)
+                .ok()
+                .and_then(|c| c.credential()),
+        };
         if need_credentials && credential.is_none() && r.kind != RegistryKind::EcrPublic {
             continue;
         }

@@ -51,8 +51,15 @@ pub async fn run(args: RunArgs, env: &Env, actions: Option<&github::Actions>) ->
                 // Shown without secrets and without measuring: nothing is contacted.
                 offline
             } else {
-                early = Some(preflight(&offline, Some(&resolved), env)?);
-                let measured = plan::measure_usage(&resolved, env, false, false).await;
+                let credentials = preflight(&offline, Some(&resolved), env)?;
+                let known: plan::Known = offline
+                    .images
+                    .iter()
+                    .flat_map(|i| &i.targets)
+                    .filter_map(|t| Some((t.registry.clone(), credentials.get(&t.id)?.credential())))
+                    .collect();
+                early = Some(credentials);
+                let measured = plan::measure_usage(&resolved, env, false, false, &known).await;
                 // Only a measurement can change the selection: otherwise the plan stands.
                 if measured.is_empty() { offline } else { plan::build(&resolved, &images, &measured)? }
             };

@@ -300,6 +300,11 @@ impl Image {
         self.blobs().into_iter().try_for_each(|d| self.store.check_blob(&d.digest, d.size, hash))
     }
 
+    /// Whether the image is read from files here (not from a registry).
+    pub fn is_local(&self) -> bool {
+        self.remote.is_none()
+    }
+
     /// A local blob's size on disk (`None` for an image read from a registry), read from file
     /// metadata without reading the blob.
     pub fn source_size(&self, d: &Descriptor) -> std::io::Result<Option<u64>> {
