@@ -360,6 +360,11 @@ const POLICIES: &[(&str, &str, &[&str])] = &[
         "version: 1\nregistries:\n  x: {kind: registry, repository: 127.0.0.1:5000/ml, insecure: true, chunk_size: 0B}\n",
         &["registries.x.chunk_size"],
     ),
+    (
+        "ECR Public parts under 5 MiB",
+        "version: 1\nregistries:\n  x: {kind: ecr-public, repository: public.ecr.aws/o, chunk_size: 4MiB}\n",
+        &["registries.x.chunk_size", "from 5 MiB to 10 MiB"],
+    ),
     ("an upload rate of 0", "version: 1\nupload_rate: 0MB\n", &["upload_rate"]),
     (
         "a size past 16 EiB",

@@ -261,3 +261,35 @@ fn run_checks_credentials_before_contacting_any_registry() {
     assert!(stderr.contains("NOT_SET_ANYWHERE"), "{stderr}");
     assert!(s.proxy.seen.lock().unwrap().is_empty(), "usage was measured first: {:?}", s.proxy.seen.lock().unwrap());
 }
+
+/// An image of the plan whose source is missing from the inputs execution is given fails
+/// each of its targets with a message, never silently: the run cannot report success.
+#[test]
+fn an_image_missing_from_the_inputs_fails_its_targets() {
+    let work = tempfile::tempdir().unwrap();
+    write_layout(&work.path().join("img"), 303, &[1_000], "linux", "amd64", "latest");
+    std::fs::write(
+        work.path().join("publish.yaml"),
+        "version: 1\nregistries:\n  home: {kind: registry, repository: 127.0.0.1:9/ml, insecure: true}\nimages:\n  - {name: app, source: oci:img, tags: [v1], visibility: public}\n",
+    )
+    .unwrap();
+    let out = run(publish(work.path()).args(["plan", "--no-measure", "-o", "json"]));
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    let plan: publish_action::plan::Plan = serde_json::from_slice(&out.stdout).unwrap();
+    let images = std::collections::HashMap::new();
+    let env = publish_action::credentials::Env::new();
+    let inputs = publish_action::execute::Inputs {
+        images: &images,
+        credentials: std::collections::HashMap::new(),
+        signer: None,
+        templates: None,
+        in_actions: false,
+        env: &env,
+    };
+    let report = tokio::runtime::Runtime::new().unwrap().block_on(publish_action::execute::execute(&plan, inputs));
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["status"], "failed", "{json:#}");
+    let target = &json["images"][0]["targets"][0];
+    assert_eq!(target["status"], "failed", "{json:#}");
+    assert!(target["error"].as_str().unwrap_or_default().contains("was not opened"), "{json:#}");
+}

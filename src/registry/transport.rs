@@ -131,14 +131,20 @@ impl Client {
         build: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
         auth: bool,
     ) -> Result<reqwest::Response, RegistryError> {
+        self.retries_within(&request_bound(), method, url, build, auth).await
+    }
+
+    /// `with_retries` within a bound the caller holds (one for a request and its retry after
+    /// re-authenticating).
+    async fn retries_within<F: Fn() -> String>(
+        &self,
+        bound: &Bound<F>,
+        method: Method,
+        url: Url,
+        build: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+        auth: bool,
+    ) -> Result<reqwest::Response, RegistryError> {
         let settings = crate::http::settings();
-        let bound = Bound::new(settings.retry_deadline(), || {
-            format!(
-                "transfer.request_timeout: {} s per request, {} s with retries",
-                settings.request_timeout.as_secs(),
-                settings.retry_deadline().as_secs()
-            )
-        });
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -208,10 +214,12 @@ impl Client {
         url: Url,
         build: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, RegistryError> {
-        let resp = self.with_retries(method.clone(), url.clone(), &build, true).await?;
+        // One bound for the request, its retries and its one retry after re-authenticating.
+        let bound = request_bound();
+        let resp = self.retries_within(&bound, method.clone(), url.clone(), &build, true).await?;
         let resp = if retry::classify(resp.status()) == Class::Reauthenticate {
-            self.authenticate().await?;
-            self.with_retries(method.clone(), url.clone(), &build, true).await?
+            bound.cut(self, "re-authenticating", self.authenticate()).await??;
+            self.retries_within(&bound, method.clone(), url.clone(), &build, true).await?
         } else {
             resp
         };
@@ -244,6 +252,18 @@ pub(super) fn link_next(request: &Url, resp: &reqwest::Response) -> Option<Url> 
     let link = resp.headers().get(reqwest::header::LINK)?.to_str().ok()?;
     let target = link.split(';').next()?.trim().trim_start_matches('<').trim_end_matches('>');
     link.contains("rel=\"next\"").then(|| request.join(target).ok()).flatten()
+}
+
+/// The bound of a small request with its retries: `transfer.request_timeout` × 2.5.
+pub(super) fn request_bound() -> Bound<impl Fn() -> String> {
+    let settings = crate::http::settings();
+    Bound::new(settings.retry_deadline(), move || {
+        format!(
+            "transfer.request_timeout: {} s per request, {} s with retries",
+            settings.request_timeout.as_secs(),
+            settings.retry_deadline().as_secs()
+        )
+    })
 }
 
 /// An operation's overall deadline: every attempt is cut at it, every wait ends at it, and

@@ -134,6 +134,19 @@ pub(super) fn resolve_registry(
             Some("e.g. chunk_size: 8MiB".into()),
         );
     }
+    // ECR Public takes parts of 5 MiB or more (but the last) and at most 1,000 of them: parts
+    // over 10 MiB are not needed for its 10,000 MiB layers, parts under 5 MiB are refused.
+    if let Some(chunk) = &r.chunk_size
+        && *r.kind == RegistryKind::EcrPublic
+        && !(5 * 1024 * 1024..=10 * 1024 * 1024).contains(&chunk.value.0.0)
+    {
+        c.err(
+            chunk,
+            format!("{field}.chunk_size"),
+            "ECR Public takes parts from 5 MiB to 10 MiB (at most 1,000 of them; larger layers get larger parts)",
+            Some("leave chunk_size out (8MiB), or set 5MiB to 10MiB".into()),
+        );
+    }
     if let Some(b) = &r.billing
         && *r.kind != RegistryKind::Ghcr
     {
