@@ -75,20 +75,42 @@ pub fn transport_retryable(e: &reqwest::Error) -> bool {
     !(e.is_builder() || e.is_redirect() || e.is_decode())
 }
 
+/// Why `send` gave up.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The last attempt's transport error, the attempts used up.
+    #[error("{0}")]
+    Transport(#[from] reqwest::Error),
+    /// The overall bound ran out, or the server asked for a wait past it: final, with how
+    /// long it waited and which setting bounds it.
+    #[error("{what}: gave up after {:.1} s ({setting}): {last}", .waited.as_secs_f64())]
+    GaveUp { what: String, waited: Duration, setting: String, last: String },
+}
+
 /// Sends a request built by `build` (called once per attempt), retrying transport errors and
 /// 408/429/5xx answers with backoff. Returns the last answer, whatever its status: the caller
 /// reads it. For clients without a 401 rule (API keys, one-shot tokens). The whole ends within
-/// `transfer.request_timeout` × 2.5: a wait the server asks for is shortened to fit, and an
-/// attempt still running then is cut (a timeout error naming the setting).
+/// `transfer.request_timeout` × 2.5: each attempt gets at most what is left, and a wait that
+/// does not fit (a server asking for longer) ends it at once with `SendError::GaveUp`.
 pub async fn send(
     policy: &RetryPolicy,
     what: &str,
     build: impl Fn() -> reqwest::RequestBuilder,
-) -> Result<reqwest::Response, reqwest::Error> {
+) -> Result<reqwest::Response, SendError> {
     let settings = crate::http::settings();
     let limit = settings.retry_deadline();
     let started = std::time::Instant::now();
     let remaining = || limit.saturating_sub(started.elapsed());
+    let gave_up = |last: String| SendError::GaveUp {
+        what: what.to_string(),
+        waited: started.elapsed(),
+        setting: format!(
+            "transfer.request_timeout: {} s per request, {} s with retries",
+            settings.request_timeout.as_secs(),
+            limit.as_secs()
+        ),
+        last,
+    };
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -97,26 +119,25 @@ pub async fn send(
         let req = build().timeout(settings.request_timeout.min(remaining()).max(Duration::from_millis(1)));
         match req.send().await {
             Ok(resp) if classify(resp.status()) == Class::Retry && !last => {
-                let wait = policy.wait(attempt, retry_after(resp.headers()));
+                let asked = retry_after(resp.headers());
+                let wait = policy.wait(attempt, asked);
                 if wait >= remaining() {
-                    tracing::warn!(
-                        status = resp.status().as_u16(),
-                        "{what}: gave up after {:.1} s (transfer.request_timeout: {} s per request, {} s with retries)",
-                        started.elapsed().as_secs_f64(),
-                        settings.request_timeout.as_secs(),
-                        limit.as_secs()
-                    );
-                    return Ok(resp);
+                    let asked = asked.map(|a| format!(" (asked to wait {} s)", a.as_secs())).unwrap_or_default();
+                    return Err(gave_up(format!("{}{asked}", resp.status())));
                 }
                 tracing::warn!(status = resp.status().as_u16(), ?wait, "retrying {what}");
                 tokio::time::sleep(wait).await;
             }
-            Err(e) if transport_retryable(&e) && !last && policy.delay(attempt) < remaining() => {
+            Err(e) if transport_retryable(&e) && !last => {
                 let wait = policy.delay(attempt);
+                if wait >= remaining() {
+                    return Err(gave_up(e.to_string()));
+                }
                 tracing::warn!(error = %e, ?wait, "retrying {what}");
                 tokio::time::sleep(wait).await;
             }
-            other => return other,
+            Ok(resp) => return Ok(resp),
+            Err(e) => return Err(e.into()),
         }
     }
 }

@@ -436,3 +436,43 @@ fn runpod_sync_moves_templates_only_to_images_signed_with_the_policys_key() {
     assert_eq!(s.templates.len(), 1);
     assert_eq!(s.templates[0]["image"], json!(format!("{dest}:main@{}", image.manifest_digest)));
 }
+
+/// A RunPod API that answers every request 429 with a `Retry-After` of three years: sync gives
+/// up at once (the wait cannot fit `transfer.request_timeout` × 2.5) and says how long it
+/// waited and which setting bounds it.
+#[test]
+fn a_runpod_api_that_asks_to_wait_years_is_given_up_on_with_the_setting_named() {
+    let reg = Registry::start(RegistryOptions::default());
+    let api = support::http::Server::start(|_| {
+        support::http::Response::new(429)
+            .header("Retry-After", "99999999")
+            .json(&json!({"title": "Too Many Requests", "status": 429, "detail": "slow down"}))
+    });
+    let work = tempfile::tempdir().unwrap();
+    write_layout(&work.path().join("img"), 50, &[3_000], "linux", "amd64", "latest");
+    write_policy(work.path(), &reg.host, "public", &INLINE.replace("      endpoints: [ep1]\n", ""));
+    let yaml = std::fs::read_to_string(work.path().join("publish.yaml")).unwrap() + "transfer: {request_timeout: 2}\n";
+    std::fs::write(work.path().join("publish.yaml"), yaml).unwrap();
+    let out = run(publish(work.path()).args([
+        "push",
+        "oci:img",
+        &format!("docker://{}/ml/app:main", reg.host),
+        "--insecure",
+    ]));
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    let started = std::time::Instant::now();
+    let out = run(publish(work.path())
+        .args(["runpod", "sync"])
+        .env("RUNPOD_API_KEY", API_KEY)
+        .env("RUNPOD_API_URL", format!("http://127.0.0.1:{}", api.port))
+        .env("GITHUB_SHA", SHA));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("gave up after")
+            && stderr.contains("transfer.request_timeout: 2 s per request, 5 s with retries"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("asked to wait 99999999 s"), "{stderr}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
+}
