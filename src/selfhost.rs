@@ -1,6 +1,6 @@
 //! The self-hosted registry the reference documents describe — CNCF distribution behind nginx
 //! with TLS and htpasswd — as files: `publish init --self-hosted DIR` writes them, and the test
-//! harness runs the same nginx configuration (tests/support). Sized for ML images: no body
+//! harness runs the same nginx configuration (tests/it/support). Sized for ML images: no body
 //! limit (`client_max_body_size 0`; the reference's `1000m` breaks every layer over 1 GB),
 //! request bodies streamed, and timeouts long enough for a 10 GB layer on a slow uplink.
 

@@ -1,0 +1,251 @@
+//! `docker-archive:` sources, as `docker save` writes them: the legacy layout (uncompressed
+//! layers, gzip-compressed on the way through a cache) and Docker 25+'s OCI layout inside the
+//! tar; checked with skopeo and by decompressing what the registry holds.
+
+use crate::support;
+
+use std::io::Read;
+
+use crate::support::image::{write_archive, write_layout};
+use crate::support::{Registry, RegistryOptions, publish, run, text};
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+
+fn sha(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+fn curl_blob(reg: &Registry, repo: &str, digest: &str) -> Vec<u8> {
+    let out = std::process::Command::new("curl")
+        .arg("-sSf")
+        .arg(format!("http://{}/v2/{repo}/blobs/{digest}", reg.host))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
+
+#[test]
+fn legacy_docker_save_is_pushed_with_gzip_layers_and_the_cache_spares_a_second_compression() {
+    let reg = Registry::start(RegistryOptions::default());
+    let work = tempfile::tempdir().unwrap();
+    let diff_ids = support::docker::save_legacy(&work.path().join("app.tar"), 1, &[300_000, 1_000_000]);
+    let cache = work.path().join("cache");
+    let push = |tag: &str| {
+        let out = run(publish(work.path())
+            .args([
+                "push",
+                "docker-archive:app.tar:app:v1",
+                &format!("docker://{}/ml/app:{tag}", reg.host),
+                "--insecure",
+                "-o",
+                "json",
+            ])
+            .env("PUBLISH_CACHE_DIR", &cache));
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+        (serde_json::from_str::<Value>(&stdout).unwrap(), stderr)
+    };
+    let (json, stderr) = push("v1");
+    assert_eq!(stderr.matches("compressing (gzip)").count(), 2, "{stderr}");
+    let digest = json["images"][0]["targets"][0]["digest"].as_str().unwrap().to_string();
+
+    // skopeo reads back exactly the manifest we pushed, with gzip layers.
+    let raw = reg.inspect(&format!("{}/ml/app:v1", reg.host), true).stdout;
+    assert_eq!(sha(&raw), digest);
+    let manifest: Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(manifest["mediaType"], "application/vnd.docker.distribution.manifest.v2+json");
+    for (layer, diff_id) in manifest["layers"].as_array().unwrap().iter().zip(&diff_ids) {
+        assert_eq!(layer["mediaType"], "application/vnd.docker.image.rootfs.diff.tar.gzip");
+        let blob = curl_blob(&reg, "ml/app", layer["digest"].as_str().unwrap());
+        let mut plain = Vec::new();
+        flate2::read::GzDecoder::new(&blob[..]).read_to_end(&mut plain).unwrap();
+        assert_eq!(&sha(&plain), diff_id, "the layer decompresses to what docker saved");
+    }
+    let info: Value = serde_json::from_slice(&reg.inspect(&format!("{}/ml/app:v1", reg.host), false).stdout).unwrap();
+    assert_eq!(info["Architecture"], "amd64");
+
+    // Again, to a new tag: the cache gives the compressed digests, nothing is compressed or sent.
+    let (json, stderr) = push("v2");
+    assert!(!stderr.contains("compressing"), "{stderr}");
+    assert_eq!(json["images"][0]["targets"][0]["digest"], digest.as_str());
+    assert_eq!(json["images"][0]["targets"][0]["bytes_sent"], 0);
+}
+
+#[test]
+fn legacy_layers_can_go_uncompressed_and_a_wrong_tag_is_named() {
+    let reg = Registry::start(RegistryOptions::default());
+    let work = tempfile::tempdir().unwrap();
+    let diff_ids = support::docker::save_legacy(&work.path().join("app.tar"), 2, &[50_000]);
+    std::fs::write(
+        work.path().join("publish.yaml"),
+        format!(
+            "version: 1\nregistries:\n  home:\n    kind: registry\n    repository: {}/ml\n    insecure: true\nimages:\n  - name: app\n    source: docker-archive:app.tar:app:v1\n    compression: none\n    visibility: public\n",
+            reg.host
+        ),
+    )
+    .unwrap();
+    let out = run(publish(work.path()).arg("run").env("PUBLISH_CACHE_DIR", work.path().join("cache")));
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    let manifest: Value =
+        serde_json::from_slice(&reg.inspect(&format!("{}/ml/app:latest", reg.host), true).stdout).unwrap();
+    assert_eq!(manifest["layers"][0]["mediaType"], "application/vnd.docker.image.rootfs.diff.tar");
+    assert_eq!(manifest["layers"][0]["digest"], diff_ids[0].as_str());
+
+    let out = run(publish(work.path()).args([
+        "push",
+        "docker-archive:app.tar:other:v9",
+        &format!("docker://{}/ml/x:v1", reg.host),
+        "--insecure",
+    ]));
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr.contains("no image tagged \"other:v9\" in the archive (tags there: app:v1)"), "{stderr}");
+}
+
+#[test]
+fn docker_25_oci_layout_inside_the_tar_is_found_by_its_name() {
+    let reg = Registry::start(RegistryOptions::default());
+    let work = tempfile::tempdir().unwrap();
+    let image = write_layout(&work.path().join("layout"), 3, &[20_000, 7_000], "linux", "amd64", "v2");
+    // docker save (25+) names the image with containerd's annotation too.
+    let index_path = image.dir.join("index.json");
+    let mut index: Value = serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    index["manifests"][0]["annotations"]["io.containerd.image.name"] = json!("docker.io/library/app:v2");
+    std::fs::write(&index_path, index.to_string()).unwrap();
+    std::fs::write(image.dir.join("manifest.json"), "[]").unwrap();
+    write_archive(&image.dir, &work.path().join("app.tar"));
+    let out = run(publish(work.path()).args([
+        "push",
+        "docker-archive:app.tar:app:v2",
+        &format!("docker://{}/ml/app:v2", reg.host),
+        "--insecure",
+        "-o",
+        "json",
+    ]));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let raw = reg.inspect(&format!("{}/ml/app:v2", reg.host), true).stdout;
+    assert_eq!(sha(&raw), image.manifest_digest, "pushed byte for byte as saved");
+}
+
+#[test]
+fn docker_daemon_images_are_exported_through_the_engine_api() {
+    let reg = Registry::start(RegistryOptions::default());
+    let work = tempfile::tempdir().unwrap();
+    support::docker::save_legacy(&work.path().join("app.tar"), 4, &[80_000, 20_000]);
+    let socket = support::docker::fake_daemon(work.path(), std::fs::read(work.path().join("app.tar")).unwrap());
+    let host = format!("unix://{}", socket.display());
+    let out = run(publish(work.path())
+        .args([
+            "push",
+            "docker-daemon:app:v1",
+            &format!("docker://{}/ml/app:daemon", reg.host),
+            "--insecure",
+            "-o",
+            "json",
+        ])
+        .env("DOCKER_HOST", &host));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let from_daemon = serde_json::from_str::<Value>(&stdout).unwrap()["images"][0]["digest"].clone();
+    // The same image as pushing the archive docker saved.
+    let out = run(publish(work.path()).args([
+        "push",
+        "docker-archive:app.tar",
+        &format!("docker://{}/ml/app:file", reg.host),
+        "--insecure",
+        "-o",
+        "json",
+    ]));
+    let from_file = serde_json::from_str::<Value>(&text(&out).0).unwrap()["images"][0]["digest"].clone();
+    assert_eq!(from_daemon, from_file);
+    assert_eq!(sha(&reg.inspect(&format!("{}/ml/app:daemon", reg.host), true).stdout), from_daemon.as_str().unwrap());
+    assert!(
+        std::fs::read_dir(work.path().join(".publish-cache/exports")).map(|d| d.count()).unwrap_or(0) == 0,
+        "the export is removed"
+    );
+
+    let out = run(publish(work.path())
+        .args(["push", "docker-daemon:missing", &format!("docker://{}/ml/x:v1", reg.host), "--insecure"])
+        .env("DOCKER_HOST", &host));
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr.contains("the Docker daemon answered 404: reference does not exist"), "{stderr}");
+}
+
+#[test]
+fn legacy_layers_can_be_zstd_in_an_oci_manifest() {
+    let reg = Registry::start(RegistryOptions::default());
+    let work = tempfile::tempdir().unwrap();
+    let diff_ids = support::docker::save_legacy(&work.path().join("app.tar"), 5, &[200_000]);
+    std::fs::write(
+        work.path().join("publish.yaml"),
+        format!(
+            "version: 1\nregistries:\n  home:\n    kind: registry\n    repository: {}/ml\n    insecure: true\nimages:\n  - name: app\n    source: docker-archive:app.tar\n    compression: zstd\n    visibility: public\n",
+            reg.host
+        ),
+    )
+    .unwrap();
+    let out = run(publish(work.path()).arg("run"));
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    let manifest: Value =
+        serde_json::from_slice(&reg.inspect(&format!("{}/ml/app:latest", reg.host), true).stdout).unwrap();
+    assert_eq!(manifest["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+    assert_eq!(manifest["layers"][0]["mediaType"], "application/vnd.oci.image.layer.v1.tar+zstd");
+    let blob = curl_blob(&reg, "ml/app", manifest["layers"][0]["digest"].as_str().unwrap());
+    let plain = zstd::stream::decode_all(&blob[..]).unwrap();
+    assert_eq!(sha(&plain), diff_ids[0], "the layer decompresses to what docker saved");
+}
+
+/// A warm compression cache never stands in for a layer the archive lacks: an archive whose
+/// manifest.json points a layer out of the archive is refused, cache or not, and a failed
+/// compression leaves no partial file in the cache.
+#[test]
+fn a_warm_cache_does_not_excuse_a_layer_missing_from_the_archive() {
+    let work = tempfile::tempdir().unwrap();
+    support::docker::save_legacy(&work.path().join("app.tar"), 6, &[30_000]);
+    let policy = |source: &str| {
+        let yaml = format!(
+            "version: 1\nregistries:\n  home:\n    kind: registry\n    repository: 127.0.0.1:1/ml\n    insecure: true\nimages:\n  - name: app\n    source: {source}\n"
+        );
+        std::fs::write(work.path().join("publish.yaml"), yaml).unwrap();
+    };
+    policy("docker-archive:app.tar");
+    assert_eq!(run(publish(work.path()).arg("check")).status.code(), Some(0), "the cache is warmed");
+
+    // The same config (same diff_ids), its layer pointed at a path outside the archive.
+    let mut hostile = tar::Builder::new(std::fs::File::create(work.path().join("evil.tar")).unwrap());
+    let mut original = tar::Archive::new(std::fs::File::open(work.path().join("app.tar")).unwrap());
+    for entry in original.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().to_string_lossy().to_string();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+        let data = match name.as_str() {
+            "manifest.json" => {
+                String::from_utf8(data).unwrap().replace("layer00/layer.tar", "../../etc/passwd").into_bytes()
+            }
+            n if n.ends_with("layer.tar") => continue,
+            _ => data,
+        };
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        hostile.append_data(&mut h, &name, data.as_slice()).unwrap();
+    }
+    hostile.finish().unwrap();
+    drop(hostile);
+    policy("docker-archive:evil.tar");
+    let out = run(publish(work.path()).arg("check"));
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("../../etc/passwd") && stderr.contains("missing"), "{stderr}");
+    let leftovers: Vec<_> = std::fs::read_dir(work.path().join(".publish-cache/blobs"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "partial files left in the cache");
+}
