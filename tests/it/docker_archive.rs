@@ -9,11 +9,8 @@ use std::io::Read;
 use crate::support::image::{write_archive, write_layout};
 use crate::support::{Registry, RegistryOptions, publish, run, text};
 use serde_json::{Value, json};
-use sha2::{Digest as _, Sha256};
 
-fn sha(data: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(data)))
-}
+use crate::support::image::sha;
 
 fn curl_blob(reg: &Registry, repo: &str, digest: &str) -> Vec<u8> {
     let out = std::process::Command::new("curl")

@@ -150,15 +150,6 @@ fn runpod_mistakes() -> String {
     all
 }
 
-fn curl_put_manifest(reg: &Registry, repo: &str, tag: &str, media_type: &str, body: &str) {
-    let out = Command::new("curl")
-        .args(["-sf", "-X", "PUT", "-H", &format!("Content-Type: {media_type}"), "--data-binary", body])
-        .arg(format!("http://{}/v2/{repo}/manifests/{tag}", reg.host))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-}
-
 /// A key-pair signature (not logged, publish's default) verified by `publish verify`; then a
 /// `.sig` tag holding an index, which signing refuses to overwrite.
 fn signing() -> String {
@@ -184,7 +175,7 @@ fn signing() -> String {
     let hex = other.manifest_digest.trim_start_matches("sha256:");
     let size = std::fs::metadata(other.dir.join("blobs/sha256").join(hex)).unwrap().len();
     let index = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": other.manifest_digest, "size": size}]});
-    curl_put_manifest(
+    support::curl_put_manifest(
         &reg,
         "docs/app",
         &format!("sha256-{hex}.sig"),

@@ -831,13 +831,13 @@ fn a_descriptor_that_lies_about_a_blob_size_is_never_tagged_on_any_upload_path()
 
     // The same lie read from a registry (distribution 2.8 does not check descriptor sizes, so
     // it takes the manifest from curl): skipped where the blob is, mounted where it is not.
-    let out = std::process::Command::new("curl")
-        .args(["-sf", "-X", "PUT", "-H", "Content-Type: application/vnd.oci.image.manifest.v1+json", "--data-binary"])
-        .arg(String::from_utf8(lie).unwrap())
-        .arg(format!("http://{}/v2/ml/lie/manifests/v1", reg.host))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    support::curl_put_manifest(
+        &reg,
+        "ml/lie",
+        "v1",
+        "application/vnd.oci.image.manifest.v1+json",
+        &String::from_utf8(lie).unwrap(),
+    );
     let src = format!("docker://{}/ml/lie:v1", reg.host);
     let (code, all) = push(&src, "ml/app:remote-lie", &["--src-insecure"]);
     assert_eq!(code, Some(1), "{all}");

@@ -19,12 +19,11 @@ fn policy(dir: &Path, reg: &Registry, source: &str, extra_registry: &str) {
     std::fs::write(dir.join("publish.yaml"), yaml).unwrap();
 }
 
+/// `publish run -o json` with the registry password.
 fn run_json(dir: &Path, password: &str) -> (i32, Value, String) {
-    let out = run(publish(dir).args(["run", "--output", "json"]).env("REG_PASSWORD", password));
-    let (stdout, stderr) = text(&out);
-    let json = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {stdout}\nstderr: {stderr}"));
-    (out.status.code().unwrap_or(-1), json, stderr)
+    let (code, json, stderr) =
+        support::run_json(publish(dir).args(["run", "--output", "json"]).env("REG_PASSWORD", password));
+    (code.unwrap_or(-1), json, stderr)
 }
 
 fn inspect_ok(reg: &Registry, reference: &str, raw: bool) -> Value {

@@ -4,11 +4,8 @@
 use crate::support::image::{write_index_layout, write_layout};
 use crate::support::{PASSWORD, Registry, RegistryOptions, USER, publish, run, text};
 use serde_json::Value;
-use sha2::{Digest as _, Sha256};
 
-fn sha(data: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(data)))
-}
+use crate::support::image::sha;
 
 fn push(work: &std::path::Path, args: &[&str]) -> (Value, String) {
     let out = run(publish(work).args(["push"]).args(args).args(["-o", "json"]).env("REG_PASSWORD", PASSWORD));

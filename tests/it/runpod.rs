@@ -8,7 +8,7 @@ use std::path::Path;
 
 use crate::support::image::write_layout;
 use crate::support::runpod::{API_KEY, FakeRunPod};
-use crate::support::{Registry, RegistryOptions, publish, run, text};
+use crate::support::{Registry, RegistryOptions, publish, run, run_json, text};
 use serde_json::{Value, json};
 
 const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
@@ -53,13 +53,6 @@ fn publish_with(dir: &Path, rp: &FakeRunPod) -> std::process::Command {
         .env("GITHUB_SHA", SHA)
         .env("PULL_PASSWORD", PULL_PASSWORD);
     cmd
-}
-
-fn run_json(cmd: &mut std::process::Command) -> (Option<i32>, Value, String) {
-    let out = run(cmd);
-    let (stdout, stderr) = text(&out);
-    let json = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}\n{stderr}"));
-    (out.status.code(), json, stderr)
 }
 
 #[test]

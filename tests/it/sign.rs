@@ -291,17 +291,6 @@ fn a_key_made_by_cosign_signs_and_verifies() {
     assert!(openssl_verifies(&public, &payload, &sig));
 }
 
-/// PUTs `body` as a manifest at `ml/app:TAG` with curl.
-fn curl_put_manifest(reg: &Registry, tag: &str, media_type: &str, body: &str) {
-    let out = Command::new("curl")
-        .args(["-sSf", "-X", "PUT", "-u", &format!("{USER}:{PASSWORD}")])
-        .args(["-H", &format!("Content-Type: {media_type}"), "--data-binary", body])
-        .arg(format!("http://{}/v2/ml/app/manifests/{tag}", reg.host))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "curl PUT {tag}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
 #[test]
 fn a_signature_tag_holding_something_else_is_never_overwritten() {
     let reg = Registry::start(RegistryOptions { htpasswd: true, ..Default::default() });
@@ -318,7 +307,7 @@ fn a_signature_tag_holding_something_else_is_never_overwritten() {
         image.manifest_digest
     );
     let tag = format!("sha256-{hex}.sig");
-    curl_put_manifest(&reg, &tag, "application/vnd.oci.image.index.v1+json", &index);
+    support::curl_put_manifest(&reg, "ml/app", &tag, "application/vnd.oci.image.index.v1+json", &index);
     let before = curl(&reg, &format!("manifests/{tag}"), Some("application/vnd.oci.image.index.v1+json"));
 
     let (code, json, stderr) = push_signed(work.path(), &reg, "legacy");

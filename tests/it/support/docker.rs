@@ -3,13 +3,8 @@
 use std::path::Path;
 
 use serde_json::json;
-use sha2::{Digest as _, Sha256};
 
-use super::image::bytes;
-
-fn sha(data: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(data)))
-}
+use super::image::{bytes, sha};
 
 /// Writes what `docker save app:v1` writes in the legacy layout; returns the layers' diff_ids.
 pub fn save_legacy(path: &Path, seed: u64, sizes: &[usize]) -> Vec<String> {

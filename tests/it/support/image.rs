@@ -14,7 +14,8 @@ pub struct TestImage {
     pub total_bytes: u64,
 }
 
-fn sha(data: &[u8]) -> String {
+/// `sha256:<hex>` of `data`.
+pub fn sha(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))
 }
 

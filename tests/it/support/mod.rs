@@ -363,3 +363,29 @@ pub fn doc_files() -> Vec<PathBuf> {
     files.insert(0, root.join("README.md"));
     files
 }
+
+/// PUTs `body` as a manifest at `REPO:TAG` with curl (a client that checks nothing, for
+/// manifests publish would refuse to write), with the test credentials when the registry
+/// wants them.
+pub fn curl_put_manifest(reg: &Registry, repo: &str, tag: &str, media_type: &str, body: &str) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sSf", "-X", "PUT"]);
+    if reg.auth {
+        cmd.args(["-u", &format!("{USER}:{PASSWORD}")]);
+    }
+    let out = cmd
+        .args(["-H", &format!("Content-Type: {media_type}"), "--data-binary", body])
+        .arg(format!("http://{}/v2/{repo}/manifests/{tag}", reg.host))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "curl PUT {repo}:{tag}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Runs a `publish … -o json` command: its exit code, its stdout as JSON, its stderr.
+pub fn run_json(cmd: &mut Command) -> (Option<i32>, serde_json::Value, String) {
+    let out = run(cmd);
+    let (stdout, stderr) = text(&out);
+    let json = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {stdout}\nstderr: {stderr}"));
+    (out.status.code(), json, stderr)
+}
