@@ -137,9 +137,11 @@ pub type BlobStream = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
 
 /// Where a remote image's blobs are read from (implemented by the registry client).
 pub trait RemoteBlobs: Send + Sync + std::fmt::Debug {
+    /// A stream of the blob `digest` of `size` bytes, from `offset`.
     fn open<'a>(
         &'a self,
         digest: &'a Digest,
+        size: u64,
         offset: u64,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<BlobStream>> + Send + 'a>>;
 }
@@ -326,7 +328,7 @@ impl Image {
 
     pub async fn blob(&self, d: &Descriptor, offset: u64) -> std::io::Result<BlobStream> {
         match &self.remote {
-            Some(remote) => remote.open(&d.digest, offset).await,
+            Some(remote) => remote.open(&d.digest, d.size, offset).await,
             None => self
                 .store
                 .open_blob(&d.digest, d.size, offset)

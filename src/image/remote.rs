@@ -23,9 +23,10 @@ impl RemoteBlobs for Source {
     fn open<'a>(
         &'a self,
         digest: &'a Digest,
+        size: u64,
         offset: u64,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<BlobStream>> + Send + 'a>> {
-        Box::pin(async move { self.client.blob_stream(digest, offset).await.map_err(std::io::Error::other) })
+        Box::pin(async move { self.client.blob_stream(digest, size, offset).await.map_err(std::io::Error::other) })
     }
 }
 

@@ -71,12 +71,19 @@ impl Client {
     }
 
     /// A blob's bytes from `offset`, as a stream (redirects to object storage are followed,
-    /// without the credentials).
-    pub async fn blob_stream(&self, digest: &Digest, offset: u64) -> Result<BlobStream, RegistryError> {
+    /// without the credentials). The whole read, body included, may take what an upload of the
+    /// rest of its `size` bytes may (`transfer.request_timeout` + the size at `transfer.min_rate`),
+    /// not a small request's timeout.
+    pub async fn blob_stream(&self, digest: &Digest, size: u64, offset: u64) -> Result<BlobStream, RegistryError> {
         let url = self.url(&format!("v2/{}/blobs/{digest}", self.repository));
         let range = format!("bytes={offset}-");
-        let resp =
-            self.send(Method::GET, url, |r| if offset > 0 { r.header(RANGE, range.as_str()) } else { r }).await?;
+        let deadline = crate::http::settings().upload_deadline(size.saturating_sub(offset));
+        let resp = self
+            .send(Method::GET, url, |r| {
+                let r = r.timeout(deadline);
+                if offset > 0 { r.header(RANGE, range.as_str()) } else { r }
+            })
+            .await?;
         if !resp.status().is_success() {
             return Err(self.api_error(resp).await);
         }

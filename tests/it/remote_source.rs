@@ -99,3 +99,86 @@ fn a_missing_source_image_is_a_runtime_failure_naming_it() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr.contains("no image") && stderr.contains("ml/none:v1"), "{stderr}");
 }
+
+/// A source registry that serves one layout, every blob over 1 MB trickled in 100 KB pieces
+/// 100 ms apart (about 1 MB/s, the default `transfer.min_rate`).
+fn slow_source(dir: std::path::PathBuf, manifest_digest: String) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(100) {
+            let Ok(stream) = stream else { continue };
+            let dir = dir.clone();
+            let manifest_digest = manifest_digest.clone();
+            std::thread::spawn(move || -> std::io::Result<()> {
+                let mut out = stream.try_clone()?;
+                let mut reader = BufReader::new(stream);
+                let mut line = String::new();
+                reader.read_line(&mut line)?;
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h)? == 0 || h.trim().is_empty() {
+                        break;
+                    }
+                }
+                let mut words = line.split_whitespace();
+                let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+                let digest = if path.contains("/manifests/") {
+                    Some(manifest_digest.clone())
+                } else {
+                    path.contains("/blobs/").then(|| path.rsplit('/').next().unwrap_or("").to_string())
+                };
+                let file = digest.map(|d| dir.join("blobs/sha256").join(d.trim_start_matches("sha256:")));
+                let Some(bytes) = file.and_then(|f| std::fs::read(f).ok()) else {
+                    let status = if path == "/v2/" { "200 OK" } else { "404 Not Found" };
+                    return write!(out, "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                };
+                let kind = if path.contains("/manifests/") {
+                    format!(
+                        "Content-Type: application/vnd.oci.image.manifest.v1+json\r\nDocker-Content-Digest: {manifest_digest}\r\n"
+                    )
+                } else {
+                    String::new()
+                };
+                write!(out, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n{kind}Connection: close\r\n\r\n", bytes.len())?;
+                if method == "HEAD" {
+                    return Ok(());
+                }
+                if bytes.len() < 1_000_000 {
+                    return out.write_all(&bytes);
+                }
+                for piece in bytes.chunks(100_000) {
+                    out.write_all(piece)?;
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                Ok(())
+            });
+        }
+    });
+    port
+}
+
+/// A layer from a source registry may take as long to arrive as its size at
+/// `transfer.min_rate` (plus `request_timeout`), like an upload: a 3 MB layer trickled over
+/// 3 s is copied with `request_timeout: 1`, not cut at 1 s as a small request would be.
+#[test]
+fn a_large_layer_from_a_source_registry_gets_the_time_its_size_needs() {
+    let dst = Registry::start(RegistryOptions::default());
+    let work = tempfile::tempdir().unwrap();
+    let image = write_layout(&work.path().join("img"), 96, &[3_000_000], "linux", "amd64", "latest");
+    let port = slow_source(image.dir.clone(), image.manifest_digest.clone());
+    std::fs::write(
+        work.path().join("publish.yaml"),
+        format!(
+            "version: 1\nregistries:\n  home: {{kind: registry, repository: {}/ml, insecure: true}}\n  src: {{kind: registry, repository: 127.0.0.1:{port}/ml, insecure: true}}\ntransfer: {{request_timeout: 1}}\nimages:\n  - {{name: app, source: \"docker://127.0.0.1:{port}/ml/src:v1\", tags: [v1], visibility: public, registries: [home, src]}}\n",
+            dst.host
+        ),
+    )
+    .unwrap();
+    let out = run(publish(work.path()).args(["run", "-o", "json"]));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let copied = dst.inspect(&format!("{}/ml/app:v1", dst.host), true).stdout;
+    assert_eq!(sha(&copied), image.manifest_digest);
+}
