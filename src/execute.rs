@@ -80,20 +80,9 @@ pub async fn execute(plan: &Plan, inputs: Inputs<'_>) -> RunReport {
 
 /// The outcome of a target whose image was not opened.
 fn not_opened(img: &ImagePlan, t: &TargetPlan) -> push::Outcome {
-    push::Outcome {
-        registry: t.registry.clone(),
-        repository: t.repository.clone(),
-        references: Vec::new(),
-        digest: img.manifest_digest.clone(),
-        bytes_sent: 0,
-        bytes_resent: 0,
-        blobs_sent: 0,
-        blobs_skipped: 0,
-        status: push::Status::Failed,
-        error: Some(format!("image {}: its source {} was not opened: nothing pushed", img.id, img.open.transport)),
-        signed: None,
-        anonymous_pull: None,
-    }
+    let mut o = push::Outcome::nothing_written(t.registry.clone(), t.repository.clone(), img.manifest_digest.clone());
+    o.error = Some(format!("image {}: its source {} was not opened: nothing pushed", img.id, img.open.transport));
+    o
 }
 
 /// The destination a target describes, with its credential.

@@ -186,6 +186,15 @@ impl Settings {
     pub fn retry_deadline(&self) -> Duration {
         self.request_timeout.mul_f64(2.5)
     }
+
+    /// The settings that bound a small request and its retries, as an error names them.
+    pub fn retry_bound_text(&self) -> String {
+        format!(
+            "transfer.request_timeout: {} s per request, {} s with retries",
+            self.request_timeout.as_secs(),
+            self.retry_deadline().as_secs()
+        )
+    }
 }
 
 static SETTINGS: std::sync::OnceLock<Settings> = std::sync::OnceLock::new();

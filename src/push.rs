@@ -69,19 +69,30 @@ pub fn failed(image: &Image, dest: &Destination, error: String) -> Outcome {
 }
 
 fn blank(image: &Image, dest: &Destination) -> Outcome {
-    Outcome {
-        registry: dest.registry_id.clone(),
-        repository: format!("{}/{}", dest.endpoint.host, dest.path),
-        references: Vec::new(),
-        digest: image.root.digest.clone(),
-        bytes_sent: 0,
-        bytes_resent: 0,
-        blobs_sent: 0,
-        blobs_skipped: 0,
-        status: Status::Failed,
-        error: None,
-        signed: None,
-        anonymous_pull: None,
+    Outcome::nothing_written(
+        dest.registry_id.clone(),
+        format!("{}/{}", dest.endpoint.host, dest.path),
+        image.root.digest.clone(),
+    )
+}
+
+impl Outcome {
+    /// A failed target on which nothing was written (yet): no reference, no byte sent.
+    pub fn nothing_written(registry: String, repository: String, digest: Digest) -> Outcome {
+        Outcome {
+            registry,
+            repository,
+            references: Vec::new(),
+            digest,
+            bytes_sent: 0,
+            bytes_resent: 0,
+            blobs_sent: 0,
+            blobs_skipped: 0,
+            status: Status::Failed,
+            error: None,
+            signed: None,
+            anonymous_pull: None,
+        }
     }
 }
 
@@ -239,7 +250,7 @@ async fn send_blob(
 ) -> Result<(bool, u64, u64), RegistryError> {
     // A local blob's size was checked against its file before anything was sent; a blob read
     // from a registry is sized by what the destination reports, or counted as it is copied.
-    let local = image.source_size(d).ok().flatten().is_some();
+    let local = image.is_local();
     let skip = |held: Option<u64>, whose: &'static str| match held {
         Some(held) => same_size(d, whose, held).map(|()| true),
         None => Ok(local),

@@ -104,11 +104,7 @@ pub async fn send(
     let gave_up = |last: String| SendError::GaveUp {
         what: what.to_string(),
         waited: started.elapsed(),
-        setting: format!(
-            "transfer.request_timeout: {} s per request, {} s with retries",
-            settings.request_timeout.as_secs(),
-            limit.as_secs()
-        ),
+        setting: settings.retry_bound_text(),
         last,
     };
     let mut attempt = 0;

@@ -257,13 +257,7 @@ pub(super) fn link_next(request: &Url, resp: &reqwest::Response) -> Option<Url> 
 /// The bound of a small request with its retries: `transfer.request_timeout` × 2.5.
 pub(super) fn request_bound() -> Bound<impl Fn() -> String> {
     let settings = crate::http::settings();
-    Bound::new(settings.retry_deadline(), move || {
-        format!(
-            "transfer.request_timeout: {} s per request, {} s with retries",
-            settings.request_timeout.as_secs(),
-            settings.retry_deadline().as_secs()
-        )
-    })
+    Bound::new(settings.retry_deadline(), move || settings.retry_bound_text())
 }
 
 /// An operation's overall deadline: every attempt is cut at it, every wait ends at it, and
