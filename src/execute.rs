@@ -7,34 +7,15 @@ use std::collections::HashMap;
 
 use crate::credentials::Resolved as Credentials;
 use crate::github;
+use crate::http::ClientConfig;
 use crate::image::Image;
 use crate::plan::{ImagePlan, Plan, TargetPlan};
 use crate::policy::{RegistryKind, Visibility};
 use crate::push::{self, Destination};
-use crate::registry::{Client, Credential, hub};
+use crate::registry::{Credential, RegistryAccess, hub};
 use crate::report::{ImageOutcome, RunReport, TemplateReport};
-use crate::retry::RetryPolicy;
 use crate::runpod::{self, stage::Rendered};
-use crate::sign::{self, KeySigner, keyless};
-
-/// A signer ready before the push: a loaded key, or keyless endpoints whose session (token
-/// and certificate) starts at the first signature and serves the rest of the run.
-pub enum PreparedSigner {
-    /// A key, and the Rekor it logs in when `signing.tlog` is on.
-    Key(KeySigner, Option<sign::rekor::Rekor>),
-    Keyless(keyless::Endpoints, keyless::Oidc, tokio::sync::OnceCell<keyless::Session>),
-}
-
-impl PreparedSigner {
-    pub async fn signer(&self) -> Result<sign::Signer<'_>, sign::SignError> {
-        Ok(match self {
-            PreparedSigner::Key(k, rekor) => sign::Signer::Key(k, rekor.as_ref()),
-            PreparedSigner::Keyless(endpoints, oidc, session) => {
-                sign::Signer::Keyless(session.get_or_try_init(|| keyless::Session::start(endpoints, oidc)).await?)
-            }
-        })
-    }
-}
+use crate::sign::{self, PreparedSigner};
 
 /// What execution needs besides the plan: the opened images (by image id), the credentials
 /// resolved from each target's source (by target id), the signer and the rendered templates.
@@ -47,10 +28,11 @@ pub struct Inputs<'a> {
     pub in_actions: bool,
     /// The environment, for the AWS credential chain.
     pub env: &'a crate::credentials::Env,
+    /// Timeouts, retries and in-flight limits of every client (the plan's `transfer`).
+    pub config: ClientConfig,
 }
 
 pub async fn execute(plan: &Plan, inputs: Inputs<'_>) -> RunReport {
-    let retry = RetryPolicy::default();
     let format = plan.signing.as_ref().map(|s| s.format).unwrap_or_default();
     let mut outcomes = Vec::new();
     for img in &plan.images {
@@ -64,7 +46,7 @@ pub async fn execute(plan: &Plan, inputs: Inputs<'_>) -> RunReport {
         for t in &img.targets {
             let credential = inputs.credentials.get(&t.id).cloned().unwrap_or(Credentials::Anonymous);
             let _group = github::Group::start(inputs.in_actions, &format!("Pushing {} to {}", img.name, t.repository));
-            targets.push(target(img, image, t, credential, &inputs, format, retry).await);
+            targets.push(target(img, image, t, credential, &inputs, format).await);
         }
         outcomes.push(ImageOutcome { name: img.name.clone(), digest: img.manifest_digest.clone(), targets });
     }
@@ -86,14 +68,17 @@ fn not_opened(img: &ImagePlan, t: &TargetPlan) -> push::Outcome {
 }
 
 /// The destination a target describes, with its credential.
-pub fn destination(t: &TargetPlan, credential: Option<Credential>) -> Destination {
+pub fn destination(t: &TargetPlan, credential: Option<Credential>, config: ClientConfig) -> Destination {
     Destination {
         registry_id: t.registry.clone(),
-        endpoint: t.endpoint.endpoint(),
-        ca_file: t.endpoint.ca_file.clone(),
+        access: RegistryAccess {
+            endpoint: t.endpoint.endpoint(),
+            ca_file: t.endpoint.ca_file.clone(),
+            credential,
+            config,
+        },
         path: t.path.clone(),
         tags: t.tags.clone(),
-        credential,
         upload: t.upload.mode(),
         mount_from: t.mount_from.clone(),
     }
@@ -106,25 +91,24 @@ async fn target(
     credential: Credentials,
     inputs: &Inputs<'_>,
     format: sign::Format,
-    retry: RetryPolicy,
 ) -> push::Outcome {
     let (signer, in_actions) = (inputs.signer, inputs.in_actions);
-    let mut dest = destination(t, credential.credential());
+    let mut dest = destination(t, credential.credential(), inputs.config);
     if matches!(credential, Credentials::AwsChain) {
-        match ecr_prepare(&dest.path, inputs.env).await {
-            Ok(cred) => dest.credential = Some(cred),
+        match ecr_prepare(&dest.path, inputs.env, &inputs.config).await {
+            Ok(cred) => dest.access.credential = Some(cred),
             Err(err) => return push::failed(image, &dest, err.to_string()),
         }
     }
     // Docker Hub creates a pushed-to repository with the account's default visibility
     // (public on the free plan): create it with the image's visibility first.
     if t.kind == RegistryKind::Dockerhub
-        && let Some(cred) = &dest.credential
+        && let Some(cred) = &dest.access.credential
     {
         let api = inputs.env.get("DOCKERHUB_API_URL").filter(|v| !v.is_empty()).map_or(hub::API, |v| v.as_str());
         let (namespace, name) = t.path.split_once('/').unwrap_or(("library", t.path.as_str()));
         let private = img.visibility == Visibility::Private;
-        match hub::ensure_repository(api, namespace, name, private, cred).await {
+        match hub::ensure_repository(api, namespace, name, private, cred, &inputs.config).await {
             Ok(hub::Ensured::Created) => {
                 tracing::info!("created {namespace}/{name} on Docker Hub ({:?})", img.visibility)
             }
@@ -133,9 +117,9 @@ async fn target(
         }
     }
     tracing::info!(image = %img.name, registry = %t.registry, "pushing to {}", t.repository);
-    let mut outcome = push::push(image, &dest, retry).await;
+    let mut outcome = push::push(image, &dest).await;
     if let (push::Status::Pushed, Some(signer)) = (outcome.status, signer) {
-        match sign_pushed(&dest, image, signer, format, retry).await {
+        match sign_pushed(&dest, image, signer, format).await {
             Ok(signed) => outcome.signed = Some(signed),
             Err(e) => {
                 outcome.status = push::Status::PushedUnsigned;
@@ -145,7 +129,7 @@ async fn target(
     }
     // Visibility is checked, not hoped for: every pushed image is pulled anonymously.
     if outcome.status != push::Status::Failed {
-        outcome.anonymous_pull = push::probe_anonymous(&dest, retry).await;
+        outcome.anonymous_pull = push::probe_anonymous(&dest).await;
         match (img.visibility, outcome.anonymous_pull) {
             (Visibility::Public, Some(false)) => {
                 let message = not_public_message(&img.name, t);
@@ -173,13 +157,12 @@ async fn sign_pushed(
     image: &Image,
     prepared: &PreparedSigner,
     format: sign::Format,
-    retry: RetryPolicy,
 ) -> Result<sign::Signed, sign::SignError> {
     let signer = prepared.signer().await?;
-    let client = Client::new(&dest.endpoint, &dest.path, dest.ca_file.as_deref(), dest.credential.clone(), retry)?;
+    let client = dest.access.client(&dest.path)?;
     client.authenticate().await?;
     let subject = sign::Subject {
-        repository: format!("{}/{}", dest.endpoint.host, dest.path),
+        repository: format!("{}/{}", dest.access.endpoint.host, dest.path),
         digest: image.root.digest.clone(),
         media_type: image.root.media_type.clone(),
         size: image.root.bytes.len() as u64,
@@ -189,8 +172,12 @@ async fn sign_pushed(
 
 /// ECR Public: a registry token from the AWS credentials, and the repository created when it
 /// does not exist yet (`path` is `ALIAS/REPOSITORY`).
-async fn ecr_prepare(path: &str, env: &crate::credentials::Env) -> Result<Credential, crate::registry::ecr::EcrError> {
-    let api = crate::registry::ecr::Api::from_environment(env).await?;
+async fn ecr_prepare(
+    path: &str,
+    env: &crate::credentials::Env,
+    config: &ClientConfig,
+) -> Result<Credential, crate::registry::ecr::EcrError> {
+    let api = crate::registry::ecr::Api::from_environment(env, config).await?;
     let repository = path.split_once('/').map_or(path, |(_, r)| r);
     if api.ensure_repository(repository).await? {
         tracing::info!("created the ECR Public repository {repository}");

@@ -24,7 +24,7 @@ pub const MAX_CA_FILE: u64 = 1024 * 1024;
 /// Redirects: reqwest drops `Authorization` when a redirect leaves the original host, port or
 /// scheme, so credentials never follow a blob download to object storage; on top of that a
 /// redirect from HTTPS to plain HTTP on a non-loopback host is refused outright.
-pub fn client(extra_ca: Option<&Path>) -> anyhow::Result<reqwest::Client> {
+pub fn client(extra_ca: Option<&Path>, config: &ClientConfig) -> anyhow::Result<reqwest::Client> {
     let policy = reqwest::redirect::Policy::custom(|attempt| {
         let downgrade = attempt.previous().last().is_some_and(|p| p.scheme() == "https")
             && attempt.url().scheme() == "http"
@@ -39,8 +39,8 @@ pub fn client(extra_ca: Option<&Path>) -> anyhow::Result<reqwest::Client> {
     });
     let mut builder = reqwest::Client::builder()
         .user_agent(USER_AGENT)
-        .connect_timeout(settings().connect_timeout)
-        .read_timeout(settings().read_timeout)
+        .connect_timeout(config.connect_timeout)
+        .read_timeout(config.read_timeout)
         .redirect(policy);
     if let Some(ca) = extra_ca {
         let pem = read_file_limited(ca, MAX_CA_FILE).map_err(|e| anyhow::anyhow!("CA file {e}"))?;
@@ -114,10 +114,11 @@ pub async fn json_limited<T: serde::de::DeserializeOwned>(resp: reqwest::Respons
     serde_json::from_slice(&bytes).map_err(|e| ReadError::Json { line: e.line(), column: e.column() })
 }
 
-/// Transfer settings for the whole run (the policy's `transfer:`), set once at start and
-/// recorded in the plan.
+/// How every remote client of a run behaves: timeouts, retries, in-flight limits (the
+/// policy's `transfer:`, recorded in the plan). A value, built once by the command layer
+/// (`commands/load.rs`) and handed to each client: no client reads a global.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Settings {
+pub struct ClientConfig {
     pub attempts: u32,
     #[serde(with = "seconds")]
     pub max_delay: Duration,
@@ -146,9 +147,9 @@ fn default_retry_base() -> Duration {
     Duration::from_millis(500)
 }
 
-impl Default for Settings {
+impl Default for ClientConfig {
     fn default() -> Self {
-        Settings {
+        ClientConfig {
             attempts: 4,
             max_delay: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(30),
@@ -176,7 +177,7 @@ mod seconds {
     }
 }
 
-impl Settings {
+impl ClientConfig {
     /// How long an upload of `size` bytes may take in all.
     pub fn upload_deadline(&self, size: u64) -> Duration {
         self.request_timeout + Duration::from_secs(size / self.min_rate.max(1))
@@ -184,26 +185,22 @@ impl Settings {
 
     /// How long a small request may keep being retried: two and a half times its timeout.
     pub fn retry_deadline(&self) -> Duration {
-        self.request_timeout.mul_f64(2.5)
+        self.retry().deadline()
     }
 
-    /// The settings that bound a small request and its retries, as an error names them.
-    pub fn retry_bound_text(&self) -> String {
-        format!(
-            "transfer.request_timeout: {} s per request, {} s with retries",
-            self.request_timeout.as_secs(),
-            self.retry_deadline().as_secs()
-        )
+    /// The retry policy of every client built from this configuration.
+    pub fn retry(&self) -> crate::retry::RetryPolicy {
+        crate::retry::RetryPolicy {
+            attempts: self.attempts.max(1),
+            base: self.retry_base,
+            max: self.max_delay,
+            jitter: true,
+            request_timeout: self.request_timeout,
+        }
     }
-}
 
-static SETTINGS: std::sync::OnceLock<Settings> = std::sync::OnceLock::new();
-
-/// Sets the run's transfer settings; the first call wins.
-pub fn configure(settings: Settings) {
-    let _ = SETTINGS.set(settings);
-}
-
-pub fn settings() -> Settings {
-    SETTINGS.get().copied().unwrap_or_default()
+    /// An HTTP client with these timeouts (see [`client`]).
+    pub fn http(&self, extra_ca: Option<&Path>) -> anyhow::Result<reqwest::Client> {
+        client(extra_ca, self)
+    }
 }

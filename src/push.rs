@@ -6,8 +6,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use crate::image::{Descriptor, Image};
-use crate::registry::{Client, Credential, Endpoint, RegistryError, UploadMode};
-use crate::retry::RetryPolicy;
+use crate::registry::{Client, RegistryAccess, RegistryError, UploadMode};
 use crate::types::ByteSize as Size;
 use crate::types::{ByteSize, Digest};
 
@@ -50,12 +49,10 @@ pub struct Outcome {
 #[derive(Debug, Clone)]
 pub struct Destination {
     pub registry_id: String,
-    pub endpoint: Endpoint,
-    pub ca_file: Option<std::path::PathBuf>,
+    pub access: RegistryAccess,
     /// Repository path inside the registry: `ml/comfyui`.
     pub path: String,
     pub tags: Vec<String>,
-    pub credential: Option<Credential>,
     pub upload: UploadMode,
     /// A repository on the same registry to mount blobs from instead of copying them.
     pub mount_from: Option<String>,
@@ -71,7 +68,7 @@ pub fn failed(image: &Image, dest: &Destination, error: String) -> Outcome {
 fn blank(image: &Image, dest: &Destination) -> Outcome {
     Outcome::nothing_written(
         dest.registry_id.clone(),
-        format!("{}/{}", dest.endpoint.host, dest.path),
+        format!("{}/{}", dest.access.endpoint.host, dest.path),
         image.root.digest.clone(),
     )
 }
@@ -96,9 +93,9 @@ impl Outcome {
     }
 }
 
-pub async fn push(image: &Image, dest: &Destination, retry: RetryPolicy) -> Outcome {
+pub async fn push(image: &Image, dest: &Destination) -> Outcome {
     let mut outcome = blank(image, dest);
-    match push_inner(image, dest, retry, &mut outcome).await {
+    match push_inner(image, dest, &mut outcome).await {
         Ok(()) => outcome.status = Status::Pushed,
         Err(e) => outcome.error = Some(e.to_string()),
     }
@@ -107,27 +104,21 @@ pub async fn push(image: &Image, dest: &Destination, retry: RetryPolicy) -> Outc
 
 /// Checks that a pushed image can be pulled anonymously, as RunPod does without credentials.
 /// `None` when the check itself could not be made.
-pub async fn probe_anonymous(dest: &Destination, retry: RetryPolicy) -> Option<bool> {
+pub async fn probe_anonymous(dest: &Destination) -> Option<bool> {
     let tag = dest.tags.first()?;
     let scope = format!("repository:{}:pull", dest.path);
-    let client = Client::new(&dest.endpoint, &dest.path, dest.ca_file.as_deref(), None, retry).ok()?.with_scope(&scope);
+    let client = dest.access.anonymous().client(&dest.path).ok()?.with_scope(&scope);
     match client.pullable_anonymously(tag).await {
         Ok(v) => Some(v),
         Err(e) => {
-            tracing::warn!("could not check anonymous pulls on {}: {e}", dest.endpoint.host);
+            tracing::warn!("could not check anonymous pulls on {}: {e}", dest.access.endpoint.host);
             None
         }
     }
 }
 
-async fn push_inner(
-    image: &Image,
-    dest: &Destination,
-    retry: RetryPolicy,
-    out: &mut Outcome,
-) -> Result<(), RegistryError> {
-    let mut client = Client::new(&dest.endpoint, &dest.path, dest.ca_file.as_deref(), dest.credential.clone(), retry)?
-        .with_upload_mode(dest.upload);
+async fn push_inner(image: &Image, dest: &Destination, out: &mut Outcome) -> Result<(), RegistryError> {
+    let mut client = dest.access.client(&dest.path)?.with_upload_mode(dest.upload);
     let mount_from = dest.mount_from.clone();
     if let Some(from) = &mount_from {
         client = client.with_scope(&format!("repository:{}:pull,push repository:{from}:pull", dest.path));
@@ -153,7 +144,7 @@ async fn push_inner(
     // Largest first, so the longest transfer starts at once; bytes in flight, not blob count,
     // bound the work: see `InFlight`.
     blobs.sort_by_key(|d| std::cmp::Reverse(d.size));
-    let in_flight = InFlight::new(crate::http::settings().concurrency);
+    let in_flight = InFlight::new(dest.access.config.concurrency);
     let results: Vec<(bool, u64, u64)> = futures_util::stream::iter(blobs.into_iter().map(|d| {
         let (in_flight, client, reporter, mount_from) = (&in_flight, &client, &reporter, mount_from.as_deref());
         async move {
@@ -203,12 +194,12 @@ pub struct WouldWrite {
 }
 
 /// Authenticates and asks, blob by blob (HEAD), what the repository already has. Writes nothing.
-pub async fn would_write(image: &Image, dest: &Destination, retry: RetryPolicy) -> Result<WouldWrite, RegistryError> {
+pub async fn would_write(image: &Image, dest: &Destination) -> Result<WouldWrite, RegistryError> {
     // A dry run refuses what the push would refuse.
     check_source_sizes(image)?;
-    let client = Client::new(&dest.endpoint, &dest.path, dest.ca_file.as_deref(), dest.credential.clone(), retry)?;
+    let client = dest.access.client(&dest.path)?;
     client.authenticate().await?;
-    let repository = format!("{}/{}", dest.endpoint.host, dest.path);
+    let repository = format!("{}/{}", dest.access.endpoint.host, dest.path);
     let mut out = WouldWrite {
         registry: dest.registry_id.clone(),
         digest: image.root.digest.clone(),
@@ -225,7 +216,7 @@ pub async fn would_write(image: &Image, dest: &Destination, retry: RetryPolicy) 
     };
     let present: Vec<bool> =
         futures_util::stream::iter(image.blobs().into_iter().map(|d| client.blob_exists(&d.digest)))
-            .buffered(crate::http::settings().concurrency.max(1))
+            .buffered(dest.access.config.concurrency.max(1))
             .try_collect()
             .await?;
     for (d, here) in image.blobs().into_iter().zip(present) {

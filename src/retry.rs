@@ -8,24 +8,33 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
-/// How often and how patiently to retry: a value, so tests can shrink its delays.
+/// How often and how patiently to retry: a value (`ClientConfig::retry` builds it from the
+/// policy's `transfer:`), so tests can shrink its delays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     pub attempts: u32,
     pub base: Duration,
     pub max: Duration,
     pub jitter: bool,
-}
-
-impl Default for RetryPolicy {
-    /// From the run's transfer settings (`transfer:` in the policy).
-    fn default() -> Self {
-        let s = crate::http::settings();
-        RetryPolicy { attempts: s.attempts.max(1), base: s.retry_base, max: s.max_delay, jitter: true }
-    }
+    /// The whole of one small request; the request and its retries end within 2.5 × this.
+    pub request_timeout: Duration,
 }
 
 impl RetryPolicy {
+    /// How long a small request may keep being retried: two and a half times its timeout.
+    pub fn deadline(&self) -> Duration {
+        self.request_timeout.mul_f64(2.5)
+    }
+
+    /// The settings that bound a small request and its retries, as an error names them.
+    pub fn bound_text(&self) -> String {
+        format!(
+            "transfer.request_timeout: {} s per request, {} s with retries",
+            self.request_timeout.as_secs(),
+            self.deadline().as_secs()
+        )
+    }
+
     /// The wait before retry number `attempt` (1-based): exponential, capped, with up to 50% jitter.
     pub fn delay(&self, attempt: u32) -> Duration {
         let exp = self.base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16)).min(self.max);
@@ -97,14 +106,13 @@ pub async fn send(
     what: &str,
     build: impl Fn() -> reqwest::RequestBuilder,
 ) -> Result<reqwest::Response, SendError> {
-    let settings = crate::http::settings();
-    let limit = settings.retry_deadline();
+    let limit = policy.deadline();
     let started = std::time::Instant::now();
     let remaining = || limit.saturating_sub(started.elapsed());
     let gave_up = |last: String| SendError::GaveUp {
         what: what.to_string(),
         waited: started.elapsed(),
-        setting: settings.retry_bound_text(),
+        setting: policy.bound_text(),
         last,
     };
     let mut attempt = 0;
@@ -112,7 +120,7 @@ pub async fn send(
         attempt += 1;
         let last = attempt >= policy.attempts;
         // reqwest's own timeout, so that a cut attempt is an ordinary timeout error.
-        let req = build().timeout(settings.request_timeout.min(remaining()).max(Duration::from_millis(1)));
+        let req = build().timeout(policy.request_timeout.min(remaining()).max(Duration::from_millis(1)));
         match req.send().await {
             Ok(resp) if classify(resp.status()) == Class::Retry && !last => {
                 let asked = retry_after(resp.headers());
@@ -149,6 +157,7 @@ mod tests {
             base: Duration::from_millis(100),
             max: Duration::from_millis(350),
             jitter: false,
+            request_timeout: Duration::from_secs(1),
         };
         let d: Vec<u128> = (1..=4).map(|a| p.delay(a).as_millis()).collect();
         assert_eq!(d, vec![100, 200, 350, 350]);

@@ -1,6 +1,6 @@
 //! `publish check`: the policy resolved, every source opened and the plan built, offline.
 
-use super::{ExitStatus, Output, PolicyArgs, load, plan};
+use super::{ExitStatus, Output, PolicyArgs, load};
 use crate::credentials::Env;
 use crate::github;
 
@@ -14,7 +14,7 @@ pub struct CheckArgs {
 
 pub async fn check(args: CheckArgs, env: &Env, actions: Option<&github::Actions>) -> anyhow::Result<ExitStatus> {
     let (resolved, images) = load::policy_and_images(&args.policy.policy, env).await?;
-    let built = plan::build(&resolved, &images, &crate::plan::MeasuredUsage::new())?;
+    let (built, _) = crate::plan::finish(&resolved, &images, &crate::plan::MeasuredUsage::new())?;
     // Every blob of every planned manifest is in the source, a regular file of its size.
     let errors: Vec<_> = images
         .iter()

@@ -5,25 +5,26 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::credentials::{CredentialSource, Env};
+use crate::http::ClientConfig;
 use crate::image::{Image, Transport};
 use crate::plan::{self, SourcePlan};
 use crate::policy::{self, Diagnostics, GitContext, Resolved, TemplateContext};
 use crate::reference::Reference;
-use crate::registry::Client;
-use crate::retry::RetryPolicy;
+use crate::registry::RegistryAccess;
 
 /// The process environment, captured once for the whole command.
 pub fn environment() -> Env {
     std::env::vars().collect()
 }
 
-/// Applies transfer settings for the run; `PUBLISH_RETRY_BASE_MS` shrinks the first retry's
-/// wait (tests).
-pub fn configure(mut settings: crate::http::Settings, env: &Env) {
+/// The run's client configuration from its transfer settings (the policy's, a saved plan's,
+/// or the defaults for commands without a policy); `PUBLISH_RETRY_BASE_MS` shrinks the first
+/// retry's wait (tests). Every client of the run is built from the value this returns.
+pub fn client_config(mut transfer: ClientConfig, env: &Env) -> ClientConfig {
     if let Some(ms) = env.get("PUBLISH_RETRY_BASE_MS").and_then(|v| v.parse().ok()) {
-        settings.retry_base = std::time::Duration::from_millis(ms);
+        transfer.retry_base = std::time::Duration::from_millis(ms);
     }
-    crate::http::configure(settings);
+    transfer
 }
 
 /// Loads and resolves the policy, offline.
@@ -31,8 +32,8 @@ pub fn policy(path: &Path, env: &Env) -> anyhow::Result<Resolved> {
     let (policy, file) = policy::load(path)?;
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let ctx = template_context(dir, env);
-    let resolved = policy::resolve(&policy, &file, dir, &ctx)?;
-    configure(resolved.transfer, env);
+    let mut resolved = policy::resolve(&policy, &file, dir, &ctx)?;
+    resolved.transfer = client_config(resolved.transfer, env);
     Ok(resolved)
 }
 
@@ -43,7 +44,7 @@ pub async fn policy_and_images(path: &Path, env: &Env) -> anyhow::Result<(Resolv
     let mut images = Vec::new();
     let mut errors = Vec::new();
     for (i, spec) in resolved.images.iter().enumerate() {
-        match open_image(&plan::build::source_plan(&resolved, spec), env).await {
+        match open_image(&plan::build::source_plan(&resolved, spec), env, &resolved.transfer).await {
             Ok(image) => images.push(image),
             // A `docker://` source's registry was contacted and failed: a runtime failure
             // (exit 1), not a mistake in the policy.
@@ -74,7 +75,7 @@ pub fn cache_dir(env: &Env) -> PathBuf {
 }
 
 /// Opens a source as the plan describes it; `docker://` through the registry client.
-pub async fn open_image(source: &SourcePlan, env: &Env) -> anyhow::Result<Image> {
+pub async fn open_image(source: &SourcePlan, env: &Env, config: &ClientConfig) -> anyhow::Result<Image> {
     // The path is already resolved: parse it as it stands.
     let transport = Transport::parse(&source.transport, Path::new(""))?;
     let opts = crate::image::OpenOptions {
@@ -93,8 +94,13 @@ pub async fn open_image(source: &SourcePlan, env: &Env) -> anyhow::Result<Image>
                     CredentialSource::for_cli(&r.host, None, None),
                 ),
             };
-            let credential = credentials.resolve(env)?.credential();
-            let client = Client::new(&endpoint, &r.repository, ca.as_deref(), credential, RetryPolicy::default())?;
+            let access = RegistryAccess {
+                endpoint,
+                ca_file: ca,
+                credential: credentials.resolve(env)?.credential(),
+                config: *config,
+            };
+            let client = access.client(&r.repository)?;
             Ok(crate::image::remote::open(&r, client).await?)
         }
         _ => Ok(Image::open_with(&transport, &opts)?),

@@ -44,19 +44,10 @@ pub struct PolicyArgs {
     pub output: Output,
 }
 
-/// `publish plan`.
 /// What `publish plan` measures before ranking.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Measure {
-    /// Nothing (`--no-measure`, and `publish --dry-run`, which stays offline).
-    #[default]
-    Nothing,
-    /// Registries whose credentials are there (`publish plan`'s default).
-    WithCredentials,
-    /// Every registry that allows it, anonymously where no credential is there (`--measure`).
-    All,
-}
+pub use crate::plan::Measure;
 
+/// `publish plan`.
 #[derive(Debug, Clone, Default)]
 pub struct PlanArgs {
     pub policy: PolicyArgs,

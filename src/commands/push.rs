@@ -5,11 +5,12 @@ use std::path::PathBuf;
 
 use super::{ExitStatus, Output, UsageError, load};
 use crate::credentials::{CredentialSource, Env};
+use crate::http::ClientConfig;
 use crate::plan::{EndpointPlan, SourcePlan, SourceRegistry, UploadPlan};
 use crate::push::{self, Destination};
 use crate::reference::Reference;
+use crate::registry::RegistryAccess;
 use crate::report::{ImageOutcome, RunReport};
-use crate::retry::RetryPolicy;
 use crate::types::ByteSize;
 
 /// How to reach a registry from the command line (`--ca-file`, `--insecure`, credentials).
@@ -22,8 +23,9 @@ pub struct RegistryArgs {
 }
 
 impl RegistryArgs {
-    /// The endpoint and credential source for `reference`; `--insecure` is refused off loopback.
-    pub fn access(&self, reference: &Reference) -> Result<(EndpointPlan, CredentialSource), UsageError> {
+    /// The registry of `reference` as these flags reach it, its credential resolved;
+    /// `--insecure` is refused off loopback.
+    pub fn access(&self, reference: &Reference, env: &Env, config: ClientConfig) -> Result<RegistryAccess, UsageError> {
         if self.insecure && !reference.is_loopback() {
             return Err(UsageError(format!(
                 "--insecure is only allowed for loopback registries, not {}",
@@ -31,20 +33,19 @@ impl RegistryArgs {
             )));
         }
         let source = CredentialSource::for_cli(&reference.host, self.username.as_deref(), self.password_env.as_deref());
-        Ok((EndpointPlan::new(&reference.host, self.insecure, self.ca_file.clone()), source))
+        let endpoint = EndpointPlan::new(&reference.host, self.insecure, self.ca_file.clone());
+        let credential = source.resolve(env).map_err(|e| UsageError(format!("{e} (--password-env)")))?.credential();
+        Ok(RegistryAccess { endpoint: endpoint.endpoint(), ca_file: endpoint.ca_file, credential, config })
     }
 
     /// A client for the repository of `reference`, authenticated lazily by the caller.
-    pub fn client(&self, reference: &Reference, env: &Env) -> anyhow::Result<crate::registry::Client> {
-        let (endpoint, source) = self.access(reference)?;
-        let credential = source.resolve(env).map_err(|e| UsageError(format!("{e} (--password-env)")))?.credential();
-        Ok(crate::registry::Client::new(
-            &endpoint.endpoint(),
-            &reference.repository,
-            endpoint.ca_file.as_deref(),
-            credential,
-            RetryPolicy::default(),
-        )?)
+    pub fn client(
+        &self,
+        reference: &Reference,
+        env: &Env,
+        config: ClientConfig,
+    ) -> anyhow::Result<crate::registry::Client> {
+        Ok(self.access(reference, env, config)?.client(&reference.repository)?)
     }
 }
 
@@ -62,13 +63,12 @@ pub struct PushArgs {
 }
 
 pub async fn push(args: PushArgs, env: &Env) -> anyhow::Result<ExitStatus> {
-    load::configure(crate::http::Settings::default(), env);
+    let config = load::client_config(ClientConfig::default(), env);
     let dst = args.destination.strip_prefix("docker://").ok_or_else(|| {
         UsageError(format!("destination {:?} must be docker://HOST/REPOSITORY[:TAG]", args.destination))
     })?;
     let reference = Reference::parse(dst).map_err(|e| UsageError(format!("destination {dst:?}: {e}")))?;
-    let (endpoint, source) = args.registry.access(&reference)?;
-    let credential = source.resolve(env).map_err(|e| UsageError(format!("{e} (--password-env)")))?.credential();
+    let access = args.registry.access(&reference, env, config)?;
     let registry = match crate::image::Transport::parse(&args.source, std::path::Path::new(".")) {
         Ok(crate::image::Transport::Registry { reference: r }) => {
             let host = crate::reference::split_host(&r).0;
@@ -81,7 +81,7 @@ pub async fn push(args: PushArgs, env: &Env) -> anyhow::Result<ExitStatus> {
         _ => None,
     };
     let plan = SourcePlan { transport: args.source.clone(), compression: Default::default(), registry };
-    let image = match load::open_image(&plan, env).await {
+    let image = match load::open_image(&plan, env, &config).await {
         Ok(image) => image,
         // The source registry was contacted and failed: exit 1, not a usage error.
         Err(e) if e.downcast_ref::<crate::registry::RegistryError>().is_some() => {
@@ -110,21 +110,19 @@ pub async fn push(args: PushArgs, env: &Env) -> anyhow::Result<ExitStatus> {
         .map(|(_, repo)| repo.clone());
     let dest = Destination {
         registry_id: reference.host.clone(),
-        endpoint: endpoint.endpoint(),
-        ca_file: endpoint.ca_file.clone(),
+        access,
         path: reference.repository.clone(),
         tags,
-        credential,
         upload: UploadPlan::from_chunk(args.chunk_size).mode(),
         mount_from,
     };
     if args.dry_run {
-        let would = push::would_write(&image, &dest, RetryPolicy::default()).await?;
+        let would = push::would_write(&image, &dest).await?;
         super::print_json_or(args.output, &would, || would_text(&would));
         return Ok(ExitStatus::Success);
     }
     let name = reference.repository.rsplit('/').next().unwrap_or(&reference.repository).to_string();
-    let outcome = push::push(&image, &dest, RetryPolicy::default()).await;
+    let outcome = push::push(&image, &dest).await;
     let report = RunReport::new(vec![ImageOutcome { name, digest: image.root.digest.clone(), targets: vec![outcome] }]);
     super::print_json_or(args.output, &report, || crate::report::run_text(&report));
     Ok(super::exit_for_report(&report))

@@ -8,14 +8,14 @@ use std::path::PathBuf;
 
 use super::{ExitStatus, PolicyArgs, UsageError, load, plan};
 use crate::credentials::{Env, Resolved as Credentials};
-use crate::execute::{self, PreparedSigner};
+use crate::execute;
 use crate::github;
+use crate::http::ClientConfig;
 use crate::image::Image;
-use crate::plan::{MeasuredUsage, PLAN_VERSION, Plan, SignMethod};
+use crate::plan::{Known, Measure, MeasuredUsage, PLAN_VERSION, Plan, SignMethod};
 use crate::policy::{Diagnostic, Diagnostics, Resolved};
 use crate::runpod::stage;
-use crate::sign::{KeySigner, keyless};
-use crate::types::Secret;
+use crate::sign::{PreparedSigner, keyless};
 
 /// The largest plan file read.
 const MAX_PLAN: u64 = 16 * 1024 * 1024;
@@ -34,44 +34,46 @@ pub async fn run(args: RunArgs, env: &Env, actions: Option<&github::Actions>) ->
     // Credentials resolved before measuring (helpers started once), reused when the final plan
     // has no other target.
     let mut early: Option<HashMap<String, Credentials>> = None;
-    let (mut plan, resolved, mut images) = match &args.plan {
+    let (mut plan, resolved, mut images, rendered) = match &args.plan {
         Some(file) => {
             let plan = read_plan(file)?;
-            load::configure(plan.transfer, env);
             // Templates are re-rendered from the policy the plan names, and must match.
             let resolved =
                 if plan.templates.is_empty() { None } else { Some(load::policy(plan.policy.as_ref(), env)?) };
-            (plan, resolved, HashMap::new())
+            (plan, resolved, HashMap::new(), None)
         }
         None => {
             let (resolved, images) = load::policy_and_images(&args.policy.policy, env).await?;
             // Everything offline is checked before measuring contacts any registry.
-            let offline = plan::build(&resolved, &images, &MeasuredUsage::new())?;
-            let plan = if args.dry_run {
+            let offline = crate::plan::finish(&resolved, &images, &MeasuredUsage::new())?;
+            let (plan, rendered) = if args.dry_run {
                 // Shown without secrets and without measuring: nothing is contacted.
                 offline
             } else {
-                let credentials = preflight(&offline, Some(&resolved), env)?;
-                let known: plan::Known = offline
+                let credentials = preflight(&offline.0, Some(&resolved), env)?;
+                let known: Known = offline
+                    .0
                     .images
                     .iter()
                     .flat_map(|i| &i.targets)
                     .filter_map(|t| Some((t.registry.clone(), credentials.get(&t.id)?.credential())))
                     .collect();
                 early = Some(credentials);
-                let measured = plan::measure_usage(&resolved, env, false, false, &known).await;
+                let measured =
+                    crate::plan::measure_usage(&resolved, env, Measure::Needed, &known, &resolved.transfer).await;
                 // Only a measurement can change the selection: otherwise the plan stands.
-                if measured.is_empty() { offline } else { plan::build(&resolved, &images, &measured)? }
+                if measured.is_empty() { offline } else { crate::plan::finish(&resolved, &images, &measured)? }
             };
             let by_id = resolved.images.iter().map(|i| i.name.clone()).zip(images).collect();
-            (plan, Some(resolved), by_id)
+            (plan, Some(resolved), by_id, Some(rendered))
         }
     };
+    let config = load::client_config(plan.transfer, env);
     if let Some(only) = &args.only {
         plan.restrict(only).map_err(|e| UsageError(e.to_string()))?;
     }
     if args.plan.is_some() {
-        images = reopen(&plan, env).await?;
+        images = reopen(&plan, env, &config).await?;
     }
     if args.dry_run {
         // Shown as it would run; secrets are not needed to look.
@@ -82,8 +84,8 @@ pub async fn run(args: RunArgs, env: &Env, actions: Option<&github::Actions>) ->
         Some(c) if plan.images.iter().flat_map(|i| &i.targets).all(|t| c.contains_key(&t.id)) => c,
         _ => preflight(&plan, resolved.as_ref(), env)?,
     };
-    let signer = prepare_signer(&plan, env)?;
-    let templates = prepare_templates(&plan, resolved.as_ref(), env)?;
+    let signer = prepare_signer(&plan, env, &config)?;
+    let templates = prepare_templates(&plan, resolved.as_ref(), rendered, env, &config)?;
     let inputs = execute::Inputs {
         images: &images,
         credentials,
@@ -91,37 +93,12 @@ pub async fn run(args: RunArgs, env: &Env, actions: Option<&github::Actions>) ->
         templates,
         in_actions: actions.is_some(),
         env,
+        config,
     };
     let report = execute::execute(&plan, inputs).await;
     super::print_json_or(args.policy.output, &report, || crate::report::run_text(&report));
     if let Some(a) = actions {
-        let refs = report
-            .images
-            .iter()
-            .map(|i| {
-                let by_registry = i
-                    .targets
-                    .iter()
-                    .filter(|t| !t.references.is_empty())
-                    .map(|t| {
-                        let with_digest = t
-                            .references
-                            .iter()
-                            .map(|r| if r.contains('@') { r.clone() } else { format!("{r}@{}", t.digest) })
-                            .collect();
-                        (t.registry.clone(), with_digest)
-                    })
-                    .collect();
-                (i.name.clone(), by_registry)
-            })
-            .collect();
-        let digest = report.images.first().map(|i| i.digest.to_string()).unwrap_or_default();
-        a.set_outputs(&plan::outputs(&report, digest, refs))?;
-        a.append_summary(&format!(
-            "{}\n{}",
-            github::summary::plan_markdown(&plan),
-            github::summary::run_markdown(&report)
-        ))?;
+        github::outputs::run(a, &plan, &report)?;
     }
     Ok(super::exit_for_report(&report))
 }
@@ -148,10 +125,10 @@ fn read_plan(file: &std::path::Path) -> anyhow::Result<Plan> {
 
 /// Opens every planned source again and checks it is still what was planned: a different
 /// digest is exit 2, and nothing is written.
-async fn reopen(plan: &Plan, env: &Env) -> anyhow::Result<HashMap<String, Image>> {
+async fn reopen(plan: &Plan, env: &Env, config: &ClientConfig) -> anyhow::Result<HashMap<String, Image>> {
     let mut out = HashMap::new();
     for img in &plan.images {
-        let image = load::open_image(&img.open, env)
+        let image = load::open_image(&img.open, env, config)
             .await
             .map_err(|e| UsageError(format!("image {}: source {}: {e}", img.id, img.open.transport)))?;
         if image.root.digest != img.manifest_digest {
@@ -201,46 +178,44 @@ fn preflight(plan: &Plan, resolved: Option<&Resolved>, env: &Env) -> anyhow::Res
 }
 
 /// Loads the signing key before anything is contacted: a missing password or key is exit 2.
-fn prepare_signer(plan: &Plan, env: &Env) -> anyhow::Result<Option<PreparedSigner>> {
+fn prepare_signer(plan: &Plan, env: &Env, config: &ClientConfig) -> anyhow::Result<Option<PreparedSigner>> {
     let Some(s) = &plan.signing else { return Ok(None) };
-    Ok(Some(match (s.method, &s.key) {
+    let prepared = match (s.method, &s.key) {
         (SignMethod::Key, Some(key)) => {
             let var = s.password_env.as_deref().unwrap_or(crate::sign::keys::COSIGN_PASSWORD);
-            let password = env.get(var).ok_or_else(|| {
-                UsageError(format!("environment variable {var} (the signing key's password) is not set"))
-            })?;
-            let rekor = match (&s.rekor_url, s.tlog) {
-                (Some(url), true) => Some(crate::sign::rekor::Rekor::new(url)?),
-                _ => None,
-            };
-            PreparedSigner::Key(
-                KeySigner::load(key, &Secret::new(password.clone()), env).map_err(|e| UsageError(e.to_string()))?,
-                rekor,
-            )
+            let rekor = s.rekor_url.as_deref().filter(|_| s.tlog);
+            PreparedSigner::key(key, var, rekor, env, config)
         }
         _ => {
-            let oidc = keyless::check_prerequisites(env).map_err(|e| UsageError(e.to_string()))?;
             let defaults = keyless::Endpoints::default();
-            PreparedSigner::Keyless(
-                keyless::Endpoints {
-                    fulcio: s.fulcio_url.clone().unwrap_or(defaults.fulcio),
-                    rekor: s.rekor_url.clone().unwrap_or(defaults.rekor),
-                },
-                oidc,
-                tokio::sync::OnceCell::new(),
-            )
+            let endpoints = keyless::Endpoints {
+                fulcio: s.fulcio_url.clone().unwrap_or(defaults.fulcio),
+                rekor: s.rekor_url.clone().unwrap_or(defaults.rekor),
+            };
+            PreparedSigner::keyless(endpoints, env, config)
         }
-    }))
+    };
+    Ok(Some(prepared.map_err(|e| UsageError(e.to_string()))?))
 }
 
 type Templates = (crate::runpod::Client, Vec<(stage::Rendered, crate::runpod::Wanted)>);
 
-/// Renders and checks every template of the plan, reads its pull credential and the API key:
-/// all before any network call. A body that differs from the planned one is exit 2.
-fn prepare_templates(plan: &Plan, resolved: Option<&Resolved>, env: &Env) -> anyhow::Result<Option<Templates>> {
+/// Checks every template of the plan (rendered with the plan, or now for a saved plan), reads
+/// its pull credential and the API key: all before any network call. A body that differs
+/// from the planned one is exit 2.
+fn prepare_templates(
+    plan: &Plan,
+    resolved: Option<&Resolved>,
+    rendered: Option<Vec<stage::Rendered>>,
+    env: &Env,
+    config: &ClientConfig,
+) -> anyhow::Result<Option<Templates>> {
     let (Some(resolved), false) = (resolved, plan.templates.is_empty()) else { return Ok(None) };
     let Some(rp) = &resolved.runpod else { return Ok(None) };
-    let rendered = stage::render_all(resolved, plan)?;
+    let rendered = match rendered {
+        Some(r) => r,
+        None => stage::render_all(resolved, plan)?,
+    };
     let mut wanted = Vec::new();
     for r in rendered {
         let Some(planned) = plan.templates.iter().find(|t| t.name == r.template.name) else { continue };
@@ -260,7 +235,7 @@ fn prepare_templates(plan: &Plan, resolved: Option<&Resolved>, env: &Env) -> any
     if wanted.is_empty() {
         return Ok(None);
     }
-    let client = stage::client(rp, env).map_err(|e| UsageError(e.to_string()))?;
+    let client = stage::client(rp, env, config).map_err(|e| UsageError(e.to_string()))?;
     Ok(Some((client, wanted)))
 }
 

@@ -2,7 +2,7 @@
 //! for images already published — each image is checked to be in its registry first, so a
 //! template never points at one that is not (`--dry-run`: the diff, read-only requests only).
 
-use super::{ExitStatus, Output, PolicyArgs, UsageError, load, plan};
+use super::{ExitStatus, Output, PolicyArgs, UsageError, load};
 use crate::credentials::Env;
 use crate::plan::MeasuredUsage;
 use crate::runpod::stage;
@@ -23,11 +23,11 @@ pub enum RunPodCommand {
 
 pub async fn runpod(args: RunPodArgs, env: &Env) -> anyhow::Result<ExitStatus> {
     let (resolved, images) = load::policy_and_images(&args.policy.policy, env).await?;
-    let plan = plan::build(&resolved, &images, &MeasuredUsage::new())?;
     let Some(rp) = resolved.runpod.as_ref().filter(|rp| !rp.templates.is_empty()) else {
         return Err(UsageError(format!("{}: no runpod: templates to work on", resolved.file)).into());
     };
-    let rendered = stage::render_all(&resolved, &plan)?;
+    let (plan, rendered) = crate::plan::finish(&resolved, &images, &MeasuredUsage::new())?;
+    let config = &resolved.transfer;
     match args.command {
         RunPodCommand::Render { template } => {
             let bodies: Vec<&serde_json::Map<String, serde_json::Value>> = rendered
@@ -49,7 +49,7 @@ pub async fn runpod(args: RunPodArgs, env: &Env) -> anyhow::Result<ExitStatus> {
                 .map(|r| stage::wanted(r, env).map(|w| (r, w)))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| UsageError(e.to_string()))?;
-            let client = stage::client(rp, env).map_err(|e| UsageError(e.to_string()))?;
+            let client = stage::client(rp, env, config).map_err(|e| UsageError(e.to_string()))?;
             // Templates only ever follow signed images: with signing in the policy, each image
             // is verified with the policy's key before its template moves.
             let verifier = signature_verifier(&plan, env).await?;
@@ -58,7 +58,7 @@ pub async fn runpod(args: RunPodArgs, env: &Env) -> anyhow::Result<ExitStatus> {
             let mut held = false;
             for (r, w) in wanted {
                 // A template never points at an image the registry does not have.
-                match published(&r.target, &r.image.manifest_digest, verifier.as_ref(), env).await {
+                match published(&r.target, &r.image.manifest_digest, verifier.as_ref(), env, config).await {
                     Ok(Published::Signed) => {}
                     Ok(Published::Unsigned) => {
                         held = true;
@@ -212,6 +212,7 @@ async fn published(
     digest: &crate::types::Digest,
     verifier: Option<&crate::sign::Verifier>,
     env: &Env,
+    config: &crate::http::ClientConfig,
 ) -> anyhow::Result<Published> {
     let resolved = t
         .credentials
@@ -219,18 +220,14 @@ async fn published(
         .map_err(|m| UsageError(format!("environment variable {} is not set (registry {})", m.variable, t.registry)))?;
     let credential = match resolved {
         crate::credentials::Resolved::AwsChain => {
-            Some(crate::registry::ecr::Api::from_environment(env).await?.registry_credential().await?)
+            Some(crate::registry::ecr::Api::from_environment(env, config).await?.registry_credential().await?)
         }
         other => other.credential(),
     };
-    let client = crate::registry::Client::new(
-        &t.endpoint.endpoint(),
-        &t.path,
-        t.endpoint.ca_file.as_deref(),
-        credential,
-        crate::retry::RetryPolicy::default(),
-    )?
-    .with_scope(&format!("repository:{}:pull", t.path));
+    let client = crate::execute::destination(t, credential, *config)
+        .access
+        .client(&t.path)?
+        .with_scope(&format!("repository:{}:pull", t.path));
     client.authenticate().await?;
     if !client.has_manifest(digest).await? {
         return Ok(Published::Missing);

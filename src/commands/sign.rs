@@ -5,10 +5,8 @@
 use super::push::RegistryArgs;
 use super::{ExitStatus, Output, UsageError};
 use crate::credentials::Env;
-use crate::execute::PreparedSigner;
 use crate::reference::Reference;
-use crate::sign::{self, KeySigner, keyless};
-use crate::types::Secret;
+use crate::sign::{self, PreparedSigner, keyless};
 
 #[derive(Debug, Clone)]
 pub struct SignArgs {
@@ -30,7 +28,7 @@ pub fn parse_reference(s: &str) -> Result<Reference, UsageError> {
 }
 
 pub async fn sign(args: SignArgs, env: &Env) -> anyhow::Result<ExitStatus> {
-    super::load::configure(crate::http::Settings::default(), env);
+    let config = super::load::client_config(crate::http::ClientConfig::default(), env);
     let reference = parse_reference(&args.reference)?;
     let digest = reference.digest.clone().ok_or_else(|| {
         UsageError(format!(
@@ -40,21 +38,13 @@ pub async fn sign(args: SignArgs, env: &Env) -> anyhow::Result<ExitStatus> {
     })?;
     let prepared = match &args.key {
         Some(key) => {
-            let password = env
-                .get(sign::keys::COSIGN_PASSWORD)
-                .ok_or_else(|| UsageError("set COSIGN_PASSWORD to the key's password".into()))?;
-            let rekor = if args.tlog_upload { Some(sign::rekor::Rekor::new(&args.keyless.rekor)?) } else { None };
-            PreparedSigner::Key(
-                KeySigner::load(key, &Secret::new(password.clone()), env).map_err(|e| UsageError(e.to_string()))?,
-                rekor,
-            )
+            let rekor = args.tlog_upload.then_some(args.keyless.rekor.as_str());
+            PreparedSigner::key(key, sign::keys::COSIGN_PASSWORD, rekor, env, &config)
         }
-        None => {
-            let oidc = keyless::check_prerequisites(env).map_err(|e| UsageError(e.to_string()))?;
-            PreparedSigner::Keyless(args.keyless.clone(), oidc, tokio::sync::OnceCell::new())
-        }
-    };
-    let client = args.registry.client(&reference, env)?;
+        None => PreparedSigner::keyless(args.keyless.clone(), env, &config),
+    }
+    .map_err(|e| UsageError(e.to_string()))?;
+    let client = args.registry.client(&reference, env, config)?;
     client.authenticate().await?;
     let (found, media_type, size) = client
         .resolve(digest.as_str())
@@ -71,11 +61,7 @@ pub async fn sign(args: SignArgs, env: &Env) -> anyhow::Result<ExitStatus> {
         if matches!(args.format, sign::Format::Bundle | sign::Format::Both) {
             would.push(format!("{}:{} (bundle referrer, fallback tag)", reference.name(), sign::fallback_tag(&digest)));
         }
-        let how = match &prepared {
-            PreparedSigner::Key(_, None) => "with the key".to_string(),
-            PreparedSigner::Key(_, Some(_)) => format!("with the key, logged in Rekor {}", args.keyless.rekor),
-            PreparedSigner::Keyless(e, _, _) => format!("keyless (Fulcio {}, Rekor {})", e.fulcio, e.rekor),
-        };
+        let how = prepared.describe();
         let doc = serde_json::json!({"dry_run": true, "digest": digest, "signer": how, "would_write": would});
         super::print_json_or(args.output, &doc, || {
             let mut s = format!("Dry run: nothing is written; {}@{digest} would be signed {how}\n", reference.name());

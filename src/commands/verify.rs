@@ -82,7 +82,7 @@ fn matcher(exact: &Option<String>, regexp: &Option<String>, flag: &str) -> Resul
 }
 
 pub async fn verify(args: VerifyArgs, env: &Env) -> anyhow::Result<ExitStatus> {
-    super::load::configure(crate::http::Settings::default(), env);
+    let config = super::load::client_config(crate::http::ClientConfig::default(), env);
     let reference = parse_reference(&args.reference)?;
     let identity = matcher(&args.identity, &args.identity_regexp, "certificate-identity")?;
     let issuer = matcher(&args.issuer, &args.issuer_regexp, "certificate-oidc-issuer")?;
@@ -109,7 +109,7 @@ pub async fn verify(args: VerifyArgs, env: &Env) -> anyhow::Result<ExitStatus> {
             .into());
         }
     };
-    let client = args.registry.client(&reference, env)?;
+    let client = args.registry.client(&reference, env, config)?;
     client.authenticate().await?;
     let digest = match &reference.digest {
         Some(d) => d.clone(),

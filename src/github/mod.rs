@@ -7,6 +7,7 @@
 //! stays one clean JSON document with `--output json`.
 
 pub mod comment;
+pub mod outputs;
 pub mod summary;
 
 use std::io::Write;

@@ -5,7 +5,9 @@
 //! plan`, saved as JSON and executed exactly by `publish run [--plan FILE]`.
 
 pub mod build;
+mod measure;
 pub use build::{MeasuredUsage, build, source_diagnostic};
+pub use measure::{Known, Measure, measure_usage};
 
 use std::path::PathBuf;
 
@@ -17,6 +19,22 @@ use crate::registry::{Endpoint, UploadMode};
 use crate::select::Verdict;
 use crate::types::{ByteSize, Digest, LayerCompression, Platform};
 
+/// The plan with every RunPod template rendered (all mistakes at once, exit 2) and the digest
+/// of each body recorded, with the rendered templates: a run renders them once, here.
+pub fn finish(
+    resolved: &crate::policy::Resolved,
+    images: &[crate::image::Image],
+    measured: &MeasuredUsage,
+) -> anyhow::Result<(Plan, Vec<crate::runpod::stage::Rendered>)> {
+    let mut plan = build(resolved, images, measured)?;
+    let rendered = crate::runpod::stage::render_all(resolved, &plan)?;
+    for t in &mut plan.templates {
+        t.body_digest =
+            rendered.iter().find(|r| r.template.name == t.name).map(|r| crate::runpod::stage::body_digest(&r.body));
+    }
+    Ok((plan, rendered))
+}
+
 /// The plan format's version: `run --plan` refuses any other.
 pub const PLAN_VERSION: u32 = 1;
 
@@ -25,7 +43,7 @@ pub struct Plan {
     pub version: u32,
     pub policy: String,
     /// Retries, timeouts and concurrency for every request the run makes.
-    pub transfer: crate::http::Settings,
+    pub transfer: crate::http::ClientConfig,
     pub images: Vec<ImagePlan>,
     /// How pushed images are signed, when they are.
     #[serde(default, skip_serializing_if = "Option::is_none")]

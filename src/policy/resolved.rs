@@ -40,7 +40,7 @@ pub struct Resolved {
     pub upload_rate: Option<ByteSize>,
     pub runpod: Option<ResolvedRunPod>,
     pub signing: Option<ResolvedSigning>,
-    pub transfer: crate::http::Settings,
+    pub transfer: crate::http::ClientConfig,
     /// What templates were rendered with (git, env), for the RunPod stage.
     pub context: TemplateContext,
 }

@@ -77,7 +77,7 @@ impl Client {
     pub async fn blob_stream(&self, digest: &Digest, size: u64, offset: u64) -> Result<BlobStream, RegistryError> {
         let url = self.url(&format!("v2/{}/blobs/{digest}", self.repository));
         let range = format!("bytes={offset}-");
-        let deadline = crate::http::settings().upload_deadline(size.saturating_sub(offset));
+        let deadline = self.config.upload_deadline(size.saturating_sub(offset));
         let resp = self
             .send(Method::GET, url, |r| {
                 let r = r.timeout(deadline);

@@ -29,11 +29,10 @@ use aws_smithy_types::body::SdkBody;
 use base64::Engine;
 use serde_json::{Value, json};
 
-use super::{Client, Credential, RegistryError};
+use super::{Credential, RegistryError};
 use crate::credentials::Env;
-use crate::http::{MAX_SMALL_BODY, body_limited};
+use crate::http::{ClientConfig, MAX_SMALL_BODY, body_limited};
 use crate::image::oci::ManifestDoc;
-use crate::retry::RetryPolicy;
 use crate::types::{ByteSize, Digest, Secret};
 
 const REGION: &str = "us-east-1";
@@ -55,8 +54,11 @@ pub enum EcrError {
 
 /// `aws-config`'s providers, in the SDKs' order, over this tool's HTTP client (its timeouts
 /// and body bounds) for the STS calls web identity and assumed roles make.
-pub async fn credentials(http: &reqwest::Client) -> Result<Credentials, EcrError> {
-    let region = std::env::var("AWS_REGION").ok().filter(|r| !r.is_empty()).unwrap_or_else(|| REGION.into());
+/// The providers read the process environment themselves (the SDKs' documented chain); `vars`
+/// (the command's captured environment) picks the region and names the provider that failed.
+pub async fn credentials(http: &reqwest::Client, vars: &Env) -> Result<Credentials, EcrError> {
+    let var = |k: &str| vars.get(k).filter(|v| !v.is_empty()).cloned();
+    let region = var("AWS_REGION").unwrap_or_else(|| REGION.into());
     let conf = ProviderConfig::default()
         .with_http_client(Connector(http.clone()))
         .with_region(Some(aws_config::Region::new(region)));
@@ -74,16 +76,12 @@ pub async fn credentials(http: &reqwest::Client) -> Result<Credentials, EcrError
         Err(CredentialsError::CredentialsNotLoaded(_)) => Err(EcrError::NoCredentials),
         Err(e) => {
             // The chain's first provider that applied failed: name it, then the causes.
-            let var = |k: &str| std::env::var(k).is_ok_and(|v| !v.is_empty());
-            let provider = if var("AWS_ACCESS_KEY_ID") {
+            let provider = if var("AWS_ACCESS_KEY_ID").is_some() {
                 "the environment's keys".to_string()
-            } else if var("AWS_WEB_IDENTITY_TOKEN_FILE") {
-                format!(
-                    "web identity for {} (STS AssumeRoleWithWebIdentity)",
-                    std::env::var("AWS_ROLE_ARN").unwrap_or_default()
-                )
+            } else if var("AWS_WEB_IDENTITY_TOKEN_FILE").is_some() {
+                format!("web identity for {} (STS AssumeRoleWithWebIdentity)", var("AWS_ROLE_ARN").unwrap_or_default())
             } else {
-                format!("profile {}", std::env::var("AWS_PROFILE").unwrap_or_else(|_| "default".into()))
+                format!("profile {}", var("AWS_PROFILE").unwrap_or_else(|| "default".into()))
             };
             let mut causes = vec![e.to_string()];
             let mut source = std::error::Error::source(&e);
@@ -181,19 +179,20 @@ pub struct Api {
     http: reqwest::Client,
     url: url::Url,
     credentials: Credentials,
+    config: ClientConfig,
 }
 
 impl Api {
-    pub async fn from_environment(vars: &Env) -> Result<Api, EcrError> {
+    pub async fn from_environment(vars: &Env, config: &ClientConfig) -> Result<Api, EcrError> {
         let env = |k: &str| vars.get(k).filter(|v| !v.is_empty()).cloned();
-        let http = crate::http::client(None).map_err(|e| EcrError::Api(e.to_string()))?;
-        let credentials = credentials(&http).await?;
+        let http = config.http(None).map_err(|e| EcrError::Api(e.to_string()))?;
+        let credentials = credentials(&http, vars).await?;
         let base = env("AWS_ENDPOINT_URL_ECR_PUBLIC")
             .or_else(|| env("AWS_ENDPOINT_URL"))
             .unwrap_or_else(|| format!("https://api.ecr-public.{REGION}.amazonaws.com"));
         let url = url::Url::parse(&format!("{}/", base.trim_end_matches('/')))
             .map_err(|e| EcrError::Api(format!("{base}: {e}")))?;
-        Ok(Api { http, url, credentials })
+        Ok(Api { http, url, credentials, config: *config })
     }
 
     async fn call(&self, operation: &str, body: Value) -> Result<(u16, Value), EcrError> {
@@ -208,7 +207,7 @@ impl Api {
             &body,
             SystemTime::now(),
         )?));
-        let resp = crate::retry::send(&RetryPolicy::default(), operation, || {
+        let resp = crate::retry::send(&self.config.retry(), operation, || {
             let headers = first.lock().ok().and_then(|mut h| h.take()).unwrap_or_else(|| {
                 signed_headers(&self.credentials, &self.url, &target, &body, SystemTime::now()).unwrap_or_default()
             });
@@ -295,8 +294,13 @@ impl Api {
             return Ok(Stored { bytes: ByteSize(0), repositories: 0, images: 0 });
         }
         let credential = self.registry_credential().await?;
-        let base = Client::new(endpoint, alias, ca_file, Some(credential), RetryPolicy::default())
-            .map_err(|e| EcrError::Api(e.to_string()))?;
+        let access = super::RegistryAccess {
+            endpoint: endpoint.clone(),
+            ca_file: ca_file.map(Into::into),
+            credential: Some(credential),
+            config: self.config,
+        };
+        let base = access.client(alias).map_err(|e| EcrError::Api(e.to_string()))?;
         let (mut total, mut images) = (0u64, 0u32);
         for repo in &repositories {
             let Some(name) = repo.get("repositoryName").and_then(Value::as_str) else { continue };
@@ -343,7 +347,11 @@ impl Api {
 }
 
 /// The config and layers of an image manifest (`None` for an index).
-async fn layers(registry: &Client, repository: &str, digest: &str) -> Result<Option<Vec<(Digest, u64)>>, String> {
+async fn layers(
+    registry: &super::Client,
+    repository: &str,
+    digest: &str,
+) -> Result<Option<Vec<(Digest, u64)>>, String> {
     let bytes = registry
         .manifest(repository, digest)
         .await

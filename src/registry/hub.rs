@@ -10,7 +10,7 @@
 use serde_json::{Value, json};
 
 use super::Credential;
-use crate::http::{MAX_SMALL_BODY, json_limited};
+use crate::http::{ClientConfig, MAX_SMALL_BODY, json_limited};
 use crate::retry::RetryPolicy;
 
 #[derive(Debug, thiserror::Error)]
@@ -20,14 +20,28 @@ pub struct HubError(String);
 /// Docker Hub's API.
 pub const API: &str = "https://hub.docker.com";
 
+/// The API at one base URL, with the run's client configuration.
+struct Hub {
+    http: reqwest::Client,
+    base: String,
+    retry: RetryPolicy,
+}
+
+impl Hub {
+    fn new(api: &str, config: &ClientConfig) -> Result<Hub, HubError> {
+        let http = config.http(None).map_err(|e| HubError(e.to_string()))?;
+        Ok(Hub { http, base: api.trim_end_matches('/').to_string(), retry: config.retry() })
+    }
+}
+
 /// Signs in: a bearer for the API.
-async fn sign_in(http: &reqwest::Client, base: &str, cred: &Credential) -> Result<crate::types::Secret, HubError> {
+async fn sign_in(hub: &Hub, cred: &Credential) -> Result<crate::types::Secret, HubError> {
+    let Hub { http, base, retry } = hub;
     let body = json!({"identifier": cred.username, "secret": cred.password.expose()});
-    let resp = crate::retry::send(&RetryPolicy::default(), "Docker Hub sign-in", || {
-        http.post(format!("{base}/v2/auth/token")).json(&body)
-    })
-    .await
-    .map_err(|e| HubError(e.to_string()))?;
+    let resp =
+        crate::retry::send(retry, "Docker Hub sign-in", || http.post(format!("{base}/v2/auth/token")).json(&body))
+            .await
+            .map_err(|e| HubError(e.to_string()))?;
     if !resp.status().is_success() {
         return Err(HubError(format!("sign-in as {} answered {}", cred.username, resp.status())));
     }
@@ -53,14 +67,14 @@ pub async fn ensure_repository(
     name: &str,
     private: bool,
     cred: &Credential,
+    config: &ClientConfig,
 ) -> Result<Ensured, HubError> {
-    let base = api.trim_end_matches('/');
-    let http = crate::http::client(None).map_err(|e| HubError(e.to_string()))?;
-    let token = sign_in(&http, base, cred).await?;
-    let retry = RetryPolicy::default();
+    let hub = Hub::new(api, config)?;
+    let token = sign_in(&hub, cred).await?;
+    let Hub { http, base, retry } = &hub;
     let bearer = format!("Bearer {}", token.expose());
     let url = format!("{base}/v2/namespaces/{namespace}/repositories/{name}");
-    let resp = crate::retry::send(&retry, "Docker Hub repository", || {
+    let resp = crate::retry::send(retry, "Docker Hub repository", || {
         http.get(&url).header(reqwest::header::AUTHORIZATION, &bearer)
     })
     .await
@@ -79,7 +93,7 @@ pub async fn ensure_repository(
         404 => {
             let body = json!({"name": name, "namespace": namespace, "is_private": private});
             let create = format!("{base}/v2/namespaces/{namespace}/repositories");
-            let resp = crate::retry::send(&retry, "Docker Hub create repository", || {
+            let resp = crate::retry::send(retry, "Docker Hub create repository", || {
                 http.post(&create).header(reqwest::header::AUTHORIZATION, &bearer).json(&body)
             })
             .await
@@ -98,15 +112,19 @@ pub async fn ensure_repository(
 }
 
 /// Counts the private repositories of `namespace`.
-pub async fn private_repositories(api: &str, namespace: &str, cred: &Credential) -> Result<u32, HubError> {
-    let base = api.trim_end_matches('/');
-    let http = crate::http::client(None).map_err(|e| HubError(e.to_string()))?;
-    let retry = RetryPolicy::default();
-    let token = sign_in(&http, base, cred).await?;
+pub async fn private_repositories(
+    api: &str,
+    namespace: &str,
+    cred: &Credential,
+    config: &ClientConfig,
+) -> Result<u32, HubError> {
+    let hub = Hub::new(api, config)?;
+    let token = sign_in(&hub, cred).await?;
+    let Hub { http, base, retry } = &hub;
     let mut url = format!("{base}/v2/namespaces/{namespace}/repositories?page_size=100");
     let mut private = 0u32;
     loop {
-        let resp = crate::retry::send(&retry, "Docker Hub repositories", || {
+        let resp = crate::retry::send(retry, "Docker Hub repositories", || {
             http.get(&url).header(reqwest::header::AUTHORIZATION, format!("Bearer {}", token.expose()))
         })
         .await

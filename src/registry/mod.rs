@@ -15,11 +15,12 @@ mod transport;
 mod upload;
 pub mod usage;
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 use url::Url;
 
+use crate::http::ClientConfig;
 use crate::reference::is_loopback_host;
 use crate::retry::RetryPolicy;
 use crate::types::{Digest, Secret};
@@ -189,6 +190,30 @@ impl Endpoint {
     }
 }
 
+/// A registry this run can talk to: its address, the CA it is checked against, the credential
+/// it gets and the run's client configuration. Built from a target of the plan, from
+/// `publish push`'s flags or from a `docker://` source; every registry client is made by
+/// [`RegistryAccess::client`].
+#[derive(Debug, Clone)]
+pub struct RegistryAccess {
+    pub endpoint: Endpoint,
+    pub ca_file: Option<PathBuf>,
+    pub credential: Option<Credential>,
+    pub config: ClientConfig,
+}
+
+impl RegistryAccess {
+    /// A client for `repository` on this registry.
+    pub fn client(&self, repository: &str) -> Result<Client, RegistryError> {
+        Client::new(self, repository)
+    }
+
+    /// The same registry without a credential (anonymous pulls, as RunPod makes them).
+    pub fn anonymous(&self) -> RegistryAccess {
+        RegistryAccess { credential: None, ..self.clone() }
+    }
+}
+
 /// A client for one repository on one registry.
 pub struct Client {
     http: reqwest::Client,
@@ -202,19 +227,16 @@ pub struct Client {
     /// The `Authorization` value in use (Basic or Bearer) and the origin of the token realm
     /// it may also go to, once the challenge is known.
     authorization: Mutex<Option<Secret>>,
+    /// Timeouts, retries and the in-flight limit: the run's, handed in.
+    config: ClientConfig,
     retry: RetryPolicy,
 }
 
 impl Client {
-    pub fn new(
-        endpoint: &Endpoint,
-        repository: &str,
-        ca_file: Option<&Path>,
-        credential: Option<Credential>,
-        retry: RetryPolicy,
-    ) -> Result<Client, RegistryError> {
+    fn new(access: &RegistryAccess, repository: &str) -> Result<Client, RegistryError> {
+        let RegistryAccess { endpoint, ca_file, credential, config } = access;
         let base = endpoint.base_url()?;
-        let http = crate::http::client(ca_file)
+        let http = crate::http::client(ca_file.as_deref(), config)
             .map_err(|e| RegistryError::Refused { registry: endpoint.host.clone(), message: e.to_string() })?;
         Ok(Client {
             http,
@@ -223,9 +245,10 @@ impl Client {
             repository: repository.to_string(),
             scope: format!("repository:{repository}:pull,push"),
             mode: UploadMode::Monolithic,
-            credential,
+            credential: credential.clone(),
             authorization: Mutex::new(None),
-            retry,
+            config: *config,
+            retry: config.retry(),
         })
     }
 
@@ -241,6 +264,7 @@ impl Client {
             mode: self.mode,
             credential: self.credential.clone(),
             authorization: Mutex::new(None),
+            config: self.config,
             retry: self.retry,
         }
     }
@@ -263,5 +287,10 @@ impl Client {
 
     pub fn repository(&self) -> &str {
         &self.repository
+    }
+
+    /// The run's client configuration this client was built with.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
     }
 }

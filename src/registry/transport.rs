@@ -108,8 +108,7 @@ impl Client {
         auth: bool,
     ) -> Result<reqwest::Response, RegistryError> {
         // A small request's deadline; an upload's builder sets its own, scaled by size.
-        let mut req =
-            build(self.http.request(method.clone(), url.clone()).timeout(crate::http::settings().request_timeout));
+        let mut req = build(self.http.request(method.clone(), url.clone()).timeout(self.config.request_timeout));
         if auth {
             req = self.authorize(req, url);
         }
@@ -131,7 +130,7 @@ impl Client {
         build: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
         auth: bool,
     ) -> Result<reqwest::Response, RegistryError> {
-        self.retries_within(&request_bound(), method, url, build, auth).await
+        self.retries_within(&self.request_bound(), method, url, build, auth).await
     }
 
     /// `with_retries` within a bound the caller holds (one for a request and its retry after
@@ -144,7 +143,7 @@ impl Client {
         build: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
         auth: bool,
     ) -> Result<reqwest::Response, RegistryError> {
-        let settings = crate::http::settings();
+        let request_timeout = self.config.request_timeout;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -152,7 +151,7 @@ impl Client {
             let remaining = bound.remaining();
             let capped = |r: reqwest::RequestBuilder| {
                 let r = build(r);
-                if remaining < settings.request_timeout {
+                if remaining < request_timeout {
                     r.timeout(remaining.max(std::time::Duration::from_millis(1)))
                 } else {
                     r
@@ -206,6 +205,12 @@ impl Client {
         self.retry.wait(attempt, asked)
     }
 
+    /// The bound of a small request with its retries: `transfer.request_timeout` × 2.5.
+    pub(super) fn request_bound(&self) -> Bound<impl Fn() -> String + use<>> {
+        let retry = self.retry;
+        Bound::new(retry.deadline(), move || retry.bound_text())
+    }
+
     /// Sends an authorized request, retrying transient failures and re-authenticating once
     /// on 401 (tokens expire during long pushes).
     pub(super) async fn send(
@@ -215,7 +220,7 @@ impl Client {
         build: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, RegistryError> {
         // One bound for the request, its retries and its one retry after re-authenticating.
-        let bound = request_bound();
+        let bound = self.request_bound();
         let resp = self.retries_within(&bound, method.clone(), url.clone(), &build, true).await?;
         let resp = if retry::classify(resp.status()) == Class::Reauthenticate {
             bound.cut(self, "re-authenticating", self.authenticate()).await??;
@@ -252,12 +257,6 @@ pub(super) fn link_next(request: &Url, resp: &reqwest::Response) -> Option<Url> 
     let link = resp.headers().get(reqwest::header::LINK)?.to_str().ok()?;
     let target = link.split(';').next()?.trim().trim_start_matches('<').trim_end_matches('>');
     link.contains("rel=\"next\"").then(|| request.join(target).ok()).flatten()
-}
-
-/// The bound of a small request with its retries: `transfer.request_timeout` × 2.5.
-pub(super) fn request_bound() -> Bound<impl Fn() -> String> {
-    let settings = crate::http::settings();
-    Bound::new(settings.retry_deadline(), move || settings.retry_bound_text())
 }
 
 /// An operation's overall deadline: every attempt is cut at it, every wait ends at it, and

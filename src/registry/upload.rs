@@ -130,7 +130,7 @@ impl Client {
         file: Option<FileRange<'_>>,
     ) -> Result<UploadStats, RegistryError> {
         let mut stats = UploadStats::default();
-        let settings = crate::http::settings();
+        let settings = self.config;
         let bound = super::transport::Bound::new(settings.upload_deadline(size) + settings.retry_deadline(), || {
             format!(
                 "an upload of {size} bytes may take transfer.request_timeout ({} s) + its size at transfer.min_rate ({} bytes/s), {} s with retries",
@@ -181,7 +181,7 @@ impl Client {
         location.query_pairs_mut().append_pair("digest", digest.as_str());
 
         let reader = open(0).await.map_err(RegistryError::Source)?;
-        let verify = crate::http::settings().verify_client;
+        let verify = self.config.verify_client;
         let (hashing, progress) = HashingReader::new(reader, digest.clone(), size, verify);
         let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(hashing, 256 * 1024));
         let req = self
@@ -189,7 +189,7 @@ impl Client {
             .put(location.clone())
             .header(CONTENT_TYPE, "application/octet-stream")
             .header(CONTENT_LENGTH, size)
-            .timeout(crate::http::settings().upload_deadline(size))
+            .timeout(self.config.upload_deadline(size))
             .body(body);
         let req = self.authorize(req, &location);
         tracing::debug!(url = %location.path(), %digest, size, "uploading blob");
@@ -224,7 +224,7 @@ impl Client {
         cfg!(target_os = "linux")
             && self.mode == UploadMode::Monolithic
             && self.base.scheme() == "http"
-            && !crate::http::settings().verify_client
+            && !self.config.verify_client
     }
 
     /// One PUT with the blob's file range sent by sendfile(2), on the connection that opened
@@ -238,7 +238,7 @@ impl Client {
         stats: &mut UploadStats,
     ) -> Result<(), RegistryError> {
         use super::sendfile::Connection;
-        let settings = crate::http::settings();
+        let settings = self.config;
         let start = self.uploads_url();
         let opened = tokio::time::timeout(settings.request_timeout, async {
             let mut conn = Connection::open(&start).await?;
@@ -339,7 +339,7 @@ impl Client {
     ) -> Result<(), RegistryError> {
         let mut location = self.start_upload().await?;
         // Hashed here only with `transfer.verify: client`; the registry checks the digest anyway.
-        let mut hasher = crate::http::settings().verify_client.then(Sha256::new);
+        let mut hasher = self.config.verify_client.then(Sha256::new);
         let mut offset = 0u64;
         let mut failures = 0u32;
         // One reader for the whole blob, reopened only where a resume moves the offset (for a
@@ -352,7 +352,7 @@ impl Client {
             let url = location.clone();
             let build = |r: reqwest::RequestBuilder| {
                 r.header(CONTENT_TYPE, "application/octet-stream")
-                    .timeout(crate::http::settings().upload_deadline(len))
+                    .timeout(self.config.upload_deadline(len))
                     .header(CONTENT_LENGTH, len)
                     .header("Content-Range", range.as_str())
                     .body(bytes.clone())

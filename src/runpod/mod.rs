@@ -37,11 +37,11 @@ pub struct Client {
 
 impl Client {
     /// `api_url` is the base (`https://api.runpod.io`); `/v2/...` is appended.
-    pub fn new(api_url: &str, key: Secret, retry: RetryPolicy) -> Result<Client, RunPodError> {
+    pub fn new(api_url: &str, key: Secret, config: &crate::http::ClientConfig) -> Result<Client, RunPodError> {
         let base = Url::parse(&format!("{}/", api_url.trim_end_matches('/')))
             .map_err(|e| RunPodError::Unexpected(format!("the API URL {api_url:?} is not a URL: {e}")))?;
-        let http = crate::http::client(None).map_err(|e| RunPodError::Transport(e.to_string()))?;
-        Ok(Client { http, base, key, retry })
+        let http = config.http(None).map_err(|e| RunPodError::Transport(e.to_string()))?;
+        Ok(Client { http, base, key, retry: config.retry() })
     }
 
     /// Sends one request, retried by `crate::retry` (429 after `Retry-After`, 5xx, transport

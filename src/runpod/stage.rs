@@ -9,7 +9,6 @@ use super::{Client, PullCredential, Wanted};
 use crate::credentials::{CredentialSource, Env};
 use crate::plan::{ImagePlan, Plan, TargetPlan};
 use crate::policy::{Resolved, ResolvedRunPod, ResolvedTemplate, Visibility};
-use crate::retry::RetryPolicy;
 use crate::types::Digest;
 use crate::types::Secret;
 
@@ -130,11 +129,11 @@ pub fn body_digest(body: &Map<String, Value>) -> Digest {
 }
 
 /// The API client: key from `api_key_env`, base URL from `RUNPOD_API_URL` or the policy.
-pub fn client(rp: &ResolvedRunPod, env: &Env) -> Result<Client, StageError> {
+pub fn client(rp: &ResolvedRunPod, env: &Env, config: &crate::http::ClientConfig) -> Result<Client, StageError> {
     let key = env
         .get(&rp.api_key_env)
         .filter(|v| !v.is_empty())
         .ok_or_else(|| StageError::NoApiKey(rp.api_key_env.clone()))?;
     let url = env.get("RUNPOD_API_URL").filter(|v| !v.is_empty()).unwrap_or(&rp.api_url);
-    Client::new(url, Secret::new(key.clone()), RetryPolicy::default()).map_err(|e| StageError::Client(Box::new(e)))
+    Client::new(url, Secret::new(key.clone()), config).map_err(|e| StageError::Client(Box::new(e)))
 }

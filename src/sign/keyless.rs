@@ -14,7 +14,6 @@ use sigstore::crypto::{CosignVerificationKey, SigStoreSigner, SigningScheme};
 use x509_cert::der::{Decode, DecodePem, Encode};
 
 use super::SignError;
-use crate::retry::RetryPolicy;
 use crate::types::Secret;
 
 /// Fulcio's extension holding the OIDC issuer (v2, DER UTF8String) and its v1 form (raw).
@@ -118,9 +117,13 @@ impl std::fmt::Debug for Session {
 
 impl Session {
     /// Gets the OIDC token, a Fulcio certificate for a fresh key, and is ready to sign.
-    pub async fn start(endpoints: &Endpoints, oidc: &Oidc) -> Result<Session, SignError> {
-        let http = crate::http::client(None).map_err(err)?;
-        let retry = RetryPolicy::default();
+    pub async fn start(
+        endpoints: &Endpoints,
+        oidc: &Oidc,
+        config: &crate::http::ClientConfig,
+    ) -> Result<Session, SignError> {
+        let http = config.http(None).map_err(err)?;
+        let retry = config.retry();
         let sep = if oidc.url.contains('?') { '&' } else { '?' };
         let resp = crate::retry::send(&retry, "the OIDC token request", || {
             http.get(format!("{}{sep}audience=sigstore", oidc.url))
@@ -168,7 +171,7 @@ impl Session {
                 .unwrap_or_default();
         let leaf = chain.first().ok_or_else(|| err("Fulcio answered without a certificate"))?;
         let identity = identity(leaf)?.0;
-        Ok(Session { signer, chain, identity, rekor: super::rekor::Rekor::new(&endpoints.rekor)? })
+        Ok(Session { signer, chain, identity, rekor: super::rekor::Rekor::new(&endpoints.rekor, config)? })
     }
 
     pub fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, SignError> {

@@ -10,6 +10,7 @@
 
 pub mod keyless;
 pub mod keys;
+mod prepared;
 pub mod rekor;
 pub mod tlog;
 pub mod trust;
@@ -25,6 +26,7 @@ use crate::image::{OCI_INDEX, OCI_MANIFEST};
 use crate::registry::{Client, RegistryError};
 use crate::types::Digest;
 pub use keys::KeySigner;
+pub use prepared::{PrepareError, PreparedSigner};
 pub use verify::{SignatureReport, Verified, Verifier, VerifyOptions, verify};
 
 /// Who signs: a cosign key pair (logged in Rekor when `signing.tlog` is on), or a keyless

@@ -23,11 +23,21 @@ fn err(e: impl std::fmt::Display) -> SignError {
 pub struct Rekor {
     http: reqwest::Client,
     url: String,
+    retry: RetryPolicy,
 }
 
 impl Rekor {
-    pub fn new(url: &str) -> Result<Rekor, SignError> {
-        Ok(Rekor { http: crate::http::client(None).map_err(err)?, url: url.trim_end_matches('/').to_string() })
+    pub fn new(url: &str, config: &crate::http::ClientConfig) -> Result<Rekor, SignError> {
+        Ok(Rekor {
+            http: config.http(None).map_err(err)?,
+            url: url.trim_end_matches('/').to_string(),
+            retry: config.retry(),
+        })
+    }
+
+    /// The log's base URL.
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     /// Logs a signature over `data` as a `hashedrekord` (v0.0.1); `verifier_pem` is the
@@ -55,7 +65,7 @@ impl Rekor {
     }
 
     async fn submit(&self, proposed: Value) -> Result<LogEntry, SignError> {
-        let retry = RetryPolicy::default();
+        let retry = self.retry;
         let url = format!("{}/api/v1/log/entries", self.url);
         let resp = crate::retry::send(&retry, "Rekor", || self.http.post(&url).json(&proposed))
             .await

@@ -11,7 +11,7 @@ async fn an_existing_rekor_entry_is_retrieved_not_an_error() {
         url: s.token_url(),
         token: publish_action::types::Secret::new(REQUEST_TOKEN),
     };
-    let session = publish_action::sign::keyless::Session::start(&endpoints, &oidc).await.unwrap();
+    let session = publish_action::sign::keyless::Session::start(&endpoints, &oidc, &Default::default()).await.unwrap();
     assert_eq!(session.identity, sigstore::identity());
     let data = b"payload";
     let sig = session.sign(data).unwrap();

@@ -395,8 +395,8 @@ fn resolve_signing(c: &mut Checker, sg: &model::Signing, base_dir: &Path) -> Res
     }
 }
 
-fn resolve_transfer(c: &mut Checker, t: Option<&model::Transfer>) -> crate::http::Settings {
-    let mut s = crate::http::Settings::default();
+fn resolve_transfer(c: &mut Checker, t: Option<&model::Transfer>) -> crate::http::ClientConfig {
+    let mut s = crate::http::ClientConfig::default();
     let Some(t) = t else { return s };
     if let Some(r) = &t.min_rate {
         if r.value.0.0 == 0 {
