@@ -166,6 +166,60 @@ fn image_plan(
     platforms: Vec<Platform>,
     measured: &MeasuredUsage,
 ) -> Result<ImagePlan, Vec<Diagnostic>> {
+    let candidates = candidates(resolved, spec, measured)?;
+    let facts = ImageFacts {
+        total: image.total_size(),
+        largest_layer: image.largest_layer(),
+        visibility: spec.visibility,
+        pulls_per_month: Some(spec.pulls_per_month.unwrap_or(select::DEFAULT_PULLS_PER_MONTH)),
+        region: spec.region.clone(),
+        pulls_assumed: spec.pulls_per_month.is_none(),
+    };
+    let rate = resolved.upload_rate.unwrap_or(select::DEFAULT_UPLOAD_RATE);
+    let verdicts =
+        select::select_with(&facts, &candidates, Some(rate), resolved.upload_rate.is_none(), spec.publish_to);
+    let assumptions = assumptions(resolved, &facts, &candidates);
+    let warnings: Vec<String> = verdicts.iter().flat_map(|v| v.warnings.iter().cloned()).collect();
+    let selected: Vec<String> =
+        verdicts.iter().filter(|v| v.verdict == VerdictKind::Selected).map(|v| v.registry.clone()).collect();
+    if selected.is_empty() {
+        return Err(vec![nothing_fits(resolved, spec, &facts, &verdicts)]);
+    }
+    let targets = verdicts
+        .iter()
+        .filter(|v| v.verdict == VerdictKind::Selected)
+        .filter_map(|v| spec.candidates.iter().find(|r| r.id == v.registry).map(|r| target_plan(spec, image, v, r)))
+        .collect();
+    Ok(ImagePlan {
+        id: spec.name.clone(),
+        name: spec.name.clone(),
+        source: spec.source.value.clone(),
+        open: source_plan(resolved, spec),
+        manifest_digest: image.root.digest.clone(),
+        media_type: image.root.media_type.clone(),
+        platforms,
+        visibility: spec.visibility,
+        total_size: facts.total,
+        largest_layer: facts.largest_layer,
+        blobs: image
+            .blobs()
+            .into_iter()
+            .map(|d| BlobPlan { digest: d.digest.clone(), size: ByteSize(d.size), media_type: d.media_type.clone() })
+            .collect(),
+        candidates: verdicts,
+        selected,
+        assumptions,
+        warnings,
+        targets,
+    })
+}
+
+/// The engine's view of each candidate registry of `spec`; a tier the catalog lacks is an error.
+fn candidates<'a>(
+    resolved: &Resolved,
+    spec: &'a ResolvedImage,
+    measured: &MeasuredUsage,
+) -> Result<Vec<Candidate<'a>>, Vec<Diagnostic>> {
     let mut errors = Vec::new();
     let mut candidates = Vec::new();
     for r in &spec.candidates {
@@ -197,20 +251,11 @@ fn image_plan(
             }
         }
     }
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-    let facts = ImageFacts {
-        total: image.total_size(),
-        largest_layer: image.largest_layer(),
-        visibility: spec.visibility,
-        pulls_per_month: Some(spec.pulls_per_month.unwrap_or(select::DEFAULT_PULLS_PER_MONTH)),
-        region: spec.region.clone(),
-        pulls_assumed: spec.pulls_per_month.is_none(),
-    };
-    let rate = resolved.upload_rate.unwrap_or(select::DEFAULT_UPLOAD_RATE);
-    let verdicts =
-        select::select_with(&facts, &candidates, Some(rate), resolved.upload_rate.is_none(), spec.publish_to);
+    if errors.is_empty() { Ok(candidates) } else { Err(errors) }
+}
+
+/// The figures the verdicts assumed, each with what to set.
+fn assumptions(resolved: &Resolved, facts: &ImageFacts, candidates: &[Candidate]) -> Vec<String> {
     let mut assumptions = Vec::new();
     if facts.pulls_assumed {
         assumptions.push(format!(
@@ -229,88 +274,60 @@ fn image_plan(
             "GHCR has no API for the storage or transfer already used: its usage is unknown unless used: says, so its free-tier margins are too".into(),
         );
     }
-    let warnings: Vec<String> = verdicts.iter().flat_map(|v| v.warnings.iter().cloned()).collect();
-    let selected: Vec<String> =
-        verdicts.iter().filter(|v| v.verdict == VerdictKind::Selected).map(|v| v.registry.clone()).collect();
-    if selected.is_empty() {
-        let mut message = format!(
-            "no candidate registry fits image {:?} ({}, largest layer {}, {}):",
-            spec.name,
-            facts.total,
-            facts.largest_layer,
-            visibility_word(spec.visibility)
-        );
-        for v in &verdicts {
-            message.push_str(&format!(
-                "\n    {} ({}): {}",
-                v.registry,
-                v.label,
-                v.reasons.iter().filter(|r| !r.starts_with("anonymous pulls")).cloned().collect::<Vec<_>>().join("; ")
-            ));
-            for fix in &v.fixes {
-                message.push_str(&format!("\n      to fit: {fix}"));
-            }
+    assumptions
+}
+
+/// The error when no candidate fits: every candidate's reasons and fixes.
+fn nothing_fits(resolved: &Resolved, spec: &ResolvedImage, facts: &ImageFacts, verdicts: &[Verdict]) -> Diagnostic {
+    let mut message = format!(
+        "no candidate registry fits image {:?} ({}, largest layer {}, {}):",
+        spec.name,
+        facts.total,
+        facts.largest_layer,
+        visibility_word(spec.visibility)
+    );
+    for v in verdicts {
+        message.push_str(&format!(
+            "\n    {} ({}): {}",
+            v.registry,
+            v.label,
+            v.reasons.iter().filter(|r| !r.starts_with("anonymous pulls")).cloned().collect::<Vec<_>>().join("; ")
+        ));
+        for fix in &v.fixes {
+            message.push_str(&format!("\n      to fit: {fix}"));
         }
-        return Err(vec![Diagnostic {
-            file: resolved.file.clone(),
-            line: spec.at.0.max(1),
-            col: spec.at.1.max(1),
-            field: format!("images[{}]", spec.index),
-            message,
-            hint: Some("add a candidate under registries:, or override facts with limits:, tier: or used:".into()),
-        }]);
     }
-    let targets = verdicts
-        .iter()
-        .filter(|v| v.verdict == VerdictKind::Selected)
-        .filter_map(|v| spec.candidates.iter().find(|r| r.id == v.registry).map(|r| (v, r)))
-        .map(|(v, r)| {
-            let path = r.repository_for(&spec.name);
-            TargetPlan {
-                id: format!("{}@{}", spec.name, r.id),
-                registry: r.id.clone(),
-                kind: r.kind,
-                repository: format!("{}/{path}", r.host),
-                tags: spec.tags.clone(),
-                reason: v.reasons.first().cloned().unwrap_or_default(),
-                endpoint: EndpointPlan::new(&r.host, r.insecure, r.ca_file.clone()),
-                upload: UploadPlan::for_registry(r.kind, r.chunk_size),
-                mount_from: image
-                    .origin
-                    .as_ref()
-                    .filter(|(host, repo)| *host == r.host && *repo != path)
-                    .map(|(_, repo)| repo.clone()),
-                credentials: CredentialSource::for_registry(r.kind, &r.host, r.credentials.as_ref()),
-                pull_credentials: r
-                    .pull_credentials
-                    .as_ref()
-                    .map(|c| CredentialSource::for_registry(r.kind, &r.host, Some(c))),
-                path,
-            }
-        })
-        .collect();
-    Ok(ImagePlan {
-        id: spec.name.clone(),
-        name: spec.name.clone(),
-        source: spec.source.value.clone(),
-        open: source_plan(resolved, spec),
-        manifest_digest: image.root.digest.clone(),
-        media_type: image.root.media_type.clone(),
-        platforms,
-        visibility: spec.visibility,
-        total_size: facts.total,
-        largest_layer: facts.largest_layer,
-        blobs: image
-            .blobs()
-            .into_iter()
-            .map(|d| BlobPlan { digest: d.digest.clone(), size: ByteSize(d.size), media_type: d.media_type.clone() })
-            .collect(),
-        candidates: verdicts,
-        selected,
-        assumptions,
-        warnings,
-        targets,
-    })
+    Diagnostic {
+        file: resolved.file.clone(),
+        line: spec.at.0.max(1),
+        col: spec.at.1.max(1),
+        field: format!("images[{}]", spec.index),
+        message,
+        hint: Some("add a candidate under registries:, or override facts with limits:, tier: or used:".into()),
+    }
+}
+
+/// Where and how a selected candidate gets the image.
+fn target_plan(spec: &ResolvedImage, image: &Image, v: &Verdict, r: &ResolvedRegistry) -> TargetPlan {
+    let path = r.repository_for(&spec.name);
+    TargetPlan {
+        id: format!("{}@{}", spec.name, r.id),
+        registry: r.id.clone(),
+        kind: r.kind,
+        repository: format!("{}/{path}", r.host),
+        tags: spec.tags.clone(),
+        reason: v.reasons.first().cloned().unwrap_or_default(),
+        endpoint: EndpointPlan::new(&r.host, r.insecure, r.ca_file.clone()),
+        upload: UploadPlan::for_registry(r.kind, r.chunk_size),
+        mount_from: image
+            .origin
+            .as_ref()
+            .filter(|(host, repo)| *host == r.host && *repo != path)
+            .map(|(_, repo)| repo.clone()),
+        credentials: CredentialSource::for_registry(r.kind, &r.host, r.credentials.as_ref()),
+        pull_credentials: r.pull_credentials.as_ref().map(|c| CredentialSource::for_registry(r.kind, &r.host, Some(c))),
+        path,
+    }
 }
 
 fn visibility_word(v: Visibility) -> &'static str {

@@ -6,6 +6,7 @@
 pub mod auth;
 mod blob;
 mod catalog;
+mod checked;
 pub mod ecr;
 pub mod hub;
 mod manifest;

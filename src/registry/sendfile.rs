@@ -21,7 +21,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use url::Url;
 
-use super::FileRange;
+use super::upload::UploadStats;
+use super::{FileRange, RegistryError};
+use crate::types::Digest;
 use crate::types::Secret;
 
 const MAX_HEAD: usize = 64 * 1024;
@@ -222,6 +224,69 @@ async fn read_response(stream: &mut TcpStream) -> Result<http::Response<Vec<u8>>
     body.truncate(want);
     let (parts, _) = response.into_parts();
     Ok(http::Response::from_parts(parts, body))
+}
+
+impl super::Client {
+    /// One PUT with the blob's file range sent by sendfile(2), on the connection that opened
+    /// the session (see `super::sendfile`).
+    pub(super) async fn upload_sendfile(
+        &self,
+        digest: &Digest,
+        size: u64,
+        file: &FileRange<'_>,
+        stats: &mut UploadStats,
+    ) -> Result<(), RegistryError> {
+        let settings = self.config;
+        let start = self.uploads_url();
+        let opened = tokio::time::timeout(settings.request_timeout, async {
+            let mut conn = Connection::open(&start).await?;
+            let answer = conn.request("POST", &start, self.authorization().as_ref()).await?;
+            Ok::<_, std::io::Error>((conn, answer))
+        })
+        .await;
+        let (conn, mut location) = match opened {
+            Ok(Ok((conn, answer))) if super::upload::upload_started(answer.response.status()) => {
+                let reusable = answer.reusable;
+                let location = self.location(&start, &reqwest::Response::from(answer.response))?;
+                (reusable.then_some(conn), location)
+            }
+            // Anything else (a 401 to answer, a redirect, an error to report, no connection):
+            // the session is opened the usual way, with its retries, re-authentication and
+            // error reporting, and the blob goes on a connection of its own.
+            other => {
+                if let Ok(Ok((_, answer))) = &other {
+                    tracing::debug!(status = %answer.response.status(), "upload not opened on the blob's connection");
+                }
+                (None, self.start_upload().await?)
+            }
+        };
+        location.query_pairs_mut().append_pair("digest", digest.as_str());
+        // The same origin rule as every request: credentials only to the registry's origin.
+        let authorization = if super::transport::same_origin(&location, &self.base) {
+            self.authorization()
+        } else {
+            tracing::debug!(host = location.host_str().unwrap_or(""), "another origin: sent without credentials");
+            None
+        };
+        tracing::debug!(url = %location.path(), %digest, size, "uploading blob (sendfile)");
+        let transport = |e: std::io::Error| RegistryError::Transport {
+            registry: self.registry.clone(),
+            message: format!("PUT {}: {e}", location.path()),
+            connect: e.kind() == std::io::ErrorKind::ConnectionRefused,
+        };
+        let conn = match conn {
+            Some(conn) if conn.serves(&location) => conn,
+            _ => tokio::time::timeout(settings.connect_timeout, Connection::open(&location))
+                .await
+                .map_err(|_| transport(std::io::Error::new(std::io::ErrorKind::TimedOut, "no connection")))?
+                .map_err(transport)?,
+        };
+        let deadline = settings.upload_deadline(size);
+        let (result, sent) = conn.put_file(&location, authorization.as_ref(), file, size, deadline).await;
+        stats.bytes_sent += sent;
+        // Refused is only ever said before a byte is sent.
+        self.completed(result.map(reqwest::Response::from), sent == size, digest, transport).await
+    }
 }
 
 #[cfg(test)]

@@ -4,16 +4,13 @@
 //! completes a blob; `transfer.verify: client` also hashes every byte on the way. Over plain
 //! HTTP (loopback registries), a blob that is a range of a file goes with sendfile(2).
 
-use std::pin::Pin;
-use std::sync::Mutex;
-use std::task::{Context, Poll};
-
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, StatusCode};
 use sha2::{Digest as _, Sha256};
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::AsyncRead;
 use url::Url;
 
+use super::checked::{CheckedReader, Mismatch};
 use super::{Client, RegistryError};
 use crate::types::Digest;
 
@@ -182,8 +179,8 @@ impl Client {
 
         let reader = open(0).await.map_err(RegistryError::Source)?;
         let verify = self.config.verify_client;
-        let (hashing, progress) = HashingReader::new(reader, digest.clone(), size, verify);
-        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(hashing, 256 * 1024));
+        let (checked, progress) = CheckedReader::new(reader, digest.clone(), size, verify);
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(checked, 256 * 1024));
         let req = self
             .http
             .put(location.clone())
@@ -203,14 +200,26 @@ impl Client {
             Some(Mismatch::Size(had)) => return Err(size_mismatch(digest, had, size)),
             None => {}
         }
-        let resp = match result {
+        self.completed(result, read == size, digest, |e| self.transport_error(e)).await
+    }
+
+    /// The answer to the request that completes a blob (`PUT …?digest=`), whichever way its
+    /// bytes went. An answer lost after every byte went out (`all_sent`) is looked into before
+    /// anything is sent again: the blob may be complete anyway.
+    pub(super) async fn completed<E: std::fmt::Display>(
+        &self,
+        answer: Result<reqwest::Response, E>,
+        all_sent: bool,
+        digest: &Digest,
+        error: impl FnOnce(E) -> RegistryError,
+    ) -> Result<(), RegistryError> {
+        let resp = match answer {
             Ok(resp) => resp,
-            // The answer was lost: the blob may be complete anyway, so look before sending again.
-            Err(e) if read == size && self.blob_exists(digest).await.unwrap_or(false) => {
+            Err(e) if all_sent && self.blob_exists(digest).await.unwrap_or(false) => {
                 tracing::warn!(registry = %self.registry, %digest, "the upload's answer was lost ({e}), but the blob is there");
                 return Ok(());
             }
-            Err(e) => return Err(self.transport_error(e)),
+            Err(e) => return Err(error(e)),
         };
         if resp.status() != StatusCode::CREATED && !resp.status().is_success() {
             return Err(refused_digest(self.api_error(resp).await, digest));
@@ -227,81 +236,6 @@ impl Client {
             && !self.config.verify_client
     }
 
-    /// One PUT with the blob's file range sent by sendfile(2), on the connection that opened
-    /// the session (see `super::sendfile`).
-    #[cfg(target_os = "linux")]
-    async fn upload_sendfile(
-        &self,
-        digest: &Digest,
-        size: u64,
-        file: &FileRange<'_>,
-        stats: &mut UploadStats,
-    ) -> Result<(), RegistryError> {
-        use super::sendfile::Connection;
-        let settings = self.config;
-        let start = self.uploads_url();
-        let opened = tokio::time::timeout(settings.request_timeout, async {
-            let mut conn = Connection::open(&start).await?;
-            let answer = conn.request("POST", &start, self.authorization().as_ref()).await?;
-            Ok::<_, std::io::Error>((conn, answer))
-        })
-        .await;
-        let (conn, mut location) = match opened {
-            Ok(Ok((conn, answer))) if upload_started(answer.response.status()) => {
-                let reusable = answer.reusable;
-                let location = self.location(&start, &reqwest::Response::from(answer.response))?;
-                (reusable.then_some(conn), location)
-            }
-            // Anything else (a 401 to answer, a redirect, an error to report, no connection):
-            // the session is opened the usual way, with its retries, re-authentication and
-            // error reporting, and the blob goes on a connection of its own.
-            other => {
-                if let Ok(Ok((_, answer))) = &other {
-                    tracing::debug!(status = %answer.response.status(), "upload not opened on the blob's connection");
-                }
-                (None, self.start_upload().await?)
-            }
-        };
-        location.query_pairs_mut().append_pair("digest", digest.as_str());
-        // The same origin rule as every request: credentials only to the registry's origin.
-        let authorization = if super::transport::same_origin(&location, &self.base) {
-            self.authorization()
-        } else {
-            tracing::debug!(host = location.host_str().unwrap_or(""), "another origin: sent without credentials");
-            None
-        };
-        tracing::debug!(url = %location.path(), %digest, size, "uploading blob (sendfile)");
-        let transport = |e: std::io::Error| RegistryError::Transport {
-            registry: self.registry.clone(),
-            message: format!("PUT {}: {e}", location.path()),
-            connect: e.kind() == std::io::ErrorKind::ConnectionRefused,
-        };
-        let conn = match conn {
-            Some(conn) if conn.serves(&location) => conn,
-            _ => tokio::time::timeout(settings.connect_timeout, Connection::open(&location))
-                .await
-                .map_err(|_| transport(std::io::Error::new(std::io::ErrorKind::TimedOut, "no connection")))?
-                .map_err(transport)?,
-        };
-        let deadline = settings.upload_deadline(size);
-        let (result, sent) = conn.put_file(&location, authorization.as_ref(), file, size, deadline).await;
-        stats.bytes_sent += sent;
-        let resp = match result {
-            Ok(resp) => reqwest::Response::from(resp),
-            // The answer was lost: the blob may be complete anyway, so look before sending again.
-            Err(e) if sent == size && self.blob_exists(digest).await.unwrap_or(false) => {
-                tracing::warn!(registry = %self.registry, %digest, "the upload's answer was lost ({e}), but the blob is there");
-                return Ok(());
-            }
-            // Refused is only ever said before a byte is sent.
-            Err(e) => return Err(transport(e)),
-        };
-        if resp.status() != StatusCode::CREATED && !resp.status().is_success() {
-            return Err(refused_digest(self.api_error(resp).await, digest));
-        }
-        self.check_stored_digest(&resp, digest)
-    }
-
     /// A registry that says it stored the blob under another digest did not store ours.
     fn check_stored_digest(&self, resp: &reqwest::Response, digest: &Digest) -> Result<(), RegistryError> {
         match resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()) {
@@ -314,7 +248,7 @@ impl Client {
     }
 
     /// Opens an upload session and returns its URL.
-    async fn start_upload(&self) -> Result<Url, RegistryError> {
+    pub(super) async fn start_upload(&self) -> Result<Url, RegistryError> {
         let start = self.uploads_url();
         let resp = self.send(Method::POST, start.clone(), |r| r.header(CONTENT_LENGTH, "0")).await?;
         if !upload_started(resp.status()) {
@@ -413,11 +347,9 @@ impl Client {
         }
         let mut done = location.clone();
         done.query_pairs_mut().append_pair("digest", digest.as_str());
-        let resp = self.send(Method::PUT, done, |r| r.header(CONTENT_LENGTH, "0")).await?;
-        if !resp.status().is_success() {
-            return Err(refused_digest(self.api_error(resp).await, digest));
-        }
-        self.check_stored_digest(&resp, digest)
+        let answer = self.send(Method::PUT, done, |r| r.header(CONTENT_LENGTH, "0")).await;
+        // `send` retried already: its error is final.
+        self.completed(answer, false, digest, |e| e).await
     }
 
     /// The bytes an upload session holds and the URL to continue at. A session the registry
@@ -462,87 +394,9 @@ async fn read_chunk<F: OpenAt>(
     Ok(buf)
 }
 
-/// What the body stream found wrong with the source.
-#[derive(Clone, Debug)]
-enum Mismatch {
-    /// The content hashes to this, not to its digest (only when the client verifies).
-    Digest(Digest),
-    /// The source had this many bytes, not its descriptor's size.
-    Size(u64),
-}
-
-/// Progress shared between the body stream (which reqwest owns) and the uploader.
-#[derive(Clone, Default)]
-struct Progress(std::sync::Arc<Mutex<(u64, Option<Mismatch>)>>);
-
-impl Progress {
-    fn snapshot(&self) -> (u64, Option<Mismatch>) {
-        self.0.lock().map(|g| g.clone()).unwrap_or_default()
-    }
-}
-
-/// Counts bytes as they are read, and fails the stream before its last bytes go out when the
-/// source does not have its descriptor's size — or, with `transfer.verify: client`, does not
-/// hash to its digest. Without it the registry checks the digest it is given (distribution,
-/// GHCR, ECR and Docker Hub refuse a mismatch), so the bytes are not hashed twice. The checks
-/// run on reaching the expected size, because the HTTP client stops reading the body at
-/// `Content-Length` and may never see the end of the stream.
-struct HashingReader<R> {
-    inner: R,
-    hasher: Option<Sha256>,
-    expected: Digest,
-    size: u64,
-    read: u64,
-    progress: Progress,
-}
-
-impl<R> HashingReader<R> {
-    fn new(inner: R, expected: Digest, size: u64, hash: bool) -> (Self, Progress) {
-        let progress = Progress::default();
-        let hasher = hash.then(Sha256::new);
-        let reader = HashingReader { inner, hasher, expected, size, read: 0, progress: progress.clone() };
-        (reader, progress)
-    }
-}
-
-impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let this = &mut *self;
-        let Poll::Ready(result) = Pin::new(&mut this.inner).poll_read(cx, buf) else {
-            return Poll::Pending;
-        };
-        result?;
-        let new = &buf.filled()[before..];
-        this.read += new.len() as u64;
-        if let Some(h) = &mut this.hasher {
-            h.update(new);
-        }
-        let mismatch = if this.read > this.size || (new.is_empty() && this.read != this.size) {
-            Some(Mismatch::Size(this.read))
-        } else if this.read == this.size {
-            this.hasher
-                .as_ref()
-                .map(|h| Digest::from_sha256(&h.clone().finalize()))
-                .filter(|actual| *actual != this.expected)
-                .map(Mismatch::Digest)
-        } else {
-            None
-        };
-        if let Ok(mut p) = this.progress.0.lock() {
-            *p = (this.read, mismatch.clone());
-        }
-        if mismatch.is_some() {
-            buf.set_filled(before);
-            return Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "source digest mismatch")));
-        }
-        Poll::Ready(Ok(()))
-    }
-}
-
 /// The answers that open an upload session: 202, or 201 from registries that take the POST as
 /// the whole upload.
-fn upload_started(status: StatusCode) -> bool {
+pub(super) fn upload_started(status: StatusCode) -> bool {
     status == StatusCode::ACCEPTED || status == StatusCode::CREATED
 }
 
@@ -570,33 +424,7 @@ mod chunk_tests {
 
 #[cfg(test)]
 mod tests {
-    use super::{HashingReader, Mismatch, kept_bytes};
-    use crate::types::Digest;
-
-    async fn read_all(
-        data: &[u8],
-        digest: &Digest,
-        size: u64,
-        hash: bool,
-    ) -> (std::io::Result<Vec<u8>>, Option<Mismatch>) {
-        use tokio::io::AsyncReadExt;
-        let (mut r, progress) = HashingReader::new(std::io::Cursor::new(data.to_vec()), digest.clone(), size, hash);
-        let mut out = Vec::new();
-        let result = r.read_to_end(&mut out).await.map(|_| out);
-        (result, progress.snapshot().1)
-    }
-
-    #[tokio::test]
-    async fn sizes_are_always_checked_and_digests_only_when_asked() {
-        let good = Digest::of(b"hello");
-        assert!(read_all(b"hello", &good, 5, false).await.0.is_ok());
-        assert!(read_all(b"hello", &good, 5, true).await.0.is_ok());
-        // Same size, other bytes: only the client-side hash sees it (the registry would refuse).
-        assert!(read_all(b"jello", &good, 5, false).await.0.is_ok());
-        assert!(matches!(read_all(b"jello", &good, 5, true).await.1, Some(Mismatch::Digest(_))));
-        // Shorter than the descriptor says: caught either way.
-        assert!(matches!(read_all(b"hell", &good, 5, false).await.1, Some(Mismatch::Size(4))));
-    }
+    use super::kept_bytes;
 
     #[test]
     fn an_empty_session_is_zero_bytes_not_one() {

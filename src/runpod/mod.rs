@@ -251,26 +251,8 @@ pub async fn sync(client: &Client, wanted: Wanted, dry_run: bool) -> Result<Sync
     let mut registry_credential = None;
     match &credential {
         Some(cred) => {
-            let registries = client.list_registries().await?;
-            let id_of = |r: &Map<String, Value>| r.get("id").and_then(Value::as_str).map(str::to_string);
-            let named = |n: &str| registries.iter().find(|r| r.get("name").and_then(Value::as_str) == Some(n));
-            let existing = named(&cred.name).or_else(|| named(&cred.legacy_name));
-            let id = match existing.and_then(id_of) {
-                Some(id) => id,
-                None if dry_run => "(new credential)".to_string(),
-                None => {
-                    tracing::info!(credential = %cred.name, "creating the RunPod registry credential");
-                    client.create_registry(&cred.name, &cred.username, &cred.password).await?
-                }
-            };
-            stale = registries
-                .iter()
-                .filter(|r| {
-                    let n = r.get("name").and_then(Value::as_str).unwrap_or_default();
-                    cred.is_ours(n) && n != cred.name
-                })
-                .filter_map(|r| Some((id_of(r)?, r.get("name").and_then(Value::as_str)?.to_string())))
-                .collect::<Vec<(String, String)>>();
+            let (id, earlier) = credential_id(client, cred, dry_run).await?;
+            stale = earlier;
             body.insert("registry".into(), Value::String(id));
             registry_credential = Some(cred.name.clone());
         }
@@ -284,7 +266,61 @@ pub async fn sync(client: &Client, wanted: Wanted, dry_run: bool) -> Result<Sync
 
     let changes = template::diff(current, &body);
     let id = current.and_then(|c| c.get("id")).and_then(Value::as_str).map(str::to_string);
-    let (action, id) = match (id, changes.is_empty(), dry_run) {
+    let (action, id) = move_template(client, id, &changes, &body, dry_run).await?;
+    let (endpoint_outcomes, endpoint_credentials) = move_endpoints(client, &endpoints, &body, dry_run).await?;
+    let users =
+        Users { templates: &templates, this: &name, endpoints: &endpoint_credentials, moved: &endpoint_outcomes };
+    let replaced_credentials = retire_credentials(client, stale, &users, dry_run).await;
+    Ok(SyncOutcome {
+        name,
+        id,
+        action,
+        changes,
+        registry_credential,
+        endpoints: endpoint_outcomes,
+        replaced_credentials,
+    })
+}
+
+/// The id of the account's credential for `cred` (created unless a dry run), and the
+/// earlier credentials of the same registry and repository (id, name), which it replaces.
+async fn credential_id(
+    client: &Client,
+    cred: &PullCredential,
+    dry_run: bool,
+) -> Result<(String, Vec<(String, String)>), RunPodError> {
+    let registries = client.list_registries().await?;
+    let id_of = |r: &Map<String, Value>| r.get("id").and_then(Value::as_str).map(str::to_string);
+    let named = |n: &str| registries.iter().find(|r| r.get("name").and_then(Value::as_str) == Some(n));
+    let existing = named(&cred.name).or_else(|| named(&cred.legacy_name));
+    let id = match existing.and_then(id_of) {
+        Some(id) => id,
+        None if dry_run => "(new credential)".to_string(),
+        None => {
+            tracing::info!(credential = %cred.name, "creating the RunPod registry credential");
+            client.create_registry(&cred.name, &cred.username, &cred.password).await?
+        }
+    };
+    let stale = registries
+        .iter()
+        .filter(|r| {
+            let n = r.get("name").and_then(Value::as_str).unwrap_or_default();
+            cred.is_ours(n) && n != cred.name
+        })
+        .filter_map(|r| Some((id_of(r)?, r.get("name").and_then(Value::as_str)?.to_string())))
+        .collect::<Vec<(String, String)>>();
+    Ok((id, stale))
+}
+
+/// Creates the template, or updates the fields that differ: the action and the template id.
+async fn move_template(
+    client: &Client,
+    id: Option<String>,
+    changes: &[FieldChange],
+    body: &Map<String, Value>,
+    dry_run: bool,
+) -> Result<(&'static str, Option<String>), RunPodError> {
+    Ok(match (id, changes.is_empty(), dry_run) {
         (Some(id), true, _) => ("unchanged", Some(id)),
         (Some(id), false, true) => ("would-update", Some(id)),
         (None, _, true) => ("would-create", None),
@@ -294,16 +330,23 @@ pub async fn sync(client: &Client, wanted: Wanted, dry_run: bool) -> Result<Sync
             ("updated", Some(id))
         }
         (None, _, false) => {
-            let created = client.create_template(&body).await?;
+            let created = client.create_template(body).await?;
             ("created", created.get("id").and_then(Value::as_str).map(str::to_string))
         }
-    };
+    })
+}
 
+/// Points each endpoint at the template's image and credential. Returns what happened to
+/// each, and the credential each one held before (credential id, endpoint id).
+async fn move_endpoints(
+    client: &Client,
+    endpoints: &[String],
+    body: &Map<String, Value>,
+    dry_run: bool,
+) -> Result<(Vec<EndpointOutcome>, Vec<(String, String)>), RunPodError> {
     let mut endpoint_outcomes = Vec::new();
-    // Credential ids the policy's endpoints held before this sync, and the templates (other
-    // than this one, which now refers to the current credential) that refer to one.
     let mut endpoint_credentials: Vec<(String, String)> = Vec::new();
-    for e in &endpoints {
+    for e in endpoints {
         let current = client.get_endpoint(e).await?;
         if let Some(r) = current.get("registry").and_then(Value::as_str) {
             endpoint_credentials.push((r.to_string(), e.clone()));
@@ -327,25 +370,42 @@ pub async fn sync(client: &Client, wanted: Wanted, dry_run: bool) -> Result<Sync
         };
         endpoint_outcomes.push(EndpointOutcome { id: e.clone(), action });
     }
+    Ok((endpoint_outcomes, endpoint_credentials))
+}
 
-    // Earlier credentials of this registry and repository go once no template of the account
-    // and no endpoint this template moves refers to them (v2 documents no endpoint listing, so
-    // endpoints outside the policy cannot be seen: see docs/runpod.md).
+/// Who may still refer to a credential: the account's templates other than `this`, and the
+/// endpoints of the policy with the credential they held (those moved no longer do).
+struct Users<'a> {
+    templates: &'a [Map<String, Value>],
+    this: &'a str,
+    endpoints: &'a [(String, String)],
+    moved: &'a [EndpointOutcome],
+}
+
+/// Earlier credentials of this registry and repository go once no template of the account
+/// and no endpoint this template moves refers to them (v2 documents no endpoint listing, so
+/// endpoints outside the policy cannot be seen: see docs/runpod.md).
+async fn retire_credentials(
+    client: &Client,
+    stale: Vec<(String, String)>,
+    users: &Users<'_>,
+    dry_run: bool,
+) -> Vec<ReplacedCredential> {
     let mut replaced_credentials = Vec::new();
     for (cred_id, cred_name) in stale {
-        let user = templates
+        let user = users
+            .templates
             .iter()
-            .filter(|t| t.get("name").and_then(Value::as_str) != Some(name.as_str()))
+            .filter(|t| t.get("name").and_then(Value::as_str) != Some(users.this))
             .find(|t| t.get("registry").and_then(Value::as_str) == Some(cred_id.as_str()))
             .map(|t| format!("template {}", t.get("name").and_then(Value::as_str).unwrap_or("?")))
             .or_else(|| {
-                endpoint_credentials
+                users
+                    .endpoints
                     .iter()
                     .find(|(r, e)| {
                         r == &cred_id
-                            && !endpoint_outcomes
-                                .iter()
-                                .any(|o| &o.id == e && matches!(o.action, "updated" | "would-update"))
+                            && !users.moved.iter().any(|o| &o.id == e && matches!(o.action, "updated" | "would-update"))
                     })
                     .map(|(_, e)| format!("endpoint {e}"))
             });
@@ -362,13 +422,5 @@ pub async fn sync(client: &Client, wanted: Wanted, dry_run: bool) -> Result<Sync
         };
         replaced_credentials.push(ReplacedCredential { name: cred_name, action, reason });
     }
-    Ok(SyncOutcome {
-        name,
-        id,
-        action,
-        changes,
-        registry_credential,
-        endpoints: endpoint_outcomes,
-        replaced_credentials,
-    })
+    replaced_credentials
 }

@@ -200,61 +200,14 @@ pub fn validate(body: &Map<String, Value>) -> Vec<(String, String, String)> {
                     bad(k, k.into(), format!("must be a whole number of GB, 1 or more (got {v})"))
                 }
             }
-            "env" => match v.as_object() {
-                Some(m) => {
-                    for (name, val) in m {
-                        if !val.is_string() {
-                            bad(k, format!("env.{name}"), format!("must be a string (got {val}); quote it"));
-                        }
-                    }
-                }
-                None => bad(k, k.into(), "must be a mapping of NAME: value (v2 uses a map, not [{key, value}])".into()),
-            },
-            "ports" => match v.as_array() {
-                Some(items) => {
-                    for (i, p) in items.iter().enumerate() {
-                        let ok = p.as_str().and_then(|s| s.split_once('/')).is_some_and(|(n, proto)| {
-                            n.parse::<u16>().is_ok_and(|n| n > 0) && matches!(proto, "http" | "tcp" | "udp")
-                        });
-                        if !ok {
-                            bad(
-                                k,
-                                format!("ports[{i}]"),
-                                format!("{p} is not PORT/PROTOCOL such as 8888/http or 22/tcp"),
-                            );
-                        }
-                    }
-                }
-                None => bad(k, k.into(), "must be a list such as [8888/http, 22/tcp]".into()),
-            },
+            "env" => env_problems(v).into_iter().for_each(|(field, msg)| bad(k, field, msg)),
+            "ports" => ports_problems(v).into_iter().for_each(|(field, msg)| bad(k, field, msg)),
             "registry" => {
                 if !(v.is_string() || v.is_null()) {
                     bad(k, k.into(), "must be a registry credential id (a string) or null".into())
                 }
             }
-            "mounts" => match v.as_object() {
-                Some(m) => {
-                    for (mk, mv) in m {
-                        if mk != "persistent" {
-                            bad(
-                                k,
-                                format!("mounts.{mk}"),
-                                "only `persistent` is allowed (RunPod rejects others with 422)".into(),
-                            );
-                            continue;
-                        }
-                        let ok = mv.as_object().is_some_and(|p| {
-                            p.len() == 2
-                                && p.get("size").and_then(Value::as_u64).is_some_and(|s| s >= 10)
-                                && p.get("path").is_some_and(Value::is_string)
-                        });
-                        if !ok {
-                            bad(k, "mounts.persistent".into(), "must be {size: GB (10 or more), path: string}".into());
-                        }
-                    }
-                }
-                None => bad(k, k.into(), "must be a mapping".into()),
-            },
+            "mounts" => mounts_problems(v).into_iter().for_each(|(field, msg)| bad(k, field, msg)),
             "serverless" | "public" | "startSsh" | "startJupyter" => {
                 if !v.is_boolean() {
                     bad(k, k.into(), format!("must be true or false (got {v})"))
@@ -266,17 +219,7 @@ pub fn validate(body: &Map<String, Value>) -> Vec<(String, String, String)> {
                 }
             }
             "allowedCudaVersions" => {
-                let ok = v.as_array().is_some_and(|a| {
-                    a.iter().all(|x| {
-                        x.as_str().and_then(|s| s.split_once('.')).is_some_and(|(a, b)| {
-                            !a.is_empty()
-                                && !b.is_empty()
-                                && a.bytes().all(|c| c.is_ascii_digit())
-                                && b.bytes().all(|c| c.is_ascii_digit())
-                        })
-                    })
-                });
-                if !ok {
+                if !cuda_versions(v) {
                     bad(k, k.into(), "must be a list of versions such as [\"12.4\", \"12.8\"]".into())
                 }
             }
@@ -292,6 +235,64 @@ pub fn validate(body: &Map<String, Value>) -> Vec<(String, String, String)> {
         }
     }
     out
+}
+
+/// `env`: a mapping of names to strings. Problems as (field path, message).
+fn env_problems(v: &Value) -> Vec<(String, String)> {
+    let Some(m) = v.as_object() else {
+        return vec![("env".into(), "must be a mapping of NAME: value (v2 uses a map, not [{key, value}])".into())];
+    };
+    m.iter()
+        .filter(|(_, val)| !val.is_string())
+        .map(|(name, val)| (format!("env.{name}"), format!("must be a string (got {val}); quote it")))
+        .collect()
+}
+
+/// `ports`: a list of PORT/PROTOCOL.
+fn ports_problems(v: &Value) -> Vec<(String, String)> {
+    let Some(items) = v.as_array() else {
+        return vec![("ports".into(), "must be a list such as [8888/http, 22/tcp]".into())];
+    };
+    let ok = |p: &Value| {
+        p.as_str()
+            .and_then(|s| s.split_once('/'))
+            .is_some_and(|(n, proto)| n.parse::<u16>().is_ok_and(|n| n > 0) && matches!(proto, "http" | "tcp" | "udp"))
+    };
+    items
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| !ok(p))
+        .map(|(i, p)| (format!("ports[{i}]"), format!("{p} is not PORT/PROTOCOL such as 8888/http or 22/tcp")))
+        .collect()
+}
+
+/// `mounts`: only `persistent`, as {size: GB (10 or more), path}.
+fn mounts_problems(v: &Value) -> Vec<(String, String)> {
+    let Some(m) = v.as_object() else { return vec![("mounts".into(), "must be a mapping".into())] };
+    let mut out = Vec::new();
+    for (mk, mv) in m {
+        if mk != "persistent" {
+            out.push((format!("mounts.{mk}"), "only `persistent` is allowed (RunPod rejects others with 422)".into()));
+            continue;
+        }
+        let ok = mv.as_object().is_some_and(|p| {
+            p.len() == 2
+                && p.get("size").and_then(Value::as_u64).is_some_and(|s| s >= 10)
+                && p.get("path").is_some_and(Value::is_string)
+        });
+        if !ok {
+            out.push(("mounts.persistent".into(), "must be {size: GB (10 or more), path: string}".into()));
+        }
+    }
+    out
+}
+
+/// `allowedCudaVersions`: a list of MAJOR.MINOR strings.
+fn cuda_versions(v: &Value) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
+    v.as_array().is_some_and(|a| {
+        a.iter().all(|x| x.as_str().and_then(|s| s.split_once('.')).is_some_and(|(a, b)| digits(a) && digits(b)))
+    })
 }
 
 /// One field that differs between RunPod's template and the wanted one.

@@ -3,12 +3,14 @@
 //! per candidate with every reason, quoting the numbers. No network, no clock.
 
 pub mod catalog;
+mod checks;
 
 use serde::Serialize;
 
 use crate::policy::{Billing, LimitOverrides, PublishTo, RegistryKind, Visibility};
 use crate::types::ByteSize;
-use catalog::{Limit, Overage, Tier};
+use catalog::Tier;
+use checks::{Eval, usd};
 
 /// What the engine knows about the image.
 #[derive(Debug, Clone)]
@@ -108,42 +110,6 @@ pub struct Verdict {
     pub assumptions: Vec<String>,
 }
 
-struct Eval {
-    reasons: Vec<String>,
-    fixes: Vec<String>,
-    rejected: bool,
-    cost: f64,
-    exact: bool,
-    margins: Vec<Margin>,
-    warnings: Vec<String>,
-    assumptions: Vec<String>,
-}
-
-impl Eval {
-    fn reject(&mut self, reason: String, fix: String) {
-        self.rejected = true;
-        self.reasons.push(reason);
-        self.fixes.push(fix);
-    }
-
-    /// A limit broken only under an assumed figure: never a rejection, but a reason, a warning
-    /// and a lower rank, each saying which figure to set.
-    fn assume(&mut self, name: &str, note: String) {
-        self.exact = false;
-        self.reasons.push(format!("{note} (assumed figure)"));
-        self.warnings.push(format!("{name}: {note}"));
-        self.assumptions.push(note);
-    }
-}
-
-fn mb_per_s(rate: ByteSize) -> String {
-    format!("{:.1} MB/s", rate.0 as f64 / 1e6)
-}
-
-fn usd(x: f64) -> String {
-    format!("${x:.2}")
-}
-
 /// Evaluates every candidate, then marks the winner(s): the cheapest eligible one, ties broken
 /// by the order of preference (`publish_to: best`), or every eligible one (`all`).
 pub fn select(
@@ -232,218 +198,13 @@ pub fn select_with(
 }
 
 fn evaluate(image: &ImageFacts, c: &Candidate, upload_rate: Option<ByteSize>, rate_assumed: bool) -> Verdict {
+    let mut e = Eval { exact: true, ..Eval::default() };
+    checks::privacy(&mut e, image, c);
+    checks::layer_size(&mut e, image, c);
+    checks::upload_time(&mut e, image, c, upload_rate, rate_assumed);
+    checks::quotas(&mut e, image, c);
+    let pull_limit = checks::pull_rate_region_cost(&mut e, image, c);
     let t = c.tier;
-    let o = c.overrides;
-    let name = t.label;
-    let private = image.visibility == Visibility::Private;
-    let mut e = Eval {
-        reasons: Vec::new(),
-        fixes: Vec::new(),
-        rejected: false,
-        cost: 0.0,
-        exact: true,
-        margins: Vec::new(),
-        warnings: Vec::new(),
-        assumptions: Vec::new(),
-    };
-
-    // Privacy.
-    let private_allowed = o.private.unwrap_or(t.private_allowed.value);
-    if private && !private_allowed {
-        e.reject(
-            format!("{name} hosts public images only; this image is private"),
-            "make the image public (visibility: public), or list a registry that allows private images".into(),
-        );
-    }
-    if private && private_allowed {
-        let limit = o.private_repositories.or(t.private_repositories.value);
-        match (limit, c.usage.private_repositories) {
-            (Some(n), Some(used)) if used >= n => e.reject(
-                format!(
-                    "{name} allows {n} private repositor{}; {used} already in use",
-                    if n == 1 { "y" } else { "ies" }
-                ),
-                "delete a private repository there, or set tier: pro".into(),
-            ),
-            (Some(n), Some(used)) => {
-                e.reasons.push(format!("private repositories: {used} of {n} in use, this one makes {}", used + 1))
-            }
-            (Some(n), None) => {
-                e.exact = false;
-                e.reasons.push(format!(
-                    "{name} allows {n} private repositor{}; how many are in use is unknown (set used.private_repositories)",
-                    if n == 1 { "y" } else { "ies" }
-                ));
-            }
-            (None, _) => {}
-        }
-    }
-
-    // Layer size.
-    if let Some(max) = o.max_layer.or(t.max_layer.value) {
-        if image.largest_layer > max {
-            e.reject(
-                format!("largest layer {} exceeds {name}'s {max} per-layer limit", image.largest_layer),
-                format!("split layers below {max} (model weights can live on a RunPod network volume)"),
-            );
-        } else {
-            e.reasons.push(format!("largest layer {} is within the {max} per-layer limit", image.largest_layer));
-        }
-    }
-
-    // Upload time.
-    if let Some(secs) = t.upload_timeout_secs.value {
-        match upload_rate {
-            Some(rate) => {
-                let needed = image.largest_layer.0 as f64 / rate.0 as f64;
-                let max_layer = ByteSize(rate.0.saturating_mul(secs));
-                let assumed = if rate_assumed { " (assumed: set upload_rate)" } else { "" };
-                if needed > secs as f64 && rate_assumed {
-                    let enough = ByteSize(image.largest_layer.0.div_ceil(secs.max(1)));
-                    e.assume(
-                        name,
-                        format!(
-                            "the largest layer {} would take {:.0} min at the assumed upload rate of {}, over the {}-minute upload limit; fits from {} up: set upload_rate",
-                            image.largest_layer,
-                            needed / 60.0,
-                            mb_per_s(rate),
-                            secs / 60,
-                            mb_per_s(enough)
-                        ),
-                    );
-                } else if needed > secs as f64 {
-                    e.reject(
-                        format!(
-                            "largest layer {} takes {:.0} min at {}, over {name}'s {}-minute upload limit",
-                            image.largest_layer,
-                            needed / 60.0,
-                            mb_per_s(rate),
-                            secs / 60
-                        ),
-                        format!(
-                            "keep layers under {max_layer} (what uploads in {} min at {})",
-                            secs / 60,
-                            mb_per_s(rate)
-                        ),
-                    );
-                } else {
-                    e.reasons.push(format!(
-                        "largest layer uploads in {:.0} s at {}{assumed}, within the {}-minute limit",
-                        needed,
-                        mb_per_s(rate),
-                        secs / 60
-                    ));
-                }
-            }
-            None => e.reasons.push(format!(
-                "{name} ends uploads after {} minutes; upload_rate is not given, so this is not checked",
-                secs / 60
-            )),
-        }
-    }
-
-    // Storage and transfer quotas.
-    let ghcr_free_today = t.kind == RegistryKind::Ghcr && c.billing == Billing::CurrentlyFree;
-    let (storage_fact, transfer_fact) =
-        if private { (t.private_storage, t.private_transfer) } else { (t.public_storage, t.public_transfer) };
-    let mut storage = o.storage.map_or(storage_fact.value, |free| Limit::Quota { free, over: Overage::Blocked });
-    let mut transfer = o.transfer.map_or(transfer_fact.value, |free| Limit::Quota { free, over: Overage::Blocked });
-    if private && let Some(note) = &t.not_billed_today {
-        if ghcr_free_today && o.storage.is_none() && o.transfer.is_none() {
-            storage = Limit::Unlimited;
-            transfer = Limit::Unlimited;
-            e.reasons.push(format!(
-                "billing: currently-free: relying on this ({}): the documented private quota is not applied",
-                note.value
-            ));
-        } else if matches!(storage, Limit::Quota { .. }) {
-            e.reasons.push(format!(
-                "the documented private quota is applied although {} (billing: currently-free opts out)",
-                note.value.trim_start_matches("GitHub says ")
-            ));
-        }
-    }
-    let scope = if private { "private" } else { "public" };
-    quota_check(&mut e, name, &format!("{scope} storage"), storage, image.total, c.usage.storage, "storage used");
-    let monthly = image.pulls_per_month.map(|p| ByteSize(image.total.0.saturating_mul(p)));
-    match (transfer, monthly) {
-        (Limit::Unlimited, _) => {}
-        (Limit::Quota { free, .. }, None) => {
-            e.exact = false;
-            e.reasons.push(format!(
-                "{scope} transfer: {free} free a month; pulls_per_month is not given, so this is not checked"
-            ));
-        }
-        (limit, Some(m)) => {
-            let pulls = image.pulls_per_month.unwrap_or(0);
-            let assumed = if image.pulls_assumed { ", assumed: set pulls_per_month" } else { "" };
-            let label = format!("{scope} transfer ({pulls} pulls × {} a month{assumed})", image.total);
-            let (was_rejected, reasons, fixes) = (e.rejected, e.reasons.len(), e.fixes.len());
-            quota_check(&mut e, name, &label, limit, m, c.usage.transfer, "transfer used this month");
-            let left = match limit {
-                Limit::Quota { free, .. } => free.0.saturating_sub(c.usage.transfer.map_or(0, |u| u.0)),
-                Limit::Unlimited => u64::MAX,
-            };
-            let fit = left / image.total.0.max(1);
-            // Only the assumed figure breaks it (one pull a month would fit): say where the
-            // verdict changes instead of rejecting.
-            if image.pulls_assumed
-                && e.rejected
-                && !was_rejected
-                && fit >= 1
-                && let Limit::Quota { free, .. } = limit
-            {
-                e.rejected = false;
-                e.reasons.truncate(reasons);
-                e.fixes.truncate(fixes);
-                e.assume(
-                    name,
-                    format!(
-                        "{scope} transfer: {free} free a month fits up to {fit} pull{} of {} a month, {pulls} assumed ({m}); set pulls_per_month",
-                        if fit == 1 { "" } else { "s" },
-                        image.total
-                    ),
-                );
-            }
-        }
-    }
-
-    // Pull rate and region: not reasons to reject; a pull limit RunPod would hit ranks lower.
-    let mut pull_limit = None;
-    let measured_rate = c.usage.anonymous_pulls;
-    let rate = match (measured_rate, t.anonymous_pull_rate.value) {
-        (Some((n, w)), Some((_, _, per))) => Some((n, w, per)),
-        (Some((n, w)), None) => Some((n, w, "IP")),
-        (None, fact) => fact,
-    };
-    if let Some((n, window, per)) = rate {
-        let window_secs = window;
-        let window = if window % 3600 == 0 { format!("{} h", window / 3600) } else { format!("{window} s") };
-        let measured = if measured_rate.is_some() { " (measured: ratelimit-limit)" } else { "" };
-        let limit = format!("{n} anonymous pulls per {window} per {per}{measured}");
-        // A quota over hours is what a burst of cold starts runs into; a per-second rate only
-        // paces them.
-        if c.anonymous_pulls && window_secs >= 3600 {
-            e.reasons.push(format!(
-                "{name} allows {limit}, and RunPod would pull this public image without credentials: cold starts can hit it (give this registry pull_credentials to lift it)"
-            ));
-            pull_limit = Some(limit);
-        } else {
-            e.reasons.push(format!(
-                "anonymous pulls are limited to {n} per {window} per {per}: give RunPod credentials to pull past it"
-            ));
-        }
-    }
-    if let (Some(want), Some(have)) = (&image.region, c.region)
-        && !want.eq_ignore_ascii_case(have)
-    {
-        e.reasons.push(format!("serves from {have}, the image runs in {want}"));
-    }
-    if let Some(fixed) = o.cost_per_month {
-        e.cost += fixed;
-        e.reasons.push(format!("fixed cost {}/month (limits.cost_per_month)", usd(fixed)));
-    }
-
     Verdict {
         registry: c.id.to_string(),
         kind: t.kind,
@@ -460,70 +221,6 @@ fn evaluate(image: &ImageFacts, c: &Candidate, upload_rate: Option<ByteSize>, ra
         warnings: e.warnings,
         assumptions: e.assumptions,
     }
-}
-
-/// Checks `need` against a quota, given what is already used (`None`: unknown).
-fn quota_check(
-    e: &mut Eval,
-    name: &str,
-    what: &str,
-    limit: Limit,
-    need: ByteSize,
-    used: Option<ByteSize>,
-    used_key: &str,
-) {
-    let Limit::Quota { free, over } = limit else {
-        return;
-    };
-    let Some(used) = used else {
-        e.exact = false;
-        e.margins.push(Margin { limit: margin_label(what), free, left: None });
-        if need > free {
-            match over {
-                Overage::Blocked => e.reject(
-                    format!("{what}: {need} needed exceeds the {free} {name} allows, whatever is already used"),
-                    format!("make the image smaller than {free}, raise limits, or choose a paid tier"),
-                ),
-                Overage::Billed { usd_per_gb } => {
-                    e.cost += (need.gb() - free.gb()) * usd_per_gb;
-                    e.reasons.push(format!(
-                        "{what}: {need} needed, over the {free} free at {}/GB; usage is unknown",
-                        usd(usd_per_gb)
-                    ));
-                }
-            }
-        } else {
-            e.reasons.push(format!(
-                "{what}: {need} needed of {free} free; usage is unknown, so the margin is too (set used.{})",
-                used_key.split(' ').next().unwrap_or("storage")
-            ));
-        }
-        return;
-    };
-    let left = ByteSize(free.0.saturating_sub(used.0));
-    if need <= left {
-        let after = ByteSize(left.0 - need.0);
-        e.margins.push(Margin { limit: margin_label(what), free, left: Some(after) });
-        e.reasons.push(format!("{what}: {need} fits the {left} left of {free} free ({after} left after)"));
-        return;
-    }
-    e.margins.push(Margin { limit: margin_label(what), free, left: Some(ByteSize(0)) });
-    let over_by = ByteSize(need.0 - left.0);
-    match over {
-        Overage::Blocked => e.reject(
-            format!("{what}: {need} needed but only {left} of {free} is left ({used} {used_key}); {name} refuses usage past it"),
-            format!("free {over_by} there, raise limits, or choose a paid tier"),
-        ),
-        Overage::Billed { usd_per_gb } => {
-            e.cost += over_by.gb() * usd_per_gb;
-            e.reasons.push(format!("{what}: {over_by} over the {free} free, billed at {}/GB", usd(usd_per_gb)));
-        }
-    }
-}
-
-/// `private transfer (3 pulls × 1 GB a month)` → `private transfer`.
-fn margin_label(what: &str) -> String {
-    what.split(" (").next().unwrap_or(what).to_string()
 }
 
 #[cfg(test)]

@@ -267,142 +267,172 @@ pub async fn sign(
 ) -> Result<Signed, SignError> {
     let mut out = Signed::default();
     if format.legacy() {
-        let payload = simple_signing_payload(&subject.repository, &subject.digest);
-        let payload_digest = Digest::of(&payload);
-        let tag = legacy_tag(&subject.digest);
-        let mut layers = match manifest_json(client, path, &tag).await? {
-            Some(m) => descriptors(&m, &tag, "layers")?,
-            None => Vec::new(),
-        };
-        let already = layers.iter().any(|l| {
-            l.get("digest").and_then(Value::as_str) == Some(payload_digest.as_str())
-                && annotation(l, SIGNATURE_ANNOTATION)
-                    .is_some_and(|sig| signer.made(sig, &payload, annotation(l, CERT_ANNOTATION)))
-        });
-        if already {
+        if sign_legacy(client, path, subject, signer).await? {
             out.already_signed.push("legacy");
-        } else {
-            client.put_blob(&payload).await?;
-            let raw = signer.sign(&payload)?;
-            let mut annotations = serde_json::Map::new();
-            annotations.insert(SIGNATURE_ANNOTATION.into(), Value::String(B64.encode(&raw)));
-            if let Signer::Keyless(session) = signer {
-                annotations.insert(CERT_ANNOTATION.into(), Value::String(session.leaf_pem().to_string()));
-                annotations.insert(CHAIN_ANNOTATION.into(), Value::String(session.chain[1..].join("\n")));
-            }
-            if let Some(rekor) = signer.rekor() {
-                let entry = rekor.hashedrekord(&payload, &raw, &signer.verifier_pem()).await?;
-                annotations.insert(REKOR_ANNOTATION.into(), Value::String(entry.annotation()));
-            }
-            layers.push(json!({
-                "mediaType": SIMPLESIGNING,
-                "size": payload.len(),
-                "digest": payload_digest.as_str(),
-                "annotations": annotations
-            }));
-            let diff_ids: Vec<Value> = layers.iter().filter_map(|l| l.get("digest").cloned()).collect();
-            let config = json!({
-                "architecture": "", "created": "0001-01-01T00:00:00Z", "history": [{"created": "0001-01-01T00:00:00Z"}],
-                "os": "", "rootfs": {"type": "layers", "diff_ids": diff_ids}, "config": {}
-            })
-            .to_string()
-            .into_bytes();
-            let config_digest = client.put_blob(&config).await?;
-            let manifest = json!({
-                "schemaVersion": 2,
-                "mediaType": OCI_MANIFEST,
-                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": config.len(), "digest": config_digest.as_str()},
-                "layers": layers
-            });
-            client.put_manifest(&tag, OCI_MANIFEST, manifest.to_string().as_bytes()).await?;
         }
-        out.legacy = Some(format!("{}:{tag}", subject.repository));
+        out.legacy = Some(format!("{}:{}", subject.repository, legacy_tag(&subject.digest)));
     }
     if format.bundle() {
-        let statement = statement(&subject.repository, &subject.digest);
-        let tag = fallback_tag(&subject.digest);
-        let mut index = match manifest_json(client, path, &tag).await? {
-            Some(index) => index,
-            None => json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}),
-        };
-        let entries = descriptors(&index, &tag, "manifests")?;
-        let mut found = None;
-        for e in entries.iter().filter(|e| e.get("artifactType").and_then(Value::as_str) == Some(BUNDLE_V03)) {
-            let Some(digest) = e.get("digest").and_then(Value::as_str) else { continue };
-            if let Some(bundle) = referrer_bundle(client, path, digest).await?
-                && bundled_by(&bundle, signer, &subject.digest)
-            {
-                found = digest.parse::<Digest>().ok();
-                break;
-            }
+        let (digest, already) = sign_bundle(client, path, subject, signer).await?;
+        if already {
+            out.already_signed.push("bundle");
         }
-        match found {
-            Some(d) => {
-                out.already_signed.push("bundle");
-                out.bundle = Some(d);
-            }
-            None => {
-                let signed_bytes = pae(IN_TOTO, &statement);
-                let sig = signer.sign(&signed_bytes)?;
-                let envelope = json!({
-                    "payload": B64.encode(&statement),
-                    "payloadType": IN_TOTO,
-                    "signatures": [{"sig": B64.encode(sig), "keyid": ""}]
-                });
-                let mut tlog_entries = Vec::new();
-                if let Some(rekor) = signer.rekor() {
-                    // A DSSE bundle's entry is a `dsse` entry: what sigstore-go (cosign) checks.
-                    let entry = rekor.dsse(&envelope.to_string(), &signer.verifier_pem()).await?;
-                    tlog_entries.push(entry.bundle_entry());
-                }
-                let material = match signer {
-                    Signer::Key(k, _) => json!({"publicKey": {"hint": k.hint()}, "tlogEntries": tlog_entries}),
-                    Signer::Keyless(session) => json!({
-                        "certificate": {"rawBytes": B64.encode(session.leaf_der()?)},
-                        "tlogEntries": tlog_entries
-                    }),
-                };
-                let bundle = json!({
-                    "mediaType": BUNDLE_V03,
-                    "verificationMaterial": material,
-                    "dsseEnvelope": envelope
-                })
-                .to_string()
-                .into_bytes();
-                let bundle_digest = client.put_blob(&bundle).await?;
-                let empty_digest = client.put_blob(b"{}").await?;
-                let annotations = json!({
-                    "dev.sigstore.bundle.content": "dsse-envelope",
-                    "dev.sigstore.bundle.predicateType": PREDICATE_TYPE
-                });
-                let referrer = json!({
-                    "schemaVersion": 2,
-                    "mediaType": OCI_MANIFEST,
-                    "artifactType": BUNDLE_V03,
-                    "config": {"mediaType": EMPTY, "digest": empty_digest.as_str(), "size": 2},
-                    "layers": [{"mediaType": BUNDLE_V03, "digest": bundle_digest.as_str(), "size": bundle.len()}],
-                    "subject": {"mediaType": subject.media_type, "digest": subject.digest.as_str(), "size": subject.size},
-                    "annotations": annotations
-                })
-                .to_string()
-                .into_bytes();
-                let referrer_digest =
-                    client.put_manifest(&Digest::of(&referrer).to_string(), OCI_MANIFEST, &referrer).await?;
-                let mut manifests = entries;
-                manifests.push(json!({
-                    "mediaType": OCI_MANIFEST,
-                    "digest": referrer_digest.as_str(),
-                    "size": referrer.len(),
-                    "artifactType": BUNDLE_V03,
-                    "annotations": annotations
-                }));
-                index["manifests"] = Value::Array(manifests);
-                client.put_manifest(&tag, OCI_INDEX, index.to_string().as_bytes()).await?;
-                out.bundle = Some(referrer_digest);
-            }
-        }
+        out.bundle = Some(digest);
     }
     Ok(out)
+}
+
+/// Adds a signature layer to the `.sig` manifest; `true` when this signer's was already there.
+async fn sign_legacy(client: &Client, path: &str, subject: &Subject, signer: Signer<'_>) -> Result<bool, SignError> {
+    let payload = simple_signing_payload(&subject.repository, &subject.digest);
+    let payload_digest = Digest::of(&payload);
+    let tag = legacy_tag(&subject.digest);
+    let mut layers = match manifest_json(client, path, &tag).await? {
+        Some(m) => descriptors(&m, &tag, "layers")?,
+        None => Vec::new(),
+    };
+    let already = layers.iter().any(|l| {
+        l.get("digest").and_then(Value::as_str) == Some(payload_digest.as_str())
+            && annotation(l, SIGNATURE_ANNOTATION)
+                .is_some_and(|sig| signer.made(sig, &payload, annotation(l, CERT_ANNOTATION)))
+    });
+    if already {
+        return Ok(true);
+    }
+    client.put_blob(&payload).await?;
+    let raw = signer.sign(&payload)?;
+    let mut annotations = serde_json::Map::new();
+    annotations.insert(SIGNATURE_ANNOTATION.into(), Value::String(B64.encode(&raw)));
+    if let Signer::Keyless(session) = signer {
+        annotations.insert(CERT_ANNOTATION.into(), Value::String(session.leaf_pem().to_string()));
+        annotations.insert(CHAIN_ANNOTATION.into(), Value::String(session.chain[1..].join("\n")));
+    }
+    if let Some(rekor) = signer.rekor() {
+        let entry = rekor.hashedrekord(&payload, &raw, &signer.verifier_pem()).await?;
+        annotations.insert(REKOR_ANNOTATION.into(), Value::String(entry.annotation()));
+    }
+    layers.push(json!({
+        "mediaType": SIMPLESIGNING,
+        "size": payload.len(),
+        "digest": payload_digest.as_str(),
+        "annotations": annotations
+    }));
+    let diff_ids: Vec<Value> = layers.iter().filter_map(|l| l.get("digest").cloned()).collect();
+    let config = json!({
+        "architecture": "", "created": "0001-01-01T00:00:00Z", "history": [{"created": "0001-01-01T00:00:00Z"}],
+        "os": "", "rootfs": {"type": "layers", "diff_ids": diff_ids}, "config": {}
+    })
+    .to_string()
+    .into_bytes();
+    let config_digest = client.put_blob(&config).await?;
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": config.len(), "digest": config_digest.as_str()},
+        "layers": layers
+    });
+    client.put_manifest(&tag, OCI_MANIFEST, manifest.to_string().as_bytes()).await?;
+    Ok(false)
+}
+
+/// The bundle referrer of `subject` by this signer, written (with the fallback index listing
+/// it) unless it is already there; `true` when it was.
+async fn sign_bundle(
+    client: &Client,
+    path: &str,
+    subject: &Subject,
+    signer: Signer<'_>,
+) -> Result<(Digest, bool), SignError> {
+    let statement = statement(&subject.repository, &subject.digest);
+    let tag = fallback_tag(&subject.digest);
+    let mut index = match manifest_json(client, path, &tag).await? {
+        Some(index) => index,
+        None => json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}),
+    };
+    let entries = descriptors(&index, &tag, "manifests")?;
+    let mut found = None;
+    for e in entries.iter().filter(|e| e.get("artifactType").and_then(Value::as_str) == Some(BUNDLE_V03)) {
+        let Some(digest) = e.get("digest").and_then(Value::as_str) else { continue };
+        if let Some(bundle) = referrer_bundle(client, path, digest).await?
+            && bundled_by(&bundle, signer, &subject.digest)
+        {
+            found = digest.parse::<Digest>().ok();
+            break;
+        }
+    }
+    if let Some(d) = found {
+        return Ok((d, true));
+    }
+    let (referrer_digest, descriptor) = write_referrer(client, subject, signer, &statement).await?;
+    let mut manifests = entries;
+    manifests.push(descriptor);
+    index["manifests"] = Value::Array(manifests);
+    client.put_manifest(&tag, OCI_INDEX, index.to_string().as_bytes()).await?;
+    Ok((referrer_digest, false))
+}
+
+/// Signs the in-toto statement as a DSSE envelope (logged in Rekor when the signer logs), puts
+/// the bundle and its referrer manifest, and returns the referrer's digest and its descriptor
+/// for the fallback index.
+async fn write_referrer(
+    client: &Client,
+    subject: &Subject,
+    signer: Signer<'_>,
+    statement: &[u8],
+) -> Result<(Digest, Value), SignError> {
+    let signed_bytes = pae(IN_TOTO, statement);
+    let sig = signer.sign(&signed_bytes)?;
+    let envelope = json!({
+        "payload": B64.encode(statement),
+        "payloadType": IN_TOTO,
+        "signatures": [{"sig": B64.encode(sig), "keyid": ""}]
+    });
+    let mut tlog_entries = Vec::new();
+    if let Some(rekor) = signer.rekor() {
+        // A DSSE bundle's entry is a `dsse` entry: what sigstore-go (cosign) checks.
+        let entry = rekor.dsse(&envelope.to_string(), &signer.verifier_pem()).await?;
+        tlog_entries.push(entry.bundle_entry());
+    }
+    let material = match signer {
+        Signer::Key(k, _) => json!({"publicKey": {"hint": k.hint()}, "tlogEntries": tlog_entries}),
+        Signer::Keyless(session) => json!({
+            "certificate": {"rawBytes": B64.encode(session.leaf_der()?)},
+            "tlogEntries": tlog_entries
+        }),
+    };
+    let bundle = json!({
+        "mediaType": BUNDLE_V03,
+        "verificationMaterial": material,
+        "dsseEnvelope": envelope
+    })
+    .to_string()
+    .into_bytes();
+    let bundle_digest = client.put_blob(&bundle).await?;
+    let empty_digest = client.put_blob(b"{}").await?;
+    let annotations = json!({
+        "dev.sigstore.bundle.content": "dsse-envelope",
+        "dev.sigstore.bundle.predicateType": PREDICATE_TYPE
+    });
+    let referrer = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": BUNDLE_V03,
+        "config": {"mediaType": EMPTY, "digest": empty_digest.as_str(), "size": 2},
+        "layers": [{"mediaType": BUNDLE_V03, "digest": bundle_digest.as_str(), "size": bundle.len()}],
+        "subject": {"mediaType": subject.media_type, "digest": subject.digest.as_str(), "size": subject.size},
+        "annotations": annotations
+    })
+    .to_string()
+    .into_bytes();
+    let referrer_digest = client.put_manifest(&Digest::of(&referrer).to_string(), OCI_MANIFEST, &referrer).await?;
+    let descriptor = json!({
+        "mediaType": OCI_MANIFEST,
+        "digest": referrer_digest.as_str(),
+        "size": referrer.len(),
+        "artifactType": BUNDLE_V03,
+        "annotations": annotations
+    });
+    Ok((referrer_digest, descriptor))
 }
 
 /// The bundle a referrer manifest carries (`None` when it is missing or unreadable: it is

@@ -71,41 +71,7 @@ pub(super) fn resolve_runpod(
                 Some(hint),
             );
         }
-        let source = match (&t.body, &t.file) {
-            (Some(body), None) => Some(TemplateSource::Inline { body: body.value.clone(), at: (body.line, body.col) }),
-            (None, Some(f)) => {
-                let path = base_dir.join(&f.value);
-                // A template file is small; bounded like the policy, and never a FIFO or device.
-                let read = crate::http::read_file_limited(&path, 4 * 1024 * 1024)
-                    .map_err(|e| e.to_string())
-                    .and_then(|b| String::from_utf8(b).map_err(|_| format!("{} is not UTF-8 text", path.display())));
-                match read {
-                    Ok(text) => Some(TemplateSource::File { display: f.value.display().to_string(), text }),
-                    Err(e) => {
-                        c.err(
-                            f,
-                            format!("{field}.file"),
-                            format!("cannot read the template: {e}"),
-                            Some("paths are relative to the policy file".into()),
-                        );
-                        None
-                    }
-                }
-            }
-            (Some(body), Some(_)) => {
-                c.err(body, field.clone(), "give either body: or file:, not both", None);
-                None
-            }
-            (None, None) => {
-                c.err(
-                    &t.name,
-                    field.clone(),
-                    "the template has no body: or file:",
-                    Some("body: {disk: 20, ports: [8888/http]} or file: runpod/template.json".into()),
-                );
-                None
-            }
-        };
+        let source = template_source(c, t, &field, base_dir);
         if let Some(source) = source {
             templates.push(ResolvedTemplate {
                 name: t.name.value.clone(),
@@ -117,4 +83,43 @@ pub(super) fn resolve_runpod(
         }
     }
     ResolvedRunPod { api_key_env, api_url, vars: rp.vars.clone(), templates }
+}
+
+/// A template's `body:` or `file:` (read now, bounded), exactly one of them.
+fn template_source(c: &mut Checker, t: &model::Template, field: &str, base_dir: &Path) -> Option<TemplateSource> {
+    match (&t.body, &t.file) {
+        (Some(body), None) => Some(TemplateSource::Inline { body: body.value.clone(), at: (body.line, body.col) }),
+        (None, Some(f)) => {
+            let path = base_dir.join(&f.value);
+            // A template file is small; bounded like the policy, and never a FIFO or device.
+            let read = crate::http::read_file_limited(&path, 4 * 1024 * 1024)
+                .map_err(|e| e.to_string())
+                .and_then(|b| String::from_utf8(b).map_err(|_| format!("{} is not UTF-8 text", path.display())));
+            match read {
+                Ok(text) => Some(TemplateSource::File { display: f.value.display().to_string(), text }),
+                Err(e) => {
+                    c.err(
+                        f,
+                        format!("{field}.file"),
+                        format!("cannot read the template: {e}"),
+                        Some("paths are relative to the policy file".into()),
+                    );
+                    None
+                }
+            }
+        }
+        (Some(body), Some(_)) => {
+            c.err(body, field, "give either body: or file:, not both", None);
+            None
+        }
+        (None, None) => {
+            c.err(
+                &t.name,
+                field,
+                "the template has no body: or file:",
+                Some("body: {disk: 20, ports: [8888/http]} or file: runpod/template.json".into()),
+            );
+            None
+        }
+    }
 }
