@@ -443,40 +443,38 @@ mod tests {
         assert!(matches!(lower(&[]).unwrap(), Request::Run(RunArgs { dry_run: false, .. })));
     }
 
+    /// Whether a lowered request is a dry run of its writing command.
+    fn is_dry_run(r: &Request) -> bool {
+        match r {
+            Request::Run(a) => a.dry_run,
+            Request::Push(p) => p.dry_run,
+            Request::Sign(s) => s.dry_run,
+            Request::RunPod(RunPodArgs { command: RunPodCommand::Sync { dry_run }, .. }) => *dry_run,
+            _ => false,
+        }
+    }
+
     #[test]
-    fn a_top_level_dry_run_reaches_every_writing_command_or_is_refused() {
-        assert!(
-            matches!(lower(&["--dry-run", "push", "oci:x", "docker://h/r"]).unwrap(), Request::Push(p) if p.dry_run)
-        );
-        assert!(
-            matches!(lower(&["--dry-run", "sign", "h/r@sha256:00", "--key", "k"]).unwrap(), Request::Sign(s) if s.dry_run)
-        );
-        assert!(matches!(
-            lower(&["--dry-run", "runpod", "sync"]).unwrap(),
-            Request::RunPod(RunPodArgs { command: RunPodCommand::Sync { dry_run: true }, .. })
-        ));
-        assert!(matches!(lower(&["--dry-run", "run"]).unwrap(), Request::Run(RunArgs { dry_run: true, .. })));
+    fn every_writing_command_takes_dry_run_before_or_after_it() {
+        let commands: [&[&str]; 4] = [
+            &["run"],
+            &["push", "oci:x", "docker://h/r"],
+            &["sign", "h/r@sha256:00", "--key", "k"],
+            &["runpod", "sync"],
+        ];
+        for command in commands {
+            let before = [&["--dry-run"], command].concat();
+            let after = [command, &["--dry-run"]].concat();
+            assert!(is_dry_run(&lower(&before).unwrap()), "{before:?}");
+            assert!(is_dry_run(&lower(&after).unwrap()), "{after:?}");
+            assert!(!is_dry_run(&lower(command).unwrap()), "{command:?}");
+        }
         assert!(matches!(lower(&["--dry-run", "generate-key-pair"]).unwrap(), Request::Refused(_)));
         assert!(matches!(lower(&["--dry-run", "init"]).unwrap(), Request::Refused(_)));
         // The top-level -o reaches push as it does sign and verify.
         assert!(matches!(
             lower(&["-o", "json", "push", "oci:x", "docker://h/r"]).unwrap(),
             Request::Push(p) if matches!(p.output, Output::Json)
-        ));
-    }
-
-    #[test]
-    fn every_writing_command_takes_dry_run() {
-        assert!(matches!(lower(&["run", "--dry-run"]).unwrap(), Request::Run(RunArgs { dry_run: true, .. })));
-        assert!(
-            matches!(lower(&["push", "oci:x", "docker://h/r", "--dry-run"]).unwrap(), Request::Push(p) if p.dry_run)
-        );
-        assert!(
-            matches!(lower(&["sign", "h/r@sha256:00", "--key", "k", "--dry-run"]).unwrap(), Request::Sign(s) if s.dry_run)
-        );
-        assert!(matches!(
-            lower(&["runpod", "sync", "--dry-run"]).unwrap(),
-            Request::RunPod(RunPodArgs { command: RunPodCommand::Sync { dry_run: true }, .. })
         ));
     }
 

@@ -1,5 +1,6 @@
 //! The one HTTP client builder for the program (user agent, timeouts, CA, redirect rules),
-//! the run's transfer settings, and bounded body reads: nothing read from the network is
+//! the run's client configuration (`ClientConfig`, a value handed to every client), and
+//! bounded body reads: nothing read from the network is
 //! unbounded in bytes.
 
 use std::path::Path;

@@ -111,15 +111,14 @@ pub fn is_loopback_host(host: &str) -> bool {
 }
 
 pub fn validate_repository(path: &str) -> Result<(), ReferenceError> {
-    let component_ok = |c: &str| {
-        let b = c.as_bytes();
-        !b.is_empty()
-            && b[0].is_ascii_alphanumeric()
-            && b[b.len() - 1].is_ascii_alphanumeric()
-            && b.iter().all(|x| x.is_ascii_lowercase() || x.is_ascii_digit() || b"._-".contains(x))
-            && !c.contains("..")
-    };
-    if path.len() <= 255 && path.split('/').all(component_ok) {
+    // distribution/reference's grammar, as its own regular expression writes it:
+    // path-component := [a-z0-9]+ (separator [a-z0-9]+)*, separator := [_.] | __ | [-]+
+    // (A pattern that did not compile would refuse every path: the tests below would fail.)
+    static PATH: std::sync::LazyLock<Option<regex::Regex>> = std::sync::LazyLock::new(|| {
+        let component = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*";
+        regex::Regex::new(&format!("^{component}(?:/{component})*$")).ok()
+    });
+    if path.len() <= 255 && PATH.as_ref().is_some_and(|p| p.is_match(path)) {
         Ok(())
     } else {
         Err(ReferenceError::BadRepository(path.to_string()))
@@ -138,6 +137,32 @@ pub fn validate_tag(tag: &str) -> Result<(), ReferenceError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repository_separators_follow_the_grammar() {
+        for ok in ["a", "ml/comfy-ui", "a__b", "a---b", "a.b_c", "x/y/z0"] {
+            assert!(validate_repository(ok).is_ok(), "{ok}");
+        }
+        for bad in ["a_-b", "a-_b", "a._b", "a___b", "a..b", "-a", "a-", "A", "a//b", "a/", ""] {
+            assert!(validate_repository(bad).is_err(), "{bad}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Paths built from the grammar are accepted; a separator run the grammar does not
+        /// allow is refused wherever it stands.
+        #[test]
+        fn repositories_from_the_grammar(
+            parts in proptest::collection::vec(("[a-z0-9]{1,5}", proptest::sample::select(vec![".", "_", "__", "-", "--"]), "[a-z0-9]{1,5}"), 1..4),
+            bad in proptest::sample::select(vec!["_-", "-_", "._", "_.", "___", "..", ".-"]),
+        ) {
+            let path: Vec<String> = parts.iter().map(|(a, sep, b)| format!("{a}{sep}{b}")).collect();
+            let path = path.join("/");
+            proptest::prop_assert!(validate_repository(&path).is_ok(), "{}", path);
+            let broken = format!("{}{bad}x", parts[0].0);
+            proptest::prop_assert!(validate_repository(&broken).is_err(), "{}", broken);
+        }
+    }
 
     #[test]
     fn parses_host_port_tag_and_digest() {

@@ -41,8 +41,8 @@ impl RetryPolicy {
         if !self.jitter {
             return exp;
         }
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-        exp.mul_f64(0.5 + f64::from(nanos % 1000) / 2000.0)
+        // Half to all of the backoff, so that clients failing together do not retry together.
+        exp.mul_f64(0.5 + fastrand::f64() / 2.0)
     }
 
     /// The wait before retry `attempt`: what the server asked for (capped), else the backoff.

@@ -100,7 +100,9 @@ impl ByteSize {
 impl FromStr for ByteSize {
     type Err = String;
     /// `1.2GB`, `500 MB`, `10GiB`, `1024`: decimal units (kB, MB, GB, TB) and binary ones
-    /// (KiB, MiB, GiB, TiB); a bare number is bytes.
+    /// (KiB, MiB, GiB, TiB); a bare number is bytes. Written here, not taken from `bytesize`:
+    /// policy sizes must refuse what that crate accepts silently (a unit it does not know, a
+    /// value past u64), with the message saying which units exist; a proptest below checks it.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let t = s.trim();
         let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
@@ -172,6 +174,22 @@ impl fmt::Display for Secret {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// Whole numbers in every unit read back exactly; any text parses or is refused,
+        /// never panics.
+        #[test]
+        fn sizes_read_back_in_every_unit(
+            n in 0u64..1_000_000,
+            unit in proptest::sample::select(vec![("", 1u64), ("B", 1), ("kB", 1_000), ("MB", 1_000_000), ("GB", 1_000_000_000), ("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30)]),
+            space in proptest::bool::ANY,
+            junk in "\\PC{0,30}",
+        ) {
+            let text = format!("{n}{}{}", if space { " " } else { "" }, unit.0);
+            proptest::prop_assert_eq!(text.parse::<ByteSize>(), Ok(ByteSize(n * unit.1)));
+            let _ = junk.parse::<ByteSize>();
+        }
+    }
 
     #[test]
     fn digest_rejects_uppercase_and_short() {

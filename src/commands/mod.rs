@@ -1,7 +1,8 @@
 //! The commands, one file each, as uv lays them out: `cli.rs` lowers clap's types into a
 //! `Request`; each command loads what it needs, calls the library and prints its result;
-//! `main.rs` turns the `ExitStatus` into the process's exit code. Only this layer reads the
-//! process environment.
+//! `main.rs` turns the `ExitStatus` into the process's exit code. The process environment is
+//! read once, by `load::environment`, into an `Env` handed to whatever needs a variable; the
+//! run's client configuration is built once, by `load::client_config`.
 
 mod check;
 mod init;

@@ -19,7 +19,7 @@ pub async fn plan(args: PlanArgs, env: &Env, actions: Option<&github::Actions>) 
     }
     if let Some(a) = actions {
         let token = env.get("GITHUB_TOKEN").filter(|t| !t.is_empty()).map(|t| Secret::new(t.clone()));
-        github::outputs::plan(a, &plan, token.as_ref()).await?;
+        github::outputs::plan(a, &plan, token.as_ref(), &resolved.transfer).await?;
     }
     Ok(ExitStatus::Success)
 }

@@ -1,8 +1,15 @@
-//! The plan as one pull-request comment, found by a hidden marker and updated in place.
+//! The plan as one pull-request comment, found by a hidden marker and updated in place, over
+//! GitHub's REST API with the program's one HTTP client: `GET
+//! /repos/{owner}/{repo}/issues/{number}/comments` (100 a page, followed by `Link: rel="next"`
+//! on the API's own origin only), then `PATCH /repos/{owner}/{repo}/issues/comments/{id}` or
+//! `POST …/issues/{number}/comments`. Every call is retried by `crate::retry` and every answer
+//! is bounded.
 
-use octocrab::Octocrab;
+use reqwest::header::{ACCEPT, AUTHORIZATION, LINK};
+use serde_json::{Value, json};
 
 use super::summary::COMMENT_MARKER;
+use crate::http::{ClientConfig, MAX_SMALL_BODY, json_limited};
 use crate::types::Secret;
 
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +23,9 @@ pub enum Upsert {
     Updated(u64),
 }
 
+/// The pages of comments read at most (100 comments each).
+const MAX_PAGES: usize = 50;
+
 /// Creates the plan comment on pull request `number`, or updates the one already there.
 pub async fn upsert(
     api_url: &str,
@@ -23,39 +33,88 @@ pub async fn upsert(
     repository: &str,
     number: u64,
     markdown: &str,
+    config: &ClientConfig,
 ) -> Result<Upsert, CommentError> {
-    let (owner, repo) = repository
-        .split_once('/')
-        .ok_or_else(|| CommentError(format!("GITHUB_REPOSITORY {repository:?} is not OWNER/REPO")))?;
-    let gh = Octocrab::builder()
-        .base_uri(api_url)
-        .map_err(|e| CommentError(format!("GITHUB_API_URL {api_url:?}: {e}")))?
-        .personal_token(token.expose().to_string())
-        .build()
-        .map_err(|e| CommentError(e.to_string()))?;
-    let issues = gh.issues(owner, repo);
-    let body = format!("{COMMENT_MARKER}\n{markdown}");
-    let mut page = issues.list_comments(number).per_page(100).send().await.map_err(|e| CommentError(describe(&e)))?;
-    loop {
-        if let Some(existing) =
-            page.items.iter().find(|c| c.body.as_deref().is_some_and(|b| b.contains(COMMENT_MARKER)))
-        {
-            let id = existing.id;
-            issues.update_comment(id, body).await.map_err(|e| CommentError(describe(&e)))?;
-            return Ok(Upsert::Updated(id.0));
-        }
-        match gh.get_page(&page.next).await.map_err(|e| CommentError(describe(&e)))? {
-            Some(next) => page = next,
-            None => break,
-        }
+    if repository.split_once('/').is_none_or(|(o, r)| o.is_empty() || r.is_empty() || r.contains('/')) {
+        return Err(CommentError(format!("GITHUB_REPOSITORY {repository:?} is not OWNER/REPO")));
     }
-    let created = issues.create_comment(number, body).await.map_err(|e| CommentError(describe(&e)))?;
-    Ok(Upsert::Created(created.id.0))
+    let base = url::Url::parse(&format!("{}/", api_url.trim_end_matches('/')))
+        .map_err(|e| CommentError(format!("GITHUB_API_URL {api_url:?}: {e}")))?;
+    let api = Api { http: config.http(None).map_err(|e| CommentError(e.to_string()))?, token, config };
+    let body = json!({"body": format!("{COMMENT_MARKER}\n{markdown}")});
+    let list = join(&base, &format!("repos/{repository}/issues/{number}/comments"))?;
+    let mut next = Some(join(&base, &format!("repos/{repository}/issues/{number}/comments?per_page=100"))?);
+    for _ in 0..MAX_PAGES {
+        let Some(url) = next.take() else { break };
+        let (page, link) = api.call(reqwest::Method::GET, &url, None).await?;
+        let ours = page
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c.get("body").and_then(Value::as_str).is_some_and(|b| b.contains(COMMENT_MARKER)));
+        if let Some(id) = ours.and_then(|c| c.get("id")).and_then(Value::as_u64) {
+            let url = join(&base, &format!("repos/{repository}/issues/comments/{id}"))?;
+            api.call(reqwest::Method::PATCH, &url, Some(&body)).await?;
+            return Ok(Upsert::Updated(id));
+        }
+        // The token goes to the API's own origin only.
+        next = link.filter(|n| n.origin() == base.origin());
+    }
+    let (created, _) = api.call(reqwest::Method::POST, &list, Some(&body)).await?;
+    created
+        .get("id")
+        .and_then(Value::as_u64)
+        .map(Upsert::Created)
+        .ok_or_else(|| CommentError("the created comment has no id".into()))
 }
 
-fn describe(e: &octocrab::Error) -> String {
-    match e {
-        octocrab::Error::GitHub { source, .. } => format!("{} ({})", source.message, source.status_code),
-        other => other.to_string(),
+fn join(base: &url::Url, path: &str) -> Result<url::Url, CommentError> {
+    base.join(path).map_err(|e| CommentError(format!("{path}: {e}")))
+}
+
+struct Api<'a> {
+    http: reqwest::Client,
+    token: &'a Secret,
+    config: &'a ClientConfig,
+}
+
+impl Api<'_> {
+    /// One call: its JSON answer and the `rel="next"` page, if any.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        url: &url::Url,
+        body: Option<&Value>,
+    ) -> Result<(Value, Option<url::Url>), CommentError> {
+        let what = format!("GitHub {method} {}", url.path());
+        let resp = crate::retry::send(&self.config.retry(), &what, || {
+            let req = self
+                .http
+                .request(method.clone(), url.clone())
+                .header(AUTHORIZATION, format!("Bearer {}", self.token.expose()))
+                .header(ACCEPT, "application/vnd.github+json")
+                .header("X-GitHub-Api-Version", "2022-11-28");
+            match body {
+                Some(b) => req.json(b),
+                None => req,
+            }
+        })
+        .await
+        .map_err(|e| CommentError(e.to_string()))?;
+        let status = resp.status();
+        let next = resp
+            .headers()
+            .get(LINK)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|l| l.split(',').find(|part| part.contains("rel=\"next\"")))
+            .and_then(|part| part.split(';').next())
+            .map(|t| t.trim().trim_start_matches('<').trim_end_matches('>').to_string())
+            .and_then(|t| url.join(&t).ok());
+        let value: Value = json_limited(resp, 4 * MAX_SMALL_BODY).await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            let message = value.get("message").and_then(Value::as_str).unwrap_or("no message");
+            return Err(CommentError(format!("{what}: {message} ({})", status.as_u16())));
+        }
+        Ok((value, next))
     }
 }

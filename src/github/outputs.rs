@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use super::Actions;
+use crate::http::ClientConfig;
 use crate::plan::Plan;
 use crate::report::RunReport;
 use crate::types::Secret;
@@ -28,23 +29,15 @@ fn outputs<T: serde::Serialize>(result: &T, digest: String, references: Referenc
 
 /// Outputs (with `matrix` and the plan as `plan`), job summary and, on a pull request, the
 /// plan as one upserted comment.
-pub async fn plan(a: &Actions, plan: &Plan, token: Option<&Secret>) -> anyhow::Result<()> {
-    let images = plan
-        .images
-        .iter()
-        .map(|i| {
-            let by_registry = i
-                .targets
-                .iter()
-                .map(|t| {
-                    let refs =
-                        t.tags.iter().map(|tag| format!("{}:{tag}@{}", t.repository, i.manifest_digest)).collect();
-                    (t.registry.clone(), refs)
-                })
-                .collect();
-            (i.name.clone(), by_registry)
-        })
-        .collect();
+pub async fn plan(a: &Actions, plan: &Plan, token: Option<&Secret>, config: &ClientConfig) -> anyhow::Result<()> {
+    let mut images = References::new();
+    for i in &plan.images {
+        images.entry(i.name.clone()).or_default();
+        for t in &i.targets {
+            let refs = t.tags.iter().map(|tag| format!("{}:{tag}@{}", t.repository, i.manifest_digest)).collect();
+            images.entry(i.name.clone()).or_default().insert(t.registry.clone(), refs);
+        }
+    }
     let digest = plan.images.first().map(|i| i.manifest_digest.to_string()).unwrap_or_default();
     let mut outs = outputs(plan, digest, images);
     outs.push(("matrix", plan.matrix().to_string()));
@@ -54,7 +47,7 @@ pub async fn plan(a: &Actions, plan: &Plan, token: Option<&Secret>) -> anyhow::R
     if let (Some(number), Some(repository)) = (a.pull_request(), &a.repository) {
         match token {
             Some(token) => {
-                match super::comment::upsert(&a.api_url, token, repository, number, &markdown).await {
+                match super::comment::upsert(&a.api_url, token, repository, number, &markdown, config).await {
                     Ok(done) => tracing::info!("plan comment on pull request #{number}: {done:?}"),
                     // A fork's read-only token cannot comment: the plan is still in the summary.
                     Err(e) => super::warning(&format!("could not comment the plan on pull request #{number}: {e}")),
@@ -70,26 +63,18 @@ pub async fn plan(a: &Actions, plan: &Plan, token: Option<&Secret>) -> anyhow::R
 
 /// Outputs and job summary after a run: the references written, each with its digest.
 pub fn run(a: &Actions, plan: &Plan, report: &RunReport) -> anyhow::Result<()> {
-    let refs = report
-        .images
-        .iter()
-        .map(|i| {
-            let by_registry = i
-                .targets
+    let mut refs = References::new();
+    for i in &report.images {
+        refs.entry(i.name.clone()).or_default();
+        for t in i.targets.iter().filter(|t| !t.references.is_empty()) {
+            let with_digest = t
+                .references
                 .iter()
-                .filter(|t| !t.references.is_empty())
-                .map(|t| {
-                    let with_digest = t
-                        .references
-                        .iter()
-                        .map(|r| if r.contains('@') { r.clone() } else { format!("{r}@{}", t.digest) })
-                        .collect();
-                    (t.registry.clone(), with_digest)
-                })
+                .map(|r| if r.contains('@') { r.clone() } else { format!("{r}@{}", t.digest) })
                 .collect();
-            (i.name.clone(), by_registry)
-        })
-        .collect();
+            refs.entry(i.name.clone()).or_default().insert(t.registry.clone(), with_digest);
+        }
+    }
     let digest = report.images.first().map(|i| i.digest.to_string()).unwrap_or_default();
     a.set_outputs(&outputs(report, digest, refs))?;
     a.append_summary(&format!("{}\n{}", super::summary::plan_markdown(plan), super::summary::run_markdown(report)))?;

@@ -1,6 +1,6 @@
-//! Image sources: open an image where CI left it (skopeo's `oci:DIR[:REF]` and
-//! `oci-archive:FILE[:REF]`), read and verify its manifests and configs, and stream its
-//! blobs. Layers are never held in memory; only manifests and configs (bounded) are read
+//! Image sources: open an image where CI left it, in skopeo's syntax (`oci:DIR[:REF]`,
+//! `oci-archive:FILE[:REF]`, `docker-archive:FILE[:REF]`, `docker-daemon:NAME`,
+//! `docker://HOST/REPO`), read and verify its manifests and configs, and stream its blobs. Layers are never held in memory; only manifests and configs (bounded) are read
 //! whole. Knows nothing of registries or policies.
 
 pub mod daemon;

@@ -29,7 +29,8 @@ impl Client {
         if resp.status() != StatusCode::UNAUTHORIZED {
             return Err(self.api_error(resp).await);
         }
-        let challenge = resp.headers().get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).and_then(parse_challenge);
+        let challenge =
+            parse_challenge(resp.headers().get_all(WWW_AUTHENTICATE).iter().filter_map(|v| v.to_str().ok()));
         match challenge {
             Some(Challenge::Basic) | None => {
                 let Some(cred) = &self.credential else {
@@ -145,34 +146,27 @@ pub enum Challenge {
     Bearer { realm: String, service: Option<String>, scope: Option<String> },
 }
 
-/// Parses a `WWW-Authenticate` header value (`Bearer realm="…",service="…"` or `Basic realm="…"`).
-pub fn parse_challenge(header: &str) -> Option<Challenge> {
-    let (scheme, params) = header.trim().split_once(' ').unwrap_or((header.trim(), ""));
-    let mut map = HashMap::new();
-    let mut rest = params.trim();
-    while !rest.is_empty() {
-        let (key, after) = rest.split_once('=')?;
-        let key = key.trim().trim_start_matches(',').trim().to_ascii_lowercase();
-        let after = after.trim_start();
-        let (value, tail) = if let Some(quoted) = after.strip_prefix('"') {
-            let end = quoted.find('"')?;
-            (&quoted[..end], &quoted[end + 1..])
-        } else {
-            let end = after.find(',').unwrap_or(after.len());
-            (&after[..end], &after[end..])
-        };
-        map.insert(key, value.to_string());
-        rest = tail.trim_start().trim_start_matches(',').trim_start();
+/// The challenge to answer among a `WWW-Authenticate` header's (RFC 9110 §11.6.1: one header
+/// may hold several, and so may several headers): Bearer when offered (a token scoped to the
+/// repository), else Basic. Parsed by `http-auth` (quoted strings with escapes, commas inside
+/// them, parameters in any case); an unparsable header counts as no challenge.
+pub fn parse_challenge<'a>(headers: impl IntoIterator<Item = &'a str>) -> Option<Challenge> {
+    let mut basic = false;
+    for header in headers {
+        for challenge in http_auth::ChallengeParser::new(header) {
+            let Ok(c) = challenge else { break };
+            if c.scheme.eq_ignore_ascii_case("basic") {
+                basic = true;
+            } else if c.scheme.eq_ignore_ascii_case("bearer") {
+                let param = |k: &str| {
+                    c.params.iter().find(|(name, _)| name.eq_ignore_ascii_case(k)).map(|(_, v)| v.to_unescaped())
+                };
+                let Some(realm) = param("realm") else { continue };
+                return Some(Challenge::Bearer { realm, service: param("service"), scope: param("scope") });
+            }
+        }
     }
-    match scheme.to_ascii_lowercase().as_str() {
-        "basic" => Some(Challenge::Basic),
-        "bearer" => Some(Challenge::Bearer {
-            realm: map.remove("realm")?,
-            service: map.remove("service"),
-            scope: map.remove("scope"),
-        }),
-        _ => None,
-    }
+    basic.then_some(Challenge::Basic)
 }
 
 /// A username and password (or token) for one registry.
@@ -273,29 +267,58 @@ struct HelperReply {
     secret: String,
 }
 
-/// Runs `docker-credential-<helper> get` with the host on stdin, as Docker does.
+/// A helper's answer is a few hundred bytes: it gets 64 KiB and 30 s.
+const MAX_HELPER_ANSWER: u64 = 64 * 1024;
+const HELPER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Runs `docker-credential-<helper> get` with the host on stdin, as Docker does. The protocol
+/// (docker/docker-credential-helpers: the server on stdin, `{"Username", "Secret"}` on stdout)
+/// is a few lines; the one crate for it reads Docker's config its own way, past the origin
+/// rules of `load_docker_config`. The answer is bounded in bytes and time; a helper that
+/// overruns either is killed.
 fn run_helper(helper: &str, host: &str) -> anyhow::Result<Option<Credential>> {
+    use std::io::Read;
     let program = format!("docker-credential-{helper}");
     let server = if host == crate::reference::DOCKER_HUB { "https://index.docker.io/v1/" } else { host };
     let mut child = Command::new(&program)
         .arg("get")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .map_err(|e| anyhow::anyhow!("cannot run credential helper {program}: {e}"))?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin.write_all(server.as_bytes())?;
     }
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        let msg = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut out = Vec::new();
+        if let Some(stdout) = child.stdout.take() {
+            let _ = stdout.take(MAX_HELPER_ANSWER + 1).read_to_end(&mut out);
+        }
+        if out.len() as u64 > MAX_HELPER_ANSWER {
+            let _ = child.kill();
+        }
+        let _ = tx.send((out, child.wait()));
+    });
+    let Ok((out, status)) = rx.recv_timeout(HELPER_TIMEOUT) else {
+        // SAFETY: a plain kill(2) of the child this function started, which has not been waited for.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        anyhow::bail!("credential helper {program} did not answer within {} s for {host}", HELPER_TIMEOUT.as_secs());
+    };
+    if out.len() as u64 > MAX_HELPER_ANSWER {
+        anyhow::bail!("credential helper {program} answered more than {MAX_HELPER_ANSWER} bytes for {host}");
+    }
+    let status = status?;
+    if !status.success() {
+        let msg = String::from_utf8_lossy(&out).trim().to_string();
         if msg.contains("credentials not found") {
             return Ok(None);
         }
-        anyhow::bail!("credential helper {program} failed for {host} ({})", out.status);
+        anyhow::bail!("credential helper {program} failed for {host} ({status})");
     }
-    let reply: HelperReply = serde_json::from_slice(&out.stdout).map_err(|_| {
+    let reply: HelperReply = serde_json::from_slice(&out).map_err(|_| {
         anyhow::anyhow!("credential helper {program} answered something other than its JSON for {host}")
     })?;
     Ok(Some(Credential { username: reply.username, password: Secret::new(reply.secret) }))
@@ -307,8 +330,8 @@ mod tests {
 
     #[test]
     fn parses_bearer_and_basic() {
-        let c =
-            parse_challenge(r#"Bearer realm="https://ghcr.io/token",service="ghcr.io",scope="repository:o/n:pull""#);
+        let one = |h: &str| parse_challenge([h]);
+        let c = one(r#"Bearer realm="https://ghcr.io/token",service="ghcr.io",scope="repository:o/n:pull""#);
         assert_eq!(
             c,
             Some(Challenge::Bearer {
@@ -317,8 +340,43 @@ mod tests {
                 scope: Some("repository:o/n:pull".into())
             })
         );
-        assert_eq!(parse_challenge(r#"Basic realm="Registry Realm""#), Some(Challenge::Basic));
-        assert_eq!(parse_challenge("Negotiate"), None);
+        assert_eq!(one(r#"Basic realm="Registry Realm""#), Some(Challenge::Basic));
+        assert_eq!(one("Negotiate"), None);
+        // Several challenges in one header, or over several headers: Bearer wins.
+        let both = one(r#"Basic realm="r", Bearer realm="https://a/token",service="a""#);
+        assert!(matches!(both, Some(Challenge::Bearer { ref realm, .. }) if realm == "https://a/token"), "{both:?}");
+        let headers = parse_challenge([r#"Basic realm="r""#, r#"Bearer realm="https://b/token""#]);
+        assert!(matches!(headers, Some(Challenge::Bearer { ref realm, .. }) if realm == "https://b/token"));
+        // Escaped quotes, commas inside quotes, parameters in any case.
+        let escaped = one(r#"bearer Realm="https://c/t",scope="repository:a/b:pull,push",service="x\"y""#);
+        assert_eq!(
+            escaped,
+            Some(Challenge::Bearer {
+                realm: "https://c/t".into(),
+                service: Some("x\"y".into()),
+                scope: Some("repository:a/b:pull,push".into())
+            })
+        );
+    }
+
+    proptest::proptest! {
+        /// Whatever a registry sends, parsing ends without a panic; a well-formed Bearer
+        /// challenge with any quoted values reads back exactly.
+        #[test]
+        fn challenges_never_panic_and_quoted_values_read_back(
+            junk in "\\PC{0,200}",
+            realm in "[ -~]{1,40}",
+            scope in "[ -~]{0,40}",
+        ) {
+            let _ = parse_challenge([junk.as_str()]);
+            let quote = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+            let header = format!(r#"Bearer realm="{}",scope="{}""#, quote(&realm), quote(&scope));
+            let parsed = parse_challenge([header.as_str()]);
+            proptest::prop_assert_eq!(
+                parsed,
+                Some(Challenge::Bearer { realm: realm.clone(), service: None, scope: Some(scope.clone()) })
+            );
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! OCI distribution client over reqwest, one request path for every operation:
 //! `transport` (the request path: origins, retries, errors), `auth` (challenges, tokens,
 //! Docker's config), `blob`, `upload` (sessions: begin, patch, status, finish), `manifest`,
-//! `catalog`. It never holds a layer in memory and never logs a header.
+//! `catalog`. Every client is made from a `RegistryAccess` (address, CA, credential and the
+//! run's `ClientConfig`). It never holds a layer in memory and never logs a header.
 
 pub mod auth;
 mod blob;

@@ -112,7 +112,8 @@ fn kept_bytes(range: Option<&str>) -> u64 {
 }
 
 impl Client {
-    /// Uploads one blob, read from `open(offset)`, hashing every byte. A chunked upload that
+    /// Uploads one blob, read from `open(offset)` through a `CheckedReader` (its size always
+    /// checked, its digest hashed only with `transfer.verify: client`). A chunked upload that
     /// fails part way asks the registry where it stands and continues from there; where the
     /// registry keeps nothing (2.8 drops a session cut mid-stream), this blob restarts, never
     /// the image.

@@ -286,10 +286,10 @@ pub fn check_certificate(
     let when = rustls_pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(time.max(0) as u64));
     ee.verify_for_usage(
         &[
-            webpki::ring::ECDSA_P256_SHA256,
-            webpki::ring::ECDSA_P384_SHA384,
-            webpki::ring::ECDSA_P384_SHA256,
-            webpki::ring::ECDSA_P256_SHA384,
+            webpki::aws_lc_rs::ECDSA_P256_SHA256,
+            webpki::aws_lc_rs::ECDSA_P384_SHA384,
+            webpki::aws_lc_rs::ECDSA_P384_SHA256,
+            webpki::aws_lc_rs::ECDSA_P256_SHA384,
         ],
         &anchors,
         &inter,

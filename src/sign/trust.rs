@@ -53,27 +53,10 @@ pub struct TrustedRoot {
     pub source: String,
 }
 
-/// `2020-01-01T00:00:00Z` (fractions ignored) as Unix seconds.
+/// An RFC 3339 time (`2020-01-01T00:00:00Z`, fractions ignored) as Unix seconds.
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let n = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, m, d) = (n(0..4)?, n(5..7)?, n(8..10)?);
-    let (hh, mm, ss) = (n(11..13)?, n(14..16)?, n(17..19)?);
-    if !s.ends_with('Z') || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return None;
-    }
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    Some(t.unix_timestamp())
 }
 
 fn validity(v: Option<&Value>) -> (Option<i64>, Option<i64>) {
@@ -193,7 +176,9 @@ impl TrustedRoot {
     }
 }
 
-/// Just enough DER and TLS parsing for SCTs.
+/// The precertificate's TBS for SCT checks, and the SCT list read by x509-cert. The TBS is
+/// rebuilt at the DER level here because x509-cert 0.3 keeps a certificate's fields private
+/// (no way to drop one extension and re-encode); a proptest below feeds it hostile bytes.
 mod der {
     /// SCT list extension, 1.3.6.1.4.1.11129.2.4.2, as OID content bytes.
     const SCT_OID: &[u8] = &[0x2b, 0x06, 0x01, 0x04, 0x01, 0xd6, 0x79, 0x02, 0x04, 0x02];
@@ -283,30 +268,24 @@ mod der {
         pub signature: Vec<u8>,
     }
 
-    fn u16_at(b: &[u8], i: usize) -> Option<usize> {
-        Some(u16::from_be_bytes([*b.get(i)?, *b.get(i + 1)?]) as usize)
-    }
-
-    /// A TLS `SignedCertificateTimestampList`.
+    /// A TLS `SignedCertificateTimestampList` (the extension's content), read by x509-cert's
+    /// RFC 6962 types; only v1 SCTs are kept.
     pub fn parse_sct_list(b: &[u8]) -> Option<Vec<Sct>> {
-        let total = u16_at(b, 0)?;
-        let mut rest = b.get(2..2 + total)?;
+        use x509_cert::der::asn1::OctetString;
+        use x509_cert::ext::pkix::sct::{SignedCertificateTimestampList, Version};
+        let list = SignedCertificateTimestampList::from(OctetString::new(b).ok()?);
         let mut out = Vec::new();
-        while !rest.is_empty() {
-            let len = u16_at(rest, 0)?;
-            let s = rest.get(2..2 + len)?;
-            rest = &rest[2 + len..];
-            if *s.first()? != 0 {
-                continue; // only v1 SCTs
+        for serialized in list.parse_timestamps().ok()? {
+            let sct = serialized.parse_timestamp().ok()?;
+            if sct.version != Version::V1 {
+                continue;
             }
-            let log_id = s.get(1..33)?.to_vec();
-            let timestamp = u64::from_be_bytes(s.get(33..41)?.try_into().ok()?);
-            let ext_len = u16_at(s, 41)?;
-            let extensions = s.get(43..43 + ext_len)?.to_vec();
-            let at = 43 + ext_len + 2; // hash and signature algorithms
-            let sig_len = u16_at(s, at)?;
-            let signature = s.get(at + 2..at + 2 + sig_len)?.to_vec();
-            out.push(Sct { log_id, timestamp, extensions, signature });
+            out.push(Sct {
+                log_id: sct.log_id.key_id.to_vec(),
+                timestamp: sct.timestamp,
+                extensions: sct.extensions.as_slice().to_vec(),
+                signature: sct.signature.signature.as_slice().to_vec(),
+            });
         }
         Some(out)
     }
@@ -323,5 +302,18 @@ mod tests {
         assert_eq!(parse_rfc3339("2022-04-13T20:06:15.000Z"), Some(1_649_880_375));
         assert_eq!(parse_rfc3339("2024-02-29T12:00:00Z"), Some(1_709_208_000));
         assert_eq!(parse_rfc3339("2020-01-01 00:00:00"), None);
+    }
+
+    proptest::proptest! {
+        /// Whatever a certificate or a trusted root holds, reading it ends without a panic.
+        #[test]
+        fn hostile_certificates_and_times_never_panic(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..600),
+            text in "\\PC{0,60}",
+        ) {
+            let _ = der::split_sct_list(&bytes);
+            let _ = der::parse_sct_list(&bytes);
+            let _ = parse_rfc3339(&text);
+        }
     }
 }

@@ -9,8 +9,9 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::support::image::write_layout;
+use crate::support::policy::{Policy, credentials, local, with};
 use crate::support::{PASSWORD, Registry, RegistryOptions, USER, publish, run, text};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// Parses `$GITHUB_OUTPUT` (`name=value` and `name<<DELIMITER` blocks) as the runner does.
 fn parse_outputs(text: &str) -> HashMap<String, String> {
@@ -41,10 +42,10 @@ fn actions_env(cmd: &mut Command, dir: &Path) {
 }
 
 fn policy(dir: &Path, host: &str, visibility: &str) {
-    let yaml = format!(
-        "version: 1\nregistries:\n  home:\n    kind: registry\n    repository: {host}/ml\n    insecure: true\n    credentials: {{username: {USER}, password_env: REG_PASSWORD}}\nimages:\n  - name: app\n    source: oci:img\n    tags: [main, \"sha-{{{{ git.short_sha }}}}\"]\n    visibility: {visibility}\n"
-    );
-    std::fs::write(dir.join("publish.yaml"), yaml).unwrap();
+    Policy::new()
+        .registry("home", with(local(host), json!({"credentials": credentials(USER, "REG_PASSWORD")})))
+        .image(json!({"name": "app", "source": "oci:img", "tags": ["main", "sha-{{ git.short_sha }}"], "visibility": visibility}))
+        .write(dir);
 }
 
 #[test]

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use crate::support::http::{Response, Server};
 use crate::support::image::write_layout;
+use crate::support::policy::{Policy, credentials, local, with};
 use crate::support::{PASSWORD, Registry, RegistryOptions, USER, publish, run, text};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -76,10 +77,10 @@ fn token_registry(repository: &str) -> TokenRegistry {
 }
 
 fn write_policy(dir: &Path, host: &str) {
-    let yaml = format!(
-        "version: 1\nregistries:\n  home:\n    kind: registry\n    repository: {host}/ml\n    insecure: true\n    credentials:\n      username: {USER}\n      password_env: REG_PASSWORD\nimages:\n  - name: tok\n    source: oci:img\n    tags: [v1]\n    visibility: public\n"
-    );
-    std::fs::write(dir.join("publish.yaml"), yaml).unwrap();
+    Policy::new()
+        .registry("home", with(local(host), json!({"credentials": credentials(USER, "REG_PASSWORD")})))
+        .image(json!({"name": "tok", "source": "oci:img", "tags": ["v1"], "visibility": "public"}))
+        .write(dir);
 }
 
 #[test]

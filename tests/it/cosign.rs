@@ -11,8 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use crate::support::image::{TestImage, write_layout};
+use crate::support::policy::Policy;
 use crate::support::sigstore::{self, ISSUER, REQUEST_TOKEN};
 use crate::support::{Registry, RegistryOptions, publish, run, text};
+use serde_json::{Value, json};
 
 const KEY_PASSWORD: &str = "cosign-interop-pw-41d2";
 
@@ -83,12 +85,12 @@ impl Setup {
     }
 
     /// `publish run` with a signing block, pushing the image to `ml/REPO`.
-    fn publish(&self, repo: &str, signing: &str, extra_env: &[(&str, String)]) {
-        let yaml = format!(
-            "version: 1\nregistries:\n  home:\n    kind: registry\n    repository: {}/ml\n    insecure: true\nimages:\n  - name: {repo}\n    source: oci:img\n    tags: [main]\n    visibility: public\nsigning:\n{signing}",
-            self.reg.host
-        );
-        std::fs::write(self.work.path().join("publish.yaml"), yaml).unwrap();
+    fn publish(&self, repo: &str, signing: Value, extra_env: &[(&str, String)]) {
+        Policy::new()
+            .local("home", &self.reg.host)
+            .image(json!({"name": repo, "source": "oci:img", "tags": ["main"], "visibility": "public"}))
+            .set("signing", signing)
+            .write(self.work.path());
         let mut cmd = publish(self.work.path());
         cmd.arg("run").env("COSIGN_PASSWORD", KEY_PASSWORD);
         for (k, v) in extra_env {
@@ -115,16 +117,16 @@ fn keyless_env(s: &sigstore::Sigstore) -> Vec<(&'static str, String)> {
     vec![("ACTIONS_ID_TOKEN_REQUEST_URL", s.token_url()), ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", REQUEST_TOKEN.into())]
 }
 
-fn keyless_signing(s: &sigstore::Sigstore, format: &str) -> String {
-    format!("  keyless: true\n  format: {format}\n  fulcio_url: {}\n  rekor_url: {}\n", s.fulcio_url(), s.rekor_url())
+fn keyless_signing(s: &sigstore::Sigstore, format: &str) -> Value {
+    json!({"keyless": true, "format": format, "fulcio_url": s.fulcio_url(), "rekor_url": s.rekor_url()})
 }
 
 #[test]
 fn cosign_verifies_keyless_legacy_and_bundle_signatures_and_refuses_another_identity() {
     let Some(t) = Setup::new(150) else { return };
     let s = sigstore::start();
-    t.publish("legacy", &keyless_signing(&s, "legacy"), &keyless_env(&s));
-    t.publish("both", &keyless_signing(&s, "both"), &keyless_env(&s));
+    t.publish("legacy", keyless_signing(&s, "legacy"), &keyless_env(&s));
+    t.publish("both", keyless_signing(&s, "both"), &keyless_env(&s));
     let identity = sigstore::identity();
 
     // Legacy: roots from cosign's environment variables (no bundle is attached to ml/legacy).
@@ -174,9 +176,9 @@ fn cosign_verifies_key_pair_signatures_with_and_without_the_log_and_refuses_anot
     let ours = t.key_pair("ours");
     let theirs = t.key_pair("theirs");
     let key = ours.join("cosign.key").display().to_string();
-    t.publish("legacy", &format!("  key: {key}\n  format: legacy\n"), &[]);
-    t.publish("both", &format!("  key: {key}\n  format: both\n"), &[]);
-    t.publish("logged", &format!("  key: {key}\n  format: both\n  tlog: true\n  rekor_url: {}\n", s.rekor_url()), &[]);
+    t.publish("legacy", json!({"key": key, "format": "legacy"}), &[]);
+    t.publish("both", json!({"key": key, "format": "both"}), &[]);
+    t.publish("logged", json!({"key": key, "format": "both", "tlog": true, "rekor_url": s.rekor_url()}), &[]);
     let verify = |repo: &str, public: &Path, extra: &[&str]| {
         t.cosign()
             .args(["verify", "--allow-http-registry", "--key"])
@@ -211,7 +213,7 @@ fn publish_verifies_what_cosign_signs_and_keeps_cosigns_signatures() {
     let ours = t.key_pair("ours");
     // The image is there, unsigned, at three repositories.
     for repo in ["legacy", "bundle", "shared"] {
-        t.publish(repo, &format!("  key: {}\n  format: legacy\n", ours.join("cosign.key").display()), &[]);
+        t.publish(repo, json!({"key": ours.join("cosign.key"), "format": "legacy"}), &[]);
     }
     let sign = |repo: &str, extra: &[&str]| {
         let out = t
@@ -248,7 +250,7 @@ fn publish_verifies_what_cosign_signs_and_keeps_cosigns_signatures() {
     assert_eq!(code, Some(0), "{stdout}");
 
     // publish signs next to cosign's signature, in both formats; cosign's stays and verifies.
-    t.publish("shared", &format!("  key: {}\n  format: both\n", ours.join("cosign.key").display()), &[]);
+    t.publish("shared", json!({"key": ours.join("cosign.key"), "format": "both"}), &[]);
     let (code, stdout) = verify("shared", &theirs.join("cosign.pub"), &["--format", "legacy"]);
     assert_eq!(code, Some(0), "cosign's signature was lost: {stdout}");
     let (code, stdout) = verify("shared", &ours.join("cosign.pub"), &["--format", "both"]);
@@ -271,7 +273,7 @@ fn cosign_refuses_a_bundle_whose_set_or_inclusion_proof_is_tampered() {
     for (repo, tamper) in [("set", sigstore::Tamper::Set), ("proof", sigstore::Tamper::Proof)] {
         let s = sigstore::start();
         s.set_tamper(tamper);
-        t.publish(repo, &keyless_signing(&s, "bundle"), &keyless_env(&s));
+        t.publish(repo, keyless_signing(&s, "bundle"), &keyless_env(&s));
         let out = t
             .cosign()
             .args(["verify", "--allow-http-registry", "--new-bundle-format", "--trusted-root"])
@@ -324,8 +326,8 @@ fn every_command_in_docs_signing_md_runs_as_shown() {
         ]));
         assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
     }
-    t.publish("keyless-legacy", &keyless_signing(&s, "legacy"), &keyless_env(&s));
-    t.publish("keyless-both", &keyless_signing(&s, "both"), &keyless_env(&s));
+    t.publish("keyless-legacy", keyless_signing(&s, "legacy"), &keyless_env(&s));
+    t.publish("keyless-both", keyless_signing(&s, "both"), &keyless_env(&s));
 
     let mut ran = Vec::new();
     for (comment, command) in support::docs::sh_commands("docs/signing.md") {

@@ -7,6 +7,7 @@ use crate::support;
 use std::io::Read;
 
 use crate::support::image::{write_archive, write_layout};
+use crate::support::policy::Policy;
 use crate::support::{Registry, RegistryOptions, publish, run, text};
 use serde_json::{Value, json};
 
@@ -74,14 +75,10 @@ fn legacy_layers_can_go_uncompressed_and_a_wrong_tag_is_named() {
     let reg = Registry::start(RegistryOptions::default());
     let work = tempfile::tempdir().unwrap();
     let diff_ids = support::docker::save_legacy(&work.path().join("app.tar"), 2, &[50_000]);
-    std::fs::write(
-        work.path().join("publish.yaml"),
-        format!(
-            "version: 1\nregistries:\n  home:\n    kind: registry\n    repository: {}/ml\n    insecure: true\nimages:\n  - name: app\n    source: docker-archive:app.tar:app:v1\n    compression: none\n    visibility: public\n",
-            reg.host
-        ),
-    )
-    .unwrap();
+    Policy::new()
+        .local("home", &reg.host)
+        .image(json!({"name": "app", "source": "docker-archive:app.tar:app:v1", "compression": "none", "visibility": "public"}))
+        .write(work.path());
     let out = run(publish(work.path()).arg("run").env("PUBLISH_CACHE_DIR", work.path().join("cache")));
     assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
     let manifest: Value =
@@ -176,14 +173,12 @@ fn legacy_layers_can_be_zstd_in_an_oci_manifest() {
     let reg = Registry::start(RegistryOptions::default());
     let work = tempfile::tempdir().unwrap();
     let diff_ids = support::docker::save_legacy(&work.path().join("app.tar"), 5, &[200_000]);
-    std::fs::write(
-        work.path().join("publish.yaml"),
-        format!(
-            "version: 1\nregistries:\n  home:\n    kind: registry\n    repository: {}/ml\n    insecure: true\nimages:\n  - name: app\n    source: docker-archive:app.tar\n    compression: zstd\n    visibility: public\n",
-            reg.host
-        ),
-    )
-    .unwrap();
+    Policy::new()
+        .local("home", &reg.host)
+        .image(
+            json!({"name": "app", "source": "docker-archive:app.tar", "compression": "zstd", "visibility": "public"}),
+        )
+        .write(work.path());
     let out = run(publish(work.path()).arg("run"));
     assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
     let manifest: Value =
@@ -203,10 +198,7 @@ fn a_warm_cache_does_not_excuse_a_layer_missing_from_the_archive() {
     let work = tempfile::tempdir().unwrap();
     support::docker::save_legacy(&work.path().join("app.tar"), 6, &[30_000]);
     let policy = |source: &str| {
-        let yaml = format!(
-            "version: 1\nregistries:\n  home:\n    kind: registry\n    repository: 127.0.0.1:1/ml\n    insecure: true\nimages:\n  - name: app\n    source: {source}\n"
-        );
-        std::fs::write(work.path().join("publish.yaml"), yaml).unwrap();
+        Policy::new().local("home", "127.0.0.1:1").image(json!({"name": "app", "source": source})).write(work.path())
     };
     policy("docker-archive:app.tar");
     assert_eq!(run(publish(work.path()).arg("check")).status.code(), Some(0), "the cache is warmed");

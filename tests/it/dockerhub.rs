@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::support::http::{Response, Server};
 use crate::support::image::write_layout;
+use crate::support::policy::{Policy, credentials};
 use crate::support::{PASSWORD, Registry, RegistryOptions, USER, publish, run, text};
 use serde_json::{Value, json};
 
@@ -40,11 +41,10 @@ fn hub(existing: Option<bool>) -> (Server, Arc<Mutex<Vec<Value>>>) {
 fn publish_private(reg: &Registry, hub: &Server) -> (Option<i32>, Value, String) {
     let work = tempfile::tempdir().unwrap();
     write_layout(&work.path().join("img"), 55, &[3_000], "linux", "amd64", "latest");
-    let yaml = format!(
-        "version: 1\nregistries:\n  hub:\n    kind: dockerhub\n    repository: {}/me\n    insecure: true\n    credentials: {{username: {USER}, password_env: HUB_TOKEN}}\nimages:\n  - name: app\n    source: oci:img\n    tags: [v1]\n    visibility: private\n",
-        reg.host
-    );
-    std::fs::write(work.path().join("publish.yaml"), yaml).unwrap();
+    Policy::new()
+        .registry("hub", hub_registry(&reg.host))
+        .image(json!({"name": "app", "source": "oci:img", "tags": ["v1"], "visibility": "private"}))
+        .write(work.path());
     let out = run(publish(work.path())
         .args(["run", "-o", "json"])
         .env("HUB_TOKEN", PASSWORD)
@@ -90,11 +90,11 @@ fn the_anonymous_pull_limit_is_measured_from_the_ratelimit_header_and_ranks_dock
     });
     let work = tempfile::tempdir().unwrap();
     write_layout(&work.path().join("img"), 56, &[3_000], "linux", "amd64", "latest");
-    let yaml = format!(
-        "version: 1\nregistries:\n  hub:\n    kind: dockerhub\n    repository: 127.0.0.1:{}/me\n    insecure: true\n    credentials: {{username: {USER}, password_env: HUB_TOKEN}}\n  home:\n    kind: registry\n    repository: 127.0.0.1:1/ml\n    insecure: true\nimages:\n  - name: app\n    source: oci:img\n    tags: [v1]\n    visibility: public\n    registries: [hub, home]\n",
-        hub.port
-    );
-    std::fs::write(work.path().join("publish.yaml"), yaml).unwrap();
+    Policy::new()
+        .registry("hub", hub_registry(&format!("127.0.0.1:{}", hub.port)))
+        .local("home", "127.0.0.1:1")
+        .image(json!({"name": "app", "source": "oci:img", "tags": ["v1"], "visibility": "public", "registries": ["hub", "home"]}))
+        .write(work.path());
     let out = run(publish(work.path())
         .args(["plan", "-o", "json"])
         .env("HUB_TOKEN", PASSWORD)
@@ -107,4 +107,9 @@ fn the_anonymous_pull_limit_is_measured_from_the_ratelimit_header_and_ranks_dock
     assert_eq!(verdict["usage"]["anonymous_pulls"], json!([50, 3600]));
     let reasons = verdict["reasons"].to_string();
     assert!(reasons.contains("ranks after home, which costs the same: RunPod pulls this image anonymously and cold starts would hit the limit of 50 anonymous pulls per 1 h per IPv4 address or IPv6 /64 (measured: ratelimit-limit)"), "{reasons}");
+}
+
+/// A Docker Hub stand-in at `host` (namespace `me`), with the account's token in `HUB_TOKEN`.
+fn hub_registry(host: &str) -> serde_json::Value {
+    json!({"kind": "dockerhub", "repository": format!("{host}/me"), "insecure": true, "credentials": credentials(USER, "HUB_TOKEN")})
 }

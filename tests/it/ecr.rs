@@ -25,11 +25,7 @@ fn ecr_public_gets_a_token_creates_the_repository_and_pushes() {
     )
     .unwrap();
     for _ in 0..2 {
-        let out = run(publish(work.path())
-            .args(["run", "-o", "json"])
-            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-            .env("AWS_ENDPOINT_URL_ECR_PUBLIC", format!("http://127.0.0.1:{}", api.port)));
+        let out = run(publish_ecr_keys(work.path(), api.port).args(["run", "-o", "json"]));
         let (stdout, stderr) = text(&out);
         assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
         assert!(!stdout.contains(SECRET_KEY) && !stderr.contains(SECRET_KEY) && !stderr.contains(PASSWORD));
@@ -48,10 +44,7 @@ fn ecr_public_gets_a_token_creates_the_repository_and_pushes() {
     assert_eq!(calls.iter().filter(|c| c.ends_with("DescribeRepositories")).count(), 2, "{calls:?}");
 
     // Without AWS credentials: a clear error, nothing pushed.
-    let out = run(publish(work.path())
-        .arg("run")
-        .env("HOME", work.path())
-        .env("AWS_ENDPOINT_URL_ECR_PUBLIC", format!("http://127.0.0.1:{}", api.port)));
+    let out = run(publish_ecr(work.path(), api.port).arg("run").env("HOME", work.path()));
     let (stdout, _) = text(&out);
     assert_eq!(out.status.code(), Some(1));
     assert!(stdout.contains("no AWS credentials"), "{stdout}");
@@ -151,12 +144,11 @@ fn ecr_public_takes_credentials_from_web_identity_and_profiles() {
     .unwrap();
     let token_file = work.path().join("oidc-token");
     std::fs::write(&token_file, WEB_IDENTITY_TOKEN).unwrap();
-    let out = run(publish(work.path())
+    let out = run(publish_ecr(work.path(), api.port)
         .args(["run", "-o", "json"])
         .env("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/publish")
         .env("AWS_WEB_IDENTITY_TOKEN_FILE", &token_file)
-        .env("AWS_ENDPOINT_URL_STS", format!("http://127.0.0.1:{}", sts.port))
-        .env("AWS_ENDPOINT_URL_ECR_PUBLIC", format!("http://127.0.0.1:{}", api.port)));
+        .env("AWS_ENDPOINT_URL_STS", format!("http://127.0.0.1:{}", sts.port)));
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     for secret in [TEMP_SECRET, SESSION_TOKEN, WEB_IDENTITY_TOKEN] {
@@ -168,12 +160,11 @@ fn ecr_public_takes_credentials_from_web_identity_and_profiles() {
 
     // A wrong token: STS refuses, and the error says it was the web identity.
     std::fs::write(&token_file, "not-the-token").unwrap();
-    let out = run(publish(work.path())
+    let out = run(publish_ecr(work.path(), api.port)
         .args(["run"])
         .env("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/publish")
         .env("AWS_WEB_IDENTITY_TOKEN_FILE", &token_file)
-        .env("AWS_ENDPOINT_URL_STS", format!("http://127.0.0.1:{}", sts.port))
-        .env("AWS_ENDPOINT_URL_ECR_PUBLIC", format!("http://127.0.0.1:{}", api.port)));
+        .env("AWS_ENDPOINT_URL_STS", format!("http://127.0.0.1:{}", sts.port)));
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
     assert!(stdout.contains("AWS credentials") && stdout.contains("web identity"), "{stdout}");
@@ -186,11 +177,10 @@ fn ecr_public_takes_credentials_from_web_identity_and_profiles() {
     )
     .unwrap();
     let before = api.requests().len();
-    let out = run(publish(work.path())
+    let out = run(publish_ecr(work.path(), api.port)
         .args(["run"])
         .env("AWS_SHARED_CREDENTIALS_FILE", &creds)
-        .env("AWS_PROFILE", "ci")
-        .env("AWS_ENDPOINT_URL_ECR_PUBLIC", format!("http://127.0.0.1:{}", api.port)));
+        .env("AWS_PROFILE", "ci"));
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(!stdout.contains(PROFILE_SECRET) && !stderr.contains(PROFILE_SECRET));
@@ -323,11 +313,7 @@ fn a_layer_over_8000_mib_goes_to_ecr_public_in_at_most_1000_parts() {
         format!("version: 1\nregistries:\n  ecr:\n    kind: ecr-public\n    repository: 127.0.0.1:{port}/my-alias\n    insecure: true\nimages:\n  - name: big\n    source: oci:img\n    visibility: public\n    tags: [v1]\n    pulls_per_month: 1\n"),
     )
     .unwrap();
-    let out = run(publish(work.path())
-        .args(["run", "-o", "json"])
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-        .env("AWS_ENDPOINT_URL_ECR_PUBLIC", format!("http://127.0.0.1:{}", api.port)));
+    let out = run(publish_ecr_keys(work.path(), api.port).args(["run", "-o", "json"]));
     let (stdout, stderr) = text(&out);
     let p = parts.lock().unwrap();
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}\nrefused: {:?}", p.refused);
@@ -336,4 +322,18 @@ fn a_layer_over_8000_mib_goes_to_ecr_public_in_at_most_1000_parts() {
     assert!(count <= 1_000, "{count} parts");
     assert_eq!(largest, 10 * 1024 * 1024, "parts of 10 MiB");
     println!("9.5 GB layer to ECR Public: {count} parts of {largest} bytes");
+}
+
+/// `publish` with ECR Public's API at the stand-in on `port`.
+fn publish_ecr(dir: &std::path::Path, port: u16) -> std::process::Command {
+    let mut cmd = publish(dir);
+    cmd.env("AWS_ENDPOINT_URL_ECR_PUBLIC", format!("http://127.0.0.1:{port}"));
+    cmd
+}
+
+/// `publish_ecr` with the test's access keys in the environment.
+fn publish_ecr_keys(dir: &std::path::Path, port: u16) -> std::process::Command {
+    let mut cmd = publish_ecr(dir, port);
+    cmd.env("AWS_ACCESS_KEY_ID", ACCESS_KEY).env("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
+    cmd
 }

@@ -7,18 +7,22 @@ use crate::support;
 use std::path::Path;
 
 use crate::support::image::write_layout;
+use crate::support::policy::Policy;
 use crate::support::sigstore::{self, ISSUER, REQUEST_TOKEN};
 use crate::support::{Registry, RegistryOptions, publish, run, text};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 fn policy(work: &Path, reg: &Registry, s: &sigstore::Sigstore) {
-    let yaml = format!(
-        "version: 1\nregistries:\n  home:\n    kind: registry\n    repository: {}/ml\n    insecure: true\nimages:\n  - name: app\n    source: oci:img\n    tags: [main]\n    visibility: public\nsigning:\n  keyless: true\n  fulcio_url: {}\n  rekor_url: {}\n",
-        reg.host,
-        s.fulcio_url(),
-        s.rekor_url()
-    );
-    std::fs::write(work.join("publish.yaml"), yaml).unwrap();
+    named_policy(work, reg, s, "app");
+}
+
+/// Image `name` from `oci:img`, signed keylessly through the stand-ins.
+fn named_policy(work: &Path, reg: &Registry, s: &sigstore::Sigstore, name: &str) {
+    Policy::new()
+        .local("home", &reg.host)
+        .image(json!({"name": name, "source": "oci:img", "tags": ["main"], "visibility": "public"}))
+        .set("signing", json!({"keyless": true, "fulcio_url": s.fulcio_url(), "rekor_url": s.rekor_url()}))
+        .write(work);
 }
 
 fn verify(work: &Path, reg: &Registry, s: &sigstore::Sigstore, identity: &str, format: &str) -> (Option<i32>, String) {
@@ -142,13 +146,7 @@ fn keyless_without_an_oidc_token_stops_before_the_push() {
 fn sign_keyless(reg: &Registry, s: &sigstore::Sigstore, name: &str, seed: u64) -> tempfile::TempDir {
     let work = tempfile::tempdir().unwrap();
     write_layout(&work.path().join("img"), seed, &[3_000], "linux", "amd64", "latest");
-    let yaml = format!(
-        "version: 1\nregistries:\n  home:\n    kind: registry\n    repository: {}/ml\n    insecure: true\nimages:\n  - name: {name}\n    source: oci:img\n    tags: [main]\n    visibility: public\nsigning:\n  keyless: true\n  fulcio_url: {}\n  rekor_url: {}\n",
-        reg.host,
-        s.fulcio_url(),
-        s.rekor_url()
-    );
-    std::fs::write(work.path().join("publish.yaml"), yaml).unwrap();
+    named_policy(work.path(), reg, s, name);
     let out = run(publish(work.path())
         .arg("run")
         .env("ACTIONS_ID_TOKEN_REQUEST_URL", s.token_url())
@@ -277,10 +275,12 @@ fn runpod_sync_moves_templates_only_to_images_signed_by_the_workflow() {
     let work = tempfile::tempdir().unwrap();
     let d = work.path();
     let image = write_layout(&d.join("img"), 87, &[4_000], "linux", "amd64", "latest");
-    policy(d, &reg, &s);
-    let yaml = std::fs::read_to_string(d.join("publish.yaml")).unwrap()
-        + "runpod:\n  templates:\n    - name: app-main\n      image: app\n      body: {disk: 20}\n";
-    std::fs::write(d.join("publish.yaml"), yaml).unwrap();
+    Policy::new()
+        .local("home", &reg.host)
+        .image(json!({"name": "app", "source": "oci:img", "tags": ["main"], "visibility": "public"}))
+        .set("signing", json!({"keyless": true, "fulcio_url": s.fulcio_url(), "rekor_url": s.rekor_url()}))
+        .set("runpod", json!({"templates": [{"name": "app-main", "image": "app", "body": {"disk": 20}}]}))
+        .write(d);
     let dest = format!("{}/ml/app", reg.host);
     let out = run(publish(d).args(["push", "oci:img", &format!("docker://{dest}:main"), "--insecure"]));
     assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));

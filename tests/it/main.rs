@@ -5,6 +5,7 @@
 mod support;
 
 mod action;
+mod architecture;
 mod auth;
 mod cosign;
 mod decision_matrix;

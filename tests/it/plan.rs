@@ -2,16 +2,19 @@
 //! shipped example works offline; the committed JSON Schema matches the code.
 
 use crate::support::image::write_layout;
+use crate::support::policy::Policy;
 use crate::support::{publish, run, text};
+use serde_json::json;
 
 fn plan_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     write_layout(&dir.path().join("build/app"), 11, &[120_000, 3_400_000], "linux", "amd64", "latest");
-    std::fs::write(
-        dir.path().join("publish.yaml"),
-        "version: 1\nregistries:\n  home:\n    kind: registry\n    repository: 127.0.0.1:1/ml\n    insecure: true\n  github:\n    kind: ghcr\n    repository: ghcr.io/my-org\ntemplate_env: [BUILD_NUMBER]\nimages:\n  - name: app\n    source: oci:build/app\n    tags: [v1, \"build-{{ env.BUILD_NUMBER }}\"]\n    visibility: public\n",
-    )
-    .unwrap();
+    Policy::new()
+        .local("home", "127.0.0.1:1")
+        .registry("github", json!({"kind": "ghcr", "repository": "ghcr.io/my-org"}))
+        .set("template_env", json!(["BUILD_NUMBER"]))
+        .image(json!({"name": "app", "source": "oci:build/app", "tags": ["v1", "build-{{ env.BUILD_NUMBER }}"], "visibility": "public"}))
+        .write(dir.path());
     dir
 }
 

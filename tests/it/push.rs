@@ -6,17 +6,19 @@ use crate::support;
 use std::path::Path;
 
 use crate::support::image::{TestImage, write_archive, write_layout};
+use crate::support::policy::{Policy, credentials, local, with};
 use crate::support::{PASSWORD, Registry, RegistryOptions, USER, publish, run, skopeo, text};
-use serde_json::Value;
+use serde_json::{Value, json};
 
-fn policy(dir: &Path, reg: &Registry, source: &str, extra_registry: &str) {
-    let insecure = reg.ca.is_none();
-    let ca = reg.ca.as_ref().map(|c| format!("    ca_file: {}\n", c.display())).unwrap_or_default();
-    let yaml = format!(
-        "version: 1\nregistries:\n  home:\n    kind: registry\n    repository: {host}/ml\n    insecure: {insecure}\n{ca}    credentials:\n      username: {USER}\n      password_env: REG_PASSWORD\n{extra_registry}images:\n  - name: app\n    source: {source}\n    tags: [v1, latest]\n    platforms: [linux/amd64]\n    registries: [home]\n",
-        host = reg.host
-    );
-    std::fs::write(dir.join("publish.yaml"), yaml).unwrap();
+fn policy(dir: &Path, reg: &Registry, source: &str) {
+    let mut home = with(local(&reg.host), json!({"credentials": credentials(USER, "REG_PASSWORD")}));
+    if let Some(ca) = &reg.ca {
+        home = with(home, json!({"insecure": false, "ca_file": ca}));
+    }
+    Policy::new()
+        .registry("home", home)
+        .image(json!({"name": "app", "source": source, "tags": ["v1", "latest"], "platforms": ["linux/amd64"], "registries": ["home"]}))
+        .write(dir);
 }
 
 /// `publish run -o json` with the registry password.
@@ -58,7 +60,7 @@ fn pushes_oci_layout_with_htpasswd_then_skips_every_blob_on_second_push() {
     let work = tempfile::tempdir().unwrap();
     let image =
         write_layout(&work.path().join("build/app"), 1, &[300_000, 1_200_000, 50_000], "linux", "amd64", "latest");
-    policy(work.path(), &reg, "oci:build/app", "");
+    policy(work.path(), &reg, "oci:build/app");
 
     let (code, json, stderr) = run_json(work.path(), PASSWORD);
     assert_eq!(code, 0, "first push failed: {json}\n{stderr}");
@@ -91,7 +93,7 @@ fn pushes_oci_archive_through_nginx_tls_with_private_ca() {
     let work = tempfile::tempdir().unwrap();
     let image = write_layout(&work.path().join("layout"), 2, &[700_000, 2_000_000], "linux", "amd64", "v1");
     write_archive(&image.dir, &work.path().join("app.tar"));
-    policy(work.path(), &reg, "oci-archive:app.tar:v1", "");
+    policy(work.path(), &reg, "oci-archive:app.tar:v1");
 
     let (code, json, stderr) = run_json(work.path(), PASSWORD);
     assert_eq!(code, 0, "push over TLS failed: {json}\n{stderr}");
@@ -136,7 +138,7 @@ fn wrong_password_exits_1_naming_the_registry_not_the_password() {
     let reg = Registry::start(RegistryOptions { htpasswd: true, ..Default::default() });
     let work = tempfile::tempdir().unwrap();
     write_layout(&work.path().join("build/app"), 5, &[1000], "linux", "amd64", "latest");
-    policy(work.path(), &reg, "oci:build/app", "");
+    policy(work.path(), &reg, "oci:build/app");
     let wrong = "not-the-Right-pw-31337";
     let out = run(publish(work.path()).arg("run").env("REG_PASSWORD", wrong));
     let (stdout, stderr) = text(&out);
@@ -234,11 +236,11 @@ fn credential_helper_from_docker_config_is_used() {
 
     // `publish run` starts the helper once for its registry, not once per stage.
     std::fs::write(work.path().join("helper.log"), "").unwrap();
-    policy(work.path(), &reg, "oci:img", "");
-    let yaml = std::fs::read_to_string(work.path().join("publish.yaml")).unwrap();
-    let yaml =
-        yaml.replace(&format!("    credentials:\n      username: {USER}\n      password_env: REG_PASSWORD\n"), "");
-    std::fs::write(work.path().join("publish.yaml"), yaml).unwrap();
+    // No credentials in the policy: the helper's are used.
+    Policy::new()
+        .local("home", &reg.host)
+        .image(json!({"name": "app", "source": "oci:img", "tags": ["v1"], "registries": ["home"]}))
+        .write(work.path());
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
     let out = run(publish(work.path()).arg("run").env("DOCKER_CONFIG", &config).env("PATH", path));
     let (stdout, stderr) = text(&out);
@@ -273,21 +275,9 @@ fn transient_server_errors_are_retried() {
             return Response::new(503)
                 .json(&serde_json::json!({"errors": [{"code": "UNAVAILABLE", "message": "try again"}]}));
         }
-        match req.method.as_str() {
-            "HEAD" => Response::new(404),
-            "POST" => Response::new(202).header("Location", "/v2/ml/r/blobs/uploads/u1?_state=x"),
-            "PUT" => Response::new(201),
-            _ => Response::new(200),
-        }
+        accept_upload(&req.method)
     });
-    let work = tempfile::tempdir().unwrap();
-    write_layout(&work.path().join("img"), 16, &[1_000], "linux", "amd64", "latest");
-    let out = run(publish(work.path()).args([
-        "push",
-        "oci:img",
-        &format!("docker://127.0.0.1:{}/ml/r:v1", server.port),
-        "--insecure",
-    ]));
+    let out = push_small_image(16, server.port);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(failures.load(Ordering::SeqCst) >= 3, "the stand-in did not fail anything");
@@ -329,21 +319,9 @@ fn too_many_requests_waits_as_retry_after_says() {
                 .header("Retry-After", "1")
                 .json(&serde_json::json!({"errors": [{"code": "TOOMANYREQUESTS", "message": "slow down"}]}));
         }
-        match req.method.as_str() {
-            "HEAD" => Response::new(404),
-            "POST" => Response::new(202).header("Location", "/v2/ml/r/blobs/uploads/u1"),
-            "PUT" => Response::new(201),
-            _ => Response::new(200),
-        }
+        accept_upload(&req.method)
     });
-    let work = tempfile::tempdir().unwrap();
-    write_layout(&work.path().join("img"), 19, &[1_000], "linux", "amd64", "latest");
-    let out = run(publish(work.path()).args([
-        "push",
-        "oci:img",
-        &format!("docker://127.0.0.1:{}/ml/r:v1", server.port),
-        "--insecure",
-    ]));
+    let out = push_small_image(19, server.port);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(stderr.contains("asked to wait 1s") && stderr.contains("wait=1s"), "{stderr}");
@@ -419,4 +397,22 @@ fn a_top_level_dry_run_writes_nothing_anywhere() {
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
     assert!(format!("{stdout}{stderr}").contains("or docker://HOST/REPO[:TAG|@DIGEST]"), "{stdout}{stderr}");
+}
+
+/// A registry stand-in's answers once it stops failing: no blob there, uploads accepted.
+fn accept_upload(method: &str) -> support::http::Response {
+    use support::http::Response;
+    match method {
+        "HEAD" => Response::new(404),
+        "POST" => Response::new(202).header("Location", "/v2/ml/r/blobs/uploads/u1?_state=x"),
+        "PUT" => Response::new(201),
+        _ => Response::new(200),
+    }
+}
+
+/// `publish push` of a one-layer image (from `seed`) to `ml/r:v1` on a stand-in at `port`.
+fn push_small_image(seed: u64, port: u16) -> std::process::Output {
+    let work = tempfile::tempdir().unwrap();
+    write_layout(&work.path().join("img"), seed, &[1_000], "linux", "amd64", "latest");
+    run(publish(work.path()).args(["push", "oci:img", &format!("docker://127.0.0.1:{port}/ml/r:v1"), "--insecure"]))
 }

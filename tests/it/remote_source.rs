@@ -2,8 +2,9 @@
 //! registry, blobs mounted instead of copied. What lands is checked with skopeo byte for byte.
 
 use crate::support::image::{write_index_layout, write_layout};
+use crate::support::policy::Policy;
 use crate::support::{PASSWORD, Registry, RegistryOptions, USER, publish, run, text};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::support::image::sha;
 
@@ -168,14 +169,12 @@ fn a_large_layer_from_a_source_registry_gets_the_time_its_size_needs() {
     let work = tempfile::tempdir().unwrap();
     let image = write_layout(&work.path().join("img"), 96, &[3_000_000], "linux", "amd64", "latest");
     let port = slow_source(image.dir.clone(), image.manifest_digest.clone());
-    std::fs::write(
-        work.path().join("publish.yaml"),
-        format!(
-            "version: 1\nregistries:\n  home: {{kind: registry, repository: {}/ml, insecure: true}}\n  src: {{kind: registry, repository: 127.0.0.1:{port}/ml, insecure: true}}\ntransfer: {{request_timeout: 1}}\nimages:\n  - {{name: app, source: \"docker://127.0.0.1:{port}/ml/src:v1\", tags: [v1], visibility: public, registries: [home, src]}}\n",
-            dst.host
-        ),
-    )
-    .unwrap();
+    Policy::new()
+        .local("home", &dst.host)
+        .local("src", &format!("127.0.0.1:{port}"))
+        .set("transfer", json!({"request_timeout": 1}))
+        .image(json!({"name": "app", "source": format!("docker://127.0.0.1:{port}/ml/src:v1"), "tags": ["v1"], "visibility": "public", "registries": ["home", "src"]}))
+        .write(work.path());
     let out = run(publish(work.path()).args(["run", "-o", "json"]));
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");

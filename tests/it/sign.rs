@@ -9,10 +9,11 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::support::image::{TestImage, write_layout};
+use crate::support::policy::{Policy, credentials, local, with};
 use crate::support::{PASSWORD, Registry, RegistryOptions, USER, publish, run, text};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const KEY_PASSWORD: &str = "key-pw-5e6f7a8b9c";
 
@@ -26,11 +27,11 @@ fn generate_key(dir: &Path) {
 }
 
 fn push_signed(work: &Path, reg: &Registry, format: &str) -> (Option<i32>, Value, String) {
-    let yaml = format!(
-        "version: 1\nregistries:\n  home:\n    kind: registry\n    repository: {}/ml\n    insecure: true\n    credentials: {{username: {USER}, password_env: REG_PASSWORD}}\nimages:\n  - name: app\n    source: oci:img\n    tags: [v1]\nsigning:\n  key: keys/cosign.key\n  format: {format}\n",
-        reg.host
-    );
-    std::fs::write(work.join("publish.yaml"), yaml).unwrap();
+    Policy::new()
+        .registry("home", with(local(&reg.host), json!({"credentials": credentials(USER, "REG_PASSWORD")})))
+        .image(json!({"name": "app", "source": "oci:img", "tags": ["v1"]}))
+        .set("signing", json!({"key": "keys/cosign.key", "format": format}))
+        .write(work);
     let out = run(publish(work)
         .args(["run", "-o", "json"])
         .env("REG_PASSWORD", PASSWORD)
@@ -201,11 +202,11 @@ fn wrong_key_password_stops_before_anything_is_pushed_and_never_shows() {
     let work = tempfile::tempdir().unwrap();
     write_layout(&work.path().join("img"), 73, &[10_000], "linux", "amd64", "latest");
     generate_key(&work.path().join("keys"));
-    let yaml = format!(
-        "version: 1\nregistries:\n  home:\n    kind: registry\n    repository: {}/ml\n    insecure: true\n    credentials: {{username: {USER}, password_env: REG_PASSWORD}}\nimages:\n  - name: app\n    source: oci:img\nsigning:\n  key: keys/cosign.key\n",
-        reg.host
-    );
-    std::fs::write(work.path().join("publish.yaml"), yaml).unwrap();
+    Policy::new()
+        .registry("home", with(local(&reg.host), json!({"credentials": credentials(USER, "REG_PASSWORD")})))
+        .image(json!({"name": "app", "source": "oci:img"}))
+        .set("signing", json!({"key": "keys/cosign.key"}))
+        .write(work.path());
     let wrong = "not-the-key-password-123";
     let out = run(publish(work.path())
         .args(["run", "--debug"])
@@ -246,11 +247,11 @@ fn a_signature_that_fails_after_the_push_is_partial_and_says_what_is_unsigned() 
     let work = tempfile::tempdir().unwrap();
     write_layout(&work.path().join("img"), 74, &[1_000], "linux", "amd64", "latest");
     generate_key(&work.path().join("keys"));
-    let yaml = format!(
-        "version: 1\nregistries:\n  home:\n    kind: registry\n    repository: 127.0.0.1:{}/ml\n    insecure: true\nimages:\n  - name: app\n    source: oci:img\n    tags: [v1]\nsigning:\n  key: keys/cosign.key\n  format: legacy\n",
-        server.port
-    );
-    std::fs::write(work.path().join("publish.yaml"), yaml).unwrap();
+    Policy::new()
+        .local("home", &format!("127.0.0.1:{}", server.port))
+        .image(json!({"name": "app", "source": "oci:img", "tags": ["v1"]}))
+        .set("signing", json!({"key": "keys/cosign.key", "format": "legacy"}))
+        .write(work.path());
     let out = run(publish(work.path()).args(["run"]).env("COSIGN_PASSWORD", KEY_PASSWORD));
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(3), "{stdout}\n{stderr}");
@@ -276,11 +277,11 @@ fn a_key_made_by_cosign_signs_and_verifies() {
     let public = work.path().join("keys/cosign.pub");
     std::fs::write(&public, signer.public_pem()).unwrap();
 
-    let yaml = format!(
-        "version: 1\nregistries:\n  home:\n    kind: registry\n    repository: {}/ml\n    insecure: true\n    credentials: {{username: {USER}, password_env: REG_PASSWORD}}\nimages:\n  - name: app\n    source: oci:img\n    tags: [v1]\nsigning:\n  key: keys/cosign.key\n",
-        reg.host
-    );
-    std::fs::write(work.path().join("publish.yaml"), yaml).unwrap();
+    Policy::new()
+        .registry("home", with(local(&reg.host), json!({"credentials": credentials(USER, "REG_PASSWORD")})))
+        .image(json!({"name": "app", "source": "oci:img", "tags": ["v1"]}))
+        .set("signing", json!({"key": "keys/cosign.key"}))
+        .write(work.path());
     let out = run(publish(work.path()).args(["run"]).env("REG_PASSWORD", PASSWORD).env("COSIGN_PASSWORD", ""));
     assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
     let (code, stdout) = verify(work.path(), &reg, public.to_str().unwrap(), "both");

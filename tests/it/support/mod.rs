@@ -12,6 +12,7 @@ pub mod github;
 pub mod http;
 pub mod http_faults;
 pub mod image;
+pub mod policy;
 pub mod runpod;
 pub mod sigstore;
 pub mod spec_registry;
