@@ -1,7 +1,9 @@
-//! Executes a plan, step by step, as it is written: for each target, push (with the
-//! credentials resolved from the target's named source), sign, probe anonymous pulls; then
-//! sync the RunPod templates whose image was published. Nothing here decides *what* to
-//! write: that is the plan's. Returns a report; it never prints.
+//! Executes a plan's steps as they are written: for each target, the repository created
+//! where the plan says, the push (with the credentials resolved from the target's named
+//! source), the signature, the anonymous-pull probe; then the RunPod templates whose image
+//! was published, with the credential and endpoints their steps name. What to write is the
+//! plan's (`plan::steps`); what happens is the registry's answer. Returns a report; it never
+//! prints.
 
 use std::collections::HashMap;
 
@@ -9,11 +11,12 @@ use crate::credentials::Resolved as Credentials;
 use crate::github;
 use crate::http::ClientConfig;
 use crate::image::Image;
+use crate::plan::steps::{RepositoryApi, TargetStep};
 use crate::plan::{ImagePlan, Plan, TargetPlan};
 use crate::policy::{RegistryKind, Visibility};
 use crate::push::{self, Destination};
 use crate::registry::{Credential, RegistryAccess, hub};
-use crate::report::{ImageOutcome, RunReport, TemplateReport};
+use crate::report::{ImageOutcome, RunReport, TemplateReport, TemplateStatus};
 use crate::runpod::{self, stage::Rendered};
 use crate::sign::{self, PreparedSigner};
 
@@ -94,15 +97,16 @@ async fn target(
 ) -> push::Outcome {
     let (signer, in_actions) = (inputs.signer, inputs.in_actions);
     let mut dest = destination(t, credential.credential(), inputs.config);
+    let step = |api| t.steps.iter().any(|s| matches!(s, TargetStep::CreateRepository { api: a, .. } if *a == api));
     if matches!(credential, Credentials::AwsChain) {
-        match ecr_prepare(&dest.path, inputs.env, &inputs.config).await {
+        match ecr_prepare(&dest.path, step(RepositoryApi::EcrPublic), inputs.env, &inputs.config).await {
             Ok(cred) => dest.access.credential = Some(cred),
             Err(err) => return push::failed(image, &dest, err.to_string()),
         }
     }
     // Docker Hub creates a pushed-to repository with the account's default visibility
     // (public on the free plan): create it with the image's visibility first.
-    if t.kind == RegistryKind::Dockerhub
+    if step(RepositoryApi::DockerHub)
         && let Some(cred) = &dest.access.credential
     {
         let api = inputs.env.get("DOCKERHUB_API_URL").filter(|v| !v.is_empty()).map_or(hub::API, |v| v.as_str());
@@ -118,7 +122,8 @@ async fn target(
     }
     tracing::info!(image = %img.name, registry = %t.registry, "pushing to {}", t.repository);
     let mut outcome = push::push(image, &dest).await;
-    if let (push::Status::Pushed, Some(signer)) = (outcome.status, signer) {
+    let signs = t.steps.contains(&TargetStep::Sign);
+    if let (push::Status::Pushed, Some(signer), true) = (outcome.status, signer, signs) {
         match sign_pushed(&dest, image, signer, format).await {
             Ok(signed) => outcome.signed = Some(signed),
             Err(e) => {
@@ -128,7 +133,7 @@ async fn target(
         }
     }
     // Visibility is checked, not hoped for: every pushed image is pulled anonymously.
-    if outcome.status != push::Status::Failed {
+    if outcome.status != push::Status::Failed && t.steps.contains(&TargetStep::ProbeAnonymousPull) {
         outcome.anonymous_pull = push::probe_anonymous(&dest).await;
         match (img.visibility, outcome.anonymous_pull) {
             (Visibility::Public, Some(false)) => {
@@ -174,12 +179,13 @@ async fn sign_pushed(
 /// does not exist yet (`path` is `ALIAS/REPOSITORY`).
 async fn ecr_prepare(
     path: &str,
+    create: bool,
     env: &crate::credentials::Env,
     config: &ClientConfig,
 ) -> Result<Credential, crate::registry::ecr::EcrError> {
     let api = crate::registry::ecr::Api::from_environment(env, config).await?;
     let repository = path.split_once('/').map_or(path, |(_, r)| r);
-    if api.ensure_repository(repository).await? {
+    if create && api.ensure_repository(repository).await? {
         tracing::info!("created the ECR Public repository {repository}");
     }
     api.registry_credential().await
@@ -218,7 +224,7 @@ async fn sync_templates(
         let base = TemplateReport {
             name: r.template.name.clone(),
             image: r.image.name.clone(),
-            status: "skipped",
+            status: TemplateStatus::Skipped,
             sync: None,
             reason: None,
         };
@@ -253,8 +259,8 @@ async fn sync_templates(
             continue;
         }
         match runpod::sync(client, wanted, false).await {
-            Ok(sync) => out.push(TemplateReport { status: "synced", sync: Some(sync), ..base }),
-            Err(e) => out.push(TemplateReport { status: "failed", reason: Some(e.to_string()), ..base }),
+            Ok(sync) => out.push(TemplateReport { status: TemplateStatus::Synced, sync: Some(sync), ..base }),
+            Err(e) => out.push(TemplateReport { status: TemplateStatus::Failed, reason: Some(e.to_string()), ..base }),
         }
     }
     out

@@ -145,7 +145,7 @@ async fn push_inner(image: &Image, dest: &Destination, out: &mut Outcome) -> Res
     // bound the work: see `InFlight`.
     blobs.sort_by_key(|d| std::cmp::Reverse(d.size));
     let in_flight = InFlight::new(dest.access.config.concurrency);
-    let results: Vec<(bool, u64, u64)> = futures_util::stream::iter(blobs.into_iter().map(|d| {
+    let results: Vec<Sent> = futures_util::stream::iter(blobs.into_iter().map(|d| {
         let (in_flight, client, reporter, mount_from) = (&in_flight, &client, &reporter, mount_from.as_deref());
         async move {
             let _permit = in_flight.acquire(d.size).await;
@@ -156,14 +156,14 @@ async fn push_inner(image: &Image, dest: &Destination, out: &mut Outcome) -> Res
     .try_collect()
     .await?;
     reporter.finish();
-    for (sent, bytes, resent) in results {
-        if sent {
+    for sent in results {
+        if sent.uploaded {
             out.blobs_sent += 1;
         } else {
             out.blobs_skipped += 1;
         }
-        out.bytes_sent += bytes;
-        out.bytes_resent += resent;
+        out.bytes_sent += sent.bytes;
+        out.bytes_resent += sent.resent;
     }
 
     // Every blob is in place: manifests now, children before the index that lists them.
@@ -230,15 +230,27 @@ pub async fn would_write(image: &Image, dest: &Destination) -> Result<WouldWrite
     Ok(out)
 }
 
-/// Returns whether the blob was sent (false: it existed), the bytes that went out, and how
-/// many of them were sent twice.
+/// What getting one blob into the repository took.
+struct Sent {
+    /// False: it was there already (or mounted).
+    uploaded: bool,
+    /// Bytes that went out.
+    bytes: u64,
+    /// Of those, bytes sent more than once.
+    resent: u64,
+}
+
+const NOT_SENT: Sent = Sent { uploaded: false, bytes: 0, resent: 0 };
+
+/// Gets one blob into the repository: skipped when it is there, mounted when it can be, else
+/// uploaded.
 async fn send_blob(
     client: &Client,
     image: &Image,
     d: &Descriptor,
     mount_from: Option<&str>,
     reporter: &crate::progress::Reporter,
-) -> Result<(bool, u64, u64), RegistryError> {
+) -> Result<Sent, RegistryError> {
     // A local blob's size was checked against its file before anything was sent; a blob read
     // from a registry is sized by what the destination reports, or counted as it is copied.
     let local = image.is_local();
@@ -250,7 +262,7 @@ async fn send_blob(
         && skip(held, "the registry holds")?
     {
         tracing::info!(registry = client.registry(), digest = d.digest.short(), size = %ByteSize(d.size), "blob exists, skipped");
-        return Ok((false, 0, 0));
+        return Ok(NOT_SENT);
     }
     if let Some(from) = mount_from {
         // Registries that refuse (or do not know the repository) answer 202 or an error:
@@ -264,7 +276,7 @@ async fn send_blob(
                         from,
                         "blob mounted, not copied"
                     );
-                    return Ok((false, 0, 0));
+                    return Ok(NOT_SENT);
                 }
                 _ => tracing::debug!(digest = d.digest.short(), "mounted, but not seen with its size: copying"),
             },
@@ -305,7 +317,7 @@ async fn send_blob(
         resent = %ByteSize(stats.bytes_resent(d.size)),
         "blob sent"
     );
-    Ok((true, stats.bytes_sent, stats.bytes_resent(d.size)))
+    Ok(Sent { uploaded: true, bytes: stats.bytes_sent, resent: stats.bytes_resent(d.size) })
 }
 
 /// Refuses a blob whose size, as `whose` reports it, is not its descriptor's.

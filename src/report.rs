@@ -11,11 +11,30 @@ use crate::runpod::SyncOutcome;
 use crate::select::{Verdict, VerdictKind};
 use crate::types::{ByteSize, Digest};
 
+crate::word_enum! {
+    /// How a run ended, as a whole.
+    pub enum RunStatus {
+        Success => "success",
+        /// Some targets, signatures or templates failed.
+        Partial => "partial",
+        Failed => "failed",
+    }
+}
+
+crate::word_enum! {
+    /// What happened to one RunPod template.
+    pub enum TemplateStatus {
+        Synced => "synced",
+        /// Its image did not publish (or was not signed, or cannot be pulled): it kept its image.
+        Skipped => "skipped",
+        Failed => "failed",
+    }
+}
+
 /// The result of `publish run` / `publish push`.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
-    /// `success`, `partial` or `failed`.
-    pub status: &'static str,
+    pub status: RunStatus,
     pub images: Vec<ImageOutcome>,
     /// RunPod templates: synced, skipped (their image did not publish) or failed.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -26,8 +45,7 @@ pub struct RunReport {
 pub struct TemplateReport {
     pub name: String,
     pub image: String,
-    /// `synced`, `skipped` or `failed`.
-    pub status: &'static str,
+    pub status: TemplateStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sync: Option<SyncOutcome>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -47,19 +65,19 @@ impl RunReport {
         let done = all.iter().filter(|o| o.status == Status::Pushed).count();
         let published = all.iter().filter(|o| o.status != Status::Failed).count();
         let status = if done == all.len() {
-            "success"
+            RunStatus::Success
         } else if published == 0 {
-            "failed"
+            RunStatus::Failed
         } else {
-            "partial"
+            RunStatus::Partial
         };
         RunReport { status, images, runpod: Vec::new() }
     }
 
     /// Adds the templates' results; any template not synced makes a success partial.
     pub fn with_runpod(mut self, runpod: Vec<TemplateReport>) -> Self {
-        if self.status == "success" && runpod.iter().any(|t| t.status != "synced") {
-            self.status = "partial";
+        if self.status == RunStatus::Success && runpod.iter().any(|t| t.status != TemplateStatus::Synced) {
+            self.status = RunStatus::Partial;
         }
         self.runpod = runpod;
         self
@@ -92,6 +110,9 @@ pub fn plan_text(plan: &Plan) -> String {
         let endpoints =
             if t.endpoints.is_empty() { String::new() } else { format!(", then endpoints {}", t.endpoints.join(", ")) };
         let _ = writeln!(s, "runpod     template {} follows image {} once it is published{endpoints}", t.name, t.image);
+        for (i, step) in t.steps.iter().enumerate() {
+            let _ = writeln!(s, "  step {}   {}", i + 1, step.describe());
+        }
     }
     s
 }
@@ -161,6 +182,9 @@ fn plan_images_text(plan: &Plan) -> String {
                 "    blobs    up to {layers} to send, {} (blobs the registry already has are skipped)",
                 ByteSize(to_send)
             );
+            for (i, step) in t.steps.iter().enumerate() {
+                let _ = writeln!(s, "    step {}   {}", i + 1, step.describe());
+            }
         }
     }
     s

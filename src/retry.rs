@@ -1,5 +1,6 @@
 //! One retry policy and one classification of answers for every remote client: registries,
-//! RunPod, Docker Hub's API, ECR Public and STS, Fulcio, Rekor, the Actions OIDC endpoint.
+//! RunPod, Docker Hub's API, ECR Public and STS, Fulcio, Rekor, the Actions OIDC endpoint,
+//! GitHub's REST API.
 //! As regclient's `reghttp` does: 401 → authenticate again (once); 408, 429 and 5xx → back
 //! off (honouring `Retry-After` when given); everything else is final.
 

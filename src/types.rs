@@ -133,6 +133,33 @@ impl FromStr for ByteSize {
     }
 }
 
+/// An enum of outcomes that reads as one word, the same in JSON and in text: statuses and
+/// actions are typed values, turned into words only at the edge (`Display`, `Serialize`).
+#[macro_export]
+macro_rules! word_enum {
+    ($(#[$m:meta])* pub enum $name:ident { $($(#[$vm:meta])* $v:ident => $text:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+        pub enum $name {
+            $($(#[$vm])* #[serde(rename = $text)] $v),+
+        }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$v => $text),+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
 /// A secret string (password, token). `Debug` and `Display` print `***`; only
 /// [`Secret::expose`] reveals it, and only code that puts it on the wire calls that.
 #[derive(Clone, PartialEq, Eq)]

@@ -27,7 +27,7 @@ pub struct SelfHostedArgs {
 /// Exit 2 naming the first of `paths` that exists: `init` never overwrites.
 fn refuse_existing<'a>(paths: impl IntoIterator<Item = &'a Path>) -> Result<(), UsageError> {
     match paths.into_iter().find(|p| std::fs::symlink_metadata(p).is_ok()) {
-        Some(p) => Err(UsageError(format!(
+        Some(p) => Err(UsageError::Message(format!(
             "{} exists: publish init never overwrites; move it away to start again",
             p.display()
         ))),
@@ -334,7 +334,7 @@ pub fn init(args: InitArgs, env: &Env) -> anyhow::Result<ExitStatus> {
     }
     let dir = &args.dir;
     if !dir.is_dir() {
-        return Err(UsageError(format!("{}: not a directory", dir.display())).into());
+        return Err(UsageError::Message(format!("{}: not a directory", dir.display())).into());
     }
     let policy_path = dir.join("publish.yaml");
     let workflow_path = dir.join(".github/workflows/publish.yml");

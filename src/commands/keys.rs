@@ -16,10 +16,10 @@ pub struct KeyPairArgs {
 
 pub fn generate_key_pair(args: KeyPairArgs, env: &Env) -> anyhow::Result<ExitStatus> {
     let password = env.get(COSIGN_PASSWORD).ok_or_else(|| {
-        UsageError(format!("set {COSIGN_PASSWORD} to the password for the new key (it may be empty)"))
+        UsageError::Message(format!("set {COSIGN_PASSWORD} to the password for the new key (it may be empty)"))
     })?;
-    let (key, public) = crate::sign::keys::generate(&args.dir, &Secret::new(password.clone()), args.force)
-        .map_err(|e| UsageError(e.to_string()))?;
+    let (key, public) =
+        crate::sign::keys::generate(&args.dir, &Secret::new(password.clone()), args.force).map_err(UsageError::of)?;
     super::print_out(&format!(
         "Private key written to {}\nPublic key written to {}\n",
         key.display(),

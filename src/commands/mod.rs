@@ -94,21 +94,30 @@ impl From<ExitStatus> for ExitCode {
     }
 }
 
-/// A mistake in how the tool was called (exit 2): nothing was written.
+/// A mistake in how the tool was called or configured (exit 2), found before anything was
+/// written: a message, or the typed error that found it, kept as it is (its text unchanged).
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
+pub enum UsageError {
+    #[error("{0}")]
+    Message(String),
+    #[error(transparent)]
+    Typed(Box<dyn std::error::Error + Send + Sync>),
+}
 
-/// The exit code for an error that ended a command.
-pub fn exit_for(err: &anyhow::Error) -> ExitStatus {
-    if err.downcast_ref::<Diagnostics>().is_some()
-        || err.downcast_ref::<UsageError>().is_some()
-        || err.downcast_ref::<TemplateErrors>().is_some()
-    {
-        ExitStatus::Usage
-    } else {
-        ExitStatus::Failure
+impl UsageError {
+    /// A typed error (or `anyhow` one) as a usage mistake, without flattening it to text.
+    pub fn of(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> UsageError {
+        UsageError::Typed(e.into())
     }
+}
+
+/// The exit code for an error that ended a command: the one classification. A policy
+/// mistake (`Diagnostics`), a template that does not render (`TemplateErrors`) or any other
+/// `UsageError`, wherever it stands in the error's chain, is exit 2; anything else (network,
+/// authentication, a registry's refusal) is exit 1.
+pub fn exit_for(err: &anyhow::Error) -> ExitStatus {
+    let usage = err.chain().any(|e| e.is::<Diagnostics>() || e.is::<UsageError>() || e.is::<TemplateErrors>());
+    if usage { ExitStatus::Usage } else { ExitStatus::Failure }
 }
 
 pub async fn execute(request: Request) -> anyhow::Result<ExitStatus> {
@@ -131,7 +140,7 @@ pub async fn execute(request: Request) -> anyhow::Result<ExitStatus> {
         Request::Verify(args) => verify::verify(args, &env).await,
         Request::GenerateKeyPair(args) => keys::generate_key_pair(args, &env),
         Request::Init(args) => init::init(args, &env),
-        Request::Refused(why) => Err(UsageError(why).into()),
+        Request::Refused(why) => Err(UsageError::Message(why).into()),
     }
 }
 
@@ -178,9 +187,9 @@ pub fn print_out(s: &str) {
 
 fn exit_for_report(report: &crate::report::RunReport) -> ExitStatus {
     match report.status {
-        "success" => ExitStatus::Success,
-        "partial" => ExitStatus::Partial,
-        _ => ExitStatus::Failure,
+        crate::report::RunStatus::Success => ExitStatus::Success,
+        crate::report::RunStatus::Partial => ExitStatus::Partial,
+        crate::report::RunStatus::Failed => ExitStatus::Failure,
     }
 }
 

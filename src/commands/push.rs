@@ -27,14 +27,15 @@ impl RegistryArgs {
     /// `--insecure` is refused off loopback.
     pub fn access(&self, reference: &Reference, env: &Env, config: ClientConfig) -> Result<RegistryAccess, UsageError> {
         if self.insecure && !reference.is_loopback() {
-            return Err(UsageError(format!(
+            return Err(UsageError::Message(format!(
                 "--insecure is only allowed for loopback registries, not {}",
                 reference.host
             )));
         }
         let source = CredentialSource::for_cli(&reference.host, self.username.as_deref(), self.password_env.as_deref());
         let endpoint = EndpointPlan::new(&reference.host, self.insecure, self.ca_file.clone());
-        let credential = source.resolve(env).map_err(|e| UsageError(format!("{e} (--password-env)")))?.credential();
+        let credential =
+            source.resolve(env).map_err(|e| UsageError::Message(format!("{e} (--password-env)")))?.credential();
         Ok(RegistryAccess { endpoint: endpoint.endpoint(), ca_file: endpoint.ca_file, credential, config })
     }
 
@@ -65,9 +66,9 @@ pub struct PushArgs {
 pub async fn push(args: PushArgs, env: &Env) -> anyhow::Result<ExitStatus> {
     let config = load::client_config(ClientConfig::default(), env);
     let dst = args.destination.strip_prefix("docker://").ok_or_else(|| {
-        UsageError(format!("destination {:?} must be docker://HOST/REPOSITORY[:TAG]", args.destination))
+        UsageError::Message(format!("destination {:?} must be docker://HOST/REPOSITORY[:TAG]", args.destination))
     })?;
-    let reference = Reference::parse(dst).map_err(|e| UsageError(format!("destination {dst:?}: {e}")))?;
+    let reference = Reference::parse(dst).map_err(|e| UsageError::Message(format!("destination {dst:?}: {e}")))?;
     let access = args.registry.access(&reference, env, config)?;
     let registry = match crate::image::Transport::parse(&args.source, std::path::Path::new(".")) {
         Ok(crate::image::Transport::Registry { reference: r }) => {
@@ -87,12 +88,12 @@ pub async fn push(args: PushArgs, env: &Env) -> anyhow::Result<ExitStatus> {
         Err(e) if e.downcast_ref::<crate::registry::RegistryError>().is_some() => {
             return Err(e.context(format!("source {}", args.source)));
         }
-        Err(e) => return Err(UsageError(format!("source {}: {e:#}", args.source)).into()),
+        Err(e) => return Err(UsageError::Message(format!("source {}: {e:#}", args.source)).into()),
     };
     if let Some(d) = &reference.digest
         && d != &image.root.digest
     {
-        return Err(UsageError(format!(
+        return Err(UsageError::Message(format!(
             "destination digest {d} differs from the source's manifest {}",
             image.root.digest
         ))
@@ -103,11 +104,7 @@ pub async fn push(args: PushArgs, env: &Env) -> anyhow::Result<ExitStatus> {
         (None, Some(d)) => vec![d.to_string()],
         (None, None) => vec!["latest".to_string()],
     };
-    let mount_from = image
-        .origin
-        .as_ref()
-        .filter(|(host, repo)| *host == reference.host && *repo != reference.repository)
-        .map(|(_, repo)| repo.clone());
+    let mount_from = image.mount_source(&reference.host, &reference.repository);
     let dest = Destination {
         registry_id: reference.host.clone(),
         access,

@@ -12,6 +12,7 @@ use crate::execute;
 use crate::github;
 use crate::http::ClientConfig;
 use crate::image::Image;
+use crate::plan::steps::TemplateStep;
 use crate::plan::{Known, Measure, MeasuredUsage, PLAN_VERSION, Plan, SignMethod};
 use crate::policy::{Diagnostic, Diagnostics, Resolved};
 use crate::runpod::stage;
@@ -37,6 +38,8 @@ pub async fn run(args: RunArgs, env: &Env, actions: Option<&github::Actions>) ->
     let (mut plan, resolved, mut images, rendered) = match &args.plan {
         Some(file) => {
             let plan = read_plan(file)?;
+            crate::plan::steps::check(&plan)
+                .map_err(|e| UsageError::Message(format!("{}: {e}: make the plan again", file.display())))?;
             // Templates are re-rendered from the policy the plan names, and must match.
             let resolved =
                 if plan.templates.is_empty() { None } else { Some(load::policy(plan.policy.as_ref(), env)?) };
@@ -50,7 +53,7 @@ pub async fn run(args: RunArgs, env: &Env, actions: Option<&github::Actions>) ->
                 // Shown without secrets and without measuring: nothing is contacted.
                 offline
             } else {
-                let credentials = preflight(&offline.0, Some(&resolved), env)?;
+                let credentials = preflight(&offline.0, Some(&resolved), env, HashMap::new())?;
                 let known: Known = offline
                     .0
                     .images
@@ -62,7 +65,11 @@ pub async fn run(args: RunArgs, env: &Env, actions: Option<&github::Actions>) ->
                 let measured =
                     crate::plan::measure_usage(&resolved, env, Measure::Needed, &known, &resolved.transfer).await;
                 // Only a measurement can change the selection: otherwise the plan stands.
-                if measured.is_empty() { offline } else { crate::plan::finish(&resolved, &images, &measured)? }
+                if measured.is_empty() {
+                    offline
+                } else {
+                    crate::plan::remeasured(&resolved, &images, &measured, offline)?
+                }
             };
             let by_id = resolved.images.iter().map(|i| i.name.clone()).zip(images).collect();
             (plan, Some(resolved), by_id, Some(rendered))
@@ -70,7 +77,7 @@ pub async fn run(args: RunArgs, env: &Env, actions: Option<&github::Actions>) ->
     };
     let config = load::client_config(plan.transfer, env);
     if let Some(only) = &args.only {
-        plan.restrict(only).map_err(|e| UsageError(e.to_string()))?;
+        plan.restrict(only).map_err(UsageError::of)?;
     }
     if args.plan.is_some() {
         images = reopen(&plan, env, &config).await?;
@@ -80,10 +87,8 @@ pub async fn run(args: RunArgs, env: &Env, actions: Option<&github::Actions>) ->
         plan::print(&plan, args.policy.output);
         return Ok(ExitStatus::Success);
     }
-    let credentials = match early {
-        Some(c) if plan.images.iter().flat_map(|i| &i.targets).all(|t| c.contains_key(&t.id)) => c,
-        _ => preflight(&plan, resolved.as_ref(), env)?,
-    };
+    // Only targets the first preflight did not see (a measurement chose another registry).
+    let credentials = preflight(&plan, resolved.as_ref(), env, early.unwrap_or_default())?;
     let signer = prepare_signer(&plan, env, &config)?;
     let templates = prepare_templates(&plan, resolved.as_ref(), rendered, env, &config)?;
     let inputs = execute::Inputs {
@@ -105,22 +110,24 @@ pub async fn run(args: RunArgs, env: &Env, actions: Option<&github::Actions>) ->
 
 /// A saved plan, of this version.
 fn read_plan(file: &std::path::Path) -> anyhow::Result<Plan> {
-    let bytes = crate::http::read_file_limited(file, MAX_PLAN).map_err(|e| UsageError(e.to_string()))?;
-    let value: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| UsageError(format!("{}: not a plan (JSON error at line {})", file.display(), e.line())))?;
+    let bytes = crate::http::read_file_limited(file, MAX_PLAN).map_err(UsageError::of)?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        UsageError::Message(format!("{}: not a plan (JSON error at line {})", file.display(), e.line()))
+    })?;
     match value.get("version").and_then(serde_json::Value::as_u64) {
         Some(v) if v == u64::from(PLAN_VERSION) => {}
         Some(v) => {
-            return Err(UsageError(format!(
+            return Err(UsageError::Message(format!(
                 "{}: plan version {v}, but this publish reads version {PLAN_VERSION}: make the plan with the same publish",
                 file.display()
             ))
             .into());
         }
-        None => return Err(UsageError(format!("{}: not a plan (no version field)", file.display())).into()),
+        None => return Err(UsageError::Message(format!("{}: not a plan (no version field)", file.display())).into()),
     }
-    serde_path_to_error::deserialize(value)
-        .map_err(|e| UsageError(format!("{}: not a plan: {} ({})", file.display(), e.path(), e.inner())).into())
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        UsageError::Message(format!("{}: not a plan: {} ({})", file.display(), e.path(), e.inner())).into()
+    })
 }
 
 /// Opens every planned source again and checks it is still what was planned: a different
@@ -130,9 +137,9 @@ async fn reopen(plan: &Plan, env: &Env, config: &ClientConfig) -> anyhow::Result
     for img in &plan.images {
         let image = load::open_image(&img.open, env, config)
             .await
-            .map_err(|e| UsageError(format!("image {}: source {}: {e}", img.id, img.open.transport)))?;
+            .map_err(|e| UsageError::Message(format!("image {}: source {}: {e}", img.id, img.open.transport)))?;
         if image.root.digest != img.manifest_digest {
-            return Err(UsageError(format!(
+            return Err(UsageError::Message(format!(
                 "image {}: the source {} now has manifest {}, but the plan was made for {}: make the plan again",
                 img.id, img.open.transport, image.root.digest, img.manifest_digest
             ))
@@ -145,10 +152,17 @@ async fn reopen(plan: &Plan, env: &Env, config: &ClientConfig) -> anyhow::Result
 
 /// Resolves every target's credentials from its named source, before anything is contacted;
 /// a policy variable that is not set is exit 2 (located in the policy when it is at hand).
-fn preflight(plan: &Plan, resolved: Option<&Resolved>, env: &Env) -> anyhow::Result<HashMap<String, Credentials>> {
+/// Targets already in `known` are kept as they are (no credential helper runs twice).
+fn preflight(
+    plan: &Plan,
+    resolved: Option<&Resolved>,
+    env: &Env,
+    known: HashMap<String, Credentials>,
+) -> anyhow::Result<HashMap<String, Credentials>> {
     let mut errors: Vec<Diagnostic> = Vec::new();
-    let mut out = HashMap::new();
-    for t in plan.images.iter().flat_map(|i| &i.targets) {
+    let mut out = known;
+    let missing: Vec<_> = plan.images.iter().flat_map(|i| &i.targets).filter(|t| !out.contains_key(&t.id)).collect();
+    for t in missing {
         match t.credentials.resolve(env) {
             Ok(c) => {
                 out.insert(t.id.clone(), c);
@@ -195,7 +209,7 @@ fn prepare_signer(plan: &Plan, env: &Env, config: &ClientConfig) -> anyhow::Resu
             PreparedSigner::keyless(endpoints, env, config)
         }
     };
-    Ok(Some(prepared.map_err(|e| UsageError(e.to_string()))?))
+    Ok(Some(prepared.map_err(UsageError::of)?))
 }
 
 type Templates = (crate::runpod::Client, Vec<(stage::Rendered, crate::runpod::Wanted)>);
@@ -223,19 +237,36 @@ fn prepare_templates(
         if let Some(p) = &planned.body_digest
             && *p != digest
         {
-            return Err(UsageError(format!(
+            return Err(UsageError::Message(format!(
                 "template {}: the policy now renders a body with digest {digest}, but the plan has {p}: make the plan again",
                 r.template.name
             ))
             .into());
         }
-        let w = stage::wanted(&r, env).map_err(|e| UsageError(e.to_string()))?;
+        let mut w = stage::wanted(&r, env).map_err(UsageError::of)?;
+        // The plan's steps, exactly: its endpoints, and a credential only where it says so.
+        w.endpoints = planned
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                TemplateStep::MoveEndpoint { id } => Some(id.clone()),
+                _ => None,
+            })
+            .collect();
+        let credential_step = planned.steps.iter().any(|s| matches!(s, TemplateStep::PullCredential { .. }));
+        if credential_step != w.credential.is_some() {
+            return Err(UsageError::Message(format!(
+                "template {}: the plan's steps and the policy disagree on its registry credential: make the plan again",
+                r.template.name
+            ))
+            .into());
+        }
         wanted.push((r, w));
     }
     if wanted.is_empty() {
         return Ok(None);
     }
-    let client = stage::client(rp, env, config).map_err(|e| UsageError(e.to_string()))?;
+    let client = stage::client(rp, env, config).map_err(UsageError::of)?;
     Ok(Some((client, wanted)))
 }
 

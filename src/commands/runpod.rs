@@ -23,10 +23,10 @@ pub enum RunPodCommand {
 
 pub async fn runpod(args: RunPodArgs, env: &Env) -> anyhow::Result<ExitStatus> {
     let (resolved, images) = load::policy_and_images(&args.policy.policy, env).await?;
-    let Some(rp) = resolved.runpod.as_ref().filter(|rp| !rp.templates.is_empty()) else {
-        return Err(UsageError(format!("{}: no runpod: templates to work on", resolved.file)).into());
-    };
     let (plan, rendered) = crate::plan::finish(&resolved, &images, &MeasuredUsage::new())?;
+    let Some(rp) = resolved.runpod.as_ref().filter(|rp| !rp.templates.is_empty()) else {
+        return Err(UsageError::Message(format!("{}: no runpod: templates to work on", resolved.file)).into());
+    };
     let config = &resolved.transfer;
     match args.command {
         RunPodCommand::Render { template } => {
@@ -36,7 +36,7 @@ pub async fn runpod(args: RunPodArgs, env: &Env) -> anyhow::Result<ExitStatus> {
                 .map(|r| &r.body)
                 .collect();
             match (&template, bodies.as_slice()) {
-                (Some(t), []) => return Err(UsageError(format!("no template named {t:?}")).into()),
+                (Some(t), []) => return Err(UsageError::Message(format!("no template named {t:?}")).into()),
                 (Some(_), [one]) => super::print_out(&format!("{}\n", crate::report::json(one))),
                 _ => super::print_out(&format!("{}\n", crate::report::json(&bodies))),
             }
@@ -48,8 +48,8 @@ pub async fn runpod(args: RunPodArgs, env: &Env) -> anyhow::Result<ExitStatus> {
                 .iter()
                 .map(|r| stage::wanted(r, env).map(|w| (r, w)))
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| UsageError(e.to_string()))?;
-            let client = stage::client(rp, env, config).map_err(|e| UsageError(e.to_string()))?;
+                .map_err(UsageError::of)?;
+            let client = stage::client(rp, env, config).map_err(UsageError::of)?;
             // Templates only ever follow signed images: with signing in the policy, each image
             // is verified with the policy's key before its template moves.
             let verifier = signature_verifier(&plan, env).await?;
@@ -136,22 +136,19 @@ async fn signature_verifier(plan: &crate::plan::Plan, env: &Env) -> anyhow::Resu
         && let Ok(pem) = crate::http::read_file_limited(&public, 64 * 1024)
         && let Some(spki) = crate::sign::tlog::pem_der(&pem)
     {
-        let key = crate::sign::keys::load_public(&public).map_err(|e| UsageError(e.to_string()))?;
+        let key = crate::sign::keys::load_public(&public).map_err(UsageError::of)?;
         return Ok(Some(crate::sign::Verifier::Key { key, spki, trust: None }));
     }
     let var = s.password_env.as_deref().unwrap_or(crate::sign::keys::COSIGN_PASSWORD);
     let password = env
         .get(var)
-        .ok_or_else(|| UsageError(format!("environment variable {var} (the signing key's password) is not set: runpod sync verifies each image's signature with the policy's key")))?;
+        .ok_or_else(|| UsageError::Message(format!("environment variable {var} (the signing key's password) is not set: runpod sync verifies each image's signature with the policy's key")))?;
     let signer = crate::sign::keys::KeySigner::load(key, &crate::types::Secret::new(password.clone()), env)
-        .map_err(|e| UsageError(e.to_string()))?;
+        .map_err(UsageError::of)?;
     let pem = signer.public_pem();
-    let spki = crate::sign::tlog::pem_der(pem.as_bytes()).ok_or_else(|| UsageError(format!("{key}: no public key")))?;
-    Ok(Some(crate::sign::Verifier::Key {
-        key: signer.verification_key().map_err(|e| UsageError(e.to_string()))?,
-        spki,
-        trust: None,
-    }))
+    let spki = crate::sign::tlog::pem_der(pem.as_bytes())
+        .ok_or_else(|| UsageError::Message(format!("{key}: no public key")))?;
+    Ok(Some(crate::sign::Verifier::Key { key: signer.verification_key().map_err(UsageError::of)?, spki, trust: None }))
 }
 
 /// Keyless: who may have signed, and the roots that certify it (cosign's environment for a
@@ -163,10 +160,10 @@ async fn keyless_verifier(s: &crate::plan::SigningPlan, env: &Env) -> anyhow::Re
         (Some(workflow), _) => Matcher::Exact(format!("https://github.com/{workflow}")),
         (None, Some(repository)) => {
             Matcher::regex(&format!("https://github\\.com/{}/\\.github/workflows/.+", regex::escape(&repository)))
-                .map_err(UsageError)?
+                .map_err(UsageError::Message)?
         }
         (None, None) => {
-            return Err(UsageError(
+            return Err(UsageError::Message(
                 "runpod sync verifies keyless signatures against the workflow that made them: set GITHUB_REPOSITORY=OWNER/REPO (any of its workflows) or GITHUB_WORKFLOW_REF (one workflow), as GitHub Actions does".into(),
             )
             .into());
@@ -176,7 +173,7 @@ async fn keyless_verifier(s: &crate::plan::SigningPlan, env: &Env) -> anyhow::Re
         var(name)
             .map(|path| {
                 crate::http::read_file_limited(std::path::Path::new(&path), 4 * 1024 * 1024)
-                    .map_err(|e| UsageError(format!("{name}: {e}")).into())
+                    .map_err(|e| UsageError::Message(format!("{name}: {e}")).into())
             })
             .transpose()
     };
@@ -185,14 +182,14 @@ async fn keyless_verifier(s: &crate::plan::SigningPlan, env: &Env) -> anyhow::Re
             let rekor = read("SIGSTORE_REKOR_PUBLIC_KEY")?;
             let ctlog = read("SIGSTORE_CT_LOG_PUBLIC_KEY_FILE")?;
             crate::sign::trust::TrustedRoot::from_pem(&roots, rekor.as_deref(), ctlog.as_deref())
-                .map_err(|e| UsageError(format!("SIGSTORE_ROOT_FILE: {e}")))?
+                .map_err(|e| UsageError::Message(format!("SIGSTORE_ROOT_FILE: {e}")))?
         }
         None if s.fulcio_url.is_none() => {
             let cache = super::load::cache_dir(env).join("tuf");
             crate::sign::trust::TrustedRoot::public_good(Some(&cache)).await.map_err(anyhow::Error::msg)?
         }
         None => {
-            return Err(UsageError(format!(
+            return Err(UsageError::Message(format!(
                 "runpod sync verifies keyless signatures from {} against roots it is given: set SIGSTORE_ROOT_FILE (and SIGSTORE_REKOR_PUBLIC_KEY, SIGSTORE_CT_LOG_PUBLIC_KEY_FILE), as for cosign",
                 s.fulcio_url.as_deref().unwrap_or_default()
             ))
@@ -214,10 +211,9 @@ async fn published(
     env: &Env,
     config: &crate::http::ClientConfig,
 ) -> anyhow::Result<Published> {
-    let resolved = t
-        .credentials
-        .resolve(env)
-        .map_err(|m| UsageError(format!("environment variable {} is not set (registry {})", m.variable, t.registry)))?;
+    let resolved = t.credentials.resolve(env).map_err(|m| {
+        UsageError::Message(format!("environment variable {} is not set (registry {})", m.variable, t.registry))
+    })?;
     let credential = match resolved {
         crate::credentials::Resolved::AwsChain => {
             Some(crate::registry::ecr::Api::from_environment(env, config).await?.registry_credential().await?)

@@ -24,34 +24,37 @@ pub struct SignArgs {
 
 pub fn parse_reference(s: &str) -> Result<Reference, UsageError> {
     let s = s.strip_prefix("docker://").unwrap_or(s);
-    Reference::parse(s).map_err(|e| UsageError(format!("{s:?}: {e}")))
+    Reference::parse(s).map_err(|e| UsageError::Message(format!("{s:?}: {e}")))
 }
 
 pub async fn sign(args: SignArgs, env: &Env) -> anyhow::Result<ExitStatus> {
     let config = super::load::client_config(crate::http::ClientConfig::default(), env);
     let reference = parse_reference(&args.reference)?;
     let digest = reference.digest.clone().ok_or_else(|| {
-        UsageError(format!(
+        UsageError::Message(format!(
             "sign {}: name the image by digest, REF@sha256:…, so the signature covers exactly it",
             args.reference
         ))
     })?;
     let prepared = match &args.key {
+        Some(_) if !env.contains_key(sign::keys::COSIGN_PASSWORD) => {
+            return Err(UsageError::Message("set COSIGN_PASSWORD to the key's password".into()).into());
+        }
         Some(key) => {
             let rekor = args.tlog_upload.then_some(args.keyless.rekor.as_str());
             PreparedSigner::key(key, sign::keys::COSIGN_PASSWORD, rekor, env, &config)
         }
         None => PreparedSigner::keyless(args.keyless.clone(), env, &config),
     }
-    .map_err(|e| UsageError(e.to_string()))?;
+    .map_err(UsageError::of)?;
     let client = args.registry.client(&reference, env, config)?;
     client.authenticate().await?;
-    let (found, media_type, size) = client
+    let found = client
         .resolve(digest.as_str())
         .await?
         .ok_or_else(|| anyhow::anyhow!("{}: no manifest {digest} in {}", reference.host, reference.repository))?;
-    if found != digest {
-        anyhow::bail!("{}: the registry served {found} for {digest}", reference.host);
+    if found.digest != digest {
+        anyhow::bail!("{}: the registry served {} for {digest}", reference.host, found.digest);
     }
     if args.dry_run {
         let mut would = Vec::new();
@@ -61,7 +64,13 @@ pub async fn sign(args: SignArgs, env: &Env) -> anyhow::Result<ExitStatus> {
         if matches!(args.format, sign::Format::Bundle | sign::Format::Both) {
             would.push(format!("{}:{} (bundle referrer, fallback tag)", reference.name(), sign::fallback_tag(&digest)));
         }
-        let how = prepared.describe();
+        let how = match (&prepared, args.tlog_upload) {
+            (PreparedSigner::Key(..), false) => "with the key".to_string(),
+            (PreparedSigner::Key(..), true) => format!("with the key, logged in Rekor {}", args.keyless.rekor),
+            (PreparedSigner::Keyless(_), _) => {
+                format!("keyless (Fulcio {}, Rekor {})", args.keyless.fulcio, args.keyless.rekor)
+            }
+        };
         let doc = serde_json::json!({"dry_run": true, "digest": digest, "signer": how, "would_write": would});
         super::print_json_or(args.output, &doc, || {
             let mut s = format!("Dry run: nothing is written; {}@{digest} would be signed {how}\n", reference.name());
@@ -73,7 +82,8 @@ pub async fn sign(args: SignArgs, env: &Env) -> anyhow::Result<ExitStatus> {
         return Ok(ExitStatus::Success);
     }
     let signer = prepared.signer().await?;
-    let subject = sign::Subject { repository: reference.name(), digest, media_type, size };
+    let subject =
+        sign::Subject { repository: reference.name(), digest, media_type: found.media_type, size: found.size };
     let signed = sign::sign(&client, &reference.repository, &subject, signer, args.format).await?;
     super::print_json_or(args.output, &signed, || {
         let mut s = String::new();

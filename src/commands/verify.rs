@@ -37,7 +37,7 @@ pub struct VerifyArgs {
 const MAX_TRUSTED_ROOT: u64 = 4 * 1024 * 1024;
 
 fn read(path: &Path, what: &str) -> Result<Vec<u8>, UsageError> {
-    crate::http::read_file_limited(path, MAX_TRUSTED_ROOT).map_err(|e| UsageError(format!("{what}: {e}")))
+    crate::http::read_file_limited(path, MAX_TRUSTED_ROOT).map_err(|e| UsageError::Message(format!("{what}: {e}")))
 }
 
 /// The trust roots: `--trusted-root`, `--certificate-roots` (with cosign's environment
@@ -45,7 +45,7 @@ fn read(path: &Path, what: &str) -> Result<Vec<u8>, UsageError> {
 async fn trust(args: &VerifyArgs, env: &Env, required: bool) -> anyhow::Result<Option<TrustedRoot>> {
     if let Some(path) = &args.trusted_root {
         let mut t = TrustedRoot::from_json(&read(path, "--trusted-root")?)
-            .map_err(|e| UsageError(format!("--trusted-root {}: {e}", path.display())))?;
+            .map_err(|e| UsageError::Message(format!("--trusted-root {}: {e}", path.display())))?;
         t.source = path.display().to_string();
         return Ok(Some(t));
     }
@@ -56,7 +56,7 @@ async fn trust(args: &VerifyArgs, env: &Env, required: bool) -> anyhow::Result<O
         let rekor = key("SIGSTORE_REKOR_PUBLIC_KEY")?;
         let ctlog = key("SIGSTORE_CT_LOG_PUBLIC_KEY_FILE")?;
         let mut t = TrustedRoot::from_pem(&read(path, "--certificate-roots")?, rekor.as_deref(), ctlog.as_deref())
-            .map_err(|e| UsageError(format!("--certificate-roots {}: {e}", path.display())))?;
+            .map_err(|e| UsageError::Message(format!("--certificate-roots {}: {e}", path.display())))?;
         t.source = path.display().to_string();
         return Ok(Some(t));
     }
@@ -64,7 +64,7 @@ async fn trust(args: &VerifyArgs, env: &Env, required: bool) -> anyhow::Result<O
         return Ok(None);
     }
     if args.offline {
-        return Err(UsageError(
+        return Err(UsageError::Message(
             "--offline: keyless verification needs trust roots from a file: give --trusted-root trusted_root.json (Sigstore's format, as cosign takes it)".into(),
         )
         .into());
@@ -76,7 +76,7 @@ async fn trust(args: &VerifyArgs, env: &Env, required: bool) -> anyhow::Result<O
 fn matcher(exact: &Option<String>, regexp: &Option<String>, flag: &str) -> Result<Option<Matcher>, UsageError> {
     match (exact, regexp) {
         (Some(e), _) => Ok(Some(Matcher::Exact(e.clone()))),
-        (None, Some(r)) => Matcher::regex(r).map(Some).map_err(|e| UsageError(format!("--{flag}-regexp {e}"))),
+        (None, Some(r)) => Matcher::regex(r).map(Some).map_err(|e| UsageError::Message(format!("--{flag}-regexp {e}"))),
         (None, None) => Ok(None),
     }
 }
@@ -90,9 +90,9 @@ pub async fn verify(args: VerifyArgs, env: &Env) -> anyhow::Result<ExitStatus> {
         (Some(key), None, None) => {
             let pem = read(key, "--key")?;
             let spki = crate::sign::tlog::pem_der(&pem)
-                .ok_or_else(|| UsageError(format!("--key {}: not a PEM public key", key.display())))?;
+                .ok_or_else(|| UsageError::Message(format!("--key {}: not a PEM public key", key.display())))?;
             sign::Verifier::Key {
-                key: sign::keys::load_public(key).map_err(|e| UsageError(e.to_string()))?,
+                key: sign::keys::load_public(key).map_err(UsageError::of)?,
                 spki,
                 trust: trust(&args, env, false).await?,
             }
@@ -102,7 +102,7 @@ pub async fn verify(args: VerifyArgs, env: &Env) -> anyhow::Result<ExitStatus> {
             trust: trust(&args, env, true).await?.unwrap_or_default(),
         },
         _ => {
-            return Err(UsageError(
+            return Err(UsageError::Message(
                 "verify with --key cosign.pub, or keyless with --certificate-identity[-regexp] and --certificate-oidc-issuer[-regexp]"
                     .into(),
             )
@@ -115,7 +115,11 @@ pub async fn verify(args: VerifyArgs, env: &Env) -> anyhow::Result<ExitStatus> {
         Some(d) => d.clone(),
         None => {
             let tag = reference.tag.clone().unwrap_or_else(|| crate::reference::DEFAULT_TAG.into());
-            client.resolve(&tag).await?.ok_or_else(|| anyhow::anyhow!("{}: no image {reference}", reference.host))?.0
+            client
+                .resolve(&tag)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("{}: no image {reference}", reference.host))?
+                .digest
         }
     };
     let verified = sign::verify(&client, &reference.repository, &digest, &verifier, args.options).await?;

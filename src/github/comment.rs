@@ -23,7 +23,8 @@ pub enum Upsert {
     Updated(u64),
 }
 
-/// The pages of comments read at most (100 comments each).
+/// The pages of comments read at most (100 comments each): past that, no comment rather than
+/// a second one.
 const MAX_PAGES: usize = 50;
 
 /// Creates the plan comment on pull request `number`, or updates the one already there.
@@ -47,6 +48,11 @@ pub async fn upsert(
     for _ in 0..MAX_PAGES {
         let Some(url) = next.take() else { break };
         let (page, link) = api.call(reqwest::Method::GET, &url, None).await?;
+        if !page.is_array() {
+            return Err(CommentError(format!(
+                "listing the comments of #{number} answered something other than a list"
+            )));
+        }
         let ours = page
             .as_array()
             .into_iter()
@@ -59,6 +65,12 @@ pub async fn upsert(
         }
         // The token goes to the API's own origin only.
         next = link.filter(|n| n.origin() == base.origin());
+    }
+    if next.is_some() {
+        return Err(CommentError(format!(
+            "pull request #{number} has more than {} comments: the plan is in the job summary only",
+            MAX_PAGES * 100
+        )));
     }
     let (created, _) = api.call(reqwest::Method::POST, &list, Some(&body)).await?;
     created
@@ -87,7 +99,12 @@ impl Api<'_> {
         body: Option<&Value>,
     ) -> Result<(Value, Option<url::Url>), CommentError> {
         let what = format!("GitHub {method} {}", url.path());
-        let resp = crate::retry::send(&self.config.retry(), &what, || {
+        // A create is not retried: a lost answer could mean a second comment.
+        let mut retry = self.config.retry();
+        if method == reqwest::Method::POST {
+            retry.attempts = 1;
+        }
+        let resp = crate::retry::send(&retry, &what, || {
             let req = self
                 .http
                 .request(method.clone(), url.clone())
@@ -113,7 +130,7 @@ impl Api<'_> {
         let value: Value = json_limited(resp, 4 * MAX_SMALL_BODY).await.unwrap_or(Value::Null);
         if !status.is_success() {
             let message = value.get("message").and_then(Value::as_str).unwrap_or("no message");
-            return Err(CommentError(format!("{what}: {message} ({})", status.as_u16())));
+            return Err(CommentError(format!("{message} ({status})")));
         }
         Ok((value, next))
     }

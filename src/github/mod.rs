@@ -1,7 +1,7 @@
 //! GitHub Actions integration: workflow commands (masks, annotations, groups) on stderr, step
 //! outputs in `$GITHUB_OUTPUT`, the job summary in `$GITHUB_STEP_SUMMARY`, and the plan as one
-//! upserted pull-request comment through the REST API (octocrab, base URL from
-//! `GITHUB_API_URL`). Active only when `GITHUB_ACTIONS=true`.
+//! upserted pull-request comment through the REST API (`comment`, over the program's HTTP
+//! client, base URL from `GITHUB_API_URL`). Active only when `GITHUB_ACTIONS=true`.
 //!
 //! Workflow commands go to stderr: the runner reads commands from both streams, and stdout
 //! stays one clean JSON document with `--output json`.

@@ -27,8 +27,8 @@ fn outputs<T: serde::Serialize>(result: &T, digest: String, references: Referenc
     ]
 }
 
-/// Outputs (with `matrix` and the plan as `plan`), job summary and, on a pull request, the
-/// plan as one upserted comment.
+/// Outputs (the plan as `result`, and `matrix`), job summary and, on a pull request, the plan
+/// as one upserted comment.
 pub async fn plan(a: &Actions, plan: &Plan, token: Option<&Secret>, config: &ClientConfig) -> anyhow::Result<()> {
     let mut images = References::new();
     for i in &plan.images {

@@ -1,7 +1,8 @@
 //! Image sources: open an image where CI left it, in skopeo's syntax (`oci:DIR[:REF]`,
 //! `oci-archive:FILE[:REF]`, `docker-archive:FILE[:REF]`, `docker-daemon:NAME`,
 //! `docker://HOST/REPO`), read and verify its manifests and configs, and stream its blobs. Layers are never held in memory; only manifests and configs (bounded) are read
-//! whole. Knows nothing of registries or policies.
+//! whole. Knows nothing of policies; a `docker://` source reads its blobs through the
+//! registry client (`remote`).
 
 pub mod daemon;
 pub mod docker;
@@ -300,6 +301,12 @@ impl Image {
             return Ok(());
         }
         self.blobs().into_iter().try_for_each(|d| self.store.check_blob(&d.digest, d.size, hash))
+    }
+
+    /// The repository on `host` to mount this image's blobs from when pushing to
+    /// `repository` there: the one it was read from, if on the same registry and not the same.
+    pub fn mount_source(&self, host: &str, repository: &str) -> Option<String> {
+        self.origin.as_ref().filter(|(h, repo)| h == host && repo != repository).map(|(_, repo)| repo.clone())
     }
 
     /// Whether the image is read from files here (not from a registry).

@@ -5,7 +5,7 @@
 use super::*;
 use crate::image::{Image, Transport};
 use crate::policy::{Diagnostic, Diagnostics, Resolved, ResolvedImage, ResolvedRegistry};
-use crate::select::{self, Candidate, ImageFacts, Usage, VerdictKind, catalog};
+use crate::select::{self, Candidate, ImageFacts, Usage, UsageSource, VerdictKind, catalog};
 
 /// A source that could not be opened, as a diagnostic at image `i`'s `source` field.
 pub fn source_diagnostic(resolved: &Resolved, i: usize, message: String) -> Diagnostic {
@@ -99,16 +99,19 @@ pub fn build(resolved: &Resolved, images: &[Image], measured: &MeasuredUsage) ->
             target: plans.iter().find(|i| i.id == t.image).and_then(|i| i.targets.first()).map(|t| t.id.clone()),
             body_digest: None,
             endpoints: t.endpoints.clone(),
+            steps: Vec::new(),
         })
         .collect();
-    Ok(Plan {
+    let mut plan = Plan {
         version: PLAN_VERSION,
         policy: resolved.file.clone(),
         transfer: resolved.transfer,
         images: plans,
         signing,
         templates,
-    })
+    };
+    super::steps::fill(&mut plan);
+    Ok(plan)
 }
 
 /// How to open an image's source again: its transport with the path resolved, and, for a
@@ -154,7 +157,7 @@ fn usage_for(r: &ResolvedRegistry, measured: &MeasuredUsage) -> Usage {
         storage: r.used.storage,
         transfer: r.used.transfer,
         private_repositories: r.used.private_repositories,
-        source: if given { "policy" } else { "unknown" },
+        source: if given { UsageSource::Policy } else { UsageSource::Unknown },
         anonymous_pulls: None,
     }
 }
@@ -291,7 +294,7 @@ fn nothing_fits(resolved: &Resolved, spec: &ResolvedImage, facts: &ImageFacts, v
             "\n    {} ({}): {}",
             v.registry,
             v.label,
-            v.reasons.iter().filter(|r| !r.starts_with("anonymous pulls")).cloned().collect::<Vec<_>>().join("; ")
+            v.reasons.iter().filter(|r| !v.notes.contains(r)).cloned().collect::<Vec<_>>().join("; ")
         ));
         for fix in &v.fixes {
             message.push_str(&format!("\n      to fit: {fix}"));
@@ -319,14 +322,11 @@ fn target_plan(spec: &ResolvedImage, image: &Image, v: &Verdict, r: &ResolvedReg
         reason: v.reasons.first().cloned().unwrap_or_default(),
         endpoint: EndpointPlan::new(&r.host, r.insecure, r.ca_file.clone()),
         upload: UploadPlan::for_registry(r.kind, r.chunk_size),
-        mount_from: image
-            .origin
-            .as_ref()
-            .filter(|(host, repo)| *host == r.host && *repo != path)
-            .map(|(_, repo)| repo.clone()),
+        mount_from: image.mount_source(&r.host, &path),
         credentials: CredentialSource::for_registry(r.kind, &r.host, r.credentials.as_ref()),
         pull_credentials: r.pull_credentials.as_ref().map(|c| CredentialSource::for_registry(r.kind, &r.host, Some(c))),
         path,
+        steps: Vec::new(),
     }
 }
 

@@ -8,7 +8,7 @@ use crate::credentials::{CredentialSource, Env};
 use crate::http::ClientConfig;
 use crate::policy::{RegistryKind, Resolved, ResolvedRegistry, Visibility};
 use crate::registry::{Credential, Endpoint, RegistryAccess, usage};
-use crate::select::Usage;
+use crate::select::{Usage, UsageSource};
 
 /// The repository Docker documents for checking the pull limit.
 const PROBE_REPOSITORY: &str = "ratelimitpreview/test";
@@ -103,7 +103,7 @@ pub async fn measure_usage(
 }
 
 fn entry<'a>(measured: &'a mut MeasuredUsage, r: &ResolvedRegistry) -> &'a mut Usage {
-    measured.entry(r.id.clone()).or_insert_with(|| Usage { source: "measured", ..Default::default() })
+    measured.entry(r.id.clone()).or_insert_with(|| Usage { source: UsageSource::Measured, ..Default::default() })
 }
 
 /// What RunPod's anonymous cold starts run into on Docker Hub: the limit and window it states
@@ -155,8 +155,10 @@ async fn measure_catalog(r: &ResolvedRegistry, access: &RegistryAccess, measured
     match result {
         Ok(stored) => {
             tracing::info!(registry = %r.id, stored = %stored.bytes, repositories = stored.repositories, "measured usage");
-            measured
-                .insert(r.id.clone(), Usage { storage: Some(stored.bytes), source: "measured", ..Default::default() });
+            measured.insert(
+                r.id.clone(),
+                Usage { storage: Some(stored.bytes), source: UsageSource::Measured, ..Default::default() },
+            );
         }
         Err(e) => tracing::warn!(registry = %r.id, "usage not measured, so it stays unknown: {e}"),
     }

@@ -6,6 +6,7 @@
 
 pub mod build;
 mod measure;
+pub mod steps;
 pub use build::{MeasuredUsage, build, source_diagnostic};
 pub use measure::{Known, Measure, measure_usage};
 
@@ -35,8 +36,29 @@ pub fn finish(
     Ok((plan, rendered))
 }
 
+/// The plan rebuilt with `measured` usage. The templates rendered offline are kept when every
+/// template still pins the same target (a body depends only on its image and target); else
+/// they are rendered again.
+pub fn remeasured(
+    resolved: &crate::policy::Resolved,
+    images: &[crate::image::Image],
+    measured: &MeasuredUsage,
+    offline: (Plan, Vec<crate::runpod::stage::Rendered>),
+) -> anyhow::Result<(Plan, Vec<crate::runpod::stage::Rendered>)> {
+    let mut plan = build(resolved, images, measured)?;
+    let same = plan.templates.len() == offline.0.templates.len()
+        && plan.templates.iter().zip(&offline.0.templates).all(|(a, b)| a.name == b.name && a.target == b.target);
+    if !same {
+        return finish(resolved, images, measured);
+    }
+    for (t, before) in plan.templates.iter_mut().zip(&offline.0.templates) {
+        t.body_digest = before.body_digest.clone();
+    }
+    Ok((plan, offline.1))
+}
+
 /// The plan format's version: `run --plan` refuses any other.
-pub const PLAN_VERSION: u32 = 1;
+pub const PLAN_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Plan {
@@ -93,6 +115,9 @@ pub struct TemplatePlan {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_digest: Option<Digest>,
     pub endpoints: Vec<String>,
+    /// What a run writes on RunPod for it, in order.
+    #[serde(default)]
+    pub steps: Vec<steps::TemplateStep>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -248,6 +273,9 @@ pub struct TargetPlan {
     /// What RunPod pulls a private image with, when the policy names it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull_credentials: Option<CredentialSource>,
+    /// What a run writes for this target, in order.
+    #[serde(default)]
+    pub steps: Vec<steps::TargetStep>,
 }
 
 impl TargetPlan {

@@ -290,27 +290,31 @@ fn run_helper(helper: &str, host: &str) -> anyhow::Result<Option<Credential>> {
     if let Some(mut stdin) = child.stdin.take() {
         stdin.write_all(server.as_bytes())?;
     }
-    let pid = child.id();
+    // The answer is read on a thread; this one keeps the child, to kill it past the deadline.
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut out = Vec::new();
-        if let Some(stdout) = child.stdout.take() {
+    if let Some(stdout) = child.stdout.take() {
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
             let _ = stdout.take(MAX_HELPER_ANSWER + 1).read_to_end(&mut out);
-        }
-        if out.len() as u64 > MAX_HELPER_ANSWER {
-            let _ = child.kill();
-        }
-        let _ = tx.send((out, child.wait()));
-    });
-    let Ok((out, status)) = rx.recv_timeout(HELPER_TIMEOUT) else {
-        // SAFETY: a plain kill(2) of the child this function started, which has not been waited for.
-        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-        anyhow::bail!("credential helper {program} did not answer within {} s for {host}", HELPER_TIMEOUT.as_secs());
-    };
-    if out.len() as u64 > MAX_HELPER_ANSWER {
-        anyhow::bail!("credential helper {program} answered more than {MAX_HELPER_ANSWER} bytes for {host}");
+            let _ = tx.send(out);
+        });
     }
-    let status = status?;
+    let out = match rx.recv_timeout(HELPER_TIMEOUT) {
+        Ok(out) if out.len() as u64 <= MAX_HELPER_ANSWER => out,
+        answer => {
+            let _ = child.kill();
+            let _ = child.wait();
+            anyhow::bail!(
+                "credential helper {program} {} for {host}",
+                if answer.is_ok() {
+                    format!("answered more than {MAX_HELPER_ANSWER} bytes")
+                } else {
+                    format!("did not answer within {} s", HELPER_TIMEOUT.as_secs())
+                }
+            );
+        }
+    };
+    let status = child.wait()?;
     if !status.success() {
         let msg = String::from_utf8_lossy(&out).trim().to_string();
         if msg.contains("credentials not found") {

@@ -25,11 +25,17 @@ impl Client {
         Ok(Some(bytes))
     }
 
-    /// The digest, media type and size of what `reference` points at; `None` when absent.
-    pub async fn resolve(&self, reference: &str) -> Result<Option<(Digest, String, u64)>, RegistryError> {
+    /// The descriptor (digest, media type, size) of what `reference` points at; `None` when absent.
+    pub async fn resolve(&self, reference: &str) -> Result<Option<oci::Descriptor>, RegistryError> {
         let Some(bytes) = self.manifest(&self.repository, reference).await? else { return Ok(None) };
         let media_type = oci::media_type_of(&bytes).unwrap_or_else(|| oci::OCI_MANIFEST.to_string());
-        Ok(Some((Digest::of(&bytes), media_type, bytes.len() as u64)))
+        Ok(Some(oci::Descriptor {
+            media_type,
+            digest: Digest::of(&bytes),
+            size: bytes.len() as u64,
+            annotations: None,
+            platform: None,
+        }))
     }
 
     /// Whether `reference` can be pulled with no credentials at all: an anonymous token (when

@@ -1,5 +1,7 @@
-//! OCI distribution client over reqwest, one request path for every operation:
-//! `transport` (the request path: origins, retries, errors), `auth` (challenges, tokens,
+//! OCI distribution client over reqwest: `transport` (the request path of every small request
+//! and PATCH chunk: origins, retries, deadlines, errors; a streamed blob PUT and the sendfile
+//! PUT are sent on their own, under the same origin rule and deadline, and hand their answer
+//! to `Client::completed`), `auth` (challenges, tokens,
 //! Docker's config), `blob`, `upload` (sessions: begin, patch, status, finish), `manifest`,
 //! `catalog`. Every client is made from a `RegistryAccess` (address, CA, credential and the
 //! run's `ClientConfig`). It never holds a layer in memory and never logs a header.

@@ -228,7 +228,7 @@ async fn read_response(stream: &mut TcpStream) -> Result<http::Response<Vec<u8>>
 
 impl super::Client {
     /// One PUT with the blob's file range sent by sendfile(2), on the connection that opened
-    /// the session (see `super::sendfile`).
+    /// the session (see this module's comment); its answer goes to `Client::completed`.
     pub(super) async fn upload_sendfile(
         &self,
         digest: &Digest,

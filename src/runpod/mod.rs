@@ -196,12 +196,40 @@ impl PullCredential {
     }
 }
 
-/// What became of a credential the current one replaced.
+crate::word_enum! {
+    /// What became of a credential the current one replaces.
+    pub enum CredentialAction {
+        Deleted => "deleted",
+        /// With the reason: something still refers to it, or deleting failed.
+        Kept => "kept",
+        WouldDelete => "would-delete",
+    }
+}
+
+crate::word_enum! {
+    /// What a sync did (or, in a dry run, would do) to a template.
+    pub enum SyncAction {
+        Created => "created",
+        Updated => "updated",
+        Unchanged => "unchanged",
+        WouldCreate => "would-create",
+        WouldUpdate => "would-update",
+    }
+}
+
+crate::word_enum! {
+    /// What a sync did (or would do) to a serverless endpoint.
+    pub enum EndpointAction {
+        Updated => "updated",
+        Unchanged => "unchanged",
+        WouldUpdate => "would-update",
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ReplacedCredential {
     pub name: String,
-    /// `deleted`, `kept` (with the reason), or in a dry run `would-delete`.
-    pub action: &'static str,
+    pub action: CredentialAction,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
@@ -220,8 +248,7 @@ pub struct SyncOutcome {
     pub name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    /// `created`, `updated`, `unchanged`, or in a dry run `would-create`, `would-update`.
-    pub action: &'static str,
+    pub action: SyncAction,
     pub changes: Vec<FieldChange>,
     /// The registry credential's name, for private images (never its secret).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -235,8 +262,7 @@ pub struct SyncOutcome {
 #[derive(Debug, Clone, Serialize)]
 pub struct EndpointOutcome {
     pub id: String,
-    /// `updated`, `unchanged`, or `would-update`.
-    pub action: &'static str,
+    pub action: EndpointAction,
 }
 
 /// Creates or updates the template so RunPod has `wanted`, idempotently.
@@ -319,19 +345,19 @@ async fn move_template(
     changes: &[FieldChange],
     body: &Map<String, Value>,
     dry_run: bool,
-) -> Result<(&'static str, Option<String>), RunPodError> {
+) -> Result<(SyncAction, Option<String>), RunPodError> {
     Ok(match (id, changes.is_empty(), dry_run) {
-        (Some(id), true, _) => ("unchanged", Some(id)),
-        (Some(id), false, true) => ("would-update", Some(id)),
-        (None, _, true) => ("would-create", None),
+        (Some(id), true, _) => (SyncAction::Unchanged, Some(id)),
+        (Some(id), false, true) => (SyncAction::WouldUpdate, Some(id)),
+        (None, _, true) => (SyncAction::WouldCreate, None),
         (Some(id), false, false) => {
             let patch: Map<String, Value> = changes.iter().map(|c| (c.field.clone(), c.new.clone())).collect();
             client.update_template(&id, &patch).await?;
-            ("updated", Some(id))
+            (SyncAction::Updated, Some(id))
         }
         (None, _, false) => {
             let created = client.create_template(body).await?;
-            ("created", created.get("id").and_then(Value::as_str).map(str::to_string))
+            (SyncAction::Created, created.get("id").and_then(Value::as_str).map(str::to_string))
         }
     })
 }
@@ -361,11 +387,11 @@ async fn move_endpoints(
             }
         }
         let action = match (patch.is_empty(), dry_run) {
-            (true, _) => "unchanged",
-            (false, true) => "would-update",
+            (true, _) => EndpointAction::Unchanged,
+            (false, true) => EndpointAction::WouldUpdate,
             (false, false) => {
                 client.update_endpoint(e, &patch).await?;
-                "updated"
+                EndpointAction::Updated
             }
         };
         endpoint_outcomes.push(EndpointOutcome { id: e.clone(), action });
@@ -405,18 +431,20 @@ async fn retire_credentials(
                     .iter()
                     .find(|(r, e)| {
                         r == &cred_id
-                            && !users.moved.iter().any(|o| &o.id == e && matches!(o.action, "updated" | "would-update"))
+                            && !users.moved.iter().any(|o| {
+                                &o.id == e && matches!(o.action, EndpointAction::Updated | EndpointAction::WouldUpdate)
+                            })
                     })
                     .map(|(_, e)| format!("endpoint {e}"))
             });
         let (action, reason) = match (user, dry_run) {
-            (Some(user), _) => ("kept", Some(format!("{user} still refers to it"))),
-            (None, true) => ("would-delete", None),
+            (Some(user), _) => (CredentialAction::Kept, Some(format!("{user} still refers to it"))),
+            (None, true) => (CredentialAction::WouldDelete, None),
             (None, false) => match client.delete_registry(&cred_id).await {
-                Ok(()) => ("deleted", None),
+                Ok(()) => (CredentialAction::Deleted, None),
                 Err(e) => {
                     tracing::warn!("could not delete the replaced RunPod credential {cred_name}: {e}");
-                    ("kept", Some(format!("deleting it failed: {e}")))
+                    (CredentialAction::Kept, Some(format!("deleting it failed: {e}")))
                 }
             },
         };

@@ -17,9 +17,17 @@ pub(super) struct Eval {
     pub margins: Vec<Margin>,
     pub warnings: Vec<String>,
     pub assumptions: Vec<String>,
+    /// Reasons that only inform (a limit that paces pulls): not why a candidate fails.
+    pub notes: Vec<String>,
 }
 
 impl Eval {
+    /// A reason that informs but decides nothing.
+    fn note(&mut self, reason: String) {
+        self.notes.push(reason.clone());
+        self.reasons.push(reason);
+    }
+
     fn reject(&mut self, reason: String, fix: String) {
         self.rejected = true;
         self.reasons.push(reason);
@@ -176,7 +184,7 @@ pub(super) fn quotas(e: &mut Eval, image: &ImageFacts, c: &Candidate) {
         }
     }
     let scope = if private { "private" } else { "public" };
-    quota_check(e, name, &format!("{scope} storage"), storage, image.total, c.usage.storage, "storage used");
+    quota_check(e, name, &format!("{scope} storage"), storage, image.total, c.usage.storage, Quota::Storage);
     let monthly = image.pulls_per_month.map(|p| ByteSize(image.total.0.saturating_mul(p)));
     match (transfer, monthly) {
         (Limit::Unlimited, _) => {}
@@ -191,7 +199,7 @@ pub(super) fn quotas(e: &mut Eval, image: &ImageFacts, c: &Candidate) {
             let assumed = if image.pulls_assumed { ", assumed: set pulls_per_month" } else { "" };
             let label = format!("{scope} transfer ({pulls} pulls × {} a month{assumed})", image.total);
             let (was_rejected, reasons, fixes) = (e.rejected, e.reasons.len(), e.fixes.len());
-            quota_check(e, name, &label, limit, m, c.usage.transfer, "transfer used this month");
+            quota_check(e, name, &label, limit, m, c.usage.transfer, Quota::Transfer);
             let left = match limit {
                 Limit::Quota { free, .. } => free.0.saturating_sub(c.usage.transfer.map_or(0, |u| u.0)),
                 Limit::Unlimited => u64::MAX,
@@ -245,7 +253,7 @@ pub(super) fn pull_rate_region_cost(e: &mut Eval, image: &ImageFacts, c: &Candid
             ));
             pull_limit = Some(limit);
         } else {
-            e.reasons.push(format!(
+            e.note(format!(
                 "anonymous pulls are limited to {n} per {window} per {per}: give RunPod credentials to pull past it"
             ));
         }
@@ -263,6 +271,31 @@ pub(super) fn pull_rate_region_cost(e: &mut Eval, image: &ImageFacts, c: &Candid
 }
 
 /// Checks `need` against a quota, given what is already used (`None`: unknown).
+/// Which free-tier quota a check is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Quota {
+    Storage,
+    Transfer,
+}
+
+impl Quota {
+    /// Its key under the policy's `used:`.
+    fn policy_key(self) -> &'static str {
+        match self {
+            Quota::Storage => "storage",
+            Quota::Transfer => "transfer",
+        }
+    }
+
+    /// What is already used of it, as a reason says.
+    fn used_words(self) -> &'static str {
+        match self {
+            Quota::Storage => "storage used",
+            Quota::Transfer => "transfer used this month",
+        }
+    }
+}
+
 pub(super) fn quota_check(
     e: &mut Eval,
     name: &str,
@@ -270,7 +303,7 @@ pub(super) fn quota_check(
     limit: Limit,
     need: ByteSize,
     used: Option<ByteSize>,
-    used_key: &str,
+    quota: Quota,
 ) {
     let Limit::Quota { free, over } = limit else {
         return;
@@ -295,7 +328,7 @@ pub(super) fn quota_check(
         } else {
             e.reasons.push(format!(
                 "{what}: {need} needed of {free} free; usage is unknown, so the margin is too (set used.{})",
-                used_key.split(' ').next().unwrap_or("storage")
+                quota.policy_key()
             ));
         }
         return;
@@ -311,7 +344,10 @@ pub(super) fn quota_check(
     let over_by = ByteSize(need.0 - left.0);
     match over {
         Overage::Blocked => e.reject(
-            format!("{what}: {need} needed but only {left} of {free} is left ({used} {used_key}); {name} refuses usage past it"),
+            format!(
+                "{what}: {need} needed but only {left} of {free} is left ({used} {}); {name} refuses usage past it",
+                quota.used_words()
+            ),
             format!("free {over_by} there, raise limits, or choose a paid tier"),
         ),
         Overage::Billed { usd_per_gb } => {

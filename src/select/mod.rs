@@ -45,14 +45,25 @@ pub struct Candidate<'a> {
     pub anonymous_pulls: bool,
 }
 
+crate::word_enum! {
+    /// How a registry's usage figures were obtained.
+    #[derive(Default)]
+    pub enum UsageSource {
+        Measured => "measured",
+        /// From the policy's `used:`.
+        Policy => "policy",
+        #[default]
+        Unknown => "unknown",
+    }
+}
+
 /// Usage already spent on a registry; `None` is unknown, never guessed.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Usage {
     pub storage: Option<ByteSize>,
     pub transfer: Option<ByteSize>,
     pub private_repositories: Option<u32>,
-    /// How the numbers were obtained: `measured`, `policy`, or `unknown`.
-    pub source: &'static str,
+    pub source: UsageSource,
     /// Anonymous pulls allowed per window (pulls, seconds), measured from the registry's
     /// `ratelimit-limit` header; overrides the catalog's figure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -108,6 +119,10 @@ pub struct Verdict {
     /// candidate is eligible, but ranks after every candidate that fits without assumptions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub assumptions: Vec<String>,
+    /// Which of `reasons` only inform (a per-second pull rate): left out where a message says
+    /// why a candidate does not fit.
+    #[serde(skip)]
+    pub notes: Vec<String>,
 }
 
 /// Evaluates every candidate, then marks the winner(s): the cheapest eligible one, ties broken
@@ -220,6 +235,7 @@ fn evaluate(image: &ImageFacts, c: &Candidate, upload_rate: Option<ByteSize>, ra
         pull_limit: if e.rejected { None } else { pull_limit },
         warnings: e.warnings,
         assumptions: e.assumptions,
+        notes: e.notes,
     }
 }
 

@@ -35,7 +35,7 @@ fn known(storage: u64, transfer: u64, private_repos: u32) -> Usage {
         storage: Some(ByteSize(storage)),
         transfer: Some(ByteSize(transfer)),
         private_repositories: Some(private_repos),
-        source: "policy",
+        source: UsageSource::Policy,
         anonymous_pulls: None,
     }
 }
@@ -185,7 +185,7 @@ fn docker_hub_private_repository_limit() {
 #[test]
 fn unknown_usage_is_reported_never_guessed() {
     let mut ghcr = reg("ghcr", RegistryKind::Ghcr);
-    ghcr.usage = Usage { source: "unknown", ..Default::default() };
+    ghcr.usage = Usage { source: UsageSource::Unknown, ..Default::default() };
     let home = reg("home", RegistryKind::Registry);
     let mut img = image(Visibility::Private, 300 * MB, 100 * MB);
     img.pulls_per_month = Some(1);

@@ -58,17 +58,6 @@ impl PreparedSigner {
         Ok(PreparedSigner::Keyless(Keyless { endpoints, oidc, config: *config, session }))
     }
 
-    /// How it signs, for a dry run.
-    pub fn describe(&self) -> String {
-        match self {
-            PreparedSigner::Key(_, None) => "with the key".to_string(),
-            PreparedSigner::Key(_, Some(r)) => format!("with the key, logged in Rekor {}", r.url()),
-            PreparedSigner::Keyless(k) => {
-                format!("keyless (Fulcio {}, Rekor {})", k.endpoints.fulcio, k.endpoints.rekor)
-            }
-        }
-    }
-
     pub async fn signer(&self) -> Result<Signer<'_>, SignError> {
         Ok(match self {
             PreparedSigner::Key(k, rekor) => Signer::Key(k, rekor.as_ref()),

@@ -276,7 +276,8 @@ mod der {
         let list = SignedCertificateTimestampList::from(OctetString::new(b).ok()?);
         let mut out = Vec::new();
         for serialized in list.parse_timestamps().ok()? {
-            let sct = serialized.parse_timestamp().ok()?;
+            // An SCT of another version or shape is skipped, as before: another may verify.
+            let Ok(sct) = serialized.parse_timestamp() else { continue };
             if sct.version != Version::V1 {
                 continue;
             }

@@ -155,13 +155,36 @@ fn a_source_changed_after_planning_is_refused_before_anything_is_contacted() {
 #[test]
 fn a_plan_of_another_version_is_refused() {
     let s = setup(None);
-    let plan = ok(publish(s.work.path()).args(["plan", "-o", "json"])).replace("\"version\": 1", "\"version\": 7");
+    let plan = ok(publish(s.work.path()).args(["plan", "-o", "json"])).replace("\"version\": 2", "\"version\": 7");
     std::fs::write(s.work.path().join("plan.json"), plan).unwrap();
     let out = run(publish(s.work.path()).args(["run", "--plan", "plan.json"]));
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr.contains("plan version 7"), "{stderr}");
     assert!(s.proxy.seen.lock().unwrap().is_empty());
+}
+
+#[test]
+fn a_saved_plan_whose_steps_were_edited_is_refused_before_anything_is_contacted() {
+    let s = setup(None);
+    let plan: Value = serde_json::from_str(&ok(publish(s.work.path()).args(["plan", "-o", "json"]))).unwrap();
+    let steps = &plan["images"][0]["targets"][0]["steps"];
+    assert_eq!(
+        steps,
+        &serde_json::json!([{"step": "push", "tags": ["v1", "stable"]}, {"step": "probe-anonymous-pull"}]),
+        "{plan:#}"
+    );
+    let mut edited = plan.clone();
+    edited["images"][0]["targets"][0]["steps"].as_array_mut().unwrap().pop();
+    std::fs::write(s.work.path().join("plan.json"), edited.to_string()).unwrap();
+    let out = run(publish(s.work.path()).args(["run", "--plan", "plan.json"]));
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("target first@home: the plan's steps") && stderr.contains("make the plan again"),
+        "{stderr}"
+    );
+    assert!(s.proxy.seen.lock().unwrap().is_empty(), "contacted: {:?}", s.proxy.seen.lock().unwrap());
 }
 
 const TEMPLATE: &str = "runpod:
