@@ -205,7 +205,7 @@ struct Parts {
 /// least 5 MiB, at most 1,000 parts a layer (the 1,001st is refused), a part's answer 201.
 /// Bytes are counted, not kept (a 9.5 GB layer passes through).
 fn ecr_registry(state: std::sync::Arc<std::sync::Mutex<Parts>>) -> u16 {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{BufReader, Read, Write};
     const MIB: u64 = 1024 * 1024;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -217,26 +217,9 @@ fn ecr_registry(state: std::sync::Arc<std::sync::Mutex<Parts>>) -> u16 {
                 let mut out = stream.try_clone()?;
                 let mut reader = BufReader::new(stream);
                 loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line)? == 0 {
-                        return Ok(());
-                    }
-                    let mut words = line.split_whitespace();
-                    let (method, target) =
-                        (words.next().unwrap_or("").to_string(), words.next().unwrap_or("").to_string());
-                    let mut len = 0u64;
-                    loop {
-                        let mut h = String::new();
-                        reader.read_line(&mut h)?;
-                        if h.trim().is_empty() {
-                            break;
-                        }
-                        if let Some((k, v)) = h.split_once(':')
-                            && k.trim().eq_ignore_ascii_case("content-length")
-                        {
-                            len = v.trim().parse().unwrap_or(0);
-                        }
-                    }
+                    let Some(head) = support::http::read_head(&mut reader)? else { return Ok(()) };
+                    let len = head.content_length();
+                    let (method, target) = (head.method, head.target);
                     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
                     // Read (and drop) the body in pieces.
                     let mut left = len;

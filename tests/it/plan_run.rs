@@ -9,8 +9,9 @@ use std::collections::BTreeSet;
 
 use crate::support::http_faults;
 use crate::support::image::{TestImage, write_layout};
+use crate::support::policy::{Policy, credentials, local, with};
 use crate::support::{Registry, RegistryOptions, publish, run, text};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 struct Setup {
     reg: Registry,
@@ -21,34 +22,21 @@ struct Setup {
 }
 
 /// Two images on one registry, reached through the recording proxy.
-fn setup(runpod: Option<&str>) -> Setup {
+fn setup(runpod: Option<Value>) -> Setup {
     let reg = Registry::start(RegistryOptions::default());
     let proxy = http_faults::start(reg.backend_port);
     let work = tempfile::tempdir().unwrap();
     let first = write_layout(&work.path().join("build/first"), 101, &[30_000, 4_000], "linux", "amd64", "latest");
     let second = write_layout(&work.path().join("build/second"), 202, &[50_000], "linux", "amd64", "latest");
-    let yaml = format!(
-        "version: 1
-registries:
-  home:
-    kind: registry
-    repository: 127.0.0.1:{port}/ml
-    insecure: true
-    pull_credentials: {{username: puller, password_env: PULL_PASSWORD}}
-images:
-  - name: first
-    source: oci:build/first
-    tags: [v1, stable]
-    visibility: public
-  - name: second
-    source: oci:build/second
-    tags: [v1]
-    visibility: public
-{}",
-        runpod.unwrap_or_default(),
-        port = proxy.port
-    );
-    std::fs::write(work.path().join("publish.yaml"), yaml).unwrap();
+    let home = json!({"pull_credentials": credentials("puller", "PULL_PASSWORD")});
+    let mut policy = Policy::new()
+        .registry("home", with(local(&format!("127.0.0.1:{}", proxy.port)), home))
+        .image(json!({"name": "first", "source": "oci:build/first", "tags": ["v1", "stable"], "visibility": "public"}))
+        .image(json!({"name": "second", "source": "oci:build/second", "tags": ["v1"], "visibility": "public"}));
+    if let Some(runpod) = runpod {
+        policy = policy.set("runpod", runpod);
+    }
+    policy.write(work.path());
     Setup { reg, proxy, work, first, second }
 }
 
@@ -187,18 +175,14 @@ fn a_saved_plan_whose_steps_were_edited_is_refused_before_anything_is_contacted(
     assert!(s.proxy.seen.lock().unwrap().is_empty(), "contacted: {:?}", s.proxy.seen.lock().unwrap());
 }
 
-const TEMPLATE: &str = "runpod:
-  templates:
-    - name: second-main
-      image: second
-      body:
-        disk: 20
-        env: {IMAGE: \"{{ image.ref }}\"}
-";
+/// The `runpod:` section: one template following image `second`.
+fn template() -> Value {
+    json!({"templates": [{"name": "second-main", "image": "second", "body": {"disk": 20, "env": {"IMAGE": "{{ image.ref }}"}}}]})
+}
 
 #[test]
 fn dry_run_writes_nothing_on_any_command() {
-    let s = setup(Some(TEMPLATE));
+    let s = setup(Some(template()));
     let rp = support::runpod::start();
     let dir = s.work.path();
     // Something to sign: pushed straight to the registry, around the proxy.
@@ -273,11 +257,11 @@ fn generate_key_pair_refuses_to_overwrite_without_force() {
 #[test]
 fn run_checks_credentials_before_contacting_any_registry() {
     let s = setup(None);
-    let yaml = std::fs::read_to_string(s.work.path().join("publish.yaml")).unwrap().replace(
-        "    insecure: true\n",
-        "    insecure: true\n    credentials: {username: bot, password_env: NOT_SET_ANYWHERE}\n    limits: {storage: 1GB}\n",
-    );
-    std::fs::write(s.work.path().join("publish.yaml"), yaml).unwrap();
+    let home = json!({"credentials": credentials("bot", "NOT_SET_ANYWHERE"), "limits": {"storage": "1GB"}});
+    Policy::new()
+        .registry("home", with(local(&format!("127.0.0.1:{}", s.proxy.port)), home))
+        .image(json!({"name": "first", "source": "oci:build/first", "tags": ["v1"], "visibility": "public"}))
+        .write(s.work.path());
     let out = run(publish(s.work.path()).arg("run"));
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{stderr}");

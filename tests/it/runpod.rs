@@ -102,11 +102,7 @@ fn creates_then_does_nothing_then_updates_only_the_image() {
 
 #[test]
 fn private_image_gets_one_credential_referenced_by_the_template() {
-    let reg = Registry::start(RegistryOptions::default());
-    let rp = support::runpod::start();
-    let work = tempfile::tempdir().unwrap();
-    write_layout(&work.path().join("img"), 42, &[5_000], "linux", "amd64", "latest");
-    write_policy(work.path(), &reg.host, "private", &INLINE.replace("      endpoints: [ep1]\n", ""));
+    let (_reg, rp, work) = private_image_without_endpoints(42);
     for _ in 0..2 {
         let mut cmd = publish_with(work.path(), &rp);
         cmd.args(["run", "--debug"]).env("RUST_LOG", "trace");
@@ -150,13 +146,7 @@ fn dry_run_sync_prints_a_field_by_field_diff_and_writes_nothing() {
     write_layout(&work.path().join("img"), 44, &[5_000], "linux", "amd64", "latest");
     write_policy(work.path(), &reg.host, "public", &INLINE.replace("      endpoints: [ep1]\n", ""));
     // The image is published (a sync never points a template at one that is not).
-    let out = run(publish(work.path()).args([
-        "push",
-        "oci:img",
-        &format!("docker://{}/ml/app:main", reg.host),
-        "--insecure",
-    ]));
-    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    publish_app_main(work.path(), &reg);
     rp.state.lock().unwrap().templates.push(
         json!({"id": "tpl9", "name": "app-main", "image": format!("{}/ml/app:main@sha256:", reg.host) + "0000000000000000000000000000000000000000000000000000000000000000",
                "disk": 10, "ports": ["8888/http", "22/tcp"], "env": {"MODEL": "old"}, "serverless": true, "registry": null,
@@ -182,13 +172,7 @@ fn render_prints_the_template_runpod_will_get() {
         "{\n  \"disk\": 20,\n  \"args\": \"python -m serve --model {{ vars.model }}\",\n  \"env\": {\"IMAGE_DIGEST\": \"{{ image.digest }}\", \"BRANCH\": \"{{ git.sha[:7] }}\"},\n  \"mounts\": {\"persistent\": {\"size\": 50, \"path\": \"/workspace\"}},\n  \"allowedCudaVersions\": [\"12.4\"]\n}\n",
     )
     .unwrap();
-    write_policy(
-        work.path(),
-        "127.0.0.1:5999",
-        "public",
-        "    - name: app-file\n      image: app\n      file: runpod/app.json\n",
-    );
-    let out = run(publish(work.path()).args(["runpod", "render"]).env("GITHUB_SHA", SHA));
+    let out = render_file_template(work.path());
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     insta::assert_snapshot!(stdout);
@@ -201,13 +185,7 @@ fn undefined_variable_in_a_template_file_names_file_line_and_variable() {
     std::fs::create_dir_all(work.path().join("runpod")).unwrap();
     std::fs::write(work.path().join("runpod/app.json"), "{\n  \"disk\": 20,\n  \"args\": \"{{ vars.nope }}\"\n}\n")
         .unwrap();
-    write_policy(
-        work.path(),
-        "127.0.0.1:5999",
-        "public",
-        "    - name: app-file\n      image: app\n      file: runpod/app.json\n",
-    );
-    let out = run(publish(work.path()).args(["runpod", "render"]).env("GITHUB_SHA", SHA));
+    let out = render_file_template(work.path());
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2));
     insta::assert_snapshot!(stderr);
@@ -322,11 +300,7 @@ fn credential_prefix(registry: &str, repository: &str) -> String {
 /// name), not one another template pulls with.
 #[test]
 fn replacing_a_credential_never_deletes_another_repositorys_or_one_still_used() {
-    let reg = Registry::start(RegistryOptions::default());
-    let rp = support::runpod::start();
-    let work = tempfile::tempdir().unwrap();
-    write_layout(&work.path().join("img"), 47, &[5_000], "linux", "amd64", "latest");
-    write_policy(work.path(), &reg.host, "private", &INLINE.replace("      endpoints: [ep1]\n", ""));
+    let (_reg, rp, work) = private_image_without_endpoints(47);
     let ours = credential_prefix("home", "ml/app");
     let others = credential_prefix("home", "ml/app/x");
     assert!(others.starts_with("publish-home-ml-app-"), "{others}");
@@ -446,13 +420,7 @@ fn a_runpod_api_that_asks_to_wait_years_is_given_up_on_with_the_setting_named() 
     write_policy(work.path(), &reg.host, "public", &INLINE.replace("      endpoints: [ep1]\n", ""));
     let yaml = std::fs::read_to_string(work.path().join("publish.yaml")).unwrap() + "transfer: {request_timeout: 2}\n";
     std::fs::write(work.path().join("publish.yaml"), yaml).unwrap();
-    let out = run(publish(work.path()).args([
-        "push",
-        "oci:img",
-        &format!("docker://{}/ml/app:main", reg.host),
-        "--insecure",
-    ]));
-    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    publish_app_main(work.path(), &reg);
     let started = std::time::Instant::now();
     let out = run(publish(work.path())
         .args(["runpod", "sync"])
@@ -468,4 +436,32 @@ fn a_runpod_api_that_asks_to_wait_years_is_given_up_on_with_the_setting_named() 
     );
     assert!(stderr.contains("asked to wait 99999999 s"), "{stderr}");
     assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
+}
+
+/// `publish runpod render` of the template `runpod/app.json` (file:), for image `app`.
+fn render_file_template(dir: &Path) -> std::process::Output {
+    write_policy(
+        dir,
+        "127.0.0.1:5999",
+        "public",
+        "    - name: app-file\n      image: app\n      file: runpod/app.json\n",
+    );
+    run(publish(dir).args(["runpod", "render"]).env("GITHUB_SHA", SHA))
+}
+
+/// A registry, the RunPod stand-in, and a private image (from `seed`) with the inline template
+/// and no endpoint.
+fn private_image_without_endpoints(seed: u64) -> (Registry, support::runpod::FakeRunPod, tempfile::TempDir) {
+    let reg = Registry::start(RegistryOptions::default());
+    let rp = support::runpod::start();
+    let work = tempfile::tempdir().unwrap();
+    write_layout(&work.path().join("img"), seed, &[5_000], "linux", "amd64", "latest");
+    write_policy(work.path(), &reg.host, "private", &INLINE.replace("      endpoints: [ep1]\n", ""));
+    (reg, rp, work)
+}
+
+/// `publish push` of `oci:img` to `ml/app:main` on `reg`, which must succeed.
+fn publish_app_main(dir: &Path, reg: &Registry) {
+    let out = run(publish(dir).args(["push", "oci:img", &format!("docker://{}/ml/app:main", reg.host), "--insecure"]));
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
 }

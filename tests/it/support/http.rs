@@ -94,17 +94,32 @@ impl Server {
     }
 }
 
-fn read_request(stream: &mut std::net::TcpStream) -> Option<Request> {
-    let mut reader = BufReader::new(stream.try_clone().ok()?);
+/// A request line and its headers (names lower-cased), read off a connection; `None` once it
+/// is closed. Stand-ins that stream bodies (instead of keeping them) read the head with this.
+pub struct Head {
+    pub method: String,
+    pub target: String,
+    pub headers: HashMap<String, String>,
+}
+
+impl Head {
+    pub fn content_length(&self) -> u64 {
+        self.headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0)
+    }
+}
+
+pub fn read_head(reader: &mut impl BufRead) -> std::io::Result<Option<Head>> {
     let mut line = String::new();
-    reader.read_line(&mut line).ok()?;
+    if reader.read_line(&mut line)? == 0 {
+        return Ok(None);
+    }
     let mut parts = line.split_whitespace();
-    let method = parts.next()?.to_string();
-    let target = parts.next()?.to_string();
+    let method = parts.next().unwrap_or_default().to_string();
+    let target = parts.next().unwrap_or_default().to_string();
     let mut headers = HashMap::new();
     loop {
         let mut h = String::new();
-        reader.read_line(&mut h).ok()?;
+        reader.read_line(&mut h)?;
         let h = h.trim_end();
         if h.is_empty() {
             break;
@@ -112,6 +127,15 @@ fn read_request(stream: &mut std::net::TcpStream) -> Option<Request> {
         if let Some((k, v)) = h.split_once(':') {
             headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
         }
+    }
+    Ok(Some(Head { method, target, headers }))
+}
+
+fn read_request(stream: &mut std::net::TcpStream) -> Option<Request> {
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let Head { method, target, headers } = read_head(&mut reader).ok()??;
+    if method.is_empty() || target.is_empty() {
+        return None;
     }
     let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
     let mut body = vec![0; len];

@@ -126,20 +126,7 @@ impl Registry {
         let d = self.dir.path();
         let run = |args: &[&str]| run_ok("openssl", args, d);
         make_ca(d, "/CN=publish test CA");
-        run(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ]);
+        new_key_request(d, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]);
         std::fs::write(
             d.join("server.ext"),
             "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
@@ -313,31 +300,16 @@ pub fn text(out: &Output) -> (String, String) {
 
 /// Makes a P-256 CA in `dir`: `ca.key` and `ca.pem`, for a day or two.
 pub fn make_ca(dir: &Path, subject: &str) {
-    run_ok(
-        "openssl",
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            subject,
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
-        dir,
-    );
+    let ca = ["-x509", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", subject];
+    let extensions =
+        ["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"];
+    new_key_request(dir, &[&ca[..], &extensions[..]].concat());
+}
+
+/// `openssl req` with a new P-256 key, unencrypted, and `args`.
+fn new_key_request(dir: &Path, args: &[&str]) {
+    let key = ["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    run_ok("openssl", &[&key[..], args].concat(), dir);
 }
 
 /// Runs a tool (which must succeed) in `dir` and returns its stdout.

@@ -5,7 +5,7 @@
 //! It can cut one PATCH after a given number of bytes of a blob. In memory, on 127.0.0.1.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
@@ -80,25 +80,9 @@ fn serve(stream: TcpStream, state: &Arc<Mutex<State>>) -> std::io::Result<()> {
     let mut out = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
     loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 {
-            return Ok(());
-        }
-        let mut parts = line.split_whitespace();
-        let (method, target) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
-        let mut headers = HashMap::new();
-        loop {
-            let mut h = String::new();
-            reader.read_line(&mut h)?;
-            let h = h.trim_end().to_string();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-            }
-        }
-        let len: u64 = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let Some(head) = super::http::read_head(&mut reader)? else { return Ok(()) };
+        let len = head.content_length();
+        let super::http::Head { method, target, headers } = head;
         let (path, query) = target.split_once('?').unwrap_or((&target, ""));
         state
             .lock()
