@@ -33,6 +33,8 @@ pub struct Inputs<'a> {
     pub env: &'a crate::credentials::Env,
     /// Timeouts, retries and in-flight limits of every client (the plan's `transfer`).
     pub config: ClientConfig,
+    /// Docker Hub's API (`load::ServiceUrls`).
+    pub dockerhub_api: &'a str,
 }
 
 pub async fn execute(plan: &Plan, inputs: Inputs<'_>) -> RunReport {
@@ -109,7 +111,7 @@ async fn target(
     if step(RepositoryApi::DockerHub)
         && let Some(cred) = &dest.access.credential
     {
-        let api = inputs.env.get("DOCKERHUB_API_URL").filter(|v| !v.is_empty()).map_or(hub::API, |v| v.as_str());
+        let api = inputs.dockerhub_api;
         let (namespace, name) = t.path.split_once('/').unwrap_or(("library", t.path.as_str()));
         let private = img.visibility == Visibility::Private;
         match hub::ensure_repository(api, namespace, name, private, cred, &inputs.config).await {

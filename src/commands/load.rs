@@ -27,6 +27,24 @@ pub fn client_config(mut transfer: ClientConfig, env: &Env) -> ClientConfig {
     transfer
 }
 
+/// The base URLs of the APIs that are not registries, as the environment may point them
+/// elsewhere (`DOCKERHUB_API_URL`, `RUNPOD_API_URL`: a mirror, or the tests' stand-ins): read
+/// here, once, typed, and handed to what calls those APIs.
+#[derive(Debug, Clone)]
+pub struct ServiceUrls {
+    pub dockerhub_api: String,
+    /// Overrides the policy's `runpod.api_url`.
+    pub runpod_api: Option<String>,
+}
+
+pub fn service_urls(env: &Env) -> ServiceUrls {
+    let var = |k: &str| env.get(k).filter(|v| !v.is_empty()).cloned();
+    ServiceUrls {
+        dockerhub_api: var("DOCKERHUB_API_URL").unwrap_or_else(|| crate::registry::hub::API.to_string()),
+        runpod_api: var("RUNPOD_API_URL"),
+    }
+}
+
 /// Loads and resolves the policy, offline.
 pub fn policy(path: &Path, env: &Env) -> anyhow::Result<Resolved> {
     let (policy, file) = policy::load(path)?;

@@ -10,7 +10,14 @@ use crate::types::Secret;
 
 pub async fn plan(args: PlanArgs, env: &Env, actions: Option<&github::Actions>) -> anyhow::Result<ExitStatus> {
     let (resolved, images) = load::policy_and_images(&args.policy.policy, env).await?;
-    let measured = plan::measure_usage(&resolved, env, args.measure, &plan::Known::new(), &resolved.transfer).await;
+    let measured = plan::measure_usage(
+        &resolved,
+        env,
+        args.measure,
+        &plan::Known::new(),
+        (&resolved.transfer, &load::service_urls(env).dockerhub_api),
+    )
+    .await;
     let (plan, _) = plan::finish(&resolved, &images, &measured)?;
     if args.matrix {
         super::print_out(&format!("{}\n", crate::report::json(&plan.matrix())));

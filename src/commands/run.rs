@@ -12,11 +12,9 @@ use crate::execute;
 use crate::github;
 use crate::http::ClientConfig;
 use crate::image::Image;
-use crate::plan::steps::TemplateStep;
-use crate::plan::{Known, Measure, MeasuredUsage, PLAN_VERSION, Plan, SignMethod};
-use crate::policy::{Diagnostic, Diagnostics, Resolved};
+use crate::plan::{Known, Measure, MeasuredUsage, PLAN_VERSION, Plan};
 use crate::runpod::stage;
-use crate::sign::{PreparedSigner, keyless};
+use crate::sign::PreparedSigner;
 
 /// The largest plan file read.
 const MAX_PLAN: u64 = 16 * 1024 * 1024;
@@ -31,49 +29,23 @@ pub struct RunArgs {
     pub dry_run: bool,
 }
 
+/// The plan a run executes, with what building it left at hand.
+struct Planned {
+    plan: Plan,
+    /// The policy: for a saved plan, only when it has templates (they are rendered again).
+    resolved: Option<crate::policy::Resolved>,
+    images: HashMap<String, Image>,
+    /// Templates rendered with the plan (a saved plan's are rendered when prepared).
+    rendered: Option<Vec<stage::Rendered>>,
+    /// Credentials resolved before measuring (helpers started once).
+    credentials: HashMap<String, Credentials>,
+}
+
 pub async fn run(args: RunArgs, env: &Env, actions: Option<&github::Actions>) -> anyhow::Result<ExitStatus> {
-    // Credentials resolved before measuring (helpers started once), reused when the final plan
-    // has no other target.
-    let mut early: Option<HashMap<String, Credentials>> = None;
-    let (mut plan, resolved, mut images, rendered) = match &args.plan {
-        Some(file) => {
-            let plan = read_plan(file)?;
-            crate::plan::steps::check(&plan)
-                .map_err(|e| UsageError::Message(format!("{}: {e}: make the plan again", file.display())))?;
-            // Templates are re-rendered from the policy the plan names, and must match.
-            let resolved =
-                if plan.templates.is_empty() { None } else { Some(load::policy(plan.policy.as_ref(), env)?) };
-            (plan, resolved, HashMap::new(), None)
-        }
-        None => {
-            let (resolved, images) = load::policy_and_images(&args.policy.policy, env).await?;
-            // Everything offline is checked before measuring contacts any registry.
-            let offline = crate::plan::finish(&resolved, &images, &MeasuredUsage::new())?;
-            let (plan, rendered) = if args.dry_run {
-                // Shown without secrets and without measuring: nothing is contacted.
-                offline
-            } else {
-                let credentials = preflight(&offline.0, Some(&resolved), env, HashMap::new())?;
-                let known: Known = offline
-                    .0
-                    .images
-                    .iter()
-                    .flat_map(|i| &i.targets)
-                    .filter_map(|t| Some((t.registry.clone(), credentials.get(&t.id)?.credential())))
-                    .collect();
-                early = Some(credentials);
-                let measured =
-                    crate::plan::measure_usage(&resolved, env, Measure::Needed, &known, &resolved.transfer).await;
-                // Only a measurement can change the selection: otherwise the plan stands.
-                if measured.is_empty() {
-                    offline
-                } else {
-                    crate::plan::remeasured(&resolved, &images, &measured, offline)?
-                }
-            };
-            let by_id = resolved.images.iter().map(|i| i.name.clone()).zip(images).collect();
-            (plan, Some(resolved), by_id, Some(rendered))
-        }
+    let urls = load::service_urls(env);
+    let Planned { mut plan, resolved, mut images, rendered, credentials: early } = match &args.plan {
+        Some(file) => saved_plan(file, env)?,
+        None => policy_plan(&args, env, &urls.dockerhub_api).await?,
     };
     let config = load::client_config(plan.transfer, env);
     if let Some(only) = &args.only {
@@ -88,9 +60,19 @@ pub async fn run(args: RunArgs, env: &Env, actions: Option<&github::Actions>) ->
         return Ok(ExitStatus::Success);
     }
     // Only targets the first preflight did not see (a measurement chose another registry).
-    let credentials = preflight(&plan, resolved.as_ref(), env, early.unwrap_or_default())?;
-    let signer = prepare_signer(&plan, env, &config)?;
-    let templates = prepare_templates(&plan, resolved.as_ref(), rendered, env, &config)?;
+    let credentials = crate::plan::preflight(&plan, resolved.as_ref(), env, early)?;
+    let signer = match &plan.signing {
+        Some(signing) => Some(PreparedSigner::for_plan(signing, env, &config).map_err(UsageError::of)?),
+        None => None,
+    };
+    let templates = match resolved.as_ref() {
+        Some(resolved) => stage::prepare(&plan, resolved, rendered, env, (&config, urls.runpod_api.as_deref()))
+            .map_err(|e| match e {
+                stage::PrepareError::Templates(t) => anyhow::Error::from(t),
+                stage::PrepareError::Stage(s) => UsageError::of(s).into(),
+            })?,
+        None => None,
+    };
     let inputs = execute::Inputs {
         images: &images,
         credentials,
@@ -99,6 +81,7 @@ pub async fn run(args: RunArgs, env: &Env, actions: Option<&github::Actions>) ->
         in_actions: actions.is_some(),
         env,
         config,
+        dockerhub_api: &urls.dockerhub_api,
     };
     let report = execute::execute(&plan, inputs).await;
     super::print_json_or(args.policy.output, &report, || crate::report::run_text(&report));
@@ -106,6 +89,43 @@ pub async fn run(args: RunArgs, env: &Env, actions: Option<&github::Actions>) ->
         github::outputs::run(a, &plan, &report)?;
     }
     Ok(super::exit_for_report(&report))
+}
+
+/// A saved plan, its steps checked; the policy it names is loaded when it has templates.
+fn saved_plan(file: &std::path::Path, env: &Env) -> anyhow::Result<Planned> {
+    let plan = read_plan(file)?;
+    crate::plan::steps::check(&plan)
+        .map_err(|e| UsageError::Message(format!("{}: {e}: make the plan again", file.display())))?;
+    // Templates are re-rendered from the policy the plan names, and must match.
+    let resolved = if plan.templates.is_empty() { None } else { Some(load::policy(plan.policy.as_ref(), env)?) };
+    Ok(Planned { plan, resolved, images: HashMap::new(), rendered: None, credentials: HashMap::new() })
+}
+
+/// The plan built from the policy: everything offline checked first, then (unless a dry run)
+/// the credentials resolved and the usage measured, which may change the selection.
+async fn policy_plan(args: &RunArgs, env: &Env, dockerhub_api: &str) -> anyhow::Result<Planned> {
+    let (resolved, images) = load::policy_and_images(&args.policy.policy, env).await?;
+    let offline = crate::plan::finish(&resolved, &images, &MeasuredUsage::new())?;
+    let mut credentials = HashMap::new();
+    let (plan, rendered) = if args.dry_run {
+        // Shown without secrets and without measuring: nothing is contacted.
+        offline
+    } else {
+        credentials = crate::plan::preflight(&offline.0, Some(&resolved), env, HashMap::new())?;
+        let known: Known = offline
+            .0
+            .images
+            .iter()
+            .flat_map(|i| &i.targets)
+            .filter_map(|t| Some((t.registry.clone(), credentials.get(&t.id)?.credential())))
+            .collect();
+        let scope = (&resolved.transfer, dockerhub_api);
+        let measured = crate::plan::measure_usage(&resolved, env, Measure::Needed, &known, scope).await;
+        // Only a measurement can change the selection: otherwise the plan stands.
+        if measured.is_empty() { offline } else { crate::plan::remeasured(&resolved, &images, &measured, offline)? }
+    };
+    let images = resolved.images.iter().map(|i| i.name.clone()).zip(images).collect();
+    Ok(Planned { plan, resolved: Some(resolved), images, rendered: Some(rendered), credentials })
 }
 
 /// A saved plan, of this version.
@@ -148,126 +168,6 @@ async fn reopen(plan: &Plan, env: &Env, config: &ClientConfig) -> anyhow::Result
         out.insert(img.id.clone(), image);
     }
     Ok(out)
-}
-
-/// Resolves every target's credentials from its named source, before anything is contacted;
-/// a policy variable that is not set is exit 2 (located in the policy when it is at hand).
-/// Targets already in `known` are kept as they are (no credential helper runs twice).
-fn preflight(
-    plan: &Plan,
-    resolved: Option<&Resolved>,
-    env: &Env,
-    known: HashMap<String, Credentials>,
-) -> anyhow::Result<HashMap<String, Credentials>> {
-    let mut errors: Vec<Diagnostic> = Vec::new();
-    let mut out = known;
-    let missing: Vec<_> = plan.images.iter().flat_map(|i| &i.targets).filter(|t| !out.contains_key(&t.id)).collect();
-    for t in missing {
-        match t.credentials.resolve(env) {
-            Ok(c) => {
-                out.insert(t.id.clone(), c);
-            }
-            Err(missing) => {
-                let at = resolved
-                    .and_then(|r| r.images.iter().flat_map(|i| &i.candidates).find(|c| c.id == t.registry))
-                    .and_then(|r| r.credentials.as_ref());
-                let (line, col, field) = at.map_or((1, 1, format!("registries.{}.credentials", t.registry)), |c| {
-                    (c.at.0.max(1), c.at.1.max(1), c.field.clone())
-                });
-                if errors.iter().any(|e| e.field == field) {
-                    continue;
-                }
-                errors.push(Diagnostic {
-                    file: plan.policy.clone(),
-                    line,
-                    col,
-                    field,
-                    message: format!("environment variable {} is not set (registry {})", missing.variable, t.registry),
-                    hint: Some(format!("export {} with the password or token for {}", missing.variable, t.registry)),
-                });
-            }
-        }
-    }
-    if errors.is_empty() { Ok(out) } else { Err(Diagnostics(errors).into()) }
-}
-
-/// Loads the signing key before anything is contacted: a missing password or key is exit 2.
-fn prepare_signer(plan: &Plan, env: &Env, config: &ClientConfig) -> anyhow::Result<Option<PreparedSigner>> {
-    let Some(s) = &plan.signing else { return Ok(None) };
-    let prepared = match (s.method, &s.key) {
-        (SignMethod::Key, Some(key)) => {
-            let var = s.password_env.as_deref().unwrap_or(crate::sign::keys::COSIGN_PASSWORD);
-            let rekor = s.rekor_url.as_deref().filter(|_| s.tlog);
-            PreparedSigner::key(key, var, rekor, env, config)
-        }
-        _ => {
-            let defaults = keyless::Endpoints::default();
-            let endpoints = keyless::Endpoints {
-                fulcio: s.fulcio_url.clone().unwrap_or(defaults.fulcio),
-                rekor: s.rekor_url.clone().unwrap_or(defaults.rekor),
-            };
-            PreparedSigner::keyless(endpoints, env, config)
-        }
-    };
-    Ok(Some(prepared.map_err(UsageError::of)?))
-}
-
-type Templates = (crate::runpod::Client, Vec<(stage::Rendered, crate::runpod::Wanted)>);
-
-/// Checks every template of the plan (rendered with the plan, or now for a saved plan), reads
-/// its pull credential and the API key: all before any network call. A body that differs
-/// from the planned one is exit 2.
-fn prepare_templates(
-    plan: &Plan,
-    resolved: Option<&Resolved>,
-    rendered: Option<Vec<stage::Rendered>>,
-    env: &Env,
-    config: &ClientConfig,
-) -> anyhow::Result<Option<Templates>> {
-    let (Some(resolved), false) = (resolved, plan.templates.is_empty()) else { return Ok(None) };
-    let Some(rp) = &resolved.runpod else { return Ok(None) };
-    let rendered = match rendered {
-        Some(r) => r,
-        None => stage::render_all(resolved, plan)?,
-    };
-    let mut wanted = Vec::new();
-    for r in rendered {
-        let Some(planned) = plan.templates.iter().find(|t| t.name == r.template.name) else { continue };
-        let digest = stage::body_digest(&r.body);
-        if let Some(p) = &planned.body_digest
-            && *p != digest
-        {
-            return Err(UsageError::Message(format!(
-                "template {}: the policy now renders a body with digest {digest}, but the plan has {p}: make the plan again",
-                r.template.name
-            ))
-            .into());
-        }
-        let mut w = stage::wanted(&r, env).map_err(UsageError::of)?;
-        // The plan's steps, exactly: its endpoints, and a credential only where it says so.
-        w.endpoints = planned
-            .steps
-            .iter()
-            .filter_map(|s| match s {
-                TemplateStep::MoveEndpoint { id } => Some(id.clone()),
-                _ => None,
-            })
-            .collect();
-        let credential_step = planned.steps.iter().any(|s| matches!(s, TemplateStep::PullCredential { .. }));
-        if credential_step != w.credential.is_some() {
-            return Err(UsageError::Message(format!(
-                "template {}: the plan's steps and the policy disagree on its registry credential: make the plan again",
-                r.template.name
-            ))
-            .into());
-        }
-        wanted.push((r, w));
-    }
-    if wanted.is_empty() {
-        return Ok(None);
-    }
-    let client = stage::client(rp, env, config).map_err(UsageError::of)?;
-    Ok(Some((client, wanted)))
 }
 
 #[cfg(test)]

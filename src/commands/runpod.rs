@@ -49,7 +49,8 @@ pub async fn runpod(args: RunPodArgs, env: &Env) -> anyhow::Result<ExitStatus> {
                 .map(|r| stage::wanted(r, env).map(|w| (r, w)))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(UsageError::of)?;
-            let client = stage::client(rp, env, config).map_err(UsageError::of)?;
+            let client = stage::client(rp, env, load::service_urls(env).runpod_api.as_deref(), config)
+                .map_err(UsageError::of)?;
             // Templates only ever follow signed images: with signing in the policy, each image
             // is verified with the policy's key before its template moves.
             let verifier = signature_verifier(&plan, env).await?;

@@ -50,7 +50,7 @@ pub async fn measure_usage(
     env: &Env,
     scope: Measure,
     known: &Known,
-    config: &ClientConfig,
+    (config, dockerhub_api): (&ClientConfig, &str),
 ) -> MeasuredUsage {
     let mut measured = MeasuredUsage::new();
     if scope == Measure::Nothing {
@@ -90,7 +90,7 @@ pub async fn measure_usage(
                     measure_pull_limit(r, &access, &mut measured).await;
                 }
                 if r.used.private_repositories.is_none() && (scope.all() || here(Visibility::Private)) {
-                    measure_private_repositories(r, &access, env, &mut measured).await;
+                    measure_private_repositories(r, &access, dockerhub_api, &mut measured).await;
                 }
             }
             RegistryKind::Registry if (scope.all() || r.limits.storage.is_some()) && r.used.storage.is_none() => {
@@ -130,11 +130,10 @@ async fn measure_pull_limit(r: &ResolvedRegistry, access: &RegistryAccess, measu
 async fn measure_private_repositories(
     r: &ResolvedRegistry,
     access: &RegistryAccess,
-    env: &Env,
+    api: &str,
     measured: &mut MeasuredUsage,
 ) {
     let Some(cred) = &access.credential else { return };
-    let api = env.get("DOCKERHUB_API_URL").filter(|v| !v.is_empty()).map_or(crate::registry::hub::API, |v| v);
     match crate::registry::hub::private_repositories(api, &r.namespace, cred, &access.config).await {
         Ok(n) => {
             tracing::info!(registry = %r.id, private_repositories = n, "measured usage");

@@ -6,9 +6,11 @@
 
 pub mod build;
 mod measure;
+mod preflight;
 pub mod steps;
 pub use build::{MeasuredUsage, build, source_diagnostic};
 pub use measure::{Known, Measure, measure_usage};
+pub use preflight::preflight;
 
 use std::path::PathBuf;
 

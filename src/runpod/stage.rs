@@ -25,6 +25,9 @@ pub enum StageError {
     NoApiKey(String),
     #[error(transparent)]
     Client(#[from] Box<super::RunPodError>),
+    /// A saved plan the policy no longer gives.
+    #[error("{0}")]
+    PlanChanged(String),
 }
 
 /// A template rendered for the image it follows.
@@ -129,11 +132,88 @@ pub fn body_digest(body: &Map<String, Value>) -> Digest {
 }
 
 /// The API client: key from `api_key_env`, base URL from `RUNPOD_API_URL` or the policy.
-pub fn client(rp: &ResolvedRunPod, env: &Env, config: &crate::http::ClientConfig) -> Result<Client, StageError> {
+/// `api_url` (from `RUNPOD_API_URL`) overrides the policy's.
+pub fn client(
+    rp: &ResolvedRunPod,
+    env: &Env,
+    api_url: Option<&str>,
+    config: &crate::http::ClientConfig,
+) -> Result<Client, StageError> {
     let key = env
         .get(&rp.api_key_env)
         .filter(|v| !v.is_empty())
         .ok_or_else(|| StageError::NoApiKey(rp.api_key_env.clone()))?;
-    let url = env.get("RUNPOD_API_URL").filter(|v| !v.is_empty()).unwrap_or(&rp.api_url);
+    let url = api_url.unwrap_or(&rp.api_url);
     Client::new(url, Secret::new(key.clone()), config).map_err(|e| StageError::Client(Box::new(e)))
+}
+
+/// The RunPod client and what it should have for each template of the plan.
+pub type Prepared = (Client, Vec<(Rendered, Wanted)>);
+
+/// Why templates could not be prepared: both are exit 2, found before any network call.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error(transparent)]
+    Templates(#[from] TemplateErrors),
+    #[error(transparent)]
+    Stage(#[from] StageError),
+}
+
+/// Checks every template of the plan (rendered with the plan, or now for a saved plan), reads
+/// its pull credential and the API key: all before any network call. A body that differs
+/// from the planned one is exit 2.
+pub fn prepare(
+    plan: &Plan,
+    resolved: &Resolved,
+    rendered: Option<Vec<Rendered>>,
+    env: &Env,
+    (config, runpod_api): (&crate::http::ClientConfig, Option<&str>),
+) -> Result<Option<Prepared>, PrepareError> {
+    if plan.templates.is_empty() {
+        return Ok(None);
+    }
+    let Some(rp) = &resolved.runpod else { return Ok(None) };
+    let rendered = match rendered {
+        Some(r) => r,
+        None => render_all(resolved, plan)?,
+    };
+    let mut all = Vec::new();
+    for r in rendered {
+        let Some(planned) = plan.templates.iter().find(|t| t.name == r.template.name) else { continue };
+        let digest = body_digest(&r.body);
+        if let Some(p) = &planned.body_digest
+            && *p != digest
+        {
+            return Err(StageError::PlanChanged(format!(
+                "template {}: the policy now renders a body with digest {digest}, but the plan has {p}: make the plan again",
+                r.template.name
+            ))
+            .into());
+        }
+        let mut w = wanted(&r, env)?;
+        // The plan's steps, exactly: its endpoints, and a credential only where it says so.
+        w.endpoints = planned
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                crate::plan::steps::TemplateStep::MoveEndpoint { id } => Some(id.clone()),
+                _ => None,
+            })
+            .collect();
+        let credential_step =
+            planned.steps.iter().any(|s| matches!(s, crate::plan::steps::TemplateStep::PullCredential { .. }));
+        if credential_step != w.credential.is_some() {
+            return Err(StageError::PlanChanged(format!(
+                "template {}: the plan's steps and the policy disagree on its registry credential: make the plan again",
+                r.template.name
+            ))
+            .into());
+        }
+        all.push((r, w));
+    }
+    if all.is_empty() {
+        return Ok(None);
+    }
+    let client = client(rp, env, runpod_api, config)?;
+    Ok(Some((client, all)))
 }

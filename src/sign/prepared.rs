@@ -47,6 +47,30 @@ impl PreparedSigner {
         Ok(PreparedSigner::Key(key, rekor))
     }
 
+    /// The signer a plan's `signing` asks for: its key loaded (its password from the variable
+    /// the plan names), or keyless with the plan's Fulcio and Rekor.
+    pub fn for_plan(
+        s: &crate::plan::SigningPlan,
+        env: &Env,
+        config: &ClientConfig,
+    ) -> Result<PreparedSigner, PrepareError> {
+        match (s.method, &s.key) {
+            (crate::plan::SignMethod::Key, Some(key)) => {
+                let var = s.password_env.as_deref().unwrap_or(super::keys::COSIGN_PASSWORD);
+                let rekor = s.rekor_url.as_deref().filter(|_| s.tlog);
+                PreparedSigner::key(key, var, rekor, env, config)
+            }
+            _ => {
+                let defaults = keyless::Endpoints::default();
+                let endpoints = keyless::Endpoints {
+                    fulcio: s.fulcio_url.clone().unwrap_or(defaults.fulcio),
+                    rekor: s.rekor_url.clone().unwrap_or(defaults.rekor),
+                };
+                PreparedSigner::keyless(endpoints, env, config)
+            }
+        }
+    }
+
     /// Keyless through GitHub's OIDC token: its prerequisites are checked now.
     pub fn keyless(
         endpoints: keyless::Endpoints,

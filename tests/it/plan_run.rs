@@ -293,6 +293,7 @@ fn an_image_missing_from_the_inputs_fails_its_targets() {
         in_actions: false,
         env: &env,
         config: plan.transfer,
+        dockerhub_api: publish_action::registry::hub::API,
     };
     let report = tokio::runtime::Runtime::new().unwrap().block_on(publish_action::execute::execute(&plan, inputs));
     let json = serde_json::to_value(&report).unwrap();
