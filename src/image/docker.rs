@@ -6,8 +6,6 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use flate2::Compression;
-use flate2::write::GzEncoder;
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
@@ -20,6 +18,18 @@ pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json"
 pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
 pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+/// gzip's level for layers Docker saved uncompressed (see docs/performance.md).
+pub const GZIP_LEVEL: u32 = 6;
+/// zstd's level, its CLI's default.
+pub const ZSTD_LEVEL: i32 = 3;
+
+/// Whether a layer of this media type is an uncompressed tar.
+pub fn uncompressed(media_type: &str) -> bool {
+    media_type == OCI_LAYER || media_type == DOCKER_LAYER
+}
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -136,6 +146,80 @@ pub(super) fn open_legacy(
     Ok(m)
 }
 
+/// Docker 25+'s `docker save` (and the daemon's export with the containerd image store) is an
+/// OCI layout whose layers may be uncompressed tars: each one is compressed as asked (its
+/// digest is its diff_id) and the manifests that list it are written anew, so a 15 GB image is
+/// not sent, stored and pulled at 15 GB. `compression: none` keeps them as they are.
+pub(super) fn compress_oci(
+    store: &mut Store,
+    root: Manifest,
+    children: Vec<Manifest>,
+    compression: LayerCompression,
+    cache: &Path,
+) -> Result<(Manifest, Vec<Manifest>), ImageError> {
+    if compression == LayerCompression::None {
+        return Ok((root, children));
+    }
+    if !root.is_index() {
+        return Ok((compress_manifest(store, root, compression, cache)?, children));
+    }
+    let mut index: serde_json::Value = serde_json::from_slice(&root.bytes)
+        .map_err(|e| store.layout_error(format!("index {} is not JSON: {e}", root.digest)))?;
+    let mut rewritten = Vec::new();
+    for child in children {
+        let before = child.digest.clone();
+        let after = compress_manifest(store, child, compression, cache)?;
+        if let Some(entries) = index.get_mut("manifests").and_then(|m| m.as_array_mut()) {
+            for e in entries.iter_mut().filter(|e| e.get("digest").and_then(|d| d.as_str()) == Some(before.as_str())) {
+                e["digest"] = json!(after.digest.as_str());
+                e["size"] = json!(after.bytes.len());
+                e["mediaType"] = json!(after.media_type);
+            }
+        }
+        rewritten.push(after);
+    }
+    let bytes = serde_json::to_vec(&index).map_err(|e| store.layout_error(e.to_string()))?;
+    let root = Manifest::parse(Digest::of(&bytes), bytes, &root.media_type, root.platform)
+        .map_err(|e| store.layout_error(e.to_string()))?;
+    Ok((root, rewritten))
+}
+
+/// One image manifest with its uncompressed layers compressed (unchanged when it has none).
+fn compress_manifest(
+    store: &mut Store,
+    m: Manifest,
+    compression: LayerCompression,
+    cache: &Path,
+) -> Result<Manifest, ImageError> {
+    if !m.layers.iter().any(|l| uncompressed(&l.media_type)) {
+        return Ok(m);
+    }
+    let zstd = compression == LayerCompression::Zstd;
+    // zstd layers exist only in OCI manifests; Docker's config JSON is a valid OCI config.
+    let media_type = if zstd { super::OCI_MANIFEST.to_string() } else { m.media_type.clone() };
+    let mut doc: serde_json::Value = serde_json::from_slice(&m.bytes)
+        .map_err(|e| store.layout_error(format!("manifest {} is not JSON: {e}", m.digest)))?;
+    for (i, layer) in m.layers.iter().enumerate().filter(|(_, l)| uncompressed(&l.media_type)) {
+        let path = format!("blobs/sha256/{}", layer.digest.hex());
+        let (digest, size, file) = compressed(store, &layer.digest, &path, compression, cache)?;
+        store.add_file(digest.clone(), file);
+        let layer_type = match (zstd, media_type == DOCKER_MANIFEST) {
+            (true, _) => OCI_LAYER_ZSTD,
+            (false, true) => DOCKER_LAYER_GZIP,
+            (false, false) => OCI_LAYER_GZIP,
+        };
+        doc["layers"][i]["mediaType"] = json!(layer_type);
+        doc["layers"][i]["digest"] = json!(digest.as_str());
+        doc["layers"][i]["size"] = json!(size);
+    }
+    if zstd && m.media_type == DOCKER_MANIFEST {
+        doc["mediaType"] = json!(super::OCI_MANIFEST);
+        doc["config"]["mediaType"] = json!("application/vnd.oci.image.config.v1+json");
+    }
+    let bytes = serde_json::to_vec(&doc).map_err(|e| store.layout_error(e.to_string()))?;
+    Manifest::parse(Digest::of(&bytes), bytes, &media_type, m.platform).map_err(|e| store.layout_error(e.to_string()))
+}
+
 /// The compressed layer, from the cache or made now (streaming: uncompressed bytes are hashed
 /// against the diff_id as they are compressed).
 fn compressed(
@@ -168,10 +252,15 @@ fn compressed(
     let tmp = Partial(dir.join("blobs").join(format!(".tmp-{}-{}", diff_id.hex(), std::process::id())));
     let out = std::fs::File::create(&tmp.0).map_err(io)?;
     let sink = HashingWriter { inner: out, hasher: Sha256::new(), written: 0 };
+    // Every core, and the same bytes whatever their number (see `pgzip`; zstd's own workers
+    // cut the input into jobs by size, not by worker count).
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut encoder: Encoder = if compression == LayerCompression::Zstd {
-        Encoder::Zstd(zstd::stream::write::Encoder::new(sink, 3).map_err(io)?)
+        let mut e = zstd::stream::write::Encoder::new(sink, ZSTD_LEVEL).map_err(io)?;
+        e.multithread(threads as u32).map_err(io)?;
+        Encoder::Zstd(e)
     } else {
-        Encoder::Gzip(GzEncoder::new(sink, Compression::default()))
+        Encoder::Gzip(super::pgzip::ParallelGz::new(sink, GZIP_LEVEL, threads))
     };
     let (mut reader, _) = store.blob_reader(diff_id)?;
     let mut uncompressed = Sha256::new();
@@ -212,7 +301,7 @@ impl Drop for Partial {
 
 /// gzip or zstd, writing into a hashing file writer.
 enum Encoder {
-    Gzip(GzEncoder<HashingWriter<std::fs::File>>),
+    Gzip(super::pgzip::ParallelGz<HashingWriter<std::fs::File>>),
     Zstd(zstd::stream::write::Encoder<'static, HashingWriter<std::fs::File>>),
 }
 
@@ -247,5 +336,27 @@ impl<W: Write> Write for HashingWriter<W> {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    /// zstd's workers cut the input into jobs by size, so the frame is the same bytes whatever
+    /// their number (what makes a layer's digest the same on every runner).
+    #[test]
+    fn zstd_is_the_same_on_1_2_and_8_workers() {
+        let data: Vec<u8> = (0..3_000_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let frame = |workers: u32| {
+            let mut e = zstd::stream::write::Encoder::new(Vec::new(), super::ZSTD_LEVEL).unwrap();
+            e.multithread(workers).unwrap();
+            e.write_all(&data).unwrap();
+            e.finish().unwrap()
+        };
+        let one = frame(1);
+        assert_eq!(zstd::decode_all(&one[..]).unwrap(), data);
+        assert_eq!(frame(2), one);
+        assert_eq!(frame(8), one);
     }
 }

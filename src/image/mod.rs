@@ -7,6 +7,7 @@
 pub mod daemon;
 pub mod docker;
 pub mod oci;
+pub mod pgzip;
 pub mod remote;
 mod store;
 
@@ -237,6 +238,12 @@ impl Image {
         for child in children.iter_mut().filter(|c| c.platform.is_none()) {
             child.platform = config_platform(&store, child)?;
         }
+        // What Docker saved uncompressed is compressed; an OCI layout the user built keeps its bytes.
+        let (root, children) = if docker {
+            docker::compress_oci(&mut store, root, children, compression, &opts.cache_dir)?
+        } else {
+            (root, children)
+        };
         Ok(Image { source, store, root, children, _export: None, remote: None, origin: None })
     }
 

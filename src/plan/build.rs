@@ -182,7 +182,8 @@ fn image_plan(
     let verdicts =
         select::select_with(&facts, &candidates, Some(rate), resolved.upload_rate.is_none(), spec.publish_to);
     let assumptions = assumptions(resolved, &facts, &candidates);
-    let warnings: Vec<String> = verdicts.iter().flat_map(|v| v.warnings.iter().cloned()).collect();
+    let mut warnings: Vec<String> = verdicts.iter().flat_map(|v| v.warnings.iter().cloned()).collect();
+    warnings.extend(uncompressed_warning(image));
     let selected: Vec<String> =
         verdicts.iter().filter(|v| v.verdict == VerdictKind::Selected).map(|v| v.registry.clone()).collect();
     if selected.is_empty() {
@@ -328,6 +329,26 @@ fn target_plan(spec: &ResolvedImage, image: &Image, v: &Verdict, r: &ResolvedReg
         path,
         steps: Vec::new(),
     }
+}
+
+/// Layers a push would send as uncompressed tars: sent, stored against the free tier and pulled
+/// by RunPod on every cold start at their full size.
+fn uncompressed_warning(image: &Image) -> Option<String> {
+    let layers: Vec<_> = image
+        .image_manifests()
+        .into_iter()
+        .flat_map(|m| &m.layers)
+        .filter(|l| crate::image::docker::uncompressed(&l.media_type))
+        .collect();
+    let bytes: u64 = layers.iter().map(|l| l.size).sum();
+    (bytes > 0).then(|| {
+        format!(
+            "{} uncompressed in {} layer{}: they would be sent, stored and pulled at that size; leave compression at gzip (a docker source), or build the OCI layout with compressed layers",
+            ByteSize(bytes),
+            layers.len(),
+            if layers.len() == 1 { "" } else { "s" }
+        )
+    })
 }
 
 fn visibility_word(v: Visibility) -> &'static str {

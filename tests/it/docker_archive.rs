@@ -123,6 +123,80 @@ fn docker_25_oci_layout_inside_the_tar_is_found_by_its_name() {
     assert_eq!(sha(&raw), image.manifest_digest, "pushed byte for byte as saved");
 }
 
+/// Docker 25+'s `docker save`: an OCI layout inside the tar whose layer is an uncompressed tar.
+/// It is compressed (the same bytes on every run, cache or not), and the plan warns when
+/// `compression: none` would send it as it is.
+#[test]
+fn docker_25_uncompressed_layers_are_compressed_the_same_on_every_run() {
+    let reg = Registry::start(RegistryOptions::default());
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+    let put = |data: &[u8]| {
+        let d = sha(data);
+        std::fs::write(layout.join("blobs/sha256").join(&d["sha256:".len()..]), data).unwrap();
+        d
+    };
+    let layer: Vec<u8> =
+        (0..400_000u32).flat_map(|i| format!("usr/lib/libtorch_cuda.so.{} ", i % 97).into_bytes()).collect();
+    let layer_digest = put(&layer);
+    let config =
+        json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [layer_digest]}});
+    let config = serde_json::to_vec(&config).unwrap();
+    let config_digest = put(&config);
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer.len()}]
+    }))
+    .unwrap();
+    let manifest_digest = put(&manifest);
+    let index = json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest, "size": manifest.len(),
+        "annotations": {"io.containerd.image.name": "docker.io/library/app:v3", "org.opencontainers.image.ref.name": "v3"}
+    }]});
+    std::fs::write(layout.join("index.json"), index.to_string()).unwrap();
+    std::fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(layout.join("manifest.json"), "[]").unwrap();
+    write_archive(&layout, &work.path().join("app.tar"));
+
+    let push = |tag: &str, cache: &str| {
+        let out = run(publish(work.path())
+            .args([
+                "push",
+                "docker-archive:app.tar:app:v3",
+                &format!("docker://{}/ml/app:{tag}", reg.host),
+                "--insecure",
+            ])
+            .env("PUBLISH_CACHE_DIR", work.path().join(cache)));
+        assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+        let raw = reg.inspect(&format!("{}/ml/app:{tag}", reg.host), true).stdout;
+        (sha(&raw), serde_json::from_slice::<Value>(&raw).unwrap())
+    };
+    let (first, pushed) = push("a", "cache-1");
+    let layer_out = &pushed["layers"][0];
+    assert_eq!(layer_out["mediaType"], "application/vnd.oci.image.layer.v1.tar+gzip", "{pushed:#}");
+    assert!(layer_out["size"].as_u64().unwrap() < layer.len() as u64 / 10, "{pushed:#}");
+    assert_eq!(pushed["config"]["digest"], config_digest, "the config (and its diff_ids) is kept");
+    let mut unpacked = Vec::new();
+    let gz = curl_blob(&reg, "ml/app", layer_out["digest"].as_str().unwrap());
+    flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut unpacked).unwrap();
+    assert!(unpacked == layer, "the compressed layer is the saved one");
+    // Again with the cache, and again without it: the same compressed bytes, the same digest.
+    assert_eq!(push("b", "cache-1").0, first);
+    assert_eq!(push("c", "cache-2").0, first, "compression is deterministic");
+
+    // `compression: none` keeps the layer as saved, and the plan says what that costs.
+    Policy::new()
+        .local("home", &reg.host)
+        .image(json!({"name": "app", "source": "docker-archive:app.tar:app:v3", "compression": "none"}))
+        .write(work.path());
+    let out = run(publish(work.path()).args(["plan", "--no-measure"]));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stdout.contains("uncompressed in 1 layer"), "{stdout}");
+}
+
 #[test]
 fn docker_daemon_images_are_exported_through_the_engine_api() {
     let reg = Registry::start(RegistryOptions::default());

@@ -39,6 +39,9 @@ fn put(dir: &Path, data: &[u8]) -> String {
     d
 }
 
+/// The media type of the test layouts' layers.
+pub const LAYER_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
 /// Writes an OCI layout at `dir` with one image whose layers have `layer_sizes` bytes
 /// (seeded by `seed`), for `os/arch`, named `ref_name` in index.json.
 pub fn write_layout(dir: &Path, seed: u64, layer_sizes: &[usize], os: &str, arch: &str, ref_name: &str) -> TestImage {
@@ -51,7 +54,8 @@ pub fn write_layout(dir: &Path, seed: u64, layer_sizes: &[usize], os: &str, arch
         let data = bytes(seed * 1000 + i as u64, *size);
         let d = put(dir, &data);
         total += data.len() as u64;
-        layers.push(json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": data.len()}));
+        // Labelled gzip as a build's layers are (the bytes are noise; nothing here reads them).
+        layers.push(json!({"mediaType": LAYER_MEDIA_TYPE, "digest": d, "size": data.len()}));
         layer_digests.push(d);
     }
     let diff_ids: Vec<_> = layer_digests.clone();
@@ -152,7 +156,7 @@ pub fn sparse_layout(dir: &Path, seed: u64, layers: &[u64]) {
         let hex = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(format!("layer {seed} {i}").as_bytes()));
         let f = std::fs::File::create(blobs.join(&hex)).unwrap();
         f.set_len(*size).unwrap();
-        descs.push(json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": format!("sha256:{hex}"), "size": size}));
+        descs.push(json!({"mediaType": LAYER_MEDIA_TYPE, "digest": format!("sha256:{hex}"), "size": size}));
     }
     let config = serde_json::to_vec(&json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": descs.iter().map(|d| d["digest"].clone()).collect::<Vec<_>>()}})).unwrap();
     let config_digest = put(&config);
