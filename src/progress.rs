@@ -1,5 +1,6 @@
 //! Transfer progress: on a terminal, one bar per blob and one for the whole push (bytes, rate,
-//! ETA) through `indicatif`; elsewhere (CI) nothing here — a log line per finished blob says it.
+//! ETA) through `indicatif`; elsewhere (CI), a blob or a compression that takes longer than 30 s
+//! logs a line every 30 s (done so far, rate, time left), and a log line per finished blob.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -84,7 +85,9 @@ impl Reporter {
             bar.set_message(label.to_string());
             bar
         });
-        BlobProgress { bar, total: self.bars.as_ref().map(|b| b.1.clone()) }
+        // Without bars (CI), a long blob says how it is going every `PACE_EVERY`.
+        let pace = self.bars.is_none().then(|| Arc::new(Pace::new(format!("sending blob {label}"), size)));
+        BlobProgress { bar, total: self.bars.as_ref().map(|b| b.1.clone()), pace }
     }
 
     pub fn finish(&self) {
@@ -99,6 +102,7 @@ impl Reporter {
 pub struct BlobProgress {
     bar: Option<ProgressBar>,
     total: Option<ProgressBar>,
+    pace: Option<Arc<Pace>>,
 }
 
 impl BlobProgress {
@@ -114,6 +118,9 @@ impl BlobProgress {
         }
         if let Some(t) = &self.total {
             t.inc(n);
+        }
+        if let Some(p) = &self.pace {
+            p.add(n, "");
         }
     }
 
@@ -137,5 +144,83 @@ impl<R: AsyncRead + Unpin> AsyncRead for Counting<R> {
             self.progress.add((buf.filled().len() - before) as u64);
         }
         poll
+    }
+}
+
+/// How often a long piece of work says how it is going where there are no bars.
+pub const PACE_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Progress as log lines, for logs that are read later (CI): nothing for work that ends within
+/// `PACE_EVERY`, then a line every `PACE_EVERY`.
+pub struct Pace {
+    what: String,
+    total: u64,
+    started: std::time::Instant,
+    /// Bytes done, and when the last line was written.
+    state: std::sync::Mutex<(u64, std::time::Instant)>,
+}
+
+impl Pace {
+    pub fn new(what: String, total: u64) -> Pace {
+        let now = std::time::Instant::now();
+        Pace { what, total, started: now, state: std::sync::Mutex::new((0, now)) }
+    }
+
+    /// Counts `n` more bytes done; logs a line when one is due (`detail` is added to it).
+    pub fn add(&self, n: u64, detail: &str) {
+        if let Some(line) = self.add_at(n, std::time::Instant::now(), detail) {
+            tracing::info!("{line}");
+        }
+    }
+
+    /// `add` at `now`: the line, when one is due.
+    fn add_at(&self, n: u64, now: std::time::Instant, detail: &str) -> Option<String> {
+        let mut state = self.state.lock().ok()?;
+        state.0 += n;
+        if now.duration_since(state.1) < PACE_EVERY {
+            return None;
+        }
+        state.1 = now;
+        let done = state.0;
+        let elapsed = now.duration_since(self.started).as_secs_f64().max(0.001);
+        let rate = done as f64 / elapsed;
+        let left = if rate > 0.0 && self.total > done {
+            let secs = ((self.total - done) as f64 / rate) as u64;
+            if secs >= 120 {
+                format!(", about {} min left", secs.div_ceil(60))
+            } else {
+                format!(", about {secs} s left")
+            }
+        } else {
+            String::new()
+        };
+        Some(format!(
+            "{}: {} of {}{detail}, {}/s{left}",
+            self.what,
+            crate::types::ByteSize(done),
+            crate::types::ByteSize(self.total),
+            crate::types::ByteSize(rate as u64),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_line_every_30_seconds_with_what_is_done_the_rate_and_the_time_left() {
+        let p = Pace::new("sending blob sha256:abcd".into(), 9_000_000_000);
+        let t0 = p.started;
+        assert_eq!(p.add_at(100_000_000, t0 + Duration::from_secs(10), ""), None, "nothing before 30 s");
+        let line = p.add_at(800_000_000, t0 + Duration::from_secs(30), "").unwrap();
+        assert_eq!(line, "sending blob sha256:abcd: 900.0 MB of 9.0 GB, 30.0 MB/s, about 5 min left");
+        assert_eq!(p.add_at(1, t0 + Duration::from_secs(45), ""), None, "not again within 30 s");
+        let line = p.add_at(1_799_999_999, t0 + Duration::from_secs(90), ", 1.1 GB compressed").unwrap();
+        assert!(
+            line.starts_with("sending blob sha256:abcd: 2.7 GB of 9.0 GB, 1.1 GB compressed, 30.0 MB/s, about"),
+            "{line}"
+        );
     }
 }

@@ -266,7 +266,9 @@ fn compressed(
     } else {
         Encoder::Gzip(super::pgzip::ParallelGz::new(sink, GZIP_LEVEL, threads))
     };
-    let (mut reader, _) = store.blob_reader(diff_id)?;
+    let (mut reader, size) = store.blob_reader(diff_id)?;
+    // Without a terminal, a long layer says how it is going every 30 s.
+    let pace = crate::progress::Pace::new(format!("compressing {path} ({algo})"), size);
     let mut uncompressed = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
     loop {
@@ -274,6 +276,7 @@ fn compressed(
         if n == 0 {
             break;
         }
+        pace.add(n as u64, "");
         uncompressed.update(&buf[..n]);
         encoder.write_all(&buf[..n]).map_err(io)?;
     }
