@@ -98,6 +98,7 @@ pub async fn open_image(source: &SourcePlan, env: &Env, config: &ClientConfig) -
     let transport = Transport::parse(&source.transport, Path::new(""))?;
     let opts = crate::image::OpenOptions {
         compression: source.compression,
+        compression_level: source.compression_level,
         cache_dir: cache_dir(env),
         docker_socket: crate::image::daemon::socket_path(env.get("DOCKER_HOST").map(String::as_str))?,
     };

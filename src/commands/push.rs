@@ -81,7 +81,12 @@ pub async fn push(args: PushArgs, env: &Env) -> anyhow::Result<ExitStatus> {
         }
         _ => None,
     };
-    let plan = SourcePlan { transport: args.source.clone(), compression: Default::default(), registry };
+    let plan = SourcePlan {
+        transport: args.source.clone(),
+        compression: Default::default(),
+        compression_level: None,
+        registry,
+    };
     let image = match load::open_image(&plan, env, &config).await {
         Ok(image) => image,
         // The source registry was contacted and failed: exit 1, not a usage error.

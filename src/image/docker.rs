@@ -70,7 +70,7 @@ pub fn same_name(tag: &str, reference: &str) -> bool {
 pub(super) fn open_legacy(
     store: &mut Store,
     reference: Option<&str>,
-    compression: LayerCompression,
+    (compression, level): (LayerCompression, Option<u32>),
     cache: &Path,
 ) -> Result<Manifest, ImageError> {
     let entries: Vec<Entry> = serde_json::from_slice(&store.read_path("manifest.json", super::MAX_METADATA)?)
@@ -115,7 +115,7 @@ pub(super) fn open_legacy(
                 (DOCKER_LAYER, diff_id.clone(), size)
             }
             LayerCompression::Gzip | LayerCompression::Zstd => {
-                let (digest, size, file) = compressed(store, diff_id, path, compression, cache)?;
+                let (digest, size, file) = compressed(store, diff_id, path, (compression, level), cache)?;
                 store.add_file(digest.clone(), file);
                 let media_type = if compression == LayerCompression::Zstd { OCI_LAYER_ZSTD } else { DOCKER_LAYER_GZIP };
                 (media_type, digest, size)
@@ -158,21 +158,21 @@ pub(super) fn compress_oci(
     store: &mut Store,
     root: Manifest,
     children: Vec<Manifest>,
-    compression: LayerCompression,
+    (compression, level): (LayerCompression, Option<u32>),
     cache: &Path,
 ) -> Result<(Manifest, Vec<Manifest>), ImageError> {
     if compression == LayerCompression::None {
         return Ok((root, children));
     }
     if !root.is_index() {
-        return Ok((compress_manifest(store, root, compression, cache)?, children));
+        return Ok((compress_manifest(store, root, (compression, level), cache)?, children));
     }
     let mut index: serde_json::Value = serde_json::from_slice(&root.bytes)
         .map_err(|e| store.layout_error(format!("index {} is not JSON: {e}", root.digest)))?;
     let mut rewritten = Vec::new();
     for child in children {
         let before = child.digest.clone();
-        let after = compress_manifest(store, child, compression, cache)?;
+        let after = compress_manifest(store, child, (compression, level), cache)?;
         if let Some(entries) = index.get_mut("manifests").and_then(|m| m.as_array_mut()) {
             for e in entries.iter_mut().filter(|e| e.get("digest").and_then(|d| d.as_str()) == Some(before.as_str())) {
                 e["digest"] = json!(after.digest.as_str());
@@ -192,7 +192,7 @@ pub(super) fn compress_oci(
 fn compress_manifest(
     store: &mut Store,
     m: Manifest,
-    compression: LayerCompression,
+    (compression, level): (LayerCompression, Option<u32>),
     cache: &Path,
 ) -> Result<Manifest, ImageError> {
     if !m.layers.iter().any(|l| uncompressed(&l.media_type)) {
@@ -205,7 +205,7 @@ fn compress_manifest(
         .map_err(|e| store.layout_error(format!("manifest {} is not JSON: {e}", m.digest)))?;
     for (i, layer) in m.layers.iter().enumerate().filter(|(_, l)| uncompressed(&l.media_type)) {
         let path = format!("blobs/sha256/{}", layer.digest.hex());
-        let (digest, size, file) = compressed(store, &layer.digest, &path, compression, cache)?;
+        let (digest, size, file) = compressed(store, &layer.digest, &path, (compression, level), cache)?;
         store.add_file(digest.clone(), file);
         let layer_type = match (zstd, media_type == DOCKER_MANIFEST) {
             (true, _) => OCI_LAYER_ZSTD,
@@ -230,16 +230,19 @@ fn compressed(
     store: &Store,
     diff_id: &Digest,
     path: &str,
-    compression: LayerCompression,
+    (compression, level): (LayerCompression, Option<u32>),
     cache: &Path,
 ) -> Result<(Digest, u64, PathBuf), ImageError> {
     let dir = cache.to_path_buf();
     let io = |source| ImageError::Io { path: dir.display().to_string(), source };
     let algo = if compression == LayerCompression::Zstd { "zstd" } else { "gzip" };
+    let level = level.unwrap_or(if compression == LayerCompression::Zstd { ZSTD_LEVEL as u32 } else { GZIP_LEVEL });
     // The layer must be in the archive, cache or not: a warm cache never stands in for a
     // layer the archive does not have.
     drop(store.blob_reader(diff_id)?);
-    let map = dir.join(algo).join(diff_id.hex());
+    // Each algorithm and level has its own digests.
+    let kind = format!("{algo}-{level}");
+    let map = dir.join(&kind).join(diff_id.hex());
     if let Ok(line) = crate::http::read_file_limited(&map, 1024).map(|b| String::from_utf8_lossy(&b).into_owned())
         && let Some((d, s)) = line.trim().split_once(' ')
         && let (Ok(digest), Ok(size)) = (d.parse::<Digest>(), s.parse::<u64>())
@@ -250,7 +253,7 @@ fn compressed(
             return Ok((digest, size, file));
         }
     }
-    std::fs::create_dir_all(dir.join(algo)).map_err(io)?;
+    std::fs::create_dir_all(dir.join(&kind)).map_err(io)?;
     std::fs::create_dir_all(dir.join("blobs")).map_err(io)?;
     tracing::info!(layer = path, "compressing ({algo})");
     let tmp = Partial(dir.join("blobs").join(format!(".tmp-{}-{}", diff_id.hex(), std::process::id())));
@@ -260,11 +263,11 @@ fn compressed(
     // cut the input into jobs by size, not by worker count).
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut encoder: Encoder = if compression == LayerCompression::Zstd {
-        let mut e = zstd::stream::write::Encoder::new(sink, ZSTD_LEVEL).map_err(io)?;
+        let mut e = zstd::stream::write::Encoder::new(sink, level as i32).map_err(io)?;
         e.multithread(threads as u32).map_err(io)?;
         Encoder::Zstd(e)
     } else {
-        Encoder::Gzip(super::pgzip::ParallelGz::new(sink, GZIP_LEVEL, threads))
+        Encoder::Gzip(super::pgzip::ParallelGz::new(sink, level, threads))
     };
     let (mut reader, size) = store.blob_reader(diff_id)?;
     // Without a terminal, a long layer says how it is going every 30 s.

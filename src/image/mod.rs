@@ -153,6 +153,8 @@ pub trait RemoteBlobs: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Clone)]
 pub struct OpenOptions {
     pub compression: crate::types::LayerCompression,
+    /// The compressor's level (`None`: its default).
+    pub compression_level: Option<u32>,
     pub cache_dir: PathBuf,
     pub docker_socket: PathBuf,
 }
@@ -192,7 +194,12 @@ impl Image {
             }
         };
         if docker && !store.has("oci-layout") {
-            let root = docker::open_legacy(&mut store, reference.as_deref(), compression, &opts.cache_dir)?;
+            let root = docker::open_legacy(
+                &mut store,
+                reference.as_deref(),
+                (compression, opts.compression_level),
+                &opts.cache_dir,
+            )?;
             return Ok(Image { source, store, root, children: Vec::new(), _export: None, remote: None, origin: None });
         }
         let layout: serde_json::Value = serde_json::from_slice(&store.read_path("oci-layout", 64 * 1024)?)
@@ -240,7 +247,7 @@ impl Image {
         }
         // What Docker saved uncompressed is compressed; an OCI layout the user built keeps its bytes.
         let (root, children) = if docker {
-            docker::compress_oci(&mut store, root, children, compression, &opts.cache_dir)?
+            docker::compress_oci(&mut store, root, children, (compression, opts.compression_level), &opts.cache_dir)?
         } else {
             (root, children)
         };

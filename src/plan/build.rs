@@ -138,7 +138,7 @@ pub fn source_plan(resolved: &Resolved, spec: &ResolvedImage) -> SourcePlan {
         }
         _ => None,
     };
-    SourcePlan { transport, compression: spec.compression, registry }
+    SourcePlan { transport, compression: spec.compression, compression_level: spec.compression_level, registry }
 }
 
 fn usage_for(r: &ResolvedRegistry, measured: &MeasuredUsage) -> Usage {

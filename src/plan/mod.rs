@@ -160,6 +160,9 @@ pub struct SourcePlan {
     /// skopeo's transport syntax with the path as resolved from the policy's directory.
     pub transport: String,
     pub compression: LayerCompression,
+    /// The compressor's level, when the policy sets one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression_level: Option<u32>,
     /// For `docker://` sources: the source registry and its credential source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry: Option<SourceRegistry>,

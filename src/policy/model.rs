@@ -75,6 +75,13 @@ pub struct Transfer {
     /// so the bytes are not hashed twice) or `client` (also hashed on the way out).
     #[serde(default)]
     pub verify: Option<Located<Verify>>,
+    /// How layers Docker saved uncompressed are pushed, for every image that does not say:
+    /// `gzip` (default), `zstd` or `none`.
+    #[serde(default)]
+    pub compression: Option<Located<crate::types::LayerCompression>>,
+    /// The compressor's level: gzip 1–9 (default 3), zstd 1–19 (default 3).
+    #[serde(default)]
+    pub compression_level: Option<Located<u32>>,
 }
 
 /// Who checks blob digests on a push.
@@ -370,10 +377,14 @@ pub struct Image {
     /// Expected pulls a month (each pulling the whole image, the worst case): checks free transfer.
     #[serde(default)]
     pub pulls_per_month: Option<Located<u64>>,
-    /// How the uncompressed layers of a legacy `docker save` archive are pushed: `gzip`
-    /// (default) or `none`.
+    /// How the layers Docker saved uncompressed (`docker save`, `docker-daemon:`) are pushed:
+    /// `gzip`, `zstd` or `none` (default: `transfer.compression`, else gzip). An OCI layout
+    /// you built keeps its bytes.
     #[serde(default)]
     pub compression: Option<Located<crate::types::LayerCompression>>,
+    /// The compressor's level for this image (default: `transfer.compression_level`).
+    #[serde(default)]
+    pub compression_level: Option<Located<u32>>,
     /// Where the image runs, e.g. the RunPod data centre region (`EU-RO-1`).
     #[serde(default)]
     pub region: Option<Located<String>>,

@@ -103,6 +103,8 @@ pub struct ResolvedImage {
     pub candidates: Vec<ResolvedRegistry>,
     pub publish_to: PublishTo,
     pub compression: crate::types::LayerCompression,
+    /// `None`: the compressor's default.
+    pub compression_level: Option<u32>,
     pub pulls_per_month: Option<u64>,
     pub region: Option<String>,
     /// Where the image's entry starts (its `name`), for errors about the image as a whole.

@@ -312,3 +312,42 @@ fn a_warm_cache_does_not_excuse_a_layer_missing_from_the_archive() {
         .collect();
     assert!(leftovers.is_empty(), "partial files left in the cache");
 }
+
+/// `transfer.compression` and `transfer.compression_level` apply to every image that does not
+/// say; an image's own win; a level outside the compressor's range is located.
+#[test]
+fn compression_and_its_level_come_from_the_image_else_from_transfer() {
+    let work = tempfile::tempdir().unwrap();
+    support::docker::save_legacy(&work.path().join("app.tar"), 9, &[200_000]);
+    let plan = |transfer: Value, image: Value| {
+        let mut img = json!({"name": "app", "source": "docker-archive:app.tar"});
+        img.as_object_mut().unwrap().extend(image.as_object().unwrap().clone());
+        Policy::new().local("home", "127.0.0.1:1").set("transfer", transfer).image(img).write(work.path());
+        let out = run(publish(work.path())
+            .args(["plan", "--no-measure", "-o", "json"])
+            .env("PUBLISH_CACHE_DIR", work.path().join("cache")));
+        let (stdout, stderr) = text(&out);
+        (out.status.code(), stdout, stderr)
+    };
+    let layer_type = |stdout: &str| {
+        let v: Value = serde_json::from_str(stdout).unwrap();
+        v["images"][0]["blobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["media_type"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let (code, stdout, stderr) = plan(json!({"compression": "zstd"}), json!({}));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(layer_type(&stdout).iter().any(|t| t.ends_with("+zstd")), "{stdout}");
+    let (code, stdout, _) =
+        plan(json!({"compression": "zstd"}), json!({"compression": "gzip", "compression_level": 9}));
+    assert_eq!(code, Some(0));
+    assert!(layer_type(&stdout).iter().any(|t| t.ends_with(".gzip")), "{stdout}");
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["images"][0]["open"]["compression_level"], 9);
+    let (code, _, stderr) = plan(json!({"compression_level": 12}), json!({}));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("transfer.compression_level") && stderr.contains("gzip levels are 1 to 9"), "{stderr}");
+}

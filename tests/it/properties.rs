@@ -12,6 +12,7 @@ use publish_action::policy;
 fn options(dir: &Path) -> OpenOptions {
     OpenOptions {
         compression: Default::default(),
+        compression_level: None,
         cache_dir: dir.join("cache"),
         docker_socket: dir.join("no-docker.sock"),
     }

@@ -47,6 +47,7 @@ pub(super) fn resolve_images(
         let tags = tags(c, img, &field, &env, ctx);
         let platforms = platforms(c, img, &field);
         let candidates = candidates(c, policy, registries, img, &field);
+        let (compression, compression_level) = compression(c, policy, img, &field);
         let platforms_at = img.platforms.first().map_or((img.name.line, img.name.col), |p| (p.line, p.col));
         images.push(ResolvedImage {
             name: img.name.value.clone(),
@@ -58,7 +59,8 @@ pub(super) fn resolve_images(
             platforms_at,
             candidates,
             publish_to: img.publish_to.as_ref().map(|p| p.value).unwrap_or_default(),
-            compression: img.compression.as_ref().map(|c| c.value).unwrap_or_default(),
+            compression,
+            compression_level,
             pulls_per_month: img.pulls_per_month.as_ref().map(|p| p.value),
             region: img.region.as_ref().map(|r| r.value.clone()),
             at: (img.name.line, img.name.col),
@@ -184,4 +186,46 @@ fn candidates(
         }
     }
     candidates
+}
+
+/// The image's compression and level, else `transfer:`'s; a level outside the compressor's
+/// range is a located mistake.
+fn compression(
+    c: &mut Checker,
+    policy: &Policy,
+    img: &model::Image,
+    field: &str,
+) -> (crate::types::LayerCompression, Option<u32>) {
+    use crate::types::LayerCompression;
+    let transfer = policy.transfer.as_ref();
+    let compression = img
+        .compression
+        .as_ref()
+        .or_else(|| transfer.and_then(|t| t.compression.as_ref()))
+        .map(|c| c.value)
+        .unwrap_or_default();
+    let (level, at) = match (&img.compression_level, transfer.and_then(|t| t.compression_level.as_ref())) {
+        (Some(l), _) => (l, format!("{field}.compression_level")),
+        (None, Some(l)) => (l, "transfer.compression_level".to_string()),
+        (None, None) => return (compression, None),
+    };
+    let range = match compression {
+        LayerCompression::Gzip => 1..=9,
+        LayerCompression::Zstd => 1..=19,
+        LayerCompression::None => return (compression, None),
+    };
+    if !range.contains(&level.value) {
+        c.err(
+            level,
+            at,
+            format!(
+                "{} levels are {} to {}",
+                if compression == LayerCompression::Zstd { "zstd" } else { "gzip" },
+                range.start(),
+                range.end()
+            ),
+            Some("leave it out for the default (3)".into()),
+        );
+    }
+    (compression, Some(level.value))
 }
