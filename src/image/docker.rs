@@ -170,22 +170,41 @@ pub(super) fn compress_oci(
     let mut index: serde_json::Value = serde_json::from_slice(&root.bytes)
         .map_err(|e| store.layout_error(format!("index {} is not JSON: {e}", root.digest)))?;
     let mut rewritten = Vec::new();
+    let mut changed = false;
     for child in children {
         let before = child.digest.clone();
         let after = compress_manifest(store, child, (compression, level), cache)?;
-        if let Some(entries) = index.get_mut("manifests").and_then(|m| m.as_array_mut()) {
-            for e in entries.iter_mut().filter(|e| e.get("digest").and_then(|d| d.as_str()) == Some(before.as_str())) {
-                e["digest"] = json!(after.digest.as_str());
-                e["size"] = json!(after.bytes.len());
-                e["mediaType"] = json!(after.media_type);
-            }
+        if after.digest != before {
+            changed = true;
+            rewrite_entries(&mut index, &before, &after);
         }
         rewritten.push(after);
+    }
+    // An index none of whose images changed keeps its bytes (and its digest).
+    if !changed {
+        return Ok((root, rewritten));
     }
     let bytes = serde_json::to_vec(&index).map_err(|e| store.layout_error(e.to_string()))?;
     let root = Manifest::parse(Digest::of(&bytes), bytes, &root.media_type, root.platform)
         .map_err(|e| store.layout_error(e.to_string()))?;
     Ok((root, rewritten))
+}
+
+/// Points the index's entries for manifest `before` at `after`, and the attestation entries
+/// that refer to it (Docker's `vnd.docker.reference.digest`) too.
+fn rewrite_entries(index: &mut serde_json::Value, before: &Digest, after: &Manifest) {
+    let Some(entries) = index.get_mut("manifests").and_then(|m| m.as_array_mut()) else { return };
+    for e in entries.iter_mut() {
+        if e.get("digest").and_then(|d| d.as_str()) == Some(before.as_str()) {
+            e["digest"] = json!(after.digest.as_str());
+            e["size"] = json!(after.bytes.len());
+            e["mediaType"] = json!(after.media_type);
+        }
+        let refers = e.pointer("/annotations/vnd.docker.reference.digest").and_then(|d| d.as_str());
+        if refers == Some(before.as_str()) {
+            e["annotations"]["vnd.docker.reference.digest"] = json!(after.digest.as_str());
+        }
+    }
 }
 
 /// One image manifest with its uncompressed layers compressed (unchanged when it has none).
@@ -271,7 +290,8 @@ fn compressed(
     };
     let (mut reader, size) = store.blob_reader(diff_id)?;
     // Without a terminal, a long layer says how it is going every 30 s.
-    let pace = crate::progress::Pace::new(format!("compressing {path} ({algo})"), size);
+    let pace = (!std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .then(|| crate::progress::Pace::new(format!("compressing {path} ({algo})"), size));
     let mut uncompressed = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
     loop {
@@ -279,7 +299,9 @@ fn compressed(
         if n == 0 {
             break;
         }
-        pace.add(n as u64, "");
+        if let Some(p) = &pace {
+            p.add(n as u64, "");
+        }
         uncompressed.update(&buf[..n]);
         encoder.write_all(&buf[..n]).map_err(io)?;
     }

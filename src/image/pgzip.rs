@@ -74,11 +74,14 @@ impl<W: Write> ParallelGz<W> {
                 .enumerate()
                 .map(|(i, (block, prime))| {
                     let is_last = last && i + 1 == n;
-                    scope.spawn(move || deflate_block(block, prime, level, is_last))
+                    std::thread::Builder::new().spawn_scoped(scope, move || deflate_block(block, prime, level, is_last))
                 })
                 .collect();
             work.into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("a compression thread panicked"))))
+                .map(|h| match h {
+                    Ok(h) => h.join().unwrap_or_else(|_| Err(io::Error::other("a compression thread panicked"))),
+                    Err(e) => Err(e),
+                })
                 .collect()
         });
         for out in outputs {

@@ -197,6 +197,37 @@ fn docker_25_uncompressed_layers_are_compressed_the_same_on_every_run() {
     assert!(stdout.contains("uncompressed in 1 layer"), "{stdout}");
 }
 
+/// A Docker 25+ archive whose root is an image index over already-compressed images: nothing to
+/// compress, so the index goes up byte for byte (its digest is the one saved).
+#[test]
+fn docker_25_index_with_compressed_layers_keeps_its_digest() {
+    let reg = Registry::start(RegistryOptions::default());
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    let (compact, _) = support::image::write_index_layout(&layout, 12, &[("linux", "amd64"), ("linux", "arm64")], "v4");
+    // The index as Docker writes it, indented: a rewrite would not keep these bytes.
+    let blob = |d: &str| layout.join("blobs/sha256").join(&d["sha256:".len()..]);
+    let index: Value = serde_json::from_slice(&std::fs::read(blob(&compact)).unwrap()).unwrap();
+    let pretty = serde_json::to_vec_pretty(&index).unwrap();
+    let index_digest = sha(&pretty);
+    std::fs::write(blob(&index_digest), &pretty).unwrap();
+    let mut top: Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    top["manifests"][0]["digest"] = json!(index_digest);
+    top["manifests"][0]["size"] = json!(pretty.len());
+    std::fs::write(layout.join("index.json"), top.to_string()).unwrap();
+    std::fs::write(layout.join("manifest.json"), "[]").unwrap();
+    write_archive(&layout, &work.path().join("app.tar"));
+    let out = run(publish(work.path()).args([
+        "push",
+        "docker-archive:app.tar:v4",
+        &format!("docker://{}/ml/app:v4", reg.host),
+        "--insecure",
+    ]));
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    let raw = reg.inspect(&format!("{}/ml/app:v4", reg.host), true).stdout;
+    assert_eq!(sha(&raw), index_digest);
+}
+
 #[test]
 fn docker_daemon_images_are_exported_through_the_engine_api() {
     let reg = Registry::start(RegistryOptions::default());
