@@ -181,9 +181,10 @@ impl Pace {
             return None;
         }
         state.1 = now;
-        let done = state.0;
+        // Bytes sent again after a retry count for the rate, not past the total.
+        let done = state.0.min(self.total);
         let elapsed = now.duration_since(self.started).as_secs_f64().max(0.001);
-        let rate = done as f64 / elapsed;
+        let rate = state.0 as f64 / elapsed;
         let left = if rate > 0.0 && self.total > done {
             let secs = ((self.total - done) as f64 / rate) as u64;
             if secs >= 120 {

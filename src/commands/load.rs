@@ -61,8 +61,14 @@ pub async fn policy_and_images(path: &Path, env: &Env) -> anyhow::Result<(Resolv
     let resolved = policy(path, env)?;
     let mut images = Vec::new();
     let mut errors = Vec::new();
+    let in_actions = crate::github::Actions::detect(env).is_some();
     for (i, spec) in resolved.images.iter().enumerate() {
-        match open_image(&plan::build::source_plan(&resolved, spec), env, &resolved.transfer).await {
+        let source = plan::build::source_plan(&resolved, spec);
+        // Docker's layers are compressed while the image is opened: in GitHub Actions their
+        // progress lines sit in a group of their own.
+        let compresses = ["docker-archive:", "docker-daemon:"].iter().any(|t| source.transport.starts_with(t));
+        let _group = crate::github::Group::start(in_actions && compresses, &format!("Opening image {}", spec.name));
+        match open_image(&source, env, &resolved.transfer).await {
             Ok(image) => images.push(image),
             // A `docker://` source's registry was contacted and failed: a runtime failure
             // (exit 1), not a mistake in the policy.

@@ -378,6 +378,13 @@ fn compression_and_its_level_come_from_the_image_else_from_transfer() {
     assert!(layer_type(&stdout).iter().any(|t| t.ends_with(".gzip")), "{stdout}");
     let v: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(v["images"][0]["open"]["compression_level"], 9);
+    // In GitHub Actions, opening (and compressing) a docker source is a group of its own.
+    let out = run(publish(work.path())
+        .args(["plan", "--no-measure"])
+        .env("GITHUB_ACTIONS", "true")
+        .env("PUBLISH_CACHE_DIR", work.path().join("cache")));
+    let (_, stderr) = text(&out);
+    assert!(stderr.contains("::group::Opening image app") && stderr.contains("::endgroup::"), "{stderr}");
     let (code, _, stderr) = plan(json!({"compression_level": 12}), json!({}));
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("transfer.compression_level") && stderr.contains("gzip levels are 1 to 9"), "{stderr}");
