@@ -25,7 +25,7 @@ pub const MAX_CA_FILE: u64 = 1024 * 1024;
 /// Redirects: reqwest drops `Authorization` when a redirect leaves the original host, port or
 /// scheme, so credentials never follow a blob download to object storage; on top of that a
 /// redirect from HTTPS to plain HTTP on a non-loopback host is refused outright.
-pub fn client(extra_ca: Option<&Path>, config: &ClientConfig) -> anyhow::Result<reqwest::Client> {
+fn client(extra_ca: Option<&Path>, config: &ClientConfig) -> anyhow::Result<reqwest::Client> {
     let policy = reqwest::redirect::Policy::custom(|attempt| {
         let downgrade = attempt.previous().last().is_some_and(|p| p.scheme() == "https")
             && attempt.url().scheme() == "http"
@@ -55,6 +55,16 @@ pub fn client(extra_ca: Option<&Path>, config: &ClientConfig) -> anyhow::Result<
         }
     }
     Ok(builder.build()?)
+}
+
+/// The `rel="next"` target of an answer's `Link` header (RFC 8288: several links may share
+/// one header), resolved against the request URL: the next page of a registry's catalog or of
+/// GitHub's list. Whether to follow it (its origin) is the caller's.
+pub fn link_next(request: &url::Url, headers: &reqwest::header::HeaderMap) -> Option<url::Url> {
+    let link = headers.get(reqwest::header::LINK)?.to_str().ok()?;
+    let next = link.split(',').find(|part| part.contains("rel=\"next\""))?;
+    let target = next.split(';').next()?.trim().trim_start_matches('<').trim_end_matches('>');
+    request.join(target).ok()
 }
 
 /// A bounded read that failed. Names the file, never echoes its bytes.
@@ -203,5 +213,33 @@ impl ClientConfig {
     /// An HTTP client with these timeouts (see [`client`]).
     pub fn http(&self, extra_ca: Option<&Path>) -> anyhow::Result<reqwest::Client> {
         client(extra_ca, self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_link_is_found_among_several() {
+        let url = url::Url::parse("https://r.example/v2/_catalog?n=2").unwrap();
+        let headers = |v: &str| {
+            let mut h = reqwest::header::HeaderMap::new();
+            h.insert(reqwest::header::LINK, v.parse().unwrap());
+            h
+        };
+        let next = |v: &str| link_next(&url, &headers(v)).map(|u| u.to_string());
+        assert_eq!(
+            next(r#"</v2/_catalog?last=b&n=2>; rel="next""#).as_deref(),
+            Some("https://r.example/v2/_catalog?last=b&n=2")
+        );
+        // GitHub sends prev and first before next in one header.
+        assert_eq!(
+            next(r#"<https://api.example/x?page=1>; rel="prev", <https://api.example/x?page=3>; rel="next""#)
+                .as_deref(),
+            Some("https://api.example/x?page=3")
+        );
+        assert_eq!(next(r#"<https://api.example/x?page=1>; rel="prev""#), None);
+        assert_eq!(link_next(&url, &reqwest::header::HeaderMap::new()), None);
     }
 }

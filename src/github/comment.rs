@@ -5,7 +5,7 @@
 //! `POST …/issues/{number}/comments`. Every call is retried by `crate::retry` and every answer
 //! is bounded.
 
-use reqwest::header::{ACCEPT, AUTHORIZATION, LINK};
+use reqwest::header::{ACCEPT, AUTHORIZATION};
 use serde_json::{Value, json};
 
 use super::summary::COMMENT_MARKER;
@@ -119,14 +119,7 @@ impl Api<'_> {
         .await
         .map_err(|e| CommentError(e.to_string()))?;
         let status = resp.status();
-        let next = resp
-            .headers()
-            .get(LINK)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|l| l.split(',').find(|part| part.contains("rel=\"next\"")))
-            .and_then(|part| part.split(';').next())
-            .map(|t| t.trim().trim_start_matches('<').trim_end_matches('>').to_string())
-            .and_then(|t| url.join(&t).ok());
+        let next = crate::http::link_next(url, resp.headers());
         let value: Value = json_limited(resp, 4 * MAX_SMALL_BODY).await.unwrap_or(Value::Null);
         if !status.is_success() {
             let message = value.get("message").and_then(Value::as_str).unwrap_or("no message");

@@ -29,6 +29,11 @@ pub fn socket_path(docker_host: Option<&str>) -> Result<PathBuf, ImageError> {
     }
 }
 
+/// The longest status, header or chunk-size line read from the daemon, and how many header
+/// lines: a head past these is not an answer.
+const MAX_LINE: u64 = 16 * 1024;
+const MAX_HEADERS: usize = 100;
+
 /// Exports `name` from the daemon into a temporary file in `dir`.
 pub fn export(name: &str, dir: &Path, socket: &Path) -> Result<TempFile, ImageError> {
     let err = |what: String| ImageError::Layout { path: format!("docker-daemon:{name}"), what };
@@ -43,13 +48,19 @@ pub fn export(name: &str, dir: &Path, socket: &Path) -> Result<TempFile, ImageEr
     .map_err(|e| err(format!("writing to the Docker daemon: {e}")))?;
     let mut reader = BufReader::new(stream);
     let mut status = String::new();
-    reader.read_line(&mut status).map_err(|e| err(format!("reading the Docker daemon's answer: {e}")))?;
+    (&mut reader)
+        .take(MAX_LINE)
+        .read_line(&mut status)
+        .map_err(|e| err(format!("reading the Docker daemon's answer: {e}")))?;
     let code: u16 = status.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let mut chunked = false;
     let mut length = None;
-    loop {
+    for count in 0.. {
+        if count == MAX_HEADERS {
+            return Err(err(format!("the Docker daemon's answer has more than {MAX_HEADERS} header lines")));
+        }
         let mut h = String::new();
-        reader.read_line(&mut h).map_err(|e| err(e.to_string()))?;
+        (&mut reader).take(MAX_LINE).read_line(&mut h).map_err(|e| err(e.to_string()))?;
         let h = h.trim_end();
         if h.is_empty() {
             break;
@@ -104,11 +115,11 @@ impl<R: BufRead> Read for Chunked<R> {
         }
         if self.left == 0 {
             let mut line = String::new();
-            self.inner.read_line(&mut line)?;
+            (&mut self.inner).take(MAX_LINE).read_line(&mut line)?;
             if line.trim().is_empty() {
                 // The CRLF after the previous chunk.
                 line.clear();
-                self.inner.read_line(&mut line)?;
+                (&mut self.inner).take(MAX_LINE).read_line(&mut line)?;
             }
             let size = u64::from_str_radix(line.trim().split(';').next().unwrap_or("0"), 16).map_err(|_| {
                 std::io::Error::new(std::io::ErrorKind::InvalidData, "bad chunk size from the Docker daemon")

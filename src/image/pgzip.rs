@@ -47,8 +47,8 @@ impl<W: Write> ParallelGz<W> {
         }
     }
 
-    /// Compresses `count` whole blocks from the front of `pending` (none of them the last)
-    /// and writes them in order.
+    /// Compresses up to `count` blocks from the front of `pending` and writes them in order;
+    /// with `last`, the final one ends the stream.
     fn compress_blocks(&mut self, count: usize, last: bool) -> io::Result<()> {
         if !self.header_written {
             self.inner.write_all(&HEADER)?;

@@ -2,7 +2,6 @@
 
 use reqwest::{Method, StatusCode};
 
-use super::transport::link_next;
 use super::{Client, RegistryError};
 use crate::http::{MAX_SMALL_BODY, json_limited};
 
@@ -21,7 +20,7 @@ impl Client {
             if !resp.status().is_success() {
                 return Err(self.api_error(resp).await);
             }
-            let next = link_next(&url, &resp);
+            let next = crate::http::link_next(&url, resp.headers());
             let page: Catalog =
                 json_limited(resp, 4 * MAX_SMALL_BODY).await.map_err(|e| self.refused(e.to_string()))?;
             out.extend(page.repositories);

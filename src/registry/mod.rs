@@ -233,14 +233,14 @@ pub struct Client {
     authorization: Mutex<Option<Secret>>,
     /// Timeouts, retries and the in-flight limit: the run's, handed in.
     config: ClientConfig,
-    retry: RetryPolicy,
 }
 
 impl Client {
     fn new(access: &RegistryAccess, repository: &str) -> Result<Client, RegistryError> {
         let RegistryAccess { endpoint, ca_file, credential, config } = access;
         let base = endpoint.base_url()?;
-        let http = crate::http::client(ca_file.as_deref(), config)
+        let http = config
+            .http(ca_file.as_deref())
             .map_err(|e| RegistryError::Refused { registry: endpoint.host.clone(), message: e.to_string() })?;
         Ok(Client {
             http,
@@ -252,7 +252,6 @@ impl Client {
             credential: credential.clone(),
             authorization: Mutex::new(None),
             config: *config,
-            retry: config.retry(),
         })
     }
 
@@ -269,7 +268,6 @@ impl Client {
             credential: self.credential.clone(),
             authorization: Mutex::new(None),
             config: self.config,
-            retry: self.retry,
         }
     }
 
@@ -296,5 +294,10 @@ impl Client {
     /// The run's client configuration this client was built with.
     pub fn config(&self) -> &ClientConfig {
         &self.config
+    }
+
+    /// How this client retries (from its configuration).
+    fn retry(&self) -> RetryPolicy {
+        self.config.retry()
     }
 }

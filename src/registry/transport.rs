@@ -192,7 +192,7 @@ impl Client {
     ) -> bool {
         let within = started.elapsed() + self.backoff(error, attempt) < deadline;
         // An unreachable registry (restarting, say) gets twice the attempts, still within the deadline.
-        let attempts = if error.unreachable() { self.retry.attempts * 2 } else { self.retry.attempts };
+        let attempts = if error.unreachable() { self.retry().attempts * 2 } else { self.retry().attempts };
         within && error.retryable() && attempt < attempts
     }
 
@@ -202,12 +202,12 @@ impl Client {
             RegistryError::Throttled { wait, .. } => Some(*wait),
             _ => None,
         };
-        self.retry.wait(attempt, asked)
+        self.retry().wait(attempt, asked)
     }
 
     /// The bound of a small request with its retries: `transfer.request_timeout` × 2.5.
     pub(super) fn request_bound(&self) -> Bound<impl Fn() -> String + use<>> {
-        let retry = self.retry;
+        let retry = self.retry();
         Bound::new(retry.deadline(), move || retry.bound_text())
     }
 
@@ -250,13 +250,6 @@ impl Client {
             message: format!("upload Location {value:?} is not a URL: {e}"),
         })
     }
-}
-
-/// The `rel="next"` target of a `Link` header, resolved against the request URL.
-pub(super) fn link_next(request: &Url, resp: &reqwest::Response) -> Option<Url> {
-    let link = resp.headers().get(reqwest::header::LINK)?.to_str().ok()?;
-    let target = link.split(';').next()?.trim().trim_start_matches('<').trim_end_matches('>');
-    link.contains("rel=\"next\"").then(|| request.join(target).ok()).flatten()
 }
 
 /// An operation's overall deadline: every attempt is cut at it, every wait ends at it, and

@@ -320,10 +320,10 @@ impl Client {
             };
             failures += 1;
             let resumable = error.retryable() || matches!(&error, RegistryError::Api { status: 416, .. });
-            if !resumable || failures >= self.retry.attempts {
+            if !resumable || failures >= self.retry().attempts {
                 return Err(error);
             }
-            tokio::time::sleep(self.retry.delay(failures)).await;
+            tokio::time::sleep(self.retry().delay(failures)).await;
             // Where does the session stand? (OCI spec: GET on the upload URL, 204 and Range.)
             let (kept, next) = self.upload_status(&location).await?;
             if kept < offset || kept > offset + len {
