@@ -10,6 +10,7 @@ mod auth;
 mod cosign;
 mod decision_matrix;
 mod docker_archive;
+mod docker_daemon;
 mod dockerhub;
 mod docs_commands;
 mod docs_messages;

@@ -7,7 +7,33 @@ use serde_json::json;
 use super::image::{bytes, sha};
 
 /// Writes what `docker save app:v1` writes in the legacy layout; returns the layers' diff_ids.
+/// The layers are noise, not tars: for `docker load`, see `save_loadable`.
 pub fn save_legacy(path: &Path, seed: u64, sizes: &[usize]) -> Vec<String> {
+    let layers: Vec<Vec<u8>> = sizes.iter().enumerate().map(|(i, n)| bytes(seed * 100 + i as u64, *n)).collect();
+    write_legacy(path, &layers, "app:v1")
+}
+
+/// A legacy `docker save` archive a real daemon loads: each layer a tar of one file of `sizes`
+/// bytes (noise seeded by `seed`), tagged `tag`. Returns the layers' diff_ids.
+pub fn save_loadable(path: &Path, seed: u64, sizes: &[usize], tag: &str) -> Vec<String> {
+    let layers: Vec<Vec<u8>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let mut t = tar::Builder::new(Vec::new());
+            let mut h = tar::Header::new_gnu();
+            h.set_size(*n as u64);
+            h.set_mode(0o644);
+            h.set_mtime(1_700_000_000);
+            h.set_cksum();
+            t.append_data(&mut h, format!("data/f{i}"), &bytes(seed * 100 + i as u64, *n)[..]).unwrap();
+            t.into_inner().unwrap()
+        })
+        .collect();
+    write_legacy(path, &layers, tag)
+}
+
+fn write_legacy(path: &Path, layers: &[Vec<u8>], tag: &str) -> Vec<String> {
     let mut tar = tar::Builder::new(std::fs::File::create(path).unwrap());
     let mut add = |name: &str, data: &[u8]| {
         let mut h = tar::Header::new_gnu();
@@ -16,7 +42,6 @@ pub fn save_legacy(path: &Path, seed: u64, sizes: &[usize]) -> Vec<String> {
         h.set_cksum();
         tar.append_data(&mut h, name, data).unwrap();
     };
-    let layers: Vec<Vec<u8>> = sizes.iter().enumerate().map(|(i, n)| bytes(seed * 100 + i as u64, *n)).collect();
     let diff_ids: Vec<String> = layers.iter().map(|l| sha(l)).collect();
     let config = json!({"architecture": "amd64", "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": diff_ids}}).to_string();
     let config_name = format!("{}.json", &sha(config.as_bytes())[7..]);
@@ -27,7 +52,7 @@ pub fn save_legacy(path: &Path, seed: u64, sizes: &[usize]) -> Vec<String> {
         add(&p, l);
         paths.push(p);
     }
-    let manifest = json!([{"Config": config_name, "RepoTags": ["app:v1"], "Layers": paths}]).to_string();
+    let manifest = json!([{"Config": config_name, "RepoTags": [tag], "Layers": paths}]).to_string();
     add("manifest.json", manifest.as_bytes());
     diff_ids
 }

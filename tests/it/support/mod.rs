@@ -6,6 +6,7 @@
 
 pub mod aws;
 pub mod docker;
+pub mod dockerd;
 pub mod docs;
 pub mod fault_proxy;
 pub mod github;
