@@ -44,7 +44,8 @@ pub async fn execute(plan: &Plan, inputs: Inputs<'_>) -> RunReport {
         let Some(image) = inputs.images.get(&img.id) else {
             // Never silently: an image of the plan that was not opened fails every target.
             let targets = img.targets.iter().map(|t| not_opened(img, t)).collect();
-            outcomes.push(ImageOutcome { name: img.name.clone(), digest: img.manifest_digest.clone(), targets });
+            let digest = img.manifest_digest.clone().unwrap_or_else(|| img.source_digest.clone());
+            outcomes.push(ImageOutcome { name: img.name.clone(), digest, targets });
             continue;
         };
         let mut targets = Vec::new();
@@ -53,7 +54,10 @@ pub async fn execute(plan: &Plan, inputs: Inputs<'_>) -> RunReport {
             let _group = github::Group::start(inputs.in_actions, &format!("Pushing {} to {}", img.name, t.repository));
             targets.push(target(img, image, t, credential, &inputs, format).await);
         }
-        outcomes.push(ImageOutcome { name: img.name.clone(), digest: img.manifest_digest.clone(), targets });
+        // The digest pushed (for a docker source, known only now), else the planned one.
+        let pushed = targets.iter().find(|t| t.status != push::Status::Failed).map(|t| t.digest.clone());
+        let digest = pushed.or_else(|| img.manifest_digest.clone()).unwrap_or_else(|| img.source_digest.clone());
+        outcomes.push(ImageOutcome { name: img.name.clone(), digest, targets });
     }
     let report = RunReport::new(outcomes);
     match inputs.templates {
@@ -67,7 +71,8 @@ pub async fn execute(plan: &Plan, inputs: Inputs<'_>) -> RunReport {
 
 /// The outcome of a target whose image was not opened.
 fn not_opened(img: &ImagePlan, t: &TargetPlan) -> push::Outcome {
-    let mut o = push::Outcome::nothing_written(t.registry.clone(), t.repository.clone(), img.manifest_digest.clone());
+    let digest = img.manifest_digest.clone().unwrap_or_else(|| img.source_digest.clone());
+    let mut o = push::Outcome::nothing_written(t.registry.clone(), t.repository.clone(), digest);
     o.error = Some(format!("image {}: its source {} was not opened: nothing pushed", img.id, img.open.transport));
     o
 }
@@ -168,11 +173,15 @@ async fn sign_pushed(
     let signer = prepared.signer().await?;
     let client = dest.access.client(&dest.path)?;
     client.authenticate().await?;
+    // The manifest as pushed (a docker source's, with its layers compressed).
+    let (root, _) = image
+        .finish()
+        .map_err(|e| sign::SignError::from(crate::registry::RegistryError::Source(std::io::Error::other(e))))?;
     let subject = sign::Subject {
         repository: format!("{}/{}", dest.access.endpoint.host, dest.path),
-        digest: image.root.digest.clone(),
-        media_type: image.root.media_type.clone(),
-        size: image.root.bytes.len() as u64,
+        digest: root.digest.clone(),
+        media_type: root.media_type.clone(),
+        size: root.bytes.len() as u64,
     };
     sign::sign(&client, &dest.path, &subject, signer, format).await
 }
@@ -219,7 +228,7 @@ async fn sync_templates(
     report: &RunReport,
 ) -> Vec<TemplateReport> {
     let mut out = Vec::new();
-    for (r, wanted) in templates {
+    for (r, mut wanted) in templates {
         let pushed = report.images.iter().filter(|i| i.name == r.image.name).flat_map(|i| &i.targets).find(|t| {
             t.registry == r.target.registry && matches!(t.status, push::Status::Pushed | push::Status::PushedExposed)
         });
@@ -259,6 +268,16 @@ async fn sync_templates(
                 ..base
             });
             continue;
+        }
+        // A body that waited for the image's digest is rendered with the one pushed.
+        if r.digest_pending {
+            match r.with_digest(&pushed.digest) {
+                Ok(now) => wanted.body = now.body,
+                Err(e) => {
+                    out.push(TemplateReport { status: TemplateStatus::Failed, reason: Some(e.to_string()), ..base });
+                    continue;
+                }
+            }
         }
         match runpod::sync(client, wanted, false).await {
             Ok(sync) => out.push(TemplateReport { status: TemplateStatus::Synced, sync: Some(sync), ..base }),

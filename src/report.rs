@@ -127,7 +127,18 @@ fn plan_images_text(plan: &Plan) -> String {
         let _ = writeln!(s);
         let _ = writeln!(s, "image {}", img.name);
         let _ = writeln!(s, "  source     {}", img.source);
-        let _ = writeln!(s, "  manifest   {} ({})", img.manifest_digest, img.media_type);
+        let _ = writeln!(s, "  manifest   {} ({})", img.digest_text(), img.media_type);
+        if let Some(config) = &img.config_digest {
+            let _ = writeln!(s, "  config     {config}");
+        }
+        for b in img.blobs.iter().filter(|b| b.compress.is_some()) {
+            let how = match b.compress {
+                Some(crate::types::LayerCompression::Zstd) => "zstd",
+                _ => "gzip",
+            };
+            let _ =
+                writeln!(s, "  layer      {} ({} uncompressed): compressed ({how}) as it is sent", b.digest, b.size);
+        }
         let _ = writeln!(s, "  platforms  {}", platforms.join(", "));
         let _ = writeln!(s, "  size       {} in {layers} blobs, largest layer {}", img.total_size, img.largest_layer);
         let _ = writeln!(

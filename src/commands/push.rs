@@ -95,7 +95,10 @@ pub async fn push(args: PushArgs, env: &Env) -> anyhow::Result<ExitStatus> {
         }
         Err(e) => return Err(UsageError::Message(format!("source {}: {e:#}", args.source)).into()),
     };
+    // (A docker source with layers to compress has its digest only once they are: the
+    // registry then refuses a manifest put under another digest.)
     if let Some(d) = &reference.digest
+        && image.deferred.is_none()
         && d != &image.root.digest
     {
         return Err(UsageError::Message(format!(
@@ -125,7 +128,7 @@ pub async fn push(args: PushArgs, env: &Env) -> anyhow::Result<ExitStatus> {
     }
     let name = reference.repository.rsplit('/').next().unwrap_or(&reference.repository).to_string();
     let outcome = push::push(&image, &dest).await;
-    let report = RunReport::new(vec![ImageOutcome { name, digest: image.root.digest.clone(), targets: vec![outcome] }]);
+    let report = RunReport::new(vec![ImageOutcome { name, digest: outcome.digest.clone(), targets: vec![outcome] }]);
     super::print_json_or(args.output, &report, || crate::report::run_text(&report));
     Ok(super::exit_for_report(&report))
 }
@@ -141,11 +144,17 @@ fn would_text(w: &push::WouldWrite) -> String {
     for d in &w.blobs_to_send {
         s.push_str(&format!("    would upload {d}\n"));
     }
+    for d in &w.layers_to_compress {
+        s.push_str(&format!("    would compress and upload layer {d}\n"));
+    }
     for m in &w.manifests {
         s.push_str(&format!("  would put manifest {m}\n"));
     }
     for r in &w.references {
-        s.push_str(&format!("  would tag {r} -> {}\n", w.digest));
+        match &w.digest {
+            Some(d) => s.push_str(&format!("  would tag {r} -> {d}\n")),
+            None => s.push_str(&format!("  would tag {r} (its digest is known once its layers are compressed)\n")),
+        }
     }
     s
 }

@@ -158,10 +158,17 @@ async fn reopen(plan: &Plan, env: &Env, config: &ClientConfig) -> anyhow::Result
         let image = load::open_image(&img.open, env, config)
             .await
             .map_err(|e| UsageError::Message(format!("image {}: source {}: {e}", img.id, img.open.transport)))?;
-        if image.root.digest != img.manifest_digest {
+        if image.root.digest != img.source_digest {
+            let config = image.root.config.as_ref().map(|c| &c.digest);
+            let mut now = format!("manifest {}, but the plan was made for {}", image.root.digest, img.source_digest);
+            if let (Some(now_config), Some(then)) = (config, &img.config_digest)
+                && now_config != then
+            {
+                now.push_str(&format!(" (its config is now {now_config}, was {then})"));
+            }
             return Err(UsageError::Message(format!(
-                "image {}: the source {} now has manifest {}, but the plan was made for {}: make the plan again",
-                img.id, img.open.transport, image.root.digest, img.manifest_digest
+                "image {}: the source {} now has {now}: make the plan again",
+                img.id, img.open.transport
             ))
             .into());
         }

@@ -28,6 +28,13 @@ pub async fn runpod(args: RunPodArgs, env: &Env) -> anyhow::Result<ExitStatus> {
         return Err(UsageError::Message(format!("{}: no runpod: templates to work on", resolved.file)).into());
     };
     let config = &resolved.transfer;
+    let named: std::collections::HashMap<&str, &crate::image::Image> =
+        resolved.images.iter().map(|i| i.name.as_str()).zip(images.iter()).collect();
+    let mut now = Vec::new();
+    for r in rendered {
+        now.push(if r.digest_pending { with_pushed_digest(r, &named, env, config).await? } else { r });
+    }
+    let rendered = now;
     match args.command {
         RunPodCommand::Render { template } => {
             let bodies: Vec<&serde_json::Map<String, serde_json::Value>> = rendered
@@ -59,13 +66,14 @@ pub async fn runpod(args: RunPodArgs, env: &Env) -> anyhow::Result<ExitStatus> {
             let mut held = false;
             for (r, w) in wanted {
                 // A template never points at an image the registry does not have.
-                match published(&r.target, &r.image.manifest_digest, verifier.as_ref(), env, config).await {
+                let digest = r.image.manifest_digest.clone().unwrap_or_else(|| r.image.source_digest.clone());
+                match published(&r.target, &digest, verifier.as_ref(), env, config).await {
                     Ok(Published::Signed) => {}
                     Ok(Published::Unsigned) => {
                         held = true;
                         eprintln!(
                             "error: template {}: {}@{} is pushed, not signed as the policy's signing: says: the template is not moved (publish run signs what it pushes; or publish sign)",
-                            r.template.name, r.target.repository, r.image.manifest_digest
+                            r.template.name, r.target.repository, digest
                         );
                         continue;
                     }
@@ -73,7 +81,7 @@ pub async fn runpod(args: RunPodArgs, env: &Env) -> anyhow::Result<ExitStatus> {
                         failed = true;
                         eprintln!(
                             "error: template {}: {}@{} is not in registry {}: publish the image first (publish run), then sync",
-                            r.template.name, r.target.repository, r.image.manifest_digest, r.target.registry
+                            r.template.name, r.target.repository, digest, r.target.registry
                         );
                         continue;
                     }
@@ -203,15 +211,39 @@ async fn keyless_verifier(s: &crate::plan::SigningPlan, env: &Env) -> anyhow::Re
     })
 }
 
-/// Whether the target's repository has the manifest (a HEAD by digest, with the target's
-/// credentials and pull scope: read-only), and with `verifier`, a signature of it that verifies.
-async fn published(
-    t: &crate::plan::TargetPlan,
-    digest: &crate::types::Digest,
-    verifier: Option<&crate::sign::Verifier>,
+/// A template whose image is a docker source with layers to compress, rendered for the digest
+/// it was pushed with: its target repository's images tell each layer's compressed form (as a
+/// rebuild's push learns them), from which the manifest as pushed follows. When they do not,
+/// the image is not pushed there yet.
+async fn with_pushed_digest(
+    r: stage::Rendered,
+    images: &std::collections::HashMap<&str, &crate::image::Image>,
     env: &Env,
     config: &crate::http::ClientConfig,
-) -> anyhow::Result<Published> {
+) -> anyhow::Result<stage::Rendered> {
+    let (Some(image), Some(deferred)) =
+        (images.get(r.image.name.as_str()), images.get(r.image.name.as_str()).and_then(|i| i.deferred.as_ref()))
+    else {
+        return Ok(r);
+    };
+    let client = target_client(&r.target, env, config).await?;
+    client.authenticate().await?;
+    crate::push::learn_from_repository(&client, deferred, &r.target.tags).await;
+    let (root, _) = image.finish().map_err(|_| {
+        UsageError::Message(format!(
+            "template {}: image {} is a docker source whose manifest digest is known once it is pushed, and {} holds no image with its layers: publish it first (publish run), then sync",
+            r.template.name, r.image.name, r.target.repository
+        ))
+    })?;
+    Ok(r.with_digest(&root.digest)?)
+}
+
+/// A read-only client for the target's repository, with its credentials.
+async fn target_client(
+    t: &crate::plan::TargetPlan,
+    env: &Env,
+    config: &crate::http::ClientConfig,
+) -> anyhow::Result<crate::registry::Client> {
     let resolved = t.credentials.resolve(env).map_err(|m| {
         UsageError::Message(format!("environment variable {} is not set (registry {})", m.variable, t.registry))
     })?;
@@ -221,10 +253,22 @@ async fn published(
         }
         other => other.credential(),
     };
-    let client = crate::execute::destination(t, credential, *config)
+    Ok(crate::execute::destination(t, credential, *config)
         .access
         .client(&t.path)?
-        .with_scope(&format!("repository:{}:pull", t.path));
+        .with_scope(&format!("repository:{}:pull", t.path)))
+}
+
+/// Whether the target's repository has the manifest (a HEAD by digest, with the target's
+/// credentials and pull scope: read-only), and with `verifier`, a signature of it that verifies.
+async fn published(
+    t: &crate::plan::TargetPlan,
+    digest: &crate::types::Digest,
+    verifier: Option<&crate::sign::Verifier>,
+    env: &Env,
+    config: &crate::http::ClientConfig,
+) -> anyhow::Result<Published> {
+    let client = target_client(t, env, config).await?;
     client.authenticate().await?;
     if !client.has_manifest(digest).await? {
         return Ok(Published::Missing);

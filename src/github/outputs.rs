@@ -34,11 +34,14 @@ pub async fn plan(a: &Actions, plan: &Plan, token: Option<&Secret>, config: &Cli
     for i in &plan.images {
         images.entry(i.name.clone()).or_default();
         for t in &i.targets {
-            let refs = t.tags.iter().map(|tag| format!("{}:{tag}@{}", t.repository, i.manifest_digest)).collect();
+            // A digest known only once the image is pushed is left out of the plan's references.
+            let at = i.manifest_digest.as_ref().map(|d| format!("@{d}")).unwrap_or_default();
+            let refs = t.tags.iter().map(|tag| format!("{}:{tag}{at}", t.repository)).collect();
             images.entry(i.name.clone()).or_default().insert(t.registry.clone(), refs);
         }
     }
-    let digest = plan.images.first().map(|i| i.manifest_digest.to_string()).unwrap_or_default();
+    let digest =
+        plan.images.first().and_then(|i| i.manifest_digest.as_ref()).map(ToString::to_string).unwrap_or_default();
     let mut outs = outputs(plan, digest, images);
     outs.push(("matrix", plan.matrix().to_string()));
     a.set_outputs(&outs)?;

@@ -25,7 +25,7 @@ pub fn plan_markdown(plan: &Plan) -> String {
             s,
             "**{}** `{}` — {}, largest layer {}, {}\n",
             img.name,
-            img.manifest_digest.short(),
+            img.manifest_digest.as_ref().map_or_else(|| "digest once pushed".to_string(), |d| d.short().to_string()),
             img.total_size,
             img.largest_layer,
             platforms.join(", ")

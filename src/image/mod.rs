@@ -4,6 +4,8 @@
 //! whole. Knows nothing of policies; a `docker://` source reads its blobs through the
 //! registry client (`remote`).
 
+pub mod compress;
+pub use compress::Deferred;
 pub mod daemon;
 pub mod docker;
 pub mod oci;
@@ -128,6 +130,9 @@ pub struct Image {
     pub children: Vec<Manifest>,
     /// The daemon's export this image reads from, removed with the image.
     _export: Option<daemon::TempFile>,
+    /// Layers Docker saved uncompressed, compressed while they are pushed; the root and
+    /// children above list them uncompressed until `finish` writes the manifests as pushed.
+    pub deferred: Option<Deferred>,
     /// For an image read from a registry: where its blobs come from, and `(host, repository)`
     /// so a push to the same registry can mount them instead of copying.
     remote: Option<std::sync::Arc<dyn RemoteBlobs>>,
@@ -193,14 +198,20 @@ impl Image {
                 return Ok(image);
             }
         };
+        let compression = compress::Compression::new(compression, opts.compression_level);
+        let image = |store, root, children| Image {
+            source,
+            store,
+            root,
+            children,
+            _export: None,
+            deferred: None,
+            remote: None,
+            origin: None,
+        };
         if docker && !store.has("oci-layout") {
-            let root = docker::open_legacy(
-                &mut store,
-                reference.as_deref(),
-                (compression, opts.compression_level),
-                &opts.cache_dir,
-            )?;
-            return Ok(Image { source, store, root, children: Vec::new(), _export: None, remote: None, origin: None });
+            let root = docker::open_legacy(&mut store, reference.as_deref(), compression)?;
+            return Ok(image(store, root, Vec::new()).deferring(compression));
         }
         let layout: serde_json::Value = serde_json::from_slice(&store.read_path("oci-layout", 64 * 1024)?)
             .map_err(|e| store.layout_error(format!("oci-layout is not JSON (line {})", e.line())))?;
@@ -245,13 +256,39 @@ impl Image {
         for child in children.iter_mut().filter(|c| c.platform.is_none()) {
             child.platform = config_platform(&store, child)?;
         }
-        // What Docker saved uncompressed is compressed; an OCI layout the user built keeps its bytes.
-        let (root, children) = if docker {
-            docker::compress_oci(&mut store, root, children, (compression, opts.compression_level), &opts.cache_dir)?
-        } else {
-            (root, children)
+        // What Docker saved uncompressed is compressed as it is pushed; an OCI layout the user
+        // built keeps its bytes.
+        let image = image(store, root, children);
+        Ok(if docker { image.deferring(compression) } else { image })
+    }
+
+    /// The image with its uncompressed layers to be compressed as they are pushed (none
+    /// without a compression, or when it has none).
+    fn deferring(mut self, compression: Option<compress::Compression>) -> Image {
+        let layers = docker::uncompressed_layers(&self.image_manifests());
+        if let Some(compression) = compression.filter(|_| !layers.is_empty()) {
+            self.deferred = Some(Deferred::new(compression, layers));
+        }
+        self
+    }
+
+    /// The manifests as pushed: the root and the children with every compressed layer in place
+    /// of the uncompressed one (the same manifests when nothing was to be compressed). An error
+    /// when a layer's compressed form is not known yet.
+    pub fn finish(&self) -> Result<(Manifest, Vec<Manifest>), ImageError> {
+        let Some(deferred) = &self.deferred else { return Ok((self.root.clone(), self.children.clone())) };
+        docker::finish(&self.root, &self.children, deferred.compression, &deferred.all_known())
+            .map_err(|what| ImageError::Layout { path: self.source.clone(), what })
+    }
+
+    /// The layer `diff_id` compressed as the image says, streamed as it is made.
+    pub fn compressed_layer(&self, diff_id: &Digest) -> std::io::Result<compress::Compressed> {
+        let Some(deferred) = &self.deferred else {
+            return Err(std::io::Error::other(format!("{diff_id} is not a layer to compress")));
         };
-        Ok(Image { source, store, root, children, _export: None, remote: None, origin: None })
+        let (reader, _) = self.store.blob_reader(diff_id).map_err(std::io::Error::other)?;
+        let label = format!("{}: layer {diff_id}", self.source);
+        compress::stream(reader, diff_id.clone(), deferred.compression, label)
     }
 
     /// Every image manifest: the children of an index, or the root itself.
@@ -303,6 +340,7 @@ impl Image {
             root,
             children,
             _export: None,
+            deferred: None,
             remote: Some(remote),
             origin: Some(origin),
         }

@@ -1,6 +1,6 @@
 //! Where an image's files live: a directory, or a tar archive indexed once by entry offset so
 //! blobs stream straight from the file without unpacking it. Blobs can also live elsewhere
-//! (`docker save`'s layer paths, layers compressed into the cache), found by digest.
+//! (`docker save`'s layer paths), found by digest.
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
@@ -78,8 +78,6 @@ pub(super) struct Store {
     kind: Kind,
     /// Blobs at another path inside the layout (legacy `docker save`: `<id>/layer.tar`).
     aliases: HashMap<Digest, String>,
-    /// Blobs in files of their own (layers compressed into the cache).
-    files: HashMap<Digest, PathBuf>,
 }
 
 impl Store {
@@ -88,12 +86,12 @@ impl Store {
             let what = if path.exists() { "is not a directory" } else { "does not exist" };
             return Err(ImageError::Layout { path: path.display().to_string(), what: what.into() });
         }
-        Ok(Store { kind: Kind::Dir(path.to_path_buf()), aliases: HashMap::new(), files: HashMap::new() })
+        Ok(Store { kind: Kind::Dir(path.to_path_buf()), aliases: HashMap::new() })
     }
 
     /// No files: an image whose blobs come from elsewhere (a registry).
     pub fn none() -> Store {
-        Store { kind: Kind::Dir(PathBuf::new()), aliases: HashMap::new(), files: HashMap::new() }
+        Store { kind: Kind::Dir(PathBuf::new()), aliases: HashMap::new() }
     }
 
     pub fn archive(path: &Path) -> Result<Store, ImageError> {
@@ -109,7 +107,7 @@ impl Store {
             let name = entry.path().map_err(io)?.to_string_lossy().trim_start_matches("./").to_string();
             entries.insert(name, (entry.raw_file_position(), entry.size()));
         }
-        Ok(Store { kind: Kind::Archive(path.to_path_buf(), entries), aliases: HashMap::new(), files: HashMap::new() })
+        Ok(Store { kind: Kind::Archive(path.to_path_buf(), entries), aliases: HashMap::new() })
     }
 
     /// Whether the layout has this file.
@@ -123,11 +121,6 @@ impl Store {
     /// Finds the blob `digest` at `rel` instead of `blobs/sha256/<hex>`.
     pub fn alias(&mut self, digest: Digest, rel: String) {
         self.aliases.insert(digest, rel);
-    }
-
-    /// Finds the blob `digest` in a file of its own.
-    pub fn add_file(&mut self, digest: Digest, path: PathBuf) {
-        self.files.insert(digest, path);
     }
 
     pub fn display(&self) -> String {
@@ -176,7 +169,7 @@ impl Store {
     }
 
     /// A reader over a file of the layout and its size.
-    fn open_rel(&self, rel: &str) -> Result<(Box<dyn Read>, u64), ImageError> {
+    fn open_rel(&self, rel: &str) -> Result<(Box<dyn Read + Send>, u64), ImageError> {
         let missing = || self.layout_error(format!("{rel} is missing"));
         let io = |source| ImageError::Io { path: format!("{}/{rel}", self.display()), source };
         match &self.kind {
@@ -212,13 +205,7 @@ impl Store {
     }
 
     /// A synchronous reader over a whole blob (for compressing it), and its size.
-    pub fn blob_reader(&self, digest: &Digest) -> Result<(Box<dyn Read>, u64), ImageError> {
-        if let Some(p) = self.files.get(digest) {
-            let io = |source| ImageError::Io { path: p.display().to_string(), source };
-            let f = std::fs::File::open(p).map_err(io)?;
-            let size = f.metadata().map_err(io)?.len();
-            return Ok((Box::new(f), size));
-        }
+    pub fn blob_reader(&self, digest: &Digest) -> Result<(Box<dyn Read + Send>, u64), ImageError> {
         self.open_rel(&self.blob_path(digest))
     }
 
@@ -263,20 +250,14 @@ impl Store {
     pub async fn open_blob(&self, digest: &Digest, size: u64, offset: u64) -> Result<BlobReader, ImageError> {
         let rel = self.blob_path(digest);
         let io = |source| ImageError::Io { path: format!("{}/{rel}", self.display()), source };
-        let (file, start, actual) = if let Some(p) = self.files.get(digest) {
-            let f = std::fs::File::open(p).map_err(io)?;
-            let len = f.metadata().map_err(io)?.len();
-            (f, 0, len)
-        } else {
-            match &self.kind {
-                Kind::Dir(dir) => {
-                    let (f, len) = self.dir_file(dir, &rel)?;
-                    (f, 0, len)
-                }
-                Kind::Archive(path, entries) => {
-                    let (at, len) = *entries.get(&rel).ok_or_else(|| self.layout_error(format!("{rel} is missing")))?;
-                    (std::fs::File::open(path).map_err(io)?, at, len)
-                }
+        let (file, start, actual) = match &self.kind {
+            Kind::Dir(dir) => {
+                let (f, len) = self.dir_file(dir, &rel)?;
+                (f, 0, len)
+            }
+            Kind::Archive(path, entries) => {
+                let (at, len) = *entries.get(&rel).ok_or_else(|| self.layout_error(format!("{rel} is missing")))?;
+                (std::fs::File::open(path).map_err(io)?, at, len)
             }
         };
         if actual != size {

@@ -199,7 +199,9 @@ fn image_plan(
         name: spec.name.clone(),
         source: spec.source.value.clone(),
         open: source_plan(resolved, spec),
-        manifest_digest: image.root.digest.clone(),
+        manifest_digest: image.deferred.is_none().then(|| image.root.digest.clone()),
+        source_digest: image.root.digest.clone(),
+        config_digest: image.root.config.as_ref().map(|c| c.digest.clone()),
         media_type: image.root.media_type.clone(),
         platforms,
         visibility: spec.visibility,
@@ -208,7 +210,12 @@ fn image_plan(
         blobs: image
             .blobs()
             .into_iter()
-            .map(|d| BlobPlan { digest: d.digest.clone(), size: ByteSize(d.size), media_type: d.media_type.clone() })
+            .map(|d| BlobPlan {
+                digest: d.digest.clone(),
+                size: ByteSize(d.size),
+                media_type: d.media_type.clone(),
+                compress: image.deferred.as_ref().filter(|x| x.has(&d.digest)).map(|x| x.compression.algorithm),
+            })
             .collect(),
         candidates: verdicts,
         selected,
@@ -339,6 +346,7 @@ fn uncompressed_warning(image: &Image) -> Option<String> {
         .into_iter()
         .flat_map(|m| &m.layers)
         .filter(|l| crate::image::docker::uncompressed(&l.media_type))
+        .filter(|l| !image.deferred.as_ref().is_some_and(|x| x.has(&l.digest)))
         .collect();
     let bytes: u64 = layers.iter().map(|l| l.size).sum();
     (bytes > 0).then(|| {

@@ -31,9 +31,12 @@ pub fn finish(
 ) -> anyhow::Result<(Plan, Vec<crate::runpod::stage::Rendered>)> {
     let mut plan = build(resolved, images, measured)?;
     let rendered = crate::runpod::stage::render_all(resolved, &plan)?;
+    // A body that waits for its image's digest has none to record yet.
     for t in &mut plan.templates {
-        t.body_digest =
-            rendered.iter().find(|r| r.template.name == t.name).map(|r| crate::runpod::stage::body_digest(&r.body));
+        t.body_digest = rendered
+            .iter()
+            .find(|r| r.template.name == t.name && !r.digest_pending)
+            .map(|r| crate::runpod::stage::body_digest(&r.body));
     }
     Ok((plan, rendered))
 }
@@ -60,7 +63,7 @@ pub fn remeasured(
 }
 
 /// The plan format's version: `run --plan` refuses any other.
-pub const PLAN_VERSION: u32 = 2;
+pub const PLAN_VERSION: u32 = 3;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Plan {
@@ -131,7 +134,16 @@ pub struct ImagePlan {
     pub source: String,
     /// How to open it again: the transport with its path resolved, and how to reach it.
     pub open: SourcePlan,
-    pub manifest_digest: Digest,
+    /// The digest of the manifest pushed; `None` for a docker source with layers to compress,
+    /// whose manifest digest is known only once they are (the push reports it).
+    pub manifest_digest: Option<Digest>,
+    /// The digest of the manifest as read from the source (for a docker source, the manifest
+    /// that lists its layers uncompressed: its config and diff_ids); `run --plan` refuses a
+    /// source that no longer has it.
+    pub source_digest: Digest,
+    /// The config of a single image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_digest: Option<Digest>,
     pub media_type: String,
     pub platforms: Vec<Platform>,
     pub visibility: Visibility,
@@ -179,6 +191,20 @@ pub struct BlobPlan {
     pub digest: Digest,
     pub size: ByteSize,
     pub media_type: String,
+    /// A layer Docker saved uncompressed (`digest` is its diff_id, `size` uncompressed),
+    /// compressed so while it is pushed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compress: Option<LayerCompression>,
+}
+
+impl ImagePlan {
+    /// The manifest digest, or what stands for it until the push.
+    pub fn digest_text(&self) -> String {
+        match &self.manifest_digest {
+            Some(d) => d.to_string(),
+            None => "known once its layers are compressed, in the push".into(),
+        }
+    }
 }
 
 /// A registry's address as the client reaches it.
@@ -353,7 +379,7 @@ mod tests {
             serde_json::json!({
                 "id": name, "name": name, "source": format!("oci:{name}"),
                 "open": {"transport": format!("oci:{name}"), "compression": "gzip"},
-                "manifest_digest": format!("sha256:{}", "a".repeat(64)), "media_type": "m",
+                "manifest_digest": format!("sha256:{}", "a".repeat(64)), "source_digest": format!("sha256:{}", "a".repeat(64)), "media_type": "m",
                 "platforms": [], "visibility": "private", "total_size": 1, "largest_layer": 1, "blobs": [],
                 "selected": targets.iter().map(|t| t["registry"].clone()).collect::<Vec<_>>(), "targets": targets
             })

@@ -15,6 +15,7 @@ pub mod hub;
 mod manifest;
 #[cfg(target_os = "linux")]
 mod sendfile;
+mod stream_upload;
 mod transport;
 mod upload;
 pub mod usage;
@@ -29,6 +30,7 @@ use crate::reference::is_loopback_host;
 use crate::retry::RetryPolicy;
 use crate::types::{Digest, Secret};
 pub use auth::Credential;
+pub use stream_upload::Streamed;
 pub use upload::{FileRange, UploadMode, UploadStats};
 
 /// The error codes of the distribution spec that `publish` acts on; the rest are kept by name.

@@ -38,6 +38,25 @@ pub struct Rendered {
     /// The image's plan and the target whose reference the template pins.
     pub image: ImagePlan,
     pub target: TargetPlan,
+    /// The image's manifest digest is known only once it is pushed (a docker source whose
+    /// layers are compressed then): this body only shows that the template renders, and is
+    /// rendered again with the digest (`with_digest`) before anything is sent.
+    pub digest_pending: bool,
+    context: RenderContext,
+    file: String,
+}
+
+impl Rendered {
+    /// The template rendered again for the image's manifest digest, once known.
+    pub fn with_digest(&self, digest: &Digest) -> Result<Rendered, TemplateErrors> {
+        let mut context = self.context.clone();
+        context.image.ref_with_digest = format!("{}@{digest}", context.image.reference);
+        context.image.digest = digest.to_string();
+        let body = template::render(&self.template, &context, &self.file)?;
+        let mut image = self.image.clone();
+        image.manifest_digest = Some(digest.clone());
+        Ok(Rendered { body, image, digest_pending: false, context, ..self.clone() })
+    }
 }
 
 /// The context of a template: the image as published to `target`.
@@ -49,12 +68,15 @@ pub fn context(
 ) -> RenderContext {
     let tag = target.tags.first().cloned().unwrap_or_else(|| crate::reference::DEFAULT_TAG.into());
     let reference = format!("{}:{tag}", target.repository);
+    // Until the push makes it known, the digest of what was read stands in for checking that
+    // the template renders; such a body is rendered again before it is sent (`with_digest`).
+    let digest = image.manifest_digest.as_ref().unwrap_or(&image.source_digest);
     RenderContext {
         image: ImageContext {
             name: image.name.clone(),
-            ref_with_digest: format!("{reference}@{}", image.manifest_digest),
+            ref_with_digest: format!("{reference}@{digest}"),
             reference,
-            digest: image.manifest_digest.to_string(),
+            digest: digest.to_string(),
             registry: target.registry.clone(),
             repository: target.repository.clone(),
             tag,
@@ -77,7 +99,15 @@ pub fn render_all(resolved: &Resolved, plan: &Plan) -> Result<Vec<Rendered>, Tem
         let Some(target) = image.targets.first() else { continue };
         let ctx = context(resolved, image, target, &rp.vars);
         match template::render(t, &ctx, &resolved.file) {
-            Ok(body) => out.push(Rendered { template: t.clone(), body, image: image.clone(), target: target.clone() }),
+            Ok(body) => out.push(Rendered {
+                template: t.clone(),
+                body,
+                image: image.clone(),
+                target: target.clone(),
+                digest_pending: image.manifest_digest.is_none(),
+                context: ctx,
+                file: resolved.file.clone(),
+            }),
             Err(TemplateErrors(mut e)) => errors.append(&mut e),
         }
     }

@@ -287,7 +287,7 @@ fn plan_job_feeds_matrix_jobs_that_run_the_saved_plan() {
     let out = action_step(work.path(), &[("INPUT_COMMAND", "plan"), ("INPUT_PLAN_FILE", "plan.json")]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let plan: Value = serde_json::from_slice(&std::fs::read(work.path().join("plan.json")).unwrap()).unwrap();
-    assert_eq!(plan["version"], 2);
+    assert_eq!(plan["version"], 3);
     let outputs = parse_outputs(&std::fs::read_to_string(work.path().join("output.txt")).unwrap());
     let matrix: Value = serde_json::from_str(&outputs["matrix"]).unwrap();
     let only = matrix["include"][0]["only"].as_str().unwrap().to_string();

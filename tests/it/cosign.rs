@@ -425,3 +425,31 @@ fn every_command_in_docs_signing_md_runs_as_shown() {
     let count = |p: &str| ran.iter().filter(|r| r.contains(p)).count();
     assert!(count("cosign verify") >= 6 && count("publish verify") >= 12 && count("publish sign") == 4, "{ran:#?}");
 }
+
+/// A docker source's layers are compressed as they are pushed, so its digest is known only
+/// then: what is signed is the manifest pushed, and cosign verifies it there.
+#[test]
+fn cosign_verifies_the_signature_of_a_docker_source_made_as_it_was_pushed() {
+    let Some(t) = Setup::new(152) else { return };
+    support::docker::save_legacy(&t.work.path().join("app.tar"), 152, &[40_000]);
+    let ours = t.key_pair("ours");
+    let key = ours.join("cosign.key").display().to_string();
+    Policy::new()
+        .local("home", &t.reg.host)
+        .image(json!({"name": "app", "source": "docker-archive:app.tar", "tags": ["main"], "visibility": "public"}))
+        .set("signing", json!({"key": key, "format": "legacy"}))
+        .write(t.work.path());
+    let out = run(publish(t.work.path()).args(["run", "-o", "json"]).env("COSIGN_PASSWORD", KEY_PASSWORD));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let digest = serde_json::from_str::<Value>(&stdout).unwrap()["images"][0]["digest"].as_str().unwrap().to_string();
+    assert_eq!(support::image::sha(&t.reg.inspect(&format!("{}/ml/app:main", t.reg.host), true).stdout), digest);
+    let out = t
+        .cosign()
+        .args(["verify", "--allow-http-registry", "--insecure-ignore-tlog", "--key"])
+        .arg(ours.join("cosign.pub"))
+        .arg(format!("{}/ml/app@{digest}", t.reg.host))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "cosign refused the docker source's signature:\n{}", out_text(&out));
+}

@@ -143,7 +143,7 @@ fn a_source_changed_after_planning_is_refused_before_anything_is_contacted() {
 #[test]
 fn a_plan_of_another_version_is_refused() {
     let s = setup(None);
-    let plan = ok(publish(s.work.path()).args(["plan", "-o", "json"])).replace("\"version\": 2", "\"version\": 7");
+    let plan = ok(publish(s.work.path()).args(["plan", "-o", "json"])).replace("\"version\": 3", "\"version\": 7");
     std::fs::write(s.work.path().join("plan.json"), plan).unwrap();
     let out = run(publish(s.work.path()).args(["run", "--plan", "plan.json"]));
     let (_, stderr) = text(&out);
@@ -301,4 +301,45 @@ fn an_image_missing_from_the_inputs_fails_its_targets() {
     let target = &json["images"][0]["targets"][0];
     assert_eq!(target["status"], "failed", "{json:#}");
     assert!(target["error"].as_str().unwrap_or_default().contains("was not opened"), "{json:#}");
+}
+
+/// A saved plan of a docker source carries its config and diff_ids, not a manifest digest (known
+/// once the layers are compressed, in the push); `run --plan` pushes it, and refuses an archive
+/// whose config changed since, before anything is contacted.
+#[test]
+fn a_saved_plan_of_a_docker_source_runs_and_a_changed_archive_is_refused() {
+    let reg = Registry::start(RegistryOptions::default());
+    let work = tempfile::tempdir().unwrap();
+    let diff_ids = support::docker::save_legacy(&work.path().join("app.tar"), 61, &[20_000]);
+    Policy::new()
+        .local("home", &reg.host)
+        .image(json!({"name": "app", "source": "docker-archive:app.tar", "tags": ["v1"], "visibility": "public"}))
+        .write(work.path());
+    let out = run(publish(work.path()).args(["plan", "-o", "json"]));
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let image = &plan["images"][0];
+    assert_eq!(image["manifest_digest"], Value::Null);
+    assert!(image["config_digest"].as_str().unwrap().starts_with("sha256:"));
+    let compressed: Vec<&str> = image["blobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["compress"] == "gzip")
+        .map(|b| b["digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(compressed, diff_ids.iter().map(String::as_str).collect::<Vec<_>>());
+    std::fs::write(work.path().join("plan.json"), &out.stdout).unwrap();
+
+    let out = run(publish(work.path()).args(["run", "--plan", "plan.json", "-o", "json"]));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let digest = serde_json::from_str::<Value>(&stdout).unwrap()["images"][0]["digest"].as_str().unwrap().to_string();
+    assert_eq!(support::image::sha(&reg.inspect(&format!("{}/ml/app:v1", reg.host), true).stdout), digest);
+
+    support::docker::save_legacy(&work.path().join("app.tar"), 62, &[20_000]);
+    let out = run(publish(work.path()).args(["run", "--plan", "plan.json"]));
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("its config is now") && stderr.contains("make the plan again"), "{stderr}");
 }

@@ -465,3 +465,41 @@ fn publish_app_main(dir: &Path, reg: &Registry) {
     let out = run(publish(dir).args(["push", "oci:img", &format!("docker://{}/ml/app:main", reg.host), "--insecure"]));
     assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
 }
+
+/// A docker source's digest is known once its layers are compressed in the push: the plan says
+/// so, the template is pinned to the digest pushed, and a later `runpod sync` finds the same
+/// digest from the repository (nothing to change).
+#[test]
+fn a_docker_source_pins_the_template_to_the_digest_it_was_pushed_with() {
+    let reg = Registry::start(RegistryOptions::default());
+    let rp = support::runpod::start();
+    rp.add_endpoint("ep1", "old/image:1");
+    let work = tempfile::tempdir().unwrap();
+    support::docker::save_legacy(&work.path().join("app.tar"), 48, &[30_000, 8_000]);
+    write_policy(work.path(), &reg.host, "public", INLINE);
+    let yaml = std::fs::read_to_string(work.path().join("publish.yaml")).unwrap();
+    std::fs::write(work.path().join("publish.yaml"), yaml.replace("source: oci:img", "source: docker-archive:app.tar"))
+        .unwrap();
+
+    let out = run(publish_with(work.path(), &rp).args(["plan", "--no-measure"]));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stdout.contains("manifest   known once its layers are compressed, in the push"), "{stdout}");
+    assert_eq!(stdout.matches("compressed (gzip) as it is sent").count(), 2, "{stdout}");
+
+    let (code, json, stderr) = run_json(publish_with(work.path(), &rp).args(["run", "-o", "json"]));
+    assert_eq!(code, Some(0), "{json}\n{stderr}");
+    let digest = json["images"][0]["digest"].as_str().unwrap().to_string();
+    assert_eq!(support::image::sha(&reg.inspect(&format!("{}/ml/app:main", reg.host), true).stdout), digest);
+    let pinned = format!("{}/ml/app:main@{digest}", reg.host);
+    {
+        let s = rp.state.lock().unwrap();
+        assert_eq!(s.templates[0]["image"], pinned);
+        assert_eq!(s.endpoints["ep1"]["image"], pinned);
+    }
+    let writes = rp.writes().len();
+    let (code, json, stderr) = run_json(publish_with(work.path(), &rp).args(["runpod", "sync", "-o", "json"]));
+    assert_eq!(code, Some(0), "{json}\n{stderr}");
+    assert_eq!(json[0]["action"], "unchanged", "{json}");
+    assert_eq!(rp.writes().len(), writes);
+}

@@ -10,7 +10,7 @@ use super::image::{bytes, sha};
 /// The layers are noise, not tars: for `docker load`, see `save_loadable`.
 pub fn save_legacy(path: &Path, seed: u64, sizes: &[usize]) -> Vec<String> {
     let layers: Vec<Vec<u8>> = sizes.iter().enumerate().map(|(i, n)| bytes(seed * 100 + i as u64, *n)).collect();
-    write_legacy(path, &layers, "app:v1")
+    save_layers(path, &layers, "app:v1")
 }
 
 /// A legacy `docker save` archive a real daemon loads: each layer a tar of one file of `sizes`
@@ -30,10 +30,11 @@ pub fn save_loadable(path: &Path, seed: u64, sizes: &[usize], tag: &str) -> Vec<
             t.into_inner().unwrap()
         })
         .collect();
-    write_legacy(path, &layers, tag)
+    save_layers(path, &layers, tag)
 }
 
-fn write_legacy(path: &Path, layers: &[Vec<u8>], tag: &str) -> Vec<String> {
+/// A legacy `docker save` archive of these layers (their bytes as they are), tagged `tag`.
+pub fn save_layers(path: &Path, layers: &[Vec<u8>], tag: &str) -> Vec<String> {
     let mut tar = tar::Builder::new(std::fs::File::create(path).unwrap());
     let mut add = |name: &str, data: &[u8]| {
         let mut h = tar::Header::new_gnu();

@@ -1,6 +1,12 @@
 //! Executes one image's push to one target: authenticate, skip blobs the repository has,
 //! stream the rest, then manifests (children before the index, and only once every blob is
-//! in place). Returns an outcome; it never prints.
+//! in place). Layers Docker saved uncompressed are compressed on the way (`layers`), and the
+//! manifests that list them written once their digests are known. Returns an outcome; it never
+//! prints.
+
+mod layers;
+
+pub use layers::learn_from_repository;
 
 use futures_util::{StreamExt, TryStreamExt};
 use serde::Serialize;
@@ -132,7 +138,12 @@ async fn push_inner(image: &Image, dest: &Destination, out: &mut Outcome) -> Res
     // blobs are there too: a re-push is then a GET and the tag PUTs, no blob HEADs. Not for an
     // image read from a registry: its sizes were checked against no file, so every blob is
     // asked about (HEAD) and sized.
-    let present = image.is_local() && client.has_manifest(&image.root.digest).await.unwrap_or(false);
+    // (Not for an image with layers to compress: its digest is known only once they are.)
+    let present =
+        image.is_local() && image.deferred.is_none() && client.has_manifest(&image.root.digest).await.unwrap_or(false);
+    if let Some(deferred) = &image.deferred {
+        layers::learn_from_repository(&client, deferred, &dest.tags).await;
+    }
     let mut blobs = image.blobs();
     if present {
         out.blobs_skipped += blobs.len();
@@ -167,11 +178,13 @@ async fn push_inner(image: &Image, dest: &Destination, out: &mut Outcome) -> Res
     }
 
     // Every blob is in place: manifests now, children before the index that lists them.
-    for child in &image.children {
+    let (root, children) = image.finish().map_err(|e| RegistryError::Source(std::io::Error::other(e)))?;
+    out.digest = root.digest.clone();
+    for child in &children {
         client.put_manifest(child.digest.as_str(), &child.media_type, &child.bytes).await?;
     }
     for tag in &dest.tags {
-        client.put_manifest(tag, &image.root.media_type, &image.root.bytes).await?;
+        client.put_manifest(tag, &root.media_type, &root.bytes).await?;
         let sep = if tag.starts_with("sha256:") { '@' } else { ':' };
         out.references.push(format!("{}{sep}{tag}", out.repository));
     }
@@ -183,11 +196,16 @@ async fn push_inner(image: &Image, dest: &Destination, out: &mut Outcome) -> Res
 pub struct WouldWrite {
     pub registry: String,
     pub repository: String,
-    pub digest: Digest,
+    /// The manifest's digest; `None` for a docker source with layers to compress that the
+    /// repository does not hold yet (known once they are compressed).
+    pub digest: Option<Digest>,
     /// Blobs the repository lacks: they would be uploaded.
     pub blobs_to_send: Vec<Digest>,
     pub bytes_to_send: Size,
     pub blobs_present: usize,
+    /// Layers Docker saved uncompressed (by diff_id) that would be compressed and uploaded.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub layers_to_compress: Vec<Digest>,
     /// Manifests put by digest (an index's children), then every `repository:tag`.
     pub manifests: Vec<String>,
     pub references: Vec<String>,
@@ -200,13 +218,34 @@ pub async fn would_write(image: &Image, dest: &Destination) -> Result<WouldWrite
     let client = dest.access.client(&dest.path)?;
     client.authenticate().await?;
     let repository = format!("{}/{}", dest.access.endpoint.host, dest.path);
+    if let Some(deferred) = &image.deferred {
+        layers::learn_from_repository(&client, deferred, &dest.tags).await;
+    }
+    // A layer to compress is asked about by its compressed digest, when that is known.
+    let deferred = |d: &Descriptor| image.deferred.as_ref().filter(|x| x.has(&d.digest));
+    let blobs: Vec<(Descriptor, bool)> = image
+        .blobs()
+        .into_iter()
+        .map(|d| match deferred(d) {
+            Some(x) => match x.known(&d.digest) {
+                Some((digest, size)) => (Descriptor { digest, size, ..d.clone() }, false),
+                None => (d.clone(), true),
+            },
+            None => (d.clone(), false),
+        })
+        .collect();
+    let (root, children) = match image.finish() {
+        Ok((root, children)) => (Some(root), children),
+        Err(_) => (None, image.children.clone()),
+    };
     let mut out = WouldWrite {
         registry: dest.registry_id.clone(),
-        digest: image.root.digest.clone(),
+        digest: root.map(|r| r.digest),
         blobs_to_send: Vec::new(),
         bytes_to_send: Size(0),
         blobs_present: 0,
-        manifests: image.children.iter().map(|c| c.digest.to_string()).collect(),
+        layers_to_compress: Vec::new(),
+        manifests: children.iter().map(|c| c.digest.to_string()).collect(),
         references: dest
             .tags
             .iter()
@@ -214,13 +253,18 @@ pub async fn would_write(image: &Image, dest: &Destination) -> Result<WouldWrite
             .collect(),
         repository,
     };
+    let client = &client;
     let present: Vec<bool> =
-        futures_util::stream::iter(image.blobs().into_iter().map(|d| client.blob_exists(&d.digest)))
-            .buffered(dest.access.config.concurrency.max(1))
-            .try_collect()
-            .await?;
-    for (d, here) in image.blobs().into_iter().zip(present) {
-        if here {
+        futures_util::stream::iter(blobs.iter().map(|(d, compress)| async move {
+            if *compress { Ok(false) } else { client.blob_exists(&d.digest).await }
+        }))
+        .buffered(dest.access.config.concurrency.max(1))
+        .try_collect()
+        .await?;
+    for ((d, compress), here) in blobs.into_iter().zip(present) {
+        if compress {
+            out.layers_to_compress.push(d.digest.clone());
+        } else if here {
             out.blobs_present += 1;
         } else {
             out.blobs_to_send.push(d.digest.clone());
@@ -251,6 +295,9 @@ async fn send_blob(
     mount_from: Option<&str>,
     reporter: &crate::progress::Reporter,
 ) -> Result<Sent, RegistryError> {
+    if let Some(deferred) = image.deferred.as_ref().filter(|x| x.has(&d.digest)) {
+        return layers::send(client, image, deferred, d, reporter).await;
+    }
     // A local blob's size was checked against its file before anything was sent; a blob read
     // from a registry is sized by what the destination reports, or counted as it is copied.
     let local = image.is_local();

@@ -1,0 +1,190 @@
+//! Layers Docker saved uncompressed, on their way to one repository. A layer whose compressed
+//! form is known — from an image already in the repository that lists the same diff_id with
+//! the same compression, or from an earlier target of this run — is neither compressed nor
+//! sent when the repository has it (a HEAD says so); one the repository lacks is compressed
+//! again (the compressors are deterministic) and uploaded under its known digest; the others
+//! are compressed while they are uploaded, their digest found on the way.
+
+use std::collections::HashSet;
+
+use tokio::io::AsyncReadExt;
+
+use super::{NOT_SENT, Sent, same_size};
+use crate::image::docker::{DOCKER_LAYER_GZIP, OCI_LAYER_GZIP, OCI_LAYER_ZSTD};
+use crate::image::{BlobStream, Deferred, Descriptor, Image, oci};
+use crate::registry::{Client, RegistryError};
+use crate::types::{ByteSize, Digest};
+
+/// How many of the repository's tags (besides the ones this push moves) are looked into, and
+/// how many manifests are read at most, looking for layers already there.
+const MORE_TAGS: usize = 10;
+const MAX_MANIFESTS: usize = 24;
+/// A config is read whole; it is small.
+const MAX_CONFIG: u64 = 4 * 1024 * 1024;
+
+/// Learns the compressed forms of the layers to compress from the images in the repository:
+/// the tags this push moves first (a rebuild's previous image), then up to `MORE_TAGS` of the
+/// others. A layer is taken only with the compression asked for. Failures only mean less is
+/// known: every layer learnt here is checked with a HEAD before it is skipped.
+pub async fn learn_from_repository(client: &Client, deferred: &Deferred, tags: &[String]) {
+    let unknown = |d: &Deferred| d.layers.iter().filter(|(id, _)| d.known(id).is_none()).count();
+    if unknown(deferred) == 0 {
+        return;
+    }
+    let mut refs: Vec<String> = tags.to_vec();
+    match client.tags(client.repository()).await {
+        Ok(mut all) => {
+            all.retain(|t| !tags.contains(t) && !t.starts_with("sha256-"));
+            refs.extend(all.into_iter().rev().take(MORE_TAGS));
+        }
+        Err(e) => tracing::debug!("the repository's tags could not be listed: {e}"),
+    }
+    let mut read = 0usize;
+    let mut seen = HashSet::new();
+    let mut queue: Vec<(String, String)> = refs.into_iter().map(|r| (r.clone(), r)).collect();
+    queue.reverse();
+    while let Some((reference, tag)) = queue.pop() {
+        if read >= MAX_MANIFESTS || unknown(deferred) == 0 {
+            break;
+        }
+        if !seen.insert(reference.clone()) {
+            continue;
+        }
+        read += 1;
+        let bytes = match client.manifest(client.repository(), &reference).await {
+            Ok(Some(b)) => b,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::debug!(reference, "not read: {e}");
+                continue;
+            }
+        };
+        let media_type = oci::media_type_of(&bytes).unwrap_or_else(|| oci::OCI_MANIFEST.to_string());
+        let Ok(m) = oci::Manifest::parse(Digest::of(&bytes), bytes, &media_type, None) else { continue };
+        if m.is_index() {
+            let Ok(doc) = serde_json::from_slice::<oci::ManifestDoc>(&m.bytes) else { continue };
+            // Children next, before other tags.
+            queue.extend(doc.manifests.iter().rev().map(|d| (d.digest.to_string(), tag.clone())));
+            continue;
+        }
+        learn_from_manifest(client, deferred, &m, &tag).await;
+    }
+}
+
+/// Pairs an image manifest's layers with its config's diff_ids, and learns those to compress.
+async fn learn_from_manifest(client: &Client, deferred: &Deferred, m: &oci::Manifest, tag: &str) {
+    let Some(config) = &m.config else { return };
+    let wanted = if deferred.compression.zstd() { &[OCI_LAYER_ZSTD][..] } else { &[DOCKER_LAYER_GZIP, OCI_LAYER_GZIP] };
+    if !m.layers.iter().any(|l| wanted.contains(&l.media_type.as_str())) {
+        return;
+    }
+    let Ok(Some(bytes)) = client.get_blob(&config.digest, MAX_CONFIG).await else { return };
+    let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&bytes) else { return };
+    let Some(diff_ids) = doc.pointer("/rootfs/diff_ids").and_then(|v| v.as_array()) else { return };
+    if diff_ids.len() != m.layers.len() {
+        return;
+    }
+    for (layer, diff_id) in m.layers.iter().zip(diff_ids) {
+        let Some(diff_id) = diff_id.as_str().and_then(|d| d.parse::<Digest>().ok()) else { continue };
+        if wanted.contains(&layer.media_type.as_str()) && deferred.has(&diff_id) && deferred.known(&diff_id).is_none() {
+            tracing::info!(
+                registry = client.registry(),
+                layer = diff_id.short(),
+                tag,
+                "layer already in the repository: not compressed again"
+            );
+            deferred.learn(diff_id, (layer.digest.clone(), layer.size));
+        }
+    }
+}
+
+/// Gets the uncompressed layer `d` into the repository in its compressed form.
+pub async fn send(
+    client: &Client,
+    image: &Image,
+    deferred: &Deferred,
+    d: &Descriptor,
+    reporter: &crate::progress::Reporter,
+) -> Result<Sent, RegistryError> {
+    if let Some((digest, size)) = deferred.known(&d.digest) {
+        match client.blob_head(&digest).await? {
+            Some(held) => {
+                let c = Descriptor {
+                    media_type: String::new(),
+                    digest: digest.clone(),
+                    size,
+                    annotations: None,
+                    platform: None,
+                };
+                if let Some(held) = held {
+                    same_size(&c, "the registry holds", held)?;
+                }
+                tracing::info!(
+                    registry = client.registry(),
+                    layer = d.digest.short(),
+                    digest = digest.short(),
+                    "compressed layer exists, skipped"
+                );
+                return Ok(NOT_SENT);
+            }
+            None => return again(client, image, d, (&digest, size), reporter).await,
+        }
+    }
+    let progress = reporter.blob(d.digest.short(), d.size);
+    let streamed = client
+        .upload_stream(
+            |_| {
+                let progress = progress.clone();
+                async move { image.compressed_layer(&d.digest).map(|c| Box::new(progress.wrap(c)) as BlobStream) }
+            },
+            d.size,
+        )
+        .await?;
+    progress.done();
+    tracing::info!(
+        registry = client.registry(),
+        layer = d.digest.short(),
+        digest = streamed.digest.short(),
+        size = %ByteSize(streamed.size),
+        of = %ByteSize(d.size),
+        attempts = streamed.stats.attempts,
+        "layer compressed and sent"
+    );
+    deferred.learn(d.digest.clone(), (streamed.digest.clone(), streamed.size));
+    Ok(Sent { uploaded: true, bytes: streamed.stats.bytes_sent, resent: streamed.stats.bytes_resent(streamed.size) })
+}
+
+/// A layer whose compressed form is known but not in this repository: compressed again and
+/// uploaded under that digest (an upload that resumes skips what the registry kept).
+async fn again(
+    client: &Client,
+    image: &Image,
+    d: &Descriptor,
+    (digest, size): (&Digest, u64),
+    reporter: &crate::progress::Reporter,
+) -> Result<Sent, RegistryError> {
+    let progress = reporter.blob(digest.short(), size);
+    let stats = client
+        .upload_blob(
+            digest,
+            size,
+            |offset| {
+                let progress = progress.clone();
+                async move {
+                    let mut c = image.compressed_layer(&d.digest)?;
+                    tokio::io::copy(&mut (&mut c).take(offset), &mut tokio::io::sink()).await?;
+                    Ok(Box::new(progress.wrap(c)) as BlobStream)
+                }
+            },
+            None,
+        )
+        .await?;
+    progress.done();
+    tracing::info!(
+        registry = client.registry(),
+        layer = d.digest.short(),
+        digest = digest.short(),
+        "layer compressed again and sent"
+    );
+    Ok(Sent { uploaded: true, bytes: stats.bytes_sent, resent: stats.bytes_resent(size) })
+}
