@@ -89,8 +89,8 @@ impl Deferred {
 const PIECE: usize = 256 * 1024;
 const QUEUED: usize = 8;
 
-/// Starts compressing the layer `reader` yields (`size` bytes, whose SHA-256 must be
-/// `diff_id`) and returns the compressed bytes as a stream. A layer that does not hash to its
+/// Starts compressing the layer `reader` yields (whose SHA-256 must be `diff_id`) on a thread
+/// of its own and returns the compressed bytes as a stream. A layer that does not hash to its
 /// diff_id ends the stream with an error before its end, so no upload of it completes.
 pub fn stream(
     mut reader: Box<dyn Read + Send>,
@@ -98,37 +98,73 @@ pub fn stream(
     compression: Compression,
     label: String,
 ) -> std::io::Result<Compressed> {
-    let (tx, rx) = mpsc::channel(QUEUED);
-    let errors = tx.clone();
+    let (tx, out) = channel();
     std::thread::Builder::new().name("compress".into()).spawn(move || {
-        let result = (|| {
-            let sink = ChannelWriter { tx, buf: Vec::with_capacity(PIECE) };
-            let mut encoder = Encoder::new(sink, compression)?;
-            let mut hasher = Sha256::new();
-            let mut buf = vec![0u8; PIECE];
-            loop {
-                let n = reader.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buf[..n]);
-                encoder.write_all(&buf[..n])?;
-            }
-            let actual = Digest::from_sha256(&hasher.finalize());
-            if actual != diff_id {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("{label} is corrupt: it hashes to {actual}, its diff_id is {diff_id}"),
-                ));
-            }
-            encoder.finish()?.flush_all()
-        })();
-        if let Err(e) = result {
+        let errors = tx.clone();
+        if let Err(e) = feed(&mut reader, &diff_id, compression, &label, tx) {
             // The upload has gone (a closed channel) or learns why the layer ends here.
             let _ = errors.blocking_send(Err(e));
         }
     })?;
-    Ok(Compressed { rx, piece: Vec::new(), at: 0 })
+    Ok(out)
+}
+
+/// A bounded channel of pieces, and its reading end as a stream.
+pub fn channel() -> (Sender, Compressed) {
+    let (tx, rx) = mpsc::channel(QUEUED);
+    (tx, Compressed { rx, piece: Vec::new(), at: 0 })
+}
+
+/// The writing end of a `channel`.
+pub type Sender = mpsc::Sender<std::io::Result<Vec<u8>>>;
+
+/// Compresses what `reader` yields into `tx`, on this thread, checking it hashes to `diff_id`.
+pub fn feed(
+    reader: &mut dyn Read,
+    diff_id: &Digest,
+    compression: Compression,
+    label: &str,
+    tx: Sender,
+) -> std::io::Result<()> {
+    let sink = ChannelWriter { tx, buf: Vec::with_capacity(PIECE) };
+    let mut encoder = Encoder::new(sink, compression)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; PIECE];
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        encoder.write_all(&buf[..n])?;
+    }
+    let actual = Digest::from_sha256(&hasher.finalize());
+    if &actual != diff_id {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{label} is corrupt: it hashes to {actual}, its diff_id is {diff_id}"),
+        ));
+    }
+    encoder.finish()?.flush_all()
+}
+
+/// Copies what `reader` yields into `tx` as it is, on this thread.
+pub fn copy(reader: &mut dyn Read, tx: Sender) -> std::io::Result<()> {
+    let mut sink = ChannelWriter { tx, buf: Vec::with_capacity(PIECE) };
+    std::io::copy(reader, &mut sink)?;
+    sink.flush_all()
+}
+
+/// The bytes `reader` yields, as a stream, read on a thread of its own.
+pub fn pipe(mut reader: Box<dyn Read + Send>) -> std::io::Result<Compressed> {
+    let (tx, out) = channel();
+    std::thread::Builder::new().name("pipe".into()).spawn(move || {
+        let errors = tx.clone();
+        if let Err(e) = copy(&mut reader, tx) {
+            let _ = errors.blocking_send(Err(e));
+        }
+    })?;
+    Ok(out)
 }
 
 /// The compressed bytes of a layer, as they are made.

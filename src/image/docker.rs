@@ -106,7 +106,7 @@ pub(super) fn open_legacy(
     let mut layers = Vec::new();
     for (path, diff_id) in entry.layers.iter().zip(&doc.rootfs.diff_ids) {
         store.alias(diff_id.clone(), path.clone());
-        let (_, size) = store.blob_reader(diff_id)?;
+        let size = store.blob_size(diff_id)?;
         layers.push(json!({"mediaType": layer_type, "size": size, "digest": diff_id.as_str()}));
     }
     let manifest = json!({

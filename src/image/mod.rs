@@ -12,9 +12,12 @@ pub mod oci;
 pub mod pgzip;
 pub mod remote;
 mod store;
+mod transport;
+
+pub use transport::Transport;
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use oci::{ConfigDoc, ManifestDoc};
 pub use oci::{DOCKER_LIST, DOCKER_MANIFEST, Descriptor, Manifest, OCI_INDEX, OCI_MANIFEST, OciPlatform};
@@ -23,51 +26,8 @@ use crate::types::{ByteSize, Digest, Platform};
 pub use store::BlobReader;
 use store::Store;
 
-impl std::fmt::Display for Transport {
-    /// skopeo's syntax, which `Transport::parse` reads back.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let with_ref = |f: &mut std::fmt::Formatter<'_>, kind: &str, path: &Path, r: &Option<String>| match r {
-            Some(r) => write!(f, "{kind}:{}:{r}", path.display()),
-            None => write!(f, "{kind}:{}", path.display()),
-        };
-        match self {
-            Transport::OciDir { path, reference } => with_ref(f, "oci", path, reference),
-            Transport::OciArchive { path, reference } => with_ref(f, "oci-archive", path, reference),
-            Transport::DockerArchive { path, reference } => with_ref(f, "docker-archive", path, reference),
-            Transport::DockerDaemon { name } => write!(f, "docker-daemon:{name}"),
-            Transport::Registry { reference } => write!(f, "docker://{reference}"),
-        }
-    }
-}
-
 /// Manifests are limited to 4 MiB by registries; configs get the same bound here.
 const MAX_METADATA: u64 = 4 * 1024 * 1024;
-
-/// Where an image is read from, in skopeo's transport syntax.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Transport {
-    OciDir {
-        path: PathBuf,
-        reference: Option<String>,
-    },
-    OciArchive {
-        path: PathBuf,
-        reference: Option<String>,
-    },
-    /// What `docker save` writes (legacy or Docker 25+'s OCI layout inside).
-    DockerArchive {
-        path: PathBuf,
-        reference: Option<String>,
-    },
-    /// An image in the local Docker daemon, exported through its API.
-    DockerDaemon {
-        name: String,
-    },
-    /// An image in a registry (`docker://HOST/REPO[:TAG|@DIGEST]`), copied blob by blob.
-    Registry {
-        reference: String,
-    },
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -83,42 +43,6 @@ pub enum ImageError {
     Corrupt { path: String, digest: Digest, actual: Digest },
 }
 
-impl Transport {
-    /// Parses `oci:DIR[:REF]` / `oci-archive:FILE[:REF]`; relative paths are taken from `base`.
-    pub fn parse(s: &str, base: &Path) -> Result<Self, ImageError> {
-        let (kind, rest) = s.split_once(':').ok_or_else(|| ImageError::Transport(s.to_string()))?;
-        if kind == "docker" {
-            return match rest.strip_prefix("//") {
-                Some(r) if !r.is_empty() => Ok(Transport::Registry { reference: r.to_string() }),
-                _ => Err(ImageError::Transport(s.to_string())),
-            };
-        }
-        if kind == "docker-daemon" {
-            return if rest.is_empty() {
-                Err(ImageError::Transport(s.to_string()))
-            } else {
-                Ok(Transport::DockerDaemon { name: rest.to_string() })
-            };
-        }
-        // As in skopeo: the path ends at the first ':'.
-        let (path, reference) = match rest.split_once(':') {
-            Some((p, r)) if !r.is_empty() => (p, Some(r.to_string())),
-            Some((p, _)) => (p, None),
-            None => (rest, None),
-        };
-        if path.is_empty() {
-            return Err(ImageError::Transport(s.to_string()));
-        }
-        let path = base.join(path);
-        match kind {
-            "oci" => Ok(Transport::OciDir { path, reference }),
-            "oci-archive" => Ok(Transport::OciArchive { path, reference }),
-            "docker-archive" => Ok(Transport::DockerArchive { path, reference }),
-            _ => Err(ImageError::Transport(s.to_string())),
-        }
-    }
-}
-
 /// An opened image: its root manifest (image or index), the image manifests under an index,
 /// and every blob they reference.
 #[derive(Debug)]
@@ -128,8 +52,9 @@ pub struct Image {
     pub root: Manifest,
     /// Image manifests of an index, in index order (empty for a single image).
     pub children: Vec<Manifest>,
-    /// The daemon's export this image reads from, removed with the image.
-    _export: Option<daemon::TempFile>,
+    /// The daemon's export this image is read from, as a stream: a push reads it once more
+    /// and uploads the blobs it needs as they go past (`push`).
+    pub export: Option<daemon::Export>,
     /// Layers Docker saved uncompressed, compressed while they are pushed; the root and
     /// children above list them uncompressed until `finish` writes the manifests as pushed.
     pub deferred: Option<Deferred>,
@@ -168,15 +93,16 @@ impl Image {
     /// Opens an image from a local transport (`docker://` goes through `remote::open`).
     pub fn open_with(transport: &Transport, opts: &OpenOptions) -> Result<Image, ImageError> {
         let compression = opts.compression;
+        let mut export = None;
         let (mut store, reference, source, docker) = match transport {
             Transport::OciDir { path, reference } => {
-                (Store::dir(path)?, reference, format!("oci:{}", path.display()), false)
+                (Store::dir(path)?, reference.clone(), format!("oci:{}", path.display()), false)
             }
             Transport::OciArchive { path, reference } => {
-                (Store::archive(path)?, reference, format!("oci-archive:{}", path.display()), false)
+                (Store::archive(path)?, reference.clone(), format!("oci-archive:{}", path.display()), false)
             }
             Transport::DockerArchive { path, reference } => {
-                (Store::archive(path)?, reference, format!("docker-archive:{}", path.display()), true)
+                (Store::archive(path)?, reference.clone(), format!("docker-archive:{}", path.display()), true)
             }
             Transport::Registry { reference } => {
                 return Err(ImageError::Layout {
@@ -190,12 +116,12 @@ impl Image {
                 } else {
                     format!("{name}:latest")
                 };
-                let file = daemon::export(&tagged, &opts.cache_dir.join("exports"), &opts.docker_socket)?;
-                let archive = Transport::DockerArchive { path: file.0.clone(), reference: Some(tagged) };
-                let mut image = Self::open_with(&archive, opts)?;
-                image.source = format!("docker-daemon:{name}");
-                image._export = Some(file);
-                return Ok(image);
+                // Read once for its manifests, configs and sizes; nothing is written to disk.
+                let daemon = daemon::Export { name: tagged.clone(), socket: opts.docker_socket.clone() };
+                let source = format!("docker-daemon:{name}");
+                let store = Store::scanned(source.clone(), daemon.scan()?, daemon.clone());
+                export = Some(daemon);
+                (store, Some(tagged), source, true)
             }
         };
         let compression = compress::Compression::new(compression, opts.compression_level);
@@ -204,7 +130,7 @@ impl Image {
             store,
             root,
             children,
-            _export: None,
+            export,
             deferred: None,
             remote: None,
             origin: None,
@@ -286,9 +212,24 @@ impl Image {
         let Some(deferred) = &self.deferred else {
             return Err(std::io::Error::other(format!("{diff_id} is not a layer to compress")));
         };
-        let (reader, _) = self.store.blob_reader(diff_id).map_err(std::io::Error::other)?;
+        let reader = if self.store.is_scanned() && self.store.in_memory(diff_id).is_none() {
+            self.export_entry(diff_id)?
+        } else {
+            self.store.blob_reader(diff_id).map_err(std::io::Error::other)?.0
+        };
         let label = format!("{}: layer {diff_id}", self.source);
         compress::stream(reader, diff_id.clone(), deferred.compression, label)
+    }
+
+    /// A fresh export from the daemon, read up to the blob `digest`.
+    fn export_entry(&self, digest: &Digest) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+        let export = self.export.as_ref().ok_or_else(|| std::io::Error::other("no export to read"))?;
+        export.entry(&self.store.path_of(digest)).map_err(std::io::Error::other)
+    }
+
+    /// Where the blob `digest` is in the daemon's export, and its bytes when they are in memory.
+    pub fn export_path(&self, digest: &Digest) -> (String, bool) {
+        (self.store.path_of(digest), self.store.in_memory(digest).is_some())
     }
 
     /// Every image manifest: the children of an index, or the root itself.
@@ -339,7 +280,7 @@ impl Image {
             store: Store::none(),
             root,
             children,
-            _export: None,
+            export: None,
             deferred: None,
             remote: Some(remote),
             origin: Some(origin),
@@ -372,20 +313,36 @@ impl Image {
         if self.remote.is_some() {
             return Ok(None);
         }
-        self.store.blob_reader(&d.digest).map(|(_, size)| Some(size)).map_err(std::io::Error::other)
+        self.store.blob_size(&d.digest).map(Some).map_err(std::io::Error::other)
     }
 
     /// A streaming reader over a blob's bytes from `offset`. The caller hashes what it reads.
     /// The file holding blob `d` and where in it the blob starts, when it is a byte range of a
     /// file on disk (not for an image read from a registry); its size is checked.
     pub async fn blob_file(&self, d: &Descriptor) -> Option<std::io::Result<(std::fs::File, u64)>> {
-        if self.remote.is_some() {
+        if self.remote.is_some() || self.store.is_scanned() {
             return None;
         }
         Some(self.store.open_blob(&d.digest, d.size, 0).await.map(|r| r.into_file()).map_err(std::io::Error::other))
     }
 
     pub async fn blob(&self, d: &Descriptor, offset: u64) -> std::io::Result<BlobStream> {
+        if let Some(bytes) = self.store.in_memory(&d.digest) {
+            let at = (offset as usize).min(bytes.len());
+            return Ok(Box::new(std::io::Cursor::new(bytes[at..].to_vec())));
+        }
+        if let Some(export) = self.export.clone().filter(|_| self.store.is_scanned()) {
+            // Read from a fresh export up to the blob (a retry after the pass that carried it).
+            let path = self.store.path_of(&d.digest);
+            let reader = tokio::task::spawn_blocking(move || {
+                let mut reader = export.entry(&path).map_err(std::io::Error::other)?;
+                std::io::copy(&mut std::io::Read::take(&mut reader, offset), &mut std::io::sink())?;
+                Ok::<_, std::io::Error>(reader)
+            })
+            .await
+            .map_err(std::io::Error::other)??;
+            return Ok(Box::new(compress::pipe(reader)?));
+        }
         match &self.remote {
             Some(remote) => remote.open(&d.digest, d.size, offset).await,
             None => self
@@ -455,33 +412,4 @@ fn config_platform(store: &Store, m: &Manifest) -> Result<Option<Platform>, Imag
         return Ok(None);
     }
     Ok(Some(Platform { os: doc.os, architecture: doc.architecture, variant: doc.variant }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn transport_syntax_is_skopeos() {
-        let base = Path::new("/p");
-        assert_eq!(
-            Transport::parse("oci:build/img:v1", base).unwrap(),
-            Transport::OciDir { path: "/p/build/img".into(), reference: Some("v1".into()) }
-        );
-        assert_eq!(
-            Transport::parse("oci-archive:/abs/x.tar", base).unwrap(),
-            Transport::OciArchive { path: "/abs/x.tar".into(), reference: None }
-        );
-        assert_eq!(
-            Transport::parse("docker-daemon:ghcr.io/o/app:v1", base).unwrap(),
-            Transport::DockerDaemon { name: "ghcr.io/o/app:v1".into() }
-        );
-        assert_eq!(
-            Transport::parse("docker-archive:app.tar:app:v1", base).unwrap(),
-            Transport::DockerArchive { path: "/p/app.tar".into(), reference: Some("app:v1".into()) }
-        );
-        assert!(Transport::parse("dir:x", base).is_err());
-        assert!(Transport::parse("docker-daemon:", base).is_err());
-        assert!(Transport::parse("build/img", base).is_err());
-    }
 }

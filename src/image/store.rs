@@ -71,6 +71,9 @@ enum Kind {
     Dir(PathBuf),
     /// Archive path and, per entry path, its data offset and size.
     Archive(PathBuf, HashMap<String, (u64, u64)>),
+    /// A stream read once (the Docker daemon's export): small files in memory, the others'
+    /// sizes; their bytes come as the stream is read again.
+    Scanned(String, super::daemon::Scanned, super::daemon::Export),
 }
 
 #[derive(Debug)]
@@ -110,12 +113,36 @@ impl Store {
         Ok(Store { kind: Kind::Archive(path.to_path_buf(), entries), aliases: HashMap::new() })
     }
 
+    /// A stream's files, as `daemon::Export::scan` found them; `display` names the source.
+    pub fn scanned(display: String, scanned: super::daemon::Scanned, export: super::daemon::Export) -> Store {
+        Store { kind: Kind::Scanned(display, scanned, export), aliases: HashMap::new() }
+    }
+
     /// Whether the layout has this file.
     pub fn has(&self, rel: &str) -> bool {
         match &self.kind {
             Kind::Dir(dir) => dir.join(rel).is_file(),
             Kind::Archive(_, entries) => entries.contains_key(rel),
+            Kind::Scanned(_, s, _) => s.sizes.contains_key(rel),
         }
+    }
+
+    /// The path of the blob `digest` in the layout.
+    pub fn path_of(&self, digest: &Digest) -> String {
+        self.blob_path(digest)
+    }
+
+    /// The blob's bytes, when a scanned stream kept them in memory.
+    pub fn in_memory(&self, digest: &Digest) -> Option<&[u8]> {
+        match &self.kind {
+            Kind::Scanned(_, s, _) => s.files.get(&self.blob_path(digest)).map(Vec::as_slice),
+            _ => None,
+        }
+    }
+
+    /// Whether blobs are read as a stream goes past rather than from files.
+    pub fn is_scanned(&self) -> bool {
+        matches!(self.kind, Kind::Scanned(..))
     }
 
     /// Finds the blob `digest` at `rel` instead of `blobs/sha256/<hex>`.
@@ -126,6 +153,7 @@ impl Store {
     pub fn display(&self) -> String {
         match &self.kind {
             Kind::Dir(p) | Kind::Archive(p, _) => p.display().to_string(),
+            Kind::Scanned(name, _, _) => name.clone(),
         }
     }
 
@@ -183,6 +211,23 @@ impl Store {
                 f.seek(SeekFrom::Start(offset)).map_err(io)?;
                 Ok((Box::new(f.take(size)), size))
             }
+            Kind::Scanned(_, s, export) => match (s.files.get(rel), s.sizes.get(rel)) {
+                (Some(bytes), _) => Ok((Box::new(std::io::Cursor::new(bytes.clone())), bytes.len() as u64)),
+                // Not kept in memory (a large config, say): a fresh export, read up to it.
+                (None, Some(size)) => Ok((export.entry(rel)?, *size)),
+                (None, None) => Err(missing()),
+            },
+        }
+    }
+
+    /// A blob's size, without reading it.
+    pub fn blob_size(&self, digest: &Digest) -> Result<u64, ImageError> {
+        let rel = self.blob_path(digest);
+        match &self.kind {
+            Kind::Scanned(_, s, _) => {
+                s.sizes.get(&rel).copied().ok_or_else(|| self.layout_error(format!("{rel} is missing")))
+            }
+            _ => self.open_rel(&rel).map(|(_, size)| size),
         }
     }
 
@@ -212,6 +257,16 @@ impl Store {
     /// Checks that a blob is there with its descriptor's size, without reading it; with
     /// `hash`, also that its content has its digest.
     pub fn check_blob(&self, digest: &Digest, size: u64, hash: bool) -> Result<(), ImageError> {
+        // A blob a stream carries is hashed as it goes up, not here.
+        if self.is_scanned() && self.in_memory(digest).is_none() {
+            let actual = self.blob_size(digest)?;
+            if actual != size {
+                return Err(
+                    self.layout_error(format!("blob {digest} is {actual} bytes but its descriptor says {size}"))
+                );
+            }
+            return Ok(());
+        }
         let (mut reader, actual) = self.blob_reader(digest)?;
         if actual != size {
             return Err(self.layout_error(format!("blob {digest} is {actual} bytes but its descriptor says {size}")));
@@ -259,6 +314,7 @@ impl Store {
                 let (at, len) = *entries.get(&rel).ok_or_else(|| self.layout_error(format!("{rel} is missing")))?;
                 (std::fs::File::open(path).map_err(io)?, at, len)
             }
+            Kind::Scanned(..) => return Err(self.layout_error(format!("{rel} is read as the export streams past"))),
         };
         if actual != size {
             return Err(self.layout_error(format!("blob {digest} is {actual} bytes but its descriptor says {size}")));

@@ -145,6 +145,19 @@ async fn push_inner(image: &Image, dest: &Destination, out: &mut Outcome) -> Res
         layers::learn_from_repository(&client, deferred, &dest.tags).await;
     }
     let mut blobs = image.blobs();
+    // From the Docker daemon: its export, read once more, carries the blobs the repository
+    // lacks as it streams past; the rest go the usual way.
+    if let (Some(export), false) = (&image.export, present) {
+        let reporter = crate::progress::Reporter::new(&out.repository, 0);
+        let (sent, handled) = layers::send_from_export(&client, image, export, &reporter).await?;
+        reporter.finish();
+        for s in sent {
+            out.blobs_sent += 1;
+            out.bytes_sent += s.bytes;
+            out.bytes_resent += s.resent;
+        }
+        blobs.retain(|d| !handled.contains(&d.digest));
+    }
     if present {
         out.blobs_skipped += blobs.len();
         blobs.clear();

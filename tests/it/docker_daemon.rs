@@ -39,7 +39,7 @@ fn a_real_daemons_image_goes_up_compressed_and_the_same_as_its_docker_save() {
     let Some(docker) = daemon() else { return };
     let reg = Registry::start(RegistryOptions::default());
     let work = tempfile::tempdir().unwrap();
-    let diff_ids = support::docker::save_loadable(&work.path().join("in.tar"), 31, &[400_000, 60_000], "ml/app:v1");
+    let diff_ids = support::docker::save_loadable(&work.path().join("in.tar"), 31, &[600_000, 300_000], "ml/app:v1");
     docker.load(&work.path().join("in.tar"));
     let inspect = std::process::Command::new("docker")
         .args(["-H", &docker.host(), "image", "inspect", "ml/app:v1"])
@@ -54,6 +54,7 @@ fn a_real_daemons_image_goes_up_compressed_and_the_same_as_its_docker_save() {
         .env("DOCKER_HOST", docker.host()));
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert_eq!(stderr.matches("layer compressed and sent as the export streamed").count(), 2, "{stderr}");
     let digest = serde_json::from_str::<Value>(&stdout).unwrap()["images"][0]["digest"].as_str().unwrap().to_string();
     let raw = reg.inspect(&format!("{}/ml/app:daemon", reg.host), true).stdout;
     assert_eq!(sha(&raw), digest);
@@ -65,10 +66,7 @@ fn a_real_daemons_image_goes_up_compressed_and_the_same_as_its_docker_save() {
         flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut plain).unwrap();
         assert_eq!(&sha(&plain), diff_id);
     }
-    assert!(
-        std::fs::read_dir(work.path().join(".publish-cache/exports")).map(|d| d.count()).unwrap_or(0) == 0,
-        "the export is removed"
-    );
+    assert!(!work.path().join(".publish-cache").exists(), "nothing of the export is written to disk");
 
     // The daemon's own `docker save` of the image, pushed as a file: the same manifest.
     let saved = work.path().join("saved.tar");
@@ -92,4 +90,45 @@ fn a_real_daemons_image_goes_up_compressed_and_the_same_as_its_docker_save() {
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("the Docker daemon answered 404"), "{stderr}");
+}
+
+/// A rebuild in the daemon whose top layer alone changed: the base layer is found in the image
+/// the tag holds, so only the new layer is compressed and sent as the export streams past.
+#[test]
+fn a_rebuild_from_the_daemon_sends_only_the_layer_that_changed() {
+    let Some(docker) = daemon() else { return };
+    let reg = Registry::start(RegistryOptions::default());
+    let work = tempfile::tempdir().unwrap();
+    let tar_of = |seed: u64, n: usize| {
+        let mut t = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(n as u64);
+        h.set_mode(0o644);
+        h.set_mtime(1_700_000_000);
+        h.set_cksum();
+        t.append_data(&mut h, format!("data/f{seed}"), &support::image::bytes(seed, n)[..]).unwrap();
+        t.into_inner().unwrap()
+    };
+    let base = tar_of(80, 500_000);
+    support::docker::save_layers(&work.path().join("v1.tar"), &[base.clone(), tar_of(81, 300_000)], "ml/app:v1");
+    support::docker::save_layers(&work.path().join("v2.tar"), &[base, tar_of(82, 300_000)], "ml/app:v2");
+    docker.load(&work.path().join("v1.tar"));
+    docker.load(&work.path().join("v2.tar"));
+    let push = |tag: &str| {
+        let out = run(publish(work.path())
+            .args(["push", &format!("docker-daemon:ml/app:{tag}"), &format!("docker://{}/ml/app:main", reg.host)])
+            .args(["--insecure", "-o", "json"])
+            .env("DOCKER_HOST", docker.host()));
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+        (serde_json::from_str::<Value>(&stdout).unwrap(), stderr)
+    };
+    push("v1");
+    let (json, stderr) = push("v2");
+    assert_eq!(stderr.matches("layer already in the repository").count(), 1, "{stderr}");
+    assert_eq!(stderr.matches("layer compressed and sent as the export streamed").count(), 1, "{stderr}");
+    let sent = json["images"][0]["targets"][0]["bytes_sent"].as_u64().unwrap();
+    assert!(sent < 320_000, "only the top layer and the config go up: {sent} bytes");
+    let raw = reg.inspect(&format!("{}/ml/app:main", reg.host), true).stdout;
+    assert_eq!(sha(&raw), json["images"][0]["digest"].as_str().unwrap());
 }
