@@ -607,7 +607,7 @@ def file_bytes(path):
 
 
 def measured(cmd, env, scratch):
-    """Runs `cmd`, returning wall, CPU (user+sys) and peak RSS from wait4, `written`: the bytes the
+    """Runs `cmd`, returning wall and CPU (user+sys) from wait4, peak RSS from GNU time, `written`: the bytes the
     client (its threads and children) caused to be written to block storage (wait4's ru_oublock,
     the kernel's write_bytes at exit, exact; tmpfs writes are not counted), `scratch`: the peak
     size of the directory `scratch` (TMPDIR and the tools' caches), sampled every 100 ms, and
@@ -622,8 +622,12 @@ def measured(cmd, env, scratch):
             peak[0] = max(peak[0], dir_bytes(scratch))
             done.wait(0.1)
 
+    # Peak RSS from GNU time, not wait4: a child forked from this Python process carries its
+    # resident size into ru_maxrss across exec, so wait4 reports at least this script's own.
+    rss_file = tempfile.NamedTemporaryFile(delete=False)
     start = time.perf_counter()
-    p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
+    p = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", rss_file.name] + cmd, env=env,
+                         stdout=subprocess.DEVNULL, stderr=err)
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     _, status, ru = os.wait4(p.pid, 0)
@@ -635,7 +639,9 @@ def measured(cmd, env, scratch):
     if p.returncode:
         err.seek(0)
         raise SystemExit(f"{' '.join(cmd)} failed: {err.read().decode(errors='replace')[-2000:]}")
-    return {"wall": wall, "cpu": ru.ru_utime + ru.ru_stime, "rss": ru.ru_maxrss / 1024,
+    rss_kib = int(open(rss_file.name).read().split()[-1])
+    os.unlink(rss_file.name)
+    return {"wall": wall, "cpu": ru.ru_utime + ru.ru_stime, "rss": rss_kib / 1024,
             "written": ru.ru_oublock * 512 / 2**20, "scratch": max(peak[0], kept) / 2**20, "kept": kept / 2**20}
 
 
@@ -843,7 +849,7 @@ def docker_section(work, store):
           f"  ({SKOPEO_CACHES[0]} removed; its --tmpdir in the fresh directory), crane's (it keeps none;\n"
           f"  its wrapper's unpacked binary, ~/.cache/reference-tools, is unpacked before); dirty pages synced; the archive\n"
           f"  stays in the page cache, as just after `docker save`. Each push checked (config digest, layer count).\n"
-          f"  wall/cpu/rss: the client (wait4); stored: bytes in the registry's blob store; scratch: peak of\n"
+          f"  wall/cpu: the client (wait4); rss: its peak (GNU time); stored: bytes in the registry's blob store; scratch: peak of\n"
           f"  the fresh directory sampled every 100 ms (kept: left at exit); written: what the client wrote to\n"
           f"  disk anywhere (the kernel's write_bytes at exit, via wait4's ru_oublock)")
     print("  commands (HOST a fresh registry, SCRATCH a fresh directory; env DOCKER_CONFIG=<the registry's "

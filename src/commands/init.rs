@@ -275,6 +275,14 @@ fn mkdir_for(path: &str) -> String {
 }
 
 fn workflow(found: &Found) -> String {
+    let transport = found.source.as_deref().and_then(|s| s.split_once(':')).map(|(t, _)| t);
+    // buildx's OCI output needs a builder of the docker-container driver (the runner's default
+    // docker driver refuses it); `--load` into the daemon works with the default one.
+    let buildx = if transport == Some("docker-archive") {
+        ""
+    } else {
+        "\n      - name: A builder that writes OCI output\n        uses: docker/setup-buildx-action@v3 # pin to a commit SHA in production"
+    };
     let build = match found.source.as_deref().and_then(|s| s.split_once(':')) {
         Some(("oci", path)) => format!(
             "docker buildx build --platform linux/amd64 --output type=oci,dest={path}.tar . && mkdir -p {path} && tar -xf {path}.tar -C {path}"
@@ -317,7 +325,7 @@ jobs:
     steps:
       - uses: actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683 # v4.2.2
         with:
-          persist-credentials: false
+          persist-credentials: false{buildx}
       - name: Build the image
         run: {build}
       - name: Publish

@@ -181,7 +181,16 @@ fn image_plan(
     let rate = resolved.upload_rate.unwrap_or(select::DEFAULT_UPLOAD_RATE);
     let verdicts =
         select::select_with(&facts, &candidates, Some(rate), resolved.upload_rate.is_none(), spec.publish_to);
-    let assumptions = assumptions(resolved, &facts, &candidates);
+    let mut assumptions = assumptions(resolved, &facts, &candidates);
+    if let Some(deferred) = &image.deferred {
+        let bytes: u64 = deferred.layers.iter().map(|(_, size)| size).sum();
+        assumptions.push(format!(
+            "the {} layer{} to compress count at {} uncompressed, an upper bound: compressed, they are known only in the push",
+            deferred.layers.len(),
+            if deferred.layers.len() == 1 { "" } else { "s" },
+            ByteSize(bytes)
+        ));
+    }
     let mut warnings: Vec<String> = verdicts.iter().flat_map(|v| v.warnings.iter().cloned()).collect();
     warnings.extend(uncompressed_warning(image));
     let selected: Vec<String> =

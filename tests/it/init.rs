@@ -89,6 +89,10 @@ fn init_without_a_remote_or_an_image_says_what_to_fill_in() {
     assert!(stdout.contains("image my-app: oci-archive:build/image.tar (none found"), "{stdout}");
     let policy = std::fs::read_to_string(d.join("publish.yaml")).unwrap();
     assert!(!policy.contains("runpod:"), "{policy}");
+    // buildx's OCI output needs a docker-container builder: the workflow sets one up first.
+    let workflow = std::fs::read_to_string(d.join(".github/workflows/publish.yml")).unwrap();
+    let (setup, build) = (workflow.find("docker/setup-buildx-action"), workflow.find("--output type=oci"));
+    assert!(setup.is_some() && build.is_some() && setup < build, "{workflow}");
     // Once the image the workflow builds is there, the policy checks.
     std::fs::create_dir_all(d.join("build")).unwrap();
     let layout = dir.path().join("layout");
@@ -119,6 +123,7 @@ fn init_in_a_repository_without_a_commit_says_what_the_sha_tag_needs() {
     assert!(stdout.contains("RUNPOD_API_KEY is not set here"), "{stdout}");
     let workflow = std::fs::read_to_string(d.join(".github/workflows/publish.yml")).unwrap();
     assert!(workflow.contains("mkdir -p dist && docker buildx build"), "{workflow}");
+    assert!(!workflow.contains("setup-buildx-action"), "--load needs no other builder: {workflow}");
 
     let out = run(publish(d).arg("check").env_remove("GITHUB_SHA"));
     let (stdout, stderr) = text(&out);
