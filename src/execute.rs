@@ -131,7 +131,7 @@ async fn target(
     let mut outcome = push::push(image, &dest).await;
     let signs = t.steps.contains(&TargetStep::Sign);
     if let (push::Status::Pushed, Some(signer), true) = (outcome.status, signer, signs) {
-        match sign_pushed(&dest, image, signer, format).await {
+        match sign_pushed(&dest, &outcome, signer, format).await {
             Ok(signed) => outcome.signed = Some(signed),
             Err(e) => {
                 outcome.status = push::Status::PushedUnsigned;
@@ -163,25 +163,22 @@ async fn target(
     outcome
 }
 
-/// Signs an image just pushed to `dest`.
+/// Signs the manifest just pushed to `dest` (`outcome`: its digest, media type and size).
 async fn sign_pushed(
     dest: &Destination,
-    image: &Image,
+    outcome: &push::Outcome,
     prepared: &PreparedSigner,
     format: sign::Format,
 ) -> Result<sign::Signed, sign::SignError> {
     let signer = prepared.signer().await?;
     let client = dest.access.client(&dest.path)?;
     client.authenticate().await?;
-    // The manifest as pushed (a docker source's, with its layers compressed).
-    let (root, _) = image
-        .finish()
-        .map_err(|e| sign::SignError::from(crate::registry::RegistryError::Source(std::io::Error::other(e))))?;
+    let (media_type, size) = outcome.manifest.clone().unwrap_or_default();
     let subject = sign::Subject {
         repository: format!("{}/{}", dest.access.endpoint.host, dest.path),
-        digest: root.digest.clone(),
-        media_type: root.media_type.clone(),
-        size: root.bytes.len() as u64,
+        digest: outcome.digest.clone(),
+        media_type,
+        size,
     };
     sign::sign(&client, &dest.path, &subject, signer, format).await
 }

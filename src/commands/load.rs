@@ -64,10 +64,10 @@ pub async fn policy_and_images(path: &Path, env: &Env) -> anyhow::Result<(Resolv
     let in_actions = crate::github::Actions::detect(env).is_some();
     for (i, spec) in resolved.images.iter().enumerate() {
         let source = plan::build::source_plan(&resolved, spec);
-        // Docker's layers are compressed while the image is opened: in GitHub Actions their
-        // progress lines sit in a group of their own.
-        let compresses = ["docker-archive:", "docker-daemon:"].iter().any(|t| source.transport.starts_with(t));
-        let _group = crate::github::Group::start(in_actions && compresses, &format!("Opening image {}", spec.name));
+        // Opening a docker source reads a whole archive or daemon export: in GitHub Actions its
+        // lines sit in a group of their own.
+        let docker = ["docker-archive:", "docker-daemon:"].iter().any(|t| source.transport.starts_with(t));
+        let _group = crate::github::Group::start(in_actions && docker, &format!("Opening image {}", spec.name));
         match open_image(&source, env, &resolved.transfer).await {
             Ok(image) => images.push(image),
             // A `docker://` source's registry was contacted and failed: a runtime failure
@@ -84,8 +84,8 @@ pub async fn policy_and_images(path: &Path, env: &Env) -> anyhow::Result<(Resolv
     Ok((resolved, images))
 }
 
-/// Where compressed layers and daemon exports are kept: `PUBLISH_CACHE_DIR`, else the XDG
-/// cache directory.
+/// Where publish caches what it fetches (Sigstore's trust root): `PUBLISH_CACHE_DIR`, else the
+/// XDG cache directory.
 pub fn cache_dir(env: &Env) -> PathBuf {
     if let Some(d) = env.get("PUBLISH_CACHE_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(d);
@@ -105,7 +105,6 @@ pub async fn open_image(source: &SourcePlan, env: &Env, config: &ClientConfig) -
     let opts = crate::image::OpenOptions {
         compression: source.compression,
         compression_level: source.compression_level,
-        cache_dir: cache_dir(env),
         docker_socket: crate::image::daemon::socket_path(env.get("DOCKER_HOST").map(String::as_str))?,
     };
     match (&transport, &source.registry) {

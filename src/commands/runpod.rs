@@ -30,25 +30,8 @@ pub async fn runpod(args: RunPodArgs, env: &Env) -> anyhow::Result<ExitStatus> {
     let config = &resolved.transfer;
     let named: std::collections::HashMap<&str, &crate::image::Image> =
         resolved.images.iter().map(|i| i.name.as_str()).zip(images.iter()).collect();
-    let mut now = Vec::new();
-    for r in rendered {
-        now.push(if r.digest_pending { with_pushed_digest(r, &named, env, config).await? } else { r });
-    }
-    let rendered = now;
     match args.command {
-        RunPodCommand::Render { template } => {
-            let bodies: Vec<&serde_json::Map<String, serde_json::Value>> = rendered
-                .iter()
-                .filter(|r| template.as_ref().is_none_or(|t| &r.template.name == t))
-                .map(|r| &r.body)
-                .collect();
-            match (&template, bodies.as_slice()) {
-                (Some(t), []) => return Err(UsageError::Message(format!("no template named {t:?}")).into()),
-                (Some(_), [one]) => super::print_out(&format!("{}\n", crate::report::json(one))),
-                _ => super::print_out(&format!("{}\n", crate::report::json(&bodies))),
-            }
-            Ok(ExitStatus::Success)
-        }
+        RunPodCommand::Render { template } => render(&rendered, template.as_deref()),
         RunPodCommand::Sync { dry_run } => {
             // Every body and credential is checked before the first request.
             let wanted = rendered
@@ -64,7 +47,23 @@ pub async fn runpod(args: RunPodArgs, env: &Env) -> anyhow::Result<ExitStatus> {
             let mut results = Vec::new();
             let mut failed = false;
             let mut held = false;
-            for (r, w) in wanted {
+            for (r, mut w) in wanted {
+                // A docker source's template, rendered for the digest it was pushed with.
+                let r = if r.digest_pending {
+                    match with_pushed_digest(r.clone(), &named, env, config).await {
+                        Ok(now) => {
+                            w.body = now.body.clone();
+                            now
+                        }
+                        Err(e) => {
+                            failed = true;
+                            eprintln!("error: {e:#}");
+                            continue;
+                        }
+                    }
+                } else {
+                    r.clone()
+                };
                 // A template never points at an image the registry does not have.
                 let digest = r.image.manifest_digest.clone().unwrap_or_else(|| r.image.source_digest.clone());
                 match published(&r.target, &digest, verifier.as_ref(), env, config).await {
@@ -114,6 +113,25 @@ pub async fn runpod(args: RunPodArgs, env: &Env) -> anyhow::Result<ExitStatus> {
             })
         }
     }
+}
+
+/// `runpod render`: the bodies, offline (one, with a name).
+fn render(rendered: &[stage::Rendered], template: Option<&str>) -> anyhow::Result<ExitStatus> {
+    // Offline: a docker source's digest is known once it is pushed.
+    for r in rendered.iter().filter(|r| r.digest_pending) {
+        eprintln!(
+            "note: template {}: image {} is a docker source whose manifest digest is known once it is pushed; image.digest shows {} (the digest of the manifest as read), and runpod sync renders it with the pushed one",
+            r.template.name, r.image.name, r.image.source_digest
+        );
+    }
+    let bodies: Vec<&serde_json::Map<String, serde_json::Value>> =
+        rendered.iter().filter(|r| template.is_none_or(|t| r.template.name == t)).map(|r| &r.body).collect();
+    match (&template, bodies.as_slice()) {
+        (Some(t), []) => return Err(UsageError::Message(format!("no template named {t:?}")).into()),
+        (Some(_), [one]) => super::print_out(&format!("{}\n", crate::report::json(one))),
+        _ => super::print_out(&format!("{}\n", crate::report::json(&bodies))),
+    }
+    Ok(ExitStatus::Success)
 }
 
 /// What the target's registry has of an image.
@@ -228,8 +246,8 @@ async fn with_pushed_digest(
     };
     let client = target_client(&r.target, env, config).await?;
     client.authenticate().await?;
-    crate::push::learn_from_repository(&client, deferred, &r.target.tags).await;
-    let (root, _) = image.finish().map_err(|_| {
+    let learnt = crate::push::learn_from_repository(&client, deferred, &r.target.tags).await;
+    let (root, _) = image.finish(&learnt).map_err(|_| {
         UsageError::Message(format!(
             "template {}: image {} is a docker source whose manifest digest is known once it is pushed, and {} holds no image with its layers: publish it first (publish run), then sync",
             r.template.name, r.image.name, r.target.repository

@@ -61,22 +61,18 @@ impl Deferred {
         Deferred { compression, layers, known: Default::default() }
     }
 
-    /// Every compressed form known so far, by diff_id.
-    pub fn all_known(&self) -> std::collections::HashMap<Digest, (Digest, u64)> {
-        self.known.lock().map(|k| k.clone()).unwrap_or_default()
-    }
-
     /// Whether the layer `digest` is one to compress.
     pub fn has(&self, digest: &Digest) -> bool {
         self.layers.iter().any(|(d, _)| d == digest)
     }
 
-    /// The compressed digest and size of the layer `diff_id`, when known.
+    /// The compressed digest and size this run gave the layer `diff_id` (its own compression,
+    /// reproducible), when it has compressed it.
     pub fn known(&self, diff_id: &Digest) -> Option<(Digest, u64)> {
         self.known.lock().ok()?.get(diff_id).cloned()
     }
 
-    /// Records the compressed form of the layer `diff_id`.
+    /// Records the compressed form this run made of the layer `diff_id`.
     pub fn learn(&self, diff_id: Digest, compressed: (Digest, u64)) {
         if let Ok(mut k) = self.known.lock() {
             k.insert(diff_id, compressed);
@@ -93,7 +89,7 @@ const QUEUED: usize = 8;
 /// of its own and returns the compressed bytes as a stream. A layer that does not hash to its
 /// diff_id ends the stream with an error before its end, so no upload of it completes.
 pub fn stream(
-    mut reader: Box<dyn Read + Send>,
+    open: impl FnOnce() -> std::io::Result<Box<dyn Read + Send>> + Send + 'static,
     diff_id: Digest,
     compression: Compression,
     label: String,
@@ -101,7 +97,8 @@ pub fn stream(
     let (tx, out) = channel();
     std::thread::Builder::new().name("compress".into()).spawn(move || {
         let errors = tx.clone();
-        if let Err(e) = feed(&mut reader, &diff_id, compression, &label, tx) {
+        // Opened here: reaching a layer may mean reading a daemon's export up to it.
+        if let Err(e) = open().and_then(|mut reader| feed(&mut reader, &diff_id, compression, &label, tx)) {
             // The upload has gone (a closed channel) or learns why the layer ends here.
             let _ = errors.blocking_send(Err(e));
         }
@@ -112,7 +109,7 @@ pub fn stream(
 /// A bounded channel of pieces, and its reading end as a stream.
 pub fn channel() -> (Sender, Compressed) {
     let (tx, rx) = mpsc::channel(QUEUED);
-    (tx, Compressed { rx, piece: Vec::new(), at: 0 })
+    (tx, Compressed { rx, piece: Vec::new(), at: 0, ended: false })
 }
 
 /// The writing end of a `channel`.
@@ -168,10 +165,13 @@ pub fn pipe(mut reader: Box<dyn Read + Send>) -> std::io::Result<Compressed> {
 }
 
 /// The compressed bytes of a layer, as they are made.
+/// The writer ends the stream with an empty piece: a channel that closes without one (a thread
+/// that stopped half-way) is an error, never a clean end.
 pub struct Compressed {
     rx: mpsc::Receiver<std::io::Result<Vec<u8>>>,
     piece: Vec<u8>,
     at: usize,
+    ended: bool,
 }
 
 impl tokio::io::AsyncRead for Compressed {
@@ -181,13 +181,22 @@ impl tokio::io::AsyncRead for Compressed {
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         while self.at == self.piece.len() {
+            if self.ended {
+                return Poll::Ready(Ok(()));
+            }
             match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(Ok(piece))) if piece.is_empty() => self.ended = true,
                 Poll::Ready(Some(Ok(piece))) => {
                     self.piece = piece;
                     self.at = 0;
                 }
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
-                Poll::Ready(None) => return Poll::Ready(Ok(())),
+                Poll::Ready(None) => {
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the layer's compressor stopped before the end",
+                    )));
+                }
                 Poll::Pending => return Poll::Pending,
             }
         }
@@ -216,8 +225,12 @@ impl ChannelWriter {
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the upload stopped reading"))
     }
 
+    /// Sends what is left, then the empty piece that ends the stream.
     fn flush_all(mut self) -> std::io::Result<()> {
-        self.send()
+        self.send()?;
+        self.tx
+            .blocking_send(Ok(Vec::new()))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the upload stopped reading"))
     }
 }
 
@@ -283,8 +296,31 @@ mod tests {
 
     async fn compressed(data: Vec<u8>, diff_id: Digest, c: Compression) -> std::io::Result<Vec<u8>> {
         let mut out = Vec::new();
-        stream(Box::new(std::io::Cursor::new(data)), diff_id, c, "layer".into())?.read_to_end(&mut out).await?;
+        stream(move || Ok(Box::new(std::io::Cursor::new(data))), diff_id, c, "layer".into())?
+            .read_to_end(&mut out)
+            .await?;
         Ok(out)
+    }
+
+    /// A channel that closes without the end piece (a thread that stopped half-way) is an
+    /// error, never a clean end: a truncated layer is never completed.
+    #[tokio::test]
+    async fn a_stream_cut_without_its_end_is_an_error() {
+        let (tx, mut out) = channel();
+        std::thread::spawn(move || {
+            tx.blocking_send(Ok(vec![1, 2, 3])).unwrap();
+        })
+        .join()
+        .unwrap();
+        let mut got = Vec::new();
+        let e = out.read_to_end(&mut got).await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
+        assert_eq!(got, [1, 2, 3]);
+        let (tx, mut out) = channel();
+        std::thread::spawn(move || copy(&mut &b"abc"[..], tx).unwrap()).join().unwrap();
+        let mut got = Vec::new();
+        out.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"abc");
     }
 
     /// zstd's workers cut the input into jobs by size, so the frame is the same bytes whatever

@@ -44,11 +44,14 @@ impl Export {
             path: format!("docker-daemon:{}", self.name),
             what: format!("reading the Docker daemon's export: {e}"),
         };
-        let mut walk = TarWalk::new(self.open()?);
+        let mut walk = super::tarwalk::TarWalk::new(self.open()?);
         let mut out = Scanned::default();
         let mut kept = 0u64;
         while let Some((name, size)) = walk.next_entry().map_err(err)? {
-            if size <= KEEP_UNDER && kept + size <= MAX_KEPT {
+            // Files outside `blobs/` that are not layers (manifest.json, configs, index.json)
+            // are always kept; small blobs while the budget lasts.
+            let metadata = !name.starts_with("blobs/") && !name.ends_with("layer.tar");
+            if (metadata && size <= super::MAX_METADATA) || (size <= KEEP_UNDER && kept + size <= MAX_KEPT) {
                 let mut bytes = Vec::with_capacity(size as usize);
                 walk.data().read_to_end(&mut bytes).map_err(err)?;
                 kept += size;
@@ -66,7 +69,7 @@ impl Export {
             path: format!("docker-daemon:{}", self.name),
             what: format!("reading the Docker daemon's export: {e}"),
         };
-        let mut walk = TarWalk::new(self.open()?);
+        let mut walk = super::tarwalk::TarWalk::new(self.open()?);
         while let Some((name, size)) = walk.next_entry().map_err(err)? {
             if name == rel {
                 return Ok(Box::new(walk.into_inner().take(size)));
@@ -77,126 +80,6 @@ impl Export {
             what: format!("{rel} is not in the daemon's export any more"),
         })
     }
-}
-
-/// A tar read front to back, entry by entry, without seeking: regular files are returned with
-/// their sizes; directories, links, PAX and GNU long-name headers are read past (a long name
-/// names the entry after it).
-pub struct TarWalk<R> {
-    inner: R,
-    /// Bytes of the current entry not read yet, and the padding after them.
-    left: u64,
-    pad: u64,
-}
-
-impl<R: Read> TarWalk<R> {
-    pub fn new(inner: R) -> TarWalk<R> {
-        TarWalk { inner, left: 0, pad: 0 }
-    }
-
-    /// The next regular file: its path (without a leading `./`) and size. `None` at the end.
-    pub fn next_entry(&mut self) -> std::io::Result<Option<(String, u64)>> {
-        let mut long_name: Option<String> = None;
-        loop {
-            self.skip_rest()?;
-            let mut header = [0u8; 512];
-            if !read_full(&mut self.inner, &mut header)? || header.iter().all(|&b| b == 0) {
-                return Ok(None);
-            }
-            let size = octal(&header[124..136])?;
-            let kind = header[156];
-            self.left = size;
-            self.pad = (512 - size % 512) % 512;
-            match kind {
-                b'L' => {
-                    let mut name = Vec::new();
-                    (&mut self.inner).take(size.min(64 * 1024)).read_to_end(&mut name)?;
-                    self.left -= name.len() as u64;
-                    long_name = Some(String::from_utf8_lossy(&name).trim_end_matches('\0').to_string());
-                }
-                b'0' | 0 | b'7' => {
-                    let name = long_name.take().unwrap_or_else(|| ustar_name(&header));
-                    return Ok(Some((name.trim_start_matches("./").to_string(), size)));
-                }
-                _ => long_name = None,
-            }
-        }
-    }
-
-    /// The current entry's bytes.
-    pub fn data(&mut self) -> impl Read + '_ {
-        Data { walk: self }
-    }
-
-    /// The underlying reader, at the start of the current entry's bytes.
-    pub fn into_inner(self) -> R {
-        self.inner
-    }
-
-    fn skip_rest(&mut self) -> std::io::Result<()> {
-        let n = self.left + self.pad;
-        let skipped = std::io::copy(&mut (&mut self.inner).take(n), &mut std::io::sink())?;
-        if skipped != n {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the export ended inside an entry"));
-        }
-        self.left = 0;
-        self.pad = 0;
-        Ok(())
-    }
-}
-
-struct Data<'a, R> {
-    walk: &'a mut TarWalk<R>,
-}
-
-impl<R: Read> Read for Data<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let want = buf.len().min(self.walk.left as usize);
-        if want == 0 {
-            return Ok(0);
-        }
-        let n = self.walk.inner.read(&mut buf[..want])?;
-        if n == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the export ended inside an entry"));
-        }
-        self.walk.left -= n as u64;
-        Ok(n)
-    }
-}
-
-/// Fills `buf`; false when the reader ended before its first byte.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<bool> {
-    let mut at = 0;
-    while at < buf.len() {
-        let n = r.read(&mut buf[at..])?;
-        if n == 0 {
-            return if at == 0 {
-                Ok(false)
-            } else {
-                Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the export ended inside a tar header"))
-            };
-        }
-        at += n;
-    }
-    Ok(true)
-}
-
-fn octal(field: &[u8]) -> std::io::Result<u64> {
-    let text = String::from_utf8_lossy(field);
-    let digits = text.trim_matches(|c: char| c == '\0' || c == ' ');
-    if digits.is_empty() {
-        return Ok(0);
-    }
-    u64::from_str_radix(digits, 8)
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad tar size field {digits:?}")))
-}
-
-/// A ustar header's path: its prefix and name.
-fn ustar_name(header: &[u8; 512]) -> String {
-    let field = |b: &[u8]| String::from_utf8_lossy(b.split(|&c| c == 0).next().unwrap_or_default()).to_string();
-    let name = field(&header[0..100]);
-    let prefix = if &header[257..262] == b"ustar" { field(&header[345..500]) } else { String::new() };
-    if prefix.is_empty() { name } else { format!("{prefix}/{name}") }
 }
 
 /// The daemon's socket from `DOCKER_HOST` (unix:// only), else Docker's default.
@@ -327,61 +210,8 @@ impl<R: BufRead> Read for Chunked<R> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Chunked, TarWalk};
+    use super::Chunked;
     use std::io::Read;
-
-    /// The walker finds every regular file of a tar the `tar` crate writes — long GNU names,
-    /// PAX headers, directories and links among them — with its bytes, in order.
-    #[test]
-    fn the_walker_reads_what_tar_writes() {
-        let mut t = tar::Builder::new(Vec::new());
-        let files: Vec<(String, Vec<u8>)> = vec![
-            ("a/layer.tar".into(), vec![1; 1000]),
-            (format!("{}/long", "d".repeat(150)), vec![2; 512]),
-            ("empty".into(), Vec::new()),
-            ("./dotted.json".into(), b"{}".to_vec()),
-        ];
-        let mut dir = tar::Header::new_gnu();
-        dir.set_entry_type(tar::EntryType::Directory);
-        dir.set_size(0);
-        dir.set_cksum();
-        t.append_data(&mut dir, "a/", std::io::empty()).unwrap();
-        t.append_pax_extensions([("comment", b"x".as_slice())]).unwrap();
-        for (name, data) in &files {
-            let mut h = tar::Header::new_gnu();
-            h.set_size(data.len() as u64);
-            h.set_mode(0o644);
-            t.append_data(&mut h, name, data.as_slice()).unwrap();
-        }
-        let mut link = tar::Header::new_gnu();
-        link.set_entry_type(tar::EntryType::Symlink);
-        link.set_size(0);
-        t.append_link(&mut link, "l", "a/layer.tar").unwrap();
-        let bytes = t.into_inner().unwrap();
-        let mut walk = TarWalk::new(&bytes[..]);
-        let mut seen = Vec::new();
-        while let Some((name, size)) = walk.next_entry().unwrap() {
-            let mut data = Vec::new();
-            if name != "empty" {
-                walk.data().read_to_end(&mut data).unwrap();
-            }
-            assert_eq!(data.len() as u64, if name == "empty" { 0 } else { size });
-            seen.push((name, data));
-        }
-        let want: Vec<(String, Vec<u8>)> =
-            files.into_iter().map(|(n, d)| (n.trim_start_matches("./").to_string(), d)).collect();
-        assert_eq!(seen, want);
-        // Cut short: an error, not a short entry.
-        let mut walk = TarWalk::new(&bytes[..1500]);
-        let mut failed = false;
-        while let Ok(Some(_)) = walk.next_entry().map_err(|_| failed = true) {
-            if walk.data().read_to_end(&mut Vec::new()).is_err() {
-                failed = true;
-                break;
-            }
-        }
-        assert!(failed, "a tar cut inside an entry is an error");
-    }
 
     fn decode(wire: &[u8]) -> std::io::Result<Vec<u8>> {
         let mut out = Vec::new();

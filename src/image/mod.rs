@@ -12,6 +12,7 @@ pub mod oci;
 pub mod pgzip;
 pub mod remote;
 mod store;
+pub mod tarwalk;
 mod transport;
 
 pub use transport::Transport;
@@ -78,14 +79,13 @@ pub trait RemoteBlobs: Send + Sync + std::fmt::Debug {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<BlobStream>> + Send + 'a>>;
 }
 
-/// How to open local sources: the compression for a legacy `docker save` archive's layers,
-/// where compressed layers and daemon exports are cached, and the Docker daemon's socket.
+/// How to open local sources: the compression for the layers Docker saved uncompressed, and
+/// the Docker daemon's socket.
 #[derive(Debug, Clone)]
 pub struct OpenOptions {
     pub compression: crate::types::LayerCompression,
     /// The compressor's level (`None`: its default).
     pub compression_level: Option<u32>,
-    pub cache_dir: PathBuf,
     pub docker_socket: PathBuf,
 }
 
@@ -198,12 +198,16 @@ impl Image {
         self
     }
 
-    /// The manifests as pushed: the root and the children with every compressed layer in place
-    /// of the uncompressed one (the same manifests when nothing was to be compressed). An error
-    /// when a layer's compressed form is not known yet.
-    pub fn finish(&self) -> Result<(Manifest, Vec<Manifest>), ImageError> {
+    /// The manifests as pushed to one repository: the root and the children with each layer's
+    /// compressed form there (`compressed`: diff_id → digest and size) in place of the
+    /// uncompressed one; the same manifests when nothing was to be compressed. An error when a
+    /// layer's compressed form is not in `compressed`.
+    pub fn finish(
+        &self,
+        compressed: &std::collections::HashMap<Digest, (Digest, u64)>,
+    ) -> Result<(Manifest, Vec<Manifest>), ImageError> {
         let Some(deferred) = &self.deferred else { return Ok((self.root.clone(), self.children.clone())) };
-        docker::finish(&self.root, &self.children, deferred.compression, &deferred.all_known())
+        docker::finish(&self.root, &self.children, deferred.compression, compressed)
             .map_err(|what| ImageError::Layout { path: self.source.clone(), what })
     }
 
@@ -212,19 +216,15 @@ impl Image {
         let Some(deferred) = &self.deferred else {
             return Err(std::io::Error::other(format!("{diff_id} is not a layer to compress")));
         };
-        let reader = if self.store.is_scanned() && self.store.in_memory(diff_id).is_none() {
-            self.export_entry(diff_id)?
-        } else {
-            self.store.blob_reader(diff_id).map_err(std::io::Error::other)?.0
-        };
         let label = format!("{}: layer {diff_id}", self.source);
-        compress::stream(reader, diff_id.clone(), deferred.compression, label)
-    }
-
-    /// A fresh export from the daemon, read up to the blob `digest`.
-    fn export_entry(&self, digest: &Digest) -> std::io::Result<Box<dyn std::io::Read + Send>> {
-        let export = self.export.as_ref().ok_or_else(|| std::io::Error::other("no export to read"))?;
-        export.entry(&self.store.path_of(digest)).map_err(std::io::Error::other)
+        if let (Some(export), true) = (self.export.clone(), self.store.in_memory(diff_id).is_none()) {
+            // A fresh export read up to the layer, on the compressor's thread.
+            let path = self.store.path_of(diff_id);
+            let open = move || export.entry(&path).map_err(std::io::Error::other);
+            return compress::stream(open, diff_id.clone(), deferred.compression, label);
+        }
+        let reader = self.store.blob_reader(diff_id).map_err(std::io::Error::other)?.0;
+        compress::stream(move || Ok(reader), diff_id.clone(), deferred.compression, label)
     }
 
     /// Where the blob `digest` is in the daemon's export, and its bytes when they are in memory.

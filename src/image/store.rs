@@ -100,9 +100,10 @@ impl Store {
     pub fn archive(path: &Path) -> Result<Store, ImageError> {
         let io = |source| ImageError::Io { path: path.display().to_string(), source };
         let file = std::fs::File::open(path).map_err(io)?;
+        // Seeking past each entry's data: indexing a 15 GB archive reads its headers only.
         let mut archive = tar::Archive::new(std::io::BufReader::new(file));
         let mut entries = HashMap::new();
-        for entry in archive.entries().map_err(io)? {
+        for entry in archive.entries_with_seek().map_err(io)? {
             let entry = entry.map_err(io)?;
             if !entry.header().entry_type().is_file() {
                 continue;

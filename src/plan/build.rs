@@ -177,6 +177,7 @@ fn image_plan(
         pulls_per_month: Some(spec.pulls_per_month.unwrap_or(select::DEFAULT_PULLS_PER_MONTH)),
         region: spec.region.clone(),
         pulls_assumed: spec.pulls_per_month.is_none(),
+        sizes_bound: image.deferred.is_some(),
     };
     let rate = resolved.upload_rate.unwrap_or(select::DEFAULT_UPLOAD_RATE);
     let verdicts =

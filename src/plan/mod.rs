@@ -31,12 +31,11 @@ pub fn finish(
 ) -> anyhow::Result<(Plan, Vec<crate::runpod::stage::Rendered>)> {
     let mut plan = build(resolved, images, measured)?;
     let rendered = crate::runpod::stage::render_all(resolved, &plan)?;
-    // A body that waits for its image's digest has none to record yet.
+    // A body that waits for its image's digest is recorded as rendered with the stand-in
+    // (deterministic): a saved plan still catches a template changed since.
     for t in &mut plan.templates {
-        t.body_digest = rendered
-            .iter()
-            .find(|r| r.template.name == t.name && !r.digest_pending)
-            .map(|r| crate::runpod::stage::body_digest(&r.body));
+        t.body_digest =
+            rendered.iter().find(|r| r.template.name == t.name).map(|r| crate::runpod::stage::body_digest(&r.body));
     }
     Ok((plan, rendered))
 }

@@ -1,11 +1,14 @@
-//! Layers Docker saved uncompressed, on their way to one repository. A layer whose compressed
-//! form is known — from an image already in the repository that lists the same diff_id with
-//! the same compression, or from an earlier target of this run — is neither compressed nor
-//! sent when the repository has it (a HEAD says so); one the repository lacks is compressed
-//! again (the compressors are deterministic) and uploaded under its known digest; the others
-//! are compressed while they are uploaded, their digest found on the way.
+//! Layers Docker saved uncompressed, on their way to one repository. A layer the repository
+//! already holds — an image there lists the same diff_id with the same compression, whoever
+//! compressed it — is neither compressed nor sent (a HEAD confirms it), and this repository's
+//! manifest names that blob. A layer this run compressed for an earlier target is compressed
+//! again for this one (the compressors are deterministic: the same bytes) and uploaded under
+//! the digest it had; the others are compressed while they are uploaded, their digest found on
+//! the way. What each layer became here is kept per target (`Resolved`): another repository
+//! may hold other bytes for the same diff_id.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 
 use tokio::io::AsyncReadExt;
 
@@ -22,15 +25,16 @@ const MAX_MANIFESTS: usize = 24;
 /// A config is read whole; it is small.
 const MAX_CONFIG: u64 = 4 * 1024 * 1024;
 
-/// Learns the compressed forms of the layers to compress from the images in the repository:
-/// the tags this push moves first (a rebuild's previous image), then up to `MORE_TAGS` of the
-/// others. A layer is taken only with the compression asked for. Failures only mean less is
-/// known: every layer learnt here is checked with a HEAD before it is skipped.
-pub async fn learn_from_repository(client: &Client, deferred: &Deferred, tags: &[String]) {
-    let unknown = |d: &Deferred| d.layers.iter().filter(|(id, _)| d.known(id).is_none()).count();
-    if unknown(deferred) == 0 {
-        return;
-    }
+/// What each layer to compress is in one repository: diff_id → compressed digest and size.
+pub type Resolved = HashMap<Digest, (Digest, u64)>;
+
+/// The compressed forms the images in the repository give the layers to compress: the tags
+/// this push moves first (a rebuild's previous image), then up to `MORE_TAGS` of the others. A
+/// layer is taken only with the compression asked for. Failures only mean less is known: every
+/// layer found here is checked with a HEAD before it is skipped.
+pub async fn learn_from_repository(client: &Client, deferred: &Deferred, tags: &[String]) -> Resolved {
+    let mut found = Resolved::new();
+    let unknown = |found: &Resolved| deferred.layers.len() - found.len();
     let mut refs: Vec<String> = tags.to_vec();
     match client.tags(client.repository()).await {
         Ok(mut all) => {
@@ -44,7 +48,7 @@ pub async fn learn_from_repository(client: &Client, deferred: &Deferred, tags: &
     let mut queue: Vec<(String, String)> = refs.into_iter().map(|r| (r.clone(), r)).collect();
     queue.reverse();
     while let Some((reference, tag)) = queue.pop() {
-        if read >= MAX_MANIFESTS || unknown(deferred) == 0 {
+        if read >= MAX_MANIFESTS || unknown(&found) == 0 {
             break;
         }
         if !seen.insert(reference.clone()) {
@@ -67,12 +71,13 @@ pub async fn learn_from_repository(client: &Client, deferred: &Deferred, tags: &
             queue.extend(doc.manifests.iter().rev().map(|d| (d.digest.to_string(), tag.clone())));
             continue;
         }
-        learn_from_manifest(client, deferred, &m, &tag).await;
+        learn_from_manifest(client, deferred, &m, &tag, &mut found).await;
     }
+    found
 }
 
 /// Pairs an image manifest's layers with its config's diff_ids, and learns those to compress.
-async fn learn_from_manifest(client: &Client, deferred: &Deferred, m: &oci::Manifest, tag: &str) {
+async fn learn_from_manifest(client: &Client, deferred: &Deferred, m: &oci::Manifest, tag: &str, found: &mut Resolved) {
     let Some(config) = &m.config else { return };
     let wanted = if deferred.compression.zstd() { &[OCI_LAYER_ZSTD][..] } else { &[DOCKER_LAYER_GZIP, OCI_LAYER_GZIP] };
     if !m.layers.iter().any(|l| wanted.contains(&l.media_type.as_str())) {
@@ -86,29 +91,24 @@ async fn learn_from_manifest(client: &Client, deferred: &Deferred, m: &oci::Mani
     }
     for (layer, diff_id) in m.layers.iter().zip(diff_ids) {
         let Some(diff_id) = diff_id.as_str().and_then(|d| d.parse::<Digest>().ok()) else { continue };
-        if wanted.contains(&layer.media_type.as_str()) && deferred.has(&diff_id) && deferred.known(&diff_id).is_none() {
+        if wanted.contains(&layer.media_type.as_str()) && deferred.has(&diff_id) && !found.contains_key(&diff_id) {
             tracing::info!(
                 registry = client.registry(),
                 layer = diff_id.short(),
                 tag,
                 "layer already in the repository: not compressed again"
             );
-            deferred.learn(diff_id, (layer.digest.clone(), layer.size));
+            found.insert(diff_id, (layer.digest.clone(), layer.size));
         }
     }
 }
 
-/// Gets the uncompressed layer `d` into the repository in its compressed form.
-pub async fn send(
-    client: &Client,
-    image: &Image,
-    deferred: &Deferred,
-    d: &Descriptor,
-    reporter: &crate::progress::Reporter,
-) -> Result<Sent, RegistryError> {
-    if let Some((digest, size)) = deferred.known(&d.digest) {
-        match client.blob_head(&digest).await? {
-            Some(held) => {
+/// Whether the repository holds the blob `digest` of `size` bytes (a HEAD; a size it reports
+/// must be that one).
+async fn holds(client: &Client, digest: &Digest, size: u64) -> Result<bool, RegistryError> {
+    match client.blob_head(digest).await? {
+        Some(held) => {
+            if let Some(held) = held {
                 let c = Descriptor {
                     media_type: String::new(),
                     digest: digest.clone(),
@@ -116,19 +116,71 @@ pub async fn send(
                     annotations: None,
                     platform: None,
                 };
-                if let Some(held) = held {
-                    same_size(&c, "the registry holds", held)?;
-                }
-                tracing::info!(
-                    registry = client.registry(),
-                    layer = d.digest.short(),
-                    digest = digest.short(),
-                    "compressed layer exists, skipped"
-                );
-                return Ok(NOT_SENT);
+                same_size(&c, "the registry holds", held)?;
             }
-            None => return again(client, image, d, (&digest, size), reporter).await,
+            Ok(true)
         }
+        None => Ok(false),
+    }
+}
+
+/// What the repository has of the layer `diff_id` without anything being sent: the blob an
+/// image there names, or the one this run made for an earlier target; recorded in `resolved`.
+/// `Err(Some(made))`: this run made it, the repository lacks it; `Err(None)`: unknown here.
+pub async fn already_there(
+    client: &Client,
+    deferred: &Deferred,
+    diff_id: &Digest,
+    (learnt, resolved): (&Resolved, &Mutex<Resolved>),
+) -> Result<Result<(), Option<(Digest, u64)>>, RegistryError> {
+    let record = |form: (Digest, u64)| {
+        if let Ok(mut r) = resolved.lock() {
+            r.insert(diff_id.clone(), form);
+        }
+    };
+    if let Some((digest, size)) = learnt.get(diff_id)
+        && holds(client, digest, *size).await?
+    {
+        record((digest.clone(), *size));
+        return Ok(Ok(()));
+    }
+    let Some((digest, size)) = deferred.known(diff_id) else { return Ok(Err(None)) };
+    if holds(client, &digest, size).await? {
+        tracing::info!(
+            registry = client.registry(),
+            layer = diff_id.short(),
+            digest = digest.short(),
+            "compressed layer exists, skipped"
+        );
+        record((digest, size));
+        return Ok(Ok(()));
+    }
+    Ok(Err(Some((digest, size))))
+}
+
+/// Gets the uncompressed layer `d` into the repository in its compressed form, and records
+/// what it became here in `resolved`.
+pub async fn send(
+    client: &Client,
+    image: &Image,
+    deferred: &Deferred,
+    d: &Descriptor,
+    (learnt, resolved): (&Resolved, &Mutex<Resolved>),
+    reporter: &crate::progress::Reporter,
+) -> Result<Sent, RegistryError> {
+    let record = |form: (Digest, u64)| {
+        if let Ok(mut r) = resolved.lock() {
+            r.insert(d.digest.clone(), form);
+        }
+    };
+    match already_there(client, deferred, &d.digest, (learnt, resolved)).await? {
+        Ok(()) => return Ok(NOT_SENT),
+        Err(Some((digest, size))) => {
+            let sent = again(client, image, d, (&digest, size), reporter).await?;
+            record((digest, size));
+            return Ok(sent);
+        }
+        Err(None) => {}
     }
     let progress = reporter.blob(d.digest.short(), d.size);
     let streamed = client
@@ -151,6 +203,7 @@ pub async fn send(
         "layer compressed and sent"
     );
     deferred.learn(d.digest.clone(), (streamed.digest.clone(), streamed.size));
+    record((streamed.digest.clone(), streamed.size));
     Ok(Sent { uploaded: true, bytes: streamed.stats.bytes_sent, resent: streamed.stats.bytes_resent(streamed.size) })
 }
 
@@ -206,28 +259,25 @@ pub async fn send_from_export(
     client: &Client,
     image: &Image,
     export: &crate::image::daemon::Export,
+    (learnt, resolved): (&Resolved, &Mutex<Resolved>),
     reporter: &crate::progress::Reporter,
 ) -> Result<(Vec<Sent>, HashSet<Digest>), RegistryError> {
-    let mut wanted: std::collections::HashMap<String, (Descriptor, Mode)> = Default::default();
+    let mut wanted: HashMap<String, (Descriptor, Mode)> = Default::default();
     let mut handled = HashSet::new();
     for d in image.blobs() {
         let (path, in_memory) = image.export_path(&d.digest);
         if in_memory {
             continue;
         }
-        let deferred = image.deferred.as_ref().filter(|x| x.has(&d.digest));
-        let (ask, mode) = match deferred {
-            Some(x) => match x.known(&d.digest) {
-                Some((digest, size)) => (Some(digest.clone()), Mode::Compress(Some((digest, size)))),
-                None => (None, Mode::Compress(None)),
+        // What the repository has is left to the usual way, which skips it.
+        let mode = match image.deferred.as_ref().filter(|x| x.has(&d.digest)) {
+            Some(x) => match already_there(client, x, &d.digest, (learnt, resolved)).await? {
+                Ok(()) => continue,
+                Err(made) => Mode::Compress(made),
             },
-            None => (Some(d.digest.clone()), Mode::AsIs),
+            None if client.blob_head(&d.digest).await?.is_some() => continue,
+            None => Mode::AsIs,
         };
-        if let Some(digest) = ask
-            && client.blob_head(&digest).await?.is_some()
-        {
-            continue;
-        }
         handled.insert(d.digest.clone());
         wanted.insert(path, (d.clone(), mode));
     }
@@ -247,8 +297,14 @@ pub async fn send_from_export(
     let mut sent = Vec::new();
     while let Some((path, stream)) = starts.recv().await {
         let Some((d, mode)) = wanted.get(&path) else { continue };
-        let first = std::sync::Mutex::new(Some(stream));
-        sent.push(send_passing(client, image, d, mode, &first, reporter).await?);
+        let first = Mutex::new(Some(stream));
+        let (one, form) = send_passing(client, image, d, mode, &first, reporter).await?;
+        if let Some(form) = form
+            && let Ok(mut r) = resolved.lock()
+        {
+            r.insert(d.digest.clone(), form);
+        }
+        sent.push(one);
     }
     let finished = tokio::task::spawn_blocking(move || reader.join()).await;
     match finished {
@@ -267,15 +323,16 @@ pub async fn send_from_export(
 }
 
 /// One blob from the pass: its bytes from the stream going past on the first attempt, from a
-/// fresh export on any later one.
+/// fresh export on any later one. Returns what was sent and, for a layer compressed, its
+/// compressed digest and size.
 async fn send_passing(
     client: &Client,
     image: &Image,
     d: &Descriptor,
     mode: &Mode,
-    first: &std::sync::Mutex<Option<crate::image::compress::Compressed>>,
+    first: &Mutex<Option<crate::image::compress::Compressed>>,
     reporter: &crate::progress::Reporter,
-) -> Result<Sent, RegistryError> {
+) -> Result<(Sent, Option<(Digest, u64)>), RegistryError> {
     let take = || first.lock().ok().and_then(|mut f| f.take());
     let progress = reporter.blob(d.digest.short(), d.size);
     let result = match mode {
@@ -299,16 +356,18 @@ async fn send_passing(
                 x.learn(d.digest.clone(), (streamed.digest.clone(), streamed.size));
             }
             tracing::info!(registry = client.registry(), layer = d.digest.short(), digest = streamed.digest.short(), size = %ByteSize(streamed.size), "layer compressed and sent as the export streamed");
-            Sent {
+            let sent = Sent {
                 uploaded: true,
                 bytes: streamed.stats.bytes_sent,
                 resent: streamed.stats.bytes_resent(streamed.size),
-            }
+            };
+            (sent, Some((streamed.digest, streamed.size)))
         }
         Mode::Compress(Some((digest, size))) => {
-            upload_known(client, image, d, (digest, *size), true, &take, &progress).await?
+            let sent = upload_known(client, image, d, (digest, *size), true, &take, &progress).await?;
+            (sent, Some((digest.clone(), *size)))
         }
-        Mode::AsIs => upload_known(client, image, d, (&d.digest, d.size), false, &take, &progress).await?,
+        Mode::AsIs => (upload_known(client, image, d, (&d.digest, d.size), false, &take, &progress).await?, None),
     };
     progress.done();
     Ok(result)
@@ -352,15 +411,17 @@ async fn upload_known(
 /// each wanted entry, announces a stream and feeds it (compressed or as it is) before going on.
 fn pass(
     export: &crate::image::daemon::Export,
-    wanted: &std::collections::HashMap<String, (Descriptor, Mode)>,
+    wanted: &HashMap<String, (Descriptor, Mode)>,
     compression: Option<crate::image::compress::Compression>,
     source: &str,
     starts: tokio::sync::mpsc::Sender<(String, crate::image::compress::Compressed)>,
 ) -> std::io::Result<()> {
     use crate::image::compress;
-    let mut walk = crate::image::daemon::TarWalk::new(export.open().map_err(std::io::Error::other)?);
+    let mut walk = crate::image::tarwalk::TarWalk::new(export.open().map_err(std::io::Error::other)?);
     let mut left = wanted.len();
+    // Stops as soon as the push has stopped listening: nothing more is read from the daemon.
     while left > 0
+        && !starts.is_closed()
         && let Some((name, _)) = walk.next_entry()?
     {
         let Some((d, mode)) = wanted.get(&name) else { continue };
@@ -377,8 +438,10 @@ fn pass(
             _ => compress::copy(&mut walk.data(), tx),
         };
         if let Err(e) = fed {
-            // The upload learns why its stream ends here (or has gone already).
-            let _ = errors.blocking_send(Err(e));
+            // The upload learns why its stream ends here; if it has gone, so does this pass.
+            if errors.blocking_send(Err(e)).is_err() {
+                return Ok(());
+            }
         }
     }
     Ok(())

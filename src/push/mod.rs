@@ -49,6 +49,9 @@ pub struct Outcome {
     /// Whether the pushed image can be pulled without credentials (checked for every image).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub anonymous_pull: Option<bool>,
+    /// The media type and size of the manifest put (what a signature names with `digest`).
+    #[serde(skip)]
+    pub manifest: Option<(String, u64)>,
 }
 
 /// Where to push: the registry's address and the repository path inside it.
@@ -95,6 +98,7 @@ impl Outcome {
             error: None,
             signed: None,
             anonymous_pull: None,
+            manifest: None,
         }
     }
 }
@@ -141,15 +145,19 @@ async fn push_inner(image: &Image, dest: &Destination, out: &mut Outcome) -> Res
     // (Not for an image with layers to compress: its digest is known only once they are.)
     let present =
         image.is_local() && image.deferred.is_none() && client.has_manifest(&image.root.digest).await.unwrap_or(false);
-    if let Some(deferred) = &image.deferred {
-        layers::learn_from_repository(&client, deferred, &dest.tags).await;
-    }
+    // What each layer to compress is in this repository: found in its images, or sent now.
+    let learnt = match &image.deferred {
+        Some(deferred) => layers::learn_from_repository(&client, deferred, &dest.tags).await,
+        None => layers::Resolved::new(),
+    };
+    let resolved = std::sync::Mutex::new(layers::Resolved::new());
+    let forms = (&learnt, &resolved);
     let mut blobs = image.blobs();
     // From the Docker daemon: its export, read once more, carries the blobs the repository
     // lacks as it streams past; the rest go the usual way.
     if let (Some(export), false) = (&image.export, present) {
         let reporter = crate::progress::Reporter::new(&out.repository, 0);
-        let (sent, handled) = layers::send_from_export(&client, image, export, &reporter).await?;
+        let (sent, handled) = layers::send_from_export(&client, image, export, forms, &reporter).await?;
         reporter.finish();
         for s in sent {
             out.blobs_sent += 1;
@@ -173,7 +181,7 @@ async fn push_inner(image: &Image, dest: &Destination, out: &mut Outcome) -> Res
         let (in_flight, client, reporter, mount_from) = (&in_flight, &client, &reporter, mount_from.as_deref());
         async move {
             let _permit = in_flight.acquire(d.size).await;
-            send_blob(client, image, d, mount_from, reporter).await
+            send_blob(client, image, d, (mount_from, forms), reporter).await
         }
     }))
     .buffer_unordered(in_flight.max_requests)
@@ -191,8 +199,10 @@ async fn push_inner(image: &Image, dest: &Destination, out: &mut Outcome) -> Res
     }
 
     // Every blob is in place: manifests now, children before the index that lists them.
-    let (root, children) = image.finish().map_err(|e| RegistryError::Source(std::io::Error::other(e)))?;
+    let resolved = resolved.into_inner().unwrap_or_default();
+    let (root, children) = image.finish(&resolved).map_err(|e| RegistryError::Source(std::io::Error::other(e)))?;
     out.digest = root.digest.clone();
+    out.manifest = Some((root.media_type.clone(), root.bytes.len() as u64));
     for child in &children {
         client.put_manifest(child.digest.as_str(), &child.media_type, &child.bytes).await?;
     }
@@ -231,23 +241,24 @@ pub async fn would_write(image: &Image, dest: &Destination) -> Result<WouldWrite
     let client = dest.access.client(&dest.path)?;
     client.authenticate().await?;
     let repository = format!("{}/{}", dest.access.endpoint.host, dest.path);
-    if let Some(deferred) = &image.deferred {
-        layers::learn_from_repository(&client, deferred, &dest.tags).await;
-    }
-    // A layer to compress is asked about by its compressed digest, when that is known.
+    let learnt = match &image.deferred {
+        Some(deferred) => layers::learn_from_repository(&client, deferred, &dest.tags).await,
+        None => layers::Resolved::new(),
+    };
+    // A layer to compress is asked about by the compressed digest an image here gives it.
     let deferred = |d: &Descriptor| image.deferred.as_ref().filter(|x| x.has(&d.digest));
     let blobs: Vec<(Descriptor, bool)> = image
         .blobs()
         .into_iter()
         .map(|d| match deferred(d) {
-            Some(x) => match x.known(&d.digest) {
-                Some((digest, size)) => (Descriptor { digest, size, ..d.clone() }, false),
+            Some(_) => match learnt.get(&d.digest) {
+                Some((digest, size)) => (Descriptor { digest: digest.clone(), size: *size, ..d.clone() }, false),
                 None => (d.clone(), true),
             },
             None => (d.clone(), false),
         })
         .collect();
-    let (root, children) = match image.finish() {
+    let (root, children) = match image.finish(&learnt) {
         Ok((root, children)) => (Some(root), children),
         Err(_) => (None, image.children.clone()),
     };
@@ -305,11 +316,11 @@ async fn send_blob(
     client: &Client,
     image: &Image,
     d: &Descriptor,
-    mount_from: Option<&str>,
+    (mount_from, forms): (Option<&str>, (&layers::Resolved, &std::sync::Mutex<layers::Resolved>)),
     reporter: &crate::progress::Reporter,
 ) -> Result<Sent, RegistryError> {
     if let Some(deferred) = image.deferred.as_ref().filter(|x| x.has(&d.digest)) {
-        return layers::send(client, image, deferred, d, reporter).await;
+        return layers::send(client, image, deferred, d, forms, reporter).await;
     }
     // A local blob's size was checked against its file before anything was sent; a blob read
     // from a registry is sized by what the destination reports, or counted as it is copied.

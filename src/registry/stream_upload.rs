@@ -44,9 +44,11 @@ impl Client {
             let attempt = async {
                 match self.mode {
                     UploadMode::Monolithic => self.stream_once(&open, size_hint, &mut stats).await,
+                    // The configured part size: the compressed size, which the part count
+                    // depends on, is known only at the end (more parts than the registry
+                    // takes is an error that names the fix).
                     UploadMode::Chunked { chunk, max_parts } => {
-                        let chunk = UploadMode::chunk_for(chunk, max_parts, size_hint);
-                        self.stream_chunks(&open, chunk, &mut stats).await
+                        self.stream_chunks(&open, (chunk.max(1), max_parts), &mut stats).await
                     }
                 }
             };
@@ -83,14 +85,19 @@ impl Client {
         let req = self.authorize(req, &location);
         tracing::debug!(url = %location.path(), "streaming a compressed layer");
         let answer = req.send().await;
-        let (digest, size, failed) = tally.finish();
+        let (digest, size, source_failed, ended) = tally.finish();
         stats.bytes_sent += size;
-        if let Some(e) = failed {
+        // The source's own failure (a corrupt layer) first; then the transport's and the
+        // registry's, which a retry may cure; a registry that answered before the end last.
+        if let Some(e) = source_failed {
             return Err(RegistryError::Source(e));
         }
         let resp = answer.map_err(|e| self.transport_error(e))?;
         if !resp.status().is_success() {
             return Err(self.api_error(resp).await);
+        }
+        if !ended {
+            return Err(self.refused("the registry answered before the end of the compressed layer".into()));
         }
         let next = if resp.headers().contains_key(LOCATION) { self.location(&location, &resp)? } else { location };
         self.close_upload(next, &digest).await?;
@@ -101,13 +108,14 @@ impl Client {
     async fn stream_chunks<F: OpenAt>(
         &self,
         open: &F,
-        chunk: u64,
+        (chunk, max_parts): (u64, Option<u64>),
         stats: &mut UploadStats,
     ) -> Result<(Digest, u64), RegistryError> {
         let mut location = self.start_upload().await?;
         let mut reader = open(0).await.map_err(RegistryError::Source)?;
         let mut hasher = Sha256::new();
         let mut offset = 0u64;
+        let mut parts = 0u64;
         loop {
             let mut bytes = Vec::with_capacity(chunk as usize);
             (&mut reader).take(chunk).read_to_end(&mut bytes).await.map_err(RegistryError::Source)?;
@@ -124,8 +132,22 @@ impl Client {
                     .header("Content-Range", range.as_str())
                     .body(bytes.clone())
             };
+            parts += 1;
+            if let Some(max) = max_parts
+                && parts > max
+            {
+                return Err(self.refused(format!(
+                    "a compressed layer needs more than {max} parts of {chunk} bytes, the most this registry takes: set a larger chunk size"
+                )));
+            }
             stats.bytes_sent += len;
-            let resp = self.attempt(&Method::PATCH, &url, &build, true).await?;
+            let mut resp = self.attempt(&Method::PATCH, &url, &build, true).await?;
+            if resp.status() == StatusCode::UNAUTHORIZED {
+                // The token expired mid-upload: a fresh one, and the same chunk again.
+                self.authenticate().await?;
+                stats.bytes_sent += len;
+                resp = self.attempt(&Method::PATCH, &url, &build, true).await?;
+            }
             if !resp.status().is_success() {
                 return Err(self.api_error(resp).await);
             }
@@ -176,18 +198,16 @@ struct Tally {
 struct TallyHandle(Arc<Mutex<Tally>>);
 
 impl TallyHandle {
-    /// The digest and size of what passed, and the source's error; a source that did not reach
-    /// its end is an error too (the request stopped reading it).
-    fn finish(self) -> (Digest, u64, Option<std::io::Error>) {
+    /// The digest and size of what passed, the source's error, and whether the source was read
+    /// to its end.
+    fn finish(self) -> (Digest, u64, Option<std::io::Error>, bool) {
         let mut t = match self.0.lock() {
             Ok(t) => t,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let error = t.error.take().or_else(|| {
-            (!t.ended).then(|| std::io::Error::other("the upload stopped before the end of the compressed layer"))
-        });
+        let error = t.error.take();
         let hasher = std::mem::take(&mut t.hasher);
-        (Digest::from_sha256(&hasher.finalize()), t.size, error)
+        (Digest::from_sha256(&hasher.finalize()), t.size, error, t.ended)
     }
 }
 

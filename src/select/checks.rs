@@ -90,7 +90,15 @@ pub(super) fn privacy(e: &mut Eval, image: &ImageFacts, c: &Candidate) {
 pub(super) fn layer_size(e: &mut Eval, image: &ImageFacts, c: &Candidate) {
     let (t, o, name) = (c.tier, c.overrides, c.tier.label);
     if let Some(max) = o.max_layer.or(t.max_layer.value) {
-        if image.largest_layer > max {
+        if image.largest_layer > max && image.sizes_bound {
+            e.assume(
+                name,
+                format!(
+                    "the largest layer is {} uncompressed, over {name}'s {max} per-layer limit: it fits if it compresses below that (the registry refuses it in the push otherwise)",
+                    image.largest_layer
+                ),
+            );
+        } else if image.largest_layer > max {
             e.reject(
                 format!("largest layer {} exceeds {name}'s {max} per-layer limit", image.largest_layer),
                 format!("split layers below {max} (model weights can live on a RunPod network volume)"),
@@ -115,7 +123,19 @@ pub(super) fn upload_time(
                 let needed = image.largest_layer.0 as f64 / rate.0 as f64;
                 let max_layer = ByteSize(rate.0.saturating_mul(secs));
                 let assumed = if rate_assumed { " (assumed: set upload_rate)" } else { "" };
-                if needed > secs as f64 && rate_assumed {
+                if needed > secs as f64 && image.sizes_bound && !rate_assumed {
+                    e.assume(
+                        name,
+                        format!(
+                            "the largest layer, {} uncompressed, would take {:.0} min at {}, over the {}-minute upload limit: it fits if it compresses to {} or less",
+                            image.largest_layer,
+                            needed / 60.0,
+                            mb_per_s(rate),
+                            secs / 60,
+                            ByteSize(rate.0.saturating_mul(secs))
+                        ),
+                    );
+                } else if needed > secs as f64 && rate_assumed {
                     let enough = ByteSize(image.largest_layer.0.div_ceil(secs.max(1)));
                     e.assume(
                         name,

@@ -22,6 +22,10 @@ pub struct ImageFacts {
     pub region: Option<String>,
     /// `pulls_per_month` is the documented default, not the policy's figure.
     pub pulls_assumed: bool,
+    /// `total` and `largest_layer` count layers Docker saved uncompressed at that size: upper
+    /// bounds of what is sent (compressed in the push), so a per-layer limit or upload time
+    /// they break is an assumption, not a rejection.
+    pub sizes_bound: bool,
 }
 
 /// Assumed when the policy does not say: one whole-image pull a day (a pod or serverless

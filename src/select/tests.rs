@@ -63,6 +63,7 @@ fn image(visibility: Visibility, total: u64, largest: u64) -> ImageFacts {
         pulls_per_month: Some(10),
         region: None,
         pulls_assumed: false,
+        sizes_bound: false,
     }
 }
 
@@ -147,6 +148,26 @@ fn layer_just_over_ghcrs_limit_is_rejected_with_the_numbers() {
     assert_eq!(selected(&v), vec!["ecr"]);
     let at_limit = run(&image(Visibility::Public, 12 * GB, 10 * GB), &usual(), None, PublishTo::Best);
     assert_eq!(selected(&at_limit), vec!["ghcr"]);
+}
+
+/// A docker source's layers count at their uncompressed size until the push: a limit that
+/// only that upper bound breaks is an assumption with a warning, not a rejection.
+#[test]
+fn an_uncompressed_layer_over_the_limit_is_an_assumption_not_a_rejection() {
+    let mut img = image(Visibility::Public, 12 * GB, 11 * GB);
+    img.sizes_bound = true;
+    let v = run(&img, &usual(), None, PublishTo::Best);
+    let ghcr = verdict(&v, "ghcr");
+    assert_ne!(ghcr.verdict, VerdictKind::Rejected, "{}", reasons(ghcr));
+    assert!(
+        reasons(ghcr).contains("11.0 GB uncompressed, over GHCR, GitHub Free's 10.0 GB per-layer limit"),
+        "{}",
+        reasons(ghcr)
+    );
+    assert!(ghcr.warnings.iter().any(|w| w.contains("fits if it compresses below that")), "{:?}", ghcr.warnings);
+    img.sizes_bound = false;
+    let v = run(&img, &usual(), None, PublishTo::Best);
+    assert_eq!(verdict(&v, "ghcr").verdict, VerdictKind::Rejected);
 }
 
 #[test]

@@ -422,3 +422,75 @@ fn compression_and_its_level_come_from_the_image_else_from_transfer() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("transfer.compression_level") && stderr.contains("gzip levels are 1 to 9"), "{stderr}");
 }
+
+/// What one repository holds for a layer is that repository's: repository A holds the layer
+/// compressed at another level (another tool's bytes), and a run to A and B takes A's blob for
+/// A and sends B this run's own compression — never A's digest, which B's bytes would not match.
+#[test]
+fn a_layer_found_in_one_repository_is_not_assumed_in_another() {
+    let a = Registry::start(RegistryOptions::default());
+    let b = Registry::start(RegistryOptions::default());
+    let work = tempfile::tempdir().unwrap();
+    let diff_ids = support::docker::save_legacy(&work.path().join("app.tar"), 12, &[400_000]);
+    let policy = |level: u32, registries: Vec<&str>| {
+        Policy::new()
+            .local("a", &a.host)
+            .local("b", &b.host)
+            .image(json!({"name": "app", "source": "docker-archive:app.tar", "visibility": "public",
+                "compression_level": level, "publish_to": "all", "registries": registries}))
+            .write(work.path());
+    };
+    policy(9, vec!["a"]);
+    let out = run(publish(work.path()).arg("run"));
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    let layer_in = |reg: &Registry| {
+        let m: Value =
+            serde_json::from_slice(&reg.inspect(&format!("{}/ml/app:latest", reg.host), true).stdout).unwrap();
+        m["layers"][0]["digest"].as_str().unwrap().to_string()
+    };
+    let level_9 = layer_in(&a);
+
+    policy(3, vec!["a", "b"]);
+    let out = run(publish(work.path()).args(["run", "-o", "json"]));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert_eq!(layer_in(&a), level_9, "A keeps the blob it holds");
+    let in_b = layer_in(&b);
+    assert_ne!(in_b, level_9, "B gets this run's bytes");
+    let mut plain = Vec::new();
+    flate2::read::GzDecoder::new(&curl_blob(&b, "ml/app", &in_b)[..]).read_to_end(&mut plain).unwrap();
+    assert_eq!(sha(&plain), diff_ids[0]);
+}
+
+/// A compressed layer's streamed upload that the registry fails (a 502 to its PATCH) starts
+/// again from a fresh compression and completes; the manifest names what arrived.
+#[test]
+fn a_failed_streamed_layer_upload_starts_again_and_completes() {
+    use crate::support::http_faults::{self, Rule};
+    let reg = Registry::start(RegistryOptions::default());
+    let proxy = http_faults::start(reg.backend_port);
+    proxy.rules.lock().unwrap().push(Rule {
+        method: "PATCH",
+        path: "/blobs/uploads/",
+        status: 502,
+        headers: Vec::new(),
+        times: 1,
+    });
+    let work = tempfile::tempdir().unwrap();
+    let diff_ids = support::docker::save_legacy(&work.path().join("app.tar"), 13, &[300_000]);
+    let out = run(publish(work.path())
+        .args(["push", "docker-archive:app.tar", &format!("docker://127.0.0.1:{}/ml/app:v1", proxy.port)])
+        .args(["--insecure", "-o", "json"]));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stderr.contains("restarting a compressed layer's upload"), "{stderr}");
+    assert_eq!(proxy.served.lock().unwrap().len(), 1);
+    let digest = serde_json::from_str::<Value>(&stdout).unwrap()["images"][0]["digest"].as_str().unwrap().to_string();
+    let raw = reg.inspect(&format!("{}/ml/app:v1", reg.host), true).stdout;
+    assert_eq!(sha(&raw), digest);
+    let manifest: Value = serde_json::from_slice(&raw).unwrap();
+    let mut plain = Vec::new();
+    let layer = curl_blob(&reg, "ml/app", manifest["layers"][0]["digest"].as_str().unwrap());
+    flate2::read::GzDecoder::new(&layer[..]).read_to_end(&mut plain).unwrap();
+    assert_eq!(sha(&plain), diff_ids[0]);
+}

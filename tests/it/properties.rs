@@ -10,12 +10,7 @@ use publish_action::image::{Image, OpenOptions, Transport};
 use publish_action::policy;
 
 fn options(dir: &Path) -> OpenOptions {
-    OpenOptions {
-        compression: Default::default(),
-        compression_level: None,
-        cache_dir: dir.join("cache"),
-        docker_socket: dir.join("no-docker.sock"),
-    }
+    OpenOptions { compression: Default::default(), compression_level: None, docker_socket: dir.join("no-docker.sock") }
 }
 
 const VALID: &str = "version: 1

@@ -487,6 +487,12 @@ fn a_docker_source_pins_the_template_to_the_digest_it_was_pushed_with() {
     assert!(stdout.contains("manifest   known once its layers are compressed, in the push"), "{stdout}");
     assert_eq!(stdout.matches("compressed (gzip) as it is sent").count(), 2, "{stdout}");
 
+    // Offline, before any push: rendered with the digest of what was read, and said so.
+    let out = run(publish_with(work.path(), &rp).args(["runpod", "render"]));
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("is a docker source whose manifest digest is known once it is pushed"), "{stderr}");
+
     let (code, json, stderr) = run_json(publish_with(work.path(), &rp).args(["run", "-o", "json"]));
     assert_eq!(code, Some(0), "{json}\n{stderr}");
     let digest = json["images"][0]["digest"].as_str().unwrap().to_string();

@@ -82,6 +82,25 @@ fn read_head<R: BufRead>(r: &mut R) -> std::io::Result<Option<Head>> {
     Ok(Some((first.trim_end().to_string(), headers)))
 }
 
+/// A chunked request body, decoded.
+fn read_chunked<R: BufRead>(r: &mut R) -> std::io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line)?;
+        let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or("0"), 16)
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "bad chunk size"))?;
+        let mut chunk = vec![0; size];
+        r.read_exact(&mut chunk)?;
+        body.extend_from_slice(&chunk);
+        let mut crlf = String::new();
+        r.read_line(&mut crlf)?;
+        if size == 0 {
+            return Ok(body);
+        }
+    }
+}
+
 fn length(headers: &[(String, String)]) -> u64 {
     headers
         .iter()
@@ -102,8 +121,21 @@ fn serve(
     while let Some((first, headers)) = read_head(&mut reader)? {
         let mut parts = first.split_whitespace();
         let (method, target) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
-        let mut body = vec![0; length(&headers) as usize];
-        reader.read_exact(&mut body)?;
+        let chunked = headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked"));
+        let (body, headers) = if chunked {
+            // A streamed body (a compressed layer's PATCH): read whole, forwarded with its length.
+            let body = read_chunked(&mut reader)?;
+            let mut headers: Vec<(String, String)> =
+                headers.into_iter().filter(|(k, _)| !k.eq_ignore_ascii_case("transfer-encoding")).collect();
+            headers.push(("Content-Length".into(), body.len().to_string()));
+            (body, headers)
+        } else {
+            let mut body = vec![0; length(&headers) as usize];
+            reader.read_exact(&mut body)?;
+            (body, headers)
+        };
         seen.lock().unwrap().push(format!("{method} {target}"));
         let fault = {
             let mut rules = rules.lock().unwrap();
