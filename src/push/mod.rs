@@ -4,6 +4,7 @@
 //! manifests that list them written once their digests are known. Returns an outcome; it never
 //! prints.
 
+mod export;
 mod layers;
 
 pub use layers::learn_from_repository;
@@ -157,7 +158,7 @@ async fn push_inner(image: &Image, dest: &Destination, out: &mut Outcome) -> Res
     // lacks as it streams past; the rest go the usual way.
     if let (Some(export), false) = (&image.export, present) {
         let reporter = crate::progress::Reporter::new(&out.repository, 0);
-        let (sent, handled) = layers::send_from_export(&client, image, export, forms, &reporter).await?;
+        let (sent, handled) = export::send_from_export(&client, image, export, forms, &reporter).await?;
         reporter.finish();
         for s in sent {
             out.blobs_sent += 1;

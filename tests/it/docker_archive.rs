@@ -494,3 +494,70 @@ fn a_failed_streamed_layer_upload_starts_again_and_completes() {
     flate2::read::GzDecoder::new(&layer[..]).read_to_end(&mut plain).unwrap();
     assert_eq!(sha(&plain), diff_ids[0]);
 }
+
+/// `transfer.verify: client`: the blob an image in the repository names for a layer is read
+/// back and decompressed before it is taken; a planted blob that is not the layer is not taken,
+/// and the layer is compressed and sent instead.
+#[test]
+fn with_verify_client_a_planted_blob_is_not_taken_for_a_layer() {
+    use std::io::Write;
+    let reg = Registry::start(RegistryOptions::default());
+    let work = tempfile::tempdir().unwrap();
+    let diff_ids = support::docker::save_legacy(&work.path().join("app.tar"), 14, &[200_000]);
+    // An image whose config claims the archive's diff_id for a blob of other bytes.
+    let dir = work.path().join("planted");
+    std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+    let put = |data: &[u8]| {
+        let d = sha(data);
+        std::fs::write(dir.join("blobs/sha256").join(&d[7..]), data).unwrap();
+        d
+    };
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&support::image::bytes(99, 50_000)).unwrap();
+    let layer = gz.finish().unwrap();
+    let layer_digest = put(&layer);
+    let config = json!({"architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [diff_ids[0]]}})
+    .to_string();
+    let config_digest = put(config.as_bytes());
+    let manifest = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest, "size": layer.len()}]})
+    .to_string();
+    let manifest_digest = put(manifest.as_bytes());
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(
+        dir.join("index.json"),
+        json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest, "size": manifest.len()}]})
+        .to_string(),
+    )
+    .unwrap();
+    let out = run(publish(work.path())
+        .args(["push", "oci:planted", &format!("docker://{}/ml/app:main", reg.host)])
+        .arg("--insecure"));
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+
+    Policy::new()
+        .local("home", &reg.host)
+        .image(json!({"name": "app", "source": "docker-archive:app.tar", "tags": ["main"], "visibility": "public"}))
+        .set("transfer", json!({"verify": "client"}))
+        .write(work.path());
+    let out = run(publish(work.path()).arg("run"));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stderr.contains("does not decompress to its diff_id"), "{stderr}");
+    assert!(stderr.contains("layer compressed and sent"), "{stderr}");
+    let m: Value = serde_json::from_slice(&reg.inspect(&format!("{}/ml/app:main", reg.host), true).stdout).unwrap();
+    let blob = curl_blob(&reg, "ml/app", m["layers"][0]["digest"].as_str().unwrap());
+    let mut plain = Vec::new();
+    flate2::read::GzDecoder::new(&blob[..]).read_to_end(&mut plain).unwrap();
+    assert_eq!(sha(&plain), diff_ids[0], "the layer, not the planted blob");
+
+    // Again: the layer the repository now holds is read back, is the layer, and is taken.
+    let out = run(publish(work.path()).args(["run", "-o", "json"]));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stderr.contains("layer already in the repository") && !stderr.contains("does not decompress"), "{stderr}");
+    assert!(!stderr.contains("layer compressed and sent"), "{stderr}");
+}
