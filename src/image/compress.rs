@@ -80,6 +80,23 @@ impl Deferred {
     }
 }
 
+/// Told of the uncompressed bytes a compressor reads.
+pub type OnRead = std::sync::Arc<dyn Fn(u64) + Send + Sync>;
+
+/// A reader that tells `on_read` of what it yields.
+pub struct Counted {
+    pub inner: Box<dyn Read + Send>,
+    pub on_read: OnRead,
+}
+
+impl Read for Counted {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        (self.on_read)(n as u64);
+        Ok(n)
+    }
+}
+
 /// Bytes handed from the compressor to the upload at a time, and how many may wait: the
 /// memory a layer in flight holds is about their product (2 MiB).
 const PIECE: usize = 256 * 1024;

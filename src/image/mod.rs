@@ -211,19 +211,30 @@ impl Image {
             .map_err(|what| ImageError::Layout { path: self.source.clone(), what })
     }
 
-    /// The layer `diff_id` compressed as the image says, streamed as it is made.
-    pub fn compressed_layer(&self, diff_id: &Digest) -> std::io::Result<compress::Compressed> {
+    /// The layer `diff_id` compressed as the image says, streamed as it is made; `on_read` hears
+    /// of the uncompressed bytes as the compressor reads them (progress in the layer's terms).
+    pub fn compressed_layer(
+        &self,
+        diff_id: &Digest,
+        on_read: Option<compress::OnRead>,
+    ) -> std::io::Result<compress::Compressed> {
         let Some(deferred) = &self.deferred else {
             return Err(std::io::Error::other(format!("{diff_id} is not a layer to compress")));
         };
         let label = format!("{}: layer {diff_id}", self.source);
+        let counted = move |reader: Box<dyn std::io::Read + Send>| -> Box<dyn std::io::Read + Send> {
+            match on_read {
+                Some(on_read) => Box::new(compress::Counted { inner: reader, on_read }),
+                None => reader,
+            }
+        };
         if let (Some(export), true) = (self.export.clone(), self.store.in_memory(diff_id).is_none()) {
             // A fresh export read up to the layer, on the compressor's thread.
             let path = self.store.path_of(diff_id);
-            let open = move || export.entry(&path).map_err(std::io::Error::other);
+            let open = move || export.entry(&path).map(counted).map_err(std::io::Error::other);
             return compress::stream(open, diff_id.clone(), deferred.compression, label);
         }
-        let reader = self.store.blob_reader(diff_id).map_err(std::io::Error::other)?.0;
+        let reader = counted(self.store.blob_reader(diff_id).map_err(std::io::Error::other)?.0);
         compress::stream(move || Ok(reader), diff_id.clone(), deferred.compression, label)
     }
 

@@ -115,7 +115,7 @@ async fn send_passing(
                         async move {
                             let c = match passing {
                                 Some(c) => c,
-                                None => image.compressed_layer(&d.digest)?,
+                                None => image.compressed_layer(&d.digest, None)?,
                             };
                             Ok(Box::new(progress.wrap(c)) as BlobStream)
                         }
@@ -164,7 +164,7 @@ async fn upload_known(
                 async move {
                     let mut s: BlobStream = match (passing, compress) {
                         (Some(c), _) => Box::new(c),
-                        (None, true) => Box::new(image.compressed_layer(&d.digest)?),
+                        (None, true) => Box::new(image.compressed_layer(&d.digest, None)?),
                         (None, false) => image.blob(d, 0).await?,
                     };
                     tokio::io::copy(&mut (&mut s).take(offset), &mut tokio::io::sink()).await?;

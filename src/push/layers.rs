@@ -264,12 +264,15 @@ pub async fn send(
         }
         Err(None) => {}
     }
-    let progress = reporter.blob(d.digest.short(), d.size);
+    // Progress in the layer's own (uncompressed) bytes, as the compressor reads them: what is
+    // left, and the time it takes, are in those terms.
+    let progress = reporter.blob(&format!("{} (compressed as it is sent)", d.digest.short()), d.size);
     let streamed = client
         .upload_stream(
             |_| {
                 let progress = progress.clone();
-                async move { image.compressed_layer(&d.digest).map(|c| Box::new(progress.wrap(c)) as BlobStream) }
+                let on_read: crate::image::compress::OnRead = std::sync::Arc::new(move |n| progress.add(n));
+                async move { image.compressed_layer(&d.digest, Some(on_read)).map(|c| Box::new(c) as BlobStream) }
             },
             d.size,
         )
@@ -306,7 +309,7 @@ async fn again(
             |offset| {
                 let progress = progress.clone();
                 async move {
-                    let mut c = image.compressed_layer(&d.digest)?;
+                    let mut c = image.compressed_layer(&d.digest, None)?;
                     tokio::io::copy(&mut (&mut c).take(offset), &mut tokio::io::sink()).await?;
                     Ok(Box::new(progress.wrap(c)) as BlobStream)
                 }
