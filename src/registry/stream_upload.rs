@@ -123,15 +123,6 @@ impl Client {
                 break;
             }
             let len = bytes.len() as u64;
-            let range = format!("{}-{}", offset, offset + len - 1);
-            let url = location.clone();
-            let build = |r: reqwest::RequestBuilder| {
-                r.header(CONTENT_TYPE, "application/octet-stream")
-                    .timeout(self.config.upload_deadline(len))
-                    .header(CONTENT_LENGTH, len)
-                    .header("Content-Range", range.as_str())
-                    .body(bytes.clone())
-            };
             parts += 1;
             if let Some(max) = max_parts
                 && parts > max
@@ -140,14 +131,8 @@ impl Client {
                     "a compressed layer needs more than {max} parts of {chunk} bytes, the most this registry takes: set a larger chunk size"
                 )));
             }
-            stats.bytes_sent += len;
-            let mut resp = self.attempt(&Method::PATCH, &url, &build, true).await?;
-            if resp.status() == StatusCode::UNAUTHORIZED {
-                // The token expired mid-upload: a fresh one, and the same chunk again.
-                self.authenticate().await?;
-                stats.bytes_sent += len;
-                resp = self.attempt(&Method::PATCH, &url, &build, true).await?;
-            }
+            let url = location.clone();
+            let resp = self.patch_chunk(&url, offset, &bytes, stats).await??;
             if !resp.status().is_success() {
                 return Err(self.api_error(resp).await);
             }

@@ -283,26 +283,9 @@ impl Client {
         while offset < size {
             let len = chunk.min(size - offset);
             let bytes = read_chunk(open, &mut reader, offset, len).await?;
-            let range = format!("{}-{}", offset, offset + len - 1);
             let url = location.clone();
-            let build = |r: reqwest::RequestBuilder| {
-                r.header(CONTENT_TYPE, "application/octet-stream")
-                    .timeout(self.config.upload_deadline(len))
-                    .header(CONTENT_LENGTH, len)
-                    .header("Content-Range", range.as_str())
-                    .body(bytes.clone())
-            };
-            tracing::debug!(url = %url.path(), range, "uploading chunk");
-            stats.bytes_sent += len;
-            let outcome = match self.attempt(&Method::PATCH, &url, &build, true).await {
-                Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED => {
-                    // The token expired mid-upload: a fresh one, and the same chunk again.
-                    self.authenticate().await?;
-                    stats.bytes_sent += len;
-                    self.attempt(&Method::PATCH, &url, &build, true).await
-                }
-                other => other,
-            };
+            tracing::debug!(url = %url.path(), offset, len, "uploading chunk");
+            let outcome = self.patch_chunk(&url, offset, &bytes, stats).await?;
             let error = match outcome {
                 Ok(resp) if resp.status().is_success() => {
                     // ECR answers 201 and a stuck Range: the offset is ours to track.
@@ -351,6 +334,36 @@ impl Client {
         let answer = self.send(Method::PUT, done, |r| r.header(CONTENT_LENGTH, "0")).await;
         // `send` retried already: its error is final.
         self.completed(answer, false, digest, |e| e).await
+    }
+
+    /// One PATCH of `bytes` at `offset` of the session at `url`, sent again once with a fresh
+    /// token when the registry answers 401 (a token that expired mid-upload). The outer error
+    /// is the authentication's; the inner result is the PATCH's.
+    pub(super) async fn patch_chunk(
+        &self,
+        url: &Url,
+        offset: u64,
+        bytes: &[u8],
+        stats: &mut UploadStats,
+    ) -> Result<Result<reqwest::Response, RegistryError>, RegistryError> {
+        let len = bytes.len() as u64;
+        let range = format!("{}-{}", offset, offset + len.max(1) - 1);
+        let build = |r: reqwest::RequestBuilder| {
+            r.header(CONTENT_TYPE, "application/octet-stream")
+                .timeout(self.config.upload_deadline(len))
+                .header(CONTENT_LENGTH, len)
+                .header("Content-Range", range.as_str())
+                .body(bytes.to_vec())
+        };
+        stats.bytes_sent += len;
+        match self.attempt(&Method::PATCH, url, &build, true).await {
+            Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED => {
+                self.authenticate().await?;
+                stats.bytes_sent += len;
+                Ok(self.attempt(&Method::PATCH, url, &build, true).await)
+            }
+            other => Ok(other),
+        }
     }
 
     /// The bytes an upload session holds and the URL to continue at. A session the registry

@@ -13,15 +13,7 @@ use serde_json::{Value, json};
 
 use crate::support::image::sha;
 
-fn curl_blob(reg: &Registry, repo: &str, digest: &str) -> Vec<u8> {
-    let out = std::process::Command::new("curl")
-        .arg("-sSf")
-        .arg(format!("http://{}/v2/{repo}/blobs/{digest}", reg.host))
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    out.stdout
-}
+use crate::support::blob as curl_blob;
 
 /// A legacy `docker save` goes up with gzip layers compressed as they are sent: nothing is
 /// written to disk, and a push to another tag learns the compressed layers from the image

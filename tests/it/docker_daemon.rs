@@ -21,16 +21,6 @@ fn daemon() -> Option<Dockerd> {
     }
 }
 
-fn blob(reg: &Registry, repo: &str, digest: &str) -> Vec<u8> {
-    let out = std::process::Command::new("curl")
-        .arg("-sSf")
-        .arg(format!("http://{}/v2/{repo}/blobs/{digest}", reg.host))
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    out.stdout
-}
-
 /// An image loaded into a real daemon goes up with gzip layers that decompress to the diff_ids
 /// the daemon reports, as the same manifest as its own `docker save` pushed as a file; the
 /// export leaves nothing on disk; an image the daemon lacks is its 404, exit 2.
@@ -61,7 +51,7 @@ fn a_real_daemons_image_goes_up_compressed_and_the_same_as_its_docker_save() {
     let manifest: Value = serde_json::from_slice(&raw).unwrap();
     for (layer, diff_id) in manifest["layers"].as_array().unwrap().iter().zip(&diff_ids) {
         assert_eq!(layer["mediaType"], "application/vnd.docker.image.rootfs.diff.tar.gzip");
-        let gz = blob(&reg, "ml/app", layer["digest"].as_str().unwrap());
+        let gz = support::blob(&reg, "ml/app", layer["digest"].as_str().unwrap());
         let mut plain = Vec::new();
         flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut plain).unwrap();
         assert_eq!(&sha(&plain), diff_id);
@@ -99,16 +89,7 @@ fn a_rebuild_from_the_daemon_sends_only_the_layer_that_changed() {
     let Some(docker) = daemon() else { return };
     let reg = Registry::start(RegistryOptions::default());
     let work = tempfile::tempdir().unwrap();
-    let tar_of = |seed: u64, n: usize| {
-        let mut t = tar::Builder::new(Vec::new());
-        let mut h = tar::Header::new_gnu();
-        h.set_size(n as u64);
-        h.set_mode(0o644);
-        h.set_mtime(1_700_000_000);
-        h.set_cksum();
-        t.append_data(&mut h, format!("data/f{seed}"), &support::image::bytes(seed, n)[..]).unwrap();
-        t.into_inner().unwrap()
-    };
+    let tar_of = support::docker::tar_layer;
     let base = tar_of(80, 500_000);
     support::docker::save_layers(&work.path().join("v1.tar"), &[base.clone(), tar_of(81, 300_000)], "ml/app:v1");
     support::docker::save_layers(&work.path().join("v2.tar"), &[base, tar_of(82, 300_000)], "ml/app:v2");

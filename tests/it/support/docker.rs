@@ -16,21 +16,20 @@ pub fn save_legacy(path: &Path, seed: u64, sizes: &[usize]) -> Vec<String> {
 /// A legacy `docker save` archive a real daemon loads: each layer a tar of one file of `sizes`
 /// bytes (noise seeded by `seed`), tagged `tag`. Returns the layers' diff_ids.
 pub fn save_loadable(path: &Path, seed: u64, sizes: &[usize], tag: &str) -> Vec<String> {
-    let layers: Vec<Vec<u8>> = sizes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            let mut t = tar::Builder::new(Vec::new());
-            let mut h = tar::Header::new_gnu();
-            h.set_size(*n as u64);
-            h.set_mode(0o644);
-            h.set_mtime(1_700_000_000);
-            h.set_cksum();
-            t.append_data(&mut h, format!("data/f{i}"), &bytes(seed * 100 + i as u64, *n)[..]).unwrap();
-            t.into_inner().unwrap()
-        })
-        .collect();
+    let layers: Vec<Vec<u8>> = sizes.iter().enumerate().map(|(i, n)| tar_layer(seed * 100 + i as u64, *n)).collect();
     save_layers(path, &layers, tag)
+}
+
+/// A layer a daemon can apply: a tar of one file `data/f{seed}` of `n` bytes of noise.
+pub fn tar_layer(seed: u64, n: usize) -> Vec<u8> {
+    let mut t = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(n as u64);
+    h.set_mode(0o644);
+    h.set_mtime(1_700_000_000);
+    h.set_cksum();
+    t.append_data(&mut h, format!("data/f{seed}"), &bytes(seed, n)[..]).unwrap();
+    t.into_inner().unwrap()
 }
 
 /// A legacy `docker save` archive of these layers (their bytes as they are), tagged `tag`.

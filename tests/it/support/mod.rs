@@ -363,3 +363,11 @@ pub fn run_json(cmd: &mut Command) -> (Option<i32>, serde_json::Value, String) {
         .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {stdout}\nstderr: {stderr}"));
     (out.status.code(), json, stderr)
 }
+
+/// A blob's bytes from a plain-HTTP test registry (curl: a client nobody here wrote).
+pub fn blob(reg: &Registry, repo: &str, digest: &str) -> Vec<u8> {
+    let out =
+        Command::new("curl").arg("-sSf").arg(format!("http://{}/v2/{repo}/blobs/{digest}", reg.host)).output().unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
