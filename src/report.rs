@@ -193,6 +193,9 @@ fn plan_images_text(plan: &Plan) -> String {
                 "    blobs    up to {layers} to send, {} (blobs the registry already has are skipped)",
                 ByteSize(to_send)
             );
+            for l in &t.layers {
+                let _ = writeln!(s, "    layer    {}", l.describe());
+            }
             for (i, step) in t.steps.iter().enumerate() {
                 let _ = writeln!(s, "    step {}   {}", i + 1, step.describe());
             }

@@ -18,7 +18,8 @@ pub async fn plan(args: PlanArgs, env: &Env, actions: Option<&github::Actions>) 
         (&resolved.transfer, &load::service_urls(env).dockerhub_api),
     )
     .await;
-    let (plan, _) = plan::finish(&resolved, &images, &measured)?;
+    let (mut plan, _) = plan::finish(&resolved, &images, &measured)?;
+    plan::look_up_layers(&mut plan, env, args.measure, &resolved.transfer).await;
     if args.matrix {
         super::print_out(&format!("{}\n", crate::report::json(&plan.matrix())));
     } else {

@@ -147,6 +147,9 @@ fn would_text(w: &push::WouldWrite) -> String {
     for d in &w.layers_to_compress {
         s.push_str(&format!("    would compress and upload layer {d}\n"));
     }
+    for l in &w.layers_reused {
+        s.push_str(&format!("    layer {}\n", l.describe()));
+    }
     for m in &w.manifests {
         s.push_str(&format!("  would put manifest {m}\n"));
     }

@@ -18,7 +18,7 @@ use crate::types::{Digest, LayerCompression};
 /// level 1 gives 631.1 MB (+23 %), 2 gives 531.5 MB (+3.2 %), 3 gives 514.0 MB (−0.2 %) for
 /// 1.1 CPU-s more than 2, 6 gives 499.8 MB for 6 CPU-s more. 3 stays within skopeo's size with
 /// margin on images that compress less well.
-pub const GZIP_LEVEL: u32 = 3;
+pub const GZIP_LEVEL: u32 = 2;
 /// zstd's level, its CLI's default.
 pub const ZSTD_LEVEL: i32 = 3;
 

@@ -345,6 +345,7 @@ fn target_plan(spec: &ResolvedImage, image: &Image, v: &Verdict, r: &ResolvedReg
         pull_credentials: r.pull_credentials.as_ref().map(|c| CredentialSource::for_registry(r.kind, &r.host, Some(c))),
         path,
         steps: Vec::new(),
+        layers: Vec::new(),
     }
 }
 

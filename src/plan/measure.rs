@@ -35,7 +35,7 @@ impl Measure {
     }
 
     /// Only registries whose credentials are there.
-    fn need_credentials(self) -> bool {
+    pub(super) fn need_credentials(self) -> bool {
         self == Measure::WithCredentials
     }
 }

@@ -7,10 +7,12 @@
 pub mod build;
 mod measure;
 mod preflight;
+mod reuse;
 pub mod steps;
 pub use build::{MeasuredUsage, build, source_diagnostic};
 pub use measure::{Known, Measure, measure_usage};
 pub use preflight::preflight;
+pub use reuse::look as look_up_layers;
 
 use std::path::PathBuf;
 
@@ -306,6 +308,10 @@ pub struct TargetPlan {
     /// What a run writes for this target, in order.
     #[serde(default)]
     pub steps: Vec<steps::TargetStep>,
+    /// For a docker source, each layer to compress as the repository holds it: reused from a
+    /// tag's image or to compress and send (`publish plan` when it measures; empty otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<crate::push::LayerReuse>,
 }
 
 impl TargetPlan {

@@ -28,13 +28,59 @@ const MAX_CONFIG: u64 = 4 * 1024 * 1024;
 /// What each layer to compress is in one repository: diff_id → compressed digest and size.
 pub type Resolved = HashMap<Digest, (Digest, u64)>;
 
+/// As `Resolved`, with the tag whose image names each layer.
+pub type Found = HashMap<Digest, (Digest, u64, String)>;
+
+/// A layer to compress as one repository holds it: reused from the image a tag names there
+/// (neither compressed nor sent), or, without `reused_from`, to compress and send.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LayerReuse {
+    pub diff_id: Digest,
+    /// The tag whose image lists the layer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<String>,
+    /// The compressed blob reused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<Digest>,
+}
+
+impl LayerReuse {
+    pub fn describe(&self) -> String {
+        match (&self.reused_from, &self.digest) {
+            (Some(tag), Some(d)) => format!("{} reused from {tag} ({d})", self.diff_id),
+            _ => format!("{} to compress and send", self.diff_id),
+        }
+    }
+}
+
+/// Every layer to compress, in the image's order, as `found` says.
+pub fn reuse_list(deferred: &Deferred, found: &Found) -> Vec<LayerReuse> {
+    deferred
+        .layers
+        .iter()
+        .map(|(diff_id, _)| {
+            let held = found.get(diff_id);
+            LayerReuse {
+                diff_id: diff_id.clone(),
+                reused_from: held.map(|(_, _, tag)| tag.clone()),
+                digest: held.map(|(d, _, _)| d.clone()),
+            }
+        })
+        .collect()
+}
+
 /// The compressed forms the images in the repository give the layers to compress: the tags
 /// this push moves first (a rebuild's previous image), then up to `MORE_TAGS` of the others. A
 /// layer is taken only with the compression asked for. Failures only mean less is known: every
 /// layer found here is checked with a HEAD before it is skipped.
 pub async fn learn_from_repository(client: &Client, deferred: &Deferred, tags: &[String]) -> Resolved {
-    let mut found = Resolved::new();
-    let unknown = |found: &Resolved| deferred.layers.len() - found.len();
+    learn_with_tags(client, deferred, tags).await.into_iter().map(|(k, (d, n, _))| (k, (d, n))).collect()
+}
+
+/// `learn_from_repository`, saying which tag's image names each layer found.
+pub async fn learn_with_tags(client: &Client, deferred: &Deferred, tags: &[String]) -> Found {
+    let mut found = Found::new();
+    let unknown = |found: &Found| deferred.layers.len() - found.len();
     let mut refs: Vec<String> = tags.to_vec();
     match client.tags(client.repository()).await {
         Ok(mut all) => {
@@ -77,7 +123,7 @@ pub async fn learn_from_repository(client: &Client, deferred: &Deferred, tags: &
 }
 
 /// Pairs an image manifest's layers with its config's diff_ids, and learns those to compress.
-async fn learn_from_manifest(client: &Client, deferred: &Deferred, m: &oci::Manifest, tag: &str, found: &mut Resolved) {
+async fn learn_from_manifest(client: &Client, deferred: &Deferred, m: &oci::Manifest, tag: &str, found: &mut Found) {
     let Some(config) = &m.config else { return };
     let wanted = if deferred.compression.zstd() { &[OCI_LAYER_ZSTD][..] } else { &[DOCKER_LAYER_GZIP, OCI_LAYER_GZIP] };
     if !m.layers.iter().any(|l| wanted.contains(&l.media_type.as_str())) {
@@ -98,7 +144,7 @@ async fn learn_from_manifest(client: &Client, deferred: &Deferred, m: &oci::Mani
                 tag,
                 "layer already in the repository: not compressed again"
             );
-            found.insert(diff_id, (layer.digest.clone(), layer.size));
+            found.insert(diff_id, (layer.digest.clone(), layer.size, tag.to_string()));
         }
     }
 }

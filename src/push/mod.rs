@@ -7,7 +7,7 @@
 mod export;
 mod layers;
 
-pub use layers::learn_from_repository;
+pub use layers::{LayerReuse, learn_from_repository, learn_with_tags, reuse_list};
 
 use futures_util::{StreamExt, TryStreamExt};
 use serde::Serialize;
@@ -230,6 +230,10 @@ pub struct WouldWrite {
     /// Layers Docker saved uncompressed (by diff_id) that would be compressed and uploaded.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub layers_to_compress: Vec<Digest>,
+    /// Layers Docker saved uncompressed that an image in the repository already holds
+    /// compressed: neither compressed nor sent (counted in `blobs_present` when there).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub layers_reused: Vec<layers::LayerReuse>,
     /// Manifests put by digest (an index's children), then every `repository:tag`.
     pub manifests: Vec<String>,
     pub references: Vec<String>,
@@ -242,10 +246,17 @@ pub async fn would_write(image: &Image, dest: &Destination) -> Result<WouldWrite
     let client = dest.access.client(&dest.path)?;
     client.authenticate().await?;
     let repository = format!("{}/{}", dest.access.endpoint.host, dest.path);
-    let learnt = match &image.deferred {
-        Some(deferred) => layers::learn_from_repository(&client, deferred, &dest.tags).await,
-        None => layers::Resolved::new(),
+    let found = match &image.deferred {
+        Some(deferred) => layers::learn_with_tags(&client, deferred, &dest.tags).await,
+        None => layers::Found::new(),
     };
+    let layers_reused = match &image.deferred {
+        Some(deferred) => {
+            layers::reuse_list(deferred, &found).into_iter().filter(|l| l.reused_from.is_some()).collect()
+        }
+        None => Vec::new(),
+    };
+    let learnt: layers::Resolved = found.into_iter().map(|(k, (d, n, _))| (k, (d, n))).collect();
     // A layer to compress is asked about by the compressed digest an image here gives it.
     let deferred = |d: &Descriptor| image.deferred.as_ref().filter(|x| x.has(&d.digest));
     let blobs: Vec<(Descriptor, bool)> = image
@@ -270,6 +281,7 @@ pub async fn would_write(image: &Image, dest: &Destination) -> Result<WouldWrite
         bytes_to_send: Size(0),
         blobs_present: 0,
         layers_to_compress: Vec::new(),
+        layers_reused,
         manifests: children.iter().map(|c| c.digest.to_string()).collect(),
         references: dest
             .tags

@@ -1,9 +1,10 @@
 //! Blobs whose digest is known only once their last byte is read: a layer compressed while it
 //! is pushed. The session is opened (POST), fed as the bytes come (one streaming PATCH, as
 //! `docker push` sends layers, or PATCH chunks of the upload mode's size, each held in memory
-//! once), hashed on the way, and closed with the digest found (PUT `?digest=`). A failure
-//! starts the blob again from a fresh source; the compressors are deterministic, so the bytes
-//! are the same.
+//! once), hashed on the way, and closed with the digest found (PUT `?digest=`). A part that
+//! fails is sent again from where the registry says it stands; any other failure starts the
+//! blob again from a fresh source (the compressors are deterministic, so the bytes are the
+//! same). A streaming PATCH cut half way is not resumed: distribution drops such a session.
 
 use std::sync::{Arc, Mutex};
 
@@ -131,14 +132,7 @@ impl Client {
                     "a compressed layer needs more than {max} parts of {chunk} bytes, the most this registry takes: set a larger chunk size"
                 )));
             }
-            let url = location.clone();
-            let resp = self.patch_chunk(&url, offset, &bytes, stats).await??;
-            if !resp.status().is_success() {
-                return Err(self.api_error(resp).await);
-            }
-            if resp.headers().contains_key(LOCATION) {
-                location = self.location(&url, &resp)?;
-            }
+            location = self.send_part(location, offset, &bytes, stats).await?;
             hasher.update(&bytes);
             offset += len;
             if len < chunk {
@@ -148,6 +142,53 @@ impl Client {
         let digest = Digest::from_sha256(&hasher.finalize());
         self.close_upload(location, &digest).await?;
         Ok((digest, offset))
+    }
+
+    /// One part at `offset` of the session at `location`; returns where the session goes on. A
+    /// PATCH that fails asks the registry where it stands and sends the rest of the part from
+    /// there (the part is in memory: nothing is compressed again); a registry that kept less
+    /// than it acknowledged, or forgot the session, is an error that restarts the layer.
+    async fn send_part(
+        &self,
+        mut location: url::Url,
+        offset: u64,
+        bytes: &[u8],
+        stats: &mut UploadStats,
+    ) -> Result<url::Url, RegistryError> {
+        let len = bytes.len() as u64;
+        let mut held = 0u64;
+        let mut failures = 0u32;
+        while held < len {
+            let url = location.clone();
+            let error = match self.patch_chunk(&url, offset + held, &bytes[held as usize..], stats).await? {
+                Ok(resp) if resp.status().is_success() => {
+                    if resp.headers().contains_key(LOCATION) {
+                        location = self.location(&url, &resp)?;
+                    }
+                    return Ok(location);
+                }
+                Ok(resp) => self.api_error(resp).await,
+                Err(e) => e,
+            };
+            failures += 1;
+            let resumable = error.retryable() || matches!(&error, RegistryError::Api { status: 416, .. });
+            if !resumable || failures >= self.retry().attempts {
+                return Err(error);
+            }
+            tokio::time::sleep(self.retry().delay(failures)).await;
+            let (kept, next) = self.upload_status(&location).await?;
+            if kept < offset + held || kept > offset + len {
+                return Err(RegistryError::session_lost(
+                    &self.registry,
+                    format!("the upload session kept {kept} bytes, expected {} to {}", offset + held, offset + len),
+                ));
+            }
+            tracing::warn!(registry = %self.registry, offset = kept, %error, "resuming the upload where the registry stands");
+            held = kept - offset;
+            location = next;
+            stats.resumes += 1;
+        }
+        Ok(location)
     }
 
     /// The PUT that completes a session with the digest of what it was fed.

@@ -368,7 +368,7 @@ impl Client {
 
     /// The bytes an upload session holds and the URL to continue at. A session the registry
     /// no longer knows (2.8 after a cut, ECR's 404) is `BLOB_UPLOAD_UNKNOWN`: restart the blob.
-    async fn upload_status(&self, location: &Url) -> Result<(u64, Url), RegistryError> {
+    pub(super) async fn upload_status(&self, location: &Url) -> Result<(u64, Url), RegistryError> {
         let resp = self.attempt(&Method::GET, location, &|r| r, true).await?;
         if resp.status() != StatusCode::NO_CONTENT && !resp.status().is_success() {
             let status = resp.status().as_u16();

@@ -83,7 +83,7 @@ fn a_rebuild_compresses_and_sends_only_the_layer_that_changed() {
     let base = support::image::bytes(70, 900_000);
     let top = |seed| support::image::bytes(seed, 50_000);
     support::docker::save_layers(&work.path().join("v1.tar"), &[base.clone(), top(71)], "app:v1");
-    support::docker::save_layers(&work.path().join("v2.tar"), &[base, top(72)], "app:v1");
+    let v2 = support::docker::save_layers(&work.path().join("v2.tar"), &[base, top(72)], "app:v1");
     let push = |archive: &str| {
         let out = run(publish(work.path())
             .args(["push", &format!("docker-archive:{archive}"), &format!("docker://{}/ml/app:main", reg.host)])
@@ -93,6 +93,26 @@ fn a_rebuild_compresses_and_sends_only_the_layer_that_changed() {
         (serde_json::from_str::<Value>(&stdout).unwrap(), stderr)
     };
     push("v1.tar");
+    // Before the rebuild goes up, `push --dry-run` and `publish plan` (when it measures) say
+    // which layer is reused from the image `main` holds and which is to compress and send.
+    let dry = run(publish(work.path())
+        .args(["push", "docker-archive:v2.tar", &format!("docker://{}/ml/app:main", reg.host)])
+        .args(["--insecure", "--dry-run"]));
+    let (stdout, stderr) = text(&dry);
+    assert_eq!(dry.status.code(), Some(0), "{stderr}");
+    assert!(stdout.contains(&format!("layer {} reused from main (sha256:", v2[0])), "{stdout}");
+    assert!(stdout.contains(&format!("would compress and upload layer {}", v2[1])), "{stdout}");
+    Policy::new()
+        .local("home", &reg.host)
+        .image(json!({"name": "app", "source": "docker-archive:v2.tar", "tags": ["main"]}))
+        .write(work.path());
+    for (measure, looked) in [("--measure", true), ("--no-measure", false)] {
+        let out = run(publish(work.path()).args(["plan", measure]));
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        assert_eq!(stdout.contains(&format!("layer    {} reused from main (sha256:", v2[0])), looked, "{stdout}");
+        assert_eq!(stdout.contains(&format!("layer    {} to compress and send", v2[1])), looked, "{stdout}");
+    }
     let (json, stderr) = push("v2.tar");
     assert_eq!(stderr.matches("layer already in the repository").count(), 1, "{stderr}");
     assert_eq!(stderr.matches("layer compressed and sent").count(), 1, "{stderr}");

@@ -240,3 +240,40 @@ fn a_registry_restarted_mid_push_is_waited_for() {
     let info: Value = serde_json::from_slice(&info.stdout).unwrap();
     assert_eq!(info["Digest"], image.manifest_digest);
 }
+
+/// A layer Docker saved uncompressed, compressed as it is sent in 8 MiB parts, cut half way
+/// through a part: the rest of that part goes from where the registry stands (it is in
+/// memory), and the layer is not compressed or sent again.
+#[test]
+fn a_compressed_layer_cut_half_way_resumes_within_its_part() {
+    let reg = spec_registry::start();
+    let work = tempfile::tempdir().unwrap();
+    // Random bytes: the compressed layer is about as large (three parts and a bit).
+    let layer = support::docker::tar_layer(93, 24 * MIB as usize);
+    support::docker::save_layers(&work.path().join("app.tar"), &[layer], "app:v1");
+    reg.state.lock().unwrap().cut_at = Some(12 * MIB + 4321);
+    let out = run(publish(work.path()).args([
+        "push",
+        "docker-archive:app.tar",
+        &format!("docker://127.0.0.1:{}/ml/app:v1", reg.port),
+        "--insecure",
+        "--chunk-size",
+        "8MiB",
+        "-o",
+        "json",
+    ]));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stderr.contains("resuming the upload where the registry stands"), "{stderr}");
+    assert!(!stderr.contains("restarting a compressed layer's upload"), "{stderr}");
+    let json: Value = serde_json::from_str(&stdout).unwrap();
+    let resent = json["images"][0]["targets"][0]["bytes_resent"].as_u64().unwrap();
+    println!("24 MiB compressed layer cut at 12 MiB: {resent} bytes resent");
+    let s = reg.state.lock().unwrap();
+    assert!(s.log.iter().any(|l| l.starts_with("cut at")), "the cut happened");
+    assert!(s.manifests.contains_key("v1"));
+    let stored: u64 = s.blobs.values().map(|b| b.len() as u64).sum();
+    let extra = s.received.saturating_sub(stored);
+    println!("the registry received {extra} bytes more than the blobs");
+    assert!(extra < 8 * MIB, "received {} bytes for {stored} stored", s.received);
+}
