@@ -53,19 +53,35 @@ impl Client {
     /// Uploads a small in-memory blob (skipped when the repository has it).
     pub async fn put_blob(&self, bytes: &[u8]) -> Result<Digest, RegistryError> {
         let digest = Digest::of(bytes);
-        if !self.blob_exists(&digest).await? {
+        let mut attempt = 0u32;
+        while !self.blob_exists(&digest).await? {
+            attempt += 1;
             let data = bytes.to_vec();
-            self.upload_blob(
-                &digest,
-                data.len() as u64,
-                |offset| {
-                    let mut cursor = std::io::Cursor::new(data.clone());
-                    cursor.set_position(offset);
-                    async move { std::io::Result::Ok(cursor) }
-                },
-                None,
-            )
-            .await?;
+            let upload = self
+                .upload_blob(
+                    &digest,
+                    data.len() as u64,
+                    |offset| {
+                        let mut cursor = std::io::Cursor::new(data.clone());
+                        cursor.set_position(offset);
+                        async move { std::io::Result::Ok(cursor) }
+                    },
+                    None,
+                )
+                .await;
+            match upload {
+                Ok(_) => break,
+                // Other clients uploading the same bytes at the same moment can make the
+                // registry refuse this session's digest (distribution 2.8 under concurrent
+                // signers, whose payloads and configs are the same): the blob is
+                // content-addressed, so once the registry holds it under this digest it is
+                // this one. Asked again, a few times.
+                Err(RegistryError::Api { code: super::ErrorCode::DigestInvalid, .. }) if attempt < 4 => {
+                    tracing::debug!(%digest, "an upload of the same blob at the same time: asking again");
+                    tokio::time::sleep(std::time::Duration::from_millis(25 * u64::from(attempt))).await;
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(digest)
     }

@@ -10,6 +10,7 @@
 
 pub mod keyless;
 pub mod keys;
+mod merge;
 mod prepared;
 pub mod rekor;
 pub mod tlog;
@@ -150,6 +151,10 @@ pub enum SignError {
         "the signature tag {tag} exists but cannot be read ({why}); signing stopped so that nothing already there is overwritten"
     )]
     Unparsable { tag: String, why: String },
+    #[error(
+        "other signers kept rewriting {tag} at the same time: after {attempts} reads and writes this signature is not settled in it; sign again"
+    )]
+    Contended { tag: String, attempts: u32 },
 }
 
 /// The image being signed, as pushed.
@@ -287,7 +292,7 @@ async fn sign_legacy(client: &Client, path: &str, subject: &Subject, signer: Sig
     let payload = simple_signing_payload(&subject.repository, &subject.digest);
     let payload_digest = Digest::of(&payload);
     let tag = legacy_tag(&subject.digest);
-    let mut layers = match manifest_json(client, path, &tag).await? {
+    let layers = match manifest_json(client, path, &tag).await? {
         Some(m) => descriptors(&m, &tag, "layers")?,
         None => Vec::new(),
     };
@@ -311,27 +316,13 @@ async fn sign_legacy(client: &Client, path: &str, subject: &Subject, signer: Sig
         let entry = rekor.hashedrekord(&payload, &raw, &signer.verifier_pem()).await?;
         annotations.insert(REKOR_ANNOTATION.into(), Value::String(entry.annotation()));
     }
-    layers.push(json!({
+    let ours = json!({
         "mediaType": SIMPLESIGNING,
         "size": payload.len(),
         "digest": payload_digest.as_str(),
         "annotations": annotations
-    }));
-    let diff_ids: Vec<Value> = layers.iter().filter_map(|l| l.get("digest").cloned()).collect();
-    let config = json!({
-        "architecture": "", "created": "0001-01-01T00:00:00Z", "history": [{"created": "0001-01-01T00:00:00Z"}],
-        "os": "", "rootfs": {"type": "layers", "diff_ids": diff_ids}, "config": {}
-    })
-    .to_string()
-    .into_bytes();
-    let config_digest = client.put_blob(&config).await?;
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": config.len(), "digest": config_digest.as_str()},
-        "layers": layers
     });
-    client.put_manifest(&tag, OCI_MANIFEST, manifest.to_string().as_bytes()).await?;
+    merge::add(client, path, &tag, merge::List::Signatures, ours).await?;
     Ok(false)
 }
 
@@ -345,11 +336,10 @@ async fn sign_bundle(
 ) -> Result<(Digest, bool), SignError> {
     let statement = statement(&subject.repository, &subject.digest);
     let tag = fallback_tag(&subject.digest);
-    let mut index = match manifest_json(client, path, &tag).await? {
-        Some(index) => index,
-        None => json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}),
+    let entries = match manifest_json(client, path, &tag).await? {
+        Some(index) => descriptors(&index, &tag, "manifests")?,
+        None => Vec::new(),
     };
-    let entries = descriptors(&index, &tag, "manifests")?;
     let mut found = None;
     for e in entries.iter().filter(|e| e.get("artifactType").and_then(Value::as_str) == Some(BUNDLE_V03)) {
         let Some(digest) = e.get("digest").and_then(Value::as_str) else { continue };
@@ -364,10 +354,7 @@ async fn sign_bundle(
         return Ok((d, true));
     }
     let (referrer_digest, descriptor) = write_referrer(client, subject, signer, &statement).await?;
-    let mut manifests = entries;
-    manifests.push(descriptor);
-    index["manifests"] = Value::Array(manifests);
-    client.put_manifest(&tag, OCI_INDEX, index.to_string().as_bytes()).await?;
+    merge::add(client, path, &tag, merge::List::Referrers, descriptor).await?;
     Ok((referrer_digest, false))
 }
 

@@ -16,9 +16,9 @@ use crate::support::sigstore::{self, ISSUER, REQUEST_TOKEN};
 use crate::support::{Registry, RegistryOptions, publish, run, text};
 use serde_json::{Value, json};
 
-const KEY_PASSWORD: &str = "cosign-interop-pw-41d2";
+pub(crate) const KEY_PASSWORD: &str = "cosign-interop-pw-41d2";
 
-fn cosign() -> Option<PathBuf> {
+pub(crate) fn cosign() -> Option<PathBuf> {
     let candidates = [
         std::env::var_os("COSIGN").map(PathBuf::from),
         Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/cosign")),
@@ -38,7 +38,7 @@ fn cosign() -> Option<PathBuf> {
 }
 
 /// cosign with its own home (no TUF cache, no Docker config of the user's).
-fn cosign_cmd(bin: &Path, home: &Path) -> Command {
+pub(crate) fn cosign_cmd(bin: &Path, home: &Path) -> Command {
     let mut c = Command::new(bin);
     // The wrapper unpacks cosign once into the user's cache: keep that cache while HOME moves.
     let cache = std::env::var_os("XDG_CACHE_HOME")
@@ -54,7 +54,7 @@ fn cosign_cmd(bin: &Path, home: &Path) -> Command {
     c
 }
 
-fn out_text(o: &Output) -> String {
+pub(crate) fn out_text(o: &Output) -> String {
     format!("{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 

@@ -7,6 +7,7 @@ mod support;
 mod action;
 mod architecture;
 mod auth;
+mod concurrent_sign;
 mod cosign;
 mod decision_matrix;
 mod docker_archive;
