@@ -131,7 +131,7 @@ async fn target(
     let mut outcome = push::push(image, &dest).await;
     let signs = t.steps.contains(&TargetStep::Sign);
     if let (push::Status::Pushed, Some(signer), true) = (outcome.status, signer, signs) {
-        match sign_pushed(&dest, &outcome, signer, format).await {
+        match sign_pushed(&dest, &outcome, (signer, sign::provenance::from_environment(inputs.env)), format).await {
             Ok(signed) => outcome.signed = Some(signed),
             Err(e) => {
                 outcome.status = push::Status::PushedUnsigned;
@@ -167,7 +167,7 @@ async fn target(
 async fn sign_pushed(
     dest: &Destination,
     outcome: &push::Outcome,
-    prepared: &PreparedSigner,
+    (prepared, annotations): (&PreparedSigner, sign::provenance::Annotations),
     format: sign::Format,
 ) -> Result<sign::Signed, sign::SignError> {
     let signer = prepared.signer().await?;
@@ -179,6 +179,7 @@ async fn sign_pushed(
         digest: outcome.digest.clone(),
         media_type,
         size,
+        annotations,
     };
     sign::sign(&client, &dest.path, &subject, signer, format).await
 }

@@ -82,8 +82,13 @@ pub async fn sign(args: SignArgs, env: &Env) -> anyhow::Result<ExitStatus> {
         return Ok(ExitStatus::Success);
     }
     let signer = prepared.signer().await?;
-    let subject =
-        sign::Subject { repository: reference.name(), digest, media_type: found.media_type, size: found.size };
+    let subject = sign::Subject {
+        repository: reference.name(),
+        digest,
+        media_type: found.media_type,
+        size: found.size,
+        annotations: sign::provenance::from_environment(env),
+    };
     let signed = sign::sign(&client, &reference.repository, &subject, signer, args.format).await?;
     super::print_json_or(args.output, &signed, || {
         let mut s = String::new();

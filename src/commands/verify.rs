@@ -142,6 +142,10 @@ pub async fn verify(args: VerifyArgs, env: &Env) -> anyhow::Result<ExitStatus> {
                 s.push_str(&format!("; checked: {}", r.passed.join(", ")));
             }
             s.push('\n');
+            if !r.annotations.is_empty() {
+                let a: Vec<String> = r.annotations.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                s.push_str(&format!("    annotations: {}\n", a.join(", ")));
+            }
             for n in &r.notes {
                 s.push_str(&format!("    note: {n}\n"));
             }

@@ -77,7 +77,9 @@ pub async fn add(client: &Client, path: &str, tag: &str, list: List, ours: Value
                     code: ErrorCode::DigestInvalid | ErrorCode::BlobUnknown | ErrorCode::ManifestBlobUnknown,
                     ref message,
                     ..
-                })) => tracing::info!(tag, "the registry refused the list while another signer wrote ({message}): again"),
+                })) => {
+                    tracing::info!(tag, "the registry refused the list while another signer wrote ({message}): again")
+                }
                 Err(e) => return Err(e),
             }
         }

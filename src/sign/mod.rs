@@ -12,6 +12,7 @@ pub mod keyless;
 pub mod keys;
 mod merge;
 mod prepared;
+pub mod provenance;
 pub mod rekor;
 pub mod tlog;
 pub mod trust;
@@ -165,6 +166,8 @@ pub struct Subject {
     pub digest: Digest,
     pub media_type: String,
     pub size: u64,
+    /// Where it came from (`provenance`): written into each signature.
+    pub annotations: provenance::Annotations,
 }
 
 /// What signing wrote.
@@ -181,25 +184,28 @@ pub struct Signed {
 }
 
 /// cosign's simple-signing payload, byte for byte as cosign writes it.
-pub fn simple_signing_payload(repository: &str, digest: &Digest) -> Vec<u8> {
+/// `annotations` go in `optional` (null without any), as `cosign sign -a` writes them.
+pub fn simple_signing_payload(repository: &str, digest: &Digest, annotations: &provenance::Annotations) -> Vec<u8> {
+    let optional = if annotations.is_empty() { Value::Null } else { json!(annotations) };
     let v = json!({
         "critical": {
             "identity": {"docker-reference": repository},
             "image": {"docker-manifest-digest": digest.as_str()},
             "type": "cosign container image signature"
         },
-        "optional": null
+        "optional": optional
     });
     v.to_string().into_bytes()
 }
 
-/// The in-toto statement cosign v3 signs.
-pub fn statement(repository: &str, digest: &Digest) -> Vec<u8> {
+/// The in-toto statement cosign v3 signs; `annotations` in its predicate (empty without any).
+pub fn statement(repository: &str, digest: &Digest, annotations: &provenance::Annotations) -> Vec<u8> {
+    let predicate = if annotations.is_empty() { json!({}) } else { json!({"annotations": annotations}) };
     json!({
         "_type": "https://in-toto.io/Statement/v1",
         "subject": [{"name": repository, "digest": {"sha256": digest.hex()}}],
         "predicateType": PREDICATE_TYPE,
-        "predicate": {}
+        "predicate": predicate
     })
     .to_string()
     .into_bytes()
@@ -289,19 +295,14 @@ pub async fn sign(
 
 /// Adds a signature layer to the `.sig` manifest; `true` when this signer's was already there.
 async fn sign_legacy(client: &Client, path: &str, subject: &Subject, signer: Signer<'_>) -> Result<bool, SignError> {
-    let payload = simple_signing_payload(&subject.repository, &subject.digest);
+    let payload = simple_signing_payload(&subject.repository, &subject.digest, &subject.annotations);
     let payload_digest = Digest::of(&payload);
     let tag = legacy_tag(&subject.digest);
     let layers = match manifest_json(client, path, &tag).await? {
         Some(m) => descriptors(&m, &tag, "layers")?,
         None => Vec::new(),
     };
-    let already = layers.iter().any(|l| {
-        l.get("digest").and_then(Value::as_str) == Some(payload_digest.as_str())
-            && annotation(l, SIGNATURE_ANNOTATION)
-                .is_some_and(|sig| signer.made(sig, &payload, annotation(l, CERT_ANNOTATION)))
-    });
-    if already {
+    if signed_before(client, &layers, (&payload, &payload_digest), signer).await? {
         return Ok(true);
     }
     client.put_blob(&payload).await?;
@@ -326,6 +327,35 @@ async fn sign_legacy(client: &Client, path: &str, subject: &Subject, signer: Sig
     Ok(false)
 }
 
+/// Whether one of `layers` is this signer's signature of the same image: the same payload, or
+/// one that differs only in its annotations (another run of the same image: a re-run adds no
+/// second signature, in either format).
+async fn signed_before(
+    client: &Client,
+    layers: &[Value],
+    (payload, payload_digest): (&[u8], &Digest),
+    signer: Signer<'_>,
+) -> Result<bool, SignError> {
+    let critical = |bytes: &[u8]| serde_json::from_slice::<Value>(bytes).ok().and_then(|v| v.get("critical").cloned());
+    let ours = critical(payload);
+    for l in layers {
+        let Some(sig) = annotation(l, SIGNATURE_ANNOTATION) else { continue };
+        let Some(d) = l.get("digest").and_then(Value::as_str).and_then(|d| d.parse::<Digest>().ok()) else { continue };
+        let theirs = if &d == payload_digest {
+            payload.to_vec()
+        } else {
+            match client.get_blob(&d, MAX_SIGNATURE_BLOB).await? {
+                Some(b) if critical(&b) == ours => b,
+                _ => continue,
+            }
+        };
+        if signer.made(sig, &theirs, annotation(l, CERT_ANNOTATION)) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// The bundle referrer of `subject` by this signer, written (with the fallback index listing
 /// it) unless it is already there; `true` when it was.
 async fn sign_bundle(
@@ -334,7 +364,7 @@ async fn sign_bundle(
     subject: &Subject,
     signer: Signer<'_>,
 ) -> Result<(Digest, bool), SignError> {
-    let statement = statement(&subject.repository, &subject.digest);
+    let statement = statement(&subject.repository, &subject.digest, &subject.annotations);
     let tag = fallback_tag(&subject.digest);
     let entries = match manifest_json(client, path, &tag).await? {
         Some(index) => descriptors(&index, &tag, "manifests")?,

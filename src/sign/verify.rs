@@ -56,6 +56,11 @@ pub struct SignatureReport {
     /// The integrated time, once its SET verified.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub integrated_time: Option<i64>,
+    /// What the signature says of the image's source (`git.sha`, `git.ref`, `github.*`): the
+    /// legacy payload's `optional`, a bundle statement's `predicate.annotations`. Signed, so
+    /// trusted as far as the signature is.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub annotations: super::provenance::Annotations,
 }
 
 /// What `publish verify` found.
@@ -83,6 +88,7 @@ struct Material {
     entries: Vec<LogEntry>,
     /// Bundles from v0.2 on carry inclusion proofs; legacy annotations only the SET.
     require_proof: bool,
+    annotations: super::provenance::Annotations,
 }
 
 /// A bundle's parts (v0.3, or v0.1/v0.2 with a certificate chain).
@@ -236,6 +242,7 @@ fn report(format: &'static str, digest: &str) -> SignatureReport {
         failed: None,
         notes: Vec::new(),
         integrated_time: None,
+        annotations: Default::default(),
     }
 }
 
@@ -264,6 +271,7 @@ pub async fn verify(
             let mut r = report("legacy", d.as_str());
             let result = legacy_material(client, l, &d, digest).await?.and_then(|m| {
                 r.passed.push("digest");
+                r.annotations = m.annotations.clone();
                 verifier.check(&m, opts, &mut r)
             });
             record(&mut out, r, result);
@@ -281,6 +289,7 @@ pub async fn verify(
                 None => Err("the referrer or its bundle is missing or unreadable".into()),
                 Some(bundle) => bundle_material(&bundle, digest).and_then(|m| {
                     r.passed.push("digest");
+                    r.annotations = m.annotations.clone();
                     verifier.check(&m, opts, &mut r)
                 }),
             };
@@ -321,6 +330,7 @@ async fn legacy_material(
             chain: annotation(layer, CHAIN_ANNOTATION).map(split_pem).unwrap_or_default(),
             entries,
             require_proof: false,
+            annotations: super::provenance::read(claims.get("optional")),
         })
     })())
 }
@@ -331,7 +341,9 @@ fn bundle_material(bundle: &Value, digest: &Digest) -> Result<Material, Rejected
         return Err(format!("digest: the statement is not a cosign signature of {digest}").into());
     }
     let entries = b.entries.iter().map(LogEntry::from_bundle_entry).collect::<Result<Vec<_>, _>>()?;
+    let annotations = super::provenance::read(b.statement.pointer("/predicate/annotations"));
     Ok(Material {
+        annotations,
         signature: b.signature,
         signed: b.signed,
         payload_sha256: Sha256::digest(&b.payload).to_vec(),

@@ -453,3 +453,66 @@ fn cosign_verifies_the_signature_of_a_docker_source_made_as_it_was_pushed() {
         .unwrap();
     assert!(out.status.success(), "cosign refused the docker source's signature:\n{}", out_text(&out));
 }
+
+/// Every signature says where the image came from (GitHub's variables): cosign checks the
+/// legacy one's with `-a` and accepts the bundle whose statement carries them; `publish verify`
+/// prints them for both; a re-run of the same image (another attempt) adds no second signature.
+#[test]
+fn signatures_carry_the_images_source_and_cosign_checks_it() {
+    let Some(t) = Setup::new(153) else { return };
+    let s = sigstore::start();
+    let ours = t.key_pair("ours");
+    let key = ours.join("cosign.key").display().to_string();
+    let sha = "0123456789abcdef0123456789abcdef01234567";
+    let env = |attempt: &str| -> Vec<(&str, String)> {
+        [("GITHUB_SHA", sha), ("GITHUB_REF", "refs/heads/main"), ("GITHUB_REPOSITORY", "acme/app")]
+            .into_iter()
+            .chain([("GITHUB_RUN_ID", "4242"), ("GITHUB_RUN_ATTEMPT", attempt)])
+            .map(|(k, v)| (k, v.to_string()))
+            .collect()
+    };
+    t.publish("both", json!({"key": key, "format": "both"}), &env("1"));
+    let cosign = |extra: &[&str]| {
+        let out = t
+            .cosign()
+            .args(["verify", "--allow-http-registry", "--insecure-ignore-tlog", "--key"])
+            .arg(ours.join("cosign.pub"))
+            .args(extra)
+            .arg(t.reference("both"))
+            .output()
+            .unwrap();
+        (out.status.success(), out_text(&out))
+    };
+    let root = s.trusted_root().display().to_string();
+    let (ok, out) = cosign(&["--new-bundle-format", "--trusted-root", &root]);
+    assert!(ok, "cosign refused a bundle whose statement carries annotations: {out}");
+    t.publish("legacy", json!({"key": key, "format": "legacy"}), &env("1"));
+    let legacy = |extra: &[&str]| {
+        let out = t
+            .cosign()
+            .args(["verify", "--allow-http-registry", "--insecure-ignore-tlog", "--key"])
+            .arg(ours.join("cosign.pub"))
+            .args(extra)
+            .arg(t.reference("legacy"))
+            .output()
+            .unwrap();
+        (out.status.success(), out_text(&out))
+    };
+    let (ok, out) = legacy(&["-a", &format!("git.sha={sha}"), "-a", "github.run_id=4242"]);
+    assert!(ok, "cosign -a refused publish's annotations: {out}");
+    let (ok, out) = legacy(&["-a", "git.sha=ffffffffffffffffffffffffffffffffffffffff"]);
+    assert!(!ok, "cosign -a accepted another commit: {out}");
+
+    // Attempt 2 of the same run: the signatures already there stay the only ones.
+    t.publish("both", json!({"key": key, "format": "both"}), &env("2"));
+    let out = run(publish(t.work.path())
+        .args(["verify", &t.reference("both"), "--insecure", "--key"])
+        .arg(ours.join("cosign.pub")));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("legacy (.sig): 1 valid") && stdout.contains("bundle (referrer): 1 valid"), "{stdout}");
+    let line = format!(
+        "annotations: git.ref=refs/heads/main, git.sha={sha}, github.repository=acme/app, github.run_attempt=1, github.run_id=4242"
+    );
+    assert_eq!(stdout.matches(&line).count(), 2, "{stdout}");
+}

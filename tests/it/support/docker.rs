@@ -60,7 +60,7 @@ pub fn save_layers(path: &Path, layers: &[Vec<u8>], tag: &str) -> Vec<String> {
 /// A Docker Engine stand-in on a unix socket: answers the image-export call with a real
 /// `docker save` archive (chunked, as the daemon streams it) and 404 for other images.
 pub fn fake_daemon(dir: &Path, archive: Vec<u8>) -> std::path::PathBuf {
-    use std::io::{BufRead, BufReader, Write};
+    use std::io::{BufRead, BufReader};
     let socket = dir.join("docker.sock");
     let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
     std::thread::spawn(move || {
@@ -68,33 +68,39 @@ pub fn fake_daemon(dir: &Path, archive: Vec<u8>) -> std::path::PathBuf {
             let mut out = stream.try_clone().unwrap();
             let mut reader = BufReader::new(stream);
             let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
             loop {
                 let mut h = String::new();
-                reader.read_line(&mut h).unwrap();
-                if h.trim().is_empty() {
+                if reader.read_line(&mut h).map_or(true, |n| n == 0) || h.trim().is_empty() {
                     break;
                 }
             }
-            if line.starts_with("GET /images/app:v1/get ") {
-                write!(out, "HTTP/1.1 200 OK\r\nContent-Type: application/x-tar\r\nTransfer-Encoding: chunked\r\n\r\n")
-                    .unwrap();
-                for chunk in archive.chunks(100_000) {
-                    write!(out, "{:x}\r\n", chunk.len()).unwrap();
-                    out.write_all(chunk).unwrap();
-                    write!(out, "\r\n").unwrap();
-                }
-                write!(out, "0\r\n\r\n").unwrap();
-            } else {
-                let body = r#"{"message":"reference does not exist"}"#;
-                write!(
-                    out,
-                    "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                )
-                .unwrap();
-            }
+            // A client that stops reading (the push has what it needs) closes the connection:
+            // that ends this answer, never the stand-in.
+            let _ = answer(&mut out, &line, &archive);
         }
     });
     socket
+}
+
+/// The stand-in's answer to one request line: the archive for `app:v1`, else a 404.
+fn answer(out: &mut impl std::io::Write, line: &str, archive: &[u8]) -> std::io::Result<()> {
+    if line.starts_with("GET /images/app:v1/get ") {
+        write!(out, "HTTP/1.1 200 OK\r\nContent-Type: application/x-tar\r\nTransfer-Encoding: chunked\r\n\r\n")?;
+        for chunk in archive.chunks(100_000) {
+            write!(out, "{:x}\r\n", chunk.len())?;
+            out.write_all(chunk)?;
+            write!(out, "\r\n")?;
+        }
+        write!(out, "0\r\n\r\n")
+    } else {
+        let body = r#"{"message":"reference does not exist"}"#;
+        write!(
+            out,
+            "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    }
 }
