@@ -35,6 +35,8 @@ pub struct Inputs<'a> {
     pub config: ClientConfig,
     /// Docker Hub's API (`load::ServiceUrls`).
     pub dockerhub_api: &'a str,
+    /// Where the images came from, for their signatures (`sign::provenance`).
+    pub provenance: sign::provenance::Annotations,
 }
 
 pub async fn execute(plan: &Plan, inputs: Inputs<'_>) -> RunReport {
@@ -131,7 +133,7 @@ async fn target(
     let mut outcome = push::push(image, &dest).await;
     let signs = t.steps.contains(&TargetStep::Sign);
     if let (push::Status::Pushed, Some(signer), true) = (outcome.status, signer, signs) {
-        match sign_pushed(&dest, &outcome, (signer, sign::provenance::from_environment(inputs.env)), format).await {
+        match sign_pushed(&dest, &outcome, (signer, inputs.provenance.clone()), format).await {
             Ok(signed) => outcome.signed = Some(signed),
             Err(e) => {
                 outcome.status = push::Status::PushedUnsigned;

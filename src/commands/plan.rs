@@ -19,7 +19,9 @@ pub async fn plan(args: PlanArgs, env: &Env, actions: Option<&github::Actions>) 
     )
     .await;
     let (mut plan, _) = plan::finish(&resolved, &images, &measured)?;
-    plan::look_up_layers(&mut plan, env, args.measure, &resolved.transfer).await;
+    if !args.matrix {
+        plan::look_up_layers(&mut plan, env, args.measure, &resolved.transfer).await;
+    }
     if args.matrix {
         super::print_out(&format!("{}\n", crate::report::json(&plan.matrix())));
     } else {

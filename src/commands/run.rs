@@ -82,6 +82,8 @@ pub async fn run(args: RunArgs, env: &Env, actions: Option<&github::Actions>) ->
         env,
         config,
         dockerhub_api: &urls.dockerhub_api,
+        // `git` where the policy is, as for tag templates (a saved plan: the working directory).
+        provenance: crate::sign::provenance::from_environment(env, resolved.as_ref().and(args.policy.policy.parent())),
     };
     let report = execute::execute(&plan, inputs).await;
     super::print_json_or(args.policy.output, &report, || crate::report::run_text(&report));

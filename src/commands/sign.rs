@@ -87,7 +87,7 @@ pub async fn sign(args: SignArgs, env: &Env) -> anyhow::Result<ExitStatus> {
         digest,
         media_type: found.media_type,
         size: found.size,
-        annotations: sign::provenance::from_environment(env),
+        annotations: sign::provenance::from_environment(env, None),
     };
     let signed = sign::sign(&client, &reference.repository, &subject, signer, args.format).await?;
     super::print_json_or(args.output, &signed, || {

@@ -13,11 +13,10 @@ use tokio::sync::mpsc;
 
 use crate::types::{Digest, LayerCompression};
 
-/// gzip's level for layers Docker saved uncompressed. On a 1.35 GB `docker save` of real file
-/// trees (libraries, binaries, docs), pushed by skopeo (515.1 MB of layers) on two cores:
-/// level 1 gives 631.1 MB (+23 %), 2 gives 531.5 MB (+3.2 %), 3 gives 514.0 MB (−0.2 %) for
-/// 1.1 CPU-s more than 2, 6 gives 499.8 MB for 6 CPU-s more. 3 stays within skopeo's size with
-/// margin on images that compress less well.
+/// gzip's level for layers Docker saved uncompressed: the fastest within 5 % of skopeo's size.
+/// On the 1.68 GB `docker save` of real file trees of scripts/bench (skopeo: 609.7 MB of
+/// layers), one core: level 1 gives 753.6 MB (+24 %) in 10.1 s, 2 gives 632.2 MB (+3.7 %) in
+/// 12.6 s, 3 gives 609.0 MB in 15.1 s (docs/performance.md).
 pub const GZIP_LEVEL: u32 = 2;
 /// zstd's level, its CLI's default.
 pub const ZSTD_LEVEL: i32 = 3;

@@ -79,7 +79,7 @@ pub struct Transfer {
     /// `gzip` (default), `zstd` or `none`.
     #[serde(default)]
     pub compression: Option<Located<crate::types::LayerCompression>>,
-    /// The compressor's level: gzip 1–9 (default 3), zstd 1–19 (default 3).
+    /// The compressor's level: gzip 1–9 (default 2), zstd 1–19 (default 3).
     #[serde(default)]
     pub compression_level: Option<Located<u32>>,
 }

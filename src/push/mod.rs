@@ -298,6 +298,10 @@ pub async fn would_write(image: &Image, dest: &Destination) -> Result<WouldWrite
         .buffered(dest.access.config.concurrency.max(1))
         .try_collect()
         .await?;
+    // A layer taken from an image here whose blob turns out missing is to be sent, not reused.
+    let missing: Vec<Digest> =
+        blobs.iter().zip(&present).filter(|(_, here)| !**here).map(|((d, _), _)| d.digest.clone()).collect();
+    out.layers_reused.retain(|l| l.digest.as_ref().is_some_and(|d| !missing.contains(d)));
     for ((d, compress), here) in blobs.into_iter().zip(present) {
         if compress {
             out.layers_to_compress.push(d.digest.clone());

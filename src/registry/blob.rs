@@ -76,7 +76,10 @@ impl Client {
                 // signers, whose payloads and configs are the same): the blob is
                 // content-addressed, so once the registry holds it under this digest it is
                 // this one. Asked again, a few times.
-                Err(RegistryError::Api { code: super::ErrorCode::DigestInvalid, .. }) if attempt < 4 => {
+                Err(
+                    RegistryError::DigestRefused { .. }
+                    | RegistryError::Api { code: super::ErrorCode::DigestInvalid, .. },
+                ) if attempt < 4 => {
                     tracing::debug!(%digest, "an upload of the same blob at the same time: asking again");
                     tokio::time::sleep(std::time::Duration::from_millis(25 * u64::from(attempt))).await;
                 }

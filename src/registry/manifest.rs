@@ -81,10 +81,42 @@ impl Client {
     /// Puts a manifest under `reference` (a tag or its digest) and checks the digest the
     /// registry computed, when it says.
     pub async fn put_manifest(&self, reference: &str, media_type: &str, bytes: &[u8]) -> Result<Digest, RegistryError> {
+        self.put_manifest_with(reference, media_type, bytes, true).await
+    }
+
+    /// `put_manifest` in one try, never sent again late: for a list other writers rewrite,
+    /// where a PUT built from an old read must not land after theirs (the caller reads again).
+    pub async fn put_manifest_once(
+        &self,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<Digest, RegistryError> {
+        self.put_manifest_with(reference, media_type, bytes, false).await
+    }
+
+    async fn put_manifest_with(
+        &self,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+        retry: bool,
+    ) -> Result<Digest, RegistryError> {
         let digest = Digest::of(bytes);
         let url = self.url(&format!("v2/{}/manifests/{reference}", self.repository));
         let body = bytes.to_vec();
-        let resp = self.send(Method::PUT, url, |r| r.header(CONTENT_TYPE, media_type).body(body.clone())).await?;
+        let build = |r: reqwest::RequestBuilder| r.header(CONTENT_TYPE, media_type).body(body.clone());
+        let resp = if retry {
+            self.send(Method::PUT, url, build).await?
+        } else {
+            let resp = self.attempt(&Method::PUT, &url, &build, true).await?;
+            if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
+                self.authenticate().await?;
+                self.attempt(&Method::PUT, &url, &build, true).await?
+            } else {
+                resp
+            }
+        };
         if !resp.status().is_success() {
             return Err(self.api_error(resp).await);
         }

@@ -144,7 +144,7 @@ fn hint_for(status: u16) -> &'static str {
 }
 
 impl RegistryError {
-    fn retryable(&self) -> bool {
+    pub fn retryable(&self) -> bool {
         match self {
             RegistryError::Transport { .. } | RegistryError::Throttled { .. } => true,
             RegistryError::Api { status, code, .. } => {

@@ -176,7 +176,13 @@ impl Client {
                 return Err(error);
             }
             tokio::time::sleep(self.retry().delay(failures)).await;
-            let (kept, next) = self.upload_status(&location).await?;
+            let (kept, next) = match self.upload_status(&location).await {
+                Ok(status) => status,
+                Err(status) => {
+                    tracing::warn!(registry = %self.registry, %error, "a part failed, and its session could not be asked where it stands");
+                    return Err(status);
+                }
+            };
             if kept < offset + held || kept > offset + len {
                 return Err(RegistryError::session_lost(
                     &self.registry,

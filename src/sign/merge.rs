@@ -6,8 +6,10 @@
 //! signer wrote, or saw there before, that is missing is merged in and written again, until a
 //! read after a pause (twice this signer's own read-to-write time, with jitter) still finds it
 //! all. Entries are only ever added here, never removed; the expensive work (signing, the
-//! transparency log, the blobs) is done before the first read, so that the read-to-write window
-//! another signer can fall into is one request wide.
+//! transparency log, the blobs) is done before the first read, the `.sig` manifest's config goes
+//! up before a last read, and the PUT goes in one try (a retried PUT could land late, over
+//! another signer's settled write): between the read a write rests on and the write, one
+//! request.
 
 use std::time::{Duration, Instant};
 
@@ -43,13 +45,10 @@ pub async fn add(client: &Client, path: &str, tag: &str, list: List, ours: Value
     let mut seen = vec![ours];
     let mut confirmed = false;
     let mut window = Duration::ZERO;
+    let mut refusal = None;
     for attempt in 0..ATTEMPTS {
         let started = Instant::now();
-        let base = manifest_json(client, path, tag).await?;
-        let current = match &base {
-            Some(m) => descriptors(m, tag, list.field())?,
-            None => Vec::new(),
-        };
+        let (base, current) = read(client, path, tag, list).await?;
         let missing: Vec<Value> = seen.iter().filter(|s| !current.contains(s)).cloned().collect();
         if missing.is_empty() {
             if confirmed {
@@ -66,26 +65,45 @@ pub async fn add(client: &Client, path: &str, tag: &str, list: List, ours: Value
                     seen.push(c.clone());
                 }
             }
-            let mut merged = current;
-            merged.extend(missing);
-            match write(client, tag, list, base, merged).await {
-                Ok(()) => window = window.max(started.elapsed()),
-                // Distribution 2.8 answers DIGEST_INVALID (or BLOB_UNKNOWN) to a manifest whose
-                // blob another signer is linking into the repository at that moment: asked
-                // again, as a list another signer rewrote is.
-                Err(SignError::Registry(RegistryError::Api {
-                    code: ErrorCode::DigestInvalid | ErrorCode::BlobUnknown | ErrorCode::ManifestBlobUnknown,
-                    ref message,
-                    ..
-                })) => {
-                    tracing::info!(tag, "the registry refused the list while another signer wrote ({message}): again")
+            match write(client, (path, tag, list), base, &current, missing).await {
+                Ok(true) => window = window.max(started.elapsed()),
+                Ok(false) => tracing::debug!(tag, "the list changed while its config went up: read again"),
+                Err(SignError::Registry(e)) if again(&e) => {
+                    tracing::info!(tag, "the list was not written while other signers wrote ({e}): again");
+                    refusal = Some(e.to_string());
                 }
                 Err(e) => return Err(e),
             }
         }
         tokio::time::sleep(pause(window, attempt)).await;
     }
-    Err(SignError::Contended { tag: tag.to_string(), attempts: ATTEMPTS })
+    let last = refusal.map(|e| format!(" (the registry's last refusal: {e})")).unwrap_or_default();
+    Err(SignError::Contended { tag: tag.to_string(), attempts: ATTEMPTS, last })
+}
+
+/// A failed write that the next round may cure: the transport's and the registry's passing
+/// failures, and what distribution 2.8 answers while another signer links the same blob
+/// (DIGEST_INVALID, BLOB_UNKNOWN).
+fn again(e: &RegistryError) -> bool {
+    e.retryable()
+        || matches!(
+            e,
+            RegistryError::DigestRefused { .. }
+                | RegistryError::Api {
+                    code: ErrorCode::DigestInvalid | ErrorCode::BlobUnknown | ErrorCode::ManifestBlobUnknown,
+                    ..
+                }
+        )
+}
+
+/// The manifest at `tag` (if any) and its list.
+async fn read(client: &Client, path: &str, tag: &str, list: List) -> Result<(Option<Value>, Vec<Value>), SignError> {
+    let base = manifest_json(client, path, tag).await?;
+    let current = match &base {
+        Some(m) => descriptors(m, tag, list.field())?,
+        None => Vec::new(),
+    };
+    Ok((base, current))
 }
 
 /// Twice the longest read-to-write time seen, plus 20 to 80 ms of jitter (growing with the
@@ -97,15 +115,19 @@ fn pause(window: Duration, attempt: u32) -> Duration {
     window * 2 + Duration::from_millis(20 + noise + 10 * u64::from(attempt.min(8)))
 }
 
-/// Writes the list: a `.sig` manifest with its config (whose diff_ids are the layers'), or the
-/// index as read with its entries replaced.
+/// Writes `current` with `missing` added: a `.sig` manifest with its config (whose diff_ids are
+/// the layers'), or the index as read with its entries replaced. The PUT goes in one try, right
+/// after a read (for a `.sig` manifest, a read after its config went up) that still shows
+/// `current`; `false` when the list changed meanwhile (nothing written: read again).
 async fn write(
     client: &Client,
-    tag: &str,
-    list: List,
+    (path, tag, list): (&str, &str, List),
     base: Option<Value>,
-    entries: Vec<Value>,
-) -> Result<(), SignError> {
+    current: &[Value],
+    missing: Vec<Value>,
+) -> Result<bool, SignError> {
+    let mut entries = current.to_vec();
+    entries.extend(missing);
     match list {
         List::Signatures => {
             let diff_ids: Vec<Value> = entries.iter().filter_map(|l| l.get("digest").cloned()).collect();
@@ -116,19 +138,22 @@ async fn write(
             .to_string()
             .into_bytes();
             let config_digest = client.put_blob(&config).await?;
+            if read(client, path, tag, list).await?.1 != current {
+                return Ok(false);
+            }
             let manifest = json!({
                 "schemaVersion": 2,
                 "mediaType": OCI_MANIFEST,
                 "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": config.len(), "digest": config_digest.as_str()},
                 "layers": entries
             });
-            client.put_manifest(tag, OCI_MANIFEST, manifest.to_string().as_bytes()).await?;
+            client.put_manifest_once(tag, OCI_MANIFEST, manifest.to_string().as_bytes()).await?;
         }
         List::Referrers => {
             let mut index = base.unwrap_or_else(|| json!({"schemaVersion": 2, "mediaType": OCI_INDEX}));
             index["manifests"] = Value::Array(entries);
-            client.put_manifest(tag, OCI_INDEX, index.to_string().as_bytes()).await?;
+            client.put_manifest_once(tag, OCI_INDEX, index.to_string().as_bytes()).await?;
         }
     }
-    Ok(())
+    Ok(true)
 }

@@ -153,9 +153,9 @@ pub enum SignError {
     )]
     Unparsable { tag: String, why: String },
     #[error(
-        "other signers kept rewriting {tag} at the same time: after {attempts} reads and writes this signature is not settled in it; sign again"
+        "other signers kept rewriting {tag} at the same time: after {attempts} reads and writes this signature is not settled in it{last}; sign again"
     )]
-    Contended { tag: String, attempts: u32 },
+    Contended { tag: String, attempts: u32, last: String },
 }
 
 /// The image being signed, as pushed.
@@ -344,8 +344,9 @@ async fn signed_before(
         let theirs = if &d == payload_digest {
             payload.to_vec()
         } else {
-            match client.get_blob(&d, MAX_SIGNATURE_BLOB).await? {
-                Some(b) if critical(&b) == ours => b,
+            // Another signer's blob that cannot be read is not ours: skipped, never fatal.
+            match client.get_blob(&d, MAX_SIGNATURE_BLOB).await {
+                Ok(Some(b)) if critical(&b) == ours => b,
                 _ => continue,
             }
         };

@@ -5,6 +5,7 @@
 //! the commit and branch from `git` in the working directory.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use crate::credentials::Env;
@@ -25,8 +26,9 @@ pub const KEYS: [(&str, &str); 6] = [
 /// A value longer than this is left out (none of these is ever near it).
 const MAX_VALUE: usize = 512;
 
-/// The annotations this run's signatures carry.
-pub fn from_environment(env: &Env) -> Annotations {
+/// The annotations this run's signatures carry; `git` runs in `dir` (the policy's directory,
+/// as for tag templates), else in the working directory.
+pub fn from_environment(env: &Env, dir: Option<&Path>) -> Annotations {
     let mut out = Annotations::new();
     for (key, var) in KEYS {
         if let Some(v) = env.get(var).filter(|v| !v.is_empty() && v.len() <= MAX_VALUE) {
@@ -34,21 +36,25 @@ pub fn from_environment(env: &Env) -> Annotations {
         }
     }
     if !out.contains_key("git.sha")
-        && let Some(sha) = git(&["rev-parse", "HEAD"])
+        && let Some(sha) = git(dir, &["rev-parse", "HEAD"])
     {
         out.insert("git.sha".into(), sha);
     }
     if !out.contains_key("git.ref")
-        && let Some(r) = git(&["symbolic-ref", "-q", "HEAD"])
+        && let Some(r) = git(dir, &["symbolic-ref", "-q", "HEAD"])
     {
         out.insert("git.ref".into(), r);
     }
     out
 }
 
-/// One line of `git`'s output in the working directory, when it succeeds.
-fn git(args: &[&str]) -> Option<String> {
-    let out = Command::new("git").args(args).stdin(Stdio::null()).stderr(Stdio::null()).output().ok()?;
+/// One line of `git`'s output in `dir`, when it succeeds.
+fn git(dir: Option<&Path>, args: &[&str]) -> Option<String> {
+    let mut cmd = Command::new("git");
+    if let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) {
+        cmd.arg("-C").arg(d);
+    }
+    let out = cmd.args(args).stdin(Stdio::null()).stderr(Stdio::null()).output().ok()?;
     let s = String::from_utf8(out.stdout).ok()?.trim().to_string();
     (out.status.success() && !s.is_empty() && s.len() <= MAX_VALUE && !s.contains('\n')).then_some(s)
 }
@@ -61,5 +67,6 @@ pub fn read(map: Option<&serde_json::Value>) -> Annotations {
         .flatten()
         .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
         .filter(|(k, v)| k.len() <= MAX_VALUE && v.len() <= MAX_VALUE)
+        .filter(|(k, v)| !k.chars().chain(v.chars()).any(char::is_control))
         .collect()
 }

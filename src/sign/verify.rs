@@ -226,6 +226,8 @@ fn record(out: &mut Verified, mut report: SignatureReport, result: Result<(), Re
             }
         }
         Err(why) => {
+            // What a signature that does not verify claims is nobody's word: not shown.
+            report.annotations.clear();
             out.invalid.push(format!("{} {}: {why}", report.format, report.digest));
             report.failed = Some(why.0);
         }
