@@ -182,6 +182,25 @@ impl Session {
         &self.chain[0]
     }
 
+    /// Whether a signature found in the registry is this workflow's: its certificate (`cert`,
+    /// PEM) names this session's identity and chains to the CA that issued this session's
+    /// certificate (at its own start: Fulcio's certificates live minutes), and its key made
+    /// `signature_b64` over `msg`. A copied certificate beside a signature it did not make, or
+    /// a certificate of the same identity from anyone else, is not.
+    pub fn made(&self, cert: &str, signature_b64: &str, msg: &[u8]) -> bool {
+        let Ok((who, _)) = identity(cert) else { return false };
+        let (Some(issuers), Ok(any)) = (self.chain.get(1..), Matcher::regex(".*")) else { return false };
+        let Ok(trust) = super::trust::TrustedRoot::from_pem(issuers.join("\n").as_bytes(), None, None) else {
+            return false;
+        };
+        let Ok(leaf) = x509_cert::Certificate::from_pem(cert.as_bytes()) else { return false };
+        let start = leaf.tbs_certificate().validity().not_before.to_unix_duration().as_secs() as i64;
+        let policy = Policy { identity: Matcher::Exact(self.identity.clone()), issuer: any };
+        who == self.identity
+            && check_certificate(cert, &[], &policy, &trust, start + 1, true).is_ok()
+            && certificate_key(cert).is_ok_and(|k| super::verifies(&k, signature_b64, msg))
+    }
+
     pub fn leaf_der(&self) -> Result<Vec<u8>, SignError> {
         let cert = x509_cert::Certificate::from_pem(self.chain[0].as_bytes()).map_err(err)?;
         cert.to_der().map_err(err)

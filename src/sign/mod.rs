@@ -63,11 +63,12 @@ impl Signer<'_> {
     }
 
     /// Whether an existing signature is this signer's: made with the same key, or (keyless,
-    /// where certificates are short-lived) carrying the same identity.
+    /// where certificates are short-lived) by a certificate of the same identity from the same
+    /// Fulcio CA, whose key made the signature.
     fn made(&self, signature_b64: &str, msg: &[u8], cert: Option<&str>) -> bool {
         match self {
             Signer::Key(k, _) => k.verification_key().is_ok_and(|key| verifies(&key, signature_b64, msg)),
-            Signer::Keyless(s) => cert.is_some_and(|c| keyless::identity(c).is_ok_and(|(who, _)| who == s.identity)),
+            Signer::Keyless(s) => cert.is_some_and(|c| s.made(c, signature_b64, msg)),
         }
     }
 }

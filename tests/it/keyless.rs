@@ -10,6 +10,8 @@ use crate::support::image::write_layout;
 use crate::support::policy::Policy;
 use crate::support::sigstore::{self, ISSUER, REQUEST_TOKEN};
 use crate::support::{Registry, RegistryOptions, publish, run, text};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 
 fn policy(work: &Path, reg: &Registry, s: &sigstore::Sigstore) {
@@ -47,7 +49,7 @@ fn keyless_signs_through_fulcio_and_rekor_and_verifies_the_workflow_identity() {
     let reg = Registry::start(RegistryOptions::default());
     let s = sigstore::start();
     let work = tempfile::tempdir().unwrap();
-    write_layout(&work.path().join("img"), 80, &[20_000], "linux", "amd64", "latest");
+    let img = write_layout(&work.path().join("img"), 80, &[20_000], "linux", "amd64", "latest");
     policy(work.path(), &reg, &s);
     let token = sigstore::token();
     for round in 0..2 {
@@ -68,6 +70,30 @@ fn keyless_signs_through_fulcio_and_rekor_and_verifies_the_workflow_identity() {
         }
     }
     assert_eq!(s.rekor_entries.lock().unwrap().len(), 2, "one entry per format, none added by the second run");
+
+    // A legacy signature whose certificate is this workflow's but whose signature its key did
+    // not make (the certificate copied beside garbage) is not taken for this run's own: the
+    // next run signs again.
+    let sig_tag = format!("sha256-{}.sig", &img.manifest_digest[7..]);
+    let raw = reg.inspect(&format!("{}/ml/app:{sig_tag}", reg.host), true).stdout;
+    let mut forged: Value = serde_json::from_slice(&raw).unwrap();
+    forged["layers"][0]["annotations"]["dev.cosignproject.cosign/signature"] = json!(B64.encode([7u8; 64]));
+    forged["layers"][0]["annotations"].as_object_mut().unwrap().remove("dev.sigstore.cosign/bundle");
+    support::curl_put_manifest(
+        &reg,
+        "ml/app",
+        &sig_tag,
+        "application/vnd.oci.image.manifest.v1+json",
+        &forged.to_string(),
+    );
+    let out = run(publish(work.path())
+        .args(["run", "-o", "json"])
+        .env("ACTIONS_ID_TOKEN_REQUEST_URL", s.token_url())
+        .env("ACTIONS_ID_TOKEN_REQUEST_TOKEN", REQUEST_TOKEN));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let json: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["images"][0]["targets"][0]["signed"]["already_signed"], json!(["bundle"]), "{json}");
 
     let identity = sigstore::identity();
     for format in ["legacy", "bundle", "both"] {
