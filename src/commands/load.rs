@@ -106,6 +106,7 @@ pub async fn open_image(source: &SourcePlan, env: &Env, config: &ClientConfig) -
         compression: source.compression,
         compression_level: source.compression_level,
         docker_socket: crate::image::daemon::socket_path(env.get("DOCKER_HOST").map(String::as_str))?,
+        read_timeout: config.read_timeout,
     };
     match (&transport, &source.registry) {
         (Transport::Registry { reference }, access) => {

@@ -17,6 +17,8 @@ use super::ImageError;
 pub struct Export {
     pub name: String,
     pub socket: PathBuf,
+    /// A daemon that sends nothing for this long has hung (`transfer.read_timeout`).
+    pub read_timeout: std::time::Duration,
 }
 
 /// Entries of the export kept in memory when opening: every file up to this size (configs,
@@ -35,7 +37,7 @@ pub struct Scanned {
 impl Export {
     /// The export's bytes, streamed from the daemon.
     pub fn open(&self) -> Result<Box<dyn Read + Send>, ImageError> {
-        request(&self.name, &self.socket)
+        request(&self.name, &self.socket, self.read_timeout)
     }
 
     /// Reads the whole export once, keeping small files and every file's size.
@@ -97,17 +99,15 @@ pub fn socket_path(docker_host: Option<&str>) -> Result<PathBuf, ImageError> {
 /// lines: a head past these is not an answer.
 const MAX_LINE: u64 = 16 * 1024;
 const MAX_HEADERS: usize = 100;
-/// The longest wait for the next bytes of the export.
-const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
-
-/// Asks the daemon for the export of `name`; its body, as it comes.
-fn request(name: &str, socket: &Path) -> Result<Box<dyn Read + Send>, ImageError> {
+/// Asks the daemon for the export of `name`; its body, as it comes. A read that waits longer
+/// than `read_timeout` for the next bytes fails.
+fn request(name: &str, socket: &Path, read_timeout: std::time::Duration) -> Result<Box<dyn Read + Send>, ImageError> {
     let err = |what: String| ImageError::Layout { path: format!("docker-daemon:{name}"), what };
     let mut stream = UnixStream::connect(socket)
         .map_err(|e| err(format!("cannot reach the Docker daemon at {}: {e}", socket.display())))?;
     // A daemon that stops sending for this long has hung: the read fails, and says so.
     stream
-        .set_read_timeout(Some(READ_TIMEOUT))
+        .set_read_timeout(Some(read_timeout.max(std::time::Duration::from_secs(1))))
         .map_err(|e| err(format!("cannot set a timeout on the Docker daemon's socket: {e}")))?;
     let escaped: String = name.chars().map(|c| if c == '/' { "%2F".to_string() } else { c.to_string() }).collect();
     write!(
@@ -160,7 +160,29 @@ fn request(name: &str, socket: &Path) -> Result<Box<dyn Read + Send>, ImageError
             .unwrap_or(text);
         return Err(err(format!("the Docker daemon answered {code}: {}", message.trim())));
     }
-    Ok(body)
+    Ok(Box::new(Hung { inner: body, secs: read_timeout.as_secs().max(1) }))
+}
+
+/// The export's body, whose read that times out says what happened: the socket's timeout
+/// shows as EAGAIN otherwise.
+struct Hung<R> {
+    inner: R,
+    secs: u64,
+}
+
+impl<R: Read> Read for Hung<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf).map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "the Docker daemon sent nothing for {} s (transfer.read_timeout): it has hung, or is too busy",
+                    self.secs
+                ),
+            ),
+            _ => e,
+        })
+    }
 }
 
 /// HTTP/1.1 chunked transfer decoding (RFC 9112 §7.1; extensions ignored, trailers not read).

@@ -87,6 +87,8 @@ pub struct OpenOptions {
     /// The compressor's level (`None`: its default).
     pub compression_level: Option<u32>,
     pub docker_socket: PathBuf,
+    /// The longest wait for the next bytes of a daemon's export (`transfer.read_timeout`).
+    pub read_timeout: std::time::Duration,
 }
 
 impl Image {
@@ -117,7 +119,11 @@ impl Image {
                     format!("{name}:latest")
                 };
                 // Read once for its manifests, configs and sizes; nothing is written to disk.
-                let daemon = daemon::Export { name: tagged.clone(), socket: opts.docker_socket.clone() };
+                let daemon = daemon::Export {
+                    name: tagged.clone(),
+                    socket: opts.docker_socket.clone(),
+                    read_timeout: opts.read_timeout,
+                };
                 let source = format!("docker-daemon:{name}");
                 let store = Store::scanned(source.clone(), daemon.scan()?, daemon.clone());
                 export = Some(daemon);

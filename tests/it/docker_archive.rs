@@ -325,6 +325,27 @@ fn docker_daemon_images_are_exported_through_the_engine_api() {
     assert!(stderr.contains("the Docker daemon answered 404: reference does not exist"), "{stderr}");
 }
 
+/// A daemon that starts the export and then hangs: the open fails once `transfer.read_timeout`
+/// passes without a byte, and says so, instead of waiting forever.
+#[test]
+fn a_daemon_that_hangs_mid_export_fails_after_the_read_timeout() {
+    let work = tempfile::tempdir().unwrap();
+    let socket = support::docker::stalling_daemon(work.path());
+    Policy::new()
+        .local("home", "127.0.0.1:1")
+        .set("transfer", json!({"read_timeout": 1}))
+        .image(json!({"name": "app", "source": "docker-daemon:app:v1"}))
+        .write(work.path());
+    let started = std::time::Instant::now();
+    let out = run(publish(work.path())
+        .args(["plan", "--no-measure"])
+        .env("DOCKER_HOST", format!("unix://{}", socket.display())));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stdout}\n{stderr}");
+    assert!(stderr.contains("docker-daemon:app:v1") && stderr.contains("sent nothing for 1 s"), "{stderr}");
+    println!("a hung daemon: plan stopped after {:?}", started.elapsed());
+}
+
 #[test]
 fn legacy_layers_can_be_zstd_in_an_oci_manifest() {
     let reg = Registry::start(RegistryOptions::default());

@@ -10,7 +10,12 @@ use publish_action::image::{Image, OpenOptions, Transport};
 use publish_action::policy;
 
 fn options(dir: &Path) -> OpenOptions {
-    OpenOptions { compression: Default::default(), compression_level: None, docker_socket: dir.join("no-docker.sock") }
+    OpenOptions {
+        compression: Default::default(),
+        compression_level: None,
+        docker_socket: dir.join("no-docker.sock"),
+        read_timeout: std::time::Duration::from_secs(300),
+    }
 }
 
 const VALID: &str = "version: 1

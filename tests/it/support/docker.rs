@@ -104,3 +104,30 @@ fn answer(out: &mut impl std::io::Write, line: &str, archive: &[u8]) -> std::io:
         )
     }
 }
+
+/// A Docker Engine stand-in that starts the export of any image and then sends nothing more,
+/// holding the connection until the client closes it: a hung daemon.
+pub fn stalling_daemon(dir: &Path) -> std::path::PathBuf {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let socket = dir.join("stalling.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let Ok(mut out) = stream.try_clone() else { continue };
+            let mut reader = BufReader::new(stream);
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                line.clear();
+            }
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: application/x-tar\r\nTransfer-Encoding: chunked\r\n\r\n";
+            // Part of a first tar header: the rest never comes.
+            let _ = out
+                .write_all(head.as_bytes())
+                .and_then(|()| out.write_all(b"64\r\n"))
+                .and_then(|()| out.write_all(&[b'a'; 0x64]));
+            // Until the client gives up and closes.
+            let _ = reader.read(&mut [0u8; 1]);
+        }
+    });
+    socket
+}
