@@ -3,9 +3,12 @@
 //! compressed on the way when Docker saved it uncompressed. Nothing is written to disk.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
 use super::Sent;
 use super::layers::{Resolved, already_there};
@@ -55,7 +58,7 @@ pub async fn send_from_export(
     if wanted.is_empty() {
         return Ok((Vec::new(), handled));
     }
-    let (starts_tx, mut starts) = tokio::sync::mpsc::channel::<(String, crate::image::compress::Compressed)>(1);
+    let (starts_tx, mut starts) = tokio::sync::mpsc::channel::<Start>(1);
     let reader = {
         let (export, paths) = (export.clone(), wanted.clone());
         let compression = image.deferred.as_ref().map(|x| x.compression);
@@ -66,10 +69,10 @@ pub async fn send_from_export(
             .map_err(RegistryError::Source)?
     };
     let mut sent = Vec::new();
-    while let Some((path, stream)) = starts.recv().await {
+    while let Some((path, stream, read)) = starts.recv().await {
         let Some((d, mode)) = wanted.get(&path) else { continue };
         let first = Mutex::new(Some(stream));
-        let (one, form) = send_passing(client, image, d, mode, &first, reporter).await?;
+        let (one, form) = send_passing(client, image, (d, mode), (&first, read), reporter).await?;
         if let Some(form) = form
             && let Ok(mut r) = resolved.lock()
         {
@@ -99,25 +102,28 @@ pub async fn send_from_export(
 async fn send_passing(
     client: &Client,
     image: &Image,
-    d: &Descriptor,
-    mode: &Mode,
-    first: &Mutex<Option<crate::image::compress::Compressed>>,
+    (d, mode): (&Descriptor, &Mode),
+    (first, read): (&Mutex<Option<crate::image::compress::Compressed>>, Arc<AtomicU64>),
     reporter: &crate::progress::Reporter,
 ) -> Result<(Sent, Option<(Digest, u64)>), RegistryError> {
     let take = || first.lock().ok().and_then(|mut f| f.take());
-    let progress = reporter.blob(d.digest.short(), d.size);
     let result = match mode {
         Mode::Compress(None) => {
+            // Counted in the layer's own bytes, as the compressor reads them (its size is
+            // uncompressed): the 30-second lines' time left is right.
+            let progress = reporter.blob(&format!("{} (compressed as it is sent)", d.digest.short()), d.size);
             let streamed = client
                 .upload_stream(
                     |_| {
-                        let (progress, passing) = (progress.clone(), take());
+                        let (progress, passing, read) = (progress.clone(), take(), read.clone());
                         async move {
-                            let c = match passing {
-                                Some(c) => c,
-                                None => image.compressed_layer(&d.digest, None)?,
-                            };
-                            Ok(Box::new(progress.wrap(c)) as BlobStream)
+                            Ok(match passing {
+                                Some(c) => Box::new(Pulled { inner: c, read, progress }) as BlobStream,
+                                None => {
+                                    let on_read: crate::image::compress::OnRead = Arc::new(move |n| progress.add(n));
+                                    Box::new(image.compressed_layer(&d.digest, Some(on_read))?) as BlobStream
+                                }
+                            })
                         }
                     },
                     d.size,
@@ -132,16 +138,60 @@ async fn send_passing(
                 bytes: streamed.stats.bytes_sent,
                 resent: streamed.stats.bytes_resent(streamed.size),
             };
+            progress.done();
             (sent, Some((streamed.digest, streamed.size)))
         }
         Mode::Compress(Some((digest, size))) => {
+            let progress = reporter.blob(digest.short(), *size);
             let sent = upload_known(client, image, d, (digest, *size), true, &take, &progress).await?;
+            progress.done();
             (sent, Some((digest.clone(), *size)))
         }
-        Mode::AsIs => (upload_known(client, image, d, (&d.digest, d.size), false, &take, &progress).await?, None),
+        Mode::AsIs => {
+            let progress = reporter.blob(d.digest.short(), d.size);
+            let sent = upload_known(client, image, d, (&d.digest, d.size), false, &take, &progress).await?;
+            progress.done();
+            (sent, None)
+        }
     };
-    progress.done();
     Ok(result)
+}
+
+/// What the export pass announces for each wanted entry: its path, its stream (compressed on
+/// the way or as it is) and the count of the entry's own bytes read so far.
+type Start = (String, crate::image::compress::Compressed, Arc<AtomicU64>);
+
+/// The compressed stream of a layer going past, moving its progress by the layer's own bytes
+/// the pass has read (`read`) each time the upload reads.
+struct Pulled<R> {
+    inner: R,
+    read: Arc<AtomicU64>,
+    progress: crate::progress::BlobProgress,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Pulled<R> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = self.read.swap(0, Ordering::Relaxed);
+        if n > 0 {
+            self.progress.add(n);
+        }
+        polled
+    }
+}
+
+/// A reader that adds what it yields to `read`.
+struct Tally<'a, R> {
+    inner: R,
+    read: &'a AtomicU64,
+}
+
+impl<R: std::io::Read> std::io::Read for Tally<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
 }
 
 /// A blob whose digest is known, from the stream going past (`take`) or, on a later attempt,
@@ -185,7 +235,7 @@ fn pass(
     wanted: &HashMap<String, (Descriptor, Mode)>,
     compression: Option<crate::image::compress::Compression>,
     source: &str,
-    starts: tokio::sync::mpsc::Sender<(String, crate::image::compress::Compressed)>,
+    starts: tokio::sync::mpsc::Sender<Start>,
 ) -> std::io::Result<()> {
     use crate::image::compress;
     let mut walk = crate::image::tarwalk::TarWalk::new(export.open().map_err(std::io::Error::other)?);
@@ -198,13 +248,15 @@ fn pass(
         let Some((d, mode)) = wanted.get(&name) else { continue };
         left -= 1;
         let (tx, stream) = compress::channel();
-        if starts.blocking_send((name.clone(), stream)).is_err() {
+        let read = Arc::new(AtomicU64::new(0));
+        if starts.blocking_send((name.clone(), stream, read.clone())).is_err() {
             return Ok(());
         }
         let errors = tx.clone();
         let fed = match (mode, compression) {
             (Mode::Compress(_), Some(c)) => {
-                compress::feed(&mut walk.data(), &d.digest, c, &format!("{source}: layer {}", d.digest), tx)
+                let mut counted = Tally { inner: walk.data(), read: &read };
+                compress::feed(&mut counted, &d.digest, c, &format!("{source}: layer {}", d.digest), tx)
             }
             _ => compress::copy(&mut walk.data(), tx),
         };
