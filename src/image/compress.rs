@@ -53,11 +53,14 @@ pub struct Deferred {
     /// diff_ids of the uncompressed layers, with their sizes.
     pub layers: Vec<(Digest, u64)>,
     known: std::sync::Mutex<std::collections::HashMap<Digest, (Digest, u64)>>,
+    /// Where this run put its own compressions: compressed digest → the registry and
+    /// repository holding it, for later targets to copy instead of compressing again.
+    held: std::sync::Mutex<std::collections::HashMap<Digest, (crate::registry::RegistryAccess, String)>>,
 }
 
 impl Deferred {
     pub fn new(compression: Compression, layers: Vec<(Digest, u64)>) -> Deferred {
-        Deferred { compression, layers, known: Default::default() }
+        Deferred { compression, layers, known: Default::default(), held: Default::default() }
     }
 
     /// Whether the layer `digest` is one to compress.
@@ -69,6 +72,19 @@ impl Deferred {
     /// reproducible), when it has compressed it.
     pub fn known(&self, diff_id: &Digest) -> Option<(Digest, u64)> {
         self.known.lock().ok()?.get(diff_id).cloned()
+    }
+
+    /// Records that the repository `path` of `access` holds `digest`, this run's compression
+    /// of a layer (the first holder is kept).
+    pub fn hold(&self, digest: Digest, access: &crate::registry::RegistryAccess, path: &str) {
+        if let Ok(mut h) = self.held.lock() {
+            h.entry(digest).or_insert_with(|| (access.clone(), path.to_string()));
+        }
+    }
+
+    /// A registry and repository holding `digest`, this run's compression of a layer.
+    pub fn held(&self, digest: &Digest) -> Option<(crate::registry::RegistryAccess, String)> {
+        self.held.lock().ok()?.get(digest).cloned()
     }
 
     /// Records the compressed form this run made of the layer `diff_id`.

@@ -47,6 +47,9 @@ pub async fn send_from_export(
         let mode = match image.deferred.as_ref().filter(|x| x.has(&d.digest)) {
             Some(x) => match already_there(client, x, &d.digest, (learnt, resolved)).await? {
                 Ok(()) => continue,
+                // Put in another registry by this run: copied from there the usual way, not
+                // compressed again from the export.
+                Err(Some(made)) if x.held(&made.0).is_some() => continue,
                 Err(made) => Mode::Compress(made),
             },
             None if client.blob_head(&d.digest).await?.is_some() => continue,

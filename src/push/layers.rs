@@ -338,8 +338,21 @@ pub async fn send(
     Ok(Sent { uploaded: true, bytes: streamed.stats.bytes_sent, resent: streamed.stats.bytes_resent(streamed.size) })
 }
 
-/// A layer whose compressed form is known but not in this repository: compressed again and
-/// uploaded under that digest (an upload that resumes skips what the registry kept).
+/// Records, for the later targets of this run, that `dest` now holds this run's compression of
+/// each layer in `resolved` that is one.
+pub fn hold_own(image: &Image, dest: &super::Destination, resolved: &Resolved) {
+    let Some(deferred) = &image.deferred else { return };
+    for (diff_id, form) in resolved {
+        if deferred.known(diff_id).as_ref() == Some(form) {
+            deferred.hold(form.0.clone(), &dest.access, &dest.path);
+        }
+    }
+}
+
+/// A layer whose compressed form this run made but this repository lacks: copied from a
+/// registry this run put it in (compressed once for every registry it goes to), else
+/// compressed again and uploaded under that digest (an upload that resumes skips what the
+/// registry kept; the compressors are deterministic).
 async fn again(
     client: &Client,
     image: &Image,
@@ -347,6 +360,25 @@ async fn again(
     (digest, size): (&Digest, u64),
     reporter: &crate::progress::Reporter,
 ) -> Result<Sent, RegistryError> {
+    if let Some(held) = image.deferred.as_ref().and_then(|x| x.held(digest)) {
+        match copy_from(client, &held, (digest, size), reporter).await {
+            Ok(sent) => {
+                tracing::info!(
+                    registry = client.registry(),
+                    layer = d.digest.short(),
+                    digest = digest.short(),
+                    from = %held.0.endpoint.host,
+                    "layer compressed once, copied from the registry this run put it in"
+                );
+                return Ok(sent);
+            }
+            Err(e) => tracing::warn!(
+                registry = client.registry(),
+                from = %held.0.endpoint.host,
+                "copying the layer failed ({e}): compressing it again"
+            ),
+        }
+    }
     let progress = reporter.blob(digest.short(), size);
     let stats = client
         .upload_blob(
@@ -370,5 +402,35 @@ async fn again(
         digest = digest.short(),
         "layer compressed again and sent"
     );
+    Ok(Sent { uploaded: true, bytes: stats.bytes_sent, resent: stats.bytes_resent(size) })
+}
+
+/// Uploads `digest` to `client`'s repository from the repository `held` names, read as it is
+/// sent (a resumed upload reads from its offset).
+async fn copy_from(
+    client: &Client,
+    (access, path): &(crate::registry::RegistryAccess, String),
+    (digest, size): (&Digest, u64),
+    reporter: &crate::progress::Reporter,
+) -> Result<Sent, RegistryError> {
+    let source = access.client(path)?.with_scope(&format!("repository:{path}:pull"));
+    source.authenticate().await?;
+    let source = &source;
+    let progress = reporter.blob(digest.short(), size);
+    let stats = client
+        .upload_blob(
+            digest,
+            size,
+            |offset| {
+                let progress = progress.clone();
+                async move {
+                    let s = source.blob_stream(digest, size, offset).await.map_err(std::io::Error::other)?;
+                    Ok(Box::new(progress.wrap(s)) as BlobStream)
+                }
+            },
+            None,
+        )
+        .await?;
+    progress.done();
     Ok(Sent { uploaded: true, bytes: stats.bytes_sent, resent: stats.bytes_resent(size) })
 }

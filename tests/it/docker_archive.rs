@@ -495,6 +495,45 @@ fn a_layer_found_in_one_repository_is_not_assumed_in_another() {
     assert_eq!(sha(&plain), diff_ids[0]);
 }
 
+/// `publish_to: all` compresses each layer once: the first registry gets it compressed as it is
+/// sent, the next one a copy read back from the first (the same bytes and digest), not a second
+/// compression.
+#[test]
+fn publish_to_all_compresses_each_layer_once() {
+    let work = tempfile::tempdir().unwrap();
+    let diff_ids = support::docker::save_legacy(&work.path().join("app.tar"), 13, &[300_000, 200_000]);
+    let socket = support::docker::fake_daemon(work.path(), std::fs::read(work.path().join("app.tar")).unwrap());
+    // From the archive, and from the daemon's export (whose pass leaves such layers to the copy).
+    for source in ["docker-archive:app.tar", "docker-daemon:app:v1"] {
+        let a = Registry::start(RegistryOptions::default());
+        let b = Registry::start(RegistryOptions::default());
+        Policy::new()
+            .local("a", &a.host)
+            .local("b", &b.host)
+            .image(json!({"name": "app", "source": source, "visibility": "public",
+                "publish_to": "all", "registries": ["a", "b"]}))
+            .write(work.path());
+        let out = run(publish(work.path())
+            .args(["run", "-o", "json"])
+            .env("DOCKER_HOST", format!("unix://{}", socket.display())));
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{source}: {stdout}\n{stderr}");
+        assert_eq!(stderr.matches("layer compressed once, copied from the registry").count(), 2, "{stderr}");
+        assert!(!stderr.contains("compressed again"), "{stderr}");
+        let manifest = |reg: &Registry| -> Value {
+            serde_json::from_slice(&reg.inspect(&format!("{}/ml/app:latest", reg.host), true).stdout).unwrap()
+        };
+        assert_eq!(manifest(&a), manifest(&b), "{source}: the same manifest in both");
+        for (layer, diff_id) in manifest(&b)["layers"].as_array().unwrap().iter().zip(&diff_ids) {
+            let mut plain = Vec::new();
+            flate2::read::GzDecoder::new(&curl_blob(&b, "ml/app", layer["digest"].as_str().unwrap())[..])
+                .read_to_end(&mut plain)
+                .unwrap();
+            assert_eq!(&sha(&plain), diff_id, "{source}");
+        }
+    }
+}
+
 /// A compressed layer's streamed upload that the registry fails (a 502 to its PATCH) starts
 /// again from a fresh compression and completes; the manifest names what arrived.
 #[test]
