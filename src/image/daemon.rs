@@ -121,7 +121,7 @@ fn request(name: &str, socket: &Path, read_timeout: std::time::Duration) -> Resu
     (&mut reader)
         .take(MAX_LINE)
         .read_line(&mut status)
-        .map_err(|e| err(format!("reading the Docker daemon's answer: {e}")))?;
+        .map_err(|e| err(format!("reading the Docker daemon's answer: {}", stalled(e, read_timeout))))?;
     let code: u16 = status.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let mut chunked = false;
     let mut length = None;
@@ -130,7 +130,7 @@ fn request(name: &str, socket: &Path, read_timeout: std::time::Duration) -> Resu
             return Err(err(format!("the Docker daemon's answer has more than {MAX_HEADERS} header lines")));
         }
         let mut h = String::new();
-        (&mut reader).take(MAX_LINE).read_line(&mut h).map_err(|e| err(e.to_string()))?;
+        (&mut reader).take(MAX_LINE).read_line(&mut h).map_err(|e| err(stalled(e, read_timeout).to_string()))?;
         let h = h.trim_end();
         if h.is_empty() {
             break;
@@ -160,28 +160,34 @@ fn request(name: &str, socket: &Path, read_timeout: std::time::Duration) -> Resu
             .unwrap_or(text);
         return Err(err(format!("the Docker daemon answered {code}: {}", message.trim())));
     }
-    Ok(Box::new(Hung { inner: body, secs: read_timeout.as_secs().max(1) }))
+    Ok(Box::new(Hung { inner: body, timeout: read_timeout }))
+}
+
+/// A read of the daemon's socket that timed out (EAGAIN, as the socket's timeout shows),
+/// saying what happened; other errors as they are.
+fn stalled(e: std::io::Error, timeout: std::time::Duration) -> std::io::Error {
+    match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "the Docker daemon sent nothing for {} s (transfer.read_timeout): it has hung, or is too busy",
+                timeout.as_secs().max(1)
+            ),
+        ),
+        _ => e,
+    }
 }
 
 /// The export's body, whose read that times out says what happened: the socket's timeout
 /// shows as EAGAIN otherwise.
 struct Hung<R> {
     inner: R,
-    secs: u64,
+    timeout: std::time::Duration,
 }
 
 impl<R: Read> Read for Hung<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.inner.read(buf).map_err(|e| match e.kind() {
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!(
-                    "the Docker daemon sent nothing for {} s (transfer.read_timeout): it has hung, or is too busy",
-                    self.secs
-                ),
-            ),
-            _ => e,
-        })
+        self.inner.read(buf).map_err(|e| stalled(e, self.timeout))
     }
 }
 

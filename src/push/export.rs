@@ -264,10 +264,10 @@ fn pass(
             _ => compress::copy(&mut walk.data(), tx),
         };
         if let Err(e) = fed {
-            // The upload learns why its stream ends here; if it has gone, so does this pass.
-            if errors.blocking_send(Err(e)).is_err() {
-                return Ok(());
-            }
+            // The upload learns why its stream ends here. One that has gone (it starts again
+            // from a fresh export) leaves the pass to go on with the next entries; a push that
+            // stopped listening altogether ends it (`starts` closed, above).
+            let _ = errors.blocking_send(Err(e));
         }
     }
     Ok(())

@@ -362,6 +362,9 @@ async fn again(
 ) -> Result<Sent, RegistryError> {
     if let Some(held) = image.deferred.as_ref().and_then(|x| x.held(digest)) {
         match copy_from(client, &held, (digest, size), reporter).await {
+            // This repository's own refusal (quota, permissions): compressing again would
+            // meet it too.
+            Err(e) if !from_holder(&e) => return Err(e),
             Ok(sent) => {
                 tracing::info!(
                     registry = client.registry(),
@@ -405,16 +408,24 @@ async fn again(
     Ok(Sent { uploaded: true, bytes: stats.bytes_sent, resent: stats.bytes_resent(size) })
 }
 
+/// Whether a failed copy failed on the side of the registry it reads from: its login, its
+/// reads (the upload's source), or bytes that were not the blob (refused by their digest).
+fn from_holder(e: &RegistryError) -> bool {
+    matches!(e, RegistryError::Source(_) | RegistryError::DigestRefused { .. } | RegistryError::CorruptSource { .. })
+}
+
 /// Uploads `digest` to `client`'s repository from the repository `held` names, read as it is
-/// sent (a resumed upload reads from its offset).
+/// sent (a resumed upload reads from its offset). The holder's login failing is a `Source`
+/// error, as its reads are.
 async fn copy_from(
     client: &Client,
     (access, path): &(crate::registry::RegistryAccess, String),
     (digest, size): (&Digest, u64),
     reporter: &crate::progress::Reporter,
 ) -> Result<Sent, RegistryError> {
-    let source = access.client(path)?.with_scope(&format!("repository:{path}:pull"));
-    source.authenticate().await?;
+    let holder = |e: RegistryError| RegistryError::Source(std::io::Error::other(e.to_string()));
+    let source = access.client(path).map_err(holder)?.with_scope(&format!("repository:{path}:pull"));
+    source.authenticate().await.map_err(holder)?;
     let source = &source;
     let progress = reporter.blob(digest.short(), size);
     let stats = client

@@ -201,7 +201,6 @@ async fn push_inner(image: &Image, dest: &Destination, out: &mut Outcome) -> Res
 
     // Every blob is in place: manifests now, children before the index that lists them.
     let resolved = resolved.into_inner().unwrap_or_default();
-    layers::hold_own(image, dest, &resolved);
     let (root, children) = image.finish(&resolved).map_err(|e| RegistryError::Source(std::io::Error::other(e)))?;
     out.digest = root.digest.clone();
     out.manifest = Some((root.media_type.clone(), root.bytes.len() as u64));
@@ -213,6 +212,8 @@ async fn push_inner(image: &Image, dest: &Destination, out: &mut Outcome) -> Res
         let sep = if tag.starts_with("sha256:") { '@' } else { ':' };
         out.references.push(format!("{}{sep}{tag}", out.repository));
     }
+    // A repository the image is complete in: later targets copy this run's layers from it.
+    layers::hold_own(image, dest, &resolved);
     Ok(())
 }
 

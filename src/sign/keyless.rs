@@ -187,17 +187,27 @@ impl Session {
     /// certificate (at its own start: Fulcio's certificates live minutes), and its key made
     /// `signature_b64` over `msg`. A copied certificate beside a signature it did not make, or
     /// a certificate of the same identity from anyone else, is not.
-    pub fn made(&self, cert: &str, signature_b64: &str, msg: &[u8]) -> bool {
-        let Ok((who, _)) = identity(cert) else { return false };
-        let (Some(issuers), Ok(any)) = (self.chain.get(1..), Matcher::regex(".*")) else { return false };
+    pub fn made(&self, (cert, chain): (&str, &[String]), signature_b64: &str, msg: &[u8]) -> bool {
+        let Ok((who, issuer)) = identity(cert) else { return false };
+        let ours = identity(&self.chain[0]).ok().and_then(|(_, i)| i);
+        let issuers = self.chain.get(1..).unwrap_or_default();
+        if issuers.is_empty() {
+            tracing::warn!(
+                "Fulcio gave no issuer with the certificate: signatures already there are not recognised as this workflow's"
+            );
+            return false;
+        }
         let Ok(trust) = super::trust::TrustedRoot::from_pem(issuers.join("\n").as_bytes(), None, None) else {
             return false;
         };
         let Ok(leaf) = x509_cert::Certificate::from_pem(cert.as_bytes()) else { return false };
         let start = leaf.tbs_certificate().validity().not_before.to_unix_duration().as_secs() as i64;
+        // The issuer is compared below, as it is (a certificate may name none).
+        let Ok(any) = Matcher::regex(".*") else { return false };
         let policy = Policy { identity: Matcher::Exact(self.identity.clone()), issuer: any };
         who == self.identity
-            && check_certificate(cert, &[], &policy, &trust, start + 1, true).is_ok()
+            && issuer == ours
+            && check_certificate(cert, chain, &policy, &trust, start + 1, true).is_ok()
             && certificate_key(cert).is_ok_and(|k| super::verifies(&k, signature_b64, msg))
     }
 

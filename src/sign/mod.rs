@@ -65,10 +65,11 @@ impl Signer<'_> {
     /// Whether an existing signature is this signer's: made with the same key, or (keyless,
     /// where certificates are short-lived) by a certificate of the same identity from the same
     /// Fulcio CA, whose key made the signature.
-    fn made(&self, signature_b64: &str, msg: &[u8], cert: Option<&str>) -> bool {
+    /// `cert` comes with the intermediates stored beside it (`chain`), if any.
+    fn made(&self, signature_b64: &str, msg: &[u8], (cert, chain): (Option<&str>, &[String])) -> bool {
         match self {
             Signer::Key(k, _) => k.verification_key().is_ok_and(|key| verifies(&key, signature_b64, msg)),
-            Signer::Keyless(s) => cert.is_some_and(|c| s.made(c, signature_b64, msg)),
+            Signer::Keyless(s) => cert.is_some_and(|c| s.made((c, chain), signature_b64, msg)),
         }
     }
 }
@@ -351,7 +352,8 @@ async fn signed_before(
                 _ => continue,
             }
         };
-        if signer.made(sig, &theirs, annotation(l, CERT_ANNOTATION)) {
+        let chain = annotation(l, CHAIN_ANNOTATION).map(split_pem).unwrap_or_default();
+        if signer.made(sig, &theirs, (annotation(l, CERT_ANNOTATION), &chain)) {
             return Ok(true);
         }
     }
@@ -471,5 +473,5 @@ async fn referrer_bundle(client: &Client, path: &str, digest: &str) -> Result<Op
 fn bundled_by(bundle: &Value, signer: Signer<'_>, digest: &Digest) -> bool {
     let Ok(b) = verify::BundleParts::parse(bundle) else { return false };
     let cert = b.cert_der.as_deref().map(der_to_pem);
-    b.names(digest) && signer.made(&B64.encode(&b.signature), &b.signed, cert.as_deref())
+    b.names(digest) && signer.made(&B64.encode(&b.signature), &b.signed, (cert.as_deref(), &[]))
 }

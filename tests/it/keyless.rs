@@ -350,3 +350,28 @@ fn runpod_sync_moves_templates_only_to_images_signed_by_the_workflow() {
     let body: Value = serde_json::from_slice(&writes[0].body).unwrap();
     assert_eq!(body["image"], format!("{dest}:main@{}", image.manifest_digest));
 }
+
+/// A signature whose certificate names this workflow's identity but comes from another Fulcio
+/// CA (anyone can mint one on their own CA) is not taken for this run's own: the run signs,
+/// and a second run then finds its own signatures.
+#[test]
+fn the_same_identity_from_another_ca_is_not_taken_for_this_runs_signature() {
+    let reg = Registry::start(RegistryOptions::default());
+    let (ours, other) = (sigstore::start(), sigstore::start());
+    let _theirs = sign_keyless(&reg, &other, "app", 90);
+    let work = tempfile::tempdir().unwrap();
+    write_layout(&work.path().join("img"), 90, &[3_000], "linux", "amd64", "latest");
+    named_policy(work.path(), &reg, &ours, "app");
+    let already = || {
+        let out = run(publish(work.path())
+            .args(["run", "-o", "json"])
+            .env("ACTIONS_ID_TOKEN_REQUEST_URL", ours.token_url())
+            .env("ACTIONS_ID_TOKEN_REQUEST_TOKEN", REQUEST_TOKEN));
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+        let json: Value = serde_json::from_str(&stdout).unwrap();
+        json["images"][0]["targets"][0]["signed"]["already_signed"].clone()
+    };
+    assert_eq!(already(), json!([]), "another CA's certificate was taken for this workflow's");
+    assert_eq!(already(), json!(["legacy", "bundle"]));
+}
