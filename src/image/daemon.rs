@@ -26,6 +26,8 @@ pub struct Export {
 /// only the size is kept.
 const KEEP_UNDER: u64 = 256 * 1024;
 const MAX_KEPT: u64 = 16 * 1024 * 1024;
+/// The metadata files of an export (kept whatever `MAX_KEPT` says), in all.
+const MAX_METADATA_KEPT: u64 = 64 * 1024 * 1024;
 
 /// What a first read of the export found: small files' bytes, every file's size.
 #[derive(Debug, Default)]
@@ -48,15 +50,24 @@ impl Export {
         };
         let mut walk = super::tarwalk::TarWalk::new(self.open()?);
         let mut out = Scanned::default();
-        let mut kept = 0u64;
+        let (mut kept, mut metadata_kept) = (0u64, 0u64);
         while let Some((name, size)) = walk.next_entry().map_err(err)? {
             // Files outside `blobs/` that are not layers (manifest.json, configs, index.json)
             // are always kept; small blobs while the budget lasts.
             let metadata = !name.starts_with("blobs/") && !name.ends_with("layer.tar");
             if (metadata && size <= super::MAX_METADATA) || (size <= KEEP_UNDER && kept + size <= MAX_KEPT) {
+                // Metadata is kept whatever the budget, but not without end: an export whose
+                // metadata alone passes this is not one Docker wrote.
+                if metadata && metadata_kept + size > MAX_METADATA_KEPT {
+                    return Err(err(std::io::Error::other(format!(
+                        "its metadata files (manifests, configs) pass {} MiB",
+                        MAX_METADATA_KEPT >> 20
+                    ))));
+                }
                 let mut bytes = Vec::with_capacity(size as usize);
                 walk.data().read_to_end(&mut bytes).map_err(err)?;
                 kept += size;
+                metadata_kept += if metadata { size } else { 0 };
                 out.files.insert(name.clone(), bytes);
             }
             out.sizes.insert(name, size);

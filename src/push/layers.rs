@@ -74,7 +74,12 @@ pub fn reuse_list(deferred: &Deferred, found: &Found) -> Vec<LayerReuse> {
 /// layer is taken only with the compression asked for. Failures only mean less is known: every
 /// layer found here is checked with a HEAD before it is skipped.
 pub async fn learn_from_repository(client: &Client, deferred: &Deferred, tags: &[String]) -> Resolved {
-    learn_with_tags(client, deferred, tags).await.into_iter().map(|(k, (d, n, _))| (k, (d, n))).collect()
+    forms(learn_with_tags(client, deferred, tags).await)
+}
+
+/// What was found, without the tags.
+pub fn forms(found: Found) -> Resolved {
+    found.into_iter().map(|(k, (d, n, _))| (k, (d, n))).collect()
 }
 
 /// `learn_from_repository`, saying which tag's image names each layer found.
@@ -382,30 +387,19 @@ async fn again(
             ),
         }
     }
-    let progress = reporter.blob(digest.short(), size);
-    let stats = client
-        .upload_blob(
-            digest,
-            size,
-            |offset| {
-                let progress = progress.clone();
-                async move {
-                    let mut c = image.compressed_layer(&d.digest, None)?;
-                    tokio::io::copy(&mut (&mut c).take(offset), &mut tokio::io::sink()).await?;
-                    Ok(Box::new(progress.wrap(c)) as BlobStream)
-                }
-            },
-            None,
-        )
-        .await?;
-    progress.done();
+    let sent = upload_from(client, (digest, size), reporter, |offset| async move {
+        let mut c = image.compressed_layer(&d.digest, None)?;
+        tokio::io::copy(&mut (&mut c).take(offset), &mut tokio::io::sink()).await?;
+        Ok(Box::new(c) as BlobStream)
+    })
+    .await?;
     tracing::info!(
         registry = client.registry(),
         layer = d.digest.short(),
         digest = digest.short(),
         "layer compressed again and sent"
     );
-    Ok(Sent { uploaded: true, bytes: stats.bytes_sent, resent: stats.bytes_resent(size) })
+    Ok(sent)
 }
 
 /// Whether a failed copy failed on the side of the registry it reads from: its login, its
@@ -427,17 +421,32 @@ async fn copy_from(
     let source = access.client(path).map_err(holder)?.with_scope(&format!("repository:{path}:pull"));
     source.authenticate().await.map_err(holder)?;
     let source = &source;
+    upload_from(client, (digest, size), reporter, |offset| async move {
+        source.blob_stream(digest, size, offset).await.map_err(std::io::Error::other)
+    })
+    .await
+}
+
+/// Uploads the blob `digest` of `size` bytes from what `open(offset)` yields (a resumed upload
+/// opens at its offset), its progress shown as it is read.
+async fn upload_from<F, Fut>(
+    client: &Client,
+    (digest, size): (&Digest, u64),
+    reporter: &crate::progress::Reporter,
+    open: F,
+) -> Result<Sent, RegistryError>
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<BlobStream>>,
+{
     let progress = reporter.blob(digest.short(), size);
     let stats = client
         .upload_blob(
             digest,
             size,
             |offset| {
-                let progress = progress.clone();
-                async move {
-                    let s = source.blob_stream(digest, size, offset).await.map_err(std::io::Error::other)?;
-                    Ok(Box::new(progress.wrap(s)) as BlobStream)
-                }
+                let (progress, opening) = (progress.clone(), open(offset));
+                async move { Ok(Box::new(progress.wrap(opening.await?)) as BlobStream) }
             },
             None,
         )

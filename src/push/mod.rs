@@ -258,7 +258,7 @@ pub async fn would_write(image: &Image, dest: &Destination) -> Result<WouldWrite
         }
         None => Vec::new(),
     };
-    let learnt: layers::Resolved = found.into_iter().map(|(k, (d, n, _))| (k, (d, n))).collect();
+    let learnt = layers::forms(found);
     // A layer to compress is asked about by the compressed digest an image here gives it.
     let deferred = |d: &Descriptor| image.deferred.as_ref().filter(|x| x.has(&d.digest));
     let blobs: Vec<(Descriptor, bool)> = image

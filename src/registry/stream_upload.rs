@@ -171,25 +171,7 @@ impl Client {
                 Err(e) => e,
             };
             failures += 1;
-            let resumable = error.retryable() || matches!(&error, RegistryError::Api { status: 416, .. });
-            if !resumable || failures >= self.retry().attempts {
-                return Err(error);
-            }
-            tokio::time::sleep(self.retry().delay(failures)).await;
-            let (kept, next) = match self.upload_status(&location).await {
-                Ok(status) => status,
-                Err(status) => {
-                    tracing::warn!(registry = %self.registry, %error, "a part failed, and its session could not be asked where it stands");
-                    return Err(status);
-                }
-            };
-            if kept < offset + held || kept > offset + len {
-                return Err(RegistryError::session_lost(
-                    &self.registry,
-                    format!("the upload session kept {kept} bytes, expected {} to {}", offset + held, offset + len),
-                ));
-            }
-            tracing::warn!(registry = %self.registry, offset = kept, %error, "resuming the upload where the registry stands");
+            let (kept, next) = self.resume_point(error, failures, &location, (offset + held, offset + len)).await?;
             held = kept - offset;
             location = next;
             stats.resumes += 1;

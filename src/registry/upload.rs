@@ -302,21 +302,7 @@ impl Client {
                 Err(e) => e,
             };
             failures += 1;
-            let resumable = error.retryable() || matches!(&error, RegistryError::Api { status: 416, .. });
-            if !resumable || failures >= self.retry().attempts {
-                return Err(error);
-            }
-            tokio::time::sleep(self.retry().delay(failures)).await;
-            // Where does the session stand? (OCI spec: GET on the upload URL, 204 and Range.)
-            let (kept, next) = self.upload_status(&location).await?;
-            if kept < offset || kept > offset + len {
-                // The registry lost data it had acknowledged: start this blob again.
-                return Err(RegistryError::session_lost(
-                    &self.registry,
-                    format!("the upload session kept {kept} bytes, expected {offset} to {}", offset + len),
-                ));
-            }
-            tracing::warn!(registry = %self.registry, %digest, offset = kept, %error, "resuming the upload where the registry stands");
+            let (kept, next) = self.resume_point(error, failures, &location, (offset, offset + len)).await?;
             if let Some(h) = &mut hasher {
                 h.update(&bytes[..(kept - offset) as usize]);
             }
@@ -364,6 +350,36 @@ impl Client {
             }
             other => Ok(other),
         }
+    }
+
+    /// After a PATCH of the bytes `from..to` of the session at `location` failed with `error`
+    /// (the `failures`th time): waits, asks the session where it stands (OCI spec: GET on the
+    /// upload URL, 204 and `Range`) and returns what it kept and the URL to go on at. The error
+    /// itself when it is not one to resume or the attempts are spent; a session that kept less
+    /// than it acknowledged (`from`), or more than was sent, is lost: the blob starts again.
+    pub(super) async fn resume_point(
+        &self,
+        error: RegistryError,
+        failures: u32,
+        location: &Url,
+        (from, to): (u64, u64),
+    ) -> Result<(u64, Url), RegistryError> {
+        let resumable = error.retryable() || matches!(error, RegistryError::Api { status: 416, .. });
+        if !resumable || failures >= self.retry().attempts {
+            return Err(error);
+        }
+        tokio::time::sleep(self.retry().delay(failures)).await;
+        let (kept, next) = self.upload_status(location).await.inspect_err(|_| {
+            tracing::warn!(registry = %self.registry, %error, "a part failed, and its session could not be asked where it stands");
+        })?;
+        if kept < from || kept > to {
+            return Err(RegistryError::session_lost(
+                &self.registry,
+                format!("the upload session kept {kept} bytes, expected {from} to {to}"),
+            ));
+        }
+        tracing::warn!(registry = %self.registry, offset = kept, %error, "resuming the upload where the registry stands");
+        Ok((kept, next))
     }
 
     /// The bytes an upload session holds and the URL to continue at. A session the registry
