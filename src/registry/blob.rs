@@ -54,34 +54,43 @@ impl Client {
     pub async fn put_blob(&self, bytes: &[u8]) -> Result<Digest, RegistryError> {
         let digest = Digest::of(bytes);
         let mut attempt = 0u32;
-        while !self.blob_exists(&digest).await? {
+        loop {
             attempt += 1;
-            let data = bytes.to_vec();
-            let upload = self
-                .upload_blob(
-                    &digest,
-                    data.len() as u64,
-                    |offset| {
-                        let mut cursor = std::io::Cursor::new(data.clone());
-                        cursor.set_position(offset);
-                        async move { std::io::Result::Ok(cursor) }
-                    },
-                    None,
-                )
-                .await;
-            match upload {
-                Ok(_) => break,
+            let round = match self.blob_exists(&digest).await {
+                Ok(true) => break,
+                Ok(false) => {
+                    let data = bytes.to_vec();
+                    self.upload_blob(
+                        &digest,
+                        data.len() as u64,
+                        |offset| {
+                            let mut cursor = std::io::Cursor::new(data.clone());
+                            cursor.set_position(offset);
+                            async move { std::io::Result::Ok(cursor) }
+                        },
+                        None,
+                    )
+                    .await
+                    .map(drop)
+                }
+                Err(e) => Err(e),
+            };
+            match round {
+                Ok(()) => break,
                 // Other clients uploading the same bytes at the same moment can make the
-                // registry refuse this session's digest (distribution 2.8 under concurrent
+                // registry refuse this session's digest, or answer a HEAD or an upload with a
+                // bare 500 past the request's own retries (distribution 2.8 under 32 concurrent
                 // signers, whose payloads and configs are the same): the blob is
                 // content-addressed, so once the registry holds it under this digest it is
                 // this one. Asked again, a few times.
                 Err(
                     RegistryError::DigestRefused { .. }
-                    | RegistryError::Api { code: super::ErrorCode::DigestInvalid, .. },
+                    | RegistryError::Api { code: super::ErrorCode::DigestInvalid, .. }
+                    | RegistryError::Api { status: 500, .. },
                 ) if attempt < 4 => {
                     tracing::debug!(%digest, "an upload of the same blob at the same time: asking again");
-                    tokio::time::sleep(std::time::Duration::from_millis(25 * u64::from(attempt))).await;
+                    let jitter = fastrand::u64(0..25);
+                    tokio::time::sleep(std::time::Duration::from_millis(25 * u64::from(attempt) + jitter)).await;
                 }
                 Err(e) => return Err(e),
             }

@@ -96,9 +96,27 @@ fn again(e: &RegistryError) -> bool {
         )
 }
 
+/// The manifest at a tag signers share, if any. Distribution's filesystem storage rewrites a
+/// tag in place, so a read while another signer writes it can be answered `500` (seen with 32
+/// signers at once, past the request's own retries): read again after a pause, within the
+/// rounds of a merge.
+pub async fn shared(client: &Client, path: &str, tag: &str) -> Result<Option<Value>, SignError> {
+    let mut attempt = 0;
+    loop {
+        match manifest_json(client, path, tag).await {
+            Err(SignError::Registry(e)) if e.retryable() && attempt + 1 < ATTEMPTS => {
+                attempt += 1;
+                tracing::info!(tag, "the list could not be read while other signers wrote it ({e}): again");
+                tokio::time::sleep(pause(Duration::ZERO, attempt)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// The manifest at `tag` (if any) and its list.
 async fn read(client: &Client, path: &str, tag: &str, list: List) -> Result<(Option<Value>, Vec<Value>), SignError> {
-    let base = manifest_json(client, path, tag).await?;
+    let base = shared(client, path, tag).await?;
     let current = match &base {
         Some(m) => descriptors(m, tag, list.field())?,
         None => Vec::new(),

@@ -300,7 +300,7 @@ async fn sign_legacy(client: &Client, path: &str, subject: &Subject, signer: Sig
     let payload = simple_signing_payload(&subject.repository, &subject.digest, &subject.annotations);
     let payload_digest = Digest::of(&payload);
     let tag = legacy_tag(&subject.digest);
-    let layers = match manifest_json(client, path, &tag).await? {
+    let layers = match merge::shared(client, path, &tag).await? {
         Some(m) => descriptors(&m, &tag, "layers")?,
         None => Vec::new(),
     };
@@ -370,7 +370,7 @@ async fn sign_bundle(
 ) -> Result<(Digest, bool), SignError> {
     let statement = statement(&subject.repository, &subject.digest, &subject.annotations);
     let tag = fallback_tag(&subject.digest);
-    let entries = match manifest_json(client, path, &tag).await? {
+    let entries = match merge::shared(client, path, &tag).await? {
         Some(index) => descriptors(&index, &tag, "manifests")?,
         None => Vec::new(),
     };
