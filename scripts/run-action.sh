@@ -6,8 +6,21 @@ set -euo pipefail
 command="${INPUT_COMMAND:-run}"
 case "$command" in
   run | plan | check) ;;
+  rollback)
+    # publish runpod rollback TEMPLATE --to TO: the template and its endpoints, moved back to
+    # an earlier image of its repository whose signature verifies (a dry run only shows it).
+    if [ -z "${INPUT_TEMPLATE:-}" ]; then
+      echo "::error title=publish::command rollback needs input template (the template's name in the policy)"
+      exit 2
+    fi
+    rollback=(runpod rollback "$INPUT_TEMPLATE" --to "${INPUT_TO:-previous}" --policy "${INPUT_POLICY:-publish.yaml}")
+    if [ "${INPUT_DRY_RUN:-false}" = "true" ]; then
+      rollback+=(--dry-run)
+    fi
+    exec publish "${rollback[@]}"
+    ;;
   *)
-    echo "::error title=publish::input command must be run, plan or check, not '${command}'"
+    echo "::error title=publish::input command must be run, plan, check or rollback, not '${command}'"
     exit 2
     ;;
 esac

@@ -233,6 +233,32 @@ pub enum RunPodCmd {
         /// Print the diff, write nothing (read-only requests only).
         #[arg(long)]
         dry_run: bool,
+        /// Move a template even when it holds a newer image than this one.
+        #[arg(long)]
+        allow_rollback: bool,
+        #[command(flatten)]
+        policy: PolicyOpts,
+    },
+    /// List the images a template could point to, newest first (the one it runs marked).
+    History {
+        /// The template's name.
+        template: String,
+        #[command(flatten)]
+        policy: PolicyOpts,
+    },
+    /// Point a template and its endpoints at an earlier image, its signature verified.
+    Rollback {
+        /// The template's name.
+        template: String,
+        /// previous (the image before the one it runs), a tag, or sha256:….
+        #[arg(long, value_parser = clap::value_parser!(crate::commands::RollbackTo))]
+        to: crate::commands::RollbackTo,
+        /// Move to an image whose signature does not verify with the policy's signing.
+        #[arg(long)]
+        allow_unsigned: bool,
+        /// Print what would move, write nothing.
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         policy: PolicyOpts,
     },
@@ -274,6 +300,9 @@ pub struct RunCmd {
     /// Print the plan, write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Move tags and templates even when they hold a newer image than this run's.
+    #[arg(long)]
+    pub allow_rollback: bool,
     #[command(flatten)]
     pub policy: PolicyOpts,
 }
@@ -353,6 +382,7 @@ impl Cli {
                 plan: r.plan,
                 only: r.only,
                 dry_run: r.dry_run || self.dry_run,
+                allow_rollback: r.allow_rollback,
             }),
             Some(Cmd::Schema) => Request::Schema,
             Some(Cmd::Sign(s)) => Request::Sign(SignArgs {
@@ -401,15 +431,7 @@ impl Cli {
             Some(Cmd::GenerateKeyPair { output_dir, force }) => {
                 Request::GenerateKeyPair(KeyPairArgs { dir: output_dir, force })
             }
-            Some(Cmd::Runpod(cmd)) => Request::RunPod(match cmd {
-                RunPodCmd::Render { template, policy } => {
-                    RunPodArgs { policy: policy.lower(&top), command: RunPodCommand::Render { template } }
-                }
-                RunPodCmd::Sync { dry_run, policy } => RunPodArgs {
-                    policy: policy.lower(&top),
-                    command: RunPodCommand::Sync { dry_run: dry_run || self.dry_run },
-                },
-            }),
+            Some(Cmd::Runpod(cmd)) => Request::RunPod(cmd.lower(&top, self.dry_run)),
             Some(Cmd::Push(p)) => Request::Push(PushArgs {
                 source: p.source,
                 destination: p.destination,
@@ -423,6 +445,28 @@ impl Cli {
     }
 }
 
+impl RunPodCmd {
+    /// The request, with `--dry-run` given before the subcommand (`dry_run_before`).
+    fn lower(self, top: &PolicyOpts, dry_run_before: bool) -> RunPodArgs {
+        match self {
+            RunPodCmd::Render { template, policy } => {
+                RunPodArgs { policy: policy.lower(top), command: RunPodCommand::Render { template } }
+            }
+            RunPodCmd::Sync { dry_run, allow_rollback, policy } => RunPodArgs {
+                policy: policy.lower(top),
+                command: RunPodCommand::Sync { dry_run: dry_run || dry_run_before, allow_rollback },
+            },
+            RunPodCmd::History { template, policy } => {
+                RunPodArgs { policy: policy.lower(top), command: RunPodCommand::History { template } }
+            }
+            RunPodCmd::Rollback { template, to, allow_unsigned, dry_run, policy } => RunPodArgs {
+                policy: policy.lower(top),
+                command: RunPodCommand::Rollback { template, to, allow_unsigned, dry_run: dry_run || dry_run_before },
+            },
+        }
+    }
+}
+
 impl From<RegistryFlags> for RegistryArgs {
     fn from(f: RegistryFlags) -> Self {
         RegistryArgs { ca_file: f.ca_file, insecure: f.insecure, username: f.username, password_env: f.password_env }
@@ -430,69 +474,4 @@ impl From<RegistryFlags> for RegistryArgs {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn lower(args: &[&str]) -> Result<Request, clap::Error> {
-        Cli::try_parse_from(std::iter::once("publish").chain(args.iter().copied())).map(Cli::into_request)
-    }
-
-    #[test]
-    fn bare_dry_run_is_the_plan_and_bare_is_run() {
-        assert!(matches!(lower(&["--dry-run"]).unwrap(), Request::Plan(_)));
-        assert!(matches!(lower(&[]).unwrap(), Request::Run(RunArgs { dry_run: false, .. })));
-    }
-
-    /// Whether a lowered request is a dry run of its writing command.
-    fn is_dry_run(r: &Request) -> bool {
-        match r {
-            Request::Run(a) => a.dry_run,
-            Request::Push(p) => p.dry_run,
-            Request::Sign(s) => s.dry_run,
-            Request::RunPod(RunPodArgs { command: RunPodCommand::Sync { dry_run }, .. }) => *dry_run,
-            _ => false,
-        }
-    }
-
-    #[test]
-    fn every_writing_command_takes_dry_run_before_or_after_it() {
-        let commands: [&[&str]; 4] = [
-            &["run"],
-            &["push", "oci:x", "docker://h/r"],
-            &["sign", "h/r@sha256:00", "--key", "k"],
-            &["runpod", "sync"],
-        ];
-        for command in commands {
-            let before = [&["--dry-run"], command].concat();
-            let after = [command, &["--dry-run"]].concat();
-            assert!(is_dry_run(&lower(&before).unwrap()), "{before:?}");
-            assert!(is_dry_run(&lower(&after).unwrap()), "{after:?}");
-            assert!(!is_dry_run(&lower(command).unwrap()), "{command:?}");
-        }
-        assert!(matches!(lower(&["--dry-run", "generate-key-pair"]).unwrap(), Request::Refused(_)));
-        assert!(matches!(lower(&["--dry-run", "init"]).unwrap(), Request::Refused(_)));
-        // The top-level -o reaches push as it does sign and verify.
-        assert!(matches!(
-            lower(&["-o", "json", "push", "oci:x", "docker://h/r"]).unwrap(),
-            Request::Push(p) if matches!(p.output, Output::Json)
-        ));
-    }
-
-    #[test]
-    fn flags_that_mean_nothing_to_a_command_are_refused() {
-        assert!(lower(&["verify", "h/r:v1", "--key", "k", "--dry-run"]).is_err());
-        assert!(lower(&["verify", "h/r:v1", "--key", "k", "--fulcio-url", "https://f"]).is_err());
-        assert!(lower(&["sign", "h/r@sha256:00", "--key", "k", "--certificate-identity", "x"]).is_err());
-        assert!(lower(&["generate-key-pair", "--policy", "p.yaml"]).is_err());
-        assert!(lower(&["schema", "--dry-run"]).is_err());
-    }
-
-    #[test]
-    fn policy_and_output_may_come_before_or_after_the_command() {
-        let Request::Plan(p) = lower(&["--policy", "a.yaml", "plan", "-o", "json"]).unwrap() else { panic!() };
-        assert_eq!((p.policy.policy, p.policy.output), (PathBuf::from("a.yaml"), Output::Json));
-        let Request::Run(r) = lower(&["run", "--plan", "plan.json", "--only", "app@home"]).unwrap() else { panic!() };
-        assert_eq!((r.plan, r.only.as_deref()), (Some(PathBuf::from("plan.json")), Some("app@home")));
-        assert_eq!(r.policy.policy, PathBuf::from(DEFAULT_POLICY));
-    }
-}
+mod tests;

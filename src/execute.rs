@@ -9,8 +9,10 @@ use std::collections::HashMap;
 
 use crate::credentials::Resolved as Credentials;
 use crate::github;
+use crate::guard::{self, Guard};
 use crate::http::ClientConfig;
 use crate::image::Image;
+use crate::order::Decision;
 use crate::plan::steps::{RepositoryApi, TargetStep};
 use crate::plan::{ImagePlan, Plan, TargetPlan};
 use crate::policy::{RegistryKind, Visibility};
@@ -37,9 +39,26 @@ pub struct Inputs<'a> {
     pub dockerhub_api: &'a str,
     /// Where the images came from, for their signatures (`sign::provenance`).
     pub provenance: sign::provenance::Annotations,
+    /// The policy's signatures, to believe what a held image's signature says of its commit.
+    pub verifier: Option<&'a sign::Verifier>,
+    /// The checkout whose history orders two commits.
+    pub git: crate::order::Git,
+    /// Move tags and templates even to an older image (`--allow-rollback`).
+    pub allow_rollback: bool,
 }
 
-pub async fn execute(plan: &Plan, inputs: Inputs<'_>) -> RunReport {
+impl Inputs<'_> {
+    fn guard(&self) -> Guard<'_> {
+        Guard {
+            verifier: self.verifier,
+            git: self.git.clone(),
+            provenance: &self.provenance,
+            allow_rollback: self.allow_rollback,
+        }
+    }
+}
+
+pub async fn execute(plan: &Plan, mut inputs: Inputs<'_>) -> RunReport {
     let format = plan.signing.as_ref().map(|s| s.format).unwrap_or_default();
     let mut outcomes = Vec::new();
     for img in &plan.images {
@@ -62,9 +81,9 @@ pub async fn execute(plan: &Plan, inputs: Inputs<'_>) -> RunReport {
         outcomes.push(ImageOutcome { name: img.name.clone(), digest, targets });
     }
     let report = RunReport::new(outcomes);
-    match inputs.templates {
+    match inputs.templates.take() {
         Some((client, templates)) => {
-            let results = sync_templates(&client, templates, &report).await;
+            let results = sync_templates(&client, templates, &report, &inputs).await;
             report.with_runpod(results)
         }
         None => report,
@@ -130,7 +149,13 @@ async fn target(
         }
     }
     tracing::info!(image = %img.name, registry = %t.registry, "pushing to {}", t.repository);
+    // Tags that hold a newer image stay where they are; the manifest still goes in.
+    let moving_tags = match guard::tags(&inputs.guard(), image, &mut dest).await {
+        Ok(held) => held,
+        Err(e) => return push::failed(image, &dest, e.to_string()),
+    };
     let mut outcome = push::push(image, &dest).await;
+    outcome.moving_tags = moving_tags;
     let signs = t.steps.contains(&TargetStep::Sign);
     if let (push::Status::Pushed, Some(signer), true) = (outcome.status, signer, signs) {
         match sign_pushed(&dest, &outcome, (signer, inputs.provenance.clone()), format).await {
@@ -226,6 +251,7 @@ async fn sync_templates(
     client: &runpod::Client,
     templates: Vec<(Rendered, runpod::Wanted)>,
     report: &RunReport,
+    inputs: &Inputs<'_>,
 ) -> Vec<TemplateReport> {
     let mut out = Vec::new();
     for (r, mut wanted) in templates {
@@ -279,10 +305,43 @@ async fn sync_templates(
                 }
             }
         }
+        // Never back to an older image by accident (a re-run of an older workflow).
+        let note = match template_guard(&r, &pushed.digest, inputs, client).await {
+            Decision::Keep(why) => {
+                let reason = Some(format!("template {} {why}", r.template.name));
+                out.push(TemplateReport { status: TemplateStatus::Kept, reason, ..base });
+                continue;
+            }
+            Decision::Same(why) => {
+                out.push(TemplateReport { status: TemplateStatus::Current, reason: Some(why), ..base });
+                continue;
+            }
+            Decision::Move(note) => note,
+            Decision::MoveBack(note) => Some(note),
+        };
         match runpod::sync(client, wanted, false).await {
-            Ok(sync) => out.push(TemplateReport { status: TemplateStatus::Synced, sync: Some(sync), ..base }),
+            Ok(sync) => {
+                out.push(TemplateReport { status: TemplateStatus::Synced, sync: Some(sync), reason: note, ..base })
+            }
             Err(e) => out.push(TemplateReport { status: TemplateStatus::Failed, reason: Some(e.to_string()), ..base }),
         }
     }
     out
+}
+
+/// Whether template `r` may move from the image it holds to `digest`, this run's (`guard`).
+async fn template_guard(
+    r: &Rendered,
+    digest: &crate::types::Digest,
+    inputs: &Inputs<'_>,
+    rp: &runpod::Client,
+) -> Decision {
+    let Some(image) = inputs.images.get(&r.image.id) else { return Decision::Move(None) };
+    let credential = inputs.credentials.get(&r.target.id).and_then(Credentials::credential);
+    let dest = destination(&r.target, credential, inputs.config);
+    let Ok(client) = dest.access.client(&r.target.path) else { return Decision::Move(None) };
+    if let Err(e) = client.authenticate().await {
+        return Decision::Move(Some(format!("its image could not be compared ({e}): moved")));
+    }
+    guard::template_at(&inputs.guard(), (rp, &r.template.name), (&client, &r.target), (image, digest)).await
 }

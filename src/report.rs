@@ -27,6 +27,10 @@ crate::word_enum! {
         Synced => "synced",
         /// Its image did not publish (or was not signed, or cannot be pulled): it kept its image.
         Skipped => "skipped",
+        /// It holds a newer image than this run's: not moved (re-run of an older workflow?).
+        Kept => "kept",
+        /// It holds an image of the same commit: left as it is (a re-run).
+        Current => "current",
         Failed => "failed",
     }
 }
@@ -62,7 +66,9 @@ pub struct ImageOutcome {
 impl RunReport {
     pub fn new(images: Vec<ImageOutcome>) -> Self {
         let all: Vec<&Outcome> = images.iter().flat_map(|i| &i.targets).collect();
-        let done = all.iter().filter(|o| o.status == Status::Pushed).count();
+        // A tag left on a newer image is a partial result: the push is there, the tag is not.
+        let kept = |o: &Outcome| o.moving_tags.iter().any(|h| h.action == crate::order::HeldAction::Kept);
+        let done = all.iter().filter(|o| o.status == Status::Pushed && !kept(o)).count();
         let published = all.iter().filter(|o| o.status != Status::Failed).count();
         let status = if done == all.len() {
             RunStatus::Success
@@ -76,7 +82,9 @@ impl RunReport {
 
     /// Adds the templates' results; any template not synced makes a success partial.
     pub fn with_runpod(mut self, runpod: Vec<TemplateReport>) -> Self {
-        if self.status == RunStatus::Success && runpod.iter().any(|t| t.status != TemplateStatus::Synced) {
+        if self.status == RunStatus::Success
+            && runpod.iter().any(|t| !matches!(t.status, TemplateStatus::Synced | TemplateStatus::Current))
+        {
             self.status = RunStatus::Partial;
         }
         self.runpod = runpod;
@@ -256,6 +264,9 @@ pub fn run_text(report: &RunReport) -> String {
                     if t.bytes_sent == 0 {
                         let _ = writeln!(s, "  every blob was already on {}: no blob bytes sent", t.registry);
                     }
+                    for h in &t.moving_tags {
+                        let _ = writeln!(s, "  tag {} {}", h.tag, h.reason);
+                    }
                 }
                 Status::PushedUnsigned | Status::PushedExposed => {
                     let what = if t.status == Status::PushedUnsigned { "UNSIGNED" } else { "PULLABLE BY ANYONE" };
@@ -282,7 +293,12 @@ pub fn run_text(report: &RunReport) -> String {
     }
     for t in &report.runpod {
         match &t.sync {
-            Some(sync) => s.push_str(&sync_text(sync)),
+            Some(sync) => {
+                s.push_str(&sync_text(sync));
+                if let Some(r) = &t.reason {
+                    let _ = writeln!(s, "  {r}");
+                }
+            }
             None => {
                 let _ = writeln!(s, "template {}: {} ({})", t.name, t.status, t.reason.as_deref().unwrap_or(""));
             }

@@ -310,6 +310,8 @@ on:
 
 permissions: {{}}
 
+# One publish at a time. Runs that overlap anyway (a re-run of an older run) never move RunPod
+# or the main tag back to an older image: publish says so and exits 3.
 concurrency:
   group: publish-main
   cancel-in-progress: false
@@ -325,7 +327,8 @@ jobs:
     steps:
       - uses: actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683 # v4.2.2
         with:
-          persist-credentials: false{buildx}
+          persist-credentials: false
+          fetch-depth: 0 # the history that orders two images' commits{buildx}
       - name: Build the image
         run: {build}
       - name: Publish

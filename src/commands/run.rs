@@ -27,6 +27,8 @@ pub struct RunArgs {
     /// One entry: an image id or a target id (`IMAGE@REGISTRY`).
     pub only: Option<String>,
     pub dry_run: bool,
+    /// Move tags and templates even to an older image than the one they hold.
+    pub allow_rollback: bool,
 }
 
 /// The plan a run executes, with what building it left at hand.
@@ -73,6 +75,15 @@ pub async fn run(args: RunArgs, env: &Env, actions: Option<&github::Actions>) ->
             })?,
         None => None,
     };
+    // A held image's signature tells its commit only when it verifies with the policy's
+    // settings; without a verifier, labels and created times order images.
+    let verifier = match super::runpod::signature_verifier(plan.signing.as_ref(), env).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::info!("held images' signatures are not read to order them: {e:#}");
+            None
+        }
+    };
     let inputs = execute::Inputs {
         images: &images,
         credentials,
@@ -84,6 +95,10 @@ pub async fn run(args: RunArgs, env: &Env, actions: Option<&github::Actions>) ->
         dockerhub_api: &urls.dockerhub_api,
         // `git` where the policy is, as for tag templates (a saved plan: the working directory).
         provenance: crate::sign::provenance::from_environment(env, resolved.as_ref().and(args.policy.policy.parent())),
+        verifier: verifier.as_ref(),
+        git: crate::order::Git::new(resolved.as_ref().and(args.policy.policy.parent())),
+        allow_rollback: args.allow_rollback
+            || resolved.as_ref().and_then(|r| r.runpod.as_ref()).is_some_and(|rp| rp.allow_rollback),
     };
     let report = execute::execute(&plan, inputs).await;
     super::print_json_or(args.policy.output, &report, || crate::report::run_text(&report));

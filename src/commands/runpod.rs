@@ -18,10 +18,23 @@ pub enum RunPodCommand {
     /// Print the rendered template bodies (one, with a name).
     Render { template: Option<String> },
     /// Create or update the templates for images already published.
-    Sync { dry_run: bool },
+    Sync { dry_run: bool, allow_rollback: bool },
+    /// The images a template could point to, newest first.
+    History { template: String },
+    /// Point a template and its endpoints at an earlier image.
+    Rollback { template: String, to: super::rollback::To, allow_unsigned: bool, dry_run: bool },
 }
 
 pub async fn runpod(args: RunPodArgs, env: &Env) -> anyhow::Result<ExitStatus> {
+    // Neither opens the image's source: a rollback runs where no build was made.
+    match &args.command {
+        RunPodCommand::History { template } => return super::rollback::history(&args.policy, template, env).await,
+        RunPodCommand::Rollback { template, to, allow_unsigned, dry_run } => {
+            let how = (*allow_unsigned, *dry_run);
+            return super::rollback::rollback(&args.policy, (template, to), how, env).await;
+        }
+        _ => {}
+    }
     let (resolved, images) = load::policy_and_images(&args.policy.policy, env).await?;
     let (plan, rendered) = crate::plan::finish(&resolved, &images, &MeasuredUsage::new())?;
     let Some(rp) = resolved.runpod.as_ref().filter(|rp| !rp.templates.is_empty()) else {
@@ -32,86 +45,147 @@ pub async fn runpod(args: RunPodArgs, env: &Env) -> anyhow::Result<ExitStatus> {
         resolved.images.iter().map(|i| i.name.as_str()).zip(images.iter()).collect();
     match args.command {
         RunPodCommand::Render { template } => render(&rendered, template.as_deref()),
-        RunPodCommand::Sync { dry_run } => {
-            // Every body and credential is checked before the first request.
-            let wanted = rendered
-                .iter()
-                .map(|r| stage::wanted(r, env).map(|w| (r, w)))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(UsageError::of)?;
-            let client = stage::client(rp, env, load::service_urls(env).runpod_api.as_deref(), config)
-                .map_err(UsageError::of)?;
-            // Templates only ever follow signed images: with signing in the policy, each image
-            // is verified with the policy's key before its template moves.
-            let verifier = signature_verifier(&plan, env).await?;
-            let mut results = Vec::new();
-            let mut failed = false;
-            let mut held = false;
-            for (r, mut w) in wanted {
-                // A docker source's template, rendered for the digest it was pushed with.
-                let r = if r.digest_pending {
-                    match with_pushed_digest(r.clone(), &named, env, config).await {
-                        Ok(now) => {
-                            w.body = now.body.clone();
-                            now
-                        }
-                        Err(e) => {
-                            failed = true;
-                            eprintln!("error: {e:#}");
-                            continue;
-                        }
-                    }
-                } else {
-                    r.clone()
-                };
-                // A template never points at an image the registry does not have.
-                let digest = r.image.manifest_digest.clone().unwrap_or_else(|| r.image.source_digest.clone());
-                match published(&r.target, &digest, verifier.as_ref(), env, config).await {
-                    Ok(Published::Signed) => {}
-                    Ok(Published::Unsigned) => {
-                        held = true;
-                        eprintln!(
-                            "error: template {}: {}@{} is pushed, not signed as the policy's signing: says: the template is not moved (publish run signs what it pushes; or publish sign)",
-                            r.template.name, r.target.repository, digest
-                        );
-                        continue;
-                    }
-                    Ok(Published::Missing) => {
-                        failed = true;
-                        eprintln!(
-                            "error: template {}: {}@{} is not in registry {}: publish the image first (publish run), then sync",
-                            r.template.name, r.target.repository, digest, r.target.registry
-                        );
-                        continue;
-                    }
-                    Err(e) => {
-                        failed = true;
-                        eprintln!(
-                            "error: template {}: could not check that its image is published: {e}",
-                            r.template.name
-                        );
-                        continue;
-                    }
-                }
-                match crate::runpod::sync(&client, w, dry_run).await {
-                    Ok(s) => results.push(s),
-                    Err(e) => {
-                        failed = true;
-                        eprintln!("error: template {}: {e}", r.template.name);
-                    }
-                }
-            }
-            match args.policy.output {
-                Output::Json => super::print_out(&format!("{}\n", crate::report::json(&results))),
-                Output::Text => results.iter().for_each(|s| super::print_out(&crate::report::sync_text(s))),
-            }
-            // An image that is there but unsigned is a partial result (3): published, held back.
-            Ok(match (failed, held, results.is_empty()) {
-                (false, false, _) => ExitStatus::Success,
-                (true, _, true) => ExitStatus::Failure,
-                _ => ExitStatus::Partial,
-            })
+        RunPodCommand::History { .. } | RunPodCommand::Rollback { .. } => unreachable!("answered above"),
+        RunPodCommand::Sync { dry_run, allow_rollback } => {
+            let git = crate::order::Git::new(args.policy.policy.parent());
+            let client = runpod_client(rp, env, config)?;
+            let how = Sync { dry_run, allow_rollback: allow_rollback || rp.allow_rollback, git };
+            sync(&args, (env, config), (&plan, &rendered, &named), &client, how).await
         }
+    }
+}
+
+type Images<'a> = std::collections::HashMap<&'a str, &'a crate::image::Image>;
+
+/// How `runpod sync` moves templates.
+struct Sync {
+    dry_run: bool,
+    allow_rollback: bool,
+    git: crate::order::Git,
+}
+
+/// `runpod sync`: each template whose image is published (and signed, with signing in the
+/// policy), and is not older than the one the template holds, created or updated.
+async fn sync(
+    args: &RunPodArgs,
+    (env, config): (&Env, &crate::http::ClientConfig),
+    (plan, rendered, named): (&crate::plan::Plan, &[stage::Rendered], &Images<'_>),
+    client: &crate::runpod::Client,
+    how: Sync,
+) -> anyhow::Result<ExitStatus> {
+    // Every body and credential is checked before the first request.
+    let wanted = rendered
+        .iter()
+        .map(|r| stage::wanted(r, env).map(|w| (r, w)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(UsageError::of)?;
+    // Templates only ever follow signed images: with signing in the policy, each image
+    // is verified with the policy's key before its template moves.
+    let verifier = signature_verifier(plan.signing.as_ref(), env).await?;
+    let provenance = crate::sign::provenance::from_environment(env, args.policy.policy.parent());
+    let guard = crate::guard::Guard {
+        verifier: verifier.as_ref(),
+        git: how.git.clone(),
+        provenance: &provenance,
+        allow_rollback: how.allow_rollback,
+    };
+    let mut results = Vec::new();
+    let (mut failed, mut held) = (false, false);
+    for (r, mut w) in wanted {
+        // A docker source's template, rendered for the digest it was pushed with.
+        let r = if r.digest_pending {
+            match with_pushed_digest(r.clone(), named, env, config).await {
+                Ok(now) => {
+                    w.body = now.body.clone();
+                    now
+                }
+                Err(e) => {
+                    failed = true;
+                    eprintln!("error: {e:#}");
+                    continue;
+                }
+            }
+        } else {
+            r.clone()
+        };
+        let digest = r.image.manifest_digest.clone().unwrap_or_else(|| r.image.source_digest.clone());
+        match movable(&r, &digest, (verifier.as_ref(), &guard), (named, client), env, config).await {
+            Ok(true) => {}
+            Ok(false) => {
+                held = true;
+                continue;
+            }
+            Err(e) => {
+                failed = true;
+                eprintln!("error: template {}: {e:#}", r.template.name);
+                continue;
+            }
+        }
+        match crate::runpod::sync(client, w, how.dry_run).await {
+            Ok(s) => results.push(s),
+            Err(e) => {
+                failed = true;
+                eprintln!("error: template {}: {e}", r.template.name);
+            }
+        }
+    }
+    match args.policy.output {
+        Output::Json => super::print_out(&format!("{}\n", crate::report::json(&results))),
+        Output::Text => results.iter().for_each(|s| super::print_out(&crate::report::sync_text(s))),
+    }
+    // An image that is there but unsigned, or older than the template's, is a partial
+    // result (3): published, held back.
+    Ok(match (failed, held, results.is_empty()) {
+        (false, false, _) => ExitStatus::Success,
+        (true, _, true) => ExitStatus::Failure,
+        _ => ExitStatus::Partial,
+    })
+}
+
+/// Whether template `r` may move to `digest`: the registry has it, signed when the policy
+/// signs, and it is not older than what the template holds (`guard`). `Ok(false)`: held back,
+/// with the reason printed; `Err`: it could not be checked or is not published.
+async fn movable(
+    r: &stage::Rendered,
+    digest: &crate::types::Digest,
+    (verifier, guard): (Option<&crate::sign::Verifier>, &crate::guard::Guard<'_>),
+    (named, rp): (&Images<'_>, &crate::runpod::Client),
+    env: &Env,
+    config: &crate::http::ClientConfig,
+) -> anyhow::Result<bool> {
+    let name = &r.template.name;
+    // A template never points at an image the registry does not have.
+    let client = match published(&r.target, digest, verifier, env, config).await {
+        Ok((Published::Signed, client)) => client,
+        Ok((Published::Unsigned, _)) => {
+            eprintln!(
+                "error: template {name}: {}@{digest} is pushed, not signed as the policy's signing: says: the template is not moved (publish run signs what it pushes; or publish sign)",
+                r.target.repository
+            );
+            return Ok(false);
+        }
+        Ok((Published::Missing, _)) => anyhow::bail!(
+            "{}@{digest} is not in registry {}: publish the image first (publish run), then sync",
+            r.target.repository,
+            r.target.registry
+        ),
+        Err(e) => anyhow::bail!("could not check that its image is published: {e}"),
+    };
+    let Some(image) = named.get(r.image.name.as_str()) else { return Ok(true) };
+    match crate::guard::template_at(guard, (rp, name), (&client, &r.target), (image, digest)).await {
+        crate::order::Decision::Keep(why) => {
+            eprintln!("error: template {name} {why}");
+            Ok(false)
+        }
+        crate::order::Decision::Same(why) => {
+            eprintln!("template {name}: {why}");
+            Ok(false)
+        }
+        crate::order::Decision::Move(Some(note)) | crate::order::Decision::MoveBack(note) => {
+            eprintln!("note: template {name}: {note}");
+            Ok(true)
+        }
+        crate::order::Decision::Move(None) => Ok(true),
     }
 }
 
@@ -150,8 +224,11 @@ const GITHUB_ISSUER: &str = "https://token.actions.githubusercontent.com";
 /// workflow identity (this workflow's `GITHUB_WORKFLOW_REF`, else any workflow of
 /// `GITHUB_REPOSITORY`) certified by a trusted Fulcio and logged in a trusted Rekor. `None`
 /// when the policy does not sign.
-async fn signature_verifier(plan: &crate::plan::Plan, env: &Env) -> anyhow::Result<Option<crate::sign::Verifier>> {
-    let Some(s) = &plan.signing else { return Ok(None) };
+pub(super) async fn signature_verifier(
+    signing: Option<&crate::plan::SigningPlan>,
+    env: &Env,
+) -> anyhow::Result<Option<crate::sign::Verifier>> {
+    let Some(s) = signing else { return Ok(None) };
     let (crate::plan::SignMethod::Key, Some(key)) = (s.method, &s.key) else {
         return keyless_verifier(s, env).await.map(Some);
     };
@@ -256,21 +333,59 @@ async fn with_pushed_digest(
     Ok(r.with_digest(&root.digest)?)
 }
 
+/// The RunPod client of the policy's `runpod:` (`RUNPOD_API_URL` overrides its URL).
+pub(super) fn runpod_client(
+    rp: &crate::policy::ResolvedRunPod,
+    env: &Env,
+    config: &crate::http::ClientConfig,
+) -> anyhow::Result<crate::runpod::Client> {
+    Ok(stage::client(rp, env, load::service_urls(env).runpod_api.as_deref(), config).map_err(UsageError::of)?)
+}
+
+/// A read-only client for `path` on a registry of the policy, with its push credentials.
+pub(super) async fn registry_client(
+    r: &crate::policy::ResolvedRegistry,
+    path: &str,
+    env: &Env,
+    config: &crate::http::ClientConfig,
+) -> anyhow::Result<crate::registry::Client> {
+    let source = crate::credentials::CredentialSource::for_registry(r.kind, &r.host, r.credentials.as_ref());
+    let endpoint = crate::plan::EndpointPlan::new(&r.host, r.insecure, r.ca_file.clone());
+    let credential = resolved_credential(&source, &r.id, env, config).await?;
+    let access = crate::registry::RegistryAccess {
+        endpoint: endpoint.endpoint(),
+        ca_file: r.ca_file.clone(),
+        credential,
+        config: *config,
+    };
+    Ok(access.client(path)?.with_scope(&format!("repository:{path}:pull")))
+}
+
+/// The credential a source names, from the environment (ECR Public: through AWS).
+async fn resolved_credential(
+    source: &crate::credentials::CredentialSource,
+    registry: &str,
+    env: &Env,
+    config: &crate::http::ClientConfig,
+) -> anyhow::Result<Option<crate::registry::Credential>> {
+    let resolved = source.resolve(env).map_err(|m| {
+        UsageError::Message(format!("environment variable {} is not set (registry {registry})", m.variable))
+    })?;
+    Ok(match resolved {
+        crate::credentials::Resolved::AwsChain => {
+            Some(crate::registry::ecr::Api::from_environment(env, config).await?.registry_credential().await?)
+        }
+        other => other.credential(),
+    })
+}
+
 /// A read-only client for the target's repository, with its credentials.
 async fn target_client(
     t: &crate::plan::TargetPlan,
     env: &Env,
     config: &crate::http::ClientConfig,
 ) -> anyhow::Result<crate::registry::Client> {
-    let resolved = t.credentials.resolve(env).map_err(|m| {
-        UsageError::Message(format!("environment variable {} is not set (registry {})", m.variable, t.registry))
-    })?;
-    let credential = match resolved {
-        crate::credentials::Resolved::AwsChain => {
-            Some(crate::registry::ecr::Api::from_environment(env, config).await?.registry_credential().await?)
-        }
-        other => other.credential(),
-    };
+    let credential = resolved_credential(&t.credentials, &t.registry, env, config).await?;
     Ok(crate::execute::destination(t, credential, *config)
         .access
         .client(&t.path)?
@@ -285,14 +400,16 @@ async fn published(
     verifier: Option<&crate::sign::Verifier>,
     env: &Env,
     config: &crate::http::ClientConfig,
-) -> anyhow::Result<Published> {
+) -> anyhow::Result<(Published, crate::registry::Client)> {
     let client = target_client(t, env, config).await?;
     client.authenticate().await?;
     if !client.has_manifest(digest).await? {
-        return Ok(Published::Missing);
+        return Ok((Published::Missing, client));
     }
-    let Some(verifier) = verifier else { return Ok(Published::Signed) };
+    let Some(verifier) = verifier else { return Ok((Published::Signed, client)) };
     let verified =
         crate::sign::verify(&client, &t.path, digest, verifier, crate::sign::VerifyOptions::default()).await?;
-    Ok(if verified.legacy.is_empty() && verified.bundle.is_empty() { Published::Unsigned } else { Published::Signed })
+    let found =
+        if verified.legacy.is_empty() && verified.bundle.is_empty() { Published::Unsigned } else { Published::Signed };
+    Ok((found, client))
 }

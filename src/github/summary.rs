@@ -80,6 +80,13 @@ pub fn run_markdown(report: &RunReport) -> String {
                 }
                 Status::Failed => format!("❌ {}", cell(t.error.as_deref().unwrap_or("failed"))),
             };
+            // Tags left on a newer image, or moved though the order was unknown, are said.
+            let held: String = t
+                .moving_tags
+                .iter()
+                .map(|h| format!("<br>⚠️ tag `{}` {}: {}", h.tag, h.action, cell(&h.reason)))
+                .collect();
+            let status = format!("{status}{held}");
             let refs = t.references.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join("<br>");
             let _ = writeln!(
                 s,

@@ -69,26 +69,7 @@ pub fn build(resolved: &Resolved, images: &[Image], measured: &MeasuredUsage) ->
     if !errors.is_empty() {
         return Err(Diagnostics(errors));
     }
-    let signing = resolved.signing.as_ref().map(|s| match &s.key {
-        Some(key) => SigningPlan {
-            method: SignMethod::Key,
-            format: s.format,
-            key: Some(key.clone()),
-            password_env: Some(s.password_env.clone()),
-            fulcio_url: None,
-            rekor_url: s.tlog.then(|| s.rekor_url.clone()),
-            tlog: s.tlog,
-        },
-        None => SigningPlan {
-            method: SignMethod::Keyless,
-            format: s.format,
-            key: None,
-            password_env: None,
-            fulcio_url: Some(s.fulcio_url.clone()),
-            rekor_url: Some(s.rekor_url.clone()),
-            tlog: true,
-        },
-    });
+    let signing = resolved.signing.as_ref().map(signing_plan);
     let templates = resolved
         .runpod
         .iter()
@@ -379,4 +360,28 @@ fn visibility_word(v: Visibility) -> &'static str {
 
 fn join(ps: &[Platform]) -> String {
     ps.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
+
+/// The signing a policy's `signing:` asks for.
+pub fn signing_plan(s: &crate::policy::ResolvedSigning) -> SigningPlan {
+    match &s.key {
+        Some(key) => SigningPlan {
+            method: SignMethod::Key,
+            format: s.format,
+            key: Some(key.clone()),
+            password_env: Some(s.password_env.clone()),
+            fulcio_url: None,
+            rekor_url: s.tlog.then(|| s.rekor_url.clone()),
+            tlog: s.tlog,
+        },
+        None => SigningPlan {
+            method: SignMethod::Keyless,
+            format: s.format,
+            key: None,
+            password_env: None,
+            fulcio_url: Some(s.fulcio_url.clone()),
+            rekor_url: Some(s.rekor_url.clone()),
+            tlog: true,
+        },
+    }
 }

@@ -9,7 +9,7 @@ mod measure;
 mod preflight;
 mod reuse;
 pub mod steps;
-pub use build::{MeasuredUsage, build, source_diagnostic};
+pub use build::{MeasuredUsage, build, signing_plan, source_diagnostic};
 pub use measure::{Known, Measure, measure_usage};
 pub use preflight::preflight;
 pub use reuse::look as look_up_layers;

@@ -143,6 +143,10 @@ pub struct RunPod {
     pub vars: std::collections::BTreeMap<String, serde_json::Value>,
     #[serde(default)]
     pub templates: Vec<Template>,
+    /// Move templates, their endpoints and moving tags even when they hold a newer image than
+    /// this run's (by default such a run leaves them, says so and exits 3), as `--allow-rollback`.
+    #[serde(default)]
+    pub allow_rollback: Option<Located<bool>>,
 }
 
 /// One RunPod template that follows an image.

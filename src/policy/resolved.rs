@@ -66,6 +66,8 @@ pub struct ResolvedRunPod {
     pub api_url: String,
     pub vars: std::collections::BTreeMap<String, serde_json::Value>,
     pub templates: Vec<ResolvedTemplate>,
+    /// Move templates and tags even to an older image than the one they hold (`--allow-rollback`).
+    pub allow_rollback: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -53,6 +53,10 @@ pub struct Outcome {
     /// The media type and size of the manifest put (what a signature names with `digest`).
     #[serde(skip)]
     pub manifest: Option<(String, u64)>,
+    /// Tags that held another image: kept (it was newer), unchanged (the same commit), moved
+    /// back (`--allow-rollback`), or moved though the order was unknown (`order`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub moving_tags: Vec<crate::order::Held>,
 }
 
 /// Where to push: the registry's address and the repository path inside it.
@@ -100,6 +104,7 @@ impl Outcome {
             signed: None,
             anonymous_pull: None,
             manifest: None,
+            moving_tags: Vec::new(),
         }
     }
 }
@@ -206,6 +211,11 @@ async fn push_inner(image: &Image, dest: &Destination, out: &mut Outcome) -> Res
     out.manifest = Some((root.media_type.clone(), root.bytes.len() as u64));
     for child in &children {
         client.put_manifest(child.digest.as_str(), &child.media_type, &child.bytes).await?;
+    }
+    // Every tag held a newer image (`order`): the manifest goes in by digest alone.
+    if dest.tags.is_empty() {
+        client.put_manifest(root.digest.as_str(), &root.media_type, &root.bytes).await?;
+        out.references.push(format!("{}@{}", out.repository, root.digest));
     }
     for tag in &dest.tags {
         client.put_manifest(tag, &root.media_type, &root.bytes).await?;

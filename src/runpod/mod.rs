@@ -81,6 +81,15 @@ impl Client {
         objects(&v, "templates")
     }
 
+    /// The `image` of the template named `name` (`None`: no such template).
+    pub async fn template_image(&self, name: &str) -> Result<Option<String>, RunPodError> {
+        let templates = self.list_templates().await?;
+        Ok(templates
+            .iter()
+            .find(|t| t.get("name").and_then(Value::as_str) == Some(name))
+            .and_then(|t| t.get("image").and_then(Value::as_str).map(str::to_string)))
+    }
+
     pub async fn create_template(&self, body: &Map<String, Value>) -> Result<Map<String, Value>, RunPodError> {
         let v = self.call(Method::POST, "v2/templates", Some(&Value::Object(body.clone()))).await?;
         v.as_object()

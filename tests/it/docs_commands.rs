@@ -65,6 +65,8 @@ fn every_documented_publish_command_and_flag_exists() {
                 "runpod",
                 "render",
                 "sync",
+                "history",
+                "rollback",
                 "init",
             ];
             if is_name && known.contains(w) && (path.is_empty() || path == ["runpod"]) {

@@ -30,6 +30,7 @@ mod push;
 mod rekor_conflict;
 mod remote_source;
 mod resume;
+mod rollback;
 mod runpod;
 mod selection;
 mod sign;

@@ -295,6 +295,9 @@ fn an_image_missing_from_the_inputs_fails_its_targets() {
         config: plan.transfer,
         dockerhub_api: publish_action::registry::hub::API,
         provenance: Default::default(),
+        verifier: None,
+        git: Default::default(),
+        allow_rollback: false,
     };
     let report = tokio::runtime::Runtime::new().unwrap().block_on(publish_action::execute::execute(&plan, inputs));
     let json = serde_json::to_value(&report).unwrap();

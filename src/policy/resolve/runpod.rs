@@ -82,7 +82,8 @@ pub(super) fn resolve_runpod(
             });
         }
     }
-    ResolvedRunPod { api_key_env, api_url, vars: rp.vars.clone(), templates }
+    let allow_rollback = rp.allow_rollback.as_ref().is_some_and(|a| a.value);
+    ResolvedRunPod { api_key_env, api_url, vars: rp.vars.clone(), templates, allow_rollback }
 }
 
 /// A template's `body:` or `file:` (read now, bounded), exactly one of them.

@@ -45,6 +45,18 @@ pub const LAYER_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar+gzip"
 /// Writes an OCI layout at `dir` with one image whose layers have `layer_sizes` bytes
 /// (seeded by `seed`), for `os/arch`, named `ref_name` in index.json.
 pub fn write_layout(dir: &Path, seed: u64, layer_sizes: &[usize], os: &str, arch: &str, ref_name: &str) -> TestImage {
+    write_layout_with(dir, seed, layer_sizes, (os, arch, ref_name), &json!({}))
+}
+
+/// `write_layout` with `extra` merged into the config's top level (`created`, a `config` with
+/// `Labels`).
+pub fn write_layout_with(
+    dir: &Path,
+    seed: u64,
+    layer_sizes: &[usize],
+    (os, arch, ref_name): (&str, &str, &str),
+    extra: &serde_json::Value,
+) -> TestImage {
     std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
     std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
     let mut layers = Vec::new();
@@ -59,12 +71,15 @@ pub fn write_layout(dir: &Path, seed: u64, layer_sizes: &[usize], os: &str, arch
         layer_digests.push(d);
     }
     let diff_ids: Vec<_> = layer_digests.clone();
-    let config = serde_json::to_vec(&json!({
+    let mut config = json!({
         "architecture": arch, "os": os,
         "config": {"Env": ["SEED=".to_string() + &seed.to_string()]},
         "rootfs": {"type": "layers", "diff_ids": diff_ids}
-    }))
-    .unwrap();
+    });
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        config[k] = v.clone();
+    }
+    let config = serde_json::to_vec(&config).unwrap();
     let config_digest = put(dir, &config);
     total += config.len() as u64;
     let manifest = serde_json::to_vec(&json!({
