@@ -39,15 +39,32 @@ pub async fn tags(
 ) -> Result<Vec<Held>, crate::registry::RegistryError> {
     let client = dest.access.client(&dest.path)?;
     client.authenticate().await?;
+    let found = inspect(guard, image, (&client, &dest.path), &dest.tags).await;
+    for (tag, moves) in found.iter().map(|(h, moves)| (&h.tag, *moves)) {
+        if !moves {
+            dest.tags.retain(|t| t != tag);
+        }
+    }
+    Ok(found.into_iter().map(|(h, _)| h).collect())
+}
+
+/// What a run would do with each of `tags` in the client's repository that holds another
+/// image than `image` (each with whether it moves).
+pub async fn inspect(
+    guard: &Guard<'_>,
+    image: &Image,
+    (client, path): (&Client, &str),
+    tags: &[String],
+) -> Vec<(Held, bool)> {
     // A docker source's digest is known once it is pushed: every existing tag is compared.
     let known = image.deferred.is_none().then(|| image.root.digest.clone());
     let mut new = None;
     let mut out = Vec::new();
-    for tag in dest.tags.clone() {
+    for tag in tags {
         if tag.starts_with("sha256:") {
             continue;
         }
-        let held = match client.resolve(&tag).await {
+        let held = match client.resolve(tag).await {
             Ok(Some(d)) => d.digest,
             _ => continue,
         };
@@ -58,16 +75,45 @@ pub async fn tags(
             Some(n) => n,
             None => new.insert(order::this_run(image, guard.provenance).await),
         };
-        let (_, decision) = guard.decide(&client, &dest.path, &held, new).await;
-        if !decision.moves() {
-            dest.tags.retain(|t| t != &tag);
-        }
-        if let Some(h) = decision.record(&tag, &held) {
+        let (_, decision) = guard.decide(client, path, &held, new).await;
+        // Only a plain move forward goes unrecorded.
+        if let Some(h) = decision.record(tag, &held) {
             tracing::warn!("tag {tag}: {}", h.reason);
-            out.push(h);
+            out.push((h, decision.moves()));
         }
     }
-    Ok(out)
+    out
+}
+
+/// `publish plan`, when it measures: each target's tags that hold another image, and what a
+/// run would do with them, as the run decides (read-only; targets whose credentials are not
+/// there are left unsaid, unless `--measure`).
+pub async fn look(
+    plan: &mut crate::plan::Plan,
+    images: &std::collections::HashMap<&str, &Image>,
+    (env, scope, config): (&crate::credentials::Env, crate::plan::Measure, &crate::http::ClientConfig),
+    guard: &Guard<'_>,
+) {
+    if scope == crate::plan::Measure::Nothing {
+        return;
+    }
+    for img in &mut plan.images {
+        let Some(image) = images.get(img.id.as_str()) else { continue };
+        for t in &mut img.targets {
+            let credential = t.credentials.resolve(env).ok().and_then(|c| c.credential());
+            if scope.need_credentials() && credential.is_none() {
+                continue;
+            }
+            let dest = crate::execute::destination(t, credential, *config);
+            let Ok(client) = dest.access.client(&dest.path) else { continue };
+            let client = client.with_scope(&format!("repository:{}:pull", dest.path));
+            if let Err(e) = client.authenticate().await {
+                tracing::warn!(target = %t.id, "the tags the repository holds were not compared: {e}");
+                continue;
+            }
+            t.held = inspect(guard, image, (&client, &dest.path), &t.tags).await.into_iter().map(|(h, _)| h).collect();
+        }
+    }
 }
 
 /// A template's image reference split: `HOST/REPO[:TAG][@DIGEST]` → (`HOST/REPO`, tag, digest).

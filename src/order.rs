@@ -353,8 +353,12 @@ pub async fn decide(
             "holds {held_digest} {}: cannot tell which is newer ({why}): moved",
             held.describe()
         ))),
+        Relation::Same if allow_rollback => Decision::MoveBack(format!(
+            "held {held_digest} of the same commit {}: moved (--allow-rollback)",
+            new.commit.as_deref().map(short).unwrap_or_default()
+        )),
         Relation::Same => Decision::Same(format!(
-            "holds {held_digest} of the same commit {}: unchanged (a re-run)",
+            "holds {held_digest} of the same commit {}: unchanged (a re-run; --allow-rollback moves it)",
             new.commit.as_deref().map(short).unwrap_or_default()
         )),
         Relation::Newer if allow_rollback => Decision::MoveBack(format!(

@@ -204,6 +204,9 @@ fn plan_images_text(plan: &Plan) -> String {
             for l in &t.layers {
                 let _ = writeln!(s, "    layer    {}", l.describe());
             }
+            for h in &t.held {
+                let _ = writeln!(s, "    tag      {} {} ({})", h.tag, h.reason, h.action);
+            }
             for (i, step) in t.steps.iter().enumerate() {
                 let _ = writeln!(s, "    step {}   {}", i + 1, step.describe());
             }

@@ -21,6 +21,7 @@ pub async fn plan(args: PlanArgs, env: &Env, actions: Option<&github::Actions>) 
     let (mut plan, _) = plan::finish(&resolved, &images, &measured)?;
     if !args.matrix {
         plan::look_up_layers(&mut plan, env, args.measure, &resolved.transfer).await;
+        look_up_held(&mut plan, (&resolved, &images), &args, env).await;
     }
     if args.matrix {
         super::print_out(&format!("{}\n", crate::report::json(&plan.matrix())));
@@ -32,6 +33,30 @@ pub async fn plan(args: PlanArgs, env: &Env, actions: Option<&github::Actions>) 
         github::outputs::plan(a, &plan, token.as_ref(), &resolved.transfer).await?;
     }
     Ok(ExitStatus::Success)
+}
+
+/// What a run would do with the tags that hold another image (`guard`), as the run decides it:
+/// read-only, when the plan measures.
+async fn look_up_held(
+    plan: &mut Plan,
+    (resolved, images): (&crate::policy::Resolved, &[crate::image::Image]),
+    args: &PlanArgs,
+    env: &Env,
+) {
+    let named = resolved.images.iter().map(|i| i.name.as_str()).zip(images.iter()).collect();
+    let verifier = super::runpod::signature_verifier(plan.signing.as_ref(), env).await.unwrap_or_else(|e| {
+        tracing::info!("held images' signatures are not read to order them: {e:#}");
+        None
+    });
+    let provenance = crate::sign::provenance::from_environment(env, args.policy.policy.parent());
+    let allow_rollback = resolved.runpod.as_ref().is_some_and(|rp| rp.allow_rollback);
+    let guard = crate::guard::Guard {
+        verifier: verifier.as_ref(),
+        git: crate::order::Git::new(args.policy.policy.parent()),
+        provenance: &provenance,
+        allow_rollback,
+    };
+    crate::guard::look(plan, &named, (env, args.measure, &resolved.transfer), &guard).await;
 }
 
 /// Prints the plan in the chosen format.

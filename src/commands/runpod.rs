@@ -110,8 +110,10 @@ async fn sync(
         };
         let digest = r.image.manifest_digest.clone().unwrap_or_else(|| r.image.source_digest.clone());
         match movable(&r, &digest, (verifier.as_ref(), &guard), (named, client), env, config).await {
-            Ok(true) => {}
-            Ok(false) => {
+            Ok(Some(true)) => {}
+            // It holds an image of the same commit: nothing to do.
+            Ok(None) => continue,
+            Ok(Some(false)) => {
                 held = true;
                 continue;
             }
@@ -143,8 +145,9 @@ async fn sync(
 }
 
 /// Whether template `r` may move to `digest`: the registry has it, signed when the policy
-/// signs, and it is not older than what the template holds (`guard`). `Ok(false)`: held back,
-/// with the reason printed; `Err`: it could not be checked or is not published.
+/// signs, and it is not older than what the template holds (`guard`). `Some(false)`: held
+/// back, with the reason printed; `None`: it holds an image of the same commit; `Err`: it
+/// could not be checked or is not published.
 async fn movable(
     r: &stage::Rendered,
     digest: &crate::types::Digest,
@@ -152,7 +155,7 @@ async fn movable(
     (named, rp): (&Images<'_>, &crate::runpod::Client),
     env: &Env,
     config: &crate::http::ClientConfig,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<Option<bool>> {
     let name = &r.template.name;
     // A template never points at an image the registry does not have.
     let client = match published(&r.target, digest, verifier, env, config).await {
@@ -162,7 +165,7 @@ async fn movable(
                 "error: template {name}: {}@{digest} is pushed, not signed as the policy's signing: says: the template is not moved (publish run signs what it pushes; or publish sign)",
                 r.target.repository
             );
-            return Ok(false);
+            return Ok(Some(false));
         }
         Ok((Published::Missing, _)) => anyhow::bail!(
             "{}@{digest} is not in registry {}: publish the image first (publish run), then sync",
@@ -171,21 +174,21 @@ async fn movable(
         ),
         Err(e) => anyhow::bail!("could not check that its image is published: {e}"),
     };
-    let Some(image) = named.get(r.image.name.as_str()) else { return Ok(true) };
+    let Some(image) = named.get(r.image.name.as_str()) else { return Ok(Some(true)) };
     match crate::guard::template_at(guard, (rp, name), (&client, &r.target), (image, digest)).await {
         crate::order::Decision::Keep(why) => {
             eprintln!("error: template {name} {why}");
-            Ok(false)
+            Ok(Some(false))
         }
         crate::order::Decision::Same(why) => {
             eprintln!("template {name}: {why}");
-            Ok(false)
+            Ok(None)
         }
         crate::order::Decision::Move(Some(note)) | crate::order::Decision::MoveBack(note) => {
             eprintln!("note: template {name}: {note}");
-            Ok(true)
+            Ok(Some(true))
         }
-        crate::order::Decision::Move(None) => Ok(true),
+        crate::order::Decision::Move(None) => Ok(Some(true)),
     }
 }
 

@@ -59,6 +59,9 @@ pub fn plan_markdown(plan: &Plan) -> String {
                 t.repository,
                 t.tags.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")
             );
+            for h in &t.held {
+                let _ = writeln!(s, "\n> [!WARNING]\n> tag `{}` {} ({})", h.tag, cell(&h.reason), h.action);
+            }
         }
         let _ = writeln!(s);
     }

@@ -327,6 +327,7 @@ fn target_plan(spec: &ResolvedImage, image: &Image, v: &Verdict, r: &ResolvedReg
         path,
         steps: Vec::new(),
         layers: Vec::new(),
+        held: Vec::new(),
     }
 }
 

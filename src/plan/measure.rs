@@ -35,7 +35,7 @@ impl Measure {
     }
 
     /// Only registries whose credentials are there.
-    pub(super) fn need_credentials(self) -> bool {
+    pub fn need_credentials(self) -> bool {
         self == Measure::WithCredentials
     }
 }

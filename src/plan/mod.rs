@@ -312,6 +312,10 @@ pub struct TargetPlan {
     /// tag's image or to compress and send (`publish plan` when it measures; empty otherwise).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub layers: Vec<crate::push::LayerReuse>,
+    /// Tags that hold another image and what a run would do with each (`publish plan` when it
+    /// measures): kept when the image there is newer (`guard`).
+    #[serde(default, skip_deserializing, skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<crate::order::Held>,
 }
 
 impl TargetPlan {

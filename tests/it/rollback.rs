@@ -131,6 +131,15 @@ fn a_rerun_of_an_older_commit_moves_nothing_back_unless_allowed_and_the_same_com
     assert_eq!(code, Some(0), "{json}\n{stderr}");
     assert_eq!(t.state(), (json!(t.pinned(&at_b)), json!(t.pinned(&at_b)), at_b.clone()));
 
+    // The plan of A's run says what the run will do: main stays at B.
+    write_layout_with(&t.dir.join("img"), 2, &[4_000], ("linux", "amd64", "latest"), &json!({}));
+    let mut plan = publish(&t.dir);
+    plan.args(["plan", "--measure"]).env("COSIGN_PASSWORD", KEY_PASSWORD).env("GITHUB_SHA", &a);
+    let (stdout, stderr) = text(&run(&mut plan));
+    let planned =
+        format!("tag      main holds {at_b} from {}, newer than this run's {}: not moved", &b[..12], &a[..12]);
+    assert!(stdout.contains(&planned), "{stdout}\n{stderr}");
+
     // The workflow of A (B's parent) run again after B's: pushed, nothing moved, exit 3.
     let (code, json, stderr, at_a) = t.run_at(&a, 2, &[]);
     assert_eq!(code, Some(3), "{json}\n{stderr}");
