@@ -102,6 +102,18 @@ pub enum Cmd {
         #[arg(long)]
         force: bool,
     },
+    /// Delete old images as the policy's retention: says (never one a kept tag, RunPod or a kept
+    /// index still uses).
+    Prune {
+        /// List every image with its verdict and reason, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// One image, or one image on one registry: IMAGE[@REGISTRY].
+        #[arg(long, value_name = "IMAGE[@REGISTRY]")]
+        only: Option<String>,
+        #[command(flatten)]
+        policy: PolicyOpts,
+    },
     /// RunPod templates: render them, or sync them for images already published.
     #[command(subcommand)]
     Runpod(RunPodCmd),
@@ -385,6 +397,11 @@ impl Cli {
                 allow_rollback: r.allow_rollback,
             }),
             Some(Cmd::Schema) => Request::Schema,
+            Some(Cmd::Prune { dry_run, only, policy }) => Request::Prune(crate::commands::PruneArgs {
+                policy: policy.lower(&top),
+                dry_run: dry_run || self.dry_run,
+                only,
+            }),
             Some(Cmd::Sign(s)) => Request::Sign(SignArgs {
                 reference: s.reference,
                 key: s.key,

@@ -17,6 +17,7 @@ pub mod order;
 pub mod plan;
 pub mod policy;
 pub mod progress;
+pub mod prune;
 pub mod push;
 pub mod reference;
 pub mod registry;

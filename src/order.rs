@@ -88,6 +88,23 @@ pub async fn relate(a: &Origin, b: &Origin, git: &Git) -> Relation {
     }
 }
 
+/// `items` newest first by their origins (`relate`): each goes before the first it is newer
+/// than; one whose order is unknown goes after those it cannot be placed before.
+pub async fn newest_first<T>(items: Vec<T>, origin: impl Fn(&T) -> &Origin, git: &Git) -> Vec<T> {
+    let mut sorted: Vec<T> = Vec::new();
+    for item in items {
+        let mut at = sorted.len();
+        for (i, other) in sorted.iter().enumerate() {
+            if relate(origin(&item), origin(other), git).await == Relation::Newer {
+                at = i;
+                break;
+            }
+        }
+        sorted.insert(at, item);
+    }
+    sorted
+}
+
 /// The origin of `digest` in the client's repository: its verified signature's `git.sha`
 /// (with `verifier`), else its revision label; and its config's `created`. What cannot be read
 /// is left unknown.

@@ -18,13 +18,15 @@ fn is_dry_run(r: &Request) -> bool {
         Request::Sign(s) => s.dry_run,
         Request::RunPod(RunPodArgs { command: RunPodCommand::Sync { dry_run, .. }, .. }) => *dry_run,
         Request::RunPod(RunPodArgs { command: RunPodCommand::Rollback { dry_run, .. }, .. }) => *dry_run,
+        Request::Prune(p) => p.dry_run,
         _ => false,
     }
 }
 
 #[test]
 fn every_writing_command_takes_dry_run_before_or_after_it() {
-    let commands: [&[&str]; 5] = [
+    let commands: [&[&str]; 6] = [
+        &["prune"],
         &["run"],
         &["push", "oci:x", "docker://h/r"],
         &["sign", "h/r@sha256:00", "--key", "k"],

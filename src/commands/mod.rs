@@ -9,6 +9,7 @@ mod init;
 mod keys;
 mod load;
 mod plan;
+mod prune;
 pub mod push;
 mod rollback;
 mod run;
@@ -26,6 +27,7 @@ use crate::runpod::template::TemplateErrors;
 pub use check::CheckArgs;
 pub use init::{InitArgs, SelfHostedArgs};
 pub use keys::KeyPairArgs;
+pub use prune::PruneArgs;
 pub use push::PushArgs;
 pub use rollback::To as RollbackTo;
 pub use run::RunArgs;
@@ -72,6 +74,7 @@ pub enum Request {
     Verify(VerifyArgs),
     GenerateKeyPair(KeyPairArgs),
     Init(init::InitArgs),
+    Prune(PruneArgs),
     /// A command line the command cannot honour (a top-level `--dry-run` before a command
     /// that has none): exit 2, nothing done.
     Refused(String),
@@ -137,6 +140,7 @@ pub async fn execute(request: Request) -> anyhow::Result<ExitStatus> {
         Request::Plan(args) => plan::plan(args, &env, actions.as_ref()).await,
         Request::Run(args) => run::run(args, &env, actions.as_ref()).await,
         Request::Push(args) => push::push(args, &env).await,
+        Request::Prune(args) => prune::prune(args, &env, actions.as_ref()).await,
         Request::RunPod(args) => runpod::runpod(args, &env).await,
         Request::Sign(args) => sign::sign(args, &env).await,
         Request::Verify(args) => verify::verify(args, &env).await,

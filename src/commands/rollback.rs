@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use super::{ExitStatus, Output, PolicyArgs, UsageError, load};
 use crate::credentials::Env;
-use crate::order::{self, Git, Origin, Relation};
+use crate::order::{self, Git, Origin};
 use crate::registry::Client;
 use crate::types::Digest;
 
@@ -277,19 +277,11 @@ async fn images(
     if let Some(c) = current.filter(|c| !by_digest.iter().any(|(d, _)| &d == c)) {
         by_digest.push((c.clone(), Vec::new()));
     }
-    let mut sorted: Vec<Entry> = Vec::new();
+    let mut entries = Vec::new();
     for (digest, tags) in by_digest.into_iter().take(MAX_IMAGES) {
         let origin = order::read(client, path, &digest, verifier).await;
-        let entry = Entry { current: current == Some(&digest), digest, tags, origin };
-        // Newest first: before the first image this one is newer than.
-        let mut at = sorted.len();
-        for (i, other) in sorted.iter().enumerate() {
-            if order::relate(&entry.origin, &other.origin, git).await == Relation::Newer {
-                at = i;
-                break;
-            }
-        }
-        sorted.insert(at, entry);
+        entries.push(Entry { current: current == Some(&digest), digest, tags, origin });
     }
+    let sorted = order::newest_first(entries, |e| &e.origin, git).await;
     Ok(sorted)
 }

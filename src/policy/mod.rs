@@ -9,6 +9,7 @@ pub mod model;
 mod parse;
 mod resolve;
 mod resolved;
+pub mod retention;
 
 pub use diag::{Diagnostic, Diagnostics};
 pub use located::Located;
@@ -16,6 +17,7 @@ pub use model::{Billing, Policy, PublishTo, RegistryKind, Visibility};
 pub use parse::{load, parse};
 pub use resolve::{TemplateFailure, resolve, template_environment, template_error};
 pub use resolved::*;
+pub use retention::ResolvedRetention;
 
 /// The JSON Schema of the policy file.
 pub fn schema() -> serde_json::Value {

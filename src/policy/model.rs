@@ -42,6 +42,9 @@ pub struct Policy {
     /// (`password_env`, the RunPod key, `COSIGN_PASSWORD`), tokens and `AWS_*` never are.
     #[serde(default)]
     pub template_env: Vec<Located<String>>,
+    /// What `publish prune` keeps of each repository; without it nothing is ever deleted.
+    #[serde(default)]
+    pub retention: Option<super::retention::Retention>,
 }
 
 /// Transfer settings; every field has a default.
@@ -392,6 +395,9 @@ pub struct Image {
     /// Where the image runs, e.g. the RunPod data centre region (`EU-RO-1`).
     #[serde(default)]
     pub region: Option<Located<String>>,
+    /// This image's retention, field by field over the top-level `retention:`.
+    #[serde(default)]
+    pub retention: Option<super::retention::Retention>,
 }
 
 fn default_tags() -> Vec<Located<String>> {

@@ -112,6 +112,8 @@ pub struct ResolvedImage {
     /// Where the image's entry starts (its `name`), for errors about the image as a whole.
     pub at: (u64, u64),
     pub index: usize,
+    /// What `publish prune` keeps of its repositories (`None`: nothing is deleted).
+    pub retention: Option<super::retention::ResolvedRetention>,
 }
 
 #[derive(Debug, Clone)]

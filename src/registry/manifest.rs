@@ -38,6 +38,28 @@ impl Client {
         }))
     }
 
+    /// Deletes the manifest `digest` of the client's repository (`DELETE
+    /// /v2/<name>/manifests/<digest>`; distribution removes the tags that point at it too).
+    /// `Ok(false)`: it was not there. A registry with deletes disabled answers `405` or
+    /// `UNSUPPORTED`: an error that says how to enable them.
+    pub async fn delete_manifest(&self, digest: &Digest) -> Result<bool, RegistryError> {
+        let url = self.url(&format!("v2/{}/manifests/{digest}", self.repository));
+        let resp = self.send(Method::DELETE, url, |r| r).await?;
+        match resp.status().as_u16() {
+            200..=299 => Ok(true),
+            404 => Ok(false),
+            405 => Err(self.refused(format!(
+                "DELETE of {digest} answered 405: this registry does not allow deletes (distribution: storage.delete.enabled: true in its configuration, then restart it)"
+            ))),
+            _ => match self.api_error(resp).await {
+                RegistryError::Api { code: super::ErrorCode::Unsupported, .. } => Err(self.refused(format!(
+                    "DELETE of {digest} is UNSUPPORTED here (distribution: storage.delete.enabled: true in its configuration)"
+                ))),
+                e => Err(e),
+            },
+        }
+    }
+
     /// Whether `reference` can be pulled with no credentials at all: an anonymous token (when
     /// the registry uses them), then a HEAD of the manifest. Works on every registry and needs
     /// no API permission. The client must have been made without credentials.

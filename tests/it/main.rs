@@ -26,6 +26,7 @@ mod plan;
 mod plan_run;
 mod policy_errors;
 mod properties;
+mod prune;
 mod push;
 mod rekor_conflict;
 mod remote_source;

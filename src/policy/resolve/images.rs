@@ -65,6 +65,7 @@ pub(super) fn resolve_images(
             region: img.region.as_ref().map(|r| r.value.clone()),
             at: (img.name.line, img.name.col),
             index: i,
+            retention: crate::policy::retention::resolve(c, policy.retention.as_ref(), img.retention.as_ref(), &field),
         });
     }
     images

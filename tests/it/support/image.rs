@@ -118,10 +118,22 @@ pub fn write_index_layout(
     platforms: &[(&str, &str)],
     ref_name: &str,
 ) -> (String, Vec<TestImage>) {
+    write_index_layout_with(dir, seed, platforms, ref_name, &json!({}))
+}
+
+/// `write_index_layout` with `extra` merged into each platform's config (`write_layout_with`).
+pub fn write_index_layout_with(
+    dir: &Path,
+    seed: u64,
+    platforms: &[(&str, &str)],
+    ref_name: &str,
+    extra: &serde_json::Value,
+) -> (String, Vec<TestImage>) {
     let mut children = Vec::new();
     let mut entries = Vec::new();
     for (i, (os, arch)) in platforms.iter().enumerate() {
-        let child = write_layout(dir, seed * 10 + i as u64, &[20_000 + i * 1000, 4_000], os, arch, "unused");
+        let sizes = [20_000 + i * 1000, 4_000];
+        let child = write_layout_with(dir, seed * 10 + i as u64, &sizes, (os, arch, "unused"), extra);
         let size =
             std::fs::metadata(dir.join("blobs/sha256").join(&child.manifest_digest["sha256:".len()..])).unwrap().len();
         entries.push(json!({

@@ -1,0 +1,238 @@
+//! `publish prune [--dry-run] [--only IMAGE[@REGISTRY]]`: for every image with `retention:`,
+//! each repository of its candidate registries: every image there with its verdict and reason,
+//! the bytes it frees, then the deletes (`prune`). What RunPod runs is read from its API first;
+//! without `retention:` nothing is ever deleted. Does not open the images' sources.
+
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use super::{ExitStatus, Output, PolicyArgs, UsageError, load};
+use crate::credentials::Env;
+use crate::policy::{RegistryKind, Resolved, ResolvedImage, ResolvedRegistry};
+use crate::prune::{self, Action, InUse, Verdict};
+use crate::types::ByteSize;
+
+#[derive(Debug, Clone)]
+pub struct PruneArgs {
+    pub policy: PolicyArgs,
+    pub dry_run: bool,
+    /// One image, or one image on one registry (`IMAGE@REGISTRY`).
+    pub only: Option<String>,
+}
+
+/// One repository's prune.
+#[derive(Debug, Clone, Serialize)]
+pub struct RepositoryPrune {
+    pub image: String,
+    pub registry: String,
+    pub repository: String,
+    /// `pruned`, `would-prune` (a dry run), `skipped` or `failed`.
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub verdicts: Vec<Verdict>,
+    /// Bytes the deleted images free once the registry's garbage collection runs.
+    pub frees: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub applied: Option<prune::Applied>,
+}
+
+pub async fn prune(args: PruneArgs, env: &Env, actions: Option<&crate::github::Actions>) -> anyhow::Result<ExitStatus> {
+    let resolved = load::policy(&args.policy.policy, env)?;
+    let targets = targets(&resolved, args.only.as_deref())?;
+    if targets.is_empty() {
+        eprintln!("{}: no retention: for any image: nothing is ever deleted", resolved.file);
+        return Ok(ExitStatus::Success);
+    }
+    let signing = resolved.signing.as_ref().map(crate::plan::signing_plan);
+    let verifier = super::runpod::signature_verifier(signing.as_ref(), env).await.unwrap_or_else(|e| {
+        tracing::info!("signatures are not read to order images: {e:#}");
+        None
+    });
+    let git = crate::order::Git::new(args.policy.policy.parent());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let mut out = Vec::new();
+    for (image, registry) in targets {
+        let path = registry.repository_for(&image.name);
+        let mut r = RepositoryPrune {
+            image: image.name.clone(),
+            registry: registry.id.clone(),
+            repository: format!("{}/{path}", registry.host),
+            status: if args.dry_run { "would-prune" } else { "pruned" },
+            reason: None,
+            verdicts: Vec::new(),
+            frees: 0,
+            applied: None,
+        };
+        if registry.kind != RegistryKind::Registry {
+            r.status = "skipped";
+            r.reason = Some(format!(
+                "{} repositories are pruned through {}'s own API, which publish does not call yet: nothing deleted",
+                registry.kind.as_str(),
+                registry.kind.as_str()
+            ));
+            out.push(r);
+            continue;
+        }
+        let context = (&resolved, env, verifier.as_ref(), &git);
+        if let Err(e) = one(&mut r, (image, registry, &path), context, (args.dry_run, now)).await {
+            r.status = "failed";
+            r.reason = Some(format!("{e:#}"));
+        }
+        out.push(r);
+    }
+    match args.policy.output {
+        Output::Json => super::print_out(&format!("{}\n", crate::report::json(&out))),
+        Output::Text => super::print_out(&text(&out)),
+    }
+    if let Some(a) = actions {
+        a.append_summary(&markdown(&out))?;
+    }
+    let failed = out.iter().filter(|r| r.status == "failed").count();
+    Ok(match failed {
+        0 => ExitStatus::Success,
+        n if n == out.len() => ExitStatus::Failure,
+        _ => ExitStatus::Partial,
+    })
+}
+
+/// Surveys one repository, decides, and deletes unless a dry run.
+async fn one(
+    r: &mut RepositoryPrune,
+    (image, registry, path): (&ResolvedImage, &ResolvedRegistry, &str),
+    (resolved, env, verifier, git): (&Resolved, &Env, Option<&crate::sign::Verifier>, &crate::order::Git),
+    (dry_run, now): (bool, i64),
+) -> anyhow::Result<()> {
+    let Some(retention) = &image.retention else { return Ok(()) };
+    let config = resolved.transfer;
+    let scope = format!("repository:{path}:pull,push,delete");
+    let client = super::runpod::registry_client(registry, path, env, &config).await?.with_scope(&scope);
+    client.authenticate().await?;
+    let in_use = in_use(resolved, &r.repository, &client, env).await?;
+    let survey = prune::survey(&client, path, verifier, git).await?;
+    r.verdicts = prune::decide(&survey, retention, &in_use, now);
+    r.frees = r.verdicts.iter().filter_map(|v| v.frees).sum();
+    if !dry_run {
+        r.applied = Some(prune::apply(&client, &survey, &r.verdicts).await?);
+    }
+    Ok(())
+}
+
+/// The images of `repository` that RunPod runs: every template of the account whose image is
+/// there, and the endpoints the policy's templates move. With `runpod:` in the policy, its key
+/// must be there: without it, what production runs cannot be seen and nothing is pruned.
+async fn in_use(
+    resolved: &Resolved,
+    repository: &str,
+    client: &crate::registry::Client,
+    env: &Env,
+) -> anyhow::Result<InUse> {
+    let mut out = InUse::new();
+    let Some(rp) = &resolved.runpod else { return Ok(out) };
+    let runpod = super::runpod::runpod_client(rp, env, &resolved.transfer)
+        .map_err(|e| UsageError::Message(format!("{e:#}: prune reads which images RunPod runs before deleting any")))?;
+    let mut running: Vec<(String, String)> = Vec::new();
+    for t in runpod.list_templates().await? {
+        let name = t.get("name").and_then(serde_json::Value::as_str).unwrap_or("?").to_string();
+        if let Some(image) = t.get("image").and_then(serde_json::Value::as_str) {
+            running.push((format!("RunPod template {name}"), image.to_string()));
+        }
+    }
+    for e in rp.templates.iter().flat_map(|t| &t.endpoints) {
+        if let Some(image) = runpod.get_endpoint(e).await?.get("image").and_then(serde_json::Value::as_str) {
+            running.push((format!("RunPod endpoint {e}"), image.to_string()));
+        }
+    }
+    for (who, image) in running {
+        let (repo, tag, digest) = crate::guard::split_reference(&image);
+        if repo != repository {
+            continue;
+        }
+        let digest = match (digest, tag) {
+            (Some(d), _) => Some(d),
+            (None, Some(t)) => client.resolve(&t).await?.map(|d| d.digest),
+            (None, None) => client.resolve("latest").await?.map(|d| d.digest),
+        };
+        if let Some(d) = digest {
+            out.entry(d).or_insert(who);
+        }
+    }
+    Ok(out)
+}
+
+/// Every image with `retention:` and each of its candidate registries, as `--only` allows.
+fn targets<'a>(
+    resolved: &'a Resolved,
+    only: Option<&str>,
+) -> anyhow::Result<Vec<(&'a ResolvedImage, &'a ResolvedRegistry)>> {
+    let (image, registry) = match only.map(|o| o.split_once('@').map_or((o, None), |(i, r)| (i, Some(r)))) {
+        Some((i, r)) => (Some(i), r),
+        None => (None, None),
+    };
+    if let Some(i) = image
+        && !resolved.images.iter().any(|x| x.name == i)
+    {
+        return Err(UsageError::Message(format!(
+            "--only {}: no image named {i:?} in {}",
+            only.unwrap_or_default(),
+            resolved.file
+        ))
+        .into());
+    }
+    Ok(resolved
+        .images
+        .iter()
+        .filter(|i| i.retention.is_some() && image.is_none_or(|n| n == i.name))
+        .flat_map(|i| i.candidates.iter().map(move |r| (i, r)))
+        .filter(|(_, r)| registry.is_none_or(|id| id == r.id))
+        .collect())
+}
+
+fn text(out: &[RepositoryPrune]) -> String {
+    let mut s = String::new();
+    for r in out {
+        let _ = writeln!(s, "{} ({} on {}): {}", r.repository, r.image, r.registry, r.status);
+        if let Some(why) = &r.reason {
+            let _ = writeln!(s, "  {why}");
+        }
+        for v in &r.verdicts {
+            let tags = if v.tags.is_empty() { String::new() } else { format!(" {}", v.tags.join(", ")) };
+            let frees = v.frees.map(|f| format!(" (frees {})", ByteSize(f))).unwrap_or_default();
+            let _ = writeln!(s, "  {:<6} {:<9} {}{tags}: {}{frees}", v.action, v.kind, v.digest, v.reason);
+        }
+        let deleting = r.verdicts.iter().filter(|v| v.action == Action::Delete).count();
+        if let Some(a) = &r.applied {
+            let _ = writeln!(s, "  deleted {} manifests ({} already gone)", a.deleted, a.already_gone);
+        } else if r.status == "would-prune" {
+            let _ = writeln!(s, "  would delete {deleting} manifests (a dry run: nothing deleted)");
+        }
+        if deleting > 0 && r.status != "failed" {
+            let _ = writeln!(
+                s,
+                "  frees up to {} once the registry's garbage collection runs (distribution: registry garbage-collect CONFIG; the self-hosted kit's gc.sh)",
+                ByteSize(r.frees)
+            );
+        }
+    }
+    s
+}
+
+fn markdown(out: &[RepositoryPrune]) -> String {
+    let mut s =
+        String::from("### publish prune\n\n| repository | kept | deleted | frees | status |\n|---|---|---|---|---|\n");
+    for r in out {
+        let count = |a: Action| r.verdicts.iter().filter(|v| v.action == a).count();
+        let status = r.reason.as_deref().map_or_else(|| r.status.to_string(), |why| format!("{}: {why}", r.status));
+        let _ = writeln!(
+            s,
+            "| `{}` | {} | {} | {} | {} |",
+            r.repository,
+            count(Action::Keep),
+            count(Action::Delete),
+            ByteSize(r.frees),
+            status.replace('|', "\\|").replace('\n', " ")
+        );
+    }
+    s
+}

@@ -1,0 +1,67 @@
+//! Deleting what `decide` said to delete, image by image, oldest first: its index children no
+//! kept index shares, then the image, then its signatures and referrers; last, signatures left
+//! by an interrupted prune. Killed at any point, every kept image is whole (nothing kept is
+//! ever deleted) and what is left is deleted by the next prune: a doomed image is still tagged
+//! until its own DELETE, and a signature without its image is an orphan the next survey finds.
+
+use std::collections::BTreeSet;
+
+use super::{Action, Kind, Survey, Verdict};
+use crate::registry::{Client, RegistryError};
+use crate::types::Digest;
+
+/// What `apply` deleted.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Applied {
+    pub deleted: usize,
+    /// Deletes of manifests already gone (another prune, or the registry removing a child).
+    pub already_gone: usize,
+}
+
+/// Deletes every manifest `verdicts` marks, in the order above.
+pub async fn apply(client: &Client, survey: &Survey, verdicts: &[Verdict]) -> Result<Applied, RegistryError> {
+    let doomed: BTreeSet<&Digest> = verdicts.iter().filter(|v| v.action == Action::Delete).map(|v| &v.digest).collect();
+    let mut done: BTreeSet<Digest> = BTreeSet::new();
+    let mut out = Applied::default();
+    let mut delete = |d: Digest| {
+        let first = done.insert(d.clone());
+        async move {
+            if !first {
+                return Ok(None);
+            }
+            let deleted = client.delete_manifest(&d).await?;
+            if deleted {
+                tracing::info!("deleted {d}");
+            }
+            Ok(Some(deleted))
+        }
+    };
+    for image in survey.images.iter().rev().filter(|e| doomed.contains(&e.digest)) {
+        let mut order: Vec<Digest> = image.children.iter().filter(|c| doomed.contains(c)).cloned().collect();
+        order.push(image.digest.clone());
+        let subjects: BTreeSet<&Digest> = image.children.iter().chain([&image.digest]).collect();
+        order.extend(
+            verdicts
+                .iter()
+                .filter(|v| matches!(v.kind, Kind::Signature | Kind::Referrer) && v.action == Action::Delete)
+                .filter(|v| v.subject.as_ref().is_some_and(|s| subjects.contains(s)))
+                .map(|v| v.digest.clone()),
+        );
+        for d in order {
+            tally(&mut out, delete(d).await?);
+        }
+    }
+    // Orphans: signatures whose image an interrupted prune deleted, and anything else marked.
+    for v in verdicts.iter().filter(|v| v.action == Action::Delete) {
+        tally(&mut out, delete(v.digest.clone()).await?);
+    }
+    Ok(out)
+}
+
+fn tally(out: &mut Applied, r: Option<bool>) {
+    match r {
+        Some(true) => out.deleted += 1,
+        Some(false) => out.already_gone += 1,
+        None => {}
+    }
+}
