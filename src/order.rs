@@ -72,19 +72,25 @@ pub fn short(commit: &str) -> &str {
 /// How `a` relates to `b`: by their commits' ancestry in `git`'s checkout, else by their
 /// configs' `created` times.
 pub async fn relate(a: &Origin, b: &Origin, git: &Git) -> Relation {
+    let mut why_not = None;
     if let (Some(x), Some(y)) = (&a.commit, &b.commit) {
-        if x == y {
+        // A label may hold an abbreviated or upper-case commit.
+        let (x, y) = (x.to_ascii_lowercase(), y.to_ascii_lowercase());
+        if x.starts_with(&y) || y.starts_with(&x) {
             return Relation::Same;
         }
-        return git.relate(x, y).await.unwrap_or_else(Relation::Unknown);
+        match git.relate(&x, &y).await {
+            Ok(r) => return r,
+            Err(why) => why_not = Some(why),
+        }
     }
     let time = |o: &Origin| o.created.as_deref().and_then(crate::sign::trust::parse_rfc3339);
     match (time(a), time(b)) {
         (Some(x), Some(y)) if x < y => Relation::Older,
         (Some(x), Some(y)) if x > y => Relation::Newer,
-        _ => Relation::Unknown(
-            "no verified signature or revision label names both images' commits, and their configs' created times do not tell them apart".into(),
-        ),
+        _ => Relation::Unknown(why_not.unwrap_or_else(|| {
+            "no verified signature or revision label names both images' commits, and their configs' created times do not tell them apart".into()
+        })),
     }
 }
 
@@ -226,11 +232,38 @@ fn plausible_commit(s: &str) -> bool {
 #[derive(Debug, Clone, Default)]
 pub struct Git {
     pub dir: Option<PathBuf>,
+    /// Whether a shallow checkout may be deepened (`git fetch --unshallow`); `publish plan`
+    /// changes nothing, so it says it cannot tell instead.
+    pub may_fetch: bool,
+    /// The deepening's outcome, once tried: it is tried once per run.
+    deepened: std::sync::Arc<tokio::sync::Mutex<Option<bool>>>,
 }
 
 impl Git {
     pub fn new(dir: Option<&Path>) -> Git {
-        Git { dir: dir.filter(|d| !d.as_os_str().is_empty()).map(Path::to_path_buf) }
+        Git {
+            dir: dir.filter(|d| !d.as_os_str().is_empty()).map(Path::to_path_buf),
+            may_fetch: true,
+            deepened: Default::default(),
+        }
+    }
+
+    /// The same checkout, never fetched into.
+    pub fn read_only(self) -> Git {
+        Git { may_fetch: false, ..self }
+    }
+
+    /// Deepens a shallow checkout, once: whether it is whole now.
+    async fn deepen(&self) -> bool {
+        let mut done = self.deepened.lock().await;
+        if let Some(ok) = *done {
+            return ok;
+        }
+        tracing::info!("the checkout at {} is shallow: fetching its history to order two commits", self.shown());
+        let ok = self.may_fetch
+            && matches!(self.run(&["fetch", "--quiet", "--unshallow"], Duration::from_secs(300)).await, Some((0, _)));
+        *done = Some(ok);
+        ok
     }
 
     fn shown(&self) -> String {
@@ -243,6 +276,8 @@ impl Git {
         if let Some(d) = &self.dir {
             cmd.arg("-C").arg(d);
         }
+        // Never a prompt for credentials: a fetch that needs them fails at once.
+        cmd.env("GIT_TERMINAL_PROMPT", "0").env("GCM_INTERACTIVE", "never");
         cmd.args(args).stdin(std::process::Stdio::null()).stderr(std::process::Stdio::null()).kill_on_drop(true);
         let out = tokio::time::timeout(limit, cmd.output()).await.ok()?.ok()?;
         let text = String::from_utf8_lossy(&out.stdout[..out.stdout.len().min(4096)]).trim().to_string();
@@ -274,16 +309,14 @@ impl Git {
         };
         // A shallow checkout (actions/checkout's default) cannot answer ancestry: deepened
         // first, as far as its remote allows.
-        if inside == "true" {
-            tracing::info!("the checkout at {} is shallow: fetching its history to order two commits", self.shown());
-            if !matches!(self.run(&["fetch", "--quiet", "--unshallow"], Duration::from_secs(300)).await, Some((0, _))) {
-                return Err(format!(
-                    "the checkout at {} is shallow and `git fetch --unshallow` failed, so {} and {} cannot be ordered: check out with fetch-depth: 0",
-                    self.shown(),
-                    short(a),
-                    short(b)
-                ));
-            }
+        if inside == "true" && !self.deepen().await {
+            let why = if self.may_fetch { "`git fetch --unshallow` failed" } else { "the plan fetches nothing" };
+            return Err(format!(
+                "the checkout at {} is shallow and {why}, so {} and {} cannot be ordered: check out with fetch-depth: 0",
+                self.shown(),
+                short(a),
+                short(b)
+            ));
         }
         for c in [a, b] {
             if !self.has(c).await {
@@ -414,7 +447,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_message_names_both_commits_and_the_fix() {
-        let git = Git { dir: Some(std::env::temp_dir().join("no-such-checkout-here")) };
+        let git = Git::new(Some(&std::env::temp_dir().join("no-such-checkout-here")));
         let d: Digest = format!("sha256:{}", "b".repeat(64)).parse().unwrap();
         let held = at(None, Some("2026-02-01T00:00:00Z"));
         let new = at(None, Some("2026-01-01T00:00:00Z"));

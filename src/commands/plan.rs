@@ -44,7 +44,7 @@ async fn look_up_held(
     env: &Env,
 ) {
     let named = resolved.images.iter().map(|i| i.name.as_str()).zip(images.iter()).collect();
-    let verifier = super::runpod::signature_verifier(plan.signing.as_ref(), env).await.unwrap_or_else(|e| {
+    let verifier = super::runpod::signature_verifier(plan.signing.as_ref(), env, true).await.unwrap_or_else(|e| {
         tracing::info!("held images' signatures are not read to order them: {e:#}");
         None
     });
@@ -52,7 +52,7 @@ async fn look_up_held(
     let allow_rollback = resolved.runpod.as_ref().is_some_and(|rp| rp.allow_rollback);
     let guard = crate::guard::Guard {
         verifier: verifier.as_ref(),
-        git: crate::order::Git::new(args.policy.policy.parent()),
+        git: crate::order::Git::new(args.policy.policy.parent()).read_only(),
         provenance: &provenance,
         allow_rollback,
     };

@@ -46,7 +46,7 @@ pub async fn prune(args: PruneArgs, env: &Env, actions: Option<&crate::github::A
         return Ok(ExitStatus::Success);
     }
     let signing = resolved.signing.as_ref().map(crate::plan::signing_plan);
-    let verifier = super::runpod::signature_verifier(signing.as_ref(), env).await.unwrap_or_else(|e| {
+    let verifier = super::runpod::signature_verifier(signing.as_ref(), env, true).await.unwrap_or_else(|e| {
         tracing::info!("signatures are not read to order images: {e:#}");
         None
     });

@@ -15,8 +15,10 @@ use crate::order::{self, Git, Origin};
 use crate::registry::Client;
 use crate::types::Digest;
 
-/// Tags read from the repository, at most; and images whose origin is read.
-const MAX_TAGS: usize = 500;
+/// Tags read from the repository, at most; images whose origin is read (to order them); and
+/// images listed.
+const MAX_TAGS: usize = 1000;
+const MAX_READ: usize = 200;
 const MAX_IMAGES: usize = 30;
 
 /// One image of the repository.
@@ -90,7 +92,8 @@ fn history_text(h: &History) -> String {
         let signed = match (h.signs, e.origin.signed) {
             (false, _) => "signature not checked (no signing: in the policy)",
             (true, Some(true)) => "signed",
-            _ => "NOT SIGNED as the policy says",
+            (true, Some(false)) => "NOT SIGNED as the policy says",
+            (true, None) => "signature could not be read (--debug says why)",
         };
         let _ = writeln!(s, "{mark} {}  {tags}\n    {commit}{created}; {signed}", e.digest);
     }
@@ -105,11 +108,12 @@ pub async fn rollback(
     env: &Env,
 ) -> anyhow::Result<ExitStatus> {
     let h = read_history(policy, template, env).await?;
+    let git = Git::new(policy.policy.parent());
     let current = h.entries.iter().position(|e| e.current);
     let target = match to {
-        To::Previous => current.and_then(|i| h.entries.get(i + 1)).ok_or_else(|| {
+        To::Previous => previous(&h, current, &git).await.ok_or_else(|| {
             anyhow::anyhow!(
-                "template {template}: {} holds no image older than the one it runs ({}): nothing to roll back to",
+                "template {template}: {} holds no image known to be older than the one it runs ({}): nothing to roll back to (name one with --to TAG or --to sha256:…)",
                 h.repository,
                 h.current_ref
             )
@@ -175,6 +179,18 @@ pub async fn rollback(
     }
     super::print_out(&s);
     Ok(ExitStatus::Success)
+}
+
+/// The newest image known to be older than the current one (`order`): not merely the next
+/// in the list, whose order may be unknown (a build of another branch).
+async fn previous<'a>(h: &'a History, current: Option<usize>, git: &Git) -> Option<&'a Entry> {
+    let now = &h.entries[current?];
+    for e in &h.entries[current? + 1..] {
+        if order::relate(&e.origin, &now.origin, git).await == order::Relation::Older {
+            return Some(e);
+        }
+    }
+    None
 }
 
 /// Points the template and its endpoints at `new_ref` (only their `image`: the registry
@@ -243,7 +259,7 @@ async fn read_history(policy: &PolicyArgs, name: &str, env: &Env) -> anyhow::Res
     let client = super::runpod::registry_client(registry, &path, env, &config).await?;
     client.authenticate().await?;
     let signing = resolved.signing.as_ref().map(crate::plan::signing_plan);
-    let verifier = super::runpod::signature_verifier(signing.as_ref(), env).await?;
+    let verifier = super::runpod::signature_verifier(signing.as_ref(), env, true).await?;
     let current = match (pinned, tag) {
         (Some(d), _) => Some(d),
         (None, Some(t)) => client.resolve(&t).await?.map(|d| d.digest),
@@ -274,14 +290,27 @@ async fn images(
             None => by_digest.push((d, vec![tag])),
         }
     }
-    if let Some(c) = current.filter(|c| !by_digest.iter().any(|(d, _)| &d == c)) {
-        by_digest.push((c.clone(), Vec::new()));
+    // The image the template runs first, so that it is always among those read.
+    if let Some(c) = current {
+        match by_digest.iter().position(|(d, _)| d == c) {
+            Some(i) => {
+                let e = by_digest.remove(i);
+                by_digest.insert(0, e);
+            }
+            None => by_digest.insert(0, (c.clone(), Vec::new())),
+        }
     }
     let mut entries = Vec::new();
-    for (digest, tags) in by_digest.into_iter().take(MAX_IMAGES) {
+    for (digest, tags) in by_digest.into_iter().take(MAX_READ) {
         let origin = order::read(client, path, &digest, verifier).await;
         entries.push(Entry { current: current == Some(&digest), digest, tags, origin });
     }
-    let sorted = order::newest_first(entries, |e| &e.origin, git).await;
+    let mut sorted = order::newest_first(entries, |e| &e.origin, git).await;
+    // The newest, and the one it runs wherever it stands.
+    let mut i = 0;
+    sorted.retain(|e| {
+        i += 1;
+        i <= MAX_IMAGES || e.current
+    });
     Ok(sorted)
 }

@@ -77,7 +77,7 @@ pub async fn run(args: RunArgs, env: &Env, actions: Option<&github::Actions>) ->
     };
     // A held image's signature tells its commit only when it verifies with the policy's
     // settings; without a verifier, labels and created times order images.
-    let verifier = match super::runpod::signature_verifier(plan.signing.as_ref(), env).await {
+    let verifier = match super::runpod::signature_verifier(plan.signing.as_ref(), env, true).await {
         Ok(v) => v,
         Err(e) => {
             tracing::info!("held images' signatures are not read to order them: {e:#}");

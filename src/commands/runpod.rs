@@ -81,7 +81,7 @@ async fn sync(
         .map_err(UsageError::of)?;
     // Templates only ever follow signed images: with signing in the policy, each image
     // is verified with the policy's key before its template moves.
-    let verifier = signature_verifier(plan.signing.as_ref(), env).await?;
+    let verifier = signature_verifier(plan.signing.as_ref(), env, false).await?;
     let provenance = crate::sign::provenance::from_environment(env, args.policy.policy.parent());
     let guard = crate::guard::Guard {
         verifier: verifier.as_ref(),
@@ -225,15 +225,17 @@ const GITHUB_ISSUER: &str = "https://token.actions.githubusercontent.com";
 
 /// The verifier for the policy's signatures: the public half of its key pair, or keyless, the
 /// workflow identity (this workflow's `GITHUB_WORKFLOW_REF`, else any workflow of
-/// `GITHUB_REPOSITORY`) certified by a trusted Fulcio and logged in a trusted Rekor. `None`
-/// when the policy does not sign.
+/// `GITHUB_REPOSITORY`; with `any_workflow`, any workflow of the repository: images another
+/// workflow published, read by a rollback or a prune) certified by a trusted Fulcio and logged
+/// in a trusted Rekor. `None` when the policy does not sign.
 pub(super) async fn signature_verifier(
     signing: Option<&crate::plan::SigningPlan>,
     env: &Env,
+    any_workflow: bool,
 ) -> anyhow::Result<Option<crate::sign::Verifier>> {
     let Some(s) = signing else { return Ok(None) };
     let (crate::plan::SignMethod::Key, Some(key)) = (s.method, &s.key) else {
-        return keyless_verifier(s, env).await.map(Some);
+        return keyless_verifier(s, env, any_workflow).await.map(Some);
     };
     // The public half beside the key (cosign.key → cosign.pub, as generate-key-pair writes
     // them) needs no password; else it is derived from the private key.
@@ -260,10 +262,19 @@ pub(super) async fn signature_verifier(
 
 /// Keyless: who may have signed, and the roots that certify it (cosign's environment for a
 /// private Sigstore; Sigstore's public-good roots through TUF for the default Fulcio).
-async fn keyless_verifier(s: &crate::plan::SigningPlan, env: &Env) -> anyhow::Result<crate::sign::Verifier> {
+async fn keyless_verifier(
+    s: &crate::plan::SigningPlan,
+    env: &Env,
+    any_workflow: bool,
+) -> anyhow::Result<crate::sign::Verifier> {
     use crate::sign::keyless::{Matcher, Policy};
     let var = |name: &str| env.get(name).filter(|v| !v.is_empty()).cloned();
-    let identity = match (var("GITHUB_WORKFLOW_REF"), var("GITHUB_REPOSITORY")) {
+    // Any workflow of the repository: the repository, else the one the workflow ref names.
+    let repository = var("GITHUB_REPOSITORY").or_else(|| {
+        var("GITHUB_WORKFLOW_REF").and_then(|w| w.splitn(3, '/').take(2).collect::<Vec<_>>().join("/").into())
+    });
+    let workflow = var("GITHUB_WORKFLOW_REF").filter(|_| !any_workflow);
+    let identity = match (workflow, repository) {
         (Some(workflow), _) => Matcher::Exact(format!("https://github.com/{workflow}")),
         (None, Some(repository)) => {
             Matcher::regex(&format!("https://github\\.com/{}/\\.github/workflows/.+", regex::escape(&repository)))
