@@ -312,8 +312,17 @@ async fn sync_templates(
                 out.push(TemplateReport { status: TemplateStatus::Kept, reason, ..base });
                 continue;
             }
+            // The same commit's image stays; the rest of the template and its endpoints are
+            // still brought to what the policy says (a re-run after a failed endpoint update).
             Decision::Same(why) => {
-                out.push(TemplateReport { status: TemplateStatus::Current, reason: Some(why), ..base });
+                if let Ok(Some(held)) = client.template_image(&r.template.name).await {
+                    wanted.body.insert("image".into(), serde_json::Value::String(held));
+                }
+                let (status, sync, reason) = match runpod::sync(client, wanted, false).await {
+                    Ok(sync) => (TemplateStatus::Current, Some(sync), Some(why)),
+                    Err(e) => (TemplateStatus::Failed, None, Some(e.to_string())),
+                };
+                out.push(TemplateReport { status, sync, reason, ..base });
                 continue;
             }
             Decision::Move(note) => note,
