@@ -6,6 +6,15 @@ set -euo pipefail
 command="${INPUT_COMMAND:-run}"
 case "$command" in
   run | plan | check) ;;
+  prune)
+    # publish prune: old images deleted as retention: says (a dry run only lists them); the
+    # binary writes the job summary table.
+    prune=(prune --policy "${INPUT_POLICY:-publish.yaml}")
+    if [ "${INPUT_DRY_RUN:-false}" = "true" ]; then
+      prune+=(--dry-run)
+    fi
+    exec publish "${prune[@]}"
+    ;;
   rollback)
     # publish runpod rollback TEMPLATE --to TO: the template and its endpoints, moved back to
     # an earlier image of its repository whose signature verifies (a dry run only shows it).
@@ -20,7 +29,7 @@ case "$command" in
     exec publish "${rollback[@]}"
     ;;
   *)
-    echo "::error title=publish::input command must be run, plan, check or rollback, not '${command}'"
+    echo "::error title=publish::input command must be run, plan, check, rollback or prune, not '${command}'"
     exit 2
     ;;
 esac

@@ -127,3 +127,18 @@ nginx -c "$(pwd)/nginx/nginx.conf" -p "$(pwd)/nginx"
 "#
     .to_string()
 }
+
+/// Frees the disk of the images `publish prune` deleted: distribution's garbage collection
+/// (deletes only mark manifests gone). Arguments go to `garbage-collect` (`--dry-run`).
+pub fn gc_script() -> String {
+    r#"#!/usr/bin/env bash
+# Frees the disk of deleted images (written by publish init --self-hosted): distribution's
+# garbage collection. Stop run.sh first, or keep pushes away: a blob uploaded while it runs can
+# be collected. ./gc.sh --dry-run shows what would go.
+set -euo pipefail
+cd "$(dirname "$0")"
+registry=$(command -v docker-registry || command -v registry)
+exec "$registry" garbage-collect "$@" registry.yml
+"#
+    .to_string()
+}

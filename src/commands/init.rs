@@ -69,13 +69,14 @@ fn self_hosted(args: &SelfHostedArgs) -> anyhow::Result<ExitStatus> {
         ),
         (dir.join("setup.sh"), crate::selfhost::setup_script(&args.host), true),
         (dir.join("run.sh"), crate::selfhost::run_script(), true),
+        (dir.join("gc.sh"), crate::selfhost::gc_script(), true),
     ];
     refuse_existing(files.iter().map(|(p, _, _)| p.as_path()))?;
     for (p, text, executable) in &files {
         write_new(p, text, *executable)?;
     }
     super::print_out(&format!(
-        "wrote {d}/registry.yml, nginx/nginx.conf, setup.sh and run.sh
+        "wrote {d}/registry.yml, nginx/nginx.conf, setup.sh, run.sh and gc.sh
 next: REGISTRY_USER=ci REGISTRY_PASSWORD=… {d}/setup.sh   (a private CA, a certificate for {host}, the first user)
       {d}/run.sh                                              (distribution on 127.0.0.1:{b}, nginx on {l})
 then in publish.yaml: kind: registry, repository: {host}/ml, ca_file: {d}/tls/ca.pem,

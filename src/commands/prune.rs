@@ -45,43 +45,7 @@ pub async fn prune(args: PruneArgs, env: &Env, actions: Option<&crate::github::A
         eprintln!("{}: no retention: for any image: nothing is ever deleted", resolved.file);
         return Ok(ExitStatus::Success);
     }
-    let signing = resolved.signing.as_ref().map(crate::plan::signing_plan);
-    let verifier = super::runpod::signature_verifier(signing.as_ref(), env, true).await.unwrap_or_else(|e| {
-        tracing::info!("signatures are not read to order images: {e:#}");
-        None
-    });
-    let git = crate::order::Git::new(args.policy.policy.parent());
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-    let mut out = Vec::new();
-    for (image, registry) in targets {
-        let path = registry.repository_for(&image.name);
-        let mut r = RepositoryPrune {
-            image: image.name.clone(),
-            registry: registry.id.clone(),
-            repository: format!("{}/{path}", registry.host),
-            status: if args.dry_run { "would-prune" } else { "pruned" },
-            reason: None,
-            verdicts: Vec::new(),
-            frees: 0,
-            applied: None,
-        };
-        if registry.kind != RegistryKind::Registry {
-            r.status = "skipped";
-            r.reason = Some(format!(
-                "{} repositories are pruned through {}'s own API, which publish does not call yet: nothing deleted",
-                registry.kind.as_str(),
-                registry.kind.as_str()
-            ));
-            out.push(r);
-            continue;
-        }
-        let context = (&resolved, env, verifier.as_ref(), &git);
-        if let Err(e) = one(&mut r, (image, registry, &path), context, (args.dry_run, now)).await {
-            r.status = "failed";
-            r.reason = Some(format!("{e:#}"));
-        }
-        out.push(r);
-    }
+    let out = prune_all(&resolved, &args.policy.policy, env, (targets, &InUse::new()), args.dry_run).await;
     match args.policy.output {
         Output::Json => super::print_out(&format!("{}\n", crate::report::json(&out))),
         Output::Text => super::print_out(&text(&out)),
@@ -97,11 +61,92 @@ pub async fn prune(args: PruneArgs, env: &Env, actions: Option<&crate::github::A
     })
 }
 
+/// `publish run` with `retention.on_run: true`, after a fully successful push and sync: the
+/// repositories it pushed to whose images have it, keeping what it pushed. The report goes to
+/// stderr (stdout holds the run's); `false` when a repository's prune failed.
+pub async fn after_run(
+    resolved: &Resolved,
+    policy: &std::path::Path,
+    env: &Env,
+    report: &crate::report::RunReport,
+) -> bool {
+    let mut pushed = InUse::new();
+    let mut targets = Vec::new();
+    for i in &report.images {
+        let Some(spec) = resolved.images.iter().find(|s| s.name == i.name) else { continue };
+        if !spec.retention.as_ref().is_some_and(|r| r.on_run) {
+            continue;
+        }
+        for t in &i.targets {
+            pushed.insert(t.digest.clone(), "this run (it pushed it)".to_string());
+            if let Some(r) = spec.candidates.iter().find(|r| r.id == t.registry) {
+                targets.push((spec, r));
+            }
+        }
+    }
+    if targets.is_empty() {
+        return true;
+    }
+    let out = prune_all(resolved, policy, env, (targets, &pushed), false).await;
+    eprint!("{}", text(&out));
+    out.iter().all(|r| r.status != "failed")
+}
+
+/// Prunes each (image, registry), keeping `extra` besides what RunPod runs.
+async fn prune_all(
+    resolved: &Resolved,
+    policy: &std::path::Path,
+    env: &Env,
+    (targets, extra): (Vec<(&ResolvedImage, &ResolvedRegistry)>, &InUse),
+    dry_run: bool,
+) -> Vec<RepositoryPrune> {
+    let signing = resolved.signing.as_ref().map(crate::plan::signing_plan);
+    let verifier = super::runpod::signature_verifier(signing.as_ref(), env, true).await.unwrap_or_else(|e| {
+        tracing::info!("signatures are not read to order images: {e:#}");
+        None
+    });
+    let git = crate::order::Git::new(policy.parent());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let mut out = Vec::new();
+    for (image, registry) in targets {
+        let path = registry.repository_for(&image.name);
+        let mut r = RepositoryPrune {
+            image: image.name.clone(),
+            registry: registry.id.clone(),
+            repository: format!("{}/{path}", registry.host),
+            status: if dry_run { "would-prune" } else { "pruned" },
+            reason: None,
+            verdicts: Vec::new(),
+            frees: 0,
+            applied: None,
+        };
+        if registry.kind != RegistryKind::Registry {
+            r.status = "skipped";
+            r.reason = Some(format!(
+                "{} repositories are pruned through {}'s own API, which publish does not call yet: nothing deleted",
+                registry.kind.as_str(),
+                registry.kind.as_str()
+            ));
+            out.push(r);
+            continue;
+        }
+        let context = (resolved, env, verifier.as_ref(), &git);
+        if let Err(e) = one(&mut r, (image, registry, &path), (context, extra), (dry_run, now)).await {
+            r.status = "failed";
+            r.reason = Some(format!("{e:#}"));
+        }
+        out.push(r);
+    }
+    out
+}
+
+type Context<'a> = (&'a Resolved, &'a Env, Option<&'a crate::sign::Verifier>, &'a crate::order::Git);
+
 /// Surveys one repository, decides, and deletes unless a dry run.
 async fn one(
     r: &mut RepositoryPrune,
     (image, registry, path): (&ResolvedImage, &ResolvedRegistry, &str),
-    (resolved, env, verifier, git): (&Resolved, &Env, Option<&crate::sign::Verifier>, &crate::order::Git),
+    ((resolved, env, verifier, git), extra): (Context<'_>, &InUse),
     (dry_run, now): (bool, i64),
 ) -> anyhow::Result<()> {
     let Some(retention) = &image.retention else { return Ok(()) };
@@ -109,7 +154,10 @@ async fn one(
     let scope = format!("repository:{path}:pull,push,delete");
     let client = super::runpod::registry_client(registry, path, env, &config).await?.with_scope(&scope);
     client.authenticate().await?;
-    let in_use = in_use(resolved, &r.repository, &client, env).await?;
+    let mut in_use = in_use(resolved, &r.repository, &client, env).await?;
+    for (d, who) in extra {
+        in_use.entry(d.clone()).or_insert_with(|| who.clone());
+    }
     let survey = prune::survey(&client, path, verifier, git).await?;
     r.verdicts = prune::decide(&survey, retention, &in_use, now);
     r.frees = r.verdicts.iter().filter_map(|v| v.frees).sum();

@@ -105,6 +105,14 @@ pub async fn run(args: RunArgs, env: &Env, actions: Option<&github::Actions>) ->
     if let Some(a) = actions {
         github::outputs::run(a, &plan, &report)?;
     }
+    // retention.on_run: only after a run where everything was pushed, signed and synced.
+    if report.status == crate::report::RunStatus::Success
+        && let Some(resolved) = resolved.as_ref()
+        && !super::prune::after_run(resolved, &args.policy.policy, env, &report).await
+    {
+        eprintln!("error: the prune after the run failed (see above): the run itself succeeded");
+        return Ok(ExitStatus::Partial);
+    }
     Ok(super::exit_for_report(&report))
 }
 

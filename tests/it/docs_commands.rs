@@ -68,6 +68,7 @@ fn every_documented_publish_command_and_flag_exists() {
                 "history",
                 "rollback",
                 "init",
+                "prune",
             ];
             if is_name && known.contains(w) && (path.is_empty() || path == ["runpod"]) {
                 path.push(*w);

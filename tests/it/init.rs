@@ -238,5 +238,11 @@ fn init_self_hosted_writes_a_registry_set_up_that_takes_big_layers_over_tls() {
     assert!(inspect.status.success(), "{}", String::from_utf8_lossy(&inspect.stderr));
     let digest = format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&inspect.stdout)));
     assert_eq!(digest, image.manifest_digest);
+    // The kit's garbage collection, as a dry run beside the running registry: it reads the
+    // storage the registry writes and marks the image's blobs.
+    let gc = Command::new(dir.join("gc.sh")).arg("--dry-run").output().unwrap();
+    let (gc_out, gc_err) = text(&gc);
+    assert!(gc.status.success(), "gc.sh --dry-run: {gc_out}{gc_err}");
+    assert!(format!("{gc_out}{gc_err}").contains("blobs marked"), "{gc_out}{gc_err}");
     let _ = server.try_wait();
 }

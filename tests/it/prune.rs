@@ -181,6 +181,27 @@ fn keep_last_two_deletes_exactly_the_rest_with_their_signatures_and_keeps_what_r
     assert_eq!(of(&t.children[0])["reason"], "child of deleted indexes only (untagged: delete)");
     assert!(of(&t.versions[0])["frees"].as_u64().unwrap() >= 3_000, "{stdout}");
 
+    // The Action's step, command prune with dry-run: the job summary's table, nothing deleted.
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/run-action.sh");
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_publish")).parent().unwrap().to_path_buf();
+    let summary = t.work.path().join("summary.md");
+    let out = Command::new("bash")
+        .arg(script)
+        .current_dir(t.work.path())
+        .env("PATH", format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()))
+        .envs([("INPUT_COMMAND", "prune"), ("INPUT_DRY_RUN", "true"), ("GITHUB_ACTIONS", "true")])
+        .env("GITHUB_STEP_SUMMARY", &summary)
+        .env("COSIGN_PASSWORD", KEY_PASSWORD)
+        .env("RUNPOD_API_KEY", API_KEY)
+        .env("RUNPOD_API_URL", t.rp.url())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{:?}", text(&out));
+    let table = std::fs::read_to_string(&summary).unwrap();
+    let row = format!("| `{}/ml/app` | ", t.reg.host);
+    assert!(table.contains("### publish prune") && table.contains(&row) && table.contains("would-prune"), "{table}");
+    assert_eq!(t.tags(), before, "a dry run from the Action deletes nothing");
+
     let out = run(&mut t.prune(&[]));
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
@@ -269,4 +290,21 @@ fn min_age_keeps_a_just_pushed_image_and_without_retention_nothing_is_deleted() 
     assert_eq!(out.status.code(), Some(0));
     assert!(stderr.contains("no retention: for any image: nothing is ever deleted"), "{stderr}");
     assert_eq!(t.tags(), before);
+}
+
+#[test]
+fn a_run_with_on_run_prunes_after_it_succeeds_keeping_what_it_pushed() {
+    let t = Setup::new("{keep_last: 1, on_run: true}");
+    let mut cmd = publish(t.work.path());
+    cmd.arg("run")
+        .env("COSIGN_PASSWORD", KEY_PASSWORD)
+        .env("RUNPOD_API_KEY", API_KEY)
+        .env("RUNPOD_API_URL", t.rp.url());
+    let out = run(&mut cmd);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    // The run moved the template to v6: v2 is no longer in use, and everything else went.
+    assert!(stderr.contains("this run (it pushed it) runs it") || stderr.contains("newest 1 (keep_last)"), "{stderr}");
+    assert_eq!(t.tags(), t.expected_tags(&[5]), "{stderr}");
+    t.assert_whole("v6", &t.versions[5]);
 }
