@@ -11,7 +11,7 @@ use super::{ExitStatus, Output, PolicyArgs, UsageError, load};
 use crate::credentials::Env;
 use crate::policy::{RegistryKind, Resolved, ResolvedImage, ResolvedRegistry};
 use crate::prune::{self, Action, InUse, Verdict};
-use crate::types::ByteSize;
+use crate::types::{ByteSize, Secret};
 
 #[derive(Debug, Clone)]
 pub struct PruneArgs {
@@ -36,6 +36,9 @@ pub struct RepositoryPrune {
     pub frees: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub applied: Option<prune::Applied>,
+    /// Whether the space comes back only with the registry's garbage collection.
+    #[serde(skip)]
+    pub gc: bool,
 }
 
 pub async fn prune(args: PruneArgs, env: &Env, actions: Option<&crate::github::Actions>) -> anyhow::Result<ExitStatus> {
@@ -119,8 +122,9 @@ async fn prune_all(
             verdicts: Vec::new(),
             frees: 0,
             applied: None,
+            gc: registry.kind == RegistryKind::Registry,
         };
-        if registry.kind != RegistryKind::Registry {
+        if !matches!(registry.kind, RegistryKind::Registry | RegistryKind::Ghcr) {
             r.status = "skipped";
             r.reason = Some(format!(
                 "{} repositories are pruned through {}'s own API, which publish does not call yet: nothing deleted",
@@ -152,11 +156,38 @@ async fn one(
     let Some(retention) = &image.retention else { return Ok(()) };
     let config = resolved.transfer;
     let scope = format!("repository:{path}:pull,push,delete");
-    let client = super::runpod::registry_client(registry, path, env, &config).await?.with_scope(&scope);
+    let (client, credential) = super::runpod::registry_client_with(registry, path, env, &config).await?;
+    let client = client.with_scope(&scope);
     client.authenticate().await?;
     let mut in_use = in_use(resolved, &r.repository, &client, env).await?;
     for (d, who) in extra {
         in_use.entry(d.clone()).or_insert_with(|| who.clone());
+    }
+    if registry.kind == RegistryKind::Ghcr {
+        // GHCR lists and deletes versions through GitHub's Packages API only.
+        let token = credential.map(|c| c.password).or_else(|| env.get("GITHUB_TOKEN").map(|t| Secret::new(t.clone())));
+        let token = token.ok_or_else(|| {
+            UsageError::Message(format!(
+                "registry {}: no token for GitHub's Packages API (the registry's credentials, or GITHUB_TOKEN)",
+                registry.id
+            ))
+        })?;
+        let api_url = env.get("GITHUB_API_URL").cloned().unwrap_or_else(|| "https://api.github.com".into());
+        let api = crate::github::packages::Packages::new(&api_url, token, &config)?;
+        let (owner, name) = path.split_once('/').unwrap_or((path, ""));
+        let (package, versions) = api.versions(owner, name).await?;
+        let survey = prune::survey_versions(&client, path, &versions, verifier, git).await?;
+        r.verdicts = prune::decide(&survey, retention, &in_use, now);
+        r.frees = r.verdicts.iter().filter_map(|v| v.frees).sum();
+        if !dry_run {
+            let ids = versions.iter().map(|v| (v.digest.clone(), v.id)).collect();
+            let applied =
+                prune::apply(&GhcrVersions { api: &api, package: &package, ids }, &survey, &r.verdicts).await?;
+            keep_refused(&mut r.verdicts, &applied);
+            r.frees = r.verdicts.iter().filter_map(|v| v.frees).sum();
+            r.applied = Some(applied);
+        }
+        return Ok(());
     }
     let survey = prune::survey(&client, path, verifier, git).await?;
     r.verdicts = prune::decide(&survey, retention, &in_use, now);
@@ -165,6 +196,37 @@ async fn one(
         r.applied = Some(prune::apply(&client, &survey, &r.verdicts).await?);
     }
     Ok(())
+}
+
+/// A package's versions on GHCR, deleted by id through GitHub's API.
+struct GhcrVersions<'a> {
+    api: &'a crate::github::packages::Packages,
+    package: &'a crate::github::packages::Package,
+    ids: std::collections::HashMap<crate::types::Digest, u64>,
+}
+
+impl prune::Deleter for GhcrVersions<'_> {
+    async fn delete(&self, digest: &crate::types::Digest) -> anyhow::Result<prune::Deleted> {
+        use crate::github::packages::Deleted;
+        let Some(id) = self.ids.get(digest) else { return Ok(prune::Deleted::Gone) };
+        Ok(match self.api.delete(self.package, *id).await? {
+            Deleted::Done => prune::Deleted::Done,
+            Deleted::Gone => prune::Deleted::Gone,
+            Deleted::Refused(why) => prune::Deleted::Refused(why),
+        })
+    }
+}
+
+/// Deletes the registry refused (GHCR keeps a package's last tagged version) are kept, with
+/// its reason: not a failure.
+fn keep_refused(verdicts: &mut [Verdict], applied: &prune::Applied) {
+    for (d, why) in &applied.refused {
+        for v in verdicts.iter_mut().filter(|v| &v.digest == d) {
+            v.action = Action::Keep;
+            v.reason = format!("GitHub refused to delete it: {why}");
+            v.frees = None;
+        }
+    }
 }
 
 /// The images of `repository` that RunPod runs: every template of the account whose image is
@@ -247,7 +309,14 @@ fn text(out: &[RepositoryPrune]) -> String {
         for v in &r.verdicts {
             let tags = if v.tags.is_empty() { String::new() } else { format!(" {}", v.tags.join(", ")) };
             let frees = v.frees.map(|f| format!(" (frees {})", ByteSize(f))).unwrap_or_default();
-            let _ = writeln!(s, "  {:<6} {:<9} {}{tags}: {}{frees}", v.action, v.kind, v.digest, v.reason);
+            let _ = writeln!(
+                s,
+                "  {:<6} {:<9} {}{tags}: {}{frees}",
+                v.action.as_str(),
+                v.kind.as_str(),
+                v.digest,
+                v.reason
+            );
         }
         let deleting = r.verdicts.iter().filter(|v| v.action == Action::Delete).count();
         if let Some(a) = &r.applied {
@@ -256,11 +325,12 @@ fn text(out: &[RepositoryPrune]) -> String {
             let _ = writeln!(s, "  would delete {deleting} manifests (a dry run: nothing deleted)");
         }
         if deleting > 0 && r.status != "failed" {
-            let _ = writeln!(
-                s,
-                "  frees up to {} once the registry's garbage collection runs (distribution: registry garbage-collect CONFIG; the self-hosted kit's gc.sh)",
-                ByteSize(r.frees)
-            );
+            let when = if r.gc {
+                " once the registry's garbage collection runs (distribution: registry garbage-collect CONFIG; the self-hosted kit's gc.sh)"
+            } else {
+                ""
+            };
+            let _ = writeln!(s, "  frees up to {}{when}", ByteSize(r.frees));
         }
     }
     s

@@ -363,16 +363,26 @@ pub(super) async fn registry_client(
     env: &Env,
     config: &crate::http::ClientConfig,
 ) -> anyhow::Result<crate::registry::Client> {
+    Ok(registry_client_with(r, path, env, config).await?.0)
+}
+
+/// `registry_client`, and the credential it was made with.
+pub(super) async fn registry_client_with(
+    r: &crate::policy::ResolvedRegistry,
+    path: &str,
+    env: &Env,
+    config: &crate::http::ClientConfig,
+) -> anyhow::Result<(crate::registry::Client, Option<crate::registry::Credential>)> {
     let source = crate::credentials::CredentialSource::for_registry(r.kind, &r.host, r.credentials.as_ref());
     let endpoint = crate::plan::EndpointPlan::new(&r.host, r.insecure, r.ca_file.clone());
     let credential = resolved_credential(&source, &r.id, env, config).await?;
     let access = crate::registry::RegistryAccess {
         endpoint: endpoint.endpoint(),
         ca_file: r.ca_file.clone(),
-        credential,
+        credential: credential.clone(),
         config: *config,
     };
-    Ok(access.client(path)?.with_scope(&format!("repository:{path}:pull")))
+    Ok((access.client(path)?.with_scope(&format!("repository:{path}:pull")), credential))
 }
 
 /// The credential a source names, from the environment (ECR Public: through AWS).

@@ -8,6 +8,7 @@
 
 pub mod comment;
 pub mod outputs;
+pub mod packages;
 pub mod summary;
 
 use std::io::Write;

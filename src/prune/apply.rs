@@ -7,7 +7,6 @@
 use std::collections::BTreeSet;
 
 use super::{Action, Kind, Survey, Verdict};
-use crate::registry::{Client, RegistryError};
 use crate::types::Digest;
 
 /// What `apply` deleted.
@@ -16,10 +15,32 @@ pub struct Applied {
     pub deleted: usize,
     /// Deletes of manifests already gone (another prune, or the registry removing a child).
     pub already_gone: usize,
+    /// Deletes the registry refused for a reason of its own, kept (GHCR: a package's last
+    /// tagged version).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<(Digest, String)>,
+}
+
+/// What one delete did.
+pub enum Deleted {
+    Done,
+    Gone,
+    Refused(String),
+}
+
+/// Where manifests are deleted: the registry's API, or a service's own (GHCR's versions).
+pub trait Deleter {
+    fn delete(&self, digest: &Digest) -> impl std::future::Future<Output = anyhow::Result<Deleted>> + Send;
+}
+
+impl Deleter for crate::registry::Client {
+    async fn delete(&self, digest: &Digest) -> anyhow::Result<Deleted> {
+        Ok(if self.delete_manifest(digest).await? { Deleted::Done } else { Deleted::Gone })
+    }
 }
 
 /// Deletes every manifest `verdicts` marks, in the order above.
-pub async fn apply(client: &Client, survey: &Survey, verdicts: &[Verdict]) -> Result<Applied, RegistryError> {
+pub async fn apply(client: &impl Deleter, survey: &Survey, verdicts: &[Verdict]) -> anyhow::Result<Applied> {
     let doomed: BTreeSet<&Digest> = verdicts.iter().filter(|v| v.action == Action::Delete).map(|v| &v.digest).collect();
     let mut done: BTreeSet<Digest> = BTreeSet::new();
     let mut out = Applied::default();
@@ -27,13 +48,13 @@ pub async fn apply(client: &Client, survey: &Survey, verdicts: &[Verdict]) -> Re
         let first = done.insert(d.clone());
         async move {
             if !first {
-                return Ok(None);
+                return Ok::<_, anyhow::Error>(None);
             }
-            let deleted = client.delete_manifest(&d).await?;
-            if deleted {
+            let deleted = client.delete(&d).await?;
+            if matches!(deleted, Deleted::Done) {
                 tracing::info!("deleted {d}");
             }
-            Ok(Some(deleted))
+            Ok(Some((d, deleted)))
         }
     };
     for image in survey.images.iter().rev().filter(|e| doomed.contains(&e.digest)) {
@@ -58,10 +79,11 @@ pub async fn apply(client: &Client, survey: &Survey, verdicts: &[Verdict]) -> Re
     Ok(out)
 }
 
-fn tally(out: &mut Applied, r: Option<bool>) {
+fn tally(out: &mut Applied, r: Option<(Digest, Deleted)>) {
     match r {
-        Some(true) => out.deleted += 1,
-        Some(false) => out.already_gone += 1,
+        Some((_, Deleted::Done)) => out.deleted += 1,
+        Some((_, Deleted::Gone)) => out.already_gone += 1,
+        Some((d, Deleted::Refused(why))) => out.refused.push((d, why)),
         None => {}
     }
 }

@@ -9,8 +9,8 @@
 mod apply;
 mod survey;
 
-pub use apply::{Applied, apply};
-pub use survey::{Survey, survey};
+pub use apply::{Applied, Deleted, Deleter, apply};
+pub use survey::{Survey, survey, survey_versions};
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -32,6 +32,8 @@ crate::word_enum! {
         Signature => "signature",
         /// A manifest the referrers fallback index lists (a bundle, an attestation).
         Referrer => "referrer",
+        /// A version nothing tagged refers to (GHCR).
+        Untagged => "untagged",
     }
 }
 
@@ -169,6 +171,14 @@ pub fn decide(s: &Survey, r: &ResolvedRetention, in_use: &InUse, now: i64) -> Ve
         let mut v = verdict(a.digest.clone(), a.kind, a.tags.clone(), action, reason.clone());
         v.subject = Some(a.subject.clone());
         out.push(v);
+    }
+    for d in &s.untagged {
+        let (action, reason) = if r.delete_untagged {
+            (Action::Delete, "untagged: no kept tag, index or signature refers to it (untagged: delete)")
+        } else {
+            (Action::Keep, "untagged (untagged: keep)")
+        };
+        out.push(verdict(d.clone(), Kind::Untagged, Vec::new(), action, reason.into()));
     }
     frees(s, &mut out);
     out

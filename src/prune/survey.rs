@@ -48,6 +48,9 @@ pub struct Survey {
     pub artifacts: Vec<Artifact>,
     /// Each image and child manifest's blobs (config and layers) with their sizes.
     pub blobs: HashMap<Digest, Vec<(Digest, u64)>>,
+    /// Manifests no tag, tagged index or signature tag refers to (listed by GHCR's API; a
+    /// registry's API cannot list them).
+    pub untagged: Vec<Digest>,
 }
 
 fn json(bytes: &[u8]) -> Value {
@@ -108,25 +111,78 @@ pub async fn survey(
     }
     let mut entries = Vec::new();
     for (digest, tags, m) in images {
-        let (mut children, mut broken) = (Vec::new(), false);
-        for c in m.get("manifests").and_then(Value::as_array).into_iter().flatten() {
-            let Some(d) = c.get("digest").and_then(Value::as_str).and_then(|d| d.parse::<Digest>().ok()) else {
-                continue;
-            };
-            match client.manifest(path, d.as_str()).await? {
-                Some(bytes) => {
-                    out.blobs.insert(d.clone(), blobs_of(&json(&bytes)));
-                }
-                None => broken = true,
-            }
-            children.push(d);
-        }
-        out.blobs.insert(digest.clone(), blobs_of(&m));
-        let origin = order::read(client, path, &digest, verifier).await;
-        entries.push(Entry { digest, tags, children, broken, origin });
+        entries.push(entry(client, path, (digest, tags, m), verifier, &mut out).await?);
     }
     out.images = order::newest_first(entries, |e| &e.origin, git).await;
     artifacts(client, path, artifact_tags, &mut out).await?;
+    Ok(out)
+}
+
+/// A tagged image: its children (an index's), their blobs and its own, its origin.
+async fn entry(
+    client: &Client,
+    path: &str,
+    (digest, tags, m): (Digest, Vec<String>, Value),
+    verifier: Option<&Verifier>,
+    out: &mut Survey,
+) -> Result<Entry, RegistryError> {
+    let (mut children, mut broken) = (Vec::new(), false);
+    for c in m.get("manifests").and_then(Value::as_array).into_iter().flatten() {
+        let Some(d) = c.get("digest").and_then(Value::as_str).and_then(|d| d.parse::<Digest>().ok()) else { continue };
+        match client.manifest(path, d.as_str()).await? {
+            Some(bytes) => {
+                out.blobs.insert(d.clone(), blobs_of(&json(&bytes)));
+            }
+            None => broken = true,
+        }
+        children.push(d);
+    }
+    out.blobs.insert(digest.clone(), blobs_of(&m));
+    let origin = order::read(client, path, &digest, verifier).await;
+    Ok(Entry { digest, tags, children, broken, origin })
+}
+
+/// A GHCR package: its versions (from GitHub's API, with their tags and creation times) as
+/// the survey of a registry's tags; the manifests are read from the registry. Versions with no
+/// tag that no tagged index lists and no signature names are `untagged`.
+pub async fn survey_versions(
+    client: &Client,
+    path: &str,
+    versions: &[crate::github::packages::Version],
+    verifier: Option<&Verifier>,
+    git: &Git,
+) -> Result<Survey, RegistryError> {
+    let mut out = Survey::default();
+    let mut entries = Vec::new();
+    let mut artifact_tags = Vec::new();
+    for v in versions {
+        let (artifact, image): (Vec<&String>, Vec<&String>) = v.tags.iter().partition(|t| artifact_tag(t).is_some());
+        artifact_tags.extend(artifact.into_iter().filter_map(|t| Some((t.clone(), artifact_tag(t)?))));
+        if image.is_empty() {
+            continue;
+        }
+        let Some(bytes) = client.manifest(path, v.digest.as_str()).await? else { continue };
+        let tags = image.into_iter().cloned().collect();
+        let mut e = entry(client, path, (v.digest.clone(), tags, json(&bytes)), verifier, &mut out).await?;
+        // The registry's own creation time when the config has none.
+        if e.origin.created.is_none() {
+            e.origin.created = v.created_at.clone();
+        }
+        entries.push(e);
+    }
+    out.images = order::newest_first(entries, |e| &e.origin, git).await;
+    artifacts(client, path, artifact_tags, &mut out).await?;
+    let listed: std::collections::HashSet<&Digest> = out
+        .images
+        .iter()
+        .flat_map(|e| e.children.iter().chain([&e.digest]))
+        .chain(out.artifacts.iter().map(|a| &a.digest))
+        .collect();
+    out.untagged = versions
+        .iter()
+        .filter(|v| v.tags.is_empty() && !listed.contains(&v.digest))
+        .map(|v| v.digest.clone())
+        .collect();
     Ok(out)
 }
 

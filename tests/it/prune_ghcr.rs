@@ -1,0 +1,156 @@
+//! Pruning a GHCR package: its versions listed and deleted through a stand-in of GitHub's
+//! Packages REST API that is strict the way the real one is (bearer token, API version header,
+//! `Link` pagination, 429 with `Retry-After`, 403 without the scope, 400 for the last tagged
+//! version), the manifests read from a real registry standing in for ghcr.io on loopback.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+
+use crate::support::http::{Request, Response, Server};
+use crate::support::image::write_layout_with;
+use crate::support::{Registry, RegistryOptions, publish, run, text};
+
+const TOKEN: &str = "ghp-prune-test-token-0123456789";
+const READ_ONLY: &str = "ghp-read-only-token-9876543210";
+
+#[derive(Default)]
+struct State {
+    /// (id, digest, created_at, tags)
+    versions: Vec<(u64, String, String, Vec<String>)>,
+    deleted: Vec<u64>,
+    /// Versions GitHub refuses to delete (as it does a package's last tagged version).
+    last_tagged: Option<u64>,
+    throttled_once: bool,
+}
+
+fn handle(state: &Arc<Mutex<State>>, req: &Request) -> Response {
+    let bearer = req.header("authorization").unwrap_or_default().to_string();
+    if req.header("x-github-api-version") != Some("2022-11-28")
+        || !req.header("accept").unwrap_or_default().contains("github")
+    {
+        return Response::new(400).json(&json!({"message": "missing API version or Accept header"}));
+    }
+    if bearer != format!("Bearer {TOKEN}") && bearer != format!("Bearer {READ_ONLY}") {
+        return Response::new(401).json(&json!({"message": "Bad credentials"}));
+    }
+    let mut s = state.lock().unwrap();
+    let base = "/orgs/acme/packages/container/app/versions";
+    if req.target.starts_with("/users/") {
+        return Response::new(404).json(&json!({"message": "Not Found"}));
+    }
+    if req.method == "GET" && req.target.starts_with(base) {
+        if !s.throttled_once {
+            s.throttled_once = true;
+            return Response::new(429).header("Retry-After", "0").json(&json!({"message": "slow down"}));
+        }
+        let page: usize =
+            req.target.split("&page=").nth(1).and_then(|p| p.split('&').next()?.parse().ok()).unwrap_or(1);
+        let live: Vec<_> = s.versions.iter().filter(|v| !s.deleted.contains(&v.0)).collect();
+        let per = 2;
+        let chunk: Vec<Value> = live
+            .iter()
+            .skip((page - 1) * per)
+            .take(per)
+            .map(|(id, d, created, tags)| {
+                json!({"id": id, "name": d, "created_at": created, "metadata": {"package_type": "container", "container": {"tags": tags}}})
+            })
+            .collect();
+        let mut resp = Response::new(200).json(&Value::Array(chunk));
+        if page * per < live.len() {
+            let host = req.header("host").unwrap_or_default();
+            let next = format!("<http://{host}{base}?per_page=100&page={}>; rel=\"next\"", page + 1);
+            resp = resp.header("Link", &next);
+        }
+        return resp;
+    }
+    if req.method == "DELETE" && req.target.starts_with(&format!("{base}/")) {
+        if bearer != format!("Bearer {TOKEN}") {
+            return Response::new(403).json(&json!({"message": "Must have admin rights to Repository."}));
+        }
+        let id: u64 = req.target.rsplit('/').next().and_then(|i| i.parse().ok()).unwrap_or(0);
+        if s.last_tagged == Some(id) {
+            let message =
+                "You cannot delete the last tagged version of a package. You must delete the package instead.";
+            return Response::new(400).json(&json!({"message": message}));
+        }
+        if !s.versions.iter().any(|v| v.0 == id) || s.deleted.contains(&id) {
+            return Response::new(404).json(&json!({"message": "Not Found"}));
+        }
+        s.deleted.push(id);
+        return Response::new(204);
+    }
+    Response::new(404).json(&json!({"message": "Not Found"}))
+}
+
+#[test]
+fn a_ghcr_package_is_pruned_through_the_packages_api_with_its_rules() {
+    let reg = Registry::start(RegistryOptions::default());
+    let work = tempfile::tempdir().unwrap();
+    let state = Arc::new(Mutex::new(State::default()));
+    // Three versions pushed to the registry, old; an untagged version nothing refers to.
+    for v in 1..=3u64 {
+        let img = write_layout_with(
+            &work.path().join(format!("v{v}")),
+            400 + v,
+            &[2_000],
+            ("linux", "amd64", "latest"),
+            &json!({}),
+        );
+        let dst = format!("docker://{}/acme/app:v{v}", reg.host);
+        let out = run(publish(work.path()).args(["push", &format!("oci:v{v}"), &dst, "--insecure"]));
+        assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+        // No created time in the configs: GitHub's created_at orders them.
+        let created = format!("2021-0{v}-01T00:00:00Z");
+        state.lock().unwrap().versions.push((v * 10, img.manifest_digest, created, vec![format!("v{v}")]));
+    }
+    let orphan = format!("sha256:{}", "e".repeat(64));
+    state.lock().unwrap().versions.push((99, orphan, "2020-01-01T00:00:00Z".into(), vec![]));
+    state.lock().unwrap().last_tagged = Some(20);
+    let st = state.clone();
+    let api = Server::start(move |req| handle(&st, req));
+    let yaml = format!(
+        "version: 1
+registries:
+  gh: {{kind: ghcr, repository: {}/acme, insecure: true}}
+images:
+  - {{name: app, source: oci:v3, tags: [v3], visibility: public}}
+retention: {{keep_last: 1, untagged: delete}}
+",
+        reg.host
+    );
+    std::fs::write(work.path().join("publish.yaml"), yaml).unwrap();
+    let prune = |token: &str, extra: &[&str]| {
+        let out = run(publish(work.path())
+            .arg("prune")
+            .args(extra)
+            .env("GITHUB_TOKEN", token)
+            .env("GITHUB_ACTOR", "ci")
+            .env("GITHUB_API_URL", format!("http://127.0.0.1:{}", api.port)));
+        let (stdout, stderr) = text(&out);
+        assert!(!stdout.contains(TOKEN) && !stderr.contains(TOKEN), "the token leaked");
+        (out.status.code(), stdout, stderr)
+    };
+
+    // A token that cannot delete: the prune fails, says which permission, deletes nothing.
+    let (code, stdout, stderr) = prune(READ_ONLY, &[]);
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("Must have admin rights to Repository. (403)") && stdout.contains("packages: write"),
+        "{stdout}"
+    );
+    assert!(state.lock().unwrap().deleted.is_empty());
+
+    let (code, stdout, stderr) = prune(TOKEN, &[]);
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    let deleted: BTreeSet<u64> = state.lock().unwrap().deleted.iter().copied().collect();
+    assert_eq!(deleted, BTreeSet::from([10, 99]), "v1 and the untagged version; v3 is the newest:\n{stdout}");
+    assert!(
+        stdout.contains("keep   image ")
+            && stdout.contains("GitHub refused to delete it: You cannot delete the last tagged version"),
+        "v2's refusal is a kept image with GitHub's reason, not a failure:\n{stdout}"
+    );
+    let gets = api.requests().iter().filter(|r| r.method == "GET").count();
+    assert!(gets >= 4, "throttled once, then two pages: {gets} GETs");
+}
