@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::{ExitStatus, Output, PolicyArgs, UsageError, load};
 use crate::credentials::Env;
 use crate::policy::{RegistryKind, Resolved, ResolvedImage, ResolvedRegistry};
-use crate::prune::{self, Action, InUse, Verdict};
+use crate::prune::{self, Action, InUse, Verdict, services};
 use crate::types::{ByteSize, Secret};
 
 #[derive(Debug, Clone)]
@@ -124,7 +124,7 @@ async fn prune_all(
             applied: None,
             gc: registry.kind == RegistryKind::Registry,
         };
-        if !matches!(registry.kind, RegistryKind::Registry | RegistryKind::Ghcr) {
+        if !matches!(registry.kind, RegistryKind::Registry | RegistryKind::Ghcr | RegistryKind::EcrPublic) {
             r.status = "skipped";
             r.reason = Some(format!(
                 "{} repositories are pruned through {}'s own API, which publish does not call yet: nothing deleted",
@@ -163,58 +163,39 @@ async fn one(
     for (d, who) in extra {
         in_use.entry(d.clone()).or_insert_with(|| who.clone());
     }
-    if registry.kind == RegistryKind::Ghcr {
-        // GHCR lists and deletes versions through GitHub's Packages API only.
-        let token = credential.map(|c| c.password).or_else(|| env.get("GITHUB_TOKEN").map(|t| Secret::new(t.clone())));
-        let token = token.ok_or_else(|| {
-            UsageError::Message(format!(
-                "registry {}: no token for GitHub's Packages API (the registry's credentials, or GITHUB_TOKEN)",
-                registry.id
-            ))
-        })?;
-        let api_url = env.get("GITHUB_API_URL").cloned().unwrap_or_else(|| "https://api.github.com".into());
-        let api = crate::github::packages::Packages::new(&api_url, token, &config)?;
-        let (owner, name) = path.split_once('/').unwrap_or((path, ""));
-        let (package, versions) = api.versions(owner, name).await?;
-        let survey = prune::survey_versions(&client, path, &versions, verifier, git).await?;
-        r.verdicts = prune::decide(&survey, retention, &in_use, now);
-        r.frees = r.verdicts.iter().filter_map(|v| v.frees).sum();
-        if !dry_run {
-            let ids = versions.iter().map(|v| (v.digest.clone(), v.id)).collect();
-            let applied =
-                prune::apply(&GhcrVersions { api: &api, package: &package, ids }, &survey, &r.verdicts).await?;
-            keep_refused(&mut r.verdicts, &applied);
-            r.frees = r.verdicts.iter().filter_map(|v| v.frees).sum();
-            r.applied = Some(applied);
+    // GHCR and ECR Public list and delete through their own APIs; a registry through its own.
+    let (listed, target) = match registry.kind {
+        RegistryKind::Ghcr => {
+            let token =
+                credential.map(|c| c.password).or_else(|| env.get("GITHUB_TOKEN").map(|t| Secret::new(t.clone())));
+            let token = token.ok_or_else(|| {
+                UsageError::Message(format!(
+                    "registry {}: no token for GitHub's Packages API (the registry's credentials, or GITHUB_TOKEN)",
+                    registry.id
+                ))
+            })?;
+            let api_url = env.get("GITHUB_API_URL").cloned().unwrap_or_else(|| "https://api.github.com".into());
+            let (listed, target) = services::ghcr(&api_url, token, &config, path).await?;
+            (Some(listed), target)
         }
-        return Ok(());
-    }
-    let survey = prune::survey(&client, path, verifier, git).await?;
+        RegistryKind::EcrPublic => {
+            let (listed, target) = services::ecr(env, &config, path).await?;
+            (Some(listed), target)
+        }
+        _ => (None, services::Target::Registry(&client)),
+    };
+    let survey = match &listed {
+        Some(listed) => prune::survey_versions(&client, path, listed, verifier, git).await?,
+        None => prune::survey(&client, path, verifier, git).await?,
+    };
     r.verdicts = prune::decide(&survey, retention, &in_use, now);
-    r.frees = r.verdicts.iter().filter_map(|v| v.frees).sum();
     if !dry_run {
-        r.applied = Some(prune::apply(&client, &survey, &r.verdicts).await?);
+        let applied = prune::apply(&target, &survey, &r.verdicts).await?;
+        keep_refused(&mut r.verdicts, &applied);
+        r.applied = Some(applied);
     }
+    r.frees = r.verdicts.iter().filter_map(|v| v.frees).sum();
     Ok(())
-}
-
-/// A package's versions on GHCR, deleted by id through GitHub's API.
-struct GhcrVersions<'a> {
-    api: &'a crate::github::packages::Packages,
-    package: &'a crate::github::packages::Package,
-    ids: std::collections::HashMap<crate::types::Digest, u64>,
-}
-
-impl prune::Deleter for GhcrVersions<'_> {
-    async fn delete(&self, digest: &crate::types::Digest) -> anyhow::Result<prune::Deleted> {
-        use crate::github::packages::Deleted;
-        let Some(id) = self.ids.get(digest) else { return Ok(prune::Deleted::Gone) };
-        Ok(match self.api.delete(self.package, *id).await? {
-            Deleted::Done => prune::Deleted::Done,
-            Deleted::Gone => prune::Deleted::Gone,
-            Deleted::Refused(why) => prune::Deleted::Refused(why),
-        })
-    }
 }
 
 /// Deletes the registry refused (GHCR keeps a package's last tagged version) are kept, with

@@ -7,10 +7,11 @@
 //! by the next one.
 
 mod apply;
+pub mod services;
 mod survey;
 
 pub use apply::{Applied, Deleted, Deleter, apply};
-pub use survey::{Survey, survey, survey_versions};
+pub use survey::{Listed, Survey, survey, survey_versions};
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;

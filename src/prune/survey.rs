@@ -29,6 +29,15 @@ pub struct Entry {
     pub origin: Origin,
 }
 
+/// A manifest a service's own API lists (GHCR's package versions, ECR Public's images): its
+/// digest, tags and when it was pushed (RFC 3339).
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub digest: Digest,
+    pub tags: Vec<String>,
+    pub created_at: Option<String>,
+}
+
 /// A signature, attestation or referrer of an image.
 #[derive(Debug, Clone)]
 pub struct Artifact {
@@ -142,13 +151,13 @@ async fn entry(
     Ok(Entry { digest, tags, children, broken, origin })
 }
 
-/// A GHCR package: its versions (from GitHub's API, with their tags and creation times) as
-/// the survey of a registry's tags; the manifests are read from the registry. Versions with no
+/// A GHCR package's versions or an ECR Public repository's images (from the service's API,
+/// with their tags and creation times) as the survey of a registry's tags; the manifests are read from the registry. Versions with no
 /// tag that no tagged index lists and no signature names are `untagged`.
 pub async fn survey_versions(
     client: &Client,
     path: &str,
-    versions: &[crate::github::packages::Version],
+    versions: &[Listed],
     verifier: Option<&Verifier>,
     git: &Git,
 ) -> Result<Survey, RegistryError> {

@@ -278,6 +278,45 @@ impl Api {
         Err(EcrError::Api(format!("{operation}: more than {MAX_PAGES} pages")))
     }
 
+    /// The images of `repository` (`DescribeImages`, every page): digest, tags, pushed at.
+    pub async fn images(&self, repository: &str) -> Result<Vec<crate::prune::Listed>, EcrError> {
+        let details = self
+            .all("DescribeImages", json!({"repositoryName": repository, "maxResults": 1000}), "imageDetails")
+            .await?;
+        Ok(details
+            .iter()
+            .filter_map(|d| {
+                Some(crate::prune::Listed {
+                    digest: d.get("imageDigest")?.as_str()?.parse().ok()?,
+                    tags: d
+                        .get("imageTags")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|t| t.as_str().map(str::to_string))
+                        .collect(),
+                    created_at: d.get("imagePushedAt").and_then(Value::as_f64).map(|s| rfc3339(s as i64)),
+                })
+            })
+            .collect())
+    }
+
+    /// Deletes the image `digest` of `repository` and its tags (`BatchDeleteImage`): `false`
+    /// when it was not there; any other failure is an error naming AWS's code and reason.
+    pub async fn delete_image(&self, repository: &str, digest: &crate::types::Digest) -> Result<bool, EcrError> {
+        let body = json!({"repositoryName": repository, "imageIds": [{"imageDigest": digest.as_str()}]});
+        let v = self.call_ok("BatchDeleteImage", body).await?;
+        match v.get("failures").and_then(Value::as_array).and_then(|f| f.first()) {
+            None => Ok(true),
+            Some(f) if f.get("failureCode").and_then(Value::as_str) == Some("ImageNotFound") => Ok(false),
+            Some(f) => Err(EcrError::Api(format!(
+                "BatchDeleteImage of {digest}: {} {}",
+                f.get("failureCode").and_then(Value::as_str).unwrap_or("failed"),
+                f.get("failureReason").and_then(Value::as_str).unwrap_or_default()
+            ))),
+        }
+    }
+
     /// What the caller's registry stores: every repository (`DescribeRepositories`), every
     /// image in it (`DescribeImages`), and each image's layers read from the registry at
     /// `endpoint` under `alias` (pull scope, with the registry token) so that a layer several
@@ -386,5 +425,33 @@ mod tests {
         assert_eq!(get("x-amz-security-token"), "session");
         let auth = get("authorization");
         assert!(auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/19700101/us-east-1/ecr-public/aws4_request, SignedHeaders=content-type;host;x-amz-date;x-amz-security-token;x-amz-target, Signature="), "{auth}");
+    }
+}
+
+/// `secs` since the epoch as RFC 3339 (UTC), for times AWS gives as numbers.
+fn rfc3339(secs: i64) -> String {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod rfc3339_tests {
+    #[test]
+    fn epoch_seconds_become_rfc3339_and_back() {
+        for t in [0, 1_577_836_800, 1_709_208_000, 1_649_880_375] {
+            let s = super::rfc3339(t);
+            assert_eq!(crate::sign::trust::parse_rfc3339(&s), Some(t), "{s}");
+        }
+        assert_eq!(super::rfc3339(1_709_208_000), "2024-02-29T12:00:00Z");
     }
 }

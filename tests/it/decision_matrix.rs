@@ -55,6 +55,7 @@ fn the_reference_matrix_with_default_inputs_and_measured_usage_matches_docs_sele
     let ecr = support::aws::ecr_api(std::sync::Arc::new(std::sync::Mutex::new(support::aws::EcrState {
         repositories: vec!["existing".into()],
         images: vec![("existing".into(), format!("sha256:{}", "e".repeat(64)), 2 * GB)],
+        ..Default::default()
     })));
     // (scenario as the docs table names it, visibility, layer sizes)
     let rows: &[(&str, &str, &[u64])] = &[

@@ -79,6 +79,7 @@ fn ecr_public_storage_is_measured_with_shared_layers_counted_once() {
             ("app".into(), a.manifest_digest.clone(), whole(&a.dir, &a)),
             ("app".into(), b.manifest_digest.clone(), whole(&b.dir, &b)),
         ],
+        ..Default::default()
     }));
     let api = ecr_api(state);
     std::fs::write(

@@ -1,4 +1,5 @@
-//! Pruning a GHCR package: its versions listed and deleted through a stand-in of GitHub's
+//! Pruning through a service's own API. ECR Public: see its test below. A GHCR package: its
+//! versions listed and deleted through a stand-in of GitHub's
 //! Packages REST API that is strict the way the real one is (bearer token, API version header,
 //! `Link` pagination, 429 with `Retry-After`, 403 without the scope, 400 for the last tagged
 //! version), the manifests read from a real registry standing in for ghcr.io on loopback.
@@ -153,4 +154,52 @@ retention: {{keep_last: 1, untagged: delete}}
     );
     let gets = api.requests().iter().filter(|r| r.method == "GET").count();
     assert!(gets >= 4, "throttled once, then two pages: {gets} GETs");
+}
+
+/// ECR Public: images listed with `DescribeImages` (paged, one 429 first) and deleted with
+/// `BatchDeleteImage`, every call signed with SigV4 (the stand-in checks each signature); the
+/// manifests read from a registry standing in for public.ecr.aws with the token ECR gives.
+#[test]
+fn an_ecr_public_repository_is_pruned_through_batch_delete_image() {
+    use crate::support::aws::{ACCESS_KEY, EcrState, SECRET_KEY, ecr_api};
+    let reg = Registry::start(RegistryOptions { htpasswd: true, ..Default::default() });
+    let work = tempfile::tempdir().unwrap();
+    let mut state = EcrState { repositories: vec!["app".into()], throttle_next: true, ..Default::default() };
+    let mut digests = Vec::new();
+    for v in 1..=3u64 {
+        let img = write_layout_with(
+            &work.path().join(format!("v{v}")),
+            420 + v,
+            &[2_000],
+            ("linux", "amd64", "latest"),
+            &json!({}),
+        );
+        let out = run(publish(work.path())
+            .args(["push", &format!("oci:v{v}"), &format!("docker://{}/my-alias/app:v{v}", reg.host), "--insecure"])
+            .args(["--username", crate::support::USER, "--password-env", "REG_PASSWORD"])
+            .env("REG_PASSWORD", crate::support::PASSWORD));
+        assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+        state.images.push(("app".into(), img.manifest_digest.clone(), 2_500));
+        state.tags.insert(img.manifest_digest.clone(), vec![format!("v{v}")]);
+        state.pushed_at.insert(img.manifest_digest.clone(), 1_609_459_200.0 + (v as f64) * 86_400.0);
+        digests.push(img.manifest_digest);
+    }
+    let state = Arc::new(Mutex::new(state));
+    let api = ecr_api(state.clone());
+    let yaml = format!(
+        "version: 1\nregistries:\n  ecr: {{kind: ecr-public, repository: {}/my-alias, insecure: true}}\nimages:\n  - {{name: app, source: oci:v3, tags: [v3], visibility: public}}\nretention: {{keep_last: 1}}\n",
+        reg.host
+    );
+    std::fs::write(work.path().join("publish.yaml"), yaml).unwrap();
+    let out = run(publish(work.path())
+        .args(["prune"])
+        .env("AWS_ENDPOINT_URL_ECR_PUBLIC", format!("http://127.0.0.1:{}", api.port))
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(!stdout.contains(SECRET_KEY) && !stderr.contains(SECRET_KEY) && !stderr.contains(crate::support::PASSWORD));
+    let deleted: BTreeSet<String> = state.lock().unwrap().deleted.iter().cloned().collect();
+    assert_eq!(deleted, BTreeSet::from([digests[0].clone(), digests[1].clone()]), "{stdout}");
+    assert!(stdout.contains("newest 1 (keep_last)") && !stdout.contains("garbage collection"), "{stdout}");
 }

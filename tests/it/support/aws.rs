@@ -77,6 +77,13 @@ fn signature_ok(headers: &std::collections::HashMap<String, String>, body: &[u8]
 pub struct EcrState {
     pub repositories: Vec<String>,
     pub images: Vec<(String, String, u64)>,
+    /// Tags and push times (epoch seconds) by digest, as `DescribeImages` gives them.
+    pub tags: std::collections::HashMap<String, Vec<String>>,
+    pub pushed_at: std::collections::HashMap<String, f64>,
+    /// Digests `BatchDeleteImage` removed.
+    pub deleted: Vec<String>,
+    /// Answer the next call 429 ThrottlingException, as AWS's JSON APIs throttle.
+    pub throttle_next: bool,
 }
 
 /// The ECR Public JSON 1.1 API: every call's signature checked; `DescribeRepositories` and
@@ -100,6 +107,10 @@ pub fn ecr_api(state: std::sync::Arc<std::sync::Mutex<EcrState>>) -> Server {
             Response::new(200).json(&out)
         };
         let mut state = state.lock().unwrap();
+        if state.throttle_next {
+            state.throttle_next = false;
+            return Response::new(429).json(&json!({"__type": "ThrottlingException", "message": "Rate exceeded"}));
+        }
         match req.header("x-amz-target") {
             Some("SpencerFrontendService.GetAuthorizationToken") => {
                 let token = base64::engine::general_purpose::STANDARD.encode(format!("{}:{PASSWORD}", USER));
@@ -128,9 +139,35 @@ pub fn ecr_api(state: std::sync::Arc<std::sync::Mutex<EcrState>>) -> Server {
                     .images
                     .iter()
                     .filter(|(r, _, _)| r == repo)
-                    .map(|(r, d, size)| json!({"repositoryName": r, "imageDigest": d, "imageSizeInBytes": size}))
+                    .map(|(r, d, size)| {
+                        let mut i = json!({"repositoryName": r, "imageDigest": d, "imageSizeInBytes": size});
+                        if let Some(t) = state.tags.get(d) {
+                            i["imageTags"] = json!(t);
+                        }
+                        if let Some(p) = state.pushed_at.get(d) {
+                            i["imagePushedAt"] = json!(p);
+                        }
+                        i
+                    })
                     .collect();
                 paged(details, "imageDetails")
+            }
+            Some("SpencerFrontendService.BatchDeleteImage") => {
+                let repo = body["repositoryName"].as_str().unwrap_or_default().to_string();
+                let mut failures = Vec::new();
+                let mut deleted = Vec::new();
+                for id in body["imageIds"].as_array().into_iter().flatten() {
+                    let d = id["imageDigest"].as_str().unwrap_or_default().to_string();
+                    match state.images.iter().position(|(r, x, _)| r == &repo && x == &d) {
+                        Some(i) => {
+                            state.images.remove(i);
+                            state.deleted.push(d.clone());
+                            deleted.push(json!({"imageDigest": d}));
+                        }
+                        None => failures.push(json!({"imageId": {"imageDigest": d}, "failureCode": "ImageNotFound", "failureReason": "Requested image not found"})),
+                    }
+                }
+                Response::new(200).json(&json!({"imageIds": deleted, "failures": failures}))
             }
             _ => Response::new(400).json(&json!({"__type": "UnknownOperationException"})),
         }
