@@ -10,7 +10,7 @@ use crate::types::Secret;
 
 pub async fn plan(args: PlanArgs, env: &Env, actions: Option<&github::Actions>) -> anyhow::Result<ExitStatus> {
     let (resolved, images) = load::policy_and_images(&args.policy.policy, env).await?;
-    let measured = plan::measure_usage(
+    let mut measured = plan::measure_usage(
         &resolved,
         env,
         args.measure,
@@ -18,6 +18,7 @@ pub async fn plan(args: PlanArgs, env: &Env, actions: Option<&github::Actions>) 
         (&resolved.transfer, &load::service_urls(env).dockerhub_api),
     )
     .await;
+    super::prune::after_retention(&resolved, &args.policy.policy, env, &mut measured).await;
     let (mut plan, _) = plan::finish(&resolved, &images, &measured)?;
     if !args.matrix {
         plan::look_up_layers(&mut plan, env, args.measure, &resolved.transfer).await;

@@ -64,6 +64,39 @@ pub async fn prune(args: PruneArgs, env: &Env, actions: Option<&crate::github::A
     })
 }
 
+/// What `retention:` would delete now from each measured registry (a dry run of the prune),
+/// as `storage_after_retention` on its usage, counted by selection with `retention.on_run`.
+/// A registry whose prune cannot be surveyed is left as measured (and said).
+pub async fn after_retention(
+    resolved: &Resolved,
+    policy: &std::path::Path,
+    env: &Env,
+    measured: &mut crate::plan::MeasuredUsage,
+) {
+    let targets: Vec<(&ResolvedImage, &ResolvedRegistry)> = resolved
+        .images
+        .iter()
+        .filter(|i| i.retention.is_some())
+        .flat_map(|i| i.candidates.iter().map(move |r| (i, r)))
+        .filter(|(_, r)| measured.get(&r.id).is_some_and(|u| u.storage.is_some()))
+        .collect();
+    if targets.is_empty() {
+        return;
+    }
+    let on_run: Vec<(String, bool)> =
+        targets.iter().map(|(i, r)| (r.id.clone(), i.retention.as_ref().is_some_and(|x| x.on_run))).collect();
+    for r in prune_all(resolved, policy, env, (targets, &InUse::new()), true).await {
+        let Some(usage) = measured.get_mut(&r.registry) else { continue };
+        if r.status == "failed" {
+            tracing::warn!(registry = %r.registry, "storage after retention not estimated: {}", r.reason.unwrap_or_default());
+            continue;
+        }
+        let now = usage.storage_after_retention.or(usage.storage).unwrap_or_default();
+        usage.storage_after_retention = Some(ByteSize(now.0.saturating_sub(r.frees)));
+        usage.counts_retention |= on_run.iter().any(|(id, on)| id == &r.registry && *on);
+    }
+}
+
 /// `publish run` with `retention.on_run: true`, after a fully successful push and sync: the
 /// repositories it pushed to whose images have it, keeping what it pushed. The report goes to
 /// stderr (stdout holds the run's); `false` when a repository's prune failed.

@@ -145,7 +145,8 @@ async fn policy_plan(args: &RunArgs, env: &Env, dockerhub_api: &str) -> anyhow::
             .filter_map(|t| Some((t.registry.clone(), credentials.get(&t.id)?.credential())))
             .collect();
         let scope = (&resolved.transfer, dockerhub_api);
-        let measured = crate::plan::measure_usage(&resolved, env, Measure::Needed, &known, scope).await;
+        let mut measured = crate::plan::measure_usage(&resolved, env, Measure::Needed, &known, scope).await;
+        super::prune::after_retention(&resolved, &args.policy.policy, env, &mut measured).await;
         // Only a measurement can change the selection: otherwise the plan stands.
         if measured.is_empty() { offline } else { crate::plan::remeasured(&resolved, &images, &measured, offline)? }
     };

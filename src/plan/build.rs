@@ -131,6 +131,8 @@ fn usage_for(r: &ResolvedRegistry, measured: &MeasuredUsage) -> Usage {
             private_repositories: m.private_repositories.or(r.used.private_repositories),
             source: m.source,
             anonymous_pulls: m.anonymous_pulls,
+            storage_after_retention: m.storage_after_retention,
+            counts_retention: m.counts_retention,
         };
     }
     let given = r.used.storage.is_some() || r.used.transfer.is_some() || r.used.private_repositories.is_some();
@@ -140,6 +142,7 @@ fn usage_for(r: &ResolvedRegistry, measured: &MeasuredUsage) -> Usage {
         private_repositories: r.used.private_repositories,
         source: if given { UsageSource::Policy } else { UsageSource::Unknown },
         anonymous_pulls: None,
+        ..Default::default()
     }
 }
 

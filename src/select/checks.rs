@@ -204,7 +204,20 @@ pub(super) fn quotas(e: &mut Eval, image: &ImageFacts, c: &Candidate) {
         }
     }
     let scope = if private { "private" } else { "public" };
-    quota_check(e, name, &format!("{scope} storage"), storage, image.total, c.usage.storage, Quota::Storage);
+    // With retention.on_run, every run prunes: what is left after it is what counts.
+    let used = match (c.usage.storage, c.usage.storage_after_retention) {
+        (Some(now), Some(after)) => {
+            let counted = if c.usage.counts_retention {
+                "counted (retention.on_run)"
+            } else {
+                "not counted (retention.on_run is off)"
+            };
+            e.reasons.push(format!("storage used: {now} measured, {after} after retention: {counted}"));
+            Some(if c.usage.counts_retention { after } else { now })
+        }
+        (now, _) => now,
+    };
+    quota_check(e, name, &format!("{scope} storage"), storage, image.total, used, Quota::Storage);
     let monthly = image.pulls_per_month.map(|p| ByteSize(image.total.0.saturating_mul(p)));
     match (transfer, monthly) {
         (Limit::Unlimited, _) => {}

@@ -72,6 +72,13 @@ pub struct Usage {
     /// `ratelimit-limit` header; overrides the catalog's figure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anonymous_pulls: Option<(u32, u32)>,
+    /// The measured storage less what `retention:` would delete now (`publish prune`'s dry
+    /// run), when the policy has retention for images on this registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_after_retention: Option<ByteSize>,
+    /// Selection counts `storage_after_retention` (`retention.on_run: true`: every run prunes).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub counts_retention: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -37,6 +37,7 @@ fn known(storage: u64, transfer: u64, private_repos: u32) -> Usage {
         private_repositories: Some(private_repos),
         source: UsageSource::Policy,
         anonymous_pulls: None,
+        ..Default::default()
     }
 }
 

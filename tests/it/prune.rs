@@ -308,3 +308,30 @@ fn a_run_with_on_run_prunes_after_it_succeeds_keeping_what_it_pushed() {
     assert_eq!(t.tags(), t.expected_tags(&[5]), "{stderr}");
     t.assert_whole("v6", &t.versions[5]);
 }
+
+#[test]
+fn the_plan_counts_storage_after_retention_when_every_run_prunes() {
+    let t = Setup::new("{keep_last: 2, on_run: true}");
+    let policy = std::fs::read_to_string(t.work.path().join("publish.yaml")).unwrap();
+    let limited = policy.replace("insecure: true}", "insecure: true, limits: {storage: 1GB}}");
+    std::fs::write(t.work.path().join("publish.yaml"), limited).unwrap();
+    let before = t.tags();
+    let out = run(publish(t.work.path())
+        .args(["plan", "--measure", "-o", "json"])
+        .env("COSIGN_PASSWORD", KEY_PASSWORD)
+        .env("RUNPOD_API_KEY", API_KEY)
+        .env("RUNPOD_API_URL", t.rp.url()));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let plan: Value = serde_json::from_str(&stdout).unwrap();
+    let reasons = plan["images"][0]["candidates"][0]["reasons"].as_array().unwrap();
+    let line = reasons
+        .iter()
+        .filter_map(Value::as_str)
+        .find(|r| r.starts_with("storage used: "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(line.ends_with("after retention: counted (retention.on_run)"), "{line}");
+    let (now, after) = line.trim_start_matches("storage used: ").split_once(" measured, ").unwrap();
+    assert_ne!(now, after.split(" after").next().unwrap(), "retention frees something: {line}");
+    assert_eq!(t.tags(), before, "a plan deletes nothing");
+}
