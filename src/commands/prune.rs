@@ -157,7 +157,7 @@ async fn prune_all(
             applied: None,
             gc: registry.kind == RegistryKind::Registry,
         };
-        if !matches!(registry.kind, RegistryKind::Registry | RegistryKind::Ghcr | RegistryKind::EcrPublic) {
+        if registry.kind == RegistryKind::Gar {
             r.status = "skipped";
             r.reason = Some(format!(
                 "{} repositories are pruned through {}'s own API, which publish does not call yet: nothing deleted",
@@ -215,6 +215,17 @@ async fn one(
             let (listed, target) = services::ecr(env, &config, path).await?;
             (Some(listed), target)
         }
+        RegistryKind::Dockerhub => {
+            let credential = credential.ok_or_else(|| {
+                UsageError::Message(format!(
+                    "registry {}: Docker Hub's API needs the registry's credentials",
+                    registry.id
+                ))
+            })?;
+            let api_url = super::load::service_urls(env).dockerhub_api;
+            let (listed, target) = services::hub(&api_url, &credential, &config, path).await?;
+            (Some(listed), target)
+        }
         _ => (None, services::Target::Registry(&client)),
     };
     let survey = match &listed {
@@ -237,7 +248,7 @@ fn keep_refused(verdicts: &mut [Verdict], applied: &prune::Applied) {
     for (d, why) in &applied.refused {
         for v in verdicts.iter_mut().filter(|v| &v.digest == d) {
             v.action = Action::Keep;
-            v.reason = format!("GitHub refused to delete it: {why}");
+            v.reason = why.clone();
             v.frees = None;
         }
     }

@@ -13,8 +13,20 @@ use crate::types::{Digest, Secret};
 /// Where one repository's deletes go.
 pub enum Target<'a> {
     Registry(&'a Client),
-    Ghcr { api: Packages, package: Package, ids: HashMap<Digest, u64> },
-    Ecr { api: crate::registry::ecr::Api, repository: String },
+    Ghcr {
+        api: Packages,
+        package: Package,
+        ids: HashMap<Digest, u64>,
+    },
+    Ecr {
+        api: crate::registry::ecr::Api,
+        repository: String,
+    },
+    /// Hub's API deletes tags: an image goes when its last tag does.
+    Hub {
+        api: crate::registry::hub::Tags,
+        tags: HashMap<Digest, Vec<String>>,
+    },
 }
 
 impl Deleter for Target<'_> {
@@ -26,11 +38,23 @@ impl Deleter for Target<'_> {
                 Ok(match api.delete(package, *id).await? {
                     packages::Deleted::Done => Deleted::Done,
                     packages::Deleted::Gone => Deleted::Gone,
-                    packages::Deleted::Refused(why) => Deleted::Refused(why),
+                    packages::Deleted::Refused(why) => Deleted::Refused(format!("GitHub refused to delete it: {why}")),
                 })
             }
             Target::Ecr { api, repository } => {
                 Ok(if api.delete_image(repository, digest).await? { Deleted::Done } else { Deleted::Gone })
+            }
+            Target::Hub { api, tags } => {
+                let Some(tags) = tags.get(digest).filter(|t| !t.is_empty()) else {
+                    return Ok(Deleted::Refused(
+                        "untagged, and Docker Hub's API deletes tags, not manifests: it stays".into(),
+                    ));
+                };
+                let mut any = false;
+                for t in tags {
+                    any |= api.delete(t).await?;
+                }
+                Ok(if any { Deleted::Done } else { Deleted::Gone })
             }
         }
     }
@@ -62,4 +86,32 @@ pub async fn ecr(
     let repository = path.split_once('/').map_or(path, |(_, r)| r).to_string();
     let listed = api.images(&repository).await?;
     Ok((listed, Target::Ecr { api, repository }))
+}
+
+/// A Docker Hub repository (`NAMESPACE/NAME` is `path`): its tags grouped by digest, and where
+/// they are deleted.
+pub async fn hub(
+    api_url: &str,
+    credential: &crate::registry::Credential,
+    config: &ClientConfig,
+    path: &str,
+) -> anyhow::Result<(Vec<Listed>, Target<'static>)> {
+    let (namespace, name) = path.split_once('/').unwrap_or(("library", path));
+    let api = crate::registry::hub::Tags::sign_in(api_url, (namespace, name), credential, config).await?;
+    let mut listed: Vec<Listed> = Vec::new();
+    let mut tags: HashMap<Digest, Vec<String>> = HashMap::new();
+    for (tag, digest, pushed) in api.list().await? {
+        tags.entry(digest.clone()).or_default().push(tag.clone());
+        match listed.iter_mut().find(|l| l.digest == digest) {
+            Some(l) => {
+                l.tags.push(tag);
+                // The latest push of any of its tags.
+                if pushed > l.created_at {
+                    l.created_at = pushed;
+                }
+            }
+            None => listed.push(Listed { digest, tags: vec![tag], created_at: pushed }),
+        }
+    }
+    Ok((listed, Target::Hub { api, tags }))
 }

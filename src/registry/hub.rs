@@ -146,3 +146,103 @@ pub async fn private_repositories(
         }
     }
 }
+
+/// One repository's tags through the Hub API, signed in (prune): `GET
+/// /v2/namespaces/{ns}/repositories/{name}/tags` (paginated by `next`) and `DELETE
+/// /v2/repositories/{ns}/{name}/tags/{tag}/`. Hub's API deletes tags, never manifests.
+pub struct Tags {
+    hub: Hub,
+    token: crate::types::Secret,
+    namespace: String,
+    name: String,
+}
+
+/// Pages of 100 tags read at most.
+const MAX_TAG_PAGES: usize = 100;
+
+impl Tags {
+    pub async fn sign_in(
+        api: &str,
+        (namespace, name): (&str, &str),
+        cred: &Credential,
+        config: &ClientConfig,
+    ) -> Result<Tags, HubError> {
+        let hub = Hub::new(api, config)?;
+        let token = sign_in(&hub, cred).await?;
+        Ok(Tags { hub, token, namespace: namespace.to_string(), name: name.to_string() })
+    }
+
+    /// Every tag: its name, the digest it points at and when it was last pushed.
+    pub async fn list(&self) -> Result<Vec<(String, crate::types::Digest, Option<String>)>, HubError> {
+        let Hub { http, base, retry } = &self.hub;
+        let mut url = format!("{base}/v2/namespaces/{}/repositories/{}/tags?page_size=100", self.namespace, self.name);
+        let mut out = Vec::new();
+        for _ in 0..MAX_TAG_PAGES {
+            let resp = crate::retry::send(retry, "Docker Hub tags", || {
+                http.get(&url).header(reqwest::header::AUTHORIZATION, format!("Bearer {}", self.token.expose()))
+            })
+            .await
+            .map_err(|e| HubError(e.to_string()))?;
+            let status = resp.status();
+            let page: Value = json_limited(resp, 4 * MAX_SMALL_BODY).await.unwrap_or(Value::Null);
+            if !status.is_success() {
+                return Err(HubError(format!(
+                    "listing {}/{}'s tags answered {status}: {}",
+                    self.namespace,
+                    self.name,
+                    detail(&page)
+                )));
+            }
+            for t in page.get("results").and_then(Value::as_array).into_iter().flatten() {
+                let (Some(name), Some(digest)) = (
+                    t.get("name").and_then(Value::as_str),
+                    t.get("digest").and_then(Value::as_str).and_then(|d| d.parse().ok()),
+                ) else {
+                    continue;
+                };
+                let pushed = t.get("tag_last_pushed").or_else(|| t.get("last_updated")).and_then(Value::as_str);
+                out.push((name.to_string(), digest, pushed.map(str::to_string)));
+            }
+            match page.get("next").and_then(Value::as_str) {
+                Some(next) if next.starts_with(&format!("{base}/")) => url = next.to_string(),
+                Some(next) if !next.is_empty() => {
+                    return Err(HubError(format!("the next page is on another origin ({next}): not followed")));
+                }
+                _ => return Ok(out),
+            }
+        }
+        Err(HubError(format!(
+            "{}/{} has more than {} tags: not pruned",
+            self.namespace,
+            self.name,
+            MAX_TAG_PAGES * 100
+        )))
+    }
+
+    /// Deletes `tag`: `false` when it was not there.
+    pub async fn delete(&self, tag: &str) -> Result<bool, HubError> {
+        let Hub { http, base, retry } = &self.hub;
+        let url = format!("{base}/v2/repositories/{}/{}/tags/{tag}/", self.namespace, self.name);
+        let resp = crate::retry::send(retry, "Docker Hub tag delete", || {
+            http.delete(&url).header(reqwest::header::AUTHORIZATION, format!("Bearer {}", self.token.expose()))
+        })
+        .await
+        .map_err(|e| HubError(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let v: Value = json_limited(resp, MAX_SMALL_BODY).await.unwrap_or(Value::Null);
+        match status {
+            200..=299 => Ok(true),
+            404 => Ok(false),
+            401 | 403 => Err(HubError(format!(
+                "deleting tag {tag} answered {status}: {}: the token needs the Read, Write, Delete access permission (a personal access token's scope)",
+                detail(&v)
+            ))),
+            _ => Err(HubError(format!("deleting tag {tag} answered {status}: {}", detail(&v)))),
+        }
+    }
+}
+
+/// The `detail` or `message` of a Hub error.
+fn detail(v: &Value) -> &str {
+    v.get("detail").or_else(|| v.get("message")).and_then(Value::as_str).unwrap_or("no detail")
+}

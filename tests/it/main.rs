@@ -27,7 +27,7 @@ mod plan_run;
 mod policy_errors;
 mod properties;
 mod prune;
-mod prune_ghcr;
+mod prune_services;
 mod push;
 mod rekor_conflict;
 mod remote_source;

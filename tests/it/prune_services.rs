@@ -1,5 +1,5 @@
-//! Pruning through a service's own API. ECR Public: see its test below. A GHCR package: its
-//! versions listed and deleted through a stand-in of GitHub's
+//! Pruning through a service's own API: ECR Public and Docker Hub (see their tests below), and
+//! a GHCR package: its versions listed and deleted through a stand-in of GitHub's
 //! Packages REST API that is strict the way the real one is (bearer token, API version header,
 //! `Link` pagination, 429 with `Retry-After`, 403 without the scope, 400 for the last tagged
 //! version), the manifests read from a real registry standing in for ghcr.io on loopback.
@@ -202,4 +202,102 @@ fn an_ecr_public_repository_is_pruned_through_batch_delete_image() {
     let deleted: BTreeSet<String> = state.lock().unwrap().deleted.iter().cloned().collect();
     assert_eq!(deleted, BTreeSet::from([digests[0].clone(), digests[1].clone()]), "{stdout}");
     assert!(stdout.contains("newest 1 (keep_last)") && !stdout.contains("garbage collection"), "{stdout}");
+}
+
+/// Docker Hub: tags listed through the Hub API (signed in with `POST /v2/auth/token`, paged by
+/// `next`, one 429 first) and deleted one by one (`DELETE /v2/repositories/NS/NAME/tags/TAG/`);
+/// a token without the delete permission gets 403 and the prune says which permission.
+#[test]
+fn a_docker_hub_repository_is_pruned_by_deleting_its_tags() {
+    use crate::support::{PASSWORD, USER};
+    let reg = Registry::start(RegistryOptions { htpasswd: true, ..Default::default() });
+    let work = tempfile::tempdir().unwrap();
+    let mut tags = Vec::new();
+    for v in 1..=3u64 {
+        let img = write_layout_with(
+            &work.path().join(format!("v{v}")),
+            440 + v,
+            &[2_000],
+            ("linux", "amd64", "latest"),
+            &json!({}),
+        );
+        let out = run(publish(work.path())
+            .args(["push", &format!("oci:v{v}"), &format!("docker://{}/me/app:v{v}", reg.host), "--insecure"])
+            .args(["--username", USER, "--password-env", "REG_PASSWORD"])
+            .env("REG_PASSWORD", PASSWORD));
+        assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+        tags.push((format!("v{v}"), img.manifest_digest, format!("2022-0{v}-01T00:00:00.000000Z")));
+    }
+    let deleted: Arc<Mutex<Vec<String>>> = Arc::default();
+    let allow_delete = Arc::new(Mutex::new(false));
+    let throttled = Arc::new(Mutex::new(false));
+    let (d, allow, th) = (deleted.clone(), allow_delete.clone(), throttled.clone());
+    let api = Server::start(move |req| {
+        if req.method == "POST" && req.target == "/v2/auth/token" {
+            let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+            if body["identifier"] != USER || body["secret"] != PASSWORD {
+                return Response::new(401).json(&json!({"detail": "Incorrect authentication credentials"}));
+            }
+            return Response::new(200).json(&json!({"access_token": "hub-jwt-1"}));
+        }
+        if req.header("authorization") != Some("Bearer hub-jwt-1") {
+            return Response::new(401).json(&json!({"detail": "authentication required"}));
+        }
+        let host = req.header("host").unwrap_or_default().to_string();
+        if req.method == "GET" && req.target.starts_with("/v2/namespaces/me/repositories/app/tags?") {
+            if !std::mem::replace(&mut *th.lock().unwrap(), true) {
+                return Response::new(429).header("Retry-After", "0").json(&json!({"detail": "Too Many Requests"}));
+            }
+            let second = req.target.contains("page=2");
+            let live: Vec<&(String, String, String)> =
+                tags.iter().filter(|t| !d.lock().unwrap().contains(&t.0)).collect();
+            let (page, next) = if second {
+                (&live[2.min(live.len())..], Value::Null)
+            } else {
+                (
+                    &live[..2.min(live.len())],
+                    json!(format!("http://{host}/v2/namespaces/me/repositories/app/tags?page=2&page_size=100")),
+                )
+            };
+            let results: Vec<Value> = page
+                .iter()
+                .map(|(n, dg, at)| json!({"name": n, "digest": dg, "tag_last_pushed": at, "images": [{"digest": dg}]}))
+                .collect();
+            return Response::new(200).json(&json!({"count": live.len(), "next": if live.len() > 2 { next } else { Value::Null }, "results": results}));
+        }
+        if req.method == "DELETE"
+            && req.target.starts_with("/v2/repositories/me/app/tags/")
+            && req.target.ends_with('/')
+        {
+            if !*allow.lock().unwrap() {
+                return Response::new(403).json(&json!({"detail": "access denied: insufficient scope"}));
+            }
+            let tag = req.target.trim_end_matches('/').rsplit('/').next().unwrap().to_string();
+            d.lock().unwrap().push(tag);
+            return Response::new(204);
+        }
+        Response::new(404).json(&json!({"detail": "Not Found"}))
+    });
+    let yaml = format!(
+        "version: 1\nregistries:\n  hub: {{kind: dockerhub, repository: {}/me, insecure: true, credentials: {{username: {USER}, password_env: HUB_TOKEN}}}}\nimages:\n  - {{name: app, source: oci:v3, tags: [v3], visibility: public}}\nretention: {{keep_last: 1}}\n",
+        reg.host
+    );
+    std::fs::write(work.path().join("publish.yaml"), yaml).unwrap();
+    let prune = || {
+        let out = run(publish(work.path())
+            .arg("prune")
+            .env("HUB_TOKEN", PASSWORD)
+            .env("DOCKERHUB_API_URL", format!("http://127.0.0.1:{}", api.port)));
+        let (stdout, stderr) = text(&out);
+        assert!(!stdout.contains(PASSWORD) && !stderr.contains(PASSWORD), "the token leaked");
+        (out.status.code(), stdout, stderr)
+    };
+    let (code, stdout, stderr) = prune();
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.contains("access denied: insufficient scope") && stdout.contains("Read, Write, Delete"), "{stdout}");
+    *allow_delete.lock().unwrap() = true;
+    let (code, stdout, stderr) = prune();
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    let gone: BTreeSet<String> = deleted.lock().unwrap().iter().cloned().collect();
+    assert_eq!(gone, BTreeSet::from(["v1".to_string(), "v2".to_string()]), "{stdout}");
 }
