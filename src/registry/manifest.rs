@@ -45,9 +45,9 @@ impl Client {
     pub async fn delete_manifest(&self, digest: &Digest) -> Result<bool, RegistryError> {
         let url = self.url(&format!("v2/{}/manifests/{digest}", self.repository));
         let resp = self.send(Method::DELETE, url, |r| r).await?;
-        match resp.status().as_u16() {
+        let status = resp.status().as_u16();
+        match status {
             200..=299 => Ok(true),
-            404 => Ok(false),
             405 => Err(self.refused(format!(
                 "DELETE of {digest} answered 405: this registry does not allow deletes (distribution: storage.delete.enabled: true in its configuration, then restart it)"
             ))),
@@ -55,6 +55,8 @@ impl Client {
                 RegistryError::Api { code: super::ErrorCode::Unsupported, .. } => Err(self.refused(format!(
                     "DELETE of {digest} is UNSUPPORTED here (distribution: storage.delete.enabled: true in its configuration)"
                 ))),
+                // Not there (MANIFEST_UNKNOWN, or no body): deleted already.
+                _ if status == 404 => Ok(false),
                 e => Err(e),
             },
         }

@@ -290,6 +290,11 @@ const POLICIES: &[(&str, &str, &[&str])] = &[
     ),
     ("an empty source", "version: 1\n{REG}images:\n  - {name: a, source: \"\", tags: [v1]}\n", &["images[0].source"]),
     (
+        "retention with a duration without a unit and keep_last 0",
+        "version: 1\n{REG}images:\n  - {name: a, source: oci:img, tags: [v1], retention: {min_age: \"90\"}}\nretention: {keep_within: 30x, keep_last: 0}\n",
+        &["retention.keep_within", "\"30x\" is not a duration", "retention.keep_last", "images[0].retention.min_age"],
+    ),
+    (
         "an unknown transport",
         "version: 1\n{REG}images:\n  - {name: a, source: \"dir:x\", tags: [v1]}\n",
         &["images[0].source", "unknown transport"],

@@ -335,3 +335,32 @@ fn the_plan_counts_storage_after_retention_when_every_run_prunes() {
     assert_ne!(now, after.split(" after").next().unwrap(), "retention frees something: {line}");
     assert_eq!(t.tags(), before, "a plan deletes nothing");
 }
+
+/// A registry that does not delete (the spec's `UNSUPPORTED`): the prune fails, names the
+/// setting that enables deletes, and nothing is taken for deleted.
+#[test]
+fn a_registry_without_deletes_says_how_to_enable_them() {
+    let reg = crate::support::spec_registry::start();
+    let work = tempfile::tempdir().unwrap();
+    for (v, day) in [(1u64, 1u32), (2, 2)] {
+        write_layout_with(
+            &work.path().join(format!("v{v}")),
+            340 + v,
+            &[1_000],
+            ("linux", "amd64", "latest"),
+            &old(day),
+        );
+        let dst = format!("docker://127.0.0.1:{}/ml/app:v{v}", reg.port);
+        let out = run(publish(work.path()).args(["push", &format!("oci:v{v}"), &dst, "--insecure"]));
+        assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    }
+    let yaml = format!(
+        "version: 1\nregistries:\n  home: {{kind: registry, repository: 127.0.0.1:{}/ml, insecure: true}}\nimages:\n  - {{name: app, source: oci:v2, tags: [v2], visibility: public}}\nretention: {{keep_last: 1}}\n",
+        reg.port
+    );
+    std::fs::write(work.path().join("publish.yaml"), yaml).unwrap();
+    let out = run(publish(work.path()).arg("prune"));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.contains("UNSUPPORTED here (distribution: storage.delete.enabled: true"), "{stdout}");
+}

@@ -134,6 +134,12 @@ retention: {{keep_last: 1, untagged: delete}}
         (out.status.code(), stdout, stderr)
     };
 
+    // A dry run lists, and makes no DELETE request at all.
+    let (code, stdout, stderr) = prune(TOKEN, &["--dry-run"]);
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("would delete 3 manifests"), "{stdout}");
+    assert_eq!(api.requests().iter().filter(|r| r.method == "DELETE").count(), 0, "a dry run deletes nothing");
+
     // A token that cannot delete: the prune fails, says which permission, deletes nothing.
     let (code, stdout, stderr) = prune(READ_ONLY, &[]);
     assert_eq!(code, Some(1), "{stdout}\n{stderr}");

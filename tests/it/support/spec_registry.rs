@@ -233,6 +233,35 @@ fn serve(stream: TcpStream, state: &Arc<Mutex<State>>) -> std::io::Result<()> {
                 s.manifests.insert(r, body);
                 respond(&mut out, 201, &[], b"")?
             }
+            // Reads, as the spec has them: tags, manifests by tag or digest, blobs. Deletes
+            // fall through to UNSUPPORTED, as a registry without them answers.
+            "GET" if path.ends_with("/tags/list") => {
+                let mut tags: Vec<&String> = s.manifests.keys().filter(|k| !k.starts_with("sha256:")).collect();
+                tags.sort();
+                let body = serde_json::json!({"name": "x", "tags": tags}).to_string();
+                respond(&mut out, 200, &[("Content-Type", "application/json".into())], body.as_bytes())?
+            }
+            "GET" if path.contains("/manifests/") => {
+                let r = path.rsplit('/').next().unwrap_or_default();
+                let found =
+                    s.manifests.get(r).or_else(|| s.manifests.values().find(|m| crate::support::image::sha(m) == r));
+                match found {
+                    Some(m) => {
+                        let v: serde_json::Value = serde_json::from_slice(m).unwrap_or_default();
+                        let ct =
+                            v["mediaType"].as_str().unwrap_or("application/vnd.oci.image.manifest.v1+json").to_string();
+                        respond(&mut out, 200, &[("Content-Type", ct)], &m.clone())?
+                    }
+                    None => error(&mut out, 404, "MANIFEST_UNKNOWN")?,
+                }
+            }
+            "GET" if path.contains("/blobs/") => {
+                let d = path.rsplit('/').next().unwrap_or_default();
+                match s.blobs.get(d) {
+                    Some(blob) => respond(&mut out, 200, &[], &blob.clone())?,
+                    None => error(&mut out, 404, "BLOB_UNKNOWN")?,
+                }
+            }
             _ => error(&mut out, 404, "UNSUPPORTED")?,
         }
     }
