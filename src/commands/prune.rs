@@ -237,6 +237,13 @@ async fn one(
         let applied = prune::apply(&target, &survey, &r.verdicts).await?;
         keep_refused(&mut r.verdicts, &applied);
         r.applied = Some(applied);
+        // What was kept is checked afterwards: every kept image and index child still there.
+        let kept = r.verdicts.iter().filter(|v| v.action == Action::Keep);
+        for v in kept.filter(|v| matches!(v.kind, prune::Kind::Image | prune::Kind::Child)) {
+            if !client.has_manifest(&v.digest).await? {
+                anyhow::bail!("after the prune, kept {} {} is missing from {}", v.kind, v.digest, r.repository);
+            }
+        }
     }
     r.frees = r.verdicts.iter().filter_map(|v| v.frees).sum();
     Ok(())

@@ -21,10 +21,13 @@ struct Setup {
     reg: Registry,
     rp: FakeRunPod,
     work: tempfile::TempDir,
-    /// v1..v6 (oldest first), then the index: their digests.
+    /// v1..v6 (oldest first), then the oldest index (deleted by keep_last 2): their digests.
     versions: Vec<String>,
     index: String,
     children: Vec<String>,
+    /// The newest index (`multi-new`, kept by keep_last 2) and its platform manifests.
+    kept_index: String,
+    kept_children: Vec<String>,
 }
 
 fn old(day: u32) -> Value {
@@ -40,7 +43,16 @@ impl Setup {
         let dir = dir.as_path();
         let out = run(publish(dir).arg("generate-key-pair").env("COSIGN_PASSWORD", KEY_PASSWORD));
         assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
-        let mut t = Setup { reg, rp, work, versions: Vec::new(), index: String::new(), children: Vec::new() };
+        let mut t = Setup {
+            reg,
+            rp,
+            work,
+            versions: Vec::new(),
+            index: String::new(),
+            children: Vec::new(),
+            kept_index: String::new(),
+            kept_children: Vec::new(),
+        };
         for v in 1..=6u32 {
             let img = write_layout_with(
                 &dir.join(format!("v{v}")),
@@ -57,6 +69,10 @@ impl Setup {
         t.push_and_sign("multi", "multi", &index);
         t.index = index;
         t.children = children.into_iter().map(|c| c.manifest_digest).collect();
+        let (index, children) = write_index_layout_with(&dir.join("multi-new"), 311, &platforms, "latest", &old(20));
+        t.push_and_sign("multi-new", "multi-new", &index);
+        t.kept_index = index;
+        t.kept_children = children.into_iter().map(|c| c.manifest_digest).collect();
         // Production runs the second-oldest version.
         let image = format!("{}/ml/app:v2@{}", t.reg.host, t.versions[1]);
         let template = json!({"id": "tpl1", "name": "app-main", "image": image});
@@ -127,7 +143,7 @@ runpod:
         let to = self.work.path().join(format!("pulled-{tag}"));
         let _ = std::fs::remove_dir_all(&to);
         let out = Command::new("skopeo")
-            .args(["copy", "--src-tls-verify=false"])
+            .args(["copy", "--all", "--src-tls-verify=false"])
             .arg(format!("docker://{}/ml/app:{tag}", self.reg.host))
             .arg(format!("dir:{}", to.display()))
             .output()
@@ -153,13 +169,15 @@ runpod:
         }
     }
 
-    /// The tags a prune keeping `kept` (indexes into versions) must leave: theirs and their
-    /// signatures' (legacy `.sig` and the referrers fallback index).
+    /// The tags a prune keeping `kept` (indexes into versions) and the newest index must
+    /// leave: theirs and their signatures' (legacy `.sig` and the referrers fallback index).
     fn expected_tags(&self, kept: &[usize]) -> BTreeSet<String> {
-        kept.iter()
-            .flat_map(|&i| {
-                let hex = &self.versions[i][7..];
-                [format!("v{}", i + 1), format!("sha256-{hex}.sig"), format!("sha256-{hex}")]
+        let tagged = kept.iter().map(|&i| (format!("v{}", i + 1), &self.versions[i]));
+        tagged
+            .chain([("multi-new".to_string(), &self.kept_index)])
+            .flat_map(|(tag, digest)| {
+                let hex = &digest[7..];
+                [tag, format!("sha256-{hex}.sig"), format!("sha256-{hex}")]
             })
             .collect()
     }
@@ -175,6 +193,8 @@ fn keep_last_two_deletes_exactly_the_rest_with_their_signatures_and_keeps_what_r
     let verdicts = report[0]["verdicts"].as_array().unwrap();
     let of = |d: &str| verdicts.iter().find(|v| v["digest"] == d).unwrap_or_else(|| panic!("{d}: {stdout}"));
     assert_eq!(of(&t.versions[5])["reason"], "newest 2 (keep_last)");
+    assert_eq!(of(&t.kept_index)["reason"], "newest 2 (keep_last)");
+    assert!(of(&t.kept_children[1])["reason"].as_str().unwrap().starts_with("child of kept index"), "{stdout}");
     assert_eq!(of(&t.versions[1])["reason"], "RunPod template app-main runs it");
     assert_eq!(of(&t.versions[0])["action"], "delete");
     assert_eq!(of(&t.index)["action"], "delete");
@@ -206,11 +226,16 @@ fn keep_last_two_deletes_exactly_the_rest_with_their_signatures_and_keeps_what_r
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains("frees up to"), "{stdout}");
-    assert_eq!(t.tags(), t.expected_tags(&[1, 4, 5]), "{stdout}");
-    for i in [1, 4, 5] {
+    assert_eq!(t.tags(), t.expected_tags(&[1, 5]), "{stdout}");
+    for i in [1, 5] {
         t.assert_whole(&format!("v{}", i + 1), &t.versions[i]);
     }
-    for d in [0, 2, 3].map(|i| &t.versions[i]).into_iter().chain([&t.index]).chain(&t.children) {
+    // The kept index: each platform's image pullable (skopeo, every blob), its signatures good.
+    t.assert_whole("multi-new", &t.kept_index);
+    for c in &t.kept_children {
+        assert!(t.present(c), "a kept index's child went:\n{stdout}");
+    }
+    for d in [0, 2, 3, 4].map(|i| &t.versions[i]).into_iter().chain([&t.index]).chain(&t.children) {
         assert!(!t.present(d), "{d} should be gone:\n{stdout}");
     }
 }
@@ -233,8 +258,8 @@ fn a_prune_killed_after_each_delete_leaves_every_kept_image_whole_and_the_next_o
             }
         }
         let status = child.wait().unwrap();
-        for i in [1, 4, 5] {
-            assert!(t.present(&t.versions[i]), "kill {kills}: a kept image went");
+        for d in [&t.versions[1], &t.versions[5], &t.kept_index].into_iter().chain(&t.kept_children) {
+            assert!(t.present(d), "kill {kills}: a kept image went");
         }
         if !deleted {
             assert_eq!(status.code(), Some(0), "the last prune, with nothing left to delete, succeeds");
@@ -244,10 +269,11 @@ fn a_prune_killed_after_each_delete_leaves_every_kept_image_whole_and_the_next_o
         assert!(kills < 40, "the prunes never finished");
     }
     assert!(kills >= 5, "{kills} prunes were cut: the deletes were not interrupted one by one");
-    assert_eq!(t.tags(), t.expected_tags(&[1, 4, 5]), "after {kills} interrupted prunes");
-    for i in [1, 4, 5] {
+    assert_eq!(t.tags(), t.expected_tags(&[1, 5]), "after {kills} interrupted prunes");
+    for i in [1, 5] {
         t.assert_whole(&format!("v{}", i + 1), &t.versions[i]);
     }
+    t.assert_whole("multi-new", &t.kept_index);
 }
 
 #[test]
