@@ -232,10 +232,16 @@ async fn one(
         Some(listed) => prune::survey_versions(&client, path, listed, verifier, git).await?,
         None => prune::survey(&client, path, verifier, git).await?,
     };
-    r.verdicts = prune::decide(&survey, retention, &in_use, now);
+    // Docker Hub's API cannot delete an untagged manifest: the dry run says so too.
+    let mut retention = retention.clone();
+    if registry.kind == RegistryKind::Dockerhub {
+        retention.delete_untagged = false;
+    }
+    r.verdicts = prune::decide(&survey, &retention, &in_use, now);
     if !dry_run {
-        let applied = prune::apply(&target, &survey, &r.verdicts).await?;
-        keep_refused(&mut r.verdicts, &applied);
+        let image_first = matches!(registry.kind, RegistryKind::Ghcr | RegistryKind::Dockerhub);
+        let applied = prune::apply(&target, &survey, &r.verdicts, image_first).await?;
+        keep_refused(&mut r.verdicts, &applied, &survey);
         r.applied = Some(applied);
         // What was kept is checked afterwards: every kept image and index child still there.
         let kept = r.verdicts.iter().filter(|v| v.action == Action::Keep);
@@ -250,12 +256,20 @@ async fn one(
 }
 
 /// Deletes the registry refused (GHCR keeps a package's last tagged version) are kept, with
-/// its reason: not a failure.
-fn keep_refused(verdicts: &mut [Verdict], applied: &prune::Applied) {
+/// its reason: not a failure; an image refused keeps its children and signatures too.
+fn keep_refused(verdicts: &mut [Verdict], applied: &prune::Applied, survey: &prune::Survey) {
     for (d, why) in &applied.refused {
-        for v in verdicts.iter_mut().filter(|v| &v.digest == d) {
+        let children: Vec<&crate::types::Digest> =
+            survey.images.iter().filter(|e| &e.digest == d).flat_map(|e| &e.children).collect();
+        for v in verdicts.iter_mut().filter(|v| v.action == Action::Delete) {
+            if &v.digest == d {
+                v.reason = why.clone();
+            } else if v.subject.as_ref() == Some(d) || children.contains(&&v.digest) {
+                v.reason = format!("kept with image {}, which was not deleted", d.short());
+            } else {
+                continue;
+            }
             v.action = Action::Keep;
-            v.reason = why.clone();
             v.frees = None;
         }
     }
@@ -288,7 +302,7 @@ async fn in_use(
     }
     for (who, image) in running {
         let (repo, tag, digest) = crate::guard::split_reference(&image);
-        if repo != repository {
+        if normalized(&repo) != normalized(repository) {
             continue;
         }
         let digest = match (digest, tag) {
@@ -301,6 +315,19 @@ async fn in_use(
         }
     }
     Ok(out)
+}
+
+/// A repository as Docker names it in full: `ns/name` and `name` are Docker Hub's
+/// (`docker.io/ns/name`, `docker.io/library/name`), `index.docker.io` is `docker.io`.
+fn normalized(repository: &str) -> String {
+    let (first, rest) = repository.split_once('/').unwrap_or(("", repository));
+    let is_host = first.contains('.') || first.contains(':') || first == "localhost";
+    match (first, is_host) {
+        ("", _) => format!("docker.io/library/{rest}"),
+        ("index.docker.io" | "registry-1.docker.io", _) => format!("docker.io/{rest}"),
+        (_, true) => repository.to_string(),
+        (_, false) => format!("docker.io/{repository}"),
+    }
 }
 
 /// Every image with `retention:` and each of its candidate registries, as `--only` allows.

@@ -39,44 +39,75 @@ impl Deleter for crate::registry::Client {
     }
 }
 
-/// Deletes every manifest `verdicts` marks, in the order above.
-pub async fn apply(client: &impl Deleter, survey: &Survey, verdicts: &[Verdict]) -> anyhow::Result<Applied> {
-    let doomed: BTreeSet<&Digest> = verdicts.iter().filter(|v| v.action == Action::Delete).map(|v| &v.digest).collect();
+/// Deletes every manifest `verdicts` marks, in the order above. With `image_first` (a service
+/// that may refuse a delete: GHCR, Docker Hub), the image goes before its children and
+/// signatures, and an image it refuses keeps them.
+pub async fn apply(
+    client: &impl Deleter,
+    survey: &Survey,
+    verdicts: &[Verdict],
+    image_first: bool,
+) -> anyhow::Result<Applied> {
+    // A manifest kept under any name is never deleted under another.
+    let kept: BTreeSet<&Digest> = verdicts.iter().filter(|v| v.action == Action::Keep).map(|v| &v.digest).collect();
+    let doomed: BTreeSet<&Digest> = verdicts
+        .iter()
+        .filter(|v| v.action == Action::Delete && !kept.contains(&v.digest))
+        .map(|v| &v.digest)
+        .collect();
     let mut done: BTreeSet<Digest> = BTreeSet::new();
+    let mut refused: BTreeSet<Digest> = BTreeSet::new();
     let mut out = Applied::default();
-    let mut delete = |d: Digest| {
-        let first = done.insert(d.clone());
-        async move {
-            if !first {
-                return Ok::<_, anyhow::Error>(None);
-            }
-            let deleted = client.delete(&d).await?;
-            if matches!(deleted, Deleted::Done) {
-                tracing::info!("deleted {d}");
-            }
-            Ok(Some((d, deleted)))
-        }
-    };
     for image in survey.images.iter().rev().filter(|e| doomed.contains(&e.digest)) {
-        let mut order: Vec<Digest> = image.children.iter().filter(|c| doomed.contains(c)).cloned().collect();
-        order.push(image.digest.clone());
+        let children: Vec<Digest> = image.children.iter().filter(|c| doomed.contains(c)).cloned().collect();
         let subjects: BTreeSet<&Digest> = image.children.iter().chain([&image.digest]).collect();
-        order.extend(
-            verdicts
-                .iter()
-                .filter(|v| matches!(v.kind, Kind::Signature | Kind::Referrer) && v.action == Action::Delete)
-                .filter(|v| v.subject.as_ref().is_some_and(|s| subjects.contains(s)))
-                .map(|v| v.digest.clone()),
-        );
+        let signatures: Vec<Digest> = verdicts
+            .iter()
+            .filter(|v| matches!(v.kind, Kind::Signature | Kind::Referrer) && doomed.contains(&v.digest))
+            .filter(|v| v.subject.as_ref().is_some_and(|s| subjects.contains(s)))
+            .map(|v| v.digest.clone())
+            .collect();
+        let mut order = if image_first { vec![image.digest.clone()] } else { children.clone() };
+        order.extend(if image_first { children } else { vec![image.digest.clone()] });
+        order.extend(signatures);
         for d in order {
-            tally(&mut out, delete(d).await?);
+            if refused.contains(&image.digest) {
+                break;
+            }
+            if let Some((d, result)) = once(client, &mut done, d).await? {
+                if matches!(result, Deleted::Refused(_)) && d == image.digest {
+                    refused.insert(d.clone());
+                }
+                tally(&mut out, Some((d, result)));
+            }
         }
     }
-    // Orphans: signatures whose image an interrupted prune deleted, and anything else marked.
-    for v in verdicts.iter().filter(|v| v.action == Action::Delete) {
-        tally(&mut out, delete(v.digest.clone()).await?);
+    // Orphans: signatures whose image an interrupted prune deleted, and anything else marked
+    // (not what belongs to an image the service refused to delete).
+    for v in verdicts.iter().filter(|v| doomed.contains(&v.digest)) {
+        if v.subject.as_ref().is_some_and(|s| refused.contains(s)) {
+            continue;
+        }
+        let r = once(client, &mut done, v.digest.clone()).await?;
+        tally(&mut out, r);
     }
     Ok(out)
+}
+
+/// Deletes `d` unless it was already asked for.
+async fn once(
+    client: &impl Deleter,
+    done: &mut BTreeSet<Digest>,
+    d: Digest,
+) -> anyhow::Result<Option<(Digest, Deleted)>> {
+    if !done.insert(d.clone()) {
+        return Ok(None);
+    }
+    let deleted = client.delete(&d).await?;
+    if matches!(deleted, Deleted::Done) {
+        tracing::info!("deleted {d}");
+    }
+    Ok(Some((d, deleted)))
 }
 
 fn tally(out: &mut Applied, r: Option<(Digest, Deleted)>) {

@@ -66,10 +66,12 @@ pub struct Verdict {
 /// and the images this run pushed.
 pub type InUse = HashMap<Digest, String>;
 
-/// How old an image is, from its config's `created` (`None`: unknown).
-fn age(origin: &Origin, now: i64) -> Option<Duration> {
-    let created = crate::sign::trust::parse_rfc3339(origin.created.as_deref()?)?;
-    Some(Duration::from_secs(now.saturating_sub(created).max(0) as u64))
+/// How old an image is: the younger of its config's `created` and when the registry says it
+/// was pushed (a week-old build pushed a minute ago is a minute old); `None`: unknown.
+fn age(origin: &Origin, pushed: Option<&str>, now: i64) -> Option<Duration> {
+    let at = |t: Option<&str>| t.and_then(crate::sign::trust::parse_rfc3339);
+    let newest = at(origin.created.as_deref()).max(at(pushed))?;
+    Some(Duration::from_secs(now.saturating_sub(newest).max(0) as u64))
 }
 
 fn days(d: Duration) -> String {
@@ -97,7 +99,7 @@ fn keep_image(s: &survey::Entry, rank: usize, r: &ResolvedRetention, in_use: &In
     if s.broken {
         return None;
     }
-    let age = age(&s.origin, now);
+    let age = age(&s.origin, s.pushed.as_deref(), now);
     if let (Some(within), Some(a)) = (r.keep_within, age)
         && a < within
     {
@@ -139,6 +141,15 @@ pub fn decide(s: &Survey, r: &ResolvedRetention, in_use: &InUse, now: i64) -> Ve
             parents.entry(c).or_default().push(&e.digest);
         }
     }
+    // A platform image tagged on its own that a kept index lists is kept with the index.
+    for v in out.iter_mut().filter(|v| v.action == Action::Delete) {
+        if let Some(p) = parents.get(&v.digest).and_then(|of| of.iter().find(|p| kept.contains(**p))) {
+            v.action = Action::Keep;
+            v.reason = format!("child of kept index {}", p.short());
+            deleted.remove(&v.digest);
+            kept.insert(v.digest.clone());
+        }
+    }
     for (child, of) in parents {
         // A child that is tagged itself has its own verdict above.
         if s.images.iter().any(|e| &e.digest == child) {
@@ -146,6 +157,7 @@ pub fn decide(s: &Survey, r: &ResolvedRetention, in_use: &InUse, now: i64) -> Ve
         }
         let (action, reason) = match of.iter().find(|p| kept.contains(**p)) {
             Some(p) => (Action::Keep, format!("child of kept index {}", p.short())),
+            None if let Some(who) = in_use.get(child) => (Action::Keep, format!("{who} runs it")),
             None if r.delete_untagged => (Action::Delete, "child of deleted indexes only (untagged: delete)".into()),
             None => (Action::Keep, "child of deleted indexes only; untagged: keep".into()),
         };
@@ -173,13 +185,27 @@ pub fn decide(s: &Survey, r: &ResolvedRetention, in_use: &InUse, now: i64) -> Ve
         v.subject = Some(a.subject.clone());
         out.push(v);
     }
-    for d in &s.untagged {
-        let (action, reason) = if r.delete_untagged {
-            (Action::Delete, "untagged: no kept tag, index or signature refers to it (untagged: delete)")
-        } else {
-            (Action::Keep, "untagged (untagged: keep)")
+    for (d, pushed) in &s.untagged {
+        let young = age(&Origin::default(), pushed.as_deref(), now).is_none_or(|a| a < r.min_age);
+        let (action, reason) = match in_use.get(d) {
+            Some(who) => (Action::Keep, format!("{who} runs it")),
+            None if !r.delete_untagged => (Action::Keep, "untagged (untagged: keep)".into()),
+            // Untagged and young: a push in flight (its index not tagged yet).
+            None if young => {
+                (Action::Keep, format!("untagged, younger than {} or of unknown age (min_age)", days(r.min_age)))
+            }
+            None => {
+                (Action::Delete, "untagged: no kept tag, index or signature refers to it (untagged: delete)".into())
+            }
         };
-        out.push(verdict(d.clone(), Kind::Untagged, Vec::new(), action, reason.into()));
+        out.push(verdict(d.clone(), Kind::Untagged, Vec::new(), action, reason));
+    }
+    // A manifest that is kept under one name is never deleted under another (an SBOM shared by
+    // two images, identical fallback indexes).
+    let keep: BTreeSet<Digest> = out.iter().filter(|v| v.action == Action::Keep).map(|v| v.digest.clone()).collect();
+    for v in out.iter_mut().filter(|v| v.action == Action::Delete && keep.contains(&v.digest)) {
+        v.action = Action::Keep;
+        v.reason = format!("{}; but the same manifest is kept elsewhere here", v.reason);
     }
     frees(s, &mut out);
     out
@@ -204,5 +230,87 @@ fn frees(s: &Survey, out: &mut [Verdict]) {
             }
         }
         v.frees = Some(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use survey::{Artifact, Entry};
+
+    fn d(c: char) -> Digest {
+        format!("sha256:{}", c.to_string().repeat(64)).parse().unwrap()
+    }
+
+    fn image(c: char, tags: &[&str], children: &[char], created: &str) -> Entry {
+        Entry {
+            digest: d(c),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            children: children.iter().map(|&x| d(x)).collect(),
+            broken: false,
+            origin: Origin { created: Some(created.into()), ..Default::default() },
+            pushed: None,
+        }
+    }
+
+    fn retention() -> ResolvedRetention {
+        ResolvedRetention {
+            keep_last: 1,
+            keep_within: None,
+            keep_tags: vec!["latest".into()],
+            delete_untagged: true,
+            min_age: Duration::from_secs(3600),
+            on_run: false,
+        }
+    }
+
+    fn action(v: &[Verdict], c: char) -> (Action, String) {
+        let found: Vec<_> = v.iter().filter(|x| x.digest == d(c)).collect();
+        assert!(!found.is_empty(), "{c}: {v:?}");
+        // Every verdict of one digest agrees.
+        assert!(found.iter().all(|x| x.action == found[0].action), "{c}: {found:?}");
+        (found[0].action, found[0].reason.clone())
+    }
+
+    #[test]
+    fn a_kept_index_keeps_its_tagged_platform_image_and_a_shared_manifest_stays() {
+        let old = "2020-01-01T00:00:00Z";
+        let s = Survey {
+            // newest first: b (newest 1), the kept index `latest` listing a and c, a tagged alone.
+            images: vec![
+                image('b', &["v9"], &[], "2020-02-01T00:00:00Z"),
+                image('e', &["latest"], &['a', 'c'], old),
+                image('a', &["v3-amd64"], &[], old),
+            ],
+            artifacts: vec![
+                Artifact {
+                    digest: d('f'),
+                    kind: Kind::Signature,
+                    tags: vec!["x.sbom".into()],
+                    subject: d('b'),
+                    subject_present: true,
+                    what: "SBOM",
+                },
+                Artifact {
+                    digest: d('f'),
+                    kind: Kind::Signature,
+                    tags: vec!["y.sbom".into()],
+                    subject: d('9'),
+                    subject_present: false,
+                    what: "SBOM",
+                },
+            ],
+            untagged: vec![(d('7'), Some(old.into())), (d('8'), None), (d('6'), Some(old.into()))],
+            ..Default::default()
+        };
+        let mut in_use = InUse::new();
+        in_use.insert(d('6'), "RunPod template t".into());
+        let v = decide(&s, &retention(), &in_use, 1_700_000_000);
+        assert_eq!(action(&v, 'a'), (Action::Keep, format!("child of kept index {}", d('e').short())));
+        assert_eq!(action(&v, 'c').0, Action::Keep);
+        assert_eq!(action(&v, 'f').0, Action::Keep, "an SBOM shared with a kept image stays");
+        assert_eq!(action(&v, '7').0, Action::Delete);
+        assert!(action(&v, '8').1.contains("min_age"), "an untagged manifest of unknown age stays");
+        assert_eq!(action(&v, '6'), (Action::Keep, "RunPod template t runs it".into()));
     }
 }

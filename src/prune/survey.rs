@@ -27,6 +27,8 @@ pub struct Entry {
     /// and itself): it cannot be pulled, whatever its age.
     pub broken: bool,
     pub origin: Origin,
+    /// When the registry says it was pushed (GHCR, ECR Public, Docker Hub).
+    pub pushed: Option<String>,
 }
 
 /// A manifest a service's own API lists (GHCR's package versions, ECR Public's images): its
@@ -57,9 +59,9 @@ pub struct Survey {
     pub artifacts: Vec<Artifact>,
     /// Each image and child manifest's blobs (config and layers) with their sizes.
     pub blobs: HashMap<Digest, Vec<(Digest, u64)>>,
-    /// Manifests no tag, tagged index or signature tag refers to (listed by GHCR's API; a
-    /// registry's API cannot list them).
-    pub untagged: Vec<Digest>,
+    /// Manifests no tag, tagged index or signature tag refers to, with when they were pushed
+    /// (listed by GHCR's and ECR's APIs; a registry's API cannot list them).
+    pub untagged: Vec<(Digest, Option<String>)>,
 }
 
 fn json(bytes: &[u8]) -> Value {
@@ -123,7 +125,7 @@ pub async fn survey(
         entries.push(entry(client, path, (digest, tags, m), verifier, &mut out).await?);
     }
     out.images = order::newest_first(entries, |e| &e.origin, git).await;
-    artifacts(client, path, artifact_tags, &mut out).await?;
+    artifacts(client, path, artifact_tags, (&mut out, false)).await?;
     Ok(out)
 }
 
@@ -148,7 +150,7 @@ async fn entry(
     }
     out.blobs.insert(digest.clone(), blobs_of(&m));
     let origin = order::read(client, path, &digest, verifier).await;
-    Ok(Entry { digest, tags, children, broken, origin })
+    Ok(Entry { digest, tags, children, broken, origin, pushed: None })
 }
 
 /// A GHCR package's versions or an ECR Public repository's images (from the service's API,
@@ -170,17 +172,25 @@ pub async fn survey_versions(
         if image.is_empty() {
             continue;
         }
-        let Some(bytes) = client.manifest(path, v.digest.as_str()).await? else { continue };
+        // A tagged version that cannot be read would hide its children and referrers, which
+        // would then look untagged: not pruned.
+        let Some(bytes) = client.manifest(path, v.digest.as_str()).await? else {
+            return Err(RegistryError::Refused {
+                registry: client.registry().to_string(),
+                message: format!("{path}: the listed version {} cannot be read: not pruned", v.digest),
+            });
+        };
         let tags = image.into_iter().cloned().collect();
         let mut e = entry(client, path, (v.digest.clone(), tags, json(&bytes)), verifier, &mut out).await?;
-        // The registry's own creation time when the config has none.
+        // The registry's own creation time when the config has none; and when it was pushed.
         if e.origin.created.is_none() {
             e.origin.created = v.created_at.clone();
         }
+        e.pushed = v.created_at.clone();
         entries.push(e);
     }
     out.images = order::newest_first(entries, |e| &e.origin, git).await;
-    artifacts(client, path, artifact_tags, &mut out).await?;
+    artifacts(client, path, artifact_tags, (&mut out, true)).await?;
     let listed: std::collections::HashSet<&Digest> = out
         .images
         .iter()
@@ -190,7 +200,7 @@ pub async fn survey_versions(
     out.untagged = versions
         .iter()
         .filter(|v| v.tags.is_empty() && !listed.contains(&v.digest))
-        .map(|v| v.digest.clone())
+        .map(|v| (v.digest.clone(), v.created_at.clone()))
         .collect();
     Ok(out)
 }
@@ -200,11 +210,20 @@ async fn artifacts(
     client: &Client,
     path: &str,
     tags: Vec<(String, (Digest, &'static str))>,
-    out: &mut Survey,
+    (out, strict): (&mut Survey, bool),
 ) -> Result<(), RegistryError> {
     let mut present: HashMap<Digest, bool> = HashMap::new();
     for (tag, (subject, what)) in tags {
-        let Some(bytes) = client.manifest(path, &tag).await? else { continue };
+        // Listed by a service's API but unreadable: its referrers would look untagged.
+        let Some(bytes) = client.manifest(path, &tag).await? else {
+            if strict {
+                return Err(RegistryError::Refused {
+                    registry: client.registry().to_string(),
+                    message: format!("{path}: the listed tag {tag} cannot be read: not pruned"),
+                });
+            }
+            continue;
+        };
         let digest = Digest::of(&bytes);
         let known = out.images.iter().any(|e| e.digest == subject || e.children.contains(&subject));
         let subject_present = match present.get(&subject) {

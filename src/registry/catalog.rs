@@ -38,15 +38,27 @@ impl Client {
             #[serde(default)]
             tags: Option<Vec<String>>,
         }
-        let resp = self.send(Method::GET, self.url(&format!("v2/{repository}/tags/list")), |r| r).await?;
-        if resp.status() == StatusCode::NOT_FOUND {
-            return Ok(Vec::new());
+        // Registries that page (`Link: <…>; rel="next"`) are followed, up to 100 pages.
+        let mut url = self.url(&format!("v2/{repository}/tags/list"));
+        let mut out = Vec::new();
+        for _ in 0..100 {
+            let resp = self.send(Method::GET, url.clone(), |r| r).await?;
+            if resp.status() == StatusCode::NOT_FOUND {
+                return Ok(out);
+            }
+            if !resp.status().is_success() {
+                return Err(self.api_error(resp).await);
+            }
+            // Credentials go to the registry's own origin only.
+            let next = crate::http::link_next(&url, resp.headers()).filter(|n| n.origin() == url.origin());
+            let t: Tags = json_limited(resp, 4 * MAX_SMALL_BODY).await.map_err(|e| self.refused(e.to_string()))?;
+            out.extend(t.tags.unwrap_or_default());
+            match next {
+                Some(n) => url = n,
+                None => return Ok(out),
+            }
         }
-        if !resp.status().is_success() {
-            return Err(self.api_error(resp).await);
-        }
-        let t: Tags = json_limited(resp, 4 * MAX_SMALL_BODY).await.map_err(|e| self.refused(e.to_string()))?;
-        Ok(t.tags.unwrap_or_default())
+        Err(self.refused(format!("{repository}: more than 100 pages of tags")))
     }
 
     pub(super) fn refused(&self, message: String) -> RegistryError {

@@ -184,15 +184,14 @@ impl Tags {
             .await
             .map_err(|e| HubError(e.to_string()))?;
             let status = resp.status();
-            let page: Value = json_limited(resp, 4 * MAX_SMALL_BODY).await.unwrap_or(Value::Null);
+            let page: Result<Value, _> = json_limited(resp, 4 * MAX_SMALL_BODY).await;
             if !status.is_success() {
-                return Err(HubError(format!(
-                    "listing {}/{}'s tags answered {status}: {}",
-                    self.namespace,
-                    self.name,
-                    detail(&page)
-                )));
+                let page = page.unwrap_or(Value::Null);
+                let what = format!("listing {}/{}'s tags answered {status}", self.namespace, self.name);
+                return Err(HubError(format!("{what}: {}", detail(&page))));
             }
+            // A page that cannot be read ends nothing: a prune on a partial list is refused.
+            let page = page.map_err(|e| HubError(format!("a page of {}/{}'s tags: {e}", self.namespace, self.name)))?;
             for t in page.get("results").and_then(Value::as_array).into_iter().flatten() {
                 let (Some(name), Some(digest)) = (
                     t.get("name").and_then(Value::as_str),
