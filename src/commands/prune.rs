@@ -83,17 +83,29 @@ pub async fn after_retention(
     if targets.is_empty() {
         return;
     }
-    let on_run: Vec<(String, bool)> =
-        targets.iter().map(|(i, r)| (r.id.clone(), i.retention.as_ref().is_some_and(|x| x.on_run))).collect();
+    // What every run frees (images with on_run) is counted apart from what only a prune by
+    // hand would: with any on_run image on a registry, the counted figure has only the former.
+    let mut frees: std::collections::HashMap<String, (u64, u64)> = std::collections::HashMap::new();
+    let on_run =
+        |image: &str| resolved.images.iter().any(|i| i.name == image && i.retention.as_ref().is_some_and(|x| x.on_run));
     for r in prune_all(resolved, policy, env, (targets, &InUse::new()), true).await {
-        let Some(usage) = measured.get_mut(&r.registry) else { continue };
         if r.status == "failed" {
             tracing::warn!(registry = %r.registry, "storage after retention not estimated: {}", r.reason.unwrap_or_default());
             continue;
         }
-        let now = usage.storage_after_retention.or(usage.storage).unwrap_or_default();
-        usage.storage_after_retention = Some(ByteSize(now.0.saturating_sub(r.frees)));
-        usage.counts_retention |= on_run.iter().any(|(id, on)| id == &r.registry && *on);
+        let f = frees.entry(r.registry.clone()).or_default();
+        f.0 += r.frees;
+        if on_run(&r.image) {
+            f.1 += r.frees;
+        }
+    }
+    for (registry, (all, every_run)) in frees {
+        let Some(usage) = measured.get_mut(&registry) else { continue };
+        let now = usage.storage.unwrap_or_default();
+        usage.counts_retention = every_run > 0
+            || resolved.images.iter().any(|i| on_run(&i.name) && i.candidates.iter().any(|c| c.id == registry));
+        let freed = if usage.counts_retention { every_run } else { all };
+        usage.storage_after_retention = Some(ByteSize(now.0.saturating_sub(freed)));
     }
 }
 
