@@ -26,6 +26,9 @@ case "$command" in
     if [ "${INPUT_DRY_RUN:-false}" = "true" ]; then
       rollback+=(--dry-run)
     fi
+    if [ "${INPUT_ALLOW_UNSIGNED:-false}" = "true" ]; then
+      rollback+=(--allow-unsigned)
+    fi
     exec publish "${rollback[@]}"
     ;;
   *)

@@ -109,7 +109,11 @@ pub fn run_markdown(report: &RunReport) -> String {
         for t in &report.runpod {
             let (result, changes) = match &t.sync {
                 Some(sync) => (
-                    sync.action.to_string(),
+                    // A move on an unknown order, a move back, or a same-commit re-run says so.
+                    match &t.reason {
+                        Some(r) => format!("{}: {}", sync.action, cell(r)),
+                        None => sync.action.to_string(),
+                    },
                     sync.changes.iter().map(|c| format!("`{}`", c.field)).collect::<Vec<_>>().join(", "),
                 ),
                 None => (t.status.to_string(), cell(t.reason.as_deref().unwrap_or(""))),

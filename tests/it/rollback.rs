@@ -359,4 +359,21 @@ fn history_lists_newest_first_and_rollback_verifies_then_moves_template_and_endp
         .unwrap();
     assert!(out.status.success(), "{:?}", text(&out));
     assert_eq!(t.state().0, json!(format!("{}/ml/app:sha-{}@{at_b}", t.reg.host, &b[..7])));
+    // The Action's allow-unsigned input reaches the command.
+    let step = |allow: &str| {
+        Command::new("bash")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/run-action.sh"))
+            .current_dir(&t.dir)
+            .env("PATH", format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()))
+            .env("DOCKER_CONFIG", t.dir.join(".none"))
+            .env("COSIGN_PASSWORD", KEY_PASSWORD)
+            .env("RUNPOD_API_KEY", API_KEY)
+            .env("RUNPOD_API_URL", t.rp.url())
+            .envs([("INPUT_COMMAND", "rollback"), ("INPUT_TEMPLATE", "app-main"), ("INPUT_TO", "unsigned")])
+            .env("INPUT_ALLOW_UNSIGNED", allow)
+            .output()
+            .unwrap()
+    };
+    assert_eq!(step("false").status.code(), Some(1), "an unsigned image is refused by default");
+    assert!(step("true").status.success(), "allow-unsigned: true moves to it");
 }
