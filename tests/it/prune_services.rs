@@ -24,6 +24,8 @@ struct State {
     /// Versions GitHub refuses to delete (as it does a package's last tagged version).
     last_tagged: Option<u64>,
     throttled_once: bool,
+    /// `orgs` or `users`: who owns the package (the other path answers 404).
+    owner: &'static str,
 }
 
 fn handle(state: &Arc<Mutex<State>>, req: &Request) -> Response {
@@ -37,8 +39,9 @@ fn handle(state: &Arc<Mutex<State>>, req: &Request) -> Response {
         return Response::new(401).json(&json!({"message": "Bad credentials"}));
     }
     let mut s = state.lock().unwrap();
-    let base = "/orgs/acme/packages/container/app/versions";
-    if req.target.starts_with("/users/") {
+    let base = format!("/{}/acme/packages/container/app/versions", s.owner);
+    let base = base.as_str();
+    if !req.target.starts_with(base) {
         return Response::new(404).json(&json!({"message": "Not Found"}));
     }
     if req.method == "GET" && req.target.starts_with(base) {
@@ -89,7 +92,7 @@ fn handle(state: &Arc<Mutex<State>>, req: &Request) -> Response {
 fn a_ghcr_package_is_pruned_through_the_packages_api_with_its_rules() {
     let reg = Registry::start(RegistryOptions::default());
     let work = tempfile::tempdir().unwrap();
-    let state = Arc::new(Mutex::new(State::default()));
+    let state = Arc::new(Mutex::new(State { owner: "orgs", ..Default::default() }));
     // Three versions pushed to the registry, old; an untagged version nothing refers to.
     for v in 1..=3u64 {
         let img = write_layout_with(
@@ -160,6 +163,13 @@ retention: {{keep_last: 1, untagged: delete}}
     );
     let gets = api.requests().iter().filter(|r| r.method == "GET").count();
     assert!(gets >= 4, "throttled once, then two pages: {gets} GETs");
+
+    // A user's package: the organisation's path answers 404, the user's is used.
+    state.lock().unwrap().owner = "users";
+    let (code, stdout, stderr) = prune(TOKEN, &["--dry-run"]);
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(api.requests().iter().any(|r| r.target.starts_with("/users/acme/packages/container/app/versions")));
+    assert!(stdout.contains("newest 1 (keep_last)"), "{stdout}");
 }
 
 /// ECR Public: images listed with `DescribeImages` (paged, one 429 first) and deleted with
