@@ -129,6 +129,18 @@ pub fn split_reference(image: &str) -> (String, Option<String>, Option<Digest>) 
     }
 }
 
+/// The digest a reference split by `split_reference` names in the client's repository: its
+/// own, else what its tag (`latest` when it has none, as Docker reads it) points at.
+pub async fn digest_of(
+    client: &Client,
+    (tag, digest): (Option<String>, Option<Digest>),
+) -> Result<Option<Digest>, crate::registry::RegistryError> {
+    match digest {
+        Some(d) => Ok(Some(d)),
+        None => Ok(client.resolve(tag.as_deref().unwrap_or("latest")).await?.map(|d| d.digest)),
+    }
+}
+
 /// Whether RunPod template `name`, pinned to `target`'s repository (read with `client`), may
 /// move to this run's `image`, pushed as `digest`.
 pub async fn template_at(
@@ -166,14 +178,7 @@ pub async fn template(
             "holds {current}, from another repository than {repository}: cannot tell which is newer: moved"
         )));
     }
-    let held = match (digest, tag) {
-        (Some(d), _) => d,
-        (None, Some(tag)) => match client.resolve(&tag).await {
-            Ok(Some(d)) => d.digest,
-            _ => return Decision::Move(None),
-        },
-        (None, None) => return Decision::Move(None),
-    };
+    let Ok(Some(held)) = digest_of(client, (tag, digest)).await else { return Decision::Move(None) };
     if &held == new_digest {
         return Decision::Move(None);
     }

@@ -115,6 +115,17 @@ pub async fn newest_first<T>(items: Vec<T>, origin: impl Fn(&T) -> &Origin, git:
 /// (with `verifier`), else its revision label; and its config's `created`. What cannot be read
 /// is left unknown.
 pub async fn read(client: &Client, path: &str, digest: &Digest, verifier: Option<&Verifier>) -> Origin {
+    let manifest = client.manifest(path, digest.as_str()).await.ok().flatten().and_then(|b| json(&b));
+    read_with(client, path, (digest, manifest.as_ref()), verifier).await
+}
+
+/// `read`, for a manifest the caller has read already (`None`: it could not be).
+pub async fn read_with(
+    client: &Client,
+    path: &str,
+    (digest, manifest): (&Digest, Option<&Value>),
+    verifier: Option<&Verifier>,
+) -> Origin {
     let mut out = Origin::default();
     if let Some(v) = verifier {
         match crate::sign::verify(client, path, digest, v, crate::sign::VerifyOptions::default()).await {
@@ -129,44 +140,61 @@ pub async fn read(client: &Client, path: &str, digest: &Digest, verifier: Option
             Err(e) => tracing::debug!(%digest, "its signatures could not be read: {e}"),
         }
     }
-    let (revision, created) = config_of(client, path, digest).await;
-    if out.commit.is_none()
-        && let Some(rev) = revision
-    {
-        out.commit = Some(rev);
-        out.commit_from = Some("revision label");
-    }
-    out.created = created;
+    let config = match manifest {
+        Some(m) => config_of(client, path, m).await,
+        None => (None, None),
+    };
+    out.with_image(config);
     out
 }
 
-/// The revision (label, or manifest or index annotation) and `created` of an image; an
-/// index's first platform image's config.
-async fn config_of(client: &Client, path: &str, digest: &Digest) -> (Option<String>, Option<String>) {
-    let json = |b: Option<Vec<u8>>| b.and_then(|b| serde_json::from_slice::<Value>(&b).ok());
-    let annotated = |m: &Value| m.pointer(&format!("/annotations/{}", REVISION.replace('/', "~1"))).cloned();
-    let Some(mut manifest) = json(client.manifest(path, digest.as_str()).await.ok().flatten()) else {
-        return (None, None);
-    };
-    let mut revision = annotated(&manifest);
+impl Origin {
+    /// The commit from the image's revision (unless one is known already) and its `created`:
+    /// from `(revision, config)`.
+    fn with_image(&mut self, (revision, config): (Option<Value>, Option<Value>)) {
+        let label = config.as_ref().and_then(|c| c.pointer("/config/Labels").and_then(|l| l.get(REVISION)).cloned());
+        if self.commit.is_none()
+            && let Some(rev) = clean(label.or(revision))
+        {
+            self.commit = Some(rev);
+            self.commit_from = Some("revision label");
+        }
+        self.created = config.as_ref().and_then(created);
+    }
+}
+
+fn json(bytes: &[u8]) -> Option<Value> {
+    serde_json::from_slice(bytes).ok()
+}
+
+/// A manifest's (or index's) revision annotation.
+fn annotated(m: &Value) -> Option<Value> {
+    m.pointer(&format!("/annotations/{}", REVISION.replace('/', "~1"))).cloned()
+}
+
+/// The revision annotation of `manifest` (or of an index's first platform image) and the
+/// config of that image.
+async fn config_of(client: &Client, path: &str, manifest: &Value) -> (Option<Value>, Option<Value>) {
+    let mut revision = annotated(manifest);
+    let mut image = std::borrow::Cow::Borrowed(manifest);
     if let Some(children) = manifest.get("manifests").and_then(Value::as_array) {
         let first = children
             .iter()
             .find(|c| c.pointer("/platform/os").and_then(Value::as_str) != Some("unknown"))
-            .and_then(|c| c.get("digest").and_then(Value::as_str))
-            .map(str::to_string);
-        let Some(child) = first else { return (clean(revision), None) };
-        let Some(m) = json(client.manifest(path, &child).await.ok().flatten()) else { return (clean(revision), None) };
-        manifest = m;
-        revision = revision.or_else(|| annotated(&manifest));
+            .and_then(|c| c.get("digest").and_then(Value::as_str));
+        let Some(child) = first else { return (revision, None) };
+        let Some(m) = client.manifest(path, child).await.ok().flatten().and_then(|b| json(&b)) else {
+            return (revision, None);
+        };
+        revision = revision.or_else(|| annotated(&m));
+        image = std::borrow::Cow::Owned(m);
     }
-    let config = manifest.pointer("/config/digest").and_then(Value::as_str).and_then(|d| d.parse::<Digest>().ok());
+    let config = image.pointer("/config/digest").and_then(Value::as_str).and_then(|d| d.parse::<Digest>().ok());
     let config = match config {
-        Some(d) => json(client.get_blob(&d, MAX_CONFIG).await.ok().flatten()),
+        Some(d) => client.get_blob(&d, MAX_CONFIG).await.ok().flatten().and_then(|b| json(&b)),
         None => None,
     };
-    let label = config.as_ref().and_then(|c| c.pointer("/config/Labels").and_then(|l| l.get(REVISION)).cloned());
-    (clean(label.or(revision)), config.as_ref().and_then(created))
+    (revision, config)
 }
 
 /// The origin of this run's image: the commit this run is from (`git.sha` of its provenance),
@@ -183,21 +211,12 @@ pub async fn this_run(image: &crate::image::Image, provenance: &crate::sign::pro
     } else {
         Some(root)
     };
-    let revision = serde_json::from_slice::<Value>(&root.bytes)
-        .ok()
-        .and_then(|m| m.pointer(&format!("/annotations/{}", REVISION.replace('/', "~1"))).cloned());
+    let revision = json(&root.bytes).and_then(|m| annotated(&m));
     let config = match manifest.and_then(|m| m.config.as_ref()) {
         Some(d) if d.size <= MAX_CONFIG => read_small(image, d).await,
         _ => None,
     };
-    let label = config.as_ref().and_then(|c| c.pointer("/config/Labels").and_then(|l| l.get(REVISION)).cloned());
-    if out.commit.is_none()
-        && let Some(rev) = clean(label.or(revision))
-    {
-        out.commit = Some(rev);
-        out.commit_from = Some("revision label");
-    }
-    out.created = config.as_ref().and_then(created);
+    out.with_image((revision, config));
     out
 }
 

@@ -155,6 +155,8 @@ async fn prune_all(
     });
     let git = crate::order::Git::new(policy.parent());
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    // What RunPod runs is read once for every repository.
+    let running = running(resolved, env).await;
     let mut out = Vec::new();
     for (image, registry) in targets {
         let path = registry.repository_for(&image.name);
@@ -180,7 +182,11 @@ async fn prune_all(
             continue;
         }
         let context = (resolved, env, verifier.as_ref(), &git);
-        if let Err(e) = one(&mut r, (image, registry, &path), (context, extra), (dry_run, now)).await {
+        let result = match &running {
+            Ok(running) => one(&mut r, (image, registry, &path), (context, (extra, running)), (dry_run, now)).await,
+            Err(e) => Err(anyhow::anyhow!("{e:#}")),
+        };
+        if let Err(e) = result {
             r.status = "failed";
             r.reason = Some(format!("{e:#}"));
         }
@@ -191,11 +197,14 @@ async fn prune_all(
 
 type Context<'a> = (&'a Resolved, &'a Env, Option<&'a crate::sign::Verifier>, &'a crate::order::Git);
 
+/// Who runs what: (`RunPod template NAME`, its image reference).
+type Running = (String, String);
+
 /// Surveys one repository, decides, and deletes unless a dry run.
 async fn one(
     r: &mut RepositoryPrune,
     (image, registry, path): (&ResolvedImage, &ResolvedRegistry, &str),
-    ((resolved, env, verifier, git), extra): (Context<'_>, &InUse),
+    ((resolved, env, verifier, git), (extra, running)): (Context<'_>, (&InUse, &[Running])),
     (dry_run, now): (bool, i64),
 ) -> anyhow::Result<()> {
     let Some(retention) = &image.retention else { return Ok(()) };
@@ -204,7 +213,7 @@ async fn one(
     let (client, credential) = super::runpod::registry_client_with(registry, path, env, &config).await?;
     let client = client.with_scope(&scope);
     client.authenticate().await?;
-    let mut in_use = in_use(resolved, &r.repository, &client, env).await?;
+    let mut in_use = in_use(running, &r.repository, &client).await?;
     for (d, who) in extra {
         in_use.entry(d.clone()).or_insert_with(|| who.clone());
     }
@@ -287,20 +296,14 @@ fn keep_refused(verdicts: &mut [Verdict], applied: &prune::Applied, survey: &pru
     }
 }
 
-/// The images of `repository` that RunPod runs: every template of the account whose image is
-/// there, and the endpoints the policy's templates move. With `runpod:` in the policy, its key
-/// must be there: without it, what production runs cannot be seen and nothing is pruned.
-async fn in_use(
-    resolved: &Resolved,
-    repository: &str,
-    client: &crate::registry::Client,
-    env: &Env,
-) -> anyhow::Result<InUse> {
-    let mut out = InUse::new();
-    let Some(rp) = &resolved.runpod else { return Ok(out) };
+/// What RunPod runs: (who, image reference) for every template of the account and the
+/// endpoints the policy's templates move. With `runpod:` in the policy, its key must be there:
+/// without it, what production runs cannot be seen and nothing is pruned.
+async fn running(resolved: &Resolved, env: &Env) -> anyhow::Result<Vec<Running>> {
+    let mut running: Vec<Running> = Vec::new();
+    let Some(rp) = &resolved.runpod else { return Ok(running) };
     let runpod = super::runpod::runpod_client(rp, env, &resolved.transfer)
         .map_err(|e| UsageError::Message(format!("{e:#}: prune reads which images RunPod runs before deleting any")))?;
-    let mut running: Vec<(String, String)> = Vec::new();
     for t in runpod.list_templates().await? {
         let name = t.get("name").and_then(serde_json::Value::as_str).unwrap_or("?").to_string();
         if let Some(image) = t.get("image").and_then(serde_json::Value::as_str) {
@@ -312,18 +315,23 @@ async fn in_use(
             running.push((format!("RunPod endpoint {e}"), image.to_string()));
         }
     }
+    Ok(running)
+}
+
+/// The images of `repository` (read with `client`) that something in `running` runs.
+async fn in_use(
+    running: &[(String, String)],
+    repository: &str,
+    client: &crate::registry::Client,
+) -> anyhow::Result<InUse> {
+    let mut out = InUse::new();
     for (who, image) in running {
-        let (repo, tag, digest) = crate::guard::split_reference(&image);
+        let (repo, tag, digest) = crate::guard::split_reference(image);
         if normalized(&repo) != normalized(repository) {
             continue;
         }
-        let digest = match (digest, tag) {
-            (Some(d), _) => Some(d),
-            (None, Some(t)) => client.resolve(&t).await?.map(|d| d.digest),
-            (None, None) => client.resolve("latest").await?.map(|d| d.digest),
-        };
-        if let Some(d) = digest {
-            out.entry(d).or_insert(who);
+        if let Some(d) = crate::guard::digest_of(client, (tag, digest)).await? {
+            out.entry(d).or_insert_with(|| who.clone());
         }
     }
     Ok(out)

@@ -260,11 +260,7 @@ async fn read_history(policy: &PolicyArgs, name: &str, env: &Env) -> anyhow::Res
     client.authenticate().await?;
     let signing = resolved.signing.as_ref().map(crate::plan::signing_plan);
     let verifier = super::runpod::signature_verifier(signing.as_ref(), env, true).await?;
-    let current = match (pinned, tag) {
-        (Some(d), _) => Some(d),
-        (None, Some(t)) => client.resolve(&t).await?.map(|d| d.digest),
-        (None, None) => None,
-    };
+    let current = crate::guard::digest_of(&client, (tag, pinned)).await?;
     let git = Git::new(policy.policy.parent());
     let entries = images(&client, &path, (current.as_ref(), verifier.as_ref()), &git).await?;
     Ok(History { template, repository, current_ref, entries, runpod, signs: verifier.is_some() })
@@ -282,27 +278,25 @@ async fn images(
     tags.retain(|t| !t.starts_with("sha256-"));
     tags.sort();
     tags.truncate(MAX_TAGS);
-    let mut by_digest: Vec<(Digest, Vec<String>)> = Vec::new();
-    for tag in tags {
-        let Some(d) = client.resolve(&tag).await?.map(|d| d.digest) else { continue };
-        match by_digest.iter_mut().find(|(x, _)| x == &d) {
-            Some((_, t)) => t.push(tag),
-            None => by_digest.push((d, vec![tag])),
-        }
-    }
+    let mut by_digest: Vec<(Digest, Vec<String>, Option<serde_json::Value>)> =
+        crate::prune::by_digest(client, path, tags).await?.into_iter().map(|(d, t, m)| (d, t, Some(m))).collect();
     // The image the template runs first, so that it is always among those read.
     if let Some(c) = current {
-        match by_digest.iter().position(|(d, _)| d == c) {
+        match by_digest.iter().position(|(d, _, _)| d == c) {
             Some(i) => {
                 let e = by_digest.remove(i);
                 by_digest.insert(0, e);
             }
-            None => by_digest.insert(0, (c.clone(), Vec::new())),
+            None => by_digest.insert(0, (c.clone(), Vec::new(), None)),
         }
     }
     let mut entries = Vec::new();
-    for (digest, tags) in by_digest.into_iter().take(MAX_READ) {
-        let origin = order::read(client, path, &digest, verifier).await;
+    for (digest, tags, manifest) in by_digest.into_iter().take(MAX_READ) {
+        // A manifest read with its tags is not read again.
+        let origin = match &manifest {
+            Some(m) => order::read_with(client, path, (&digest, Some(m)), verifier).await,
+            None => order::read(client, path, &digest, verifier).await,
+        };
         entries.push(Entry { current: current == Some(&digest), digest, tags, origin });
     }
     let mut sorted = order::newest_first(entries, |e| &e.origin, git).await;

@@ -5,11 +5,10 @@
 //! `POST …/issues/{number}/comments`. Every call is retried by `crate::retry` and every answer
 //! is bounded.
 
-use reqwest::header::{ACCEPT, AUTHORIZATION};
 use serde_json::{Value, json};
 
 use super::summary::COMMENT_MARKER;
-use crate::http::{ClientConfig, MAX_SMALL_BODY, json_limited};
+use crate::http::ClientConfig;
 use crate::types::Secret;
 
 #[derive(Debug, thiserror::Error)]
@@ -98,29 +97,14 @@ impl Api<'_> {
         url: &url::Url,
         body: Option<&Value>,
     ) -> Result<(Value, Option<url::Url>), CommentError> {
-        let what = format!("GitHub {method} {}", url.path());
         // A create is not retried: a lost answer could mean a second comment.
         let mut retry = self.config.retry();
         if method == reqwest::Method::POST {
             retry.attempts = 1;
         }
-        let resp = crate::retry::send(&retry, &what, || {
-            let req = self
-                .http
-                .request(method.clone(), url.clone())
-                .header(AUTHORIZATION, format!("Bearer {}", self.token.expose()))
-                .header(ACCEPT, "application/vnd.github+json")
-                .header("X-GitHub-Api-Version", "2022-11-28");
-            match body {
-                Some(b) => req.json(b),
-                None => req,
-            }
-        })
-        .await
-        .map_err(|e| CommentError(e.to_string()))?;
-        let status = resp.status();
-        let next = crate::http::link_next(url, resp.headers());
-        let value: Value = json_limited(resp, 4 * MAX_SMALL_BODY).await.unwrap_or(Value::Null);
+        let (status, value, next) = super::rest(&self.http, (self.token, &retry), method, url, body)
+            .await
+            .map_err(|e| CommentError(e.to_string()))?;
         if !status.is_success() {
             let message = value.get("message").and_then(Value::as_str).unwrap_or("no message");
             return Err(CommentError(format!("{message} ({status})")));

@@ -170,6 +170,38 @@ impl Drop for Group {
     }
 }
 
+/// One call to GitHub's REST API with the program's HTTP client: the bearer token, the API's
+/// media type and version, retried by `crate::retry` (`retry`), the answer bounded. Its status,
+/// its JSON (`Null` when there is none) and its `Link: rel="next"` page; the caller keeps the
+/// token on the API's own origin.
+pub async fn rest(
+    http: &reqwest::Client,
+    (token, retry): (&crate::types::Secret, &crate::retry::RetryPolicy),
+    method: reqwest::Method,
+    url: &url::Url,
+    body: Option<&serde_json::Value>,
+) -> Result<(reqwest::StatusCode, serde_json::Value, Option<url::Url>), crate::retry::SendError> {
+    use reqwest::header::{ACCEPT, AUTHORIZATION};
+    let what = format!("GitHub {method} {}", url.path());
+    let resp = crate::retry::send(retry, &what, || {
+        let req = http
+            .request(method.clone(), url.clone())
+            .header(AUTHORIZATION, format!("Bearer {}", token.expose()))
+            .header(ACCEPT, "application/vnd.github+json")
+            .header("X-GitHub-Api-Version", "2022-11-28");
+        match body {
+            Some(b) => req.json(b),
+            None => req,
+        }
+    })
+    .await?;
+    let status = resp.status();
+    let next = crate::http::link_next(url, resp.headers());
+    let value =
+        crate::http::json_limited(resp, 16 * crate::http::MAX_SMALL_BODY).await.unwrap_or(serde_json::Value::Null);
+    Ok((status, value, next))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

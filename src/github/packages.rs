@@ -3,11 +3,10 @@
 //! organisation's or a user's package. GHCR has no registry-API delete.
 
 use reqwest::Method;
-use reqwest::header::{ACCEPT, AUTHORIZATION};
 use serde_json::Value;
 use url::Url;
 
-use crate::http::{ClientConfig, MAX_SMALL_BODY, json_limited};
+use crate::http::ClientConfig;
 use crate::types::{Digest, Secret};
 
 /// Pages of 100 versions read at most.
@@ -59,21 +58,11 @@ impl Packages {
     }
 
     async fn call(&self, method: Method, url: &Url) -> Result<(u16, Value, Option<Url>), PackagesError> {
-        let what = format!("GitHub {method} {}", url.path());
-        let resp = crate::retry::send(&self.config.retry(), &what, || {
-            self.http
-                .request(method.clone(), url.clone())
-                .header(AUTHORIZATION, format!("Bearer {}", self.token.expose()))
-                .header(ACCEPT, "application/vnd.github+json")
-                .header("X-GitHub-Api-Version", "2022-11-28")
-        })
-        .await
-        .map_err(|e| PackagesError(e.to_string()))?;
-        let status = resp.status().as_u16();
+        let (status, value, next) = super::rest(&self.http, (&self.token, &self.config.retry()), method, url, None)
+            .await
+            .map_err(|e| PackagesError(e.to_string()))?;
         // The token goes to the API's own origin only.
-        let next = crate::http::link_next(url, resp.headers()).filter(|n| n.origin() == self.base.origin());
-        let value: Value = json_limited(resp, 16 * MAX_SMALL_BODY).await.unwrap_or(Value::Null);
-        Ok((status, value, next))
+        Ok((status.as_u16(), value, next.filter(|n| n.origin() == self.base.origin())))
     }
 
     fn refused(what: &str, status: u16, v: &Value) -> PackagesError {

@@ -11,7 +11,7 @@ pub mod services;
 mod survey;
 
 pub use apply::{Applied, Deleted, Deleter, apply};
-pub use survey::{Listed, Survey, survey, survey_versions};
+pub use survey::{Listed, Survey, by_digest, survey, survey_versions};
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;

@@ -106,26 +106,34 @@ pub async fn survey(
         });
     }
     let mut out = Survey::default();
-    let mut images: Vec<(Digest, Vec<String>, Value)> = Vec::new();
-    let mut artifact_tags = Vec::new();
-    for tag in tags {
-        if let Some(a) = artifact_tag(&tag) {
-            artifact_tags.push((tag, a));
-            continue;
-        }
-        let Some(bytes) = client.manifest(path, &tag).await? else { continue };
-        let digest = Digest::of(&bytes);
-        match images.iter_mut().find(|(d, _, _)| d == &digest) {
-            Some((_, t, _)) => t.push(tag),
-            None => images.push((digest, vec![tag], json(&bytes))),
-        }
-    }
+    let (artifact, image): (Vec<String>, Vec<String>) = tags.into_iter().partition(|t| artifact_tag(t).is_some());
+    let artifact_tags = artifact.into_iter().filter_map(|t| Some((t.clone(), artifact_tag(&t)?))).collect();
+    let images = by_digest(client, path, image).await?;
     let mut entries = Vec::new();
     for (digest, tags, m) in images {
         entries.push(entry(client, path, (digest, tags, m), verifier, &mut out).await?);
     }
     out.images = order::newest_first(entries, |e| &e.origin, git).await;
     artifacts(client, path, artifact_tags, (&mut out, false)).await?;
+    Ok(out)
+}
+
+/// `tags` of the client's repository grouped by the manifest each points at (read once): its
+/// digest, its tags, the manifest as JSON. A tag gone meanwhile is left out.
+pub async fn by_digest(
+    client: &Client,
+    path: &str,
+    tags: Vec<String>,
+) -> Result<Vec<(Digest, Vec<String>, Value)>, RegistryError> {
+    let mut out: Vec<(Digest, Vec<String>, Value)> = Vec::new();
+    for tag in tags {
+        let Some(bytes) = client.manifest(path, &tag).await? else { continue };
+        let digest = Digest::of(&bytes);
+        match out.iter_mut().find(|(d, _, _)| d == &digest) {
+            Some((_, t, _)) => t.push(tag),
+            None => out.push((digest, vec![tag], json(&bytes))),
+        }
+    }
     Ok(out)
 }
 
@@ -149,7 +157,8 @@ async fn entry(
         children.push(d);
     }
     out.blobs.insert(digest.clone(), blobs_of(&m));
-    let origin = order::read(client, path, &digest, verifier).await;
+    // The manifest read above, not read again.
+    let origin = order::read_with(client, path, (&digest, Some(&m)), verifier).await;
     Ok(Entry { digest, tags, children, broken, origin, pushed: None })
 }
 

@@ -120,30 +120,44 @@ pub async fn private_repositories(
 ) -> Result<u32, HubError> {
     let hub = Hub::new(api, config)?;
     let token = sign_in(&hub, cred).await?;
-    let Hub { http, base, retry } = &hub;
-    let mut url = format!("{base}/v2/namespaces/{namespace}/repositories?page_size=100");
-    let mut private = 0u32;
-    loop {
-        let resp = crate::retry::send(retry, "Docker Hub repositories", || {
-            http.get(&url).header(reqwest::header::AUTHORIZATION, format!("Bearer {}", token.expose()))
-        })
-        .await
-        .map_err(|e| HubError(e.to_string()))?;
-        if !resp.status().is_success() {
-            return Err(HubError(format!("listing {namespace}'s repositories answered {}", resp.status())));
-        }
-        let page: Value = json_limited(resp, 4 * MAX_SMALL_BODY).await.map_err(|e| HubError(e.to_string()))?;
-        private += page.get("results").and_then(Value::as_array).map_or(0, |r| {
-            r.iter().filter(|x| x.get("is_private").and_then(Value::as_bool) == Some(true)).count() as u32
-        });
-        match page.get("next").and_then(Value::as_str) {
-            // The bearer token goes to the API's own origin only.
-            Some(next) if next.starts_with(&format!("{base}/")) => url = next.to_string(),
-            Some(next) if !next.is_empty() => {
-                return Err(HubError(format!("the next page is on another origin ({next}): not followed")));
+    let url = format!("{}/v2/namespaces/{namespace}/repositories?page_size=100", hub.base);
+    let repositories = hub.results(&token, url, &format!("{namespace}'s repositories")).await?;
+    Ok(repositories.iter().filter(|x| x.get("is_private").and_then(Value::as_bool) == Some(true)).count() as u32)
+}
+
+/// Pages of 100 results read at most.
+const MAX_PAGES: usize = 100;
+
+impl Hub {
+    /// Every `results` item of a listing from `url` on, its pages followed by `next` on the
+    /// API's own origin (the bearer token goes nowhere else), at most `MAX_PAGES`. A page that
+    /// cannot be read is an error: a partial list is never taken for the whole.
+    async fn results(&self, token: &crate::types::Secret, mut url: String, what: &str) -> Result<Vec<Value>, HubError> {
+        let Hub { http, base, retry } = self;
+        let mut out = Vec::new();
+        for _ in 0..MAX_PAGES {
+            let resp = crate::retry::send(retry, &format!("Docker Hub: {what}"), || {
+                http.get(&url).header(reqwest::header::AUTHORIZATION, format!("Bearer {}", token.expose()))
+            })
+            .await
+            .map_err(|e| HubError(e.to_string()))?;
+            let status = resp.status();
+            let page: Result<Value, _> = json_limited(resp, 4 * MAX_SMALL_BODY).await;
+            if !status.is_success() {
+                let page = page.unwrap_or(Value::Null);
+                return Err(HubError(format!("listing {what} answered {status}: {}", detail(&page))));
             }
-            _ => return Ok(private),
+            let page = page.map_err(|e| HubError(format!("a page of {what}: {e}")))?;
+            out.extend(page.get("results").and_then(Value::as_array).into_iter().flatten().cloned());
+            match page.get("next").and_then(Value::as_str) {
+                Some(next) if next.starts_with(&format!("{base}/")) => url = next.to_string(),
+                Some(next) if !next.is_empty() => {
+                    return Err(HubError(format!("the next page is on another origin ({next}): not followed")));
+                }
+                _ => return Ok(out),
+            }
         }
+        Err(HubError(format!("{what}: more than {} entries", MAX_PAGES * 100)))
     }
 }
 
@@ -156,9 +170,6 @@ pub struct Tags {
     namespace: String,
     name: String,
 }
-
-/// Pages of 100 tags read at most.
-const MAX_TAG_PAGES: usize = 100;
 
 impl Tags {
     pub async fn sign_in(
@@ -174,48 +185,18 @@ impl Tags {
 
     /// Every tag: its name, the digest it points at and when it was last pushed.
     pub async fn list(&self) -> Result<Vec<(String, crate::types::Digest, Option<String>)>, HubError> {
-        let Hub { http, base, retry } = &self.hub;
-        let mut url = format!("{base}/v2/namespaces/{}/repositories/{}/tags?page_size=100", self.namespace, self.name);
-        let mut out = Vec::new();
-        for _ in 0..MAX_TAG_PAGES {
-            let resp = crate::retry::send(retry, "Docker Hub tags", || {
-                http.get(&url).header(reqwest::header::AUTHORIZATION, format!("Bearer {}", self.token.expose()))
-            })
-            .await
-            .map_err(|e| HubError(e.to_string()))?;
-            let status = resp.status();
-            let page: Result<Value, _> = json_limited(resp, 4 * MAX_SMALL_BODY).await;
-            if !status.is_success() {
-                let page = page.unwrap_or(Value::Null);
-                let what = format!("listing {}/{}'s tags answered {status}", self.namespace, self.name);
-                return Err(HubError(format!("{what}: {}", detail(&page))));
-            }
-            // A page that cannot be read ends nothing: a prune on a partial list is refused.
-            let page = page.map_err(|e| HubError(format!("a page of {}/{}'s tags: {e}", self.namespace, self.name)))?;
-            for t in page.get("results").and_then(Value::as_array).into_iter().flatten() {
-                let (Some(name), Some(digest)) = (
-                    t.get("name").and_then(Value::as_str),
-                    t.get("digest").and_then(Value::as_str).and_then(|d| d.parse().ok()),
-                ) else {
-                    continue;
-                };
+        let url =
+            format!("{}/v2/namespaces/{}/repositories/{}/tags?page_size=100", self.hub.base, self.namespace, self.name);
+        let results = self.hub.results(&self.token, url, &format!("{}/{}'s tags", self.namespace, self.name)).await?;
+        Ok(results
+            .iter()
+            .filter_map(|t| {
+                let name = t.get("name").and_then(Value::as_str)?;
+                let digest = t.get("digest").and_then(Value::as_str)?.parse().ok()?;
                 let pushed = t.get("tag_last_pushed").or_else(|| t.get("last_updated")).and_then(Value::as_str);
-                out.push((name.to_string(), digest, pushed.map(str::to_string)));
-            }
-            match page.get("next").and_then(Value::as_str) {
-                Some(next) if next.starts_with(&format!("{base}/")) => url = next.to_string(),
-                Some(next) if !next.is_empty() => {
-                    return Err(HubError(format!("the next page is on another origin ({next}): not followed")));
-                }
-                _ => return Ok(out),
-            }
-        }
-        Err(HubError(format!(
-            "{}/{} has more than {} tags: not pruned",
-            self.namespace,
-            self.name,
-            MAX_TAG_PAGES * 100
-        )))
+                Some((name.to_string(), digest, pushed.map(str::to_string)))
+            })
+            .collect())
     }
 
     /// Deletes `tag`: `false` when it was not there.
