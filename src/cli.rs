@@ -11,6 +11,9 @@ use crate::commands::{
 };
 use crate::commands::{push::RegistryArgs, sign_endpoints};
 
+mod verify;
+pub use verify::VerifyCmd;
+
 /// Publish container images, signed, to the registry that fits, and point RunPod at them.
 #[derive(Debug, Parser)]
 #[command(name = "publish", version = VERSION, about, after_help = EXIT_CODES)]
@@ -144,53 +147,6 @@ pub struct SignCmd {
     /// Print what would be written, write nothing, contact only read-only endpoints.
     #[arg(long)]
     pub dry_run: bool,
-    #[command(flatten)]
-    pub registry: RegistryFlags,
-    #[command(flatten)]
-    pub output: OutputOpt,
-}
-
-#[derive(Debug, Args)]
-pub struct VerifyCmd {
-    /// The image: [docker://]HOST/REPOSITORY[:TAG|@DIGEST].
-    pub reference: String,
-    /// The public key (cosign.pub).
-    #[arg(long, required_unless_present_any = ["certificate_identity", "certificate_identity_regexp"])]
-    pub key: Option<PathBuf>,
-    /// Keyless: the identity the certificate must carry, e.g.
-    /// https://github.com/OWNER/REPO/.github/workflows/publish.yml@refs/heads/main
-    #[arg(long, conflicts_with = "key")]
-    pub certificate_identity: Option<String>,
-    /// Keyless: the OIDC issuer, e.g. https://token.actions.githubusercontent.com
-    #[arg(long, conflicts_with = "key")]
-    pub certificate_oidc_issuer: Option<String>,
-    /// Keyless: the identity as a regular expression (whole value), like cosign's.
-    #[arg(long, conflicts_with_all = ["key", "certificate_identity"])]
-    pub certificate_identity_regexp: Option<String>,
-    /// Keyless: the OIDC issuer as a regular expression (whole value).
-    #[arg(long, conflicts_with_all = ["key", "certificate_oidc_issuer"])]
-    pub certificate_oidc_issuer_regexp: Option<String>,
-    /// Sigstore's trusted_root.json (Fulcio CAs, Rekor and CT log keys), as cosign takes it.
-    /// Default for keyless: the public-good roots through Sigstore's TUF repository.
-    #[arg(long, conflicts_with = "certificate_roots")]
-    pub trusted_root: Option<PathBuf>,
-    /// Keyless: the Fulcio root certificates to trust (PEM); Rekor and CT log keys then come
-    /// from SIGSTORE_REKOR_PUBLIC_KEY and SIGSTORE_CT_LOG_PUBLIC_KEY_FILE, as for cosign.
-    #[arg(long)]
-    pub certificate_roots: Option<PathBuf>,
-    /// Do not check transparency-log entries (cosign's flag; keyless then checks the
-    /// certificate at the current time).
-    #[arg(long)]
-    pub insecure_ignore_tlog: bool,
-    /// Do not check the certificate's embedded SCTs (cosign's flag).
-    #[arg(long)]
-    pub insecure_ignore_sct: bool,
-    /// No network but the registry: roots must come from --trusted-root or --certificate-roots.
-    #[arg(long)]
-    pub offline: bool,
-    /// The format that must verify: legacy, bundle, or both (either one).
-    #[arg(long, value_enum, default_value_t = SignFormatArg::Both)]
-    pub format: SignFormatArg,
     #[command(flatten)]
     pub registry: RegistryFlags,
     #[command(flatten)]
@@ -427,6 +383,7 @@ impl Cli {
                 },
                 offline: v.offline,
                 format: v.format.into(),
+                attestation: v.attestation,
                 registry: v.registry.into(),
                 output: v.output.or(&top.output),
             }),

@@ -45,6 +45,8 @@ pub struct Inputs<'a> {
     pub git: crate::order::Git,
     /// Move tags and templates even to an older image (`--allow-rollback`).
     pub allow_rollback: bool,
+    /// What this run's provenance is made from.
+    pub run: crate::attest::write::RunFacts,
 }
 
 impl Inputs<'_> {
@@ -165,6 +167,15 @@ async fn target(
                 outcome.error = Some(format!("published but not signed: {e}"));
             }
         }
+        if outcome.status == push::Status::Pushed && !img.attestations.is_empty() {
+            match attest_pushed(&dest, &outcome, (signer, format), img, &inputs.run).await {
+                Ok(written) => outcome.attestations = written,
+                Err(e) => {
+                    outcome.status = push::Status::PushedUnsigned;
+                    outcome.error = Some(format!("published and signed, but its attestations were not written: {e}"));
+                }
+            }
+        }
     }
     // Visibility is checked, not hoped for: every pushed image is pulled anonymously.
     if outcome.status != push::Status::Failed && t.steps.contains(&TargetStep::ProbeAnonymousPull) {
@@ -209,6 +220,28 @@ async fn sign_pushed(
         annotations,
     };
     sign::sign(&client, &dest.path, &subject, signer, format).await
+}
+
+/// Signs and writes the attestations the plan lists for the manifest just pushed to `dest`.
+async fn attest_pushed(
+    dest: &Destination,
+    outcome: &push::Outcome,
+    (prepared, format): (&PreparedSigner, sign::Format),
+    img: &ImagePlan,
+    run: &crate::attest::write::RunFacts,
+) -> Result<Vec<crate::attest::Written>, String> {
+    let signer = prepared.signer().await.map_err(|e| e.to_string())?;
+    let client = dest.access.client(&dest.path).map_err(|e| e.to_string())?;
+    client.authenticate().await.map_err(|e| e.to_string())?;
+    let (media_type, size) = outcome.manifest.clone().unwrap_or_default();
+    let subject = sign::Subject {
+        repository: format!("{}/{}", dest.access.endpoint.host, dest.path),
+        digest: outcome.digest.clone(),
+        media_type,
+        size,
+        annotations: Default::default(),
+    };
+    crate::attest::write::write(&client, &dest.path, &subject, (signer, format), img, run).await
 }
 
 /// ECR Public: a registry token from the AWS credentials, and the repository created when it

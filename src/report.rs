@@ -180,6 +180,9 @@ fn plan_images_text(plan: &Plan) -> String {
         for w in &img.warnings {
             let _ = writeln!(s, "  WARNING    {w}");
         }
+        for a in &img.attestations {
+            let _ = writeln!(s, "  attest     {}", a.describe());
+        }
         for t in &img.targets {
             let _ = writeln!(s, "  target     {} ({}) → {}", t.id, t.kind.as_str(), t.repository);
             let _ = writeln!(s, "    tags     {}", t.tags.join(", "));
@@ -269,6 +272,11 @@ pub fn run_text(report: &RunReport) -> String {
                     }
                     for h in &t.moving_tags {
                         let _ = writeln!(s, "  tag {} {}", h.tag, h.reason);
+                    }
+                    for a in &t.attestations {
+                        let mut at: Vec<String> = a.legacy.iter().cloned().collect();
+                        at.extend(a.bundle.iter().map(|b| format!("referrer {b}")));
+                        let _ = writeln!(s, "  attested {} ({}): {}", a.predicate_type, a.source, at.join(", "));
                     }
                 }
                 Status::PushedUnsigned | Status::PushedExposed => {

@@ -44,6 +44,7 @@ struct Planned {
 }
 
 pub async fn run(args: RunArgs, env: &Env, actions: Option<&github::Actions>) -> anyhow::Result<ExitStatus> {
+    let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     let urls = load::service_urls(env);
     let Planned { mut plan, resolved, mut images, rendered, credentials: early } = match &args.plan {
         Some(file) => saved_plan(file, env)?,
@@ -99,6 +100,11 @@ pub async fn run(args: RunArgs, env: &Env, actions: Option<&github::Actions>) ->
         git: crate::order::Git::new(resolved.as_ref().and(args.policy.policy.parent())),
         allow_rollback: args.allow_rollback
             || resolved.as_ref().and_then(|r| r.runpod.as_ref()).is_some_and(|rp| rp.allow_rollback),
+        run: crate::attest::write::RunFacts {
+            env: env.clone(),
+            git_dir: resolved.as_ref().and(args.policy.policy.parent()).map(std::path::Path::to_path_buf),
+            started,
+        },
     };
     let report = execute::execute(&plan, inputs).await;
     super::print_json_or(args.policy.output, &report, || crate::report::run_text(&report));

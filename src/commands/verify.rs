@@ -30,6 +30,8 @@ pub struct VerifyArgs {
     pub offline: bool,
     /// Which format must verify (`both`: either).
     pub format: sign::Format,
+    /// Verify attestations of this predicate type (a cosign name or a URI) instead.
+    pub attestation: Option<String>,
     pub registry: RegistryArgs,
     pub output: super::Output,
 }
@@ -122,6 +124,14 @@ pub async fn verify(args: VerifyArgs, env: &Env) -> anyhow::Result<ExitStatus> {
                 .digest
         }
     };
+    if let Some(name) = &args.attestation {
+        let wanted =
+            crate::attest::predicate_type(name).map_err(|e| UsageError::Message(format!("--attestation {e}")))?;
+        let found =
+            sign::verify_attestations(&client, &reference.repository, &digest, (&verifier, args.options), &wanted)
+                .await?;
+        return Ok(attestations_result(&args, &format!("{}@{digest}", reference.name()), &found));
+    }
     let verified = sign::verify(&client, &reference.repository, &digest, &verifier, args.options).await?;
     let legacy_ok = !verified.legacy.is_empty();
     let bundle_ok = !verified.bundle.is_empty();
@@ -157,4 +167,69 @@ pub async fn verify(args: VerifyArgs, env: &Env) -> anyhow::Result<ExitStatus> {
         s
     });
     Ok(if ok { ExitStatus::Success } else { ExitStatus::Failure })
+}
+
+/// Prints what `verify --attestation` found; success when one of the format asked verified.
+fn attestations_result(args: &VerifyArgs, image: &str, found: &sign::Attestations) -> ExitStatus {
+    let counts = |f: &str| found.verified().filter(|a| a.check.format == f).count();
+    let ok = match args.format {
+        sign::Format::Legacy => counts("legacy") > 0,
+        sign::Format::Bundle => counts("bundle") > 0,
+        sign::Format::Both => counts("legacy") + counts("bundle") > 0,
+    };
+    let doc = serde_json::json!({"verified": ok, "result": found});
+    super::print_json_or(args.output, &doc, || {
+        let mut s = format!("{image}\n  attestations of {}\n", found.predicate_type);
+        s.push_str(&format!(
+            "  legacy (.att): {} valid\n  bundle (referrer): {} valid\n",
+            counts("legacy"),
+            counts("bundle")
+        ));
+        for a in &found.attestations {
+            let r = &a.check;
+            let mark = if r.verified { "ok" } else { "FAILED" };
+            s.push_str(&format!("  {} {}: {mark}", r.format, r.digest));
+            if !r.passed.is_empty() {
+                s.push_str(&format!("; checked: {}", r.passed.join(", ")));
+            }
+            s.push('\n');
+            if let Some(why) = &r.failed {
+                s.push_str(&format!("    failed: {why}\n"));
+            }
+            for (k, v) in a.predicate.as_ref().map(|p| predicate_summary(&found.predicate_type, p)).unwrap_or_default()
+            {
+                s.push_str(&format!("    {k}: {v}\n"));
+            }
+            for n in &r.notes {
+                s.push_str(&format!("    note: {n}\n"));
+            }
+        }
+        if found.attestations.is_empty() {
+            let others = if found.other_types.is_empty() { "none".to_string() } else { found.other_types.join(", ") };
+            s.push_str(&format!("  no attestation of {} (found: {others})\n", found.predicate_type));
+        }
+        s.push_str(if ok { "verified\n" } else { "NOT verified\n" });
+        s
+    });
+    if ok { ExitStatus::Success } else { ExitStatus::Failure }
+}
+
+/// A predicate's key fields: the provenance's source, workflow and builder; an SBOM's format,
+/// name and how many packages it lists.
+fn predicate_summary(predicate_type: &str, p: &serde_json::Value) -> Vec<(&'static str, String)> {
+    use serde_json::Value;
+    if predicate_type == crate::attest::provenance::PREDICATE_TYPE {
+        return crate::attest::provenance::summary(p);
+    }
+    let s = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let count = |k: &str| p.get(k).and_then(Value::as_array).map_or(0, Vec::len);
+    if p.get("spdxVersion").is_some() {
+        return vec![("sbom", format!("{} {}, {} packages", s("spdxVersion"), s("name"), count("packages")))];
+    }
+    if p.get("bomFormat").is_some() {
+        let name = p.pointer("/metadata/component/name").and_then(Value::as_str).unwrap_or_default();
+        return vec![("sbom", format!("CycloneDX {} {name}, {} components", s("specVersion"), count("components")))];
+    }
+    let keys: Vec<String> = p.as_object().map(|o| o.keys().take(8).cloned().collect()).unwrap_or_default();
+    vec![("predicate", format!("fields {}", keys.join(", ")))]
 }

@@ -79,7 +79,23 @@ pub fn run(a: &Actions, plan: &Plan, report: &RunReport) -> anyhow::Result<()> {
         }
     }
     let digest = report.images.first().map(|i| i.digest.to_string()).unwrap_or_default();
-    a.set_outputs(&outputs(report, digest, refs))?;
+    let mut outs = outputs(report, digest, refs);
+    outs.push(("attestations", serde_json::to_string(&attestations(report)).unwrap_or_default()));
+    a.set_outputs(&outs)?;
     a.append_summary(&format!("{}\n{}", super::summary::plan_markdown(plan), super::summary::run_markdown(report)))?;
     Ok(())
+}
+
+/// The `attestations` output: each attested digest → its attestations (predicate type, what
+/// it came from, and where each format was written).
+pub fn attestations(report: &RunReport) -> BTreeMap<String, Vec<serde_json::Value>> {
+    let mut out: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+    for t in report.images.iter().flat_map(|i| &i.targets) {
+        for a in &t.attestations {
+            let mut v = serde_json::to_value(a).unwrap_or_default();
+            v["repository"] = serde_json::json!(t.repository);
+            out.entry(t.digest.to_string()).or_default().push(v);
+        }
+    }
+    out
 }

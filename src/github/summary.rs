@@ -52,6 +52,10 @@ pub fn plan_markdown(plan: &Plan) -> String {
         for w in &img.warnings {
             let _ = writeln!(s, "\n> [!WARNING]\n> {}", cell(w));
         }
+        if !img.attestations.is_empty() {
+            let list: Vec<String> = img.attestations.iter().map(|a| cell(&a.describe())).collect();
+            let _ = writeln!(s, "\n_Attestations:_ {}", list.join("; "));
+        }
         for t in &img.targets {
             let _ = writeln!(
                 s,
@@ -101,6 +105,27 @@ pub fn run_markdown(report: &RunReport) -> String {
                 t.blobs_skipped,
                 ByteSize(t.bytes_sent)
             );
+        }
+    }
+    let attested: Vec<_> =
+        report.images.iter().flat_map(|i| &i.targets).filter(|t| !t.attestations.is_empty()).collect();
+    if !attested.is_empty() {
+        let _ = writeln!(s, "\n| attested | predicate type | from | written |");
+        let _ = writeln!(s, "|---|---|---|---|");
+        for t in attested {
+            for a in &t.attestations {
+                let mut written: Vec<String> = a.legacy.iter().map(|l| format!("`{l}`")).collect();
+                written.extend(a.bundle.iter().map(|b| format!("referrer `{}`", b.short())));
+                let _ = writeln!(
+                    s,
+                    "| `{}@{}` | `{}` | {} | {} |",
+                    t.repository,
+                    t.digest.short(),
+                    a.predicate_type,
+                    cell(&a.source),
+                    written.join("<br>")
+                );
+            }
         }
     }
     if !report.runpod.is_empty() {

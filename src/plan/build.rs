@@ -178,6 +178,10 @@ fn image_plan(
     }
     let mut warnings: Vec<String> = verdicts.iter().flat_map(|v| v.warnings.iter().cloned()).collect();
     warnings.extend(uncompressed_warning(image));
+    let (attestations, warning) =
+        crate::attest::plan(resolved.signing.is_some() && resolved.provenance, &resolved.file, spec, image)
+            .map_err(|e| vec![e])?;
+    warnings.extend(warning);
     let selected: Vec<String> =
         verdicts.iter().filter(|v| v.verdict == VerdictKind::Selected).map(|v| v.registry.clone()).collect();
     if selected.is_empty() {
@@ -215,6 +219,7 @@ fn image_plan(
         selected,
         assumptions,
         warnings,
+        attestations,
         targets,
     })
 }

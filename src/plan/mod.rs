@@ -164,6 +164,10 @@ pub struct ImagePlan {
     /// pull-request comment.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The attestations each target gets: signed by the run (provenance, the SBOM), and
+    /// BuildKit's own in the image's index (pushed as they are).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attestations: Vec<crate::attest::Planned>,
     pub targets: Vec<TargetPlan>,
 }
 

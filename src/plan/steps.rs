@@ -19,6 +19,9 @@ pub enum TargetStep {
     Push { tags: Vec<String> },
     /// Sign the pushed manifest (and log it in Rekor where the signing says so).
     Sign,
+    /// Sign and write these attestations of the pushed manifest (provenance, SBOMs), in the
+    /// signing's formats.
+    Attest { predicate_types: Vec<String> },
     /// Read the pushed manifest without credentials, as RunPod does: a check, no write, but a
     /// request the registry counts.
     ProbeAnonymousPull,
@@ -59,6 +62,9 @@ impl TargetStep {
             ),
             TargetStep::Push { tags } => format!("push blobs and manifests, then tag {}", tags.join(", ")),
             TargetStep::Sign => "sign the manifest".into(),
+            TargetStep::Attest { predicate_types } => {
+                format!("sign and attach attestations {}", predicate_types.join(", "))
+            }
             TargetStep::ProbeAnonymousPull => "check that it can (or cannot) be pulled anonymously".into(),
         }
     }
@@ -79,6 +85,17 @@ impl TemplateStep {
 
 /// The steps of a target on a registry of `kind`, for an image `private` or not.
 pub fn for_target(kind: RegistryKind, private: bool, tags: &[String], signed: bool) -> Vec<TargetStep> {
+    for_target_attesting(kind, private, tags, signed, &[])
+}
+
+/// As `for_target`, with the attestations the run signs (`attest`'s predicate types).
+pub fn for_target_attesting(
+    kind: RegistryKind,
+    private: bool,
+    tags: &[String],
+    signed: bool,
+    attest: &[String],
+) -> Vec<TargetStep> {
     let mut steps = Vec::new();
     match kind {
         RegistryKind::Dockerhub => steps.push(TargetStep::CreateRepository { api: RepositoryApi::DockerHub, private }),
@@ -88,6 +105,9 @@ pub fn for_target(kind: RegistryKind, private: bool, tags: &[String], signed: bo
     steps.push(TargetStep::Push { tags: tags.to_vec() });
     if signed {
         steps.push(TargetStep::Sign);
+        if !attest.is_empty() {
+            steps.push(TargetStep::Attest { predicate_types: attest.to_vec() });
+        }
     }
     steps.push(TargetStep::ProbeAnonymousPull);
     steps
@@ -113,8 +133,10 @@ pub fn fill(plan: &mut Plan) {
     let signed = plan.signing.is_some();
     for img in &mut plan.images {
         let private = img.visibility == Visibility::Private;
+        let attest: Vec<String> =
+            img.attestations.iter().filter(|a| a.kind != "buildkit").map(|a| a.predicate_type.clone()).collect();
         let steps: Vec<Vec<TargetStep>> =
-            img.targets.iter().map(|t| for_target(t.kind, private, &t.tags, signed)).collect();
+            img.targets.iter().map(|t| for_target_attesting(t.kind, private, &t.tags, signed, &attest)).collect();
         for (t, s) in img.targets.iter_mut().zip(steps) {
             t.steps = s;
         }

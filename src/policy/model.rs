@@ -45,6 +45,19 @@ pub struct Policy {
     /// What `publish prune` keeps of each repository; without it nothing is ever deleted.
     #[serde(default)]
     pub retention: Option<super::retention::Retention>,
+    /// Attestations signed beside each signature (with `signing:`'s settings and formats).
+    #[serde(default)]
+    pub attest: Option<Attest>,
+}
+
+/// Attestations every signed image gets.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Attest {
+    /// SLSA provenance v1 of the run that published the image, as GitHub's own attestations
+    /// write it (default `true` when `signing:` is set).
+    #[serde(default)]
+    pub provenance: Option<Located<bool>>,
 }
 
 /// Transfer settings; every field has a default.
@@ -398,6 +411,10 @@ pub struct Image {
     /// This image's retention, field by field over the top-level `retention:`.
     #[serde(default)]
     pub retention: Option<super::retention::Retention>,
+    /// The SBOM the build made (SPDX 2.3 JSON or CycloneDX 1.5–1.7 JSON, e.g. from syft),
+    /// relative to the policy file: checked, then attested with `signing:`'s settings.
+    #[serde(default)]
+    pub sbom: Option<Located<PathBuf>>,
 }
 
 fn default_tags() -> Vec<Located<String>> {

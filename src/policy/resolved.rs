@@ -43,6 +43,8 @@ pub struct Resolved {
     pub transfer: crate::http::ClientConfig,
     /// What templates were rendered with (git, env), for the RunPod stage.
     pub context: TemplateContext,
+    /// Attest each signed image's provenance (`attest.provenance`, default on with signing).
+    pub provenance: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -114,6 +116,18 @@ pub struct ResolvedImage {
     pub index: usize,
     /// What `publish prune` keeps of its repositories (`None`: nothing is deleted).
     pub retention: Option<super::retention::ResolvedRetention>,
+    /// The SBOM the build made, checked, and where `sbom:` is written.
+    pub sbom: Option<ResolvedSbom>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ResolvedSbom {
+    /// Resolved against the policy's directory.
+    pub path: PathBuf,
+    pub sbom: crate::attest::sbom::Sbom,
+    pub at: (u64, u64),
+    /// `images[N].sbom`.
+    pub field: String,
 }
 
 #[derive(Debug, Clone)]

@@ -57,6 +57,9 @@ pub struct Outcome {
     /// back (`--allow-rollback`), or moved though the order was unknown (`order`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub moving_tags: Vec<crate::order::Held>,
+    /// The attestations signed and written beside the signature (provenance, SBOMs).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attestations: Vec<crate::attest::Written>,
 }
 
 /// Where to push: the registry's address and the repository path inside it.
@@ -105,6 +108,7 @@ impl Outcome {
             anonymous_pull: None,
             manifest: None,
             moving_tags: Vec::new(),
+            attestations: Vec::new(),
         }
     }
 }

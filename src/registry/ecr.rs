@@ -295,7 +295,7 @@ impl Api {
                         .flatten()
                         .filter_map(|t| t.as_str().map(str::to_string))
                         .collect(),
-                    created_at: d.get("imagePushedAt").and_then(Value::as_f64).map(|s| rfc3339(s as i64)),
+                    created_at: d.get("imagePushedAt").and_then(Value::as_f64).map(|s| crate::types::rfc3339(s as i64)),
                 })
             })
             .collect())
@@ -428,30 +428,14 @@ mod tests {
     }
 }
 
-/// `secs` since the epoch as RFC 3339 (UTC), for times AWS gives as numbers.
-fn rfc3339(secs: i64) -> String {
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
 #[cfg(test)]
 mod rfc3339_tests {
     #[test]
     fn epoch_seconds_become_rfc3339_and_back() {
         for t in [0, 1_577_836_800, 1_709_208_000, 1_649_880_375] {
-            let s = super::rfc3339(t);
+            let s = crate::types::rfc3339(t);
             assert_eq!(crate::sign::trust::parse_rfc3339(&s), Some(t), "{s}");
         }
-        assert_eq!(super::rfc3339(1_709_208_000), "2024-02-29T12:00:00Z");
+        assert_eq!(crate::types::rfc3339(1_709_208_000), "2024-02-29T12:00:00Z");
     }
 }

@@ -8,6 +8,7 @@
 //! twice. Keys and crypto come from the `sigstore` crate; the OCI attachment, the Rekor entries
 //! and verification (`verify.rs`, `tlog.rs`, `trust.rs`) are ours.
 
+pub mod attest;
 pub mod keyless;
 pub mod keys;
 mod merge;
@@ -17,6 +18,7 @@ pub mod rekor;
 pub mod tlog;
 pub mod trust;
 mod verify;
+mod verify_attest;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -30,6 +32,7 @@ use crate::types::Digest;
 pub use keys::KeySigner;
 pub use prepared::{PrepareError, PreparedSigner};
 pub use verify::{SignatureReport, Verified, Verifier, VerifyOptions, verify};
+pub use verify_attest::{AttestationReport, Attestations, verify_attestations};
 
 /// Who signs: a cosign key pair (logged in Rekor when `signing.tlog` is on), or a keyless
 /// session (Fulcio certificate; always logged).
@@ -387,19 +390,19 @@ async fn sign_bundle(
     if let Some(d) = found {
         return Ok((d, true));
     }
-    let (referrer_digest, descriptor) = write_referrer(client, subject, signer, &statement).await?;
+    let (referrer_digest, descriptor) = write_referrer(client, subject, signer, (&statement, PREDICATE_TYPE)).await?;
     merge::add(client, path, &tag, merge::List::Referrers, descriptor).await?;
     Ok((referrer_digest, false))
 }
 
-/// Signs the in-toto statement as a DSSE envelope (logged in Rekor when the signer logs), puts
-/// the bundle and its referrer manifest, and returns the referrer's digest and its descriptor
-/// for the fallback index.
+/// Signs the in-toto statement (of `predicate_type`) as a DSSE envelope (logged in Rekor when
+/// the signer logs), puts the bundle and its referrer manifest, and returns the referrer's
+/// digest and its descriptor for the fallback index.
 async fn write_referrer(
     client: &Client,
     subject: &Subject,
     signer: Signer<'_>,
-    statement: &[u8],
+    (statement, predicate_type): (&[u8], &str),
 ) -> Result<(Digest, Value), SignError> {
     let signed_bytes = pae(IN_TOTO, statement);
     let sig = signer.sign(&signed_bytes)?;
@@ -432,7 +435,7 @@ async fn write_referrer(
     let empty_digest = client.put_blob(b"{}").await?;
     let annotations = json!({
         "dev.sigstore.bundle.content": "dsse-envelope",
-        "dev.sigstore.bundle.predicateType": PREDICATE_TYPE
+        "dev.sigstore.bundle.predicateType": predicate_type
     });
     let referrer = json!({
         "schemaVersion": 2,

@@ -49,7 +49,7 @@ pub fn from_environment(env: &Env, dir: Option<&Path>) -> Annotations {
 }
 
 /// One line of `git`'s output in `dir`, when it succeeds.
-fn git(dir: Option<&Path>, args: &[&str]) -> Option<String> {
+pub(crate) fn git(dir: Option<&Path>, args: &[&str]) -> Option<String> {
     let mut cmd = Command::new("git");
     if let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) {
         cmd.arg("-C").arg(d);

@@ -77,18 +77,18 @@ pub struct Verified {
 }
 
 /// A signature and what comes with it, in either format.
-struct Material {
-    signature: Vec<u8>,
+pub(super) struct Material {
+    pub signature: Vec<u8>,
     /// What the signature covers: the payload (legacy) or the DSSE PAE (bundle).
-    signed: Vec<u8>,
+    pub signed: Vec<u8>,
     /// SHA-256 of the payload, as the log records it.
-    payload_sha256: Vec<u8>,
-    cert_pem: Option<String>,
-    chain: Vec<String>,
-    entries: Vec<LogEntry>,
+    pub payload_sha256: Vec<u8>,
+    pub cert_pem: Option<String>,
+    pub chain: Vec<String>,
+    pub entries: Vec<LogEntry>,
     /// Bundles from v0.2 on carry inclusion proofs; legacy annotations only the SET.
-    require_proof: bool,
-    annotations: super::provenance::Annotations,
+    pub require_proof: bool,
+    pub annotations: super::provenance::Annotations,
 }
 
 /// A bundle's parts (v0.3, or v0.1/v0.2 with a certificate chain).
@@ -98,7 +98,7 @@ pub(super) struct BundleParts {
     pub payload: Vec<u8>,
     pub cert_der: Option<Vec<u8>>,
     pub entries: Vec<Value>,
-    statement: Value,
+    pub statement: Value,
 }
 
 impl BundleParts {
@@ -141,7 +141,12 @@ fn now() -> i64 {
 }
 
 impl Verifier {
-    fn check(&self, m: &Material, opts: VerifyOptions, report: &mut SignatureReport) -> Result<(), Rejected> {
+    pub(super) fn check(
+        &self,
+        m: &Material,
+        opts: VerifyOptions,
+        report: &mut SignatureReport,
+    ) -> Result<(), Rejected> {
         let (trust, verifier_der) = match self {
             Verifier::Key { spki, trust, .. } => (trust.as_ref(), spki.clone()),
             Verifier::Keyless { trust, .. } => {
@@ -235,7 +240,7 @@ fn record(out: &mut Verified, mut report: SignatureReport, result: Result<(), Re
     out.signatures.push(report);
 }
 
-fn report(format: &'static str, digest: &str) -> SignatureReport {
+pub(super) fn report(format: &'static str, digest: &str) -> SignatureReport {
     SignatureReport {
         format,
         digest: digest.to_string(),
@@ -286,8 +291,14 @@ pub async fn verify(
                 continue;
             }
             let Some(d) = e.get("digest").and_then(Value::as_str) else { continue };
+            let bundle = super::referrer_bundle(client, path, d).await?;
+            // An attestation (a statement of another predicate type) is `--attestation`'s.
+            let statement = bundle.as_ref().and_then(|b| BundleParts::parse(b).ok()).map(|p| p.statement);
+            if statement.is_some_and(|s| s.get("predicateType").and_then(Value::as_str) != Some(PREDICATE_TYPE)) {
+                continue;
+            }
             let mut r = report("bundle", d);
-            let result = match super::referrer_bundle(client, path, d).await? {
+            let result = match bundle {
                 None => Err("the referrer or its bundle is missing or unreadable".into()),
                 Some(bundle) => bundle_material(&bundle, digest).and_then(|m| {
                     r.passed.push("digest");

@@ -67,9 +67,15 @@ fn keyless_signs_through_fulcio_and_rekor_and_verifies_the_workflow_identity() {
         let signed = &json["images"][0]["targets"][0]["signed"];
         if round == 1 {
             assert_eq!(signed["already_signed"], serde_json::json!(["legacy", "bundle"]), "{signed}");
+            let provenance = &json["images"][0]["targets"][0]["attestations"][0];
+            assert_eq!(provenance["already_there"], serde_json::json!(["legacy", "bundle"]), "{provenance}");
         }
     }
-    assert_eq!(s.rekor_entries.lock().unwrap().len(), 2, "one entry per format, none added by the second run");
+    assert_eq!(
+        s.rekor_entries.lock().unwrap().len(),
+        4,
+        "one entry per format for the signature and the provenance, none added by the second run"
+    );
 
     // A legacy signature whose certificate is this workflow's but whose signature its key did
     // not make (the certificate copied beside garbage) is not taken for this run's own: the

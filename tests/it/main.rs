@@ -6,6 +6,7 @@ mod support;
 
 mod action;
 mod architecture;
+mod attest;
 mod auth;
 mod concurrent_sign;
 mod cosign;

@@ -66,6 +66,7 @@ pub(super) fn resolve_images(
             at: (img.name.line, img.name.col),
             index: i,
             retention: crate::policy::retention::resolve(c, policy.retention.as_ref(), img.retention.as_ref(), &field),
+            sbom: sbom(c, policy, img, (&field, base_dir)),
         });
     }
     images
@@ -229,4 +230,32 @@ fn compression(
         );
     }
     (compression, Some(level.value))
+}
+
+/// The image's SBOM, read and checked; signing must be set to attest it.
+fn sbom(
+    c: &mut Checker,
+    policy: &Policy,
+    img: &model::Image,
+    (field, base_dir): (&str, &Path),
+) -> Option<ResolvedSbom> {
+    let at = img.sbom.as_ref()?;
+    let field = format!("{field}.sbom");
+    if policy.signing.is_none() {
+        c.err(
+            at,
+            &field,
+            "an SBOM is attested with the signing settings, and there are none",
+            Some("add signing: (key: cosign.key, or keyless: true)".into()),
+        );
+        return None;
+    }
+    let path = base_dir.join(&at.value);
+    match crate::attest::sbom::load(&path) {
+        Ok(sbom) => Some(ResolvedSbom { path, sbom, at: (at.line, at.col), field }),
+        Err(e) => {
+            c.err(at, &field, format!("{}: {e}", at.value.display()), Some("give the SPDX 2.3 JSON or CycloneDX 1.5–1.7 JSON the build wrote (syft -o spdx-json, -o cyclonedx-json@1.6)".into()));
+            None
+        }
+    }
 }

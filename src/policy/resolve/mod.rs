@@ -98,8 +98,22 @@ pub fn resolve(policy: &Policy, file: &str, base_dir: &Path, ctx: &TemplateConte
     let runpod = policy.runpod.as_ref().map(|rp| resolve_runpod(&mut c, rp, &images, base_dir));
     let transfer = resolve_transfer(&mut c, policy.transfer.as_ref());
     let signing = policy.signing.as_ref().map(|sg| resolve_signing(&mut c, sg, base_dir));
+    let provenance = match policy.attest.as_ref().and_then(|a| a.provenance.as_ref()) {
+        Some(p) if p.value && signing.is_none() => {
+            c.err(
+                p,
+                "attest.provenance",
+                "provenance is attested with the signing settings, and there are none",
+                Some("add signing: (key: cosign.key, or keyless: true), or leave attest.provenance out".into()),
+            );
+            false
+        }
+        Some(p) => p.value,
+        None => signing.is_some(),
+    };
     if c.out.is_empty() {
-        Ok(Resolved { file: file.to_string(), images, upload_rate, runpod, signing, transfer, context: ctx.clone() })
+        let context = ctx.clone();
+        Ok(Resolved { file: file.to_string(), images, upload_rate, runpod, signing, transfer, context, provenance })
     } else {
         Err(Diagnostics(c.out))
     }

@@ -1,0 +1,431 @@
+//! Attestations: SLSA provenance of the run and the build's SBOMs, signed beside the signature
+//! in both of cosign's formats. The real cosign (`cosign verify-attestation`, skipped with the
+//! reason printed when absent) accepts what `publish` writes — key pair and keyless, legacy
+//! `.att` and bundle — and refuses another key or identity; `publish verify --attestation`
+//! accepts what `cosign attest` writes and refuses a statement about another digest, a
+//! tampered envelope and another predicate type; the provenance is GitHub's, field by field.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde_json::{Value, json};
+
+use crate::cosign::{KEY_PASSWORD, cosign, cosign_cmd, out_text};
+use crate::support::image::{TestImage, sha, write_layout};
+use crate::support::policy::Policy;
+use crate::support::sigstore::{self, ISSUER, REQUEST_TOKEN};
+use crate::support::{Registry, RegistryOptions, curl_put_manifest, publish, run, text};
+
+struct Setup {
+    reg: Registry,
+    work: tempfile::TempDir,
+    image: TestImage,
+    cosign: PathBuf,
+}
+
+impl Setup {
+    fn new(seed: u64) -> Option<Setup> {
+        let cosign = cosign()?;
+        let reg = Registry::start(RegistryOptions::default());
+        let work = tempfile::tempdir().unwrap();
+        let image = write_layout(&work.path().join("img"), seed, &[12_000], "linux", "amd64", "latest");
+        Some(Setup { reg, work, image, cosign })
+    }
+
+    fn reference(&self, repo: &str) -> String {
+        format!("{}/ml/{repo}@{}", self.reg.host, self.image.manifest_digest)
+    }
+
+    fn cosign(&self) -> Command {
+        let home = self.work.path().join("home");
+        std::fs::create_dir_all(&home).unwrap();
+        cosign_cmd(&self.cosign, &home)
+    }
+
+    fn key_pair(&self, name: &str) -> PathBuf {
+        let dir = self.work.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = self.cosign().arg("generate-key-pair").current_dir(&dir).output().unwrap();
+        assert!(out.status.success(), "{}", out_text(&out));
+        dir
+    }
+
+    /// `publish run` of the image to `ml/REPO` with `signing` and `image` fields added.
+    fn publish(&self, repo: &str, signing: Value, image: Value, env: &[(String, String)]) -> (String, String) {
+        let mut img = json!({"name": repo, "source": "oci:img", "tags": ["main"], "visibility": "public"});
+        img.as_object_mut().unwrap().extend(image.as_object().cloned().unwrap_or_default());
+        Policy::new().local("home", &self.reg.host).image(img).set("signing", signing).write(self.work.path());
+        let out = run(publish(self.work.path()).arg("run").env("COSIGN_PASSWORD", KEY_PASSWORD).envs(env.to_vec()));
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+        (stdout, stderr)
+    }
+
+    /// An SPDX 2.3 document as syft writes one for this image (root package, its checksum).
+    fn spdx(&self, name: &str, digest: &str) -> String {
+        let doc = json!({
+            "spdxVersion": "SPDX-2.3", "dataLicense": "CC0-1.0", "SPDXID": "SPDXRef-DOCUMENT",
+            "name": "ml/app", "documentNamespace": "https://anchore.com/syft/image/ml-app-0b6e",
+            "creationInfo": {"created": "2026-12-01T10:00:00Z", "creators": ["Organization: Anchore, Inc", "Tool: syft-1.38.0"]},
+            "packages": [
+                {"SPDXID": "SPDXRef-DocumentRoot-Image-ml-app", "name": "ml/app", "versionInfo": "main",
+                 "downloadLocation": "NOASSERTION", "primaryPackagePurpose": "CONTAINER",
+                 "checksums": [{"algorithm": "SHA256", "checksumValue": &digest["sha256:".len()..]}]},
+                {"SPDXID": "SPDXRef-Package-python-torch", "name": "torch", "versionInfo": "2.5.1", "downloadLocation": "NOASSERTION"}
+            ],
+            "relationships": [{"spdxElementId": "SPDXRef-DOCUMENT", "relationshipType": "DESCRIBES", "relatedSpdxElement": "SPDXRef-DocumentRoot-Image-ml-app"}]
+        });
+        std::fs::write(self.work.path().join(name), serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+        name.to_string()
+    }
+
+    fn cyclonedx(&self, name: &str) -> String {
+        let doc = json!({
+            "bomFormat": "CycloneDX", "specVersion": "1.6", "version": 1,
+            "serialNumber": "urn:uuid:3e671687-395b-41f5-a30f-a58921a69b79",
+            "metadata": {"component": {"bom-ref": "0f2d1c8a", "type": "container", "name": "ml/app", "version": self.image.manifest_digest}},
+            "components": [{"type": "library", "name": "torch", "version": "2.5.1"}]
+        });
+        std::fs::write(self.work.path().join(name), serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+        name.to_string()
+    }
+}
+
+fn keyless_env(s: &sigstore::Sigstore) -> Vec<(String, String)> {
+    vec![
+        ("ACTIONS_ID_TOKEN_REQUEST_URL".into(), s.token_url()),
+        ("ACTIONS_ID_TOKEN_REQUEST_TOKEN".into(), REQUEST_TOKEN.into()),
+    ]
+}
+
+fn keyless(s: &sigstore::Sigstore, format: &str) -> Value {
+    json!({"keyless": true, "format": format, "fulcio_url": s.fulcio_url(), "rekor_url": s.rekor_url()})
+}
+
+/// The fixture: GitHub's variables for a run, and the predicate GitHub writes for it.
+fn fixture() -> (Vec<(String, String)>, Value) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/github-provenance.json");
+    let f: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let env =
+        f["environment"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().into())).collect();
+    (env, f["predicate"].clone())
+}
+
+/// Every leaf of `v`, by JSON pointer.
+fn leaves(v: &Value, at: String, out: &mut Vec<(String, Value)>) {
+    match v {
+        Value::Object(m) => m.iter().for_each(|(k, v)| leaves(v, format!("{at}/{k}"), out)),
+        Value::Array(a) => a.iter().enumerate().for_each(|(i, v)| leaves(v, format!("{at}/{i}"), out)),
+        _ => out.push((at, v.clone())),
+    }
+}
+
+/// `publish verify --attestation TYPE` (JSON): exit code and document.
+fn publish_verify(t: &Setup, reference: &str, kind: &str, how: &[&str]) -> (Option<i32>, Value, String) {
+    let out = run(publish(t.work.path())
+        .args(["verify", reference, "--insecure", "--attestation", kind, "-o", "json"])
+        .args(how));
+    let (stdout, stderr) = text(&out);
+    let doc = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    (out.status.code(), doc, stderr)
+}
+
+#[test]
+fn the_provenance_is_githubs_field_by_field_and_the_action_lists_every_attestation() {
+    let Some(t) = Setup::new(260) else { return };
+    let ours = t.key_pair("ours");
+    let (mut env, expected) = fixture();
+    let outputs = t.work.path().join("outputs");
+    let summary = t.work.path().join("summary.md");
+    env.push(("GITHUB_OUTPUT".into(), outputs.display().to_string()));
+    env.push(("GITHUB_STEP_SUMMARY".into(), summary.display().to_string()));
+    let sbom = t.spdx("sbom.spdx.json", &t.image.manifest_digest);
+    t.publish("app", json!({"key": ours.join("cosign.key"), "format": "both"}), json!({"sbom": sbom}), &env);
+
+    let key = ours.join("cosign.pub").display().to_string();
+    let (code, doc, stderr) = publish_verify(&t, &t.reference("app"), "slsaprovenance1", &["--key", &key]);
+    assert_eq!(code, Some(0), "{doc:#}\n{stderr}");
+    let found = doc["result"]["attestations"].as_array().unwrap();
+    assert_eq!(found.len(), 2, "one per format: {doc:#}");
+    for a in found {
+        let predicate = &a["predicate"];
+        let mut want = Vec::new();
+        leaves(&expected, String::new(), &mut want);
+        for (at, value) in &want {
+            assert_eq!(predicate.pointer(at), Some(value), "{at} differs from GitHub's: {predicate:#}");
+        }
+        let mut have = Vec::new();
+        leaves(predicate, String::new(), &mut have);
+        let extra: Vec<&String> =
+            have.iter().map(|(at, _)| at).filter(|at| !want.iter().any(|(w, _)| w == *at)).collect();
+        assert_eq!(extra, ["/runDetails/metadata/finishedOn", "/runDetails/metadata/startedOn"], "{predicate:#}");
+    }
+    // The SBOM, as the file says.
+    let (code, doc, _) = publish_verify(&t, &t.reference("app"), "spdxjson", &["--key", &key]);
+    assert_eq!(code, Some(0), "{doc:#}");
+    assert_eq!(doc["result"]["attestations"][0]["predicate"]["packages"][1]["name"], "torch");
+
+    // The Action's output: the digest → both attestations and where each format went.
+    let text = std::fs::read_to_string(&outputs).unwrap();
+    let line = text.lines().skip_while(|l| !l.starts_with("attestations<<")).nth(1).unwrap_or_default();
+    let out: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {text}"));
+    let list = out[&t.image.manifest_digest].as_array().unwrap_or_else(|| panic!("{out:#}"));
+    let types: Vec<&str> = list.iter().map(|a| a["predicate_type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["https://slsa.dev/provenance/v1", "https://spdx.dev/Document"], "{out:#}");
+    let hex = &t.image.manifest_digest["sha256:".len()..];
+    assert_eq!(list[0]["legacy"], format!("{}/ml/app:sha256-{hex}.att", t.reg.host));
+    assert!(list[1]["bundle"].as_str().is_some_and(|d| d.starts_with("sha256:")), "{out:#}");
+    let summary = std::fs::read_to_string(&summary).unwrap();
+    assert!(summary.contains("| attested | predicate type |") && summary.contains("sbom.spdx.json"), "{summary}");
+}
+
+#[test]
+fn cosign_verify_attestation_accepts_key_pair_provenance_and_sboms_and_refuses_another_key() {
+    let Some(t) = Setup::new(261) else { return };
+    let s = sigstore::start();
+    let ours = t.key_pair("ours");
+    let theirs = t.key_pair("theirs");
+    let key = ours.join("cosign.key").display().to_string();
+    let spdx = t.spdx("sbom.spdx.json", &t.image.manifest_digest);
+    let cdx = t.cyclonedx("sbom.cdx.json");
+    t.publish("legacy", json!({"key": key, "format": "legacy"}), json!({"sbom": spdx}), &[]);
+    let logged = json!({"key": key, "format": "legacy", "tlog": true, "rekor_url": s.rekor_url()});
+    t.publish("legacy-logged", logged, json!({"sbom": spdx}), &[]);
+    let both = json!({"key": key, "format": "both", "tlog": true, "rekor_url": s.rekor_url()});
+    t.publish("both", both, json!({"sbom": cdx}), &[]);
+    let root = s.trusted_root().display().to_string();
+    let verify = |repo: &str, kind: &str, public: &Path, extra: &[&str], env: Vec<(&str, PathBuf)>| {
+        let out = t
+            .cosign()
+            .args(["verify-attestation", "--allow-http-registry", "--type", kind, "--key"])
+            .arg(public)
+            .args(extra)
+            .arg(t.reference(repo))
+            .envs(env)
+            .output()
+            .unwrap();
+        (out.status.success(), out_text(&out))
+    };
+    let bundle = ["--new-bundle-format", "--trusted-root", &root];
+    // Repository, --type, cosign's flags, its environment (the legacy log's roots).
+    type Case<'a> = (&'a str, &'a str, Vec<&'a str>, Vec<(&'static str, PathBuf)>);
+    let cases: Vec<Case> = vec![
+        ("legacy", "slsaprovenance1", vec!["--insecure-ignore-tlog"], vec![]),
+        ("legacy", "spdxjson", vec!["--insecure-ignore-tlog"], vec![]),
+        // The legacy layer's Rekor entry (a `dsse` entry of the envelope as stored) is checked.
+        ("legacy-logged", "slsaprovenance1", vec![], s.cosign_env()),
+        ("legacy-logged", "spdxjson", vec![], s.cosign_env()),
+        ("both", "slsaprovenance1", bundle.to_vec(), vec![]),
+        ("both", "cyclonedx", bundle.to_vec(), vec![]),
+    ];
+    for (repo, kind, extra, env) in &cases {
+        let (ok, out) = verify(repo, kind, &ours.join("cosign.pub"), extra, env.clone());
+        assert!(ok, "{repo} {kind}: cosign refused publish's attestation:\n{out}");
+        assert!(out.contains("\"payloadType\":\"application/vnd.in-toto+json\""), "{out}");
+        let (ok, out) = verify(repo, kind, &theirs.join("cosign.pub"), extra, env.clone());
+        assert!(!ok, "{repo} {kind}: cosign accepted another key:\n{out}");
+    }
+    // No attestation of a type that was not attested.
+    let (ok, out) = verify("legacy", "cyclonedx", &ours.join("cosign.pub"), &["--insecure-ignore-tlog"], vec![]);
+    assert!(!ok && out.contains("none of the attestations matched the predicate type"), "{out}");
+}
+
+#[test]
+fn cosign_verify_attestation_accepts_keyless_provenance_in_both_formats_and_refuses_another_identity() {
+    let Some(t) = Setup::new(262) else { return };
+    let s = sigstore::start();
+    let mut env = keyless_env(&s);
+    env.extend(fixture().0);
+    t.publish("legacy", keyless(&s, "legacy"), json!({}), &env);
+    t.publish("both", keyless(&s, "both"), json!({}), &env);
+    let identity = sigstore::identity();
+    let verify = |repo: &str, who: &str, extra: &[&str], env: Vec<(&str, PathBuf)>| {
+        let out = t
+            .cosign()
+            .args(["verify-attestation", "--allow-http-registry", "--type", "slsaprovenance1"])
+            .args(["--certificate-identity", who, "--certificate-oidc-issuer", ISSUER])
+            .args(extra)
+            .arg(t.reference(repo))
+            .envs(env)
+            .output()
+            .unwrap();
+        (out.status.success(), out_text(&out))
+    };
+    let root = s.trusted_root().display().to_string();
+    let evil = "https://github.com/evil/repo/.github/workflows/x.yml@refs/heads/main";
+    for (repo, extra, env) in [
+        ("legacy", vec![], s.cosign_env()),
+        ("both", vec!["--new-bundle-format", "--trusted-root", root.as_str()], vec![]),
+    ] {
+        let (ok, out) = verify(repo, &identity, &extra, env.clone());
+        assert!(ok, "{repo}: cosign refused publish's keyless attestation:\n{out}");
+        let (ok, out) = verify(repo, evil, &extra, env);
+        assert!(!ok, "{repo}: cosign accepted another identity:\n{out}");
+    }
+    // Keyless, the builder is the certificate's identity (GitHub's job_workflow_ref).
+    let (code, doc, _) = publish_verify(
+        &t,
+        &t.reference("both"),
+        "slsaprovenance1",
+        &["--certificate-identity", &identity, "--certificate-oidc-issuer", ISSUER, "--trusted-root", &root],
+    );
+    assert_eq!(code, Some(0), "{doc:#}");
+    assert_eq!(doc["result"]["attestations"][0]["predicate"]["runDetails"]["builder"]["id"], identity.as_str());
+}
+
+/// Uploads `data` as a blob of `repo` with curl (POST for an upload, then one PUT).
+fn curl_put_blob(reg: &Registry, repo: &str, data: &[u8]) -> String {
+    let digest = sha(data);
+    let out = Command::new("curl")
+        .args(["-sSf", "-o", "/dev/null", "-X", "POST", "-w", "%header{location}"])
+        .arg(format!("http://{}/v2/{repo}/blobs/uploads/", reg.host))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "upload start: {}", String::from_utf8_lossy(&out.stderr));
+    let location = String::from_utf8(out.stdout).unwrap();
+    let url = if location.starts_with("http") { location } else { format!("http://{}{location}", reg.host) };
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), data).unwrap();
+    let out = Command::new("curl")
+        .args(["-sSf", "-X", "PUT", "-H", "Content-Type: application/octet-stream", "--data-binary"])
+        .arg(format!("@{}", file.path().display()))
+        .arg(format!("{url}{sep}digest={digest}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "blob upload: {}", String::from_utf8_lossy(&out.stderr));
+    digest
+}
+
+fn curl_get(reg: &Registry, path: &str) -> Vec<u8> {
+    let out = Command::new("curl")
+        .args(["-sSf", "-H", "Accept: application/vnd.oci.image.manifest.v1+json"])
+        .arg(format!("http://{}/v2/{path}", reg.host))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "GET {path}: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+#[test]
+fn publish_verifies_what_cosign_attests_and_refuses_another_subject_a_tampered_envelope_and_another_type() {
+    let Some(t) = Setup::new(263) else { return };
+    let theirs = t.key_pair("theirs");
+    let other = write_layout(&t.work.path().join("other"), 264, &[9_000], "linux", "amd64", "latest");
+    for (src, repo) in [("img", "legacy"), ("img", "bundle"), ("img", "moved"), ("other", "moved"), ("img", "tampered")]
+    {
+        let tag = if src == "img" { "main" } else { "other" };
+        let out = run(publish(t.work.path()).args([
+            "push",
+            &format!("oci:{src}"),
+            &format!("docker://{}/ml/{repo}:{tag}", t.reg.host),
+            "--insecure",
+        ]));
+        assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    }
+    let predicate = t.work.path().join("provenance.json");
+    let (_, expected) = fixture();
+    std::fs::write(&predicate, expected.to_string()).unwrap();
+    let attest = |reference: &str, extra: &[&str]| {
+        let out = t
+            .cosign()
+            .args(["attest", "--yes", "--allow-http-registry", "--type", "slsaprovenance1", "--key"])
+            .arg(theirs.join("cosign.key"))
+            .arg("--predicate")
+            .arg(&predicate)
+            .args(["--tlog-upload=false"])
+            .args(extra)
+            .arg(reference)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "cosign attest {reference}: {}", out_text(&out));
+    };
+    attest(&t.reference("legacy"), &[]);
+    attest(&t.reference("bundle"), &["--new-bundle-format"]);
+    attest(&format!("{}/ml/moved@{}", t.reg.host, other.manifest_digest), &[]);
+    attest(&t.reference("tampered"), &[]);
+    let key = theirs.join("cosign.pub").display().to_string();
+
+    for (repo, format) in [("legacy", "legacy"), ("bundle", "bundle")] {
+        let (code, doc, stderr) =
+            publish_verify(&t, &t.reference(repo), "slsaprovenance1", &["--key", &key, "--format", format]);
+        assert_eq!(code, Some(0), "{repo}: publish refused cosign's attestation: {doc:#}\n{stderr}");
+        let a = &doc["result"]["attestations"][0];
+        assert_eq!(a["format"], format);
+        assert_eq!(
+            a["predicate"]["buildDefinition"]["resolvedDependencies"],
+            expected["buildDefinition"]["resolvedDependencies"]
+        );
+    }
+    // The text names the predicate's key fields.
+    let out = run(publish(t.work.path()).args([
+        "verify",
+        &t.reference("legacy"),
+        "--insecure",
+        "--attestation",
+        "slsaprovenance1",
+        "--key",
+        &key,
+    ]));
+    let (stdout, _) = text(&out);
+    assert!(
+        stdout.contains(
+            "source: git+https://github.com/my-org/comfyui@refs/heads/main (7d5b3c2a1f0e9d8c7b6a5f4e3d2c1b0a9f8e7d6c)"
+        ) && stdout
+            .contains("builder: https://github.com/my-org/comfyui/.github/workflows/publish.yml@refs/heads/main"),
+        "{stdout}"
+    );
+
+    // Another predicate type: nothing of it there, said with what there is.
+    let out = run(publish(t.work.path()).args([
+        "verify",
+        &t.reference("legacy"),
+        "--insecure",
+        "--attestation",
+        "cyclonedx",
+        "--key",
+        &key,
+    ]));
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("no attestation of https://cyclonedx.org/bom (found: https://slsa.dev/provenance/v1)"),
+        "{stdout}"
+    );
+
+    // A statement about another digest, moved to this image's `.att` tag.
+    let other_hex = &other.manifest_digest["sha256:".len()..];
+    let hex = &t.image.manifest_digest["sha256:".len()..];
+    let moved = curl_get(&t.reg, &format!("ml/moved/manifests/sha256-{other_hex}.att"));
+    let media_type = "application/vnd.oci.image.manifest.v1+json";
+    curl_put_manifest(&t.reg, "ml/moved", &format!("sha256-{hex}.att"), media_type, &String::from_utf8(moved).unwrap());
+    let (code, doc, _) = publish_verify(&t, &t.reference("moved"), "slsaprovenance1", &["--key", &key]);
+    assert_eq!(code, Some(1), "{doc:#}");
+    let failed = doc["result"]["attestations"][0]["failed"].as_str().unwrap_or_default();
+    assert_eq!(
+        failed,
+        format!("digest: the statement is about {}, not {}", other.manifest_digest, t.image.manifest_digest)
+    );
+
+    // A tampered envelope: the commit changed, the signature kept.
+    let mut manifest: Value =
+        serde_json::from_slice(&curl_get(&t.reg, &format!("ml/tampered/manifests/sha256-{hex}.att"))).unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_string();
+    let mut envelope: Value = serde_json::from_slice(&curl_get(&t.reg, &format!("ml/tampered/blobs/{layer}"))).unwrap();
+    let statement = String::from_utf8(B64.decode(envelope["payload"].as_str().unwrap()).unwrap()).unwrap();
+    let forged =
+        statement.replace("7d5b3c2a1f0e9d8c7b6a5f4e3d2c1b0a9f8e7d6c", "0000000000000000000000000000000000000000");
+    assert_ne!(forged, statement);
+    envelope["payload"] = json!(B64.encode(forged));
+    let bytes = envelope.to_string().into_bytes();
+    let digest = curl_put_blob(&t.reg, "ml/tampered", &bytes);
+    manifest["layers"][0]["digest"] = json!(digest);
+    manifest["layers"][0]["size"] = json!(bytes.len());
+    curl_put_manifest(&t.reg, "ml/tampered", &format!("sha256-{hex}.att"), media_type, &manifest.to_string());
+    let (code, doc, _) = publish_verify(&t, &t.reference("tampered"), "slsaprovenance1", &["--key", &key]);
+    assert_eq!(code, Some(1), "{doc:#}");
+    assert_eq!(doc["result"]["attestations"][0]["failed"], "signature: does not verify with the key", "{doc:#}");
+    assert!(doc["result"]["attestations"][0].get("predicate").is_none(), "a forged predicate is not shown: {doc:#}");
+}
