@@ -41,6 +41,10 @@ struct History {
     runpod: crate::runpod::Client,
     /// Whether the policy signs (so signatures were checked).
     signs: bool,
+    /// The repository, and the policy's signatures, to read a target's provenance.
+    client: Client,
+    path: String,
+    verifier: Option<crate::sign::Verifier>,
 }
 
 /// What `runpod rollback` moves to.
@@ -158,10 +162,11 @@ pub async fn rollback(
         None => format!("{}@{}", h.repository, target.digest),
     };
     let moved = move_to(&h, &new_ref, dry_run).await?;
+    let provenance = provenance_of(&h, &target.digest).await;
     if policy.output == Output::Json {
         let doc = serde_json::json!({
             "template": template, "dry_run": dry_run, "image": new_ref,
-            "from": from, "to": target, "moved": moved,
+            "from": from, "to": target, "moved": moved, "provenance": provenance,
         });
         super::print_out(&format!("{}\n", crate::report::json(&doc)));
         return Ok(ExitStatus::Success);
@@ -174,11 +179,36 @@ pub async fn rollback(
         target.origin.describe(),
         if target.origin.signed == Some(true) { ", signature verified" } else { ", NOT SIGNED (--allow-unsigned)" }
     );
+    match provenance.as_ref().and_then(|p| Some((crate::attest::provenance::commit(p)?, p))) {
+        Some((commit, p)) => {
+            let builder = p.pointer("/runDetails/builder/id").and_then(Value::as_str).unwrap_or_default();
+            let _ = writeln!(s, "  provenance: commit {commit}, built by {builder} (attestation verified)");
+        }
+        None if h.signs => {
+            let _ = writeln!(s, "  provenance: none that verifies with the policy's signing settings");
+        }
+        None => {}
+    }
     for m in moved {
         let _ = writeln!(s, "  {m}");
     }
     super::print_out(&s);
     Ok(ExitStatus::Success)
+}
+
+/// The predicate of `digest`'s SLSA provenance that verifies with the policy's signing
+/// settings, if any (an error reading it is said, not fatal: the signature was checked).
+async fn provenance_of(h: &History, digest: &Digest) -> Option<Value> {
+    let verifier = h.verifier.as_ref()?;
+    let wanted = crate::attest::provenance::PREDICATE_TYPE;
+    let check = (verifier, crate::sign::VerifyOptions::default());
+    match crate::sign::verify_attestations(&h.client, &h.path, digest, check, wanted).await {
+        Ok(found) => found.verified().find_map(|a| a.predicate.clone()),
+        Err(e) => {
+            tracing::warn!("the provenance of {digest} could not be read: {e}");
+            None
+        }
+    }
 }
 
 /// The newest image known to be older than the current one (`order`): not merely the next
@@ -263,7 +293,8 @@ async fn read_history(policy: &PolicyArgs, name: &str, env: &Env) -> anyhow::Res
     let current = crate::guard::digest_of(&client, (tag, pinned)).await?;
     let git = Git::new(policy.policy.parent());
     let entries = images(&client, &path, (current.as_ref(), verifier.as_ref()), &git).await?;
-    Ok(History { template, repository, current_ref, entries, runpod, signs: verifier.is_some() })
+    let signs = verifier.is_some();
+    Ok(History { template, repository, current_ref, entries, runpod, signs, client, path, verifier })
 }
 
 /// The repository's tagged images (and `current`), with their origins, newest first.

@@ -429,3 +429,137 @@ fn publish_verifies_what_cosign_attests_and_refuses_another_subject_a_tampered_e
     assert_eq!(doc["result"]["attestations"][0]["failed"], "signature: does not verify with the key", "{doc:#}");
     assert!(doc["result"]["attestations"][0].get("predicate").is_none(), "a forged predicate is not shown: {doc:#}");
 }
+
+/// Writes `data` as a blob of the layout at `dir`; its digest.
+fn put(dir: &Path, data: &[u8]) -> String {
+    let digest = sha(data);
+    std::fs::write(dir.join("blobs/sha256").join(&digest["sha256:".len()..]), data).unwrap();
+    digest
+}
+
+/// An OCI layout as `docker buildx build --sbom=true --output type=oci` writes one: an index
+/// with the linux/amd64 image and BuildKit's attestation manifest for it. The index digest,
+/// the image's manifest digest and the attestation manifest's.
+fn buildkit_layout(dir: &Path) -> (String, String, String) {
+    let (_, children) = crate::support::image::write_index_layout(dir, 265, &[("linux", "amd64")], "latest");
+    let image = &children[0].manifest_digest;
+    let image_size = std::fs::metadata(dir.join("blobs/sha256").join(&image["sha256:".len()..])).unwrap().len();
+    let statement = json!({
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": "pkg:docker/ml/app@main?platform=linux%2Famd64", "digest": {"sha256": &image["sha256:".len()..]}}],
+        "predicateType": "https://spdx.dev/Document",
+        "predicate": {"spdxVersion": "SPDX-2.3", "name": "sbom"}
+    })
+    .to_string();
+    let layer = put(dir, statement.as_bytes());
+    let config = put(dir, b"{}");
+    let attestation = json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/vnd.docker.attestation.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config, "size": 2},
+        "layers": [{"mediaType": "application/vnd.in-toto+json", "digest": layer, "size": statement.len(),
+                    "annotations": {"in-toto.io/predicate-type": "https://spdx.dev/Document"}}],
+        "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": image, "size": image_size}
+    })
+    .to_string();
+    let attestation_digest = put(dir, attestation.as_bytes());
+    let index = json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": image, "size": image_size,
+             "platform": {"os": "linux", "architecture": "amd64"}},
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": attestation_digest, "size": attestation.len(),
+             "platform": {"os": "unknown", "architecture": "unknown"},
+             "annotations": {"vnd.docker.reference.type": "attestation-manifest", "vnd.docker.reference.digest": image}}
+        ]
+    })
+    .to_string();
+    let index_digest = put(dir, index.as_bytes());
+    let top = json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.index.v1+json",
+        "digest": index_digest, "size": index.len(), "annotations": {"org.opencontainers.image.ref.name": "latest"}}]});
+    std::fs::write(dir.join("index.json"), top.to_string()).unwrap();
+    (index_digest, image.clone(), attestation_digest)
+}
+
+#[test]
+fn sbom_mistakes_are_found_offline_where_written_and_the_plan_lists_every_attestation() {
+    let reg = Registry::start(RegistryOptions::default());
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let (index, image, attestation) = buildkit_layout(&dir.join("img"));
+    let out = run(publish(dir).arg("generate-key-pair").env("COSIGN_PASSWORD", KEY_PASSWORD));
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    let policy = |signing: &str| {
+        let text = format!(
+            "version: 1\nregistries:\n  home: {{kind: registry, repository: {}/ml, insecure: true}}\nimages:\n  - name: app\n    source: oci:img\n    visibility: public\n    sbom: sbom.json\n{signing}",
+            reg.host
+        );
+        std::fs::write(dir.join("publish.yaml"), text).unwrap();
+    };
+    let check = |cmd: &[&str]| {
+        let out = run(publish(dir).args(cmd).env("COSIGN_PASSWORD", KEY_PASSWORD));
+        let (stdout, stderr) = text(&out);
+        (out.status.code(), format!("{stdout}{stderr}"))
+    };
+    policy("signing: {key: cosign.key}\n");
+    // Missing, not an SBOM, an SBOM of another image: exit 2 at the sbom: line.
+    let (code, out) = check(&["check"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("publish.yaml:8:11: images[0].sbom: sbom.json:"), "{out}");
+    std::fs::write(dir.join("sbom.json"), r#"{"hello": 1}"#).unwrap();
+    let (code, out) = check(&["check"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("neither SPDX JSON (no spdxVersion) nor CycloneDX JSON (no bomFormat)"), "{out}");
+    let other = format!("sha256:{}", "b".repeat(64));
+    let spdx = |digest: &str| {
+        json!({"spdxVersion": "SPDX-2.3", "dataLicense": "CC0-1.0", "SPDXID": "SPDXRef-DOCUMENT", "name": "ml/app",
+            "documentNamespace": "https://anchore.com/syft/image/ml-app", "creationInfo": {"created": "2026-12-01T10:00:00Z", "creators": ["Tool: syft-1.38.0"]},
+            "packages": [{"SPDXID": "SPDXRef-DocumentRoot-Image-ml-app", "name": "ml/app", "downloadLocation": "NOASSERTION",
+                "externalRefs": [{"referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl",
+                    "referenceLocator": format!("pkg:oci/ml%2Fapp@{}?arch=amd64", digest.replace(':', "%3A"))}]}],
+            "relationships": [{"spdxElementId": "SPDXRef-DOCUMENT", "relationshipType": "DESCRIBES", "relatedSpdxElement": "SPDXRef-DocumentRoot-Image-ml-app"}]})
+        .to_string()
+    };
+    std::fs::write(dir.join("sbom.json"), spdx(&other)).unwrap();
+    let (code, out) = check(&["plan", "--no-measure"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains(&format!(
+            "describes {other} (at packages[0].externalRefs[0].referenceLocator), which is not this image"
+        )),
+        "{out}"
+    );
+    // Without signing, nothing can be attested.
+    std::fs::write(dir.join("sbom.json"), spdx(&image)).unwrap();
+    policy("attest: {provenance: true}\n");
+    let (code, out) = check(&["check"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("images[0].sbom: an SBOM is attested with the signing settings, and there are none"), "{out}");
+    assert!(out.contains("attest.provenance: provenance is attested with the signing settings"), "{out}");
+
+    // The plan lists the run's attestations and BuildKit's; the run writes them, and pushes
+    // BuildKit's attestation manifest as it is.
+    policy("signing: {key: cosign.key}\n");
+    let (code, out) = check(&["plan", "--no-measure"]);
+    assert_eq!(code, Some(0), "{out}");
+    for line in [
+        "attest     https://slsa.dev/provenance/v1 (SLSA provenance of this run), signed".to_string(),
+        format!(
+            "attest     https://spdx.dev/Document (BuildKit's, in the image's index, about {image}), pushed as it is"
+        ),
+        "step 3   sign and attach attestations https://slsa.dev/provenance/v1, https://spdx.dev/Document".to_string(),
+    ] {
+        assert!(out.contains(&line), "{line}\n{out}");
+    }
+    assert!(out.contains("(SBOM ") && out.contains("sbom.json), signed"), "{out}");
+    let (code, report, stderr) =
+        crate::support::run_json(publish(dir).args(["run", "-o", "json"]).env("COSIGN_PASSWORD", KEY_PASSWORD));
+    assert_eq!(code, Some(0), "{report:#}\n{stderr}");
+    let written = report["images"][0]["targets"][0]["attestations"].as_array().cloned().unwrap_or_default();
+    let types: Vec<&str> = written.iter().map(|w| w["predicate_type"].as_str().unwrap_or_default()).collect();
+    assert_eq!(types, ["https://slsa.dev/provenance/v1", "https://spdx.dev/Document"], "{report:#}");
+    let pushed = reg.inspect(&format!("{}/ml/app@{attestation}", reg.host), true);
+    assert!(pushed.status.success(), "BuildKit's attestation manifest was not pushed");
+    assert_eq!(sha(&pushed.stdout), attestation, "BuildKit's attestation manifest changed");
+    assert_eq!(sha(&reg.inspect(&format!("{}/ml/app:latest", reg.host), true).stdout), index);
+}

@@ -316,7 +316,16 @@ fn every_command_in_docs_signing_md_runs_as_shown() {
         ("key-tlog", &["legacy", "bundle"]),
         ("keyless-legacy", &["legacy"]),
         ("keyless-both", &["legacy", "bundle"]),
+        // Published by `publish run` with the page's key pair and an SBOM: attested.
+        ("key-attested", &["legacy"]),
+        ("key-attested-both", &["legacy", "bundle"]),
     ];
+    // The predicate types each repository has attestations of (keyless: the run's provenance).
+    let attested = |repo: &str, kind: &str| match repo {
+        "key-attested" | "key-attested-both" => ["slsaprovenance1", "spdxjson"].contains(&kind),
+        "keyless-legacy" | "keyless-both" => kind == "slsaprovenance1",
+        _ => false,
+    };
     for (repo, _) in repos.iter().filter(|(r, _)| r.starts_with("key-")) {
         let out = run(publish(work).args([
             "push",
@@ -349,6 +358,7 @@ fn every_command_in_docs_signing_md_runs_as_shown() {
                 env.push(("SIGSTORE_CT_LOG_PUBLIC_KEY_FILE".into(), "ctlog.pub".into()));
             }
             let format = words.iter().position(|w| w == "--format").map(|i| words[i + 1].clone());
+            let attestation = words.iter().position(|w| w == "--attestation").map(|i| words[i + 1].clone());
             let keyless = words.iter().any(|w| w.starts_with("--certificate-identity"));
             let needs_roots = keyless && words[0] == "publish" && words[1] == "verify";
             if needs_roots && !words.iter().any(|w| w == "--trusted-root" || w == "--certificate-roots") {
@@ -363,6 +373,7 @@ fn every_command_in_docs_signing_md_runs_as_shown() {
             } else if words[0] == "cosign" {
                 let c = comment.as_str();
                 match () {
+                    _ if c.contains("attestations with a key pair") => vec!["key-attested"],
                     _ if c.contains("keyless, legacy") => vec!["keyless-legacy"],
                     _ if c.contains("keyless, bundle") => vec!["keyless-both"],
                     _ if c.contains("tlog: true") => vec!["key-tlog"],
@@ -379,6 +390,7 @@ fn every_command_in_docs_signing_md_runs_as_shown() {
                 repos
                     .iter()
                     .filter(|(r, f)| r.starts_with("keyless") == keyless && wanted(f))
+                    .filter(|(r, _)| attestation.as_deref().is_none_or(|a| attested(r, a)))
                     .map(|(r, _)| *r)
                     .collect()
             };
@@ -393,6 +405,20 @@ fn every_command_in_docs_signing_md_runs_as_shown() {
                     .arg("--insecure")
                     .env("COSIGN_PASSWORD", KEY_PASSWORD));
                 assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+                // Attested with the page's key pair (its provenance, and an SBOM of the image).
+                let spdx = json!({"spdxVersion": "SPDX-2.3", "dataLicense": "CC0-1.0", "SPDXID": "SPDXRef-DOCUMENT",
+                    "name": "ml/app", "documentNamespace": "https://anchore.com/syft/image/ml-app",
+                    "creationInfo": {"created": "2026-12-01T10:00:00Z", "creators": ["Tool: syft-1.38.0"]}, "packages": []});
+                std::fs::write(work.join("sbom.spdx.json"), spdx.to_string()).unwrap();
+                for (repo, format) in [("key-attested", "legacy"), ("key-attested-both", "both")] {
+                    Policy::new()
+                        .local("home", &t.reg.host)
+                        .image(json!({"name": repo, "source": "oci:img", "tags": ["main"], "visibility": "public", "sbom": "sbom.spdx.json"}))
+                        .set("signing", json!({"key": "cosign.key", "format": format}))
+                        .write(work);
+                    let out = run(publish(work).arg("run").env("COSIGN_PASSWORD", KEY_PASSWORD));
+                    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+                }
                 continue;
             }
             assert!(!targets.is_empty(), "docs/signing.md: nothing to run {variant:?} on");
@@ -424,6 +450,7 @@ fn every_command_in_docs_signing_md_runs_as_shown() {
     }
     let count = |p: &str| ran.iter().filter(|r| r.contains(p)).count();
     assert!(count("cosign verify") >= 6 && count("publish verify") >= 12 && count("publish sign") == 4, "{ran:#?}");
+    assert!(count("cosign verify-attestation") == 4 && count("--attestation") >= 6, "{ran:#?}");
 }
 
 /// A docker source's layers are compressed as they are pushed, so its digest is known only

@@ -317,6 +317,14 @@ fn history_lists_newest_first_and_rollback_verifies_then_moves_template_and_endp
     let (code, stdout, stderr) = t.runpod(&["rollback", "app-main", "--to", "previous"]);
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains(&format!("to {at_a} (from {}, signature verified)", &a[..12])), "{stdout}");
+    // The target's provenance (this run's outside Actions: the checkout's commit, a local builder).
+    let head = String::from_utf8(
+        std::process::Command::new("git").arg("-C").arg(&t.dir).args(["rev-parse", "HEAD"]).output().unwrap().stdout,
+    )
+    .unwrap();
+    let line =
+        format!("provenance: commit {}, built by urn:publish:builders:local (attestation verified)", head.trim());
+    assert!(stdout.contains(&line), "{line}\n{stdout}");
     let want = json!(format!("{}/ml/app:sha-{}@{at_a}", t.reg.host, &a[..7]));
     let (template, endpoint, main) = t.state();
     assert_eq!((template, endpoint, main), (want.clone(), want, at_b.clone()), "the tags stay; RunPod moves");
