@@ -428,6 +428,20 @@ fn publish_verifies_what_cosign_attests_and_refuses_another_subject_a_tampered_e
     assert_eq!(code, Some(1), "{doc:#}");
     assert_eq!(doc["result"]["attestations"][0]["failed"], "signature: does not verify with the key", "{doc:#}");
     assert!(doc["result"]["attestations"][0].get("predicate").is_none(), "a forged predicate is not shown: {doc:#}");
+
+    // publish attests beside cosign's attestations: both stay, each verifies with its key.
+    let ours = t.key_pair("ours");
+    for (repo, format) in [("legacy", "legacy"), ("bundle", "bundle")] {
+        t.publish(repo, json!({"key": ours.join("cosign.key"), "format": format}), json!({}), &[]);
+        for who in [&theirs, &ours] {
+            let key = who.join("cosign.pub").display().to_string();
+            let (code, doc, _) = publish_verify(&t, &t.reference(repo), "slsaprovenance1", &["--key", &key]);
+            assert_eq!(code, Some(0), "{repo}: {} lost: {doc:#}", who.display());
+            let valid =
+                doc["result"]["attestations"].as_array().unwrap().iter().filter(|a| a["verified"] == true).count();
+            assert_eq!(valid, 1, "{doc:#}");
+        }
+    }
 }
 
 /// Writes `data` as a blob of the layout at `dir`; its digest.
@@ -562,4 +576,94 @@ fn sbom_mistakes_are_found_offline_where_written_and_the_plan_lists_every_attest
     assert!(pushed.status.success(), "BuildKit's attestation manifest was not pushed");
     assert_eq!(sha(&pushed.stdout), attestation, "BuildKit's attestation manifest changed");
     assert_eq!(sha(&reg.inspect(&format!("{}/ml/app:latest", reg.host), true).stdout), index);
+    // The provenance is about the index and its platform image, not BuildKit's attestation.
+    let att = reg.inspect(&format!("{}/ml/app:sha256-{}.att", reg.host, &index["sha256:".len()..]), true);
+    let att: Value = serde_json::from_slice(&att.stdout).unwrap();
+    let layer = att["layers"][0]["digest"].as_str().unwrap();
+    assert_eq!(att["layers"][0]["annotations"]["predicateType"], "https://slsa.dev/provenance/v1");
+    let envelope: Value = serde_json::from_slice(&crate::support::blob(&reg, "ml/app", layer)).unwrap();
+    let statement: Value = serde_json::from_slice(&B64.decode(envelope["payload"].as_str().unwrap()).unwrap()).unwrap();
+    let subjects: Vec<String> = statement["subject"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| format!("sha256:{}", s["digest"]["sha256"].as_str().unwrap()))
+        .collect();
+    assert_eq!(subjects, [index.clone(), image.clone()], "{statement:#}");
+    assert_eq!(statement["subject"][0]["name"], format!("{}/ml/app", reg.host));
+
+    // attest.provenance: false, and no SBOM: signed, nothing attested.
+    std::fs::write(
+        dir.join("publish.yaml"),
+        std::fs::read_to_string(dir.join("publish.yaml")).unwrap().replace("    sbom: sbom.json\n", "")
+            + "attest: {provenance: false}\n",
+    )
+    .unwrap();
+    let (code, out) = check(&["plan", "--no-measure"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains("SLSA provenance") && !out.contains("sign and attach"), "{out}");
+    assert!(out.contains("(BuildKit's, in the image's index"), "BuildKit's are still listed: {out}");
+}
+
+/// Eight runs at once, each with its own key, attest one image in both formats: every run's
+/// provenance is there afterwards and verifies with its key (the merge signatures use).
+#[test]
+fn eight_runs_at_once_each_keep_their_provenance_in_both_formats() {
+    let reg = Registry::start(RegistryOptions::default());
+    let work = tempfile::tempdir().unwrap();
+    let dirs: Vec<PathBuf> = (0..8).map(|i| work.path().join(format!("run{i}"))).collect();
+    let mut digest = String::new();
+    for dir in &dirs {
+        digest = write_layout(&dir.join("img"), 266, &[6_000], "linux", "amd64", "latest").manifest_digest;
+        let out = run(publish(dir).arg("generate-key-pair").env("COSIGN_PASSWORD", KEY_PASSWORD));
+        assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+        Policy::new()
+            .local("home", &reg.host)
+            .image(json!({"name": "app", "source": "oci:img", "tags": ["main"], "visibility": "public"}))
+            .set("signing", json!({"key": "cosign.key", "format": "both"}))
+            .write(dir);
+    }
+    let children: Vec<_> = dirs
+        .iter()
+        .map(|dir| {
+            publish(dir)
+                .arg("run")
+                .env("COSIGN_PASSWORD", KEY_PASSWORD)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", out_text(&out));
+    }
+    let hex = &digest["sha256:".len()..];
+    let raw = |tag: &str| -> Value {
+        serde_json::from_slice(&reg.inspect(&format!("{}/ml/app:{tag}", reg.host), true).stdout).unwrap()
+    };
+    assert_eq!(raw(&format!("sha256-{hex}.att"))["layers"].as_array().unwrap().len(), 8, "legacy attestations");
+    let index = raw(&format!("sha256-{hex}"));
+    let provenance = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["annotations"]["dev.sigstore.bundle.predicateType"] == "https://slsa.dev/provenance/v1")
+        .count();
+    assert_eq!(provenance, 8, "bundle attestations: {index:#}");
+    for dir in &dirs {
+        let out = run(publish(dir).args([
+            "verify",
+            &format!("{}/ml/app@{digest}", reg.host),
+            "--insecure",
+            "--attestation",
+            "slsaprovenance1",
+            "--key",
+            "cosign.pub",
+        ]));
+        let (stdout, _) = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{stdout}");
+        assert!(stdout.contains("legacy (.att): 1 valid") && stdout.contains("bundle (referrer): 1 valid"), "{stdout}");
+    }
 }
