@@ -167,12 +167,15 @@ async fn target(
                 outcome.error = Some(format!("published but not signed: {e}"));
             }
         }
-        if outcome.status == push::Status::Pushed && !img.attestations.is_empty() {
+        let attests = img.attestations.iter().any(|a| a.kind != "buildkit");
+        if outcome.status == push::Status::Pushed && attests {
             match attest_pushed(&dest, &outcome, (signer, format), img, &inputs.run).await {
                 Ok(written) => outcome.attestations = written,
-                Err(e) => {
-                    outcome.status = push::Status::PushedUnsigned;
-                    outcome.error = Some(format!("published and signed, but its attestations were not written: {e}"));
+                Err((written, e)) => {
+                    outcome.attestations = written;
+                    outcome.status = push::Status::PushedUnattested;
+                    outcome.error =
+                        Some(format!("published and signed, but its attestations were not all written: {e}"));
                 }
             }
         }
@@ -229,10 +232,11 @@ async fn attest_pushed(
     (prepared, format): (&PreparedSigner, sign::Format),
     img: &ImagePlan,
     run: &crate::attest::write::RunFacts,
-) -> Result<Vec<crate::attest::Written>, String> {
-    let signer = prepared.signer().await.map_err(|e| e.to_string())?;
-    let client = dest.access.client(&dest.path).map_err(|e| e.to_string())?;
-    client.authenticate().await.map_err(|e| e.to_string())?;
+) -> Result<Vec<crate::attest::Written>, (Vec<crate::attest::Written>, String)> {
+    let none = |e: &dyn std::fmt::Display| (Vec::new(), e.to_string());
+    let signer = prepared.signer().await.map_err(|e| none(&e))?;
+    let client = dest.access.client(&dest.path).map_err(|e| none(&e))?;
+    client.authenticate().await.map_err(|e| none(&e))?;
     let (media_type, size) = outcome.manifest.clone().unwrap_or_default();
     let subject = sign::Subject {
         repository: format!("{}/{}", dest.access.endpoint.host, dest.path),
@@ -299,13 +303,20 @@ async fn sync_templates(
             reason: None,
         };
         let Some(pushed) = pushed else {
-            let unsigned = report
+            let status = report
                 .images
                 .iter()
                 .filter(|i| i.name == r.image.name)
                 .flat_map(|i| &i.targets)
-                .any(|t| t.registry == r.target.registry && t.status == push::Status::PushedUnsigned);
-            let what = if unsigned { "was pushed to {} but not signed" } else { "was not published to {}" };
+                .find(|t| t.registry == r.target.registry)
+                .map(|t| t.status);
+            let what = match status {
+                Some(push::Status::PushedUnsigned) => "was pushed to {} but not signed",
+                Some(push::Status::PushedUnattested) => {
+                    "was pushed to {} and signed, but its attestations were not written"
+                }
+                _ => "was not published to {}",
+            };
             out.push(TemplateReport {
                 reason: Some(format!(
                     "image {} {}, so the template keeps its image",

@@ -279,8 +279,12 @@ pub fn run_text(report: &RunReport) -> String {
                         let _ = writeln!(s, "  attested {} ({}): {}", a.predicate_type, a.source, at.join(", "));
                     }
                 }
-                Status::PushedUnsigned | Status::PushedExposed => {
-                    let what = if t.status == Status::PushedUnsigned { "UNSIGNED" } else { "PULLABLE BY ANYONE" };
+                Status::PushedUnsigned | Status::PushedExposed | Status::PushedUnattested => {
+                    let what = match t.status {
+                        Status::PushedUnsigned => "UNSIGNED",
+                        Status::PushedUnattested => "SIGNED, NOT ATTESTED",
+                        _ => "PULLABLE BY ANYONE",
+                    };
                     let _ = writeln!(
                         s,
                         "PUBLISHED BUT {what} {} at {}@{}: {}",

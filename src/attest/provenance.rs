@@ -90,23 +90,25 @@ fn actions(var: &dyn Fn(&str) -> Option<String>, builder: Option<&str>) -> Value
     })
 }
 
-/// The same shape from the checkout: its origin (without credentials), branch and commit.
+/// The same shape from the checkout: its origin (without credentials), branch and commit; a
+/// value git cannot give is left out.
 fn local(dir: Option<&Path>) -> Value {
     let git = |args: &[&str]| super::git_line(dir, args);
     let repository = git(&["remote", "get-url", "origin"]).map(|u| without_credentials(&u)).unwrap_or_default();
     let git_ref = git(&["symbolic-ref", "-q", "HEAD"]).unwrap_or_default();
-    let commit = git(&["rev-parse", "HEAD"]).unwrap_or_default();
-    let path = policy_path(dir);
-    let mut dependency = json!({"digest": {"gitCommit": commit}});
+    let mut dependency = Map::new();
     if !repository.is_empty() {
-        dependency["uri"] = json!(format!("git+{repository}@{git_ref}"));
+        dependency.insert("uri".into(), json!(format!("git+{repository}@{git_ref}")));
     }
+    if let Some(commit) = git(&["rev-parse", "HEAD"]) {
+        dependency.insert("digest".into(), json!({"gitCommit": commit}));
+    }
+    let dependencies: Vec<Value> = (!dependency.is_empty()).then_some(Value::Object(dependency)).into_iter().collect();
     json!({
         "buildDefinition": {
             "buildType": LOCAL_BUILD_TYPE,
-            "externalParameters": {"workflow": {"ref": git_ref, "repository": repository, "path": path}},
-            "internalParameters": {},
-            "resolvedDependencies": [dependency]
+            "externalParameters": {"workflow": {"ref": git_ref, "repository": repository, "path": policy_path(dir)}},
+            "resolvedDependencies": dependencies
         },
         "runDetails": {"builder": {"id": LOCAL_BUILDER}, "metadata": {}}
     })
@@ -117,8 +119,10 @@ fn policy_path(dir: Option<&Path>) -> String {
     super::git_line(dir, &["rev-parse", "--show-prefix"]).unwrap_or_default().trim_end_matches('/').to_string()
 }
 
-/// A remote URL with any `user:password@` taken out: a token in a clone URL is a secret.
+/// A remote URL with any `user:password@`, query and fragment taken out: a token in a clone
+/// URL is a secret.
 pub fn without_credentials(url: &str) -> String {
+    let url = url.split(['?', '#']).next().unwrap_or_default();
     match url.split_once("://") {
         Some((scheme, rest)) => {
             let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
@@ -173,6 +177,10 @@ mod tests {
         );
         assert_eq!(without_credentials("https://github.com/o/r"), "https://github.com/o/r");
         assert_eq!(without_credentials("git@github.com:o/r.git"), "git@github.com:o/r.git");
+        assert_eq!(
+            without_credentials("https://gitlab.example/o/r.git?private_token=glpat-x#f"),
+            "https://gitlab.example/o/r.git"
+        );
     }
 
     #[test]

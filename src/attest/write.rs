@@ -46,8 +46,10 @@ async fn subjects(client: &Client, path: &str, repository: &str, digest: &Digest
 }
 
 /// The attestations the plan lists for `img`, made now: the provenance of this run, each SBOM
-/// as planned (one changed since the plan is refused).
-fn made(img: &ImagePlan, signer: Signer<'_>, facts: &RunFacts) -> Result<Vec<Attestation>, String> {
+/// as planned (one changed since the plan is refused), with the digests an SBOM names.
+type Made = (Attestation, Option<Vec<Digest>>);
+
+fn made(img: &ImagePlan, signer: Signer<'_>, facts: &RunFacts) -> Result<Vec<Made>, String> {
     let mut out = Vec::new();
     for p in &img.attestations {
         match p.kind.as_str() {
@@ -57,12 +59,13 @@ fn made(img: &ImagePlan, signer: Signer<'_>, facts: &RunFacts) -> Result<Vec<Att
                     Signer::Key(..) => None,
                 };
                 let times = provenance::Times { started: facts.started, finished: now() };
-                out.push(Attestation {
+                let a = Attestation {
                     predicate_type: p.predicate_type.clone(),
                     predicate: provenance::predicate(&facts.env, builder, facts.git_dir.as_deref(), times),
                     source: "provenance".into(),
                     once: true,
-                });
+                };
+                out.push((a, None));
             }
             "sbom" => {
                 let file = p.file.clone().unwrap_or_default();
@@ -70,12 +73,14 @@ fn made(img: &ImagePlan, signer: Signer<'_>, facts: &RunFacts) -> Result<Vec<Att
                 if p.file_digest.as_ref().is_some_and(|d| d != &s.digest) {
                     return Err(format!("SBOM {file} changed since the plan was made: make the plan again"));
                 }
-                out.push(Attestation {
+                let names = s.names.iter().map(|(d, _)| d.clone()).collect();
+                let a = Attestation {
                     predicate_type: s.predicate_type.to_string(),
                     predicate: s.document,
                     source: format!("sbom {file}"),
-                    once: false,
-                });
+                    once: true,
+                };
+                out.push((a, Some(names)));
             }
             _ => {}
         }
@@ -91,13 +96,35 @@ pub async fn write(
     (signer, format): (Signer<'_>, sign::Format),
     img: &ImagePlan,
     facts: &RunFacts,
-) -> Result<Vec<Written>, String> {
-    let list = made(img, signer, facts)?;
+) -> Result<Vec<Written>, (Vec<Written>, String)> {
+    let list = made(img, signer, facts).map_err(|e| (Vec::new(), e))?;
     if list.is_empty() {
         return Ok(Vec::new());
     }
-    let subjects = subjects(client, path, &subject.repository, &subject.digest).await?;
-    let statements: Vec<(Attestation, Vec<u8>)> =
-        list.into_iter().map(|a| (super::statement(&subjects, &a), a)).map(|(s, a)| (a, s)).collect();
-    sign::attest::attest(client, path, subject, (signer, format), &statements).await.map_err(|e| e.to_string())
+    let all = subjects(client, path, &subject.repository, &subject.digest).await.map_err(|e| (Vec::new(), e))?;
+    let statements: Vec<(Attestation, Vec<u8>)> = list
+        .into_iter()
+        .map(|(a, names)| {
+            let s = super::statement(&about(&all, names.as_deref()), &a);
+            (a, s)
+        })
+        .collect();
+    sign::attest::attest(client, path, subject, (signer, format), &statements)
+        .await
+        .map_err(|(written, e)| (written, e.to_string()))
+}
+
+/// The subjects of one attestation: all of them (the provenance: the run pushed them all), or
+/// for an SBOM the pushed manifest and the platform manifests it names (syft describes one
+/// platform's image; an SBOM naming none is about the pushed manifest only).
+fn about(all: &[Subject], names: Option<&[Digest]>) -> Vec<Subject> {
+    match names {
+        None => all.to_vec(),
+        Some(names) => all
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| *i == 0 || names.contains(&s.digest))
+            .map(|(_, s)| s.clone())
+            .collect(),
+    }
 }

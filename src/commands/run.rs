@@ -204,6 +204,19 @@ async fn reopen(plan: &Plan, env: &Env, config: &ClientConfig) -> anyhow::Result
             ))
             .into());
         }
+        // An SBOM changed since the plan would be found only after the push: refused now.
+        for a in img.attestations.iter().filter(|a| a.kind == "sbom") {
+            let file = a.file.as_deref().unwrap_or_default();
+            let now = crate::attest::sbom::load(std::path::Path::new(file))
+                .map_err(|e| UsageError::Message(format!("image {}: SBOM {file}: {e}", img.id)))?;
+            if a.file_digest.as_ref() != Some(&now.digest) {
+                return Err(UsageError::Message(format!(
+                    "image {}: the SBOM {file} changed since the plan was made: make the plan again",
+                    img.id
+                ))
+                .into());
+            }
+        }
         out.insert(img.id.clone(), image);
     }
     Ok(out)

@@ -82,6 +82,9 @@ pub fn run_markdown(report: &RunReport) -> String {
             let status = match t.status {
                 Status::Pushed => "✅ pushed".to_string(),
                 Status::PushedUnsigned => format!("⚠️ pushed, not signed: {}", cell(t.error.as_deref().unwrap_or(""))),
+                Status::PushedUnattested => {
+                    format!("⚠️ pushed and signed, not attested: {}", cell(t.error.as_deref().unwrap_or("")))
+                }
                 Status::PushedExposed => {
                     format!("⚠️ pushed, private but pullable by anyone: {}", cell(t.error.as_deref().unwrap_or("")))
                 }

@@ -45,23 +45,38 @@ pub async fn attest(
     subject: &Subject,
     (signer, format): (Signer<'_>, Format),
     attestations: &[(Attestation, Vec<u8>)],
-) -> Result<Vec<Written>, SignError> {
+) -> Result<Vec<Written>, (Vec<Written>, SignError)> {
     let mut out = Vec::new();
     for (a, statement) in attestations {
         let mut w =
             Written { predicate_type: a.predicate_type.clone(), source: a.source.clone(), ..Default::default() };
         if format.legacy() {
-            if legacy(client, path, subject, signer, (a, statement)).await? {
-                w.already_there.push("legacy");
+            match legacy(client, path, subject, signer, (a, statement)).await {
+                Ok(already) => {
+                    if already {
+                        w.already_there.push("legacy");
+                    }
+                    w.legacy = Some(format!("{}:{}", subject.repository, attestation_tag(&subject.digest)));
+                }
+                Err(e) => return Err((out, e)),
             }
-            w.legacy = Some(format!("{}:{}", subject.repository, attestation_tag(&subject.digest)));
         }
         if format.bundle() {
-            let (digest, already) = bundle(client, path, subject, signer, (a, statement)).await?;
-            if already {
-                w.already_there.push("bundle");
+            match bundle(client, path, subject, signer, (a, statement)).await {
+                Ok((digest, already)) => {
+                    if already {
+                        w.already_there.push("bundle");
+                    }
+                    w.bundle = Some(digest);
+                }
+                Err(e) => {
+                    // What this one wrote in the legacy format is there: said.
+                    if w.legacy.is_some() {
+                        out.push(w);
+                    }
+                    return Err((out, e));
+                }
             }
-            w.bundle = Some(digest);
         }
         out.push(w);
     }

@@ -378,7 +378,7 @@ async fn sign_bundle(
         None => Vec::new(),
     };
     let mut found = None;
-    for e in entries.iter().filter(|e| e.get("artifactType").and_then(Value::as_str) == Some(BUNDLE_V03)) {
+    for e in entries.iter().filter(|e| is_signature_bundle(e)) {
         let Some(digest) = e.get("digest").and_then(Value::as_str) else { continue };
         if let Some(bundle) = referrer_bundle(client, path, digest).await?
             && bundled_by(&bundle, signer, &subject.digest)
@@ -459,6 +459,14 @@ async fn write_referrer(
     Ok((referrer_digest, descriptor))
 }
 
+/// Whether a fallback index entry may be a signature's bundle: a bundle, not annotated as an
+/// attestation of another predicate type (those are read only by `--attestation`).
+fn is_signature_bundle(entry: &Value) -> bool {
+    let annotated = entry.pointer("/annotations/dev.sigstore.bundle.predicateType").and_then(Value::as_str);
+    entry.get("artifactType").and_then(Value::as_str) == Some(BUNDLE_V03)
+        && annotated.is_none_or(|t| t == PREDICATE_TYPE)
+}
+
 /// The bundle a referrer manifest carries (`None` when it is missing or unreadable: it is
 /// reported, and kept as it is).
 async fn referrer_bundle(client: &Client, path: &str, digest: &str) -> Result<Option<Value>, SignError> {
@@ -469,7 +477,8 @@ async fn referrer_bundle(client: &Client, path: &str, digest: &str) -> Result<Op
     let Some(d) = layer.get("digest").and_then(Value::as_str).and_then(|d| d.parse::<Digest>().ok()) else {
         return Ok(None);
     };
-    Ok(client.get_blob(&d, MAX_SIGNATURE_BLOB).await?.and_then(|b| serde_json::from_slice(&b).ok()))
+    // A bundle carries its envelope: an SBOM's is megabytes.
+    Ok(client.get_blob(&d, attest::MAX_ENVELOPE).await?.and_then(|b| serde_json::from_slice(&b).ok()))
 }
 
 /// Whether a bundle is this signer's signature over a statement naming `digest`.

@@ -209,31 +209,45 @@ impl LogEntry {
     }
 
     /// Checks that the logged body is this signature: `signature` by `verifier` (certificate
-    /// or public key, DER) over a payload whose SHA-256 is `payload_sha256`.
+    /// or public key, DER) over a payload whose SHA-256 is `payload_sha256`. `intoto` entries
+    /// (what `cosign attest --rekor-entry-type intoto`, and cosign before 2.2, log for an
+    /// attestation) hold the verifier and the statement's digest; v0.0.2 also the signature,
+    /// base64 twice; v0.0.1 none.
     pub fn matches(&self, signature: &[u8], verifier_der: &[u8], payload_sha256: &[u8]) -> Result<(), Rejected> {
         let body: Value = serde_json::from_slice(&self.body).map_err(|_| "tlog: the logged body is not JSON")?;
-        let (sig, verifier, digest) = match body.get("kind").and_then(Value::as_str) {
-            Some("hashedrekord") => (
-                body.pointer("/spec/signature/content"),
+        let b64 = |v: Option<&Value>| v.and_then(Value::as_str).and_then(|s| B64.decode(s).ok());
+        let (sig, verifier, digest) = match (body.get("kind").and_then(Value::as_str), body.get("apiVersion")) {
+            (Some("hashedrekord"), _) => (
+                Some(b64(body.pointer("/spec/signature/content"))),
                 body.pointer("/spec/signature/publicKey/content"),
                 body.pointer("/spec/data/hash/value"),
             ),
-            Some("dsse") => (
-                body.pointer("/spec/signatures/0/signature"),
+            (Some("dsse"), _) => (
+                Some(b64(body.pointer("/spec/signatures/0/signature"))),
                 body.pointer("/spec/signatures/0/verifier"),
                 body.pointer("/spec/payloadHash/value"),
             ),
-            other => return Err(format!("tlog: unsupported entry kind {other:?}").into()),
+            (Some("intoto"), Some(v)) if v == "0.0.2" => {
+                let twice = b64(body.pointer("/spec/content/envelope/signatures/0/sig"))
+                    .and_then(|once| B64.decode(once.trim_ascii()).ok());
+                (
+                    Some(twice),
+                    body.pointer("/spec/content/envelope/signatures/0/publicKey"),
+                    body.pointer("/spec/content/payloadHash/value"),
+                )
+            }
+            (Some("intoto"), Some(v)) if v == "0.0.1" => {
+                (None, body.pointer("/spec/publicKey"), body.pointer("/spec/content/payloadHash/value"))
+            }
+            (other, _) => return Err(format!("tlog: unsupported entry kind {other:?}").into()),
         };
-        let logged_sig = sig.and_then(Value::as_str).and_then(|s| B64.decode(s).ok());
-        if logged_sig.as_deref() != Some(signature) {
+        if let Some(logged) = sig
+            && logged.as_deref() != Some(signature)
+        {
             return Err("tlog: the logged signature is not this signature".into());
         }
-        let logged_verifier = verifier
-            .and_then(Value::as_str)
-            .and_then(|v| B64.decode(v).ok())
-            .and_then(|pem| pem_der(&pem))
-            .ok_or("tlog: the logged verifier is not PEM")?;
+        let logged_verifier =
+            b64(verifier).and_then(|pem| pem_der(&pem)).ok_or("tlog: the logged verifier is not PEM")?;
         if logged_verifier != verifier_der {
             return Err("tlog: the logged verifier is not this signature's certificate or key".into());
         }

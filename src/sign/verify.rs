@@ -15,7 +15,7 @@ use sigstore::crypto::{CosignVerificationKey, Signature};
 use super::tlog::LogEntry;
 use super::trust::TrustedRoot;
 use super::{
-    BUNDLE_V03, CERT_ANNOTATION, CHAIN_ANNOTATION, MAX_SIGNATURE_BLOB, PREDICATE_TYPE, REKOR_ANNOTATION, Rejected,
+    CERT_ANNOTATION, CHAIN_ANNOTATION, MAX_SIGNATURE_BLOB, PREDICATE_TYPE, REKOR_ANNOTATION, Rejected,
     SIGNATURE_ANNOTATION, SignError, annotation, der_to_pem, fallback_tag, keyless, legacy_tag, pae, split_pem,
 };
 use crate::registry::Client;
@@ -287,7 +287,7 @@ pub async fn verify(
     if let Some(bytes) = client.manifest(path, &fallback_tag(digest)).await? {
         let index: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         for e in index.get("manifests").and_then(Value::as_array).into_iter().flatten() {
-            if e.get("artifactType").and_then(Value::as_str) != Some(BUNDLE_V03) {
+            if !super::is_signature_bundle(e) {
                 continue;
             }
             let Some(d) = e.get("digest").and_then(Value::as_str) else { continue };

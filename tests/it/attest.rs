@@ -81,12 +81,20 @@ impl Setup {
         name.to_string()
     }
 
+    /// A CycloneDX 1.6 document of a CUDA image's size: 20,000 components, over 2 MB (its
+    /// bundle, base64, is past any 1 MiB bound on reading one back).
     fn cyclonedx(&self, name: &str) -> String {
+        let components: Vec<Value> = (0..20_000)
+            .map(|i| {
+                json!({"type": "library", "name": format!("python-package-{i:05}"), "version": "2.5.1",
+                "purl": format!("pkg:pypi/python-package-{i:05}@2.5.1")})
+            })
+            .collect();
         let doc = json!({
             "bomFormat": "CycloneDX", "specVersion": "1.6", "version": 1,
             "serialNumber": "urn:uuid:3e671687-395b-41f5-a30f-a58921a69b79",
             "metadata": {"component": {"bom-ref": "0f2d1c8a", "type": "container", "name": "ml/app", "version": self.image.manifest_digest}},
-            "components": [{"type": "library", "name": "torch", "version": "2.5.1"}]
+            "components": components
         });
         std::fs::write(self.work.path().join(name), serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
         name.to_string()
@@ -344,6 +352,19 @@ fn publish_verifies_what_cosign_attests_and_refuses_another_subject_a_tampered_e
     };
     attest(&t.reference("legacy"), &[]);
     attest(&t.reference("bundle"), &["--new-bundle-format"]);
+    // Logged as cosign before 2.2 logged attestations: an `intoto` entry.
+    let s = sigstore::start();
+    let out = t
+        .cosign()
+        .args(["attest", "--yes", "--allow-http-registry", "--type", "slsaprovenance1", "--key"])
+        .arg(theirs.join("cosign.key"))
+        .arg("--predicate")
+        .arg(&predicate)
+        .args(["--rekor-entry-type", "intoto", &format!("--rekor-url={}", s.rekor_url())])
+        .arg(t.reference("intoto"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "cosign attest (intoto): {}", out_text(&out));
     attest(&format!("{}/ml/moved@{}", t.reg.host, other.manifest_digest), &[]);
     attest(&t.reference("tampered"), &[]);
     let key = theirs.join("cosign.pub").display().to_string();
@@ -359,6 +380,14 @@ fn publish_verifies_what_cosign_attests_and_refuses_another_subject_a_tampered_e
             expected["buildDefinition"]["resolvedDependencies"]
         );
     }
+    // cosign's `intoto` log entry: its SET, and that it holds this key and this statement.
+    let root = s.trusted_root().display().to_string();
+    let (code, doc, stderr) =
+        publish_verify(&t, &t.reference("intoto"), "slsaprovenance1", &["--key", &key, "--trusted-root", &root]);
+    assert_eq!(code, Some(0), "{doc:#}\n{stderr}");
+    let passed = doc["result"]["attestations"][0]["passed"].as_array().unwrap();
+    assert!(passed.contains(&json!("SET")) && passed.contains(&json!("tlog entry is this signature")), "{doc:#}");
+
     // The text names the predicate's key fields.
     let out = run(publish(t.work.path()).args([
         "verify",
@@ -591,6 +620,23 @@ fn sbom_mistakes_are_found_offline_where_written_and_the_plan_lists_every_attest
         .collect();
     assert_eq!(subjects, [index.clone(), image.clone()], "{statement:#}");
     assert_eq!(statement["subject"][0]["name"], format!("{}/ml/app", reg.host));
+
+    // The SBOM is about the index and the platform image it names.
+    let sbom_layer = att["layers"][1]["digest"].as_str().unwrap();
+    let envelope: Value = serde_json::from_slice(&crate::support::blob(&reg, "ml/app", sbom_layer)).unwrap();
+    let statement: Value = serde_json::from_slice(&B64.decode(envelope["payload"].as_str().unwrap()).unwrap()).unwrap();
+    assert_eq!(statement["predicateType"], "https://spdx.dev/Document");
+    assert_eq!(statement["subject"].as_array().unwrap().len(), 2, "{statement:#}");
+
+    // A saved plan whose SBOM changed since: refused before anything is pushed.
+    let out = run(publish(dir).args(["plan", "--no-measure", "-o", "json"]));
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    std::fs::write(dir.join("plan.json"), &out.stdout).unwrap();
+    std::fs::write(dir.join("sbom.json"), spdx(&image).replace("ml/app", "ml/app2")).unwrap();
+    let (code, out) = check(&["run", "--plan", "plan.json"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("sbom.json changed since the plan was made: make the plan again"), "{out}");
+    std::fs::write(dir.join("sbom.json"), spdx(&image)).unwrap();
 
     // attest.provenance: false, and no SBOM: signed, nothing attested.
     std::fs::write(

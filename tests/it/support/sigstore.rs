@@ -5,7 +5,7 @@
 //! - Fulcio v2 `signingCert`: checks the proof of possession over the token's `sub`, issues a
 //!   certificate from its own CA (SAN `https://github.com/` + `job_workflow_ref`, issuer
 //!   extension, code signing) with an **embedded SCT** signed by a CT log key, as Fulcio does.
-//! - Rekor v1: `hashedrekord` and `dsse` (v0.0.1) entries whose signatures it checks (with
+//! - Rekor v1: `hashedrekord`, `dsse` and `intoto` (v0.0.1) entries whose signatures it checks (with
 //!   openssl, not with the code under test), canonicalised bodies, a signed entry timestamp
 //!   over the canonical JSON of the entry, an RFC 6962 Merkle tree with inclusion proofs and a
 //!   signed checkpoint, 409 with `Location` for a duplicate, `GET entries/{uuid}` and
@@ -583,6 +583,32 @@ fn canonical_entry(proposed: &Value, dir: &Path) -> Result<Value, String> {
                 "envelopeHash": {"algorithm": "sha256", "value": hex::encode(sha256(envelope_text.as_bytes()))},
                 "payloadHash": {"algorithm": "sha256", "value": hex::encode(sha256(&payload))},
                 "signatures": signatures
+            }}))
+        }
+        // What `cosign attest --rekor-entry-type intoto` logs: the envelope, and the key that
+        // signed it (Rekor checks the signature and keeps the digests).
+        Some("intoto") => {
+            let envelope_text = text("/spec/content/envelope")?;
+            let verifier = text("/spec/publicKey")?;
+            let envelope: Value = serde_json::from_str(envelope_text).map_err(|_| "the envelope is not JSON")?;
+            let payload = B64.decode(envelope["payload"].as_str().ok_or("no payload")?).map_err(|_| "payload")?;
+            let payload_type = envelope["payloadType"].as_str().ok_or("no payloadType")?;
+            let mut pae = format!("DSSEv1 {} {payload_type} {} ", payload_type.len(), payload.len()).into_bytes();
+            pae.extend_from_slice(&payload);
+            std::fs::write(dir.join("pae"), &pae).unwrap();
+            let sig = envelope.pointer("/signatures/0/sig").and_then(Value::as_str).ok_or("no signature")?;
+            std::fs::write(dir.join("sig"), B64.decode(sig).map_err(|_| "sig is not base64")?).unwrap();
+            let key = public_key(&B64.decode(verifier).map_err(|_| "publicKey is not base64")?, dir)?;
+            let key = key.display().to_string();
+            if !openssl_ok(&["dgst", "-sha256", "-verify", &key, "-signature", "sig", "pae"], dir) {
+                return Err("the envelope's signature does not verify".into());
+            }
+            Ok(json!({"apiVersion": "0.0.1", "kind": "intoto", "spec": {
+                "content": {
+                    "hash": {"algorithm": "sha256", "value": hex::encode(sha256(envelope_text.as_bytes()))},
+                    "payloadHash": {"algorithm": "sha256", "value": hex::encode(sha256(&payload))}
+                },
+                "publicKey": verifier
             }}))
         }
         _ => Err("unsupported kind".into()),
