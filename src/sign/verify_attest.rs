@@ -215,7 +215,21 @@ fn checked(
     verifier.check(m, opts, r)?;
     about(e, digest)?;
     r.passed.push("subject");
-    Ok(e.statement.get("predicate").cloned().unwrap_or(Value::Null))
+    let predicate = e.statement.get("predicate").cloned().unwrap_or(Value::Null);
+    // Keyless, the certificate says which workflow signed: a provenance naming another builder
+    // is said (GitHub's builder is the signing workflow).
+    let builder = predicate.pointer("/runDetails/builder/id").and_then(Value::as_str);
+    if predicate_type(&e.statement) == crate::attest::provenance::PREDICATE_TYPE
+        && let (Some(builder), Some(cert)) = (builder, m.cert_pem.as_deref())
+        && let Ok((identity, _)) = super::keyless::identity(cert)
+    {
+        if builder == identity {
+            r.passed.push("builder is the certificate's identity");
+        } else {
+            r.notes.push(format!("builder.id {builder} is not the certificate's identity {identity}"));
+        }
+    }
+    Ok(predicate)
 }
 
 fn bundle_material(bundle: &Value, b: BundleParts) -> Result<(Envelope, Material), Rejected> {

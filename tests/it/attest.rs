@@ -281,6 +281,8 @@ fn cosign_verify_attestation_accepts_keyless_provenance_in_both_formats_and_refu
     );
     assert_eq!(code, Some(0), "{doc:#}");
     assert_eq!(doc["result"]["attestations"][0]["predicate"]["runDetails"]["builder"]["id"], identity.as_str());
+    let passed = doc["result"]["attestations"][0]["passed"].as_array().unwrap();
+    assert!(passed.contains(&json!("builder is the certificate's identity")), "{doc:#}");
 }
 
 /// Uploads `data` as a blob of `repo` with curl (POST for an upload, then one PUT).
