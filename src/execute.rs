@@ -160,25 +160,7 @@ async fn target(
     outcome.moving_tags = moving_tags;
     let signs = t.steps.contains(&TargetStep::Sign);
     if let (push::Status::Pushed, Some(signer), true) = (outcome.status, signer, signs) {
-        match sign_pushed(&dest, &outcome, (signer, inputs.provenance.clone()), format).await {
-            Ok(signed) => outcome.signed = Some(signed),
-            Err(e) => {
-                outcome.status = push::Status::PushedUnsigned;
-                outcome.error = Some(format!("published but not signed: {e}"));
-            }
-        }
-        let attests = img.attestations.iter().any(|a| a.kind != "buildkit");
-        if outcome.status == push::Status::Pushed && attests {
-            match attest_pushed(&dest, &outcome, (signer, format), img, &inputs.run).await {
-                Ok(written) => outcome.attestations = written,
-                Err((written, e)) => {
-                    outcome.attestations = written;
-                    outcome.status = push::Status::PushedUnattested;
-                    outcome.error =
-                        Some(format!("published and signed, but its attestations were not all written: {e}"));
-                }
-            }
-        }
+        sign_pushed(&dest, &mut outcome, img, inputs, (signer, format)).await;
     }
     // Visibility is checked, not hoped for: every pushed image is pulled anonymously.
     if outcome.status != push::Status::Failed && t.steps.contains(&TargetStep::ProbeAnonymousPull) {
@@ -204,48 +186,58 @@ async fn target(
     outcome
 }
 
-/// Signs the manifest just pushed to `dest` (`outcome`: its digest, media type and size).
+/// Signs the manifest just pushed to `dest` (`outcome`: its digest, media type and size), then
+/// writes the attestations the plan lists for it, with one client; what happened goes in
+/// `outcome` (unsigned, or signed but not attested, is exit 3).
 async fn sign_pushed(
     dest: &Destination,
-    outcome: &push::Outcome,
-    (prepared, annotations): (&PreparedSigner, sign::provenance::Annotations),
-    format: sign::Format,
-) -> Result<sign::Signed, sign::SignError> {
-    let signer = prepared.signer().await?;
-    let client = dest.access.client(&dest.path)?;
-    client.authenticate().await?;
-    let (media_type, size) = outcome.manifest.clone().unwrap_or_default();
-    let subject = sign::Subject {
-        repository: format!("{}/{}", dest.access.endpoint.host, dest.path),
-        digest: outcome.digest.clone(),
-        media_type,
-        size,
-        annotations,
-    };
-    sign::sign(&client, &dest.path, &subject, signer, format).await
-}
-
-/// Signs and writes the attestations the plan lists for the manifest just pushed to `dest`.
-async fn attest_pushed(
-    dest: &Destination,
-    outcome: &push::Outcome,
-    (prepared, format): (&PreparedSigner, sign::Format),
+    outcome: &mut push::Outcome,
     img: &ImagePlan,
-    run: &crate::attest::write::RunFacts,
-) -> Result<Vec<crate::attest::Written>, (Vec<crate::attest::Written>, String)> {
-    let none = |e: &dyn std::fmt::Display| (Vec::new(), e.to_string());
-    let signer = prepared.signer().await.map_err(|e| none(&e))?;
-    let client = dest.access.client(&dest.path).map_err(|e| none(&e))?;
-    client.authenticate().await.map_err(|e| none(&e))?;
+    inputs: &Inputs<'_>,
+    (prepared, format): (&PreparedSigner, sign::Format),
+) {
+    let ready = async {
+        let signer = prepared.signer().await?;
+        let client = dest.access.client(&dest.path)?;
+        client.authenticate().await?;
+        Ok::<_, sign::SignError>((signer, client))
+    };
     let (media_type, size) = outcome.manifest.clone().unwrap_or_default();
     let subject = sign::Subject {
         repository: format!("{}/{}", dest.access.endpoint.host, dest.path),
         digest: outcome.digest.clone(),
         media_type,
         size,
-        annotations: Default::default(),
+        annotations: inputs.provenance.clone(),
     };
-    crate::attest::write::write(&client, &dest.path, &subject, (signer, format), img, run).await
+    let signed = match ready.await {
+        Ok((signer, client)) => {
+            sign::sign(&client, &dest.path, &subject, signer, format).await.map(|s| (s, signer, client))
+        }
+        Err(e) => Err(e),
+    };
+    let (signer, client) = match signed {
+        Ok((signed, signer, client)) => {
+            outcome.signed = Some(signed);
+            (signer, client)
+        }
+        Err(e) => {
+            outcome.status = push::Status::PushedUnsigned;
+            outcome.error = Some(format!("published but not signed: {e}"));
+            return;
+        }
+    };
+    if !img.attestations.iter().any(crate::attest::Planned::by_run) {
+        return;
+    }
+    match crate::attest::write::write(&client, &dest.path, &subject, (signer, format), img, &inputs.run).await {
+        Ok(written) => outcome.attestations = written,
+        Err((written, e)) => {
+            outcome.attestations = written;
+            outcome.status = push::Status::PushedUnattested;
+            outcome.error = Some(format!("published and signed, but its attestations were not all written: {e}"));
+        }
+    }
 }
 
 /// ECR Public: a registry token from the AWS credentials, and the repository created when it

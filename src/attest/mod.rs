@@ -58,10 +58,6 @@ pub struct Attestation {
     pub predicate: Value,
     /// `provenance`, or `sbom FILE` (shown in reports).
     pub source: String,
-    /// One per signer and image: a re-run of the same image adds no second one (provenance:
-    /// the first run's counts, as for signatures). Otherwise only the same statement is not
-    /// added twice.
-    pub once: bool,
 }
 
 /// An in-toto Statement v1 over `subjects`, as the envelope carries it.
@@ -172,6 +168,11 @@ pub fn plan(
 }
 
 impl Planned {
+    /// Signed and written by the run (provenance, SBOMs), not BuildKit's pushed as they are.
+    pub fn by_run(&self) -> bool {
+        self.kind != "buildkit"
+    }
+
     fn new(predicate_type: &str, kind: &str) -> Planned {
         Planned {
             predicate_type: predicate_type.to_string(),
@@ -212,11 +213,6 @@ pub struct Written {
     /// Formats whose identical attestation by this signer was already there.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub already_there: Vec<&'static str>,
-}
-
-/// One line of `git`'s output in `dir`, when it succeeds.
-pub(crate) fn git_line(dir: Option<&std::path::Path>, args: &[&str]) -> Option<String> {
-    crate::sign::provenance::git(dir, args)
 }
 
 #[cfg(test)]

@@ -93,7 +93,7 @@ fn actions(var: &dyn Fn(&str) -> Option<String>, builder: Option<&str>) -> Value
 /// The same shape from the checkout: its origin (without credentials), branch and commit; a
 /// value git cannot give is left out.
 fn local(dir: Option<&Path>) -> Value {
-    let git = |args: &[&str]| super::git_line(dir, args);
+    let git = |args: &[&str]| crate::sign::provenance::git(dir, args);
     let repository = git(&["remote", "get-url", "origin"]).map(|u| without_credentials(&u)).unwrap_or_default();
     let git_ref = git(&["symbolic-ref", "-q", "HEAD"]).unwrap_or_default();
     let mut dependency = Map::new();
@@ -116,7 +116,10 @@ fn local(dir: Option<&Path>) -> Value {
 
 /// The policy's directory relative to the checkout's top (where a workflow's path would be).
 fn policy_path(dir: Option<&Path>) -> String {
-    super::git_line(dir, &["rev-parse", "--show-prefix"]).unwrap_or_default().trim_end_matches('/').to_string()
+    crate::sign::provenance::git(dir, &["rev-parse", "--show-prefix"])
+        .unwrap_or_default()
+        .trim_end_matches('/')
+        .to_string()
 }
 
 /// A remote URL with any `user:password@`, query and fragment taken out: a token in a clone

@@ -22,6 +22,8 @@ pub struct RunFacts {
     pub git_dir: Option<PathBuf>,
     /// When the run started, seconds since the epoch.
     pub started: i64,
+    /// Each image's SBOM as read and checked before anything was pushed, by image id.
+    pub sboms: std::collections::HashMap<String, sbom::Sbom>,
 }
 
 fn now() -> i64 {
@@ -63,13 +65,15 @@ fn made(img: &ImagePlan, signer: Signer<'_>, facts: &RunFacts) -> Result<Vec<Mad
                     predicate_type: p.predicate_type.clone(),
                     predicate: provenance::predicate(&facts.env, builder, facts.git_dir.as_deref(), times),
                     source: "provenance".into(),
-                    once: true,
                 };
                 out.push((a, None));
             }
             "sbom" => {
                 let file = p.file.clone().unwrap_or_default();
-                let s = sbom::load(std::path::Path::new(&file)).map_err(|e| format!("SBOM {file}: {e}"))?;
+                let s = match facts.sboms.get(&img.id) {
+                    Some(s) => s.clone(),
+                    None => sbom::load(std::path::Path::new(&file)).map_err(|e| format!("SBOM {file}: {e}"))?,
+                };
                 if p.file_digest.as_ref().is_some_and(|d| d != &s.digest) {
                     return Err(format!("SBOM {file} changed since the plan was made: make the plan again"));
                 }
@@ -78,7 +82,6 @@ fn made(img: &ImagePlan, signer: Signer<'_>, facts: &RunFacts) -> Result<Vec<Mad
                     predicate_type: s.predicate_type.to_string(),
                     predicate: s.document,
                     source: format!("sbom {file}"),
-                    once: true,
                 };
                 out.push((a, Some(names)));
             }

@@ -54,8 +54,14 @@ pub async fn run(args: RunArgs, env: &Env, actions: Option<&github::Actions>) ->
     if let Some(only) = &args.only {
         plan.restrict(only).map_err(UsageError::of)?;
     }
+    // The SBOMs as read (and checked) before anything is pushed: the run attests these bytes.
+    let mut sboms: HashMap<String, crate::attest::sbom::Sbom> = resolved
+        .iter()
+        .flat_map(|r| &r.images)
+        .filter_map(|i| Some((i.name.clone(), i.sbom.as_ref()?.sbom.clone())))
+        .collect();
     if args.plan.is_some() {
-        images = reopen(&plan, env, &config).await?;
+        (images, sboms) = reopen(&plan, env, &config).await?;
     }
     if args.dry_run {
         // Shown as it would run; secrets are not needed to look.
@@ -104,6 +110,7 @@ pub async fn run(args: RunArgs, env: &Env, actions: Option<&github::Actions>) ->
             env: env.clone(),
             git_dir: resolved.as_ref().and(args.policy.policy.parent()).map(std::path::Path::to_path_buf),
             started,
+            sboms,
         },
     };
     let report = execute::execute(&plan, inputs).await;
@@ -184,8 +191,11 @@ fn read_plan(file: &std::path::Path) -> anyhow::Result<Plan> {
 
 /// Opens every planned source again and checks it is still what was planned: a different
 /// digest is exit 2, and nothing is written.
-async fn reopen(plan: &Plan, env: &Env, config: &ClientConfig) -> anyhow::Result<HashMap<String, Image>> {
+type Reopened = (HashMap<String, Image>, HashMap<String, crate::attest::sbom::Sbom>);
+
+async fn reopen(plan: &Plan, env: &Env, config: &ClientConfig) -> anyhow::Result<Reopened> {
     let mut out = HashMap::new();
+    let mut sboms = HashMap::new();
     for img in &plan.images {
         let image = load::open_image(&img.open, env, config)
             .await
@@ -216,10 +226,11 @@ async fn reopen(plan: &Plan, env: &Env, config: &ClientConfig) -> anyhow::Result
                 ))
                 .into());
             }
+            sboms.insert(img.id.clone(), now);
         }
         out.insert(img.id.clone(), image);
     }
-    Ok(out)
+    Ok((out, sboms))
 }
 
 #[cfg(test)]

@@ -65,7 +65,8 @@ impl Export {
                     ))));
                 }
                 let mut bytes = Vec::with_capacity(size as usize);
-                walk.data().read_to_end(&mut bytes).map_err(err)?;
+                // The entry yields its header's size, checked against the budgets above.
+                walk.data().take(size).read_to_end(&mut bytes).map_err(err)?;
                 kept += size;
                 metadata_kept += if metadata { size } else { 0 };
                 out.files.insert(name.clone(), bytes);

@@ -134,7 +134,7 @@ pub fn fill(plan: &mut Plan) {
     for img in &mut plan.images {
         let private = img.visibility == Visibility::Private;
         let attest: Vec<String> =
-            img.attestations.iter().filter(|a| a.kind != "buildkit").map(|a| a.predicate_type.clone()).collect();
+            img.attestations.iter().filter(|a| a.by_run()).map(|a| a.predicate_type.clone()).collect();
         let steps: Vec<Vec<TargetStep>> =
             img.targets.iter().map(|t| for_target_attesting(t.kind, private, &t.tags, signed, &attest)).collect();
         for (t, s) in img.targets.iter_mut().zip(steps) {

@@ -156,7 +156,7 @@ async fn learn_from_manifest(client: &Client, deferred: &Deferred, m: &oci::Mani
 
 /// Whether the repository holds the blob `digest` of `size` bytes (a HEAD; a size it reports
 /// must be that one).
-pub(super) async fn holds(client: &Client, digest: &Digest, size: u64) -> Result<bool, RegistryError> {
+async fn holds(client: &Client, digest: &Digest, size: u64) -> Result<bool, RegistryError> {
     match client.blob_head(digest).await? {
         Some(held) => {
             if let Some(held) = held {

@@ -315,16 +315,7 @@ async fn send_blob(
                 },
                 range,
             )
-            .await;
-    // Distribution refuses the digest of one of two uploads of the same blob at one moment
-    // (overlapping runs of one image): content-addressed, a blob it holds is these bytes.
-    let stats = match stats {
-        Err(RegistryError::DigestRefused { digest }) if layers::holds(client, &digest, d.size).await? => {
-            tracing::info!(digest = d.digest.short(), "blob uploaded at the same time by another client: there");
-            return Ok(NOT_SENT);
-        }
-        other => other?,
-    };
+            .await?;
     progress.done();
     tracing::info!(
         registry = client.registry(),

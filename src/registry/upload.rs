@@ -163,6 +163,14 @@ impl Client {
                 Err(RegistryError::Unauthorized { .. }) if stats.attempts == 1 => {
                     self.authenticate().await?;
                 }
+                // Distribution refuses the digest of one of two uploads of the same blob at one
+                // moment (overlapping runs of one image): content-addressed, a blob it then
+                // holds with this size is these bytes.
+                Err(RegistryError::DigestRefused { .. }) if matches!(self.blob_head(digest).await, Ok(Some(held)) if held.is_none_or(|h| h == size)) =>
+                {
+                    tracing::info!(registry = %self.registry, %digest, "uploaded at the same time by another client: it is there");
+                    return Ok(stats);
+                }
                 Err(e) => return Err(e),
             }
         }

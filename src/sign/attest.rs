@@ -2,14 +2,15 @@
 //! envelope around an in-toto statement, as a layer of the legacy `sha256-<hex>.att` manifest
 //! (media type `application/vnd.dsse.envelope.v1+json`, the predicate type and an empty
 //! signature annotated, the certificate, chain and Rekor entry as for `.sig`), and as a
-//! Sigstore bundle v0.3 referrer, both logged as `dsse` entries (`cosign attest`'s default) listed in the `sha256-<hex>` fallback index.
-//! Attestations already there, by anyone, are kept (`merge`); the same statement by the same
-//! signer is not added twice.
+//! Sigstore bundle v0.3 referrer listed in the `sha256-<hex>` fallback index, both logged as
+//! `dsse` entries (`cosign attest`'s default). Attestations already there, by anyone, are kept
+//! (`merge`); a signer adds one attestation of a predicate type per image, not one per run.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 
+use super::verify::{BundleParts, Envelope};
 use super::{
     BUNDLE_V03, CERT_ANNOTATION, CHAIN_ANNOTATION, Format, IN_TOTO, REKOR_ANNOTATION, SIGNATURE_ANNOTATION, SignError,
     Signer, Subject, annotation, descriptors, fallback_tag, merge, pae, split_pem,
@@ -84,7 +85,7 @@ pub async fn attest(
 }
 
 /// Adds an envelope layer to the `.att` manifest; `true` when this signer's envelope of the
-/// same statement was already there.
+/// same predicate type about this image was already there.
 async fn legacy(
     client: &Client,
     path: &str,
@@ -101,8 +102,9 @@ async fn legacy(
         let Some(d) = l.get("digest").and_then(Value::as_str).and_then(|d| d.parse::<Digest>().ok()) else { continue };
         // Another signer's envelope that cannot be read is not ours: skipped, never fatal.
         let Ok(Some(bytes)) = client.get_blob(&d, MAX_ENVELOPE).await else { continue };
+        let Some(e) = serde_json::from_slice(&bytes).ok().and_then(|v| Envelope::parse(&v).ok()) else { continue };
         let chain = annotation(l, CHAIN_ANNOTATION).map(split_pem).unwrap_or_default();
-        if envelope_by(&bytes, (statement, a.once), signer, (annotation(l, CERT_ANNOTATION), &chain)) {
+        if envelope_by(&e, statement, signer, (annotation(l, CERT_ANNOTATION), &chain)) {
             return Ok(true);
         }
     }
@@ -128,20 +130,11 @@ async fn legacy(
     Ok(false)
 }
 
-/// Whether `bytes` is an envelope signed by `signer` of `statement`, or with `once`, of any
-/// statement of the same predicate type about the same image.
-fn envelope_by(
-    bytes: &[u8],
-    (statement, once): (&[u8], bool),
-    signer: Signer<'_>,
-    cert: (Option<&str>, &[String]),
-) -> bool {
-    let Ok(env) = serde_json::from_slice::<Value>(bytes) else { return false };
-    let payload = env.get("payload").and_then(Value::as_str).and_then(|p| B64.decode(p).ok());
-    let sig = env.pointer("/signatures/0/sig").and_then(Value::as_str);
-    let (Some(payload), Some(sig)) = (payload, sig) else { return false };
-    let same = payload == statement || (once && same_kind(&payload, statement));
-    same && signer.made(sig, &pae(IN_TOTO, &payload), cert)
+/// Whether `e` is signed by `signer` and carries a statement of the same predicate type about
+/// the same image as `statement`: one per signer and image (a re-run's provenance, with its
+/// own run id, or a regenerated SBOM, with syft's new timestamps, adds none).
+fn envelope_by(e: &Envelope, statement: &[u8], signer: Signer<'_>, cert: (Option<&str>, &[String])) -> bool {
+    same_kind(&e.payload, statement) && signer.made(&B64.encode(&e.signature), &e.signed(), cert)
 }
 
 /// Two statements of the same predicate type about the same first subject (the image).
@@ -154,7 +147,7 @@ fn same_kind(theirs: &[u8], ours: &[u8]) -> bool {
 }
 
 /// The bundle referrer of this attestation, written (and listed in the fallback index) unless
-/// this signer's bundle of the same statement is there; `true` when it was.
+/// this signer's bundle of the same predicate type about this image is there; `true` when it was.
 async fn bundle(
     client: &Client,
     path: &str,
@@ -175,8 +168,9 @@ async fn bundle(
     for e in entries.iter().filter(same_type) {
         let Some(digest) = e.get("digest").and_then(Value::as_str) else { continue };
         if let Some(b) = super::referrer_bundle(client, path, digest).await?
-            && let Some(env) = b.get("dsseEnvelope")
-            && envelope_by(env.to_string().as_bytes(), (statement, a.once), signer, (bundle_cert(&b).as_deref(), &[]))
+            && let Ok(b) = BundleParts::parse(&b)
+            && let cert = b.cert_der.as_deref().map(super::der_to_pem)
+            && envelope_by(&b.envelope, statement, signer, (cert.as_deref(), &[]))
         {
             return Ok((digest.parse().map_err(|_| SignError::Invalid(format!("bad digest {digest}")))?, true));
         }
@@ -184,9 +178,4 @@ async fn bundle(
     let (referrer, descriptor) = super::write_referrer(client, subject, signer, (statement, &a.predicate_type)).await?;
     merge::add(client, path, &tag, merge::List::Referrers, descriptor).await?;
     Ok((referrer, false))
-}
-
-fn bundle_cert(bundle: &Value) -> Option<String> {
-    let raw = bundle.pointer("/verificationMaterial/certificate/rawBytes").and_then(Value::as_str)?;
-    B64.decode(raw).ok().map(|der| super::der_to_pem(&der))
 }

@@ -485,5 +485,5 @@ async fn referrer_bundle(client: &Client, path: &str, digest: &str) -> Result<Op
 fn bundled_by(bundle: &Value, signer: Signer<'_>, digest: &Digest) -> bool {
     let Ok(b) = verify::BundleParts::parse(bundle) else { return false };
     let cert = b.cert_der.as_deref().map(der_to_pem);
-    b.names(digest) && signer.made(&B64.encode(&b.signature), &b.signed, (cert.as_deref(), &[]))
+    b.names(digest) && signer.made(&B64.encode(&b.envelope.signature), &b.envelope.signed(), (cert.as_deref(), &[]))
 }

@@ -91,24 +91,42 @@ pub(super) struct Material {
     pub annotations: super::provenance::Annotations,
 }
 
+/// A DSSE envelope's parts: the statement it carries and the signature over its PAE.
+pub(super) struct Envelope {
+    pub payload: Vec<u8>,
+    pub payload_type: String,
+    pub signature: Vec<u8>,
+    pub statement: Value,
+}
+
+impl Envelope {
+    pub fn parse(env: &Value) -> Result<Envelope, Rejected> {
+        let payload = env.get("payload").and_then(Value::as_str).ok_or("the envelope has no payload")?;
+        let payload = B64.decode(payload).map_err(|e| format!("the payload is not base64: {e}"))?;
+        let payload_type = env.get("payloadType").and_then(Value::as_str).unwrap_or_default().to_string();
+        let sig = env.pointer("/signatures/0/sig").and_then(Value::as_str).ok_or("the envelope has no signature")?;
+        let signature = B64.decode(sig).map_err(|_| "the signature is not base64")?;
+        let statement = serde_json::from_slice(&payload).map_err(|e| format!("the statement is not JSON: {e}"))?;
+        Ok(Envelope { payload, payload_type, signature, statement })
+    }
+
+    /// What the signature covers: the pre-authentication encoding.
+    pub fn signed(&self) -> Vec<u8> {
+        pae(&self.payload_type, &self.payload)
+    }
+}
+
 /// A bundle's parts (v0.3, or v0.1/v0.2 with a certificate chain).
 pub(super) struct BundleParts {
-    pub signature: Vec<u8>,
-    pub signed: Vec<u8>,
-    pub payload: Vec<u8>,
+    pub envelope: Envelope,
     pub cert_der: Option<Vec<u8>>,
     pub entries: Vec<Value>,
-    pub statement: Value,
 }
 
 impl BundleParts {
     pub fn parse(bundle: &Value) -> Result<BundleParts, Rejected> {
         let env = bundle.get("dsseEnvelope").ok_or("the bundle has no DSSE envelope")?;
-        let payload = env.get("payload").and_then(Value::as_str).ok_or("the envelope has no payload")?;
-        let payload = B64.decode(payload).map_err(|e| format!("the payload is not base64: {e}"))?;
-        let payload_type = env.get("payloadType").and_then(Value::as_str).unwrap_or_default();
-        let sig = env.pointer("/signatures/0/sig").and_then(Value::as_str).ok_or("the bundle has no signature")?;
-        let signature = B64.decode(sig).map_err(|_| "the signature is not base64")?;
+        let envelope = Envelope::parse(env)?;
         let material = bundle.get("verificationMaterial");
         let cert_der = material
             .and_then(|m| {
@@ -119,15 +137,30 @@ impl BundleParts {
             .and_then(|b| B64.decode(b).ok());
         let entries =
             material.and_then(|m| m.get("tlogEntries")).and_then(Value::as_array).cloned().unwrap_or_default();
-        let statement = serde_json::from_slice(&payload).map_err(|e| format!("the statement is not JSON: {e}"))?;
-        Ok(BundleParts { signature, signed: pae(payload_type, &payload), payload, cert_der, entries, statement })
+        Ok(BundleParts { envelope, cert_der, entries })
+    }
+
+    /// What the signature is checked with: its certificate, its log entries (with inclusion
+    /// proofs, as bundles from v0.2 on carry them).
+    pub fn material(&self) -> Result<Material, Rejected> {
+        let entries = self.entries.iter().map(LogEntry::from_bundle_entry).collect::<Result<Vec<_>, _>>()?;
+        Ok(Material {
+            signature: self.envelope.signature.clone(),
+            signed: self.envelope.signed(),
+            payload_sha256: Sha256::digest(&self.envelope.payload).to_vec(),
+            cert_pem: self.cert_der.as_deref().map(der_to_pem),
+            chain: Vec::new(),
+            entries,
+            require_proof: true,
+            annotations: Default::default(),
+        })
     }
 
     /// Whether the statement is a cosign signature naming `digest`.
     pub fn names(&self, digest: &Digest) -> bool {
-        self.statement.get("predicateType").and_then(Value::as_str) == Some(PREDICATE_TYPE)
-            && self
-                .statement
+        let statement = &self.envelope.statement;
+        statement.get("predicateType").and_then(Value::as_str) == Some(PREDICATE_TYPE)
+            && statement
                 .get("subject")
                 .and_then(Value::as_array)
                 .into_iter()
@@ -293,7 +326,7 @@ pub async fn verify(
             let Some(d) = e.get("digest").and_then(Value::as_str) else { continue };
             let bundle = super::referrer_bundle(client, path, d).await?;
             // An attestation (a statement of another predicate type) is `--attestation`'s.
-            let statement = bundle.as_ref().and_then(|b| BundleParts::parse(b).ok()).map(|p| p.statement);
+            let statement = bundle.as_ref().and_then(|b| BundleParts::parse(b).ok()).map(|p| p.envelope.statement);
             if statement.is_some_and(|s| s.get("predicateType").and_then(Value::as_str) != Some(PREDICATE_TYPE)) {
                 continue;
             }
@@ -353,16 +386,7 @@ fn bundle_material(bundle: &Value, digest: &Digest) -> Result<Material, Rejected
     if !b.names(digest) {
         return Err(format!("digest: the statement is not a cosign signature of {digest}").into());
     }
-    let entries = b.entries.iter().map(LogEntry::from_bundle_entry).collect::<Result<Vec<_>, _>>()?;
-    let annotations = super::provenance::read(b.statement.pointer("/predicate/annotations"));
-    Ok(Material {
-        annotations,
-        signature: b.signature,
-        signed: b.signed,
-        payload_sha256: Sha256::digest(&b.payload).to_vec(),
-        cert_pem: b.cert_der.as_deref().map(der_to_pem),
-        chain: Vec::new(),
-        entries,
-        require_proof: true,
-    })
+    let mut m = b.material()?;
+    m.annotations = super::provenance::read(b.envelope.statement.pointer("/predicate/annotations"));
+    Ok(m)
 }

@@ -4,18 +4,16 @@
 //! trust and the transparency log exactly as for signatures (`verify`), and that the
 //! statement is about this digest. Attestations of other types are listed, not checked.
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
 use super::attest::{DSSE_ENVELOPE, MAX_ENVELOPE, attestation_tag};
 use super::tlog::LogEntry;
-use super::verify::{BundleParts, Material, SignatureReport, report};
+use super::verify::{BundleParts, Envelope, Material, SignatureReport, report};
 use super::{
     BUNDLE_V03, CERT_ANNOTATION, CHAIN_ANNOTATION, IN_TOTO, PREDICATE_TYPE, REKOR_ANNOTATION, Rejected, SignError,
-    Verifier, VerifyOptions, annotation, der_to_pem, fallback_tag, pae, split_pem,
+    Verifier, VerifyOptions, annotation, fallback_tag, split_pem,
 };
 use crate::registry::Client;
 use crate::types::Digest;
@@ -43,24 +41,6 @@ impl Attestations {
     pub fn verified(&self) -> impl Iterator<Item = &AttestationReport> {
         self.attestations.iter().filter(|a| a.check.verified)
     }
-}
-
-/// An envelope's parts: the statement, and the signature over its PAE.
-struct Envelope {
-    statement: Value,
-    payload: Vec<u8>,
-    signature: Vec<u8>,
-    payload_type: String,
-}
-
-fn envelope(env: &Value) -> Result<Envelope, Rejected> {
-    let payload = env.get("payload").and_then(Value::as_str).ok_or("the envelope has no payload")?;
-    let payload = B64.decode(payload).map_err(|_| "the envelope's payload is not base64")?;
-    let payload_type = env.get("payloadType").and_then(Value::as_str).unwrap_or_default().to_string();
-    let sig = env.pointer("/signatures/0/sig").and_then(Value::as_str).ok_or("the envelope has no signature")?;
-    let signature = B64.decode(sig).map_err(|_| "the envelope's signature is not base64")?;
-    let statement = serde_json::from_slice(&payload).map_err(|_| "the statement is not JSON")?;
-    Ok(Envelope { statement, payload, signature, payload_type })
 }
 
 fn predicate_type(statement: &Value) -> &str {
@@ -119,7 +99,7 @@ pub async fn verify_attestations(
             // A bundle that cannot be read is a signature's, `verify`'s to report.
             let Some(bundle) = super::referrer_bundle(client, path, d).await? else { continue };
             let Ok(parts) = BundleParts::parse(&bundle) else { continue };
-            let t = predicate_type(&parts.statement).to_string();
+            let t = predicate_type(&parts.envelope.statement).to_string();
             if t == PREDICATE_TYPE {
                 continue;
             }
@@ -128,7 +108,7 @@ pub async fn verify_attestations(
                 continue;
             }
             let mut r = report("bundle", d);
-            let result = bundle_material(&bundle, parts).and_then(|(e, m)| checked(&e, &m, digest, check, &mut r));
+            let result = parts.material().and_then(|m| checked(&parts.envelope, &m, digest, check, &mut r));
             found.push(Found::Checked(r, result));
         }
     }
@@ -173,7 +153,7 @@ async fn legacy_layer(
         return Ok(Some(Found::Checked(r, Err("the envelope blob is missing".into()))));
     };
     let parsed = serde_json::from_slice::<Value>(&blob).map_err(|_| Rejected::from("the envelope is not JSON"));
-    let e = match parsed.and_then(|v| envelope(&v)) {
+    let e = match parsed.and_then(|v| Envelope::parse(&v)) {
         Ok(e) => e,
         Err(why) => return Ok(Some(Found::Checked(r, Err(why)))),
     };
@@ -190,7 +170,7 @@ async fn legacy_layer(
         };
         let m = Material {
             signature: e.signature.clone(),
-            signed: pae(&e.payload_type, &e.payload),
+            signed: e.signed(),
             payload_sha256: Sha256::digest(&e.payload).to_vec(),
             cert_pem: annotation(l, CERT_ANNOTATION).map(str::to_string),
             chain: annotation(l, CHAIN_ANNOTATION).map(split_pem).unwrap_or_default(),
@@ -230,20 +210,4 @@ fn checked(
         }
     }
     Ok(predicate)
-}
-
-fn bundle_material(bundle: &Value, b: BundleParts) -> Result<(Envelope, Material), Rejected> {
-    let e = envelope(bundle.get("dsseEnvelope").ok_or("the bundle has no DSSE envelope")?)?;
-    let entries = b.entries.iter().map(LogEntry::from_bundle_entry).collect::<Result<Vec<_>, _>>()?;
-    let m = Material {
-        signature: b.signature,
-        signed: b.signed,
-        payload_sha256: Sha256::digest(&b.payload).to_vec(),
-        cert_pem: b.cert_der.as_deref().map(der_to_pem),
-        chain: Vec::new(),
-        entries,
-        require_proof: true,
-        annotations: Default::default(),
-    };
-    Ok((e, m))
 }

@@ -12,48 +12,22 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 
-use crate::cosign::{KEY_PASSWORD, cosign, cosign_cmd, out_text};
-use crate::support::image::{TestImage, sha, write_layout};
+use crate::cosign::{KEY_PASSWORD, Setup, out_text};
+use crate::support::image::{sha, write_layout};
 use crate::support::policy::Policy;
 use crate::support::sigstore::{self, ISSUER, REQUEST_TOKEN};
 use crate::support::{Registry, RegistryOptions, curl_put_manifest, publish, run, text};
 
-struct Setup {
-    reg: Registry,
-    work: tempfile::TempDir,
-    image: TestImage,
-    cosign: PathBuf,
+/// What these tests do with `cosign::Setup`'s image: publish it attested, write its SBOMs.
+trait Attesting {
+    fn run_attested(&self, repo: &str, signing: Value, image: Value, env: &[(String, String)]) -> (String, String);
+    fn spdx(&self, name: &str, digest: &str) -> String;
+    fn cyclonedx(&self, name: &str) -> String;
 }
 
-impl Setup {
-    fn new(seed: u64) -> Option<Setup> {
-        let cosign = cosign()?;
-        let reg = Registry::start(RegistryOptions::default());
-        let work = tempfile::tempdir().unwrap();
-        let image = write_layout(&work.path().join("img"), seed, &[12_000], "linux", "amd64", "latest");
-        Some(Setup { reg, work, image, cosign })
-    }
-
-    fn reference(&self, repo: &str) -> String {
-        format!("{}/ml/{repo}@{}", self.reg.host, self.image.manifest_digest)
-    }
-
-    fn cosign(&self) -> Command {
-        let home = self.work.path().join("home");
-        std::fs::create_dir_all(&home).unwrap();
-        cosign_cmd(&self.cosign, &home)
-    }
-
-    fn key_pair(&self, name: &str) -> PathBuf {
-        let dir = self.work.path().join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        let out = self.cosign().arg("generate-key-pair").current_dir(&dir).output().unwrap();
-        assert!(out.status.success(), "{}", out_text(&out));
-        dir
-    }
-
+impl Attesting for Setup {
     /// `publish run` of the image to `ml/REPO` with `signing` and `image` fields added.
-    fn publish(&self, repo: &str, signing: Value, image: Value, env: &[(String, String)]) -> (String, String) {
+    fn run_attested(&self, repo: &str, signing: Value, image: Value, env: &[(String, String)]) -> (String, String) {
         let mut img = json!({"name": repo, "source": "oci:img", "tags": ["main"], "visibility": "public"});
         img.as_object_mut().unwrap().extend(image.as_object().cloned().unwrap_or_default());
         Policy::new().local("home", &self.reg.host).image(img).set("signing", signing).write(self.work.path());
@@ -150,7 +124,7 @@ fn the_provenance_is_githubs_field_by_field_and_the_action_lists_every_attestati
     env.push(("GITHUB_OUTPUT".into(), outputs.display().to_string()));
     env.push(("GITHUB_STEP_SUMMARY".into(), summary.display().to_string()));
     let sbom = t.spdx("sbom.spdx.json", &t.image.manifest_digest);
-    t.publish("app", json!({"key": ours.join("cosign.key"), "format": "both"}), json!({"sbom": sbom}), &env);
+    t.run_attested("app", json!({"key": ours.join("cosign.key"), "format": "both"}), json!({"sbom": sbom}), &env);
 
     let key = ours.join("cosign.pub").display().to_string();
     let (code, doc, stderr) = publish_verify(&t, &t.reference("app"), "slsaprovenance1", &["--key", &key]);
@@ -198,11 +172,11 @@ fn cosign_verify_attestation_accepts_key_pair_provenance_and_sboms_and_refuses_a
     let key = ours.join("cosign.key").display().to_string();
     let spdx = t.spdx("sbom.spdx.json", &t.image.manifest_digest);
     let cdx = t.cyclonedx("sbom.cdx.json");
-    t.publish("legacy", json!({"key": key, "format": "legacy"}), json!({"sbom": spdx}), &[]);
+    t.run_attested("legacy", json!({"key": key, "format": "legacy"}), json!({"sbom": spdx}), &[]);
     let logged = json!({"key": key, "format": "legacy", "tlog": true, "rekor_url": s.rekor_url()});
-    t.publish("legacy-logged", logged, json!({"sbom": spdx}), &[]);
+    t.run_attested("legacy-logged", logged, json!({"sbom": spdx}), &[]);
     let both = json!({"key": key, "format": "both", "tlog": true, "rekor_url": s.rekor_url()});
-    t.publish("both", both, json!({"sbom": cdx}), &[]);
+    t.run_attested("both", both, json!({"sbom": cdx}), &[]);
     let root = s.trusted_root().display().to_string();
     let verify = |repo: &str, kind: &str, public: &Path, extra: &[&str], env: Vec<(&str, PathBuf)>| {
         let out = t
@@ -246,8 +220,8 @@ fn cosign_verify_attestation_accepts_keyless_provenance_in_both_formats_and_refu
     let s = sigstore::start();
     let mut env = keyless_env(&s);
     env.extend(fixture().0);
-    t.publish("legacy", keyless(&s, "legacy"), json!({}), &env);
-    t.publish("both", keyless(&s, "both"), json!({}), &env);
+    t.run_attested("legacy", keyless(&s, "legacy"), json!({}), &env);
+    t.run_attested("both", keyless(&s, "both"), json!({}), &env);
     let identity = sigstore::identity();
     let verify = |repo: &str, who: &str, extra: &[&str], env: Vec<(&str, PathBuf)>| {
         let out = t
@@ -463,7 +437,7 @@ fn publish_verifies_what_cosign_attests_and_refuses_another_subject_a_tampered_e
     // publish attests beside cosign's attestations: both stay, each verifies with its key.
     let ours = t.key_pair("ours");
     for (repo, format) in [("legacy", "legacy"), ("bundle", "bundle")] {
-        t.publish(repo, json!({"key": ours.join("cosign.key"), "format": format}), json!({}), &[]);
+        t.run_attested(repo, json!({"key": ours.join("cosign.key"), "format": format}), json!({}), &[]);
         for who in [&theirs, &ours] {
             let key = who.join("cosign.pub").display().to_string();
             let (code, doc, _) = publish_verify(&t, &t.reference(repo), "slsaprovenance1", &["--key", &key]);

@@ -58,15 +58,17 @@ pub(crate) fn out_text(o: &Output) -> String {
     format!("{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
-struct Setup {
-    reg: Registry,
-    work: tempfile::TempDir,
-    image: TestImage,
+/// A registry, a working directory with an image layout, and the real cosign (`None`, the test
+/// skipped, without it). `tests/it/attest.rs` uses it too.
+pub(crate) struct Setup {
+    pub(crate) reg: Registry,
+    pub(crate) work: tempfile::TempDir,
+    pub(crate) image: TestImage,
     cosign: PathBuf,
 }
 
 impl Setup {
-    fn new(seed: u64) -> Option<Setup> {
+    pub(crate) fn new(seed: u64) -> Option<Setup> {
         let cosign = cosign()?;
         let reg = Registry::start(RegistryOptions::default());
         let work = tempfile::tempdir().unwrap();
@@ -74,7 +76,7 @@ impl Setup {
         Some(Setup { reg, work, image, cosign })
     }
 
-    fn reference(&self, repo: &str) -> String {
+    pub(crate) fn reference(&self, repo: &str) -> String {
         format!("{}/ml/{repo}@{}", self.reg.host, self.image.manifest_digest)
     }
 
@@ -100,11 +102,11 @@ impl Setup {
         assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
     }
 
-    fn cosign(&self) -> Command {
+    pub(crate) fn cosign(&self) -> Command {
         cosign_cmd(&self.cosign, &self.home())
     }
 
-    fn key_pair(&self, name: &str) -> PathBuf {
+    pub(crate) fn key_pair(&self, name: &str) -> PathBuf {
         let dir = self.work.path().join(name);
         std::fs::create_dir_all(&dir).unwrap();
         let out = self.cosign().arg("generate-key-pair").current_dir(&dir).output().unwrap();

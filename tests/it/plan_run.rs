@@ -298,7 +298,12 @@ fn an_image_missing_from_the_inputs_fails_its_targets() {
         verifier: None,
         git: Default::default(),
         allow_rollback: false,
-        run: publish_action::attest::write::RunFacts { env: env.clone(), git_dir: None, started: 0 },
+        run: publish_action::attest::write::RunFacts {
+            env: env.clone(),
+            git_dir: None,
+            started: 0,
+            sboms: Default::default(),
+        },
     };
     let report = tokio::runtime::Runtime::new().unwrap().block_on(publish_action::execute::execute(&plan, inputs));
     let json = serde_json::to_value(&report).unwrap();
